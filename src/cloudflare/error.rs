@@ -1,0 +1,158 @@
+//! API errors a person can act on, with no body text and no credential.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+/// One item of the envelope's `errors[]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ApiMessage {
+    pub code: i64,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no Cloudflare credentials: {0}.\nSet CLOUDFLARE_API_TOKEN to an API token with the \"Magic WAN Write\" or \"Magic Transit Write\" permission (or CLOUDFLARE_EMAIL and CLOUDFLARE_API_KEY); or run `psk plan --offline`, or try everything with `psk --sandbox`")]
+    MissingCredentials(String),
+    #[error("{}", describe_api(*status, errors, url, *attempts))]
+    Api {
+        url: String,
+        status: u16,
+        errors: Vec<ApiMessage>,
+        attempts: u32,
+    },
+    #[error("tunnel {tunnel_id} was not found in Cloudflare account {account_id} (HTTP 404). Check its `id` and `account_id` in psk.yaml")]
+    TunnelNotFound {
+        account_id: String,
+        tunnel_id: String,
+    },
+    #[error("request to {url} failed{}: {message}", retries(*attempts))]
+    Transport {
+        url: String,
+        message: String,
+        /// Whether the request may have reached Cloudflare.
+        sent: bool,
+        attempts: u32,
+    },
+    #[error("unexpected answer from {url} (HTTP {status}): {message}")]
+    Decode {
+        url: String,
+        status: u16,
+        message: String,
+    },
+}
+
+fn retries(attempts: u32) -> String {
+    if attempts > 1 {
+        format!(" after {} retries", attempts - 1)
+    } else {
+        String::new()
+    }
+}
+
+fn describe_api(status: u16, errors: &[ApiMessage], url: &str, attempts: u32) -> String {
+    let mut s = format!("Cloudflare refused {url} (HTTP {status}{})", retries(attempts));
+    if errors.is_empty() {
+        s.push_str(": no error details in the answer");
+    }
+    for e in errors {
+        s.push_str(&format!("\n  code {}: {}", e.code, e.message));
+    }
+    if errors.iter().any(|e| e.code == 1012) {
+        s.push_str("\nhint: code 1012 means this account is not onboarded to Magic WAN or Magic Transit; check `account_id` in psk.yaml");
+    }
+    match status {
+        401 => s.push_str("\nhint: the credentials were not accepted; check CLOUDFLARE_API_TOKEN (or CLOUDFLARE_EMAIL and CLOUDFLARE_API_KEY)"),
+        403 => s.push_str("\nhint: the token lacks permission; it needs \"Magic WAN Write\" or \"Magic Transit Write\" on this account"),
+        429 => s.push_str("\nhint: Cloudflare's rate limit (1,200 requests per 5 minutes) was hit; wait 5 minutes before trying again"),
+        _ => {}
+    }
+    s
+}
+
+impl ApiError {
+    /// Names the tunnel in a 404 about it.
+    pub(crate) fn for_tunnel(self, account_id: &str, tunnel_id: &str) -> ApiError {
+        match self {
+            ApiError::Api { status: 404, .. } => ApiError::TunnelNotFound {
+                account_id: account_id.to_string(),
+                tunnel_id: tunnel_id.to_string(),
+            },
+            other => other,
+        }
+    }
+
+    pub(crate) fn with_attempts(mut self, n: u32) -> ApiError {
+        match &mut self {
+            ApiError::Api { attempts, .. } | ApiError::Transport { attempts, .. } => *attempts = n,
+            _ => {}
+        }
+        self
+    }
+
+    /// True when Cloudflare may have acted on a request whose answer psk
+    /// did not get: for a rotation, the PSK on the edge is then unknown.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            ApiError::Transport { sent, .. } => *sent,
+            ApiError::Api { status, .. } => *status >= 500 || *status == 408,
+            ApiError::Decode { status, .. } => (200..300).contains(status) || *status >= 500,
+            ApiError::MissingCredentials(_) | ApiError::TunnelNotFound { .. } => false,
+        }
+    }
+}
+
+/// reqwest's error, by kind, with its cause chain; never a body.
+pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "the answer could not be read"
+    } else {
+        "the request failed"
+    };
+    let mut causes = Vec::new();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        causes.push(c.to_string());
+        src = c.source();
+    }
+    causes.dedup();
+    if causes.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind} ({})", causes.join(": "))
+    }
+}
+
+/// Why a body is not the envelope, without quoting it: a `psk_generate`
+/// answer holds a PSK.
+pub(crate) fn describe_json(e: &serde_json::Error, empty: bool) -> String {
+    use serde_json::error::Category;
+    if empty {
+        return "the body is empty; expected a JSON envelope".into();
+    }
+    match e.classify() {
+        Category::Eof => "the body ends early (truncated JSON)".into(),
+        Category::Syntax => format!(
+            "the body is not JSON (syntax error at line {} column {})",
+            e.line(),
+            e.column()
+        ),
+        Category::Data => format!(
+            "the JSON does not have the expected shape (at line {} column {})",
+            e.line(),
+            e.column()
+        ),
+        Category::Io => "the body could not be read".into(),
+    }
+}
+
+impl fmt::Display for ApiMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}

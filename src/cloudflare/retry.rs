@@ -1,0 +1,148 @@
+//! One retry policy for every call, as Cloudflare's own SDKs behave.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use reqwest::header::HeaderMap;
+use reqwest::StatusCode;
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Tries in all, the first included.
+    pub max_attempts: u32,
+    /// The first backoff; each later one doubles, with jitter.
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(500),
+            // Cloudflare blocks a token for 5 minutes after a 429.
+            max_delay: Duration::from_secs(300),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with jitter: a random point in the upper half of
+    /// `base * 2^(attempt-1)`, so concurrent clients do not retry in step.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let full = exp.min(self.max_delay);
+        if full.is_zero() {
+            return full;
+        }
+        let half = full / 2;
+        half + rand::thread_rng().gen_range(Duration::ZERO..=half)
+    }
+
+    /// The server's `Retry-After-Ms` or `Retry-After` (seconds or an HTTP
+    /// date) when given, else the backoff; never more than `max_delay`.
+    pub fn delay_for(&self, attempt: u32, headers: &HeaderMap) -> Duration {
+        server_delay(headers, Utc::now())
+            .map(|d| d.min(self.max_delay))
+            .unwrap_or_else(|| self.backoff(attempt))
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+fn server_delay(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    if let Some(ms) = header(headers, "retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+        if ms.is_finite() && ms >= 0.0 {
+            return Some(Duration::from_secs_f64(ms / 1000.0));
+        }
+    }
+    let v = header(headers, "retry-after")?;
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let at = DateTime::parse_from_rfc2822(v).ok()?.with_timezone(&Utc);
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Whether an error answer is worth another try: 408, 409, 429 and 5xx,
+/// unless the server says `x-should-retry: false` (and always when it says
+/// `true`).
+pub fn should_retry(status: StatusCode, headers: &HeaderMap) -> bool {
+    match header(headers, "x-should-retry") {
+        Some("true") => return true,
+        Some("false") => return false,
+        _ => {}
+    }
+    matches!(status.as_u16(), 408 | 409 | 429) || status.is_server_error()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn retries_the_right_statuses() {
+        let none = HeaderMap::new();
+        for s in [408, 409, 429, 500, 502, 503, 504] {
+            assert!(should_retry(StatusCode::from_u16(s).unwrap(), &none), "{s}");
+        }
+        for s in [400, 401, 403, 404, 422] {
+            assert!(!should_retry(StatusCode::from_u16(s).unwrap(), &none), "{s}");
+        }
+        let no = headers(&[("x-should-retry", "false")]);
+        assert!(!should_retry(StatusCode::SERVICE_UNAVAILABLE, &no));
+        let yes = headers(&[("x-should-retry", "true")]);
+        assert!(should_retry(StatusCode::BAD_REQUEST, &yes));
+    }
+
+    #[test]
+    fn honours_server_delays() {
+        let now: DateTime<Utc> = "2026-11-26T12:00:00Z".parse().unwrap();
+        assert_eq!(
+            server_delay(&headers(&[("retry-after", "7")]), now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            server_delay(&headers(&[("retry-after-ms", "250"), ("retry-after", "7")]), now),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            server_delay(&headers(&[("retry-after", "Thu, 26 Nov 2026 12:00:30 GMT")]), now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(server_delay(&headers(&[("retry-after", "soon")]), now), None);
+        let p = RetryPolicy::default();
+        assert_eq!(
+            p.delay_for(1, &headers(&[("retry-after", "100000")])),
+            Duration::from_secs(300)
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+        };
+        let d1 = p.backoff(1);
+        assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100));
+        let d3 = p.backoff(3);
+        assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400));
+        assert!(p.backoff(30) <= Duration::from_secs(1));
+    }
+}

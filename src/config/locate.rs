@@ -1,0 +1,169 @@
+//! Where each key of a YAML document sits in its file.
+//!
+//! serde_yaml locates syntax and type errors but forgets positions once a
+//! value is deserialized. Semantic checks (a duplicate id, an unknown policy)
+//! need the line too, so this walks the parser's marked events once and
+//! records the position of every key and sequence item under a path such as
+//! `tunnels[1].id`, the same notation serde_yaml uses in its messages.
+
+use std::collections::HashMap;
+
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+/// A 1-based line and column in a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    pub line: usize,
+    pub column: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Locations {
+    paths: HashMap<String, Position>,
+}
+
+impl Locations {
+    /// Indexes `text`. A document that does not parse yields an empty index:
+    /// serde_yaml reports that error with its own position.
+    pub fn index(text: &str) -> Self {
+        let mut walker = Walker::default();
+        let mut parser = Parser::new_from_str(text);
+        if parser.load(&mut walker, false).is_err() {
+            return Locations::default();
+        }
+        Locations {
+            paths: walker.paths,
+        }
+    }
+
+    /// The position of `path`, or of its nearest located ancestor, or 1:1.
+    pub fn get(&self, path: &str) -> Position {
+        let mut p = path;
+        loop {
+            if let Some(pos) = self.paths.get(p) {
+                return *pos;
+            }
+            match p.rfind(['.', '[']) {
+                Some(i) => p = &p[..i],
+                None => {
+                    return Position { line: 1, column: 1 };
+                }
+            }
+        }
+    }
+}
+
+enum Frame {
+    Map {
+        path: String,
+        key: Option<String>,
+    },
+    Seq {
+        path: String,
+        next: usize,
+    },
+}
+
+#[derive(Default)]
+struct Walker {
+    stack: Vec<Frame>,
+    paths: HashMap<String, Position>,
+}
+
+fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+impl Walker {
+    fn record(&mut self, path: &str, mark: Marker) {
+        self.paths.entry(path.to_string()).or_insert(Position {
+            line: mark.line(),
+            column: mark.col() + 1,
+        });
+    }
+
+    /// Returns the path of the node that starts now, or `None` when the node
+    /// is a mapping key (which is recorded and remembered instead).
+    fn node_path(&mut self, ev: &Event, mark: Marker) -> Option<String> {
+        let (path, is_key) = match self.stack.last_mut() {
+            None => (String::new(), false),
+            Some(Frame::Seq { path, next }) => {
+                let p = format!("{path}[{next}]");
+                *next += 1;
+                (p, false)
+            }
+            Some(Frame::Map { path, key }) => match key.take() {
+                Some(k) => (join(path, &k), false),
+                None => {
+                    let name = match ev {
+                        Event::Scalar(s, ..) => s.clone(),
+                        _ => "?".to_string(),
+                    };
+                    *key = Some(name.clone());
+                    (join(path, &name), true)
+                }
+            },
+        };
+        self.record(&path, mark);
+        if is_key {
+            None
+        } else {
+            Some(path)
+        }
+    }
+}
+
+impl MarkedEventReceiver for Walker {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        match ev {
+            Event::Scalar(..) | Event::Alias(_) => {
+                self.node_path(&ev, mark);
+            }
+            Event::MappingStart(..) => {
+                // A complex key (a mapping used as a key) is not addressable.
+                let path = self.node_path(&ev, mark).unwrap_or_else(|| "?".into());
+                self.stack.push(Frame::Map { path, key: None });
+            }
+            Event::SequenceStart(..) => {
+                let path = self.node_path(&ev, mark).unwrap_or_else(|| "?".into());
+                self.stack.push(Frame::Seq { path, next: 0 });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locates_keys_and_items() {
+        let text = "version: 1\npolicies:\n  default:\n    rotate_every: 90d\ntunnels:\n  - name: a\n    id: x\n  - name: b\n    id: y\n";
+        let loc = Locations::index(text);
+        assert_eq!(loc.get("version"), Position { line: 1, column: 1 });
+        assert_eq!(
+            loc.get("policies.default.rotate_every"),
+            Position { line: 4, column: 5 }
+        );
+        assert_eq!(loc.get("tunnels[1]").line, 8);
+        assert_eq!(loc.get("tunnels[1].id"), Position { line: 9, column: 5 });
+        // An absent key falls back to its parent.
+        assert_eq!(loc.get("tunnels[1].site").line, 8);
+        assert_eq!(loc.get("nothing"), Position { line: 1, column: 1 });
+    }
+
+    #[test]
+    fn broken_yaml_gives_empty_index() {
+        let loc = Locations::index("a: [1, 2\n");
+        assert_eq!(loc.get("a"), Position { line: 1, column: 1 });
+    }
+}

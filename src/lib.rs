@@ -1,0 +1,12 @@
+//! psk keeps the IPsec pre-shared keys of Cloudflare Magic WAN / Magic
+//! Transit tunnels rotated, the way Terraform keeps infrastructure in shape.
+//!
+//! The library exists so tests and benchmarks can use psk's pieces; the
+//! `psk` binary is a thin shell over [`cli::main`].
+
+pub mod cloudflare;
+pub mod config;
+pub mod policy;
+pub mod reconcile;
+pub mod seal;
+pub mod state;

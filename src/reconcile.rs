@@ -1,0 +1,375 @@
+//! The planner: `reconcile(desired, state, remote, now) -> Plan`.
+//!
+//! A pure function, no I/O and no clock, so every rule below is tested
+//! exhaustively with fixed instants. Every action carries the reasons that
+//! caused it, because a reviewer approves reasons, not just actions.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Utc};
+
+use crate::cloudflare::RemoteTunnel;
+use crate::config::{Config, TunnelKey};
+use crate::policy::Span;
+use crate::state::State;
+
+/// What Cloudflare reported, per tunnel. `None` in [`reconcile`] means the
+/// plan is offline and Cloudflare was not asked.
+#[derive(Debug, Default, Clone)]
+pub struct Remote {
+    pub tunnels: BTreeMap<TunnelKey, RemoteTunnel>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ActionKind {
+    /// First PSK made by psk for this tunnel.
+    Generate,
+    /// Replace the PSK psk made before.
+    Rotate,
+    /// Drop the tunnel from the state only; the tunnel is never touched.
+    Forget,
+}
+
+impl ActionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Generate => "generate",
+            ActionKind::Rotate => "rotate",
+            ActionKind::Forget => "forget",
+        }
+    }
+
+    /// Whether the action changes the PSK on Cloudflare's edge.
+    pub fn changes_psk(self) -> bool {
+        matches!(self, ActionKind::Generate | ActionKind::Rotate)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// psk has no sealed PSK for the tunnel.
+    NeverRotated,
+    /// The policy's period has passed.
+    Due {
+        last_rotated: DateTime<Utc>,
+        days_ago: i64,
+        policy: String,
+        every: Span,
+    },
+    /// A rotation was started and its answer never recorded.
+    Interrupted { started: DateTime<Utc> },
+    /// Cloudflare's PSK changed after the one psk sealed.
+    ChangedOutside { on: DateTime<Utc> },
+    /// In the state but no longer in psk.yaml.
+    NotInConfig,
+}
+
+impl Reason {
+    /// A short machine name, for JSON.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reason::NeverRotated => "never_rotated",
+            Reason::Due { .. } => "due",
+            Reason::Interrupted { .. } => "interrupted",
+            Reason::ChangedOutside { .. } => "drift",
+            Reason::NotInConfig => "not_in_config",
+        }
+    }
+
+    /// The sentence shown to people.
+    pub fn describe(&self) -> String {
+        match self {
+            Reason::NeverRotated => "psk holds no sealed PSK for it yet".to_string(),
+            Reason::Due {
+                last_rotated,
+                days_ago,
+                policy,
+                every,
+            } => format!(
+                "last rotated {}, {} day{} ago; policy \"{policy}\" rotates every {every}",
+                last_rotated.format("%Y-%m-%d"),
+                days_ago,
+                if *days_ago == 1 { "" } else { "s" }
+            ),
+            Reason::Interrupted { started } => format!(
+                "interrupted: a rotation started {} never recorded its answer, so the PSK on Cloudflare's edge is unknown",
+                crate::state::format_time(started)
+            ),
+            Reason::ChangedOutside { on } => format!(
+                "changed outside psk on {}: the sealed PSK is stale",
+                on.format("%Y-%m-%d")
+            ),
+            Reason::NotInConfig => {
+                "no longer in psk.yaml; only the state record is dropped, the tunnel is not touched"
+                    .to_string()
+            }
+        }
+    }
+}
+
+/// The outcome of a `validate_only` dry run of an action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DryRun {
+    /// Not attempted: offline, or an action that makes no API call.
+    NotRun,
+    Accepted,
+    Refused(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    pub name: String,
+    pub key: TunnelKey,
+    pub kind: ActionKind,
+    pub reasons: Vec<Reason>,
+    pub policy: Option<String>,
+    pub last_rotated: Option<DateTime<Utc>>,
+    pub next_due: Option<DateTime<Utc>>,
+    pub dry_run: DryRun,
+}
+
+/// A tunnel that needs nothing now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unchanged {
+    pub name: String,
+    pub key: TunnelKey,
+    pub next_due: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The instant policies were evaluated at.
+    pub now: DateTime<Utc>,
+    /// Cloudflare was not consulted.
+    pub offline: bool,
+    pub actions: Vec<Action>,
+    pub unchanged: Vec<Unchanged>,
+}
+
+impl Plan {
+    pub fn count(&self, kind: ActionKind) -> usize {
+        self.actions.iter().filter(|a| a.kind == kind).count()
+    }
+
+    pub fn has_changes(&self) -> bool {
+        !self.actions.is_empty()
+    }
+
+    /// Whether any dry run was refused: such a plan must not be applied.
+    pub fn has_refusals(&self) -> bool {
+        self.actions
+            .iter()
+            .any(|a| matches!(a.dry_run, DryRun::Refused(_)))
+    }
+}
+
+/// Decides what to do for every tunnel in `desired` and in `state`.
+///
+/// `remote` holds what Cloudflare reported (absent when offline). Actions
+/// come in psk.yaml order, then forgets in state order.
+pub fn reconcile(
+    desired: &Config,
+    state: Option<&State>,
+    remote: Option<&Remote>,
+    now: DateTime<Utc>,
+) -> Plan {
+    let mut actions = Vec::new();
+    let mut unchanged = Vec::new();
+    let mut wanted = HashSet::new();
+
+    for tunnel in &desired.tunnels {
+        let key = tunnel.key();
+        wanted.insert(key.to_string());
+        let policy = desired.policy_of(tunnel);
+        let record = state.and_then(|s| s.get(&key));
+        let sealed = record.filter(|r| r.psk.is_some());
+        let last_rotated = sealed.and_then(|r| r.last_rotated);
+        let next_due = last_rotated.map(|t| policy.next_due(t));
+
+        let mut reasons = Vec::new();
+        if let Some(intent) = record.and_then(|r| r.intent.as_ref()) {
+            reasons.push(Reason::Interrupted {
+                started: intent.started,
+            });
+        }
+        match (sealed, last_rotated) {
+            (Some(_), Some(last)) => {
+                let remote_change = remote
+                    .and_then(|r| r.tunnels.get(&key))
+                    .and_then(|t| t.last_generated_on)
+                    .filter(|on| *on > last);
+                if let Some(on) = remote_change {
+                    if reasons.is_empty() {
+                        reasons.push(Reason::ChangedOutside { on });
+                    }
+                }
+                if policy.is_due(last, now) {
+                    reasons.push(Reason::Due {
+                        last_rotated: last,
+                        days_ago: crate::policy::days_between(last, now),
+                        policy: policy.name.clone(),
+                        every: policy.rotate_every,
+                    });
+                }
+            }
+            _ => reasons.push(Reason::NeverRotated),
+        }
+
+        if reasons.is_empty() {
+            unchanged.push(Unchanged {
+                name: tunnel.name.clone(),
+                key,
+                next_due: next_due.expect("a sealed, dated PSK has a due date"),
+            });
+            continue;
+        }
+        let kind = if sealed.is_some() {
+            ActionKind::Rotate
+        } else {
+            ActionKind::Generate
+        };
+        actions.push(Action {
+            name: tunnel.name.clone(),
+            key,
+            kind,
+            reasons,
+            policy: Some(policy.name.clone()),
+            last_rotated,
+            next_due,
+            dry_run: DryRun::NotRun,
+        });
+    }
+
+    if let Some(state) = state {
+        for (k, rec) in &state.tunnels {
+            if wanted.contains(k) {
+                continue;
+            }
+            actions.push(Action {
+                name: rec.name.clone(),
+                key: rec.key(),
+                kind: ActionKind::Forget,
+                reasons: vec![Reason::NotInConfig],
+                policy: None,
+                last_rotated: rec.last_rotated,
+                next_due: None,
+                dry_run: DryRun::NotRun,
+            });
+        }
+    }
+
+    Plan {
+        now,
+        offline: remote.is_none(),
+        actions,
+        unchanged,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Intent;
+    use std::path::Path;
+
+    const ACCOUNT: &str = "023e105f4ecef8ad9ca31a8372d0c353";
+    const A: &str = "0123456789abcdef0123456789abcdef";
+    const B: &str = "fedcba9876543210fedcba9876543210";
+
+    fn config() -> Config {
+        let text = format!(
+            "version: 1
+account_id: {ACCOUNT}
+recipients: [age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p]
+policies:
+  default: {{rotate_every: 30d}}
+tunnels:
+  - {{name: a, id: {A}}}
+  - {{name: b, id: {B}}}
+"
+        );
+        Config::parse(Path::new("psk.yaml"), &text).unwrap()
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn state_with(name: &str, id: &str, last: &str) -> State {
+        let mut s = State::new(vec![]);
+        let r = s.entry(&TunnelKey::new(ACCOUNT, id), name);
+        r.psk = Some("sealed".into());
+        r.last_rotated = Some(t(last));
+        s
+    }
+
+    #[test]
+    fn empty_state_generates_everything() {
+        let plan = reconcile(&config(), None, None, t("2026-11-26T00:00:00Z"));
+        assert_eq!(plan.count(ActionKind::Generate), 2);
+        assert!(plan.offline);
+        assert_eq!(plan.actions[0].name, "a");
+        assert_eq!(plan.actions[0].reasons, vec![Reason::NeverRotated]);
+    }
+
+    #[test]
+    fn due_exactly_at_the_period() {
+        let s = state_with("a", A, "2026-11-01T00:00:00Z");
+        let before = reconcile(&config(), Some(&s), None, t("2026-11-30T23:59:59Z"));
+        assert_eq!(before.count(ActionKind::Rotate), 0);
+        assert_eq!(before.unchanged[0].next_due, t("2026-12-01T00:00:00Z"));
+        let at = reconcile(&config(), Some(&s), None, t("2026-12-01T00:00:00Z"));
+        assert_eq!(at.count(ActionKind::Rotate), 1);
+        assert_eq!(at.actions[0].reasons[0].code(), "due");
+        assert!(at.actions[0].reasons[0]
+            .describe()
+            .contains("30 days ago; policy \"default\" rotates every 30d"));
+    }
+
+    #[test]
+    fn drift_and_interruption() {
+        let mut s = state_with("a", A, "2026-11-01T00:00:00Z");
+        let mut remote = Remote::default();
+        remote.tunnels.insert(
+            TunnelKey::new(ACCOUNT, A),
+            RemoteTunnel {
+                id: A.into(),
+                name: "a".into(),
+                last_generated_on: Some(t("2026-11-10T00:00:00Z")),
+            },
+        );
+        let now = t("2026-11-20T00:00:00Z");
+        let plan = reconcile(&config(), Some(&s), Some(&remote), now);
+        let a = &plan.actions[0];
+        assert_eq!(a.kind, ActionKind::Rotate);
+        assert_eq!(a.reasons, vec![Reason::ChangedOutside { on: t("2026-11-10T00:00:00Z") }]);
+
+        s.entry(&TunnelKey::new(ACCOUNT, A), "a").intent = Some(Intent {
+            operation: "psk_generate".into(),
+            started: t("2026-11-09T00:00:00Z"),
+        });
+        let plan = reconcile(&config(), Some(&s), Some(&remote), now);
+        assert_eq!(plan.actions[0].reasons[0].code(), "interrupted");
+        assert_eq!(plan.actions[0].reasons.len(), 1);
+    }
+
+    #[test]
+    fn removed_tunnels_are_forgotten_not_touched() {
+        let s = state_with("gone", "99999999999999999999999999999999", "2026-11-01T00:00:00Z");
+        let plan = reconcile(&config(), Some(&s), None, t("2026-11-02T00:00:00Z"));
+        let forget: Vec<_> = plan.actions.iter().filter(|a| a.kind == ActionKind::Forget).collect();
+        assert_eq!(forget.len(), 1);
+        assert_eq!(forget[0].name, "gone");
+        assert!(!forget[0].kind.changes_psk());
+    }
+
+    #[test]
+    fn deterministic() {
+        let s = state_with("a", A, "2026-01-01T00:00:00Z");
+        let now = t("2026-11-02T00:00:00Z");
+        assert_eq!(
+            reconcile(&config(), Some(&s), None, now),
+            reconcile(&config(), Some(&s), None, now)
+        );
+    }
+}

@@ -1,0 +1,327 @@
+//! Sealing PSKs with age.
+//!
+//! The machine that rotates keys only ever holds *public* recipients, so it
+//! can seal a fresh PSK but never read one back. Opening a sealed PSK needs an
+//! identity (a private key) and is reserved for `psk show` and friends.
+
+use std::fmt;
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use age::armor::{ArmoredReader, ArmoredWriter, Format};
+use zeroize::Zeroizing;
+
+/// A pre-shared key in memory.
+///
+/// It zeroes its buffer on drop and never prints: `Debug` shows a marker and
+/// there is no `Display`. The only way out is [`Psk::expose`], which keeps
+/// every place that writes a PSK easy to find with grep.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Psk(Zeroizing<String>);
+
+impl Psk {
+    pub fn new(secret: String) -> Self {
+        Psk(Zeroizing::new(secret))
+    }
+
+    /// The plaintext. Call only where the PSK must leave psk: sealing it,
+    /// sending it to Cloudflare, or `psk show` on explicit request.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Psk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Psk(<redacted>)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("`{0}` is not an age recipient (age1...) or an SSH public key (ssh-ed25519 or ssh-rsa): {1}")]
+    BadRecipient(String, String),
+    #[error("no recipients: a PSK sealed to nobody could never be opened")]
+    NoRecipients,
+    #[error("could not seal the PSK: {0}")]
+    Encrypt(String),
+    #[error("the sealed PSK is not a valid age message: {0}")]
+    Malformed(String),
+    #[error("none of the identities given can open this PSK (it is sealed to other recipients)")]
+    NoMatchingIdentity,
+    #[error("the sealed PSK could not be decrypted: {0}")]
+    Decrypt(String),
+    #[error("the sealed PSK does not hold UTF-8 text")]
+    NotText,
+    #[error("could not read identity file {path}: {message}")]
+    IdentityFile { path: PathBuf, message: String },
+    #[error("{source_name} holds no usable identity: {message}")]
+    IdentityText {
+        source_name: String,
+        message: String,
+    },
+}
+
+/// One public key that sealed PSKs are encrypted to.
+pub struct Recipient {
+    text: String,
+    inner: Box<dyn age::Recipient + Send + Sync>,
+}
+
+impl fmt::Debug for Recipient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Recipient").field(&self.text).finish()
+    }
+}
+
+impl Recipient {
+    /// The recipient as written in psk.yaml, trimmed.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// A short stable identifier stored in the state header, so a change of
+    /// recipients is visible in a diff without repeating whole SSH keys.
+    /// SSH comments are ignored: they do not change who can decrypt.
+    pub fn fingerprint(&self) -> String {
+        let canonical: String = if self.text.starts_with("ssh-") {
+            self.text
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        } else {
+            self.text.clone()
+        };
+        let digest = sha2_hex(canonical.as_bytes());
+        format!("sha256:{}", &digest[..16])
+    }
+}
+
+impl FromStr for Recipient {
+    type Err = SealError;
+
+    /// Tries each recipient type in turn, as age's own CLI does.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let text = s.trim().to_string();
+        if let Ok(r) = age::x25519::Recipient::from_str(&text) {
+            return Ok(Recipient {
+                text,
+                inner: Box::new(r),
+            });
+        }
+        match age::ssh::Recipient::from_str(&text) {
+            Ok(r) => Ok(Recipient {
+                text,
+                inner: Box::new(r),
+            }),
+            Err(e) => {
+                let why = match e {
+                    age::ssh::ParseRecipientKeyError::Ignore => "unsupported key type".to_string(),
+                    age::ssh::ParseRecipientKeyError::Invalid(why) => why.to_string(),
+                    age::ssh::ParseRecipientKeyError::RsaModulusTooLarge => {
+                        "RSA modulus too large".to_string()
+                    }
+                    age::ssh::ParseRecipientKeyError::RsaModulusTooSmall => {
+                        "RSA modulus smaller than 2048 bits".to_string()
+                    }
+                    age::ssh::ParseRecipientKeyError::Unsupported(t) => {
+                        format!("unsupported SSH key type {t}")
+                    }
+                };
+                let shown = if text.chars().count() > 40 {
+                    format!("{}...", text.chars().take(40).collect::<String>())
+                } else {
+                    text
+                };
+                Err(SealError::BadRecipient(shown, why))
+            }
+        }
+    }
+}
+
+fn sha2_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Encrypts `psk` to every recipient and returns the ASCII-armored message.
+pub fn seal(psk: &Psk, recipients: &[Recipient]) -> Result<String, SealError> {
+    if recipients.is_empty() {
+        return Err(SealError::NoRecipients);
+    }
+    let encryptor = age::Encryptor::with_recipients(
+        recipients
+            .iter()
+            .map(|r| r.inner.as_ref() as &dyn age::Recipient),
+    )
+    .map_err(|e| SealError::Encrypt(e.to_string()))?;
+    let mut out = Vec::new();
+    let armor = ArmoredWriter::wrap_output(&mut out, Format::AsciiArmor)
+        .map_err(|e| SealError::Encrypt(e.to_string()))?;
+    let mut writer = encryptor
+        .wrap_output(armor)
+        .map_err(|e| SealError::Encrypt(e.to_string()))?;
+    writer
+        .write_all(psk.expose().as_bytes())
+        .and_then(|_| writer.finish())
+        .and_then(|armor| armor.finish())
+        .map_err(|e| SealError::Encrypt(e.to_string()))?;
+    String::from_utf8(out).map_err(|_| SealError::Encrypt("armor is not UTF-8".into()))
+}
+
+/// Private keys able to open sealed PSKs.
+#[derive(Default)]
+pub struct Identities(Vec<Box<dyn age::Identity>>);
+
+impl fmt::Debug for Identities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Identities(<{} redacted>)", self.0.len())
+    }
+}
+
+impl Identities {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Adds every identity in a file: an age identity file (one or more
+    /// `AGE-SECRET-KEY-1...` lines) or an unencrypted SSH private key.
+    pub fn add_file(&mut self, path: &Path) -> Result<(), SealError> {
+        let bytes = std::fs::read(path).map_err(|e| SealError::IdentityFile {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let bytes = Zeroizing::new(bytes);
+        self.add_bytes(&bytes, &path.display().to_string())
+            .map_err(|message| SealError::IdentityFile {
+                path: path.to_path_buf(),
+                message,
+            })
+    }
+
+    /// Adds identities given inline (the `PSK_AGE_KEY` variable).
+    pub fn add_text(&mut self, text: &str, source_name: &str) -> Result<(), SealError> {
+        self.add_bytes(text.as_bytes(), source_name)
+            .map_err(|message| SealError::IdentityText {
+                source_name: source_name.to_string(),
+                message,
+            })
+    }
+
+    fn add_bytes(&mut self, bytes: &[u8], name: &str) -> Result<(), String> {
+        let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
+        if text.contains("PRIVATE KEY-----") {
+            let id = age::ssh::Identity::from_buffer(BufReader::new(bytes), Some(name.into()))
+                .map_err(|e| format!("not a usable SSH private key: {e}"))?;
+            match id {
+                age::ssh::Identity::Unencrypted(_) => {
+                    self.0.push(Box::new(id));
+                    Ok(())
+                }
+                age::ssh::Identity::Encrypted(_) => Err(
+                    "passphrase-protected SSH keys are not supported; decrypt a copy with `ssh-keygen -p` or use an age identity"
+                        .into(),
+                ),
+                age::ssh::Identity::Unsupported(_) => {
+                    Err("unsupported SSH key type (use ed25519 or rsa)".into())
+                }
+            }
+        } else {
+            let file = age::IdentityFile::from_buffer(BufReader::new(bytes))
+                .map_err(|e| e.to_string())?;
+            let ids = file.into_identities().map_err(|e| e.to_string())?;
+            if ids.is_empty() {
+                return Err("no AGE-SECRET-KEY-1 line found".into());
+            }
+            self.0.extend(ids);
+            Ok(())
+        }
+    }
+}
+
+/// Decrypts an armored age message with any of the identities.
+pub fn open(armored: &str, identities: &Identities) -> Result<Psk, SealError> {
+    let reader = ArmoredReader::new(armored.as_bytes());
+    let decryptor =
+        age::Decryptor::new(reader).map_err(|e| SealError::Malformed(e.to_string()))?;
+    let mut plain = Zeroizing::new(Vec::new());
+    let mut stream = decryptor
+        .decrypt(identities.0.iter().map(|i| i.as_ref() as &dyn age::Identity))
+        .map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => SealError::NoMatchingIdentity,
+            other => SealError::Decrypt(other.to_string()),
+        })?;
+    stream
+        .read_to_end(&mut plain)
+        .map_err(|e| SealError::Decrypt(e.to_string()))?;
+    let text = String::from_utf8(std::mem::take(&mut *plain)).map_err(|_| SealError::NotText)?;
+    Ok(Psk::new(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use age::secrecy::ExposeSecret;
+
+    fn keypair() -> (String, String) {
+        let id = age::x25519::Identity::generate();
+        (
+            id.to_public().to_string(),
+            id.to_string().expose_secret().to_string(),
+        )
+    }
+
+    #[test]
+    fn seals_and_opens_with_any_recipient() {
+        let (pub1, sec1) = keypair();
+        let (pub2, sec2) = keypair();
+        let recipients = vec![pub1.parse().unwrap(), pub2.parse().unwrap()];
+        let psk = Psk::new("O3bwKSjnaoCxDoUxjcq4Rk8ZKkezQUiy".into());
+        let sealed = seal(&psk, &recipients).unwrap();
+        assert!(sealed.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"));
+        assert!(!sealed.contains(psk.expose()));
+        for sec in [sec1, sec2] {
+            let mut ids = Identities::default();
+            ids.add_text(&sec, "test").unwrap();
+            assert_eq!(open(&sealed, &ids).unwrap(), psk);
+        }
+        let (_, other) = keypair();
+        let mut ids = Identities::default();
+        ids.add_text(&other, "test").unwrap();
+        assert!(matches!(
+            open(&sealed, &ids),
+            Err(SealError::NoMatchingIdentity)
+        ));
+    }
+
+    #[test]
+    fn psk_debug_is_redacted() {
+        let psk = Psk::new("supersecret".into());
+        assert_eq!(format!("{psk:?}"), "Psk(<redacted>)");
+    }
+
+    #[test]
+    fn rejects_garbage_recipients_without_echoing_all_of_it() {
+        let err = "age1notakey".parse::<Recipient>().unwrap_err();
+        assert!(err.to_string().contains("age1notakey"));
+        let long = "x".repeat(200);
+        let err = long.parse::<Recipient>().unwrap_err().to_string();
+        assert!(err.len() < 200, "{err}");
+    }
+
+    #[test]
+    fn fingerprint_ignores_ssh_comment() {
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN";
+        let a: Recipient = format!("{key} alice@example.com").parse().unwrap();
+        let b: Recipient = key.parse().unwrap();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert!(a.fingerprint().starts_with("sha256:"));
+    }
+}

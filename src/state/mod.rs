@@ -1,0 +1,197 @@
+//! The state file, `psk.state.json`: what psk knows about each tunnel.
+//!
+//! It holds the only copy of every PSK (sealed with age), so it is written
+//! like a database page: deterministic bytes, a temp file in the same folder,
+//! fsync, rename, fsync of the folder, and the previous version kept as a
+//! backup. A reader never sees a half-written file.
+
+mod lock;
+mod store;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::TunnelKey;
+pub use lock::{LockError, LockHolder, StateLock};
+pub use store::{backup_path, load, save, StateError};
+
+/// The newest state format this build reads and the one it writes.
+pub const STATE_VERSION: u64 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// Random id fixed when the state is created; a saved plan is bound to it.
+    pub lineage: String,
+    /// Fingerprints of the recipients every sealed PSK is encrypted to.
+    pub recipients: Vec<String>,
+    /// Bumped on every write.
+    pub serial: u64,
+    /// Keyed by `account_id/tunnel_id`, so sorted output groups accounts.
+    pub tunnels: BTreeMap<String, TunnelState>,
+    pub version: u64,
+}
+
+/// Field order is alphabetical so the JSON keys come out sorted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelState {
+    pub account_id: String,
+    /// Work started but not known to have finished: see [`Intent`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<Intent>,
+    /// Cloudflare's `psk_metadata.last_generated_on` for the sealed PSK.
+    #[serde(default, with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub last_rotated: Option<DateTime<Utc>>,
+    pub name: String,
+    /// The PSK as an ASCII-armored age message to every recipient.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psk: Option<String>,
+    pub tunnel_id: String,
+}
+
+/// Recorded (and made durable) before a call that changes the PSK on
+/// Cloudflare's edge. If psk dies before recording the answer, the intent is
+/// what tells the next plan that the key on the edge is unknown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Intent {
+    /// The API operation, e.g. `psk_generate`.
+    pub operation: String,
+    #[serde(with = "rfc3339")]
+    pub started: DateTime<Utc>,
+}
+
+impl State {
+    pub fn new(recipients: Vec<String>) -> State {
+        State {
+            lineage: uuid::Uuid::new_v4().to_string(),
+            recipients,
+            serial: 0,
+            tunnels: BTreeMap::new(),
+            version: STATE_VERSION,
+        }
+    }
+
+    pub fn get(&self, key: &TunnelKey) -> Option<&TunnelState> {
+        self.tunnels.get(&key.to_string())
+    }
+
+    /// The record for a tunnel, created empty if absent.
+    pub fn entry(&mut self, key: &TunnelKey, name: &str) -> &mut TunnelState {
+        let rec = self
+            .tunnels
+            .entry(key.to_string())
+            .or_insert_with(|| TunnelState {
+                account_id: key.account_id.clone(),
+                intent: None,
+                last_rotated: None,
+                name: name.to_string(),
+                psk: None,
+                tunnel_id: key.tunnel_id.clone(),
+            });
+        rec.name = name.to_string();
+        rec
+    }
+
+    pub fn find_by_name(&self, name: &str) -> Option<&TunnelState> {
+        self.tunnels.values().find(|t| t.name == name)
+    }
+
+    /// Canonical bytes: pretty JSON, keys sorted, trailing newline.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec_pretty(self).expect("state serializes");
+        out.push(b'\n');
+        out
+    }
+}
+
+impl TunnelState {
+    pub fn key(&self) -> TunnelKey {
+        TunnelKey::new(&self.account_id, &self.tunnel_id)
+    }
+}
+
+/// Timestamps as RFC 3339 in UTC with `Z`, seconds unless Cloudflare gave more.
+pub fn format_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+mod rfc3339 {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_time(t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| serde::de::Error::custom(format!("`{s}` is not an RFC 3339 time: {e}")))
+    }
+}
+
+mod rfc3339_opt {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => super::rfc3339::serialize(t, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        super::rfc3339::deserialize(d).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> State {
+        let mut s = State::new(vec!["sha256:00".into()]);
+        s.lineage = "fixed".into();
+        let key = TunnelKey::new(
+            "023e105f4ecef8ad9ca31a8372d0c353",
+            "0123456789abcdef0123456789abcdef",
+        );
+        let rec = s.entry(&key, "fra-primary");
+        rec.last_rotated = Some("2026-08-01T10:00:00Z".parse().unwrap());
+        rec.psk = Some("-----BEGIN AGE ENCRYPTED FILE-----\nx\n-----END AGE ENCRYPTED FILE-----\n".into());
+        s
+    }
+
+    #[test]
+    fn bytes_are_deterministic_and_sorted() {
+        let s = sample();
+        let a = String::from_utf8(s.to_bytes()).unwrap();
+        assert_eq!(a, String::from_utf8(s.clone().to_bytes()).unwrap());
+        assert!(a.ends_with("}\n"));
+        let order: Vec<usize> = ["\"lineage\"", "\"recipients\"", "\"serial\"", "\"tunnels\"", "\"version\""]
+            .iter()
+            .map(|k| a.find(k).unwrap())
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{a}");
+        assert!(a.contains("\"last_rotated\": \"2026-08-01T10:00:00Z\""));
+        assert!(!a.contains("intent"));
+    }
+
+    #[test]
+    fn round_trips() {
+        let mut s = sample();
+        let key = s.tunnels.values().next().unwrap().key();
+        s.entry(&key, "fra-primary").intent = Some(Intent {
+            operation: "psk_generate".into(),
+            started: "2026-08-01T10:00:00.5Z".parse().unwrap(),
+        });
+        let back: State = serde_json::from_slice(&s.to_bytes()).unwrap();
+        assert_eq!(back, s);
+    }
+}
