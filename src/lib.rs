@@ -10,3 +10,7 @@ pub mod policy;
 pub mod reconcile;
 pub mod seal;
 pub mod state;
+pub mod sandbox;
+pub mod apply;
+pub mod cli;
+pub mod render;

@@ -1,0 +1,108 @@
+//! `psk apply`.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::bail;
+use chrono::Utc;
+use clap::Args;
+
+use super::context::{self, Global};
+use super::Status;
+use crate::apply::{self, Outcome};
+use crate::policy::Span;
+use crate::reconcile;
+use crate::render;
+use crate::state::{format_time, State, StateLock};
+
+/// Plan, show the plan, ask for `yes`, then rotate each due PSK: generate it
+/// at Cloudflare, seal it with age and record it durably, one tunnel at a
+/// time.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Do not ask for confirmation. Required when stdin is not a terminal.
+    #[arg(long)]
+    auto_approve: bool,
+
+    /// How long to wait for another psk holding the state lock (e.g. 30s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    lock_timeout: Option<Span>,
+}
+
+fn parse_timeout(s: &str) -> Result<Span, String> {
+    s.parse::<Span>().map_err(|e| e.to_string())
+}
+
+pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
+    let config = global.load_config()?;
+    let state_path = global.state_path(&config);
+    let timeout = args
+        .lock_timeout
+        .map_or(std::time::Duration::ZERO, |s| std::time::Duration::from_secs(s.seconds() as u64));
+    let _lock = StateLock::acquire(&state_path, "apply", timeout)?;
+    let state = context::load_state(&state_path)?;
+
+    let (client, _sandbox) = global.connect(&config, state.as_ref()).await?;
+    let remote = context::refresh(&client, &config).await?;
+    let mut plan = reconcile::reconcile(&config, state.as_ref(), Some(&remote), Utc::now());
+    context::dry_run(&client, &mut plan).await;
+
+    let mut out = std::io::stdout().lock();
+    render::human(&plan, &mut out)?;
+    out.flush()?;
+    if !plan.has_changes() {
+        return Ok(Status::Success);
+    }
+    if plan.has_refusals() {
+        bail!("Cloudflare refused the dry run of at least one rotation (shown above); nothing was applied");
+    }
+    if !args.auto_approve && !confirm(&mut out)? {
+        writeln!(out, "\nApply cancelled. Nothing was changed.")?;
+        return Ok(Status::Failure);
+    }
+    writeln!(out)?;
+
+    let mut state = state.unwrap_or_else(|| State::new(config.recipient_fingerprints()));
+    let report = apply::apply(&config, &plan, &mut state, &state_path, &client, |action, outcome| {
+        let line = match outcome {
+            Outcome::Generated { last_rotated } => format!(
+                "{}: generated (Cloudflare dates it {})",
+                action.name,
+                format_time(last_rotated)
+            ),
+            Outcome::Rotated { last_rotated } => format!(
+                "{}: rotated (Cloudflare dates it {})",
+                action.name,
+                format_time(last_rotated)
+            ),
+            Outcome::Forgotten => format!("{}: forgotten (state only)", action.name),
+            Outcome::Failed { message, .. } => {
+                format!("{}: FAILED: {}", action.name, message.replace('\n', "\n    "))
+            }
+        };
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    })
+    .await?;
+    writeln!(out, "\n{}", report.summary_line())?;
+    writeln!(out, "State saved to {} (serial {}).", state_path.display(), state.serial)?;
+    Ok(if report.failed() > 0 {
+        Status::Failure
+    } else {
+        Status::Success
+    })
+}
+
+/// Asks for `yes` on a terminal; refuses to guess without one.
+fn confirm(out: &mut impl Write) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        bail!("psk apply needs confirmation, but stdin is not a terminal.\nReview the plan above and run `psk apply --auto-approve`");
+    }
+    write!(
+        out,
+        "\nDo you want to perform these actions?\n  Each rotation takes its tunnel down until the router has the new PSK.\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: "
+    )?;
+    out.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
+}

@@ -1,0 +1,123 @@
+//! What several commands share: loading the files, reaching Cloudflare (or
+//! the sandbox), refreshing, and dry-running a plan.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::cloudflare::{Client, ClientOptions, Credentials};
+use crate::config::Config;
+use crate::reconcile::{DryRun, Plan, Remote};
+use crate::sandbox::{self, Running, Sandbox, SandboxOptions};
+use crate::state::{self, State};
+
+/// Options every command takes.
+#[derive(Debug)]
+pub struct Global {
+    pub config: PathBuf,
+    pub state: Option<PathBuf>,
+    pub sandbox: bool,
+}
+
+impl Global {
+    pub fn load_config(&self) -> anyhow::Result<Config> {
+        let config = Config::load(&self.config)?;
+        Ok(config)
+    }
+
+    pub fn state_path(&self, config: &Config) -> PathBuf {
+        self.state.clone().unwrap_or_else(|| config.state_path.clone())
+    }
+
+    /// A client for Cloudflare, or for an in-process sandbox under
+    /// `--sandbox` (returned too, so it lives as long as the client).
+    pub async fn connect(
+        &self,
+        config: &Config,
+        state: Option<&State>,
+    ) -> anyhow::Result<(Client, Option<Running>)> {
+        if self.sandbox {
+            let sb = Sandbox::from_config(config, state, &SandboxOptions::default())
+                .context("cannot start the sandbox")?;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .context("cannot bind the sandbox to a loopback port")?;
+            let running = sandbox::spawn(listener, Arc::new(sb))?;
+            let options = ClientOptions {
+                base_url: running.base_url(),
+                ..ClientOptions::default()
+            };
+            let client = Client::new(&Credentials::Token("sandbox".into()), options)?;
+            return Ok((client, Some(running)));
+        }
+        let credentials = Credentials::from_env()?;
+        let client = Client::new(&credentials, ClientOptions::from_env())?;
+        Ok((client, None))
+    }
+}
+
+/// Reads the state, or `None` when there is none yet.
+pub fn load_state(path: &std::path::Path) -> anyhow::Result<Option<State>> {
+    Ok(state::load(path)?)
+}
+
+/// One list call per account; every tunnel of psk.yaml must be there.
+pub async fn refresh(client: &Client, config: &Config) -> anyhow::Result<Remote> {
+    let mut remote = Remote::default();
+    for account in config.accounts() {
+        let tunnels = client
+            .list_tunnels(&account)
+            .await
+            .with_context(|| format!("cannot list the IPsec tunnels of account {account}"))?;
+        for t in tunnels {
+            remote
+                .tunnels
+                .insert(crate::config::TunnelKey::new(&account, &t.id), t);
+        }
+    }
+    let missing: Vec<String> = config
+        .tunnels
+        .iter()
+        .filter(|t| !remote.tunnels.contains_key(&t.key()))
+        .map(|t| format!("  {} (id {}) in account {}", t.name, t.id, t.account_id))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} tunnel{} in {} {} not found at Cloudflare:\n{}\nCheck the ids and account ids in psk.yaml; psk does not create tunnels",
+            missing.len(),
+            if missing.len() == 1 { "" } else { "s" },
+            config.path.display(),
+            if missing.len() == 1 { "was" } else { "were" },
+            missing.join("\n")
+        );
+    }
+    Ok(remote)
+}
+
+/// Asks Cloudflare to validate every PSK-changing action without doing it.
+pub async fn dry_run(client: &Client, plan: &mut Plan) {
+    for action in plan.actions.iter_mut().filter(|a| a.kind.changes_psk()) {
+        action.dry_run = match client
+            .psk_generate(&action.key.account_id, &action.key.tunnel_id, true)
+            .await
+        {
+            Ok(_) => DryRun::Accepted,
+            Err(e) => DryRun::Refused(e.to_string().replace('\n', " ")),
+        };
+    }
+}
+
+/// `--at`: an RFC 3339 instant, or a date meaning its midnight UTC.
+pub fn parse_at(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
+    }
+    Err(format!(
+        "`{s}` is not a time; use RFC 3339 like 2027-01-31T00:00:00Z, or a date like 2027-01-31"
+    ))
+}

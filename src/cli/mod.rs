@@ -1,0 +1,135 @@
+//! The command line: argument parsing, dispatch, and how errors and exit
+//! codes reach the user. Each command lives in its own file.
+
+mod apply;
+mod context;
+mod plan;
+mod sandbox;
+mod show;
+mod validate;
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+const EXIT_HELP: &str = "\
+Exit codes:
+  0  success, or no changes
+  1  any error, usage errors included
+  2  changes present (only with `psk plan --detailed-exitcode`)";
+
+/// Keep the IPsec pre-shared keys of Cloudflare Magic WAN / Magic Transit
+/// tunnels rotated: `psk plan` shows what is due and why, `psk apply`
+/// rotates, seals with age and records each key so none is ever lost.
+#[derive(Debug, Parser)]
+#[command(name = "psk", version, after_help = EXIT_HELP, max_term_width = 100)]
+pub struct Cli {
+    /// The desired-state file.
+    #[arg(short = 'c', long = "config", global = true, default_value = "psk.yaml", env = "PSK_CONFIG")]
+    config: PathBuf,
+
+    /// Use this state file instead of the one psk.yaml names.
+    #[arg(long = "state", global = true, value_name = "FILE")]
+    state: Option<PathBuf>,
+
+    /// Talk to a sandbox started in-process on a free loopback port instead
+    /// of Cloudflare: the whole flow with no account and no token.
+    #[arg(long, global = true)]
+    sandbox: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Plan(plan::PlanArgs),
+    Apply(apply::ApplyArgs),
+    Validate(validate::ValidateArgs),
+    Show(show::ShowArgs),
+    Sandbox(sandbox::SandboxArgs),
+}
+
+/// What a command wants the process to exit with, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Success,
+    /// `plan --detailed-exitcode` found changes.
+    Changes,
+    /// The command ran but something it did failed (reported already).
+    Failure,
+}
+
+/// The binary's entry point.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+                _ => 1,
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(Status::Success) => ExitCode::SUCCESS,
+        Ok(Status::Changes) => ExitCode::from(2),
+        Ok(Status::Failure) => ExitCode::from(1),
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            print_error(&e);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<Status> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .build()?;
+    let global = context::Global {
+        config: cli.config,
+        state: cli.state,
+        sandbox: cli.sandbox,
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Plan(a) => plan::run(&global, a).await,
+            Command::Apply(a) => apply::run(&global, a).await,
+            Command::Validate(a) => validate::run(&global, a),
+            Command::Show(a) => show::run(&global, a),
+            Command::Sandbox(a) => sandbox::run(&global, a).await,
+        }
+    })
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// `error: ...`, then each cause under `Caused by:`.
+fn print_error(e: &anyhow::Error) {
+    let mut err = io::stderr().lock();
+    let _ = writeln!(err, "error: {e}");
+    let causes: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
+    if !causes.is_empty() {
+        let _ = writeln!(err, "\nCaused by:");
+        for c in causes {
+            for (i, line) in c.lines().enumerate() {
+                let lead = if i == 0 { "  " } else { "    " };
+                let _ = writeln!(err, "{lead}{line}");
+            }
+        }
+    }
+}

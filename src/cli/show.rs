@@ -1,0 +1,72 @@
+//! `psk show`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context as _};
+use clap::Args;
+
+use super::context::{self, Global};
+use super::Status;
+use crate::seal::{self, Identities};
+
+/// Print one tunnel's PSK, decrypted, alone on stdout. Needs an age
+/// identity: --identity, PSK_AGE_KEY_FILE or PSK_AGE_KEY (all are tried).
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The tunnel's name in psk.yaml (or in the state).
+    name: String,
+
+    /// An age identity file or an unencrypted SSH private key; repeatable.
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    identities: Vec<PathBuf>,
+}
+
+/// Every identity the user offered, from every source at once.
+pub fn identities(files: &[PathBuf]) -> anyhow::Result<Identities> {
+    let mut ids = Identities::default();
+    for f in files {
+        ids.add_file(f)?;
+    }
+    if let Some(f) = std::env::var_os("PSK_AGE_KEY_FILE").filter(|v| !v.is_empty()) {
+        ids.add_file(std::path::Path::new(&f))
+            .context("from PSK_AGE_KEY_FILE")?;
+    }
+    if let Ok(k) = std::env::var("PSK_AGE_KEY") {
+        if !k.trim().is_empty() {
+            ids.add_text(&k, "PSK_AGE_KEY")?;
+        }
+    }
+    if ids.is_empty() {
+        bail!("no age identity to open the PSK with.\nPass --identity FILE, or set PSK_AGE_KEY_FILE or PSK_AGE_KEY");
+    }
+    Ok(ids)
+}
+
+pub fn run(global: &Global, args: ShowArgs) -> anyhow::Result<Status> {
+    let config = global.load_config()?;
+    let state_path = global.state_path(&config);
+    let state = context::load_state(&state_path)?
+        .ok_or_else(|| anyhow!("there is no state file at {}; run `psk apply` first", state_path.display()))?;
+    let record = match config.tunnel_by_name(&args.name) {
+        Some(t) => state.get(&t.key()),
+        None => state.find_by_name(&args.name),
+    }
+    .ok_or_else(|| anyhow!("no tunnel named `{}` in {} or {}", args.name, config.path.display(), state_path.display()))?;
+    let sealed = record.psk.as_deref().ok_or_else(|| {
+        anyhow!("psk holds no PSK for `{}` yet; run `psk apply` to generate one", args.name)
+    })?;
+    let ids = identities(&args.identities)?;
+    let psk = seal::open(sealed, &ids)
+        .with_context(|| format!("cannot open the PSK of `{}` sealed in {}", args.name, state_path.display()))?;
+    if record.intent.is_some() {
+        eprintln!(
+            "warning: a rotation of `{}` was interrupted; Cloudflare may hold a newer PSK than this one. Run `psk plan`.",
+            args.name
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", psk.expose())?;
+    out.flush()?;
+    Ok(Status::Success)
+}

@@ -1,0 +1,233 @@
+//! Printers for a plan: one model, several formats.
+//!
+//! The plan is pasted into pull requests, so every format is a pure
+//! function of the plan: same plan, same bytes. Nothing here can print a
+//! PSK, because a plan never holds one.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use crate::reconcile::{Action, ActionKind, DryRun, Plan};
+use crate::state::format_time;
+
+/// The JSON plan format's version; only additive changes within a major.
+pub const JSON_FORMAT_VERSION: &str = "1.0";
+
+fn symbol(kind: ActionKind) -> char {
+    match kind {
+        ActionKind::Generate => '+',
+        ActionKind::Rotate => '~',
+        ActionKind::Forget => '-',
+    }
+}
+
+fn headline(a: &Action) -> String {
+    match a.kind {
+        ActionKind::Generate => format!("{} will get its first PSK from psk", a.name),
+        ActionKind::Rotate => format!("{} will be rotated", a.name),
+        ActionKind::Forget => format!("{} will be forgotten", a.name),
+    }
+}
+
+/// The one-line summary that ends every human plan.
+pub fn summary_line(plan: &Plan) -> String {
+    if !plan.has_changes() {
+        return "No changes. Every PSK matches psk.yaml.".to_string();
+    }
+    format!(
+        "Plan: {} to rotate, {} to generate, {} to forget.",
+        plan.count(ActionKind::Rotate),
+        plan.count(ActionKind::Generate),
+        plan.count(ActionKind::Forget)
+    )
+}
+
+/// Terraform-style text for a terminal or a CI log.
+pub fn human(plan: &Plan, out: &mut dyn Write) -> io::Result<()> {
+    if plan.offline {
+        writeln!(
+            out,
+            "Offline: Cloudflare was not contacted, so changes made outside psk and dry runs were not checked.\n"
+        )?;
+    }
+    if plan.has_changes() {
+        let mut kinds: Vec<ActionKind> = plan.actions.iter().map(|a| a.kind).collect();
+        kinds.sort();
+        kinds.dedup();
+        let legend: Vec<String> = kinds
+            .iter()
+            .map(|k| format!("{} {}", symbol(*k), k.as_str()))
+            .collect();
+        writeln!(out, "Symbols: {}\n", legend.join(", "))?;
+        writeln!(out, "psk will perform the following actions:\n")?;
+        for a in &plan.actions {
+            action_block(a, out)?;
+        }
+    }
+    if !plan.unchanged.is_empty() {
+        let next = plan
+            .unchanged
+            .iter()
+            .min_by(|x, y| x.next_due.cmp(&y.next_due).then(x.name.cmp(&y.name)))
+            .expect("non-empty");
+        let n = plan.unchanged.len();
+        writeln!(
+            out,
+            "{n} tunnel{} up to date; next due: {} on {}.\n",
+            if n == 1 { " is" } else { "s are" },
+            next.name,
+            next.next_due.format("%Y-%m-%d")
+        )?;
+    }
+    writeln!(out, "{}", summary_line(plan))?;
+    if plan.has_refusals() {
+        writeln!(
+            out,
+            "\nCloudflare refused at least one dry run (shown above); apply would fail for those tunnels."
+        )?;
+    }
+    Ok(())
+}
+
+fn action_block(a: &Action, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(out, "  # {}", headline(a))?;
+    for (i, r) in a.reasons.iter().enumerate() {
+        let lead = if i == 0 { "because" } else { "and" };
+        writeln!(out, "  # ({lead} {})", r.describe())?;
+    }
+    writeln!(out, "  {} {} \"{}\"", symbol(a.kind), a.kind.as_str(), a.name)?;
+    writeln!(out, "      tunnel_id:    {}", a.key.tunnel_id)?;
+    writeln!(out, "      account_id:   {}", a.key.account_id)?;
+    if let Some(p) = &a.policy {
+        writeln!(out, "      policy:       {p}")?;
+    }
+    if let Some(t) = &a.last_rotated {
+        writeln!(out, "      last_rotated: {}", format_time(t))?;
+    }
+    match &a.dry_run {
+        DryRun::NotRun if a.kind.changes_psk() => {
+            writeln!(out, "      dry run:      not run (offline)")?
+        }
+        DryRun::NotRun => {}
+        DryRun::Accepted => writeln!(out, "      dry run:      accepted by Cloudflare (validate_only)")?,
+        DryRun::Refused(m) => writeln!(out, "      dry run:      REFUSED: {m}")?,
+    }
+    writeln!(out)
+}
+
+#[derive(Serialize)]
+struct JsonPlan<'a> {
+    format_version: &'static str,
+    evaluated_at: String,
+    offline: bool,
+    applyable: bool,
+    actions: Vec<JsonAction<'a>>,
+    unchanged: Vec<JsonUnchanged<'a>>,
+    summary: JsonSummary,
+}
+
+#[derive(Serialize)]
+struct JsonAction<'a> {
+    name: &'a str,
+    tunnel_id: &'a str,
+    account_id: &'a str,
+    action: &'static str,
+    reasons: Vec<JsonReason>,
+    policy: Option<&'a str>,
+    last_rotated: Option<String>,
+    next_due: Option<String>,
+    dry_run: JsonDryRun<'a>,
+}
+
+#[derive(Serialize)]
+struct JsonReason {
+    code: &'static str,
+    message: String,
+}
+
+#[derive(Serialize)]
+struct JsonDryRun<'a> {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct JsonUnchanged<'a> {
+    name: &'a str,
+    tunnel_id: &'a str,
+    account_id: &'a str,
+    next_due: String,
+}
+
+#[derive(Serialize)]
+struct JsonSummary {
+    rotate: usize,
+    generate: usize,
+    forget: usize,
+    unchanged: usize,
+}
+
+/// Machine-readable plan; see README "JSON plan format".
+pub fn json(plan: &Plan, out: &mut dyn Write) -> io::Result<()> {
+    let doc = JsonPlan {
+        format_version: JSON_FORMAT_VERSION,
+        evaluated_at: format_time(&plan.now),
+        offline: plan.offline,
+        applyable: !plan.has_refusals(),
+        actions: plan
+            .actions
+            .iter()
+            .map(|a| JsonAction {
+                name: &a.name,
+                tunnel_id: &a.key.tunnel_id,
+                account_id: &a.key.account_id,
+                action: a.kind.as_str(),
+                reasons: a
+                    .reasons
+                    .iter()
+                    .map(|r| JsonReason {
+                        code: r.code(),
+                        message: r.describe(),
+                    })
+                    .collect(),
+                policy: a.policy.as_deref(),
+                last_rotated: a.last_rotated.as_ref().map(format_time),
+                next_due: a.next_due.as_ref().map(format_time),
+                dry_run: match &a.dry_run {
+                    DryRun::NotRun => JsonDryRun {
+                        status: "not_run",
+                        message: None,
+                    },
+                    DryRun::Accepted => JsonDryRun {
+                        status: "accepted",
+                        message: None,
+                    },
+                    DryRun::Refused(m) => JsonDryRun {
+                        status: "refused",
+                        message: Some(m),
+                    },
+                },
+            })
+            .collect(),
+        unchanged: plan
+            .unchanged
+            .iter()
+            .map(|u| JsonUnchanged {
+                name: &u.name,
+                tunnel_id: &u.key.tunnel_id,
+                account_id: &u.key.account_id,
+                next_due: format_time(&u.next_due),
+            })
+            .collect(),
+        summary: JsonSummary {
+            rotate: plan.count(ActionKind::Rotate),
+            generate: plan.count(ActionKind::Generate),
+            forget: plan.count(ActionKind::Forget),
+            unchanged: plan.unchanged.len(),
+        },
+    };
+    serde_json::to_writer_pretty(&mut *out, &doc)?;
+    writeln!(out)
+}
