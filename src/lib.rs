@@ -4,13 +4,13 @@
 //! The library exists so tests and benchmarks can use psk's pieces; the
 //! `psk` binary is a thin shell over [`cli::main`].
 
+pub mod apply;
+pub mod cli;
 pub mod cloudflare;
 pub mod config;
 pub mod policy;
 pub mod reconcile;
+pub mod render;
+pub mod sandbox;
 pub mod seal;
 pub mod state;
-pub mod sandbox;
-pub mod apply;
-pub mod cli;
-pub mod render;

@@ -35,7 +35,9 @@ impl Span {
 pub enum SpanError {
     #[error("empty duration; expected a number and a unit, e.g. 90d")]
     Empty,
-    #[error("`{0}` is not a duration; expected a number and a unit (s, m, h, d, w), e.g. 90d or 1w2d")]
+    #[error(
+        "`{0}` is not a duration; expected a number and a unit (s, m, h, d, w), e.g. 90d or 1w2d"
+    )]
     Syntax(String),
     #[error("`{0}` is zero; a rotation period must be positive")]
     Zero(String),
@@ -164,7 +166,10 @@ mod tests {
             "99999999999999999999d".parse::<Span>(),
             Err(SpanError::TooLong(_))
         ));
-        assert!(matches!("40000d".parse::<Span>(), Err(SpanError::TooLong(_))));
+        assert!(matches!(
+            "40000d".parse::<Span>(),
+            Err(SpanError::TooLong(_))
+        ));
     }
 
     #[test]

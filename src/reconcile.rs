@@ -342,7 +342,12 @@ tunnels:
         let plan = reconcile(&config(), Some(&s), Some(&remote), now);
         let a = &plan.actions[0];
         assert_eq!(a.kind, ActionKind::Rotate);
-        assert_eq!(a.reasons, vec![Reason::ChangedOutside { on: t("2026-11-10T00:00:00Z") }]);
+        assert_eq!(
+            a.reasons,
+            vec![Reason::ChangedOutside {
+                on: t("2026-11-10T00:00:00Z")
+            }]
+        );
 
         s.entry(&TunnelKey::new(ACCOUNT, A), "a").intent = Some(Intent {
             operation: "psk_generate".into(),
@@ -355,9 +360,17 @@ tunnels:
 
     #[test]
     fn removed_tunnels_are_forgotten_not_touched() {
-        let s = state_with("gone", "99999999999999999999999999999999", "2026-11-01T00:00:00Z");
+        let s = state_with(
+            "gone",
+            "99999999999999999999999999999999",
+            "2026-11-01T00:00:00Z",
+        );
         let plan = reconcile(&config(), Some(&s), None, t("2026-11-02T00:00:00Z"));
-        let forget: Vec<_> = plan.actions.iter().filter(|a| a.kind == ActionKind::Forget).collect();
+        let forget: Vec<_> = plan
+            .actions
+            .iter()
+            .filter(|a| a.kind == ActionKind::Forget)
+            .collect();
         assert_eq!(forget.len(), 1);
         assert_eq!(forget[0].name, "gone");
         assert!(!forget[0].kind.changes_psk());

@@ -96,7 +96,13 @@ fn action_block(a: &Action, out: &mut dyn Write) -> io::Result<()> {
         let lead = if i == 0 { "because" } else { "and" };
         writeln!(out, "  # ({lead} {})", r.describe())?;
     }
-    writeln!(out, "  {} {} \"{}\"", symbol(a.kind), a.kind.as_str(), a.name)?;
+    writeln!(
+        out,
+        "  {} {} \"{}\"",
+        symbol(a.kind),
+        a.kind.as_str(),
+        a.name
+    )?;
     writeln!(out, "      tunnel_id:    {}", a.key.tunnel_id)?;
     writeln!(out, "      account_id:   {}", a.key.account_id)?;
     if let Some(p) = &a.policy {
@@ -110,7 +116,10 @@ fn action_block(a: &Action, out: &mut dyn Write) -> io::Result<()> {
             writeln!(out, "      dry run:      not run (offline)")?
         }
         DryRun::NotRun => {}
-        DryRun::Accepted => writeln!(out, "      dry run:      accepted by Cloudflare (validate_only)")?,
+        DryRun::Accepted => writeln!(
+            out,
+            "      dry run:      accepted by Cloudflare (validate_only)"
+        )?,
         DryRun::Refused(m) => writeln!(out, "      dry run:      REFUSED: {m}")?,
     }
     writeln!(out)

@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{DateTime, DurationRound as _, SubsecRound as _, TimeDelta, Utc};
+use chrono::{DateTime, SubsecRound as _, TimeDelta, Utc};
 use rand::distributions::{Alphanumeric, DistString};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -127,7 +127,9 @@ impl Sandbox {
     /// Makes `psk` the valid key of a tunnel and returns its new date.
     fn commit(&self, key: &TunnelKey, t: &mut EdgeTunnel, psk: String) -> DateTime<Utc> {
         // Strictly increasing, even for two changes within one clock tick.
-        let at = Utc::now().trunc_subsecs(6).max(t.last_generated_on + TimeDelta::microseconds(1));
+        let at = Utc::now()
+            .trunc_subsecs(6)
+            .max(t.last_generated_on + TimeDelta::microseconds(1));
         t.psk = psk;
         t.last_generated_on = at;
         self.record(key, &t.psk, at);
@@ -196,7 +198,10 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
         .route(base, get(list))
         .route(&format!("{base}/psk"), post(bulk_set))
         .route(&format!("{base}/{{tunnel_id}}"), get(get_one))
-        .route(&format!("{base}/{{tunnel_id}}/psk_generate"), post(generate))
+        .route(
+            &format!("{base}/{{tunnel_id}}/psk_generate"),
+            post(generate),
+        )
         .fallback(|| async { failure(StatusCode::NOT_FOUND, 7003, "No route for the URI") })
         .with_state(sandbox)
 }
@@ -233,7 +238,7 @@ fn success(result: Value) -> Response {
 }
 
 /// Like Cloudflare: a non-empty bearer token, or an email and key pair.
-fn authorized(s: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(s: &Sandbox, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let h = |k: &str| {
         headers
             .get(k)
@@ -249,7 +254,11 @@ fn authorized(s: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
         Ok(())
     } else {
         s.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
-        Err(failure(StatusCode::UNAUTHORIZED, 10000, "Authentication error"))
+        Err(Box::new(failure(
+            StatusCode::UNAUTHORIZED,
+            10000,
+            "Authentication error",
+        )))
     }
 }
 
@@ -276,7 +285,7 @@ fn bad_id(id: &str) -> bool {
 
 async fn list(State(s): Shared, Path(account_id): Path<String>, headers: HeaderMap) -> Response {
     if let Err(r) = authorized(&s, &headers) {
-        return r;
+        return *r;
     }
     s.counters.list.fetch_add(1, Ordering::Relaxed);
     let edge = s.edge.lock().expect("edge lock");
@@ -295,7 +304,7 @@ async fn get_one(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = authorized(&s, &headers) {
-        return r;
+        return *r;
     }
     s.counters.get.fetch_add(1, Ordering::Relaxed);
     let key = TunnelKey::new(&account_id, &tunnel_id);
@@ -314,7 +323,7 @@ async fn generate(
     body: Bytes,
 ) -> Response {
     if let Err(r) = authorized(&s, &headers) {
-        return r;
+        return *r;
     }
     // The schema requires a JSON request body, even if it is only `{}`.
     if serde_json::from_slice::<Value>(&body).is_err() {
@@ -372,7 +381,7 @@ async fn bulk_set(
     body: Bytes,
 ) -> Response {
     if let Err(r) = authorized(&s, &headers) {
-        return r;
+        return *r;
     }
     let Ok(body) = serde_json::from_slice::<BulkBody>(&body) else {
         return failure(

@@ -234,8 +234,8 @@ impl Identities {
                 }
             }
         } else {
-            let file = age::IdentityFile::from_buffer(BufReader::new(bytes))
-                .map_err(|e| e.to_string())?;
+            let file =
+                age::IdentityFile::from_buffer(BufReader::new(bytes)).map_err(|e| e.to_string())?;
             let ids = file.into_identities().map_err(|e| e.to_string())?;
             if ids.is_empty() {
                 return Err("no AGE-SECRET-KEY-1 line found".into());
@@ -249,11 +249,15 @@ impl Identities {
 /// Decrypts an armored age message with any of the identities.
 pub fn open(armored: &str, identities: &Identities) -> Result<Psk, SealError> {
     let reader = ArmoredReader::new(armored.as_bytes());
-    let decryptor =
-        age::Decryptor::new(reader).map_err(|e| SealError::Malformed(e.to_string()))?;
+    let decryptor = age::Decryptor::new(reader).map_err(|e| SealError::Malformed(e.to_string()))?;
     let mut plain = Zeroizing::new(Vec::new());
     let mut stream = decryptor
-        .decrypt(identities.0.iter().map(|i| i.as_ref() as &dyn age::Identity))
+        .decrypt(
+            identities
+                .0
+                .iter()
+                .map(|i| i.as_ref() as &dyn age::Identity),
+        )
         .map_err(|e| match e {
             age::DecryptError::NoMatchingKeys => SealError::NoMatchingIdentity,
             other => SealError::Decrypt(other.to_string()),
@@ -318,7 +322,8 @@ mod tests {
 
     #[test]
     fn fingerprint_ignores_ssh_comment() {
-        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN";
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN";
         let a: Recipient = format!("{key} alice@example.com").parse().unwrap();
         let b: Recipient = key.parse().unwrap();
         assert_eq!(a.fingerprint(), b.fingerprint());

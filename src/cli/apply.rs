@@ -35,9 +35,9 @@ fn parse_timeout(s: &str) -> Result<Span, String> {
 pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
     let config = global.load_config()?;
     let state_path = global.state_path(&config);
-    let timeout = args
-        .lock_timeout
-        .map_or(std::time::Duration::ZERO, |s| std::time::Duration::from_secs(s.seconds() as u64));
+    let timeout = args.lock_timeout.map_or(std::time::Duration::ZERO, |s| {
+        std::time::Duration::from_secs(s.seconds() as u64)
+    });
     let _lock = StateLock::acquire(&state_path, "apply", timeout)?;
     let state = context::load_state(&state_path)?;
 
@@ -62,29 +62,45 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
     writeln!(out)?;
 
     let mut state = state.unwrap_or_else(|| State::new(config.recipient_fingerprints()));
-    let report = apply::apply(&config, &plan, &mut state, &state_path, &client, |action, outcome| {
-        let line = match outcome {
-            Outcome::Generated { last_rotated } => format!(
-                "{}: generated (Cloudflare dates it {})",
-                action.name,
-                format_time(last_rotated)
-            ),
-            Outcome::Rotated { last_rotated } => format!(
-                "{}: rotated (Cloudflare dates it {})",
-                action.name,
-                format_time(last_rotated)
-            ),
-            Outcome::Forgotten => format!("{}: forgotten (state only)", action.name),
-            Outcome::Failed { message, .. } => {
-                format!("{}: FAILED: {}", action.name, message.replace('\n', "\n    "))
-            }
-        };
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
-    })
+    let report = apply::apply(
+        &config,
+        &plan,
+        &mut state,
+        &state_path,
+        &client,
+        |action, outcome| {
+            let line = match outcome {
+                Outcome::Generated { last_rotated } => format!(
+                    "{}: generated (Cloudflare dates it {})",
+                    action.name,
+                    format_time(last_rotated)
+                ),
+                Outcome::Rotated { last_rotated } => format!(
+                    "{}: rotated (Cloudflare dates it {})",
+                    action.name,
+                    format_time(last_rotated)
+                ),
+                Outcome::Forgotten => format!("{}: forgotten (state only)", action.name),
+                Outcome::Failed { message, .. } => {
+                    format!(
+                        "{}: FAILED: {}",
+                        action.name,
+                        message.replace('\n', "\n    ")
+                    )
+                }
+            };
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        },
+    )
     .await?;
     writeln!(out, "\n{}", report.summary_line())?;
-    writeln!(out, "State saved to {} (serial {}).", state_path.display(), state.serial)?;
+    writeln!(
+        out,
+        "State saved to {} (serial {}).",
+        state_path.display(),
+        state.serial
+    )?;
     Ok(if report.failed() > 0 {
         Status::Failure
     } else {

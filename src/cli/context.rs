@@ -28,7 +28,9 @@ impl Global {
     }
 
     pub fn state_path(&self, config: &Config) -> PathBuf {
-        self.state.clone().unwrap_or_else(|| config.state_path.clone())
+        self.state
+            .clone()
+            .unwrap_or_else(|| config.state_path.clone())
     }
 
     /// A client for Cloudflare, or for an in-process sandbox under

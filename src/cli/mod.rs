@@ -27,7 +27,13 @@ Exit codes:
 #[command(name = "psk", version, after_help = EXIT_HELP, max_term_width = 100)]
 pub struct Cli {
     /// The desired-state file.
-    #[arg(short = 'c', long = "config", global = true, default_value = "psk.yaml", env = "PSK_CONFIG")]
+    #[arg(
+        short = 'c',
+        long = "config",
+        global = true,
+        default_value = "psk.yaml",
+        env = "PSK_CONFIG"
+    )]
     config: PathBuf,
 
     /// Use this state file instead of the one psk.yaml names.

@@ -43,7 +43,11 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
         config.tunnels.len(),
         if config.tunnels.len() == 1 { "" } else { "s" },
         config.accounts().len(),
-        if config.accounts().len() == 1 { "" } else { "s" },
+        if config.accounts().len() == 1 {
+            ""
+        } else {
+            "s"
+        },
         running.base_url()
     );
     println!("export CLOUDFLARE_BASE_URL={}", running.base_url());

@@ -46,19 +46,38 @@ pub fn identities(files: &[PathBuf]) -> anyhow::Result<Identities> {
 pub fn run(global: &Global, args: ShowArgs) -> anyhow::Result<Status> {
     let config = global.load_config()?;
     let state_path = global.state_path(&config);
-    let state = context::load_state(&state_path)?
-        .ok_or_else(|| anyhow!("there is no state file at {}; run `psk apply` first", state_path.display()))?;
+    let state = context::load_state(&state_path)?.ok_or_else(|| {
+        anyhow!(
+            "there is no state file at {}; run `psk apply` first",
+            state_path.display()
+        )
+    })?;
     let record = match config.tunnel_by_name(&args.name) {
         Some(t) => state.get(&t.key()),
         None => state.find_by_name(&args.name),
     }
-    .ok_or_else(|| anyhow!("no tunnel named `{}` in {} or {}", args.name, config.path.display(), state_path.display()))?;
+    .ok_or_else(|| {
+        anyhow!(
+            "no tunnel named `{}` in {} or {}",
+            args.name,
+            config.path.display(),
+            state_path.display()
+        )
+    })?;
     let sealed = record.psk.as_deref().ok_or_else(|| {
-        anyhow!("psk holds no PSK for `{}` yet; run `psk apply` to generate one", args.name)
+        anyhow!(
+            "psk holds no PSK for `{}` yet; run `psk apply` to generate one",
+            args.name
+        )
     })?;
     let ids = identities(&args.identities)?;
-    let psk = seal::open(sealed, &ids)
-        .with_context(|| format!("cannot open the PSK of `{}` sealed in {}", args.name, state_path.display()))?;
+    let psk = seal::open(sealed, &ids).with_context(|| {
+        format!(
+            "cannot open the PSK of `{}` sealed in {}",
+            args.name,
+            state_path.display()
+        )
+    })?;
     if record.intent.is_some() {
         eprintln!(
             "warning: a rotation of `{}` was interrupted; Cloudflare may hold a newer PSK than this one. Run `psk plan`.",

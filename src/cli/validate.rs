@@ -22,7 +22,11 @@ pub fn run(global: &Global, _args: ValidateArgs) -> anyhow::Result<Status> {
         config.accounts().len(),
         plural(config.accounts().len()),
         config.policies.len(),
-        if config.policies.len() == 1 { "y" } else { "ies" },
+        if config.policies.len() == 1 {
+            "y"
+        } else {
+            "ies"
+        },
         config.recipients.len(),
         plural(config.recipients.len()),
     );
@@ -34,7 +38,10 @@ pub fn run(global: &Global, _args: ValidateArgs) -> anyhow::Result<Status> {
             s.tunnels.len(),
             plural(s.tunnels.len())
         ),
-        None => println!("{} does not exist yet; `psk apply` creates it.", state_path.display()),
+        None => println!(
+            "{} does not exist yet; `psk apply` creates it.",
+            state_path.display()
+        ),
     }
     Ok(Status::Success)
 }

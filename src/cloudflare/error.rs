@@ -52,7 +52,10 @@ fn retries(attempts: u32) -> String {
 }
 
 fn describe_api(status: u16, errors: &[ApiMessage], url: &str, attempts: u32) -> String {
-    let mut s = format!("Cloudflare refused {url} (HTTP {status}{})", retries(attempts));
+    let mut s = format!(
+        "Cloudflare refused {url} (HTTP {status}{})",
+        retries(attempts)
+    );
     if errors.is_empty() {
         s.push_str(": no error details in the answer");
     }

@@ -36,7 +36,10 @@ impl fmt::Debug for Credentials {
         match self {
             Credentials::Token(_) => f.write_str("Credentials::Token(<redacted>)"),
             Credentials::Key { email, .. } => {
-                write!(f, "Credentials::Key {{ email: {email:?}, key: <redacted> }}")
+                write!(
+                    f,
+                    "Credentials::Key {{ email: {email:?}, key: <redacted> }}"
+                )
             }
         }
     }
@@ -182,9 +185,7 @@ impl Client {
             ipsec_tunnels: Vec<WireTunnel>,
         }
         let url = format!("{}/accounts/{account_id}/magic/ipsec_tunnels", self.base);
-        let result: ListResult = self
-            .call(Method::GET, &url, None::<&()>)
-            .await?;
+        let result: ListResult = self.call(Method::GET, &url, None::<&()>).await?;
         result
             .ipsec_tunnels
             .into_iter()
@@ -221,11 +222,14 @@ impl Client {
         if validate_only {
             return Ok(None);
         }
-        let psk = result.psk.filter(|p| !p.is_empty()).ok_or_else(|| ApiError::Decode {
-            url: url.clone(),
-            status: 200,
-            message: "the response has no `result.psk`; the PSK on the edge is unknown".into(),
-        })?;
+        let psk = result
+            .psk
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| ApiError::Decode {
+                url: url.clone(),
+                status: 200,
+                message: "the response has no `result.psk`; the PSK on the edge is unknown".into(),
+            })?;
         let last_generated_on = match result.psk_metadata.and_then(|m| m.last_generated_on) {
             Some(s) => Some(parse_time(&s, &url)?),
             None => None,

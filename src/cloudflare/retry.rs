@@ -52,7 +52,10 @@ impl RetryPolicy {
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 fn server_delay(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
@@ -101,7 +104,10 @@ mod tests {
             assert!(should_retry(StatusCode::from_u16(s).unwrap(), &none), "{s}");
         }
         for s in [400, 401, 403, 404, 422] {
-            assert!(!should_retry(StatusCode::from_u16(s).unwrap(), &none), "{s}");
+            assert!(
+                !should_retry(StatusCode::from_u16(s).unwrap(), &none),
+                "{s}"
+            );
         }
         let no = headers(&[("x-should-retry", "false")]);
         assert!(!should_retry(StatusCode::SERVICE_UNAVAILABLE, &no));
@@ -117,14 +123,23 @@ mod tests {
             Some(Duration::from_secs(7))
         );
         assert_eq!(
-            server_delay(&headers(&[("retry-after-ms", "250"), ("retry-after", "7")]), now),
+            server_delay(
+                &headers(&[("retry-after-ms", "250"), ("retry-after", "7")]),
+                now
+            ),
             Some(Duration::from_millis(250))
         );
         assert_eq!(
-            server_delay(&headers(&[("retry-after", "Thu, 26 Nov 2026 12:00:30 GMT")]), now),
+            server_delay(
+                &headers(&[("retry-after", "Thu, 26 Nov 2026 12:00:30 GMT")]),
+                now
+            ),
             Some(Duration::from_secs(30))
         );
-        assert_eq!(server_delay(&headers(&[("retry-after", "soon")]), now), None);
+        assert_eq!(
+            server_delay(&headers(&[("retry-after", "soon")]), now),
+            None
+        );
         let p = RetryPolicy::default();
         assert_eq!(
             p.delay_for(1, &headers(&[("retry-after", "100000")])),

@@ -143,7 +143,12 @@ impl Config {
             let offset = e.utf8_error().valid_up_to();
             let before = &e.as_bytes()[..offset];
             let line = before.iter().filter(|b| **b == b'\n').count() + 1;
-            let column = offset - before.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1) + 1;
+            let column = offset
+                - before
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(0, |p| p + 1)
+                + 1;
             ConfigError {
                 file: path.to_path_buf(),
                 diagnostics: vec![Diagnostic {
@@ -204,7 +209,10 @@ impl Config {
         for (name, p) in &raw.policies {
             let key = format!("policies.{name}");
             if !is_plain_name(name) {
-                errs.push(&key, format!("policy name `{name}` must be letters, digits, `-` or `_`"));
+                errs.push(
+                    &key,
+                    format!("policy name `{name}` must be letters, digits, `-` or `_`"),
+                );
             }
             match p.rotate_every.parse::<Span>() {
                 Ok(rotate_every) => {
@@ -227,12 +235,18 @@ impl Config {
             let at = |k: &str| format!("tunnels[{i}].{k}");
             let name = t.name.trim().to_string();
             if name.is_empty() || name.chars().any(char::is_control) {
-                errs.push(&at("name"), "a tunnel name must be non-empty printable text".into());
+                errs.push(
+                    &at("name"),
+                    "a tunnel name must be non-empty printable text".into(),
+                );
             } else if let Some(first) = by_name.insert(name.clone(), i) {
                 let p = loc.get(&format!("tunnels[{first}].name"));
                 errs.push(
                     &at("name"),
-                    format!("duplicate tunnel name `{name}` (first used at line {})", p.line),
+                    format!(
+                        "duplicate tunnel name `{name}` (first used at line {})",
+                        p.line
+                    ),
                 );
             }
             let id = t.id.trim().to_ascii_lowercase();
@@ -251,7 +265,8 @@ impl Config {
                 None => {
                     errs.push(
                         &format!("tunnels[{i}]"),
-                        "no account: set `account_id` on the tunnel or at the top of the file".into(),
+                        "no account: set `account_id` on the tunnel or at the top of the file"
+                            .into(),
                     );
                     None
                 }
@@ -259,13 +274,25 @@ impl Config {
             let policy = t.policy.clone().unwrap_or_else(|| "default".to_string());
             if !raw.policies.contains_key(&policy) {
                 let known: Vec<&str> = raw.policies.keys().map(String::as_str).collect();
-                let key = if t.policy.is_some() { at("policy") } else { format!("tunnels[{i}]") };
+                let key = if t.policy.is_some() {
+                    at("policy")
+                } else {
+                    format!("tunnels[{i}]")
+                };
                 errs.push(
                     &key,
                     format!(
                         "unknown policy `{policy}`{}; defined: {}",
-                        if t.policy.is_none() { " (the default when `policy` is absent)" } else { "" },
-                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                        if t.policy.is_none() {
+                            " (the default when `policy` is absent)"
+                        } else {
+                            ""
+                        },
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
                     ),
                 );
             }
@@ -275,7 +302,10 @@ impl Config {
                     let p = loc.get(&format!("tunnels[{first}].id"));
                     errs.push(
                         &at("id"),
-                        format!("duplicate tunnel id {id} in account {account} (first used at line {})", p.line),
+                        format!(
+                            "duplicate tunnel id {id} in account {account} (first used at line {})",
+                            p.line
+                        ),
                     );
                 }
                 tunnels.push(Tunnel {
@@ -290,7 +320,7 @@ impl Config {
 
         if !errs.out.is_empty() {
             let mut d = errs.out;
-            d.sort_by(|a, b| a.position.cmp(&b.position));
+            d.sort_by_key(|a| a.position);
             return Err(fail(d));
         }
 
@@ -337,7 +367,9 @@ fn bad_id(what: &str, value: &str) -> String {
 }
 
 fn is_plain_name(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 struct Validator<'a> {
@@ -411,13 +443,21 @@ tunnels:
     #[test]
     fn semantic_errors_all_reported_with_lines() {
         let text = GOOD
-            .replace("0123456789abcdef0123456789abcdee", "0123456789abcdef0123456789abcdef\n    policy: fast")
+            .replace(
+                "0123456789abcdef0123456789abcdee",
+                "0123456789abcdef0123456789abcdef\n    policy: fast",
+            )
             .replace("fra-secondary", "fra-primary")
-            .replace("account_id: 99999999999999999999999999999999", "account_id: 023e105f4ecef8ad9ca31a8372d0c353");
+            .replace(
+                "account_id: 99999999999999999999999999999999",
+                "account_id: 023e105f4ecef8ad9ca31a8372d0c353",
+            );
         let e = errors(&text);
         let lines: Vec<usize> = e.iter().map(|(l, _)| *l).collect();
         assert_eq!(lines, vec![12, 13, 14], "{e:?}");
-        assert!(e[0].1.contains("duplicate tunnel name `fra-primary` (first used at line 9)"));
+        assert!(e[0]
+            .1
+            .contains("duplicate tunnel name `fra-primary` (first used at line 9)"));
         assert!(e[1].1.contains("duplicate tunnel id"));
         assert!(e[2].1.contains("unknown policy `fast`"));
     }
@@ -436,7 +476,11 @@ tunnels:
 
     #[test]
     fn wrong_version_and_bad_duration() {
-        let e = errors(&GOOD.replace("version: 1", "version: 2").replace("90d", "ninety"));
+        let e = errors(
+            &GOOD
+                .replace("version: 1", "version: 2")
+                .replace("90d", "ninety"),
+        );
         assert_eq!(e.len(), 2);
         assert!(e[0].1.contains("version 2 is not supported"));
         assert_eq!(e[1].0, 7);

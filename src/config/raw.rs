@@ -50,10 +50,12 @@ pub fn parse(text: &str) -> Result<RawConfig, Diagnostic> {
         });
     }
     serde_yaml::from_str(text).map_err(|e| {
-        let position = e.location().map_or(Position { line: 1, column: 1 }, |l| Position {
-            line: l.line(),
-            column: l.column(),
-        });
+        let position = e
+            .location()
+            .map_or(Position { line: 1, column: 1 }, |l| Position {
+                line: l.line(),
+                column: l.column(),
+            });
         let mut message = e.to_string();
         if let Some(i) = message.rfind(" at line ") {
             message.truncate(i);

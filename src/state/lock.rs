@@ -95,7 +95,9 @@ impl StateLock {
                         eprintln!("psk: the state is locked by {holder}; waiting...");
                         told = true;
                     }
-                    std::thread::sleep(wait.min(deadline.saturating_duration_since(Instant::now())));
+                    std::thread::sleep(
+                        wait.min(deadline.saturating_duration_since(Instant::now())),
+                    );
                     wait = (wait * 2).min(Duration::from_secs(2));
                 }
                 Err(std::fs::TryLockError::Error(e)) => return Err(io_err(e)),
@@ -164,7 +166,10 @@ mod tests {
         let held = StateLock::acquire(&state, "apply", Duration::ZERO).unwrap();
         let err = StateLock::acquire(&state, "apply", Duration::ZERO).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains(&format!("pid {}", std::process::id())), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
         assert!(msg.contains("psk apply"), "{msg}");
         drop(held);
         StateLock::acquire(&state, "apply", Duration::ZERO).unwrap();

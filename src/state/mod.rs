@@ -164,7 +164,9 @@ mod tests {
         );
         let rec = s.entry(&key, "fra-primary");
         rec.last_rotated = Some("2026-08-01T10:00:00Z".parse().unwrap());
-        rec.psk = Some("-----BEGIN AGE ENCRYPTED FILE-----\nx\n-----END AGE ENCRYPTED FILE-----\n".into());
+        rec.psk = Some(
+            "-----BEGIN AGE ENCRYPTED FILE-----\nx\n-----END AGE ENCRYPTED FILE-----\n".into(),
+        );
         s
     }
 
@@ -174,10 +176,16 @@ mod tests {
         let a = String::from_utf8(s.to_bytes()).unwrap();
         assert_eq!(a, String::from_utf8(s.clone().to_bytes()).unwrap());
         assert!(a.ends_with("}\n"));
-        let order: Vec<usize> = ["\"lineage\"", "\"recipients\"", "\"serial\"", "\"tunnels\"", "\"version\""]
-            .iter()
-            .map(|k| a.find(k).unwrap())
-            .collect();
+        let order: Vec<usize> = [
+            "\"lineage\"",
+            "\"recipients\"",
+            "\"serial\"",
+            "\"tunnels\"",
+            "\"version\"",
+        ]
+        .iter()
+        .map(|k| a.find(k).unwrap())
+        .collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{a}");
         assert!(a.contains("\"last_rotated\": \"2026-08-01T10:00:00Z\""));
         assert!(!a.contains("intent"));

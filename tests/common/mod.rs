@@ -1,0 +1,198 @@
+//! A test environment: a temp dir with psk.yaml and a fresh age identity,
+//! the sandbox served on 127.0.0.1 by the test itself, and the real `psk`
+//! binary run with a cleared environment.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+
+use age::secrecy::ExposeSecret;
+use psk::config::Config;
+use psk::sandbox::{self, Running, Sandbox, SandboxOptions};
+
+pub const ACCOUNT: &str = "023e105f4ecef8ad9ca31a8372d0c353";
+pub const TOKEN: &str = "test-token-5ecret-do-not-print";
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub identity: PathBuf,
+    pub recipient: String,
+    runtime: tokio::runtime::Runtime,
+    sandbox: Option<Running>,
+}
+
+/// `n` tunnel ids, deterministic.
+pub fn tunnel_id(i: usize) -> String {
+    format!("{:032x}", 0xabc0_0000_u64 + i as u64)
+}
+
+pub fn config_text(recipient: &str, tunnels: usize, rotate_every: &str) -> String {
+    let mut s = format!(
+        "version: 1\naccount_id: {ACCOUNT}\nrecipients:\n  - {recipient}\npolicies:\n  default:\n    rotate_every: {rotate_every}\ntunnels:\n"
+    );
+    for i in 0..tunnels {
+        s.push_str(&format!(
+            "  - name: tunnel-{i:02}\n    id: {}\n    site: site-{}\n",
+            tunnel_id(i),
+            i / 2
+        ));
+    }
+    s
+}
+
+impl TestEnv {
+    pub fn new(tunnels: usize) -> TestEnv {
+        let dir = tempfile::tempdir().unwrap();
+        let id = age::x25519::Identity::generate();
+        let recipient = id.to_public().to_string();
+        let identity = dir.path().join("identity.txt");
+        std::fs::write(&identity, format!("{}\n", id.to_string().expose_secret())).unwrap();
+        std::fs::write(
+            dir.path().join("psk.yaml"),
+            config_text(&recipient, tunnels, "90d"),
+        )
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        TestEnv {
+            dir,
+            identity,
+            recipient,
+            runtime,
+            sandbox: None,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path("psk.yaml")
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.path("psk.state.json")
+    }
+
+    pub fn ledger_path(&self) -> PathBuf {
+        self.path("ledger.jsonl")
+    }
+
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    /// Starts the sandbox on 127.0.0.1 for the tunnels of psk.yaml.
+    pub fn start_sandbox(&mut self) {
+        let config = Config::load(&self.config_path()).unwrap();
+        let options = SandboxOptions {
+            ledger: Some(self.ledger_path()),
+        };
+        let sb = Arc::new(Sandbox::from_config(&config, None, &options).unwrap());
+        let running = self.runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            sandbox::spawn(listener, sb).unwrap()
+        });
+        self.sandbox = Some(running);
+    }
+
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox.as_ref().expect("sandbox started").sandbox
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_psk"));
+        cmd.current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .args(args)
+            .stdin(Stdio::null());
+        if let Some(sb) = &self.sandbox {
+            cmd.env("CLOUDFLARE_BASE_URL", sb.base_url())
+                .env("CLOUDFLARE_API_TOKEN", TOKEN);
+        }
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out = self.command(args).output().unwrap();
+        to_run(out)
+    }
+
+    /// Every PSK the sandbox made valid, per tunnel id, oldest first.
+    pub fn ledger(&self) -> BTreeMap<String, Vec<String>> {
+        let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let Ok(text) = std::fs::read_to_string(self.ledger_path()) else {
+            return m;
+        };
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            m.entry(v["tunnel_id"].as_str().unwrap().to_string())
+                .or_default()
+                .push(v["psk"].as_str().unwrap().to_string());
+        }
+        m
+    }
+
+    /// Fails if any PSK from the ledger or the API token appears in `text`.
+    pub fn assert_no_secrets(&self, text: &str) {
+        assert!(!text.contains(TOKEN), "the API token leaked:\n{text}");
+        for (id, psks) in self.ledger() {
+            for p in psks {
+                assert!(!text.contains(&p), "the PSK of {id} leaked:\n{text}");
+            }
+        }
+    }
+
+    pub fn state_json(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.state_path()).unwrap()).unwrap()
+    }
+}
+
+pub fn to_run(out: Output) -> Run {
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn has_program(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false)
+}
+
+pub fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}

@@ -1,0 +1,251 @@
+//! The walking skeleton, end to end: the real binary against the sandbox.
+
+mod common;
+
+use chrono::{TimeDelta, Utc};
+use common::*;
+
+#[test]
+fn plan_apply_plan_show_against_the_sandbox() {
+    let mut env = TestEnv::new(3);
+    env.start_sandbox();
+
+    let plan = env.run(&["plan"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(
+        plan.stdout
+            .contains("Plan: 0 to rotate, 3 to generate, 0 to forget."),
+        "{plan:?}"
+    );
+    assert!(plan
+        .stdout
+        .contains("# tunnel-00 will get its first PSK from psk"));
+    assert!(plan.stdout.contains("dry run:      accepted by Cloudflare"));
+    assert_eq!(
+        env.sandbox()
+            .counters
+            .generate
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        env.sandbox()
+            .counters
+            .generate_validate
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+    assert!(!env.state_path().exists(), "plan must not write state");
+
+    let detailed = env.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(detailed.code, 2, "{detailed:?}");
+
+    let apply = env.run(&["apply", "--auto-approve"]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    assert!(
+        apply
+            .stdout
+            .contains("Apply complete! 0 rotated, 3 generated, 0 forgotten, 0 failed."),
+        "{apply:?}"
+    );
+
+    let again = env.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(again.stdout.contains("No changes."), "{again:?}");
+
+    // `show` returns exactly the PSK the sandbox issued, and nothing else.
+    let ledger = env.ledger();
+    assert_eq!(ledger.len(), 3);
+    for i in 0..3 {
+        let name = format!("tunnel-{i:02}");
+        let show = env.run(&["show", &name, "--identity", env.identity.to_str().unwrap()]);
+        assert_eq!(show.code, 0, "{show:?}");
+        let issued = ledger[&tunnel_id(i)].last().unwrap();
+        assert_eq!(show.stdout, format!("{issued}\n"));
+        assert_eq!(show.stderr, "");
+    }
+
+    // Past rotate_every, every tunnel is due.
+    let later = (Utc::now() + TimeDelta::days(91)).to_rfc3339();
+    let future = env.run(&["plan", "--at", &later]);
+    assert_eq!(future.code, 0, "{future:?}");
+    assert!(
+        future
+            .stdout
+            .contains("Plan: 3 to rotate, 0 to generate, 0 to forget."),
+        "{future:?}"
+    );
+    assert_eq!(future.stdout.matches("will be rotated").count(), 3);
+    assert!(future
+        .stdout
+        .contains("policy \"default\" rotates every 90d"));
+
+    for run in [&plan, &detailed, &apply, &again, &future] {
+        env.assert_no_secrets(&run.all());
+    }
+}
+
+#[test]
+fn json_plan_has_the_documented_fields() {
+    let mut env = TestEnv::new(2);
+    env.start_sandbox();
+    let run = env.run(&["plan", "--format", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["format_version"], "1.0");
+    let actions = v["actions"].as_array().unwrap();
+    assert_eq!(actions.len(), 2);
+    assert_eq!(actions[0]["name"], "tunnel-00");
+    assert_eq!(actions[0]["tunnel_id"], tunnel_id(0));
+    assert_eq!(actions[0]["account_id"], ACCOUNT);
+    assert_eq!(actions[0]["action"], "generate");
+    assert_eq!(actions[0]["reasons"][0]["code"], "never_rotated");
+    assert_eq!(actions[0]["dry_run"]["status"], "accepted");
+    assert_eq!(v["summary"]["generate"], 2);
+}
+
+#[test]
+fn offline_plan_needs_no_credentials_and_says_so() {
+    let env = TestEnv::new(2);
+    let run = env.run(&["plan", "--offline"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .starts_with("Offline: Cloudflare was not contacted"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("dry run:      not run (offline)"));
+
+    let online = env.run(&["plan"]);
+    assert_eq!(online.code, 1, "{online:?}");
+    assert!(online.stderr.contains("CLOUDFLARE_API_TOKEN"), "{online:?}");
+    assert!(online.stderr.contains("Magic WAN Write"), "{online:?}");
+}
+
+#[test]
+fn sealed_psk_opens_with_the_reference_age_cli() {
+    if !has_program("age") {
+        eprintln!("skipped: the `age` command is not installed (.ci/run installs it)");
+        return;
+    }
+    let mut env = TestEnv::new(1);
+    env.start_sandbox();
+    let apply = env.run(&["apply", "--auto-approve"]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    let state = env.state_json();
+    let key = format!("{ACCOUNT}/{}", tunnel_id(0));
+    let sealed = state["tunnels"][&key]["psk"].as_str().unwrap();
+    let sealed_path = env.path("sealed.age");
+    std::fs::write(&sealed_path, sealed).unwrap();
+    let out = std::process::Command::new("age")
+        .args(["--decrypt", "-i"])
+        .arg(&env.identity)
+        .arg(&sealed_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let issued = env.ledger()[&tunnel_id(0)].last().unwrap().clone();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), issued);
+}
+
+#[test]
+fn bad_config_exits_1_naming_file_and_line_and_leaves_state_alone() {
+    let mut env = TestEnv::new(2);
+    env.start_sandbox();
+    assert_eq!(env.run(&["apply", "--auto-approve"]).code, 0);
+    let before = read(&env.state_path());
+
+    let good = std::fs::read_to_string(env.config_path()).unwrap();
+    let cases = [
+        (
+            good.replace("    site: site-0\n", "    sight: site-0\n"),
+            11,
+            "unknown field `sight`",
+        ),
+        (
+            good.replace(&tunnel_id(1), "xyz"),
+            13,
+            "not a Cloudflare tunnel id",
+        ),
+        (
+            good.replace("rotate_every: 90d", "rotate_every: 0d"),
+            7,
+            "is zero",
+        ),
+        (
+            good.replace("tunnel-01", "tunnel-00"),
+            12,
+            "duplicate tunnel name",
+        ),
+    ];
+    for (text, line, what) in cases {
+        env.write_config(&text);
+        for args in [
+            &["plan"][..],
+            &["apply", "--auto-approve"],
+            &["validate"],
+            &["plan", "--offline"],
+        ] {
+            let run = env.run(args);
+            assert_eq!(run.code, 1, "{args:?} {run:?}");
+            assert!(
+                run.stderr.contains(&format!("psk.yaml:{line}:")),
+                "{args:?} {run:?}"
+            );
+            assert!(run.stderr.contains(what), "{run:?}");
+            assert!(!run.stderr.contains("panicked"), "{run:?}");
+            assert_eq!(read(&env.state_path()), before, "state changed by {args:?}");
+        }
+    }
+}
+
+#[test]
+fn apply_without_a_terminal_needs_auto_approve() {
+    let mut env = TestEnv::new(1);
+    env.start_sandbox();
+    let run = env.run(&["apply"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("--auto-approve"), "{run:?}");
+    assert!(!env.state_path().exists());
+    assert!(env.ledger().is_empty(), "nothing may be rotated");
+}
+
+#[test]
+fn exit_codes_for_usage_help_and_version() {
+    let env = TestEnv::new(1);
+    assert_eq!(env.run(&["plan", "--no-such-flag"]).code, 1);
+    assert_eq!(env.run(&["frobnicate"]).code, 1);
+    assert_eq!(env.run(&[]).code, 1);
+    let help = env.run(&["--help"]);
+    assert_eq!(help.code, 0);
+    assert!(help.stdout.contains("Exit codes:"));
+    assert_eq!(env.run(&["--version"]).code, 0);
+}
+
+#[test]
+fn in_process_sandbox_flag_runs_the_whole_flow() {
+    let env = TestEnv::new(2);
+    let apply = env.run(&["--sandbox", "apply", "--auto-approve"]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    assert!(apply.stdout.contains("2 generated"));
+    let plan = env.run(&["--sandbox", "plan", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(plan.stdout.contains("No changes."));
+}
+
+#[test]
+fn validate_checks_config_and_state_offline() {
+    let env = TestEnv::new(2);
+    let ok = env.run(&["validate"]);
+    assert_eq!(ok.code, 0, "{ok:?}");
+    assert!(ok.stdout.contains("is valid: 2 tunnels"));
+    std::fs::write(env.state_path(), "{\"version\": 1, \"lineage\": ").unwrap();
+    let bad = env.run(&["validate"]);
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(bad.stderr.contains("psk.state.json"), "{bad:?}");
+    assert!(bad.stderr.contains("line 1"), "{bad:?}");
+}
