@@ -38,8 +38,8 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
     let timeout = args.lock_timeout.map_or(std::time::Duration::ZERO, |s| {
         std::time::Duration::from_secs(s.seconds() as u64)
     });
-    let _lock = StateLock::acquire(&state_path, "apply", timeout)?;
-    let state = context::load_state(&state_path)?;
+    let lock = StateLock::acquire(&state_path, "apply", timeout)?;
+    let state = crate::state::load_for_write(&state_path, &lock)?;
 
     let (client, _sandbox) = global.connect(&config, state.as_ref()).await?;
     let remote = context::refresh(&client, &config).await?;

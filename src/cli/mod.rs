@@ -3,6 +3,7 @@
 
 mod apply;
 mod context;
+mod force_unlock;
 mod plan;
 mod sandbox;
 mod show;
@@ -56,6 +57,7 @@ enum Command {
     Validate(validate::ValidateArgs),
     Show(show::ShowArgs),
     Sandbox(sandbox::SandboxArgs),
+    ForceUnlock(force_unlock::ForceUnlockArgs),
 }
 
 /// What a command wants the process to exit with, when it did not fail.
@@ -113,6 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             Command::Validate(a) => validate::run(&global, a),
             Command::Show(a) => show::run(&global, a),
             Command::Sandbox(a) => sandbox::run(&global, a).await,
+            Command::ForceUnlock(a) => force_unlock::run(&global, a),
         }
     })
 }
