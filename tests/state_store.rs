@@ -35,13 +35,22 @@ fn corrupt_truncated_and_future_states_are_refused_and_left_alone() {
     let text = String::from_utf8(good.clone()).unwrap();
     let serial_line = format!(
         "line {}",
-        text[..text.find("\"serial\"").unwrap()].matches('\n').count() + 1
+        text[..text.find("\"serial\"").unwrap()]
+            .matches('\n')
+            .count()
+            + 1
     );
     let cases: Vec<(&str, Vec<u8>, Vec<&str>)> = vec![
         (
             "corrupt",
-            text.replacen("\"serial\": ", "\"serial\": ,", 1).into_bytes(),
-            vec!["invalid JSON", &serial_line, "psk.state.json.backup", "restore"],
+            text.replacen("\"serial\": ", "\"serial\": ,", 1)
+                .into_bytes(),
+            vec![
+                "invalid JSON",
+                &serial_line,
+                "psk.state.json.backup",
+                "restore",
+            ],
         ),
         (
             "truncated",
@@ -50,7 +59,8 @@ fn corrupt_truncated_and_future_states_are_refused_and_left_alone() {
         ),
         (
             "future",
-            text.replacen("\"version\": 1", "\"version\": 7", 1).into_bytes(),
+            text.replacen("\"version\": 1", "\"version\": 7", 1)
+                .into_bytes(),
             vec!["format version 7", "Upgrade psk", "not changed"],
         ),
     ];
@@ -62,10 +72,17 @@ fn corrupt_truncated_and_future_states_are_refused_and_left_alone() {
             assert_eq!(run.code, 1, "{what} {args:?} {run:?}");
             assert!(run.stderr.contains("psk.state.json"), "{what} {run:?}");
             for s in &says {
-                assert!(run.stderr.contains(s), "{what} {args:?}: no `{s}` in {run:?}");
+                assert!(
+                    run.stderr.contains(s),
+                    "{what} {args:?}: no `{s}` in {run:?}"
+                );
             }
             assert!(!run.stderr.contains("panicked"), "{run:?}");
-            assert_eq!(read(&env.state_path()), bytes, "{what}: {args:?} changed it");
+            assert_eq!(
+                read(&env.state_path()),
+                bytes,
+                "{what}: {args:?} changed it"
+            );
             env.assert_no_secrets(&run.all());
         }
     }
@@ -129,7 +146,10 @@ fn killed_between_temp_write_and_rename_the_state_stays_whole() {
             .unwrap(),
     );
     assert_ne!(run.code, 0, "the failpoint must kill psk: {run:?}");
-    assert!(run.stderr.contains("failpoint state-before-rename"), "{run:?}");
+    assert!(
+        run.stderr.contains("failpoint state-before-rename"),
+        "{run:?}"
+    );
     env.assert_no_secrets(&run.all());
     // The new state reached its temp file, never the state file.
     assert_eq!(read(&env.state_path()), edited.as_bytes());

@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::TunnelKey;
 pub use lock::{force_unlock, parse_lock_timeout, LockError, LockHolder, StateLock, Unlock};
-pub use store::{backup_path, journal_path, load, load_for_write, parse, save, Journal, StateError};
+pub use store::{
+    backup_path, journal_path, load, load_for_write, parse, save, Journal, StateError,
+};
 
 /// The newest state format this build reads and the one it writes.
 pub const STATE_VERSION: u64 = 1;

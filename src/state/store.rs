@@ -93,10 +93,7 @@ pub fn load(path: &Path) -> Result<Option<State>, StateError> {
 /// [`load`] for a writer, which proves it holds the lock: a journal left by
 /// an interrupted apply is folded into the state file right away (and
 /// stale temp files removed), so the writer starts from one whole file.
-pub fn load_for_write(
-    path: &Path,
-    _lock: &super::StateLock,
-) -> Result<Option<State>, StateError> {
+pub fn load_for_write(path: &Path, _lock: &super::StateLock) -> Result<Option<State>, StateError> {
     let mut state = load(path)?;
     if let Some(s) = state.as_mut() {
         Journal::open(path, s)?;
@@ -178,7 +175,10 @@ fn replay(path: &Path, state: &mut State) -> Result<usize, StateError> {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
         Err(source) => {
-            return Err(StateError::Read { path: jpath, source });
+            return Err(StateError::Read {
+                path: jpath,
+                source,
+            });
         }
     };
     let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
@@ -421,7 +421,9 @@ impl Journal {
             self.file = Some(f);
         }
         let f = self.file.as_mut().expect("opened above");
-        f.write_all(&line).and_then(|_| f.sync_data()).map_err(werr)?;
+        f.write_all(&line)
+            .and_then(|_| f.sync_data())
+            .map_err(werr)?;
         self.records += 1;
         self.bytes_written += line.len() as u64;
         Ok(())
@@ -577,7 +579,10 @@ mod tests {
         damaged.extend_from_slice(&full[first_len..]);
         fs::write(&jp, &damaged).unwrap();
         let e = load(&path).unwrap_err().to_string();
-        assert!(e.contains("psk.state.json.journal is damaged at line 1"), "{e}");
+        assert!(
+            e.contains("psk.state.json.journal is damaged at line 1"),
+            "{e}"
+        );
     }
 
     #[test]
