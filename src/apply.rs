@@ -22,10 +22,22 @@ use crate::state::{Intent, Journal, State, StateError};
 /// What happened to one planned action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Generated { last_rotated: DateTime<Utc> },
-    Rotated { last_rotated: DateTime<Utc> },
+    Generated {
+        last_rotated: DateTime<Utc>,
+    },
+    Rotated {
+        last_rotated: DateTime<Utc>,
+    },
     Forgotten,
-    Failed { message: String, interrupted: bool },
+    /// Left for another command: apply holds no identity, so it cannot
+    /// open a sealed PSK to re-seal it (`psk reseal` does that).
+    Deferred {
+        message: String,
+    },
+    Failed {
+        message: String,
+        interrupted: bool,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -49,13 +61,17 @@ impl Report {
         let rotated = self.count(|o| matches!(o, Outcome::Rotated { .. }));
         let generated = self.count(|o| matches!(o, Outcome::Generated { .. }));
         let forgotten = self.count(|o| matches!(o, Outcome::Forgotten));
+        let deferred = match self.count(|o| matches!(o, Outcome::Deferred { .. })) {
+            0 => String::new(),
+            n => format!(", {n} left for `psk reseal`"),
+        };
         let failed = self.failed();
         let head = if failed == 0 {
             "Apply complete!"
         } else {
             "Apply finished with errors."
         };
-        format!("{head} {rotated} rotated, {generated} generated, {forgotten} forgotten, {failed} failed.")
+        format!("{head} {rotated} rotated, {generated} generated, {forgotten} forgotten, {failed} failed{deferred}.")
     }
 }
 
@@ -91,6 +107,10 @@ pub async fn apply(
             ActionKind::Generate | ActionKind::Rotate => {
                 rotate(config, action, state, &mut journal, client).await?
             }
+            ActionKind::Reseal => Outcome::Deferred {
+                message: "re-sealing needs an identity, which apply never holds; run `psk reseal`"
+                    .into(),
+            },
         };
         on_result(action, &outcome);
         report.results.push((action.name.clone(), outcome));

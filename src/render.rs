@@ -19,6 +19,7 @@ fn symbol(kind: ActionKind) -> char {
         ActionKind::Generate => '+',
         ActionKind::Rotate => '~',
         ActionKind::Forget => '-',
+        ActionKind::Reseal => '*',
     }
 }
 
@@ -27,6 +28,10 @@ fn headline(a: &Action) -> String {
         ActionKind::Generate => format!("{} will get its first PSK from psk", a.name),
         ActionKind::Rotate => format!("{} will be rotated", a.name),
         ActionKind::Forget => format!("{} will be forgotten", a.name),
+        ActionKind::Reseal => format!(
+            "{} will be re-sealed to psk.yaml's recipients by `psk reseal`",
+            a.name
+        ),
     }
 }
 
@@ -35,8 +40,12 @@ pub fn summary_line(plan: &Plan) -> String {
     if !plan.has_changes() {
         return "No changes. Every PSK matches psk.yaml.".to_string();
     }
+    let reseal = match plan.count(ActionKind::Reseal) {
+        0 => String::new(),
+        n => format!(", {n} to reseal"),
+    };
     format!(
-        "Plan: {} to rotate, {} to generate, {} to forget.",
+        "Plan: {} to rotate, {} to generate, {} to forget{reseal}.",
         plan.count(ActionKind::Rotate),
         plan.count(ActionKind::Generate),
         plan.count(ActionKind::Forget)
@@ -175,6 +184,7 @@ struct JsonSummary {
     rotate: usize,
     generate: usize,
     forget: usize,
+    reseal: usize,
     unchanged: usize,
 }
 
@@ -234,6 +244,7 @@ pub fn json(plan: &Plan, out: &mut dyn Write) -> io::Result<()> {
             rotate: plan.count(ActionKind::Rotate),
             generate: plan.count(ActionKind::Generate),
             forget: plan.count(ActionKind::Forget),
+            reseal: plan.count(ActionKind::Reseal),
             unchanged: plan.unchanged.len(),
         },
     };

@@ -81,6 +81,9 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
                     format_time(last_rotated)
                 ),
                 Outcome::Forgotten => format!("{}: forgotten (state only)", action.name),
+                Outcome::Deferred { message } => {
+                    format!("{}: not re-sealed: {message}", action.name)
+                }
                 Outcome::Failed { message, .. } => {
                     format!(
                         "{}: FAILED: {}",

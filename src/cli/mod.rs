@@ -3,8 +3,11 @@
 
 mod apply;
 mod context;
+mod export;
 mod force_unlock;
+mod import;
 mod plan;
+mod reseal;
 mod sandbox;
 mod show;
 mod validate;
@@ -57,6 +60,9 @@ enum Command {
     Validate(validate::ValidateArgs),
     Show(show::ShowArgs),
     Sandbox(sandbox::SandboxArgs),
+    Export(export::ExportArgs),
+    Reseal(reseal::ResealArgs),
+    Import(import::ImportArgs),
     ForceUnlock(force_unlock::ForceUnlockArgs),
 }
 
@@ -115,6 +121,9 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             Command::Validate(a) => validate::run(&global, a),
             Command::Show(a) => show::run(&global, a),
             Command::Sandbox(a) => sandbox::run(&global, a).await,
+            Command::Export(a) => export::run(&global, a),
+            Command::Reseal(a) => reseal::run(&global, a),
+            Command::Import(a) => import::run(&global, a).await,
             Command::ForceUnlock(a) => force_unlock::run(&global, a),
         }
     })
