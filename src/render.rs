@@ -187,6 +187,7 @@ struct JsonPlan<'a> {
     format_version: &'static str,
     evaluated_at: String,
     offline: bool,
+    targeted: bool,
     applyable: bool,
     actions: Vec<JsonAction<'a>>,
     unchanged: Vec<JsonUnchanged<'a>>,
@@ -241,6 +242,7 @@ pub fn json(plan: &Plan, out: &mut dyn Write) -> io::Result<()> {
         format_version: JSON_FORMAT_VERSION,
         evaluated_at: format_time(&plan.now),
         offline: plan.offline,
+        targeted: plan.targeted,
         applyable: !plan.has_refusals(),
         actions: plan
             .actions

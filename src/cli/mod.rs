@@ -6,6 +6,7 @@ mod context;
 mod plan;
 mod sandbox;
 mod show;
+mod show_plan;
 mod validate;
 
 use std::io::{self, Write};
@@ -45,6 +46,10 @@ pub struct Cli {
     #[arg(long, global = true)]
     sandbox: bool,
 
+    /// No colour in human output (also: the NO_COLOR environment variable).
+    #[arg(long, global = true)]
+    no_color: bool,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -55,6 +60,7 @@ enum Command {
     Apply(apply::ApplyArgs),
     Validate(validate::ValidateArgs),
     Show(show::ShowArgs),
+    ShowPlan(show_plan::ShowPlanArgs),
     Sandbox(sandbox::SandboxArgs),
 }
 
@@ -105,6 +111,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
         config: cli.config,
         state: cli.state,
         sandbox: cli.sandbox,
+        no_color: cli.no_color,
     };
     runtime.block_on(async move {
         match cli.command {
@@ -112,6 +119,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             Command::Apply(a) => apply::run(&global, a).await,
             Command::Validate(a) => validate::run(&global, a),
             Command::Show(a) => show::run(&global, a),
+            Command::ShowPlan(a) => show_plan::run(&global, a),
             Command::Sandbox(a) => sandbox::run(&global, a).await,
         }
     })

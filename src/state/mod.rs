@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::TunnelKey;
 pub use lock::{LockError, LockHolder, StateLock};
-pub use store::{backup_path, load, save, StateError};
+pub use store::{backup_path, load, save, write_atomic, StateError};
 
 /// The newest state format this build reads and the one it writes.
 pub const STATE_VERSION: u64 = 1;

@@ -106,7 +106,7 @@ pub fn save(path: &Path, state: &mut State) -> Result<(), StateError> {
 
 /// Temp file in the same folder (mode 0600), write, fsync, rename over the
 /// target, fsync the folder so the rename itself survives a power cut.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
