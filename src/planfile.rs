@@ -155,9 +155,11 @@ impl PlanFile {
     }
 
     pub fn write(&self, path: &Path) -> Result<(), PlanFileError> {
-        crate::state::write_atomic(path, &self.to_bytes()).map_err(|source| PlanFileError::Write {
-            path: path.to_path_buf(),
-            source,
+        crate::state::write_atomic(path, &self.to_bytes(), false).map_err(|source| {
+            PlanFileError::Write {
+                path: path.to_path_buf(),
+                source,
+            }
         })
     }
 

@@ -41,6 +41,7 @@ fn kind_style(kind: ActionKind) -> Style {
         ActionKind::Generate => AnsiColor::Green.on_default(),
         ActionKind::Rotate => AnsiColor::Yellow.on_default(),
         ActionKind::Forget => AnsiColor::Red.on_default(),
+        ActionKind::Reseal => AnsiColor::Cyan.on_default(),
     }
 }
 
@@ -52,6 +53,7 @@ fn symbol(kind: ActionKind) -> char {
         ActionKind::Generate => '+',
         ActionKind::Rotate => '~',
         ActionKind::Forget => '-',
+        ActionKind::Reseal => '*',
     }
 }
 
@@ -60,6 +62,10 @@ fn headline(a: &Action) -> String {
         ActionKind::Generate => format!("{} will get its first PSK from psk", a.name),
         ActionKind::Rotate => format!("{} will be rotated", a.name),
         ActionKind::Forget => format!("{} will be forgotten", a.name),
+        ActionKind::Reseal => format!(
+            "{} will be re-sealed to psk.yaml's recipients by `psk reseal`",
+            a.name
+        ),
     }
 }
 
@@ -69,9 +75,10 @@ pub fn summary_line(plan: &Plan) -> String {
         return "No changes. Every PSK matches psk.yaml.".to_string();
     }
     format!(
-        "Plan: {} to rotate, {} to generate, {} to forget.",
+        "Plan: {} to rotate, {} to generate, {} to reseal, {} to forget.",
         plan.count(ActionKind::Rotate),
         plan.count(ActionKind::Generate),
+        plan.count(ActionKind::Reseal),
         plan.count(ActionKind::Forget)
     )
 }
@@ -233,6 +240,7 @@ struct JsonSummary {
     rotate: usize,
     generate: usize,
     forget: usize,
+    reseal: usize,
     unchanged: usize,
 }
 
@@ -293,6 +301,7 @@ pub fn json(plan: &Plan, out: &mut dyn Write) -> io::Result<()> {
             rotate: plan.count(ActionKind::Rotate),
             generate: plan.count(ActionKind::Generate),
             forget: plan.count(ActionKind::Forget),
+            reseal: plan.count(ActionKind::Reseal),
             unchanged: plan.unchanged.len(),
         },
     };

@@ -28,7 +28,7 @@ fn refresh_is_one_list_call_per_account() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
         run.stdout
-            .contains("Plan: 0 to rotate, 10 to generate, 0 to forget."),
+            .contains("Plan: 0 to rotate, 10 to generate, 0 to reseal, 0 to forget."),
         "{run:?}"
     );
     let c = &env.sandbox().counters;
@@ -60,7 +60,7 @@ fn drift_outside_psk_is_a_rotation_with_its_date() {
     );
     assert!(run
         .stdout
-        .contains("Plan: 1 to rotate, 0 to generate, 0 to forget."));
+        .contains("Plan: 1 to rotate, 0 to generate, 0 to reseal, 0 to forget."));
     // Offline, drift cannot be seen: the plan says so instead.
     let offline = env.run(&["plan", "--offline", "--detailed-exitcode"]);
     assert_eq!(offline.code, 0, "{offline:?}");
@@ -123,7 +123,7 @@ fn replace_and_target() {
     assert!(run.stdout.contains("replacement requested with --replace"));
     assert!(run
         .stdout
-        .contains("Plan: 1 to rotate, 0 to generate, 0 to forget."));
+        .contains("Plan: 1 to rotate, 0 to generate, 0 to reseal, 0 to forget."));
 
     let unknown = env.run(&["plan", "--replace", "nope"]);
     assert_eq!(unknown.code, 1);
@@ -143,7 +143,7 @@ fn replace_and_target() {
     assert!(
         targeted
             .stdout
-            .contains("Plan: 1 to rotate, 0 to generate, 0 to forget."),
+            .contains("Plan: 1 to rotate, 0 to generate, 0 to reseal, 0 to forget."),
         "{targeted:?}"
     );
 
@@ -249,7 +249,9 @@ fn stale_saved_plans_are_refused_and_change_nothing() {
     );
     let mut v = env.state_json();
     v["lineage"] = serde_json::json!("00000000-0000-4000-8000-000000000000");
-    std::fs::write(env.state_path(), serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    let mut bytes = serde_json::to_vec_pretty(&v).unwrap();
+    bytes.push(b'\n');
+    std::fs::write(env.state_path(), bytes).unwrap();
     refused(&env, "the plan was made for another state");
 
     // Not a plan at all.
@@ -268,7 +270,7 @@ fn markdown_of_two_thousand_tunnels_fits_a_github_comment() {
     assert!(run.stdout.len() <= 65_536, "{} bytes", run.stdout.len());
     assert!(run
         .stdout
-        .contains("**Plan: 0 to rotate, 2000 to generate, 0 to forget.**"));
+        .contains("**Plan: 0 to rotate, 2000 to generate, 0 to reseal, 0 to forget.**"));
     assert!(run
         .stdout
         .contains("Shortened to fit GitHub's 65536-character comment limit"));

@@ -62,6 +62,16 @@ fn full_plan() -> Plan {
             ),
             action(5, "mad-forced", ActionKind::Rotate, vec![Reason::Forced], DryRun::Accepted),
             action(6, "old-site", ActionKind::Forget, vec![Reason::NotInConfig], DryRun::NotRun),
+            action(
+                8,
+                "osl-keys",
+                ActionKind::Reseal,
+                vec![Reason::RecipientsChanged {
+                    added: vec!["sha256:aaaabbbbccccdddd".into()],
+                    removed: vec!["sha256:1111222233334444".into()],
+                }],
+                DryRun::NotRun,
+            ),
         ],
         unchanged: vec![Unchanged {
             name: "waw-ok".into(),

@@ -49,8 +49,8 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
     let timeout = args.lock_timeout.map_or(std::time::Duration::ZERO, |s| {
         std::time::Duration::from_secs(s.seconds() as u64)
     });
-    let _lock = StateLock::acquire(&state_path, "apply", timeout)?;
-    let state = context::load_state(&state_path)?;
+    let lock = StateLock::acquire(&state_path, "apply", timeout)?;
+    let state = crate::state::load_for_write(&state_path, &lock)?;
 
     let from_file = args.plan_file.is_some();
     if from_file && (!args.selection.is_empty()) {
@@ -131,6 +131,9 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
                     format_time(last_rotated)
                 ),
                 Outcome::Forgotten => format!("{}: forgotten (state only)", action.name),
+                Outcome::Deferred { message } => {
+                    format!("{}: not re-sealed: {message}", action.name)
+                }
                 Outcome::Failed { message, .. } => {
                     format!(
                         "{}: FAILED: {}",

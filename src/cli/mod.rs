@@ -3,7 +3,11 @@
 
 mod apply;
 mod context;
+mod export;
+mod force_unlock;
+mod import;
 mod plan;
+mod reseal;
 mod sandbox;
 mod show;
 mod show_plan;
@@ -62,6 +66,10 @@ enum Command {
     Show(show::ShowArgs),
     ShowPlan(show_plan::ShowPlanArgs),
     Sandbox(sandbox::SandboxArgs),
+    Export(export::ExportArgs),
+    Reseal(reseal::ResealArgs),
+    Import(import::ImportArgs),
+    ForceUnlock(force_unlock::ForceUnlockArgs),
 }
 
 /// What a command wants the process to exit with, when it did not fail.
@@ -121,6 +129,10 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             Command::Show(a) => show::run(&global, a),
             Command::ShowPlan(a) => show_plan::run(&global, a),
             Command::Sandbox(a) => sandbox::run(&global, a).await,
+            Command::Export(a) => export::run(&global, a),
+            Command::Reseal(a) => reseal::run(&global, a),
+            Command::Import(a) => import::run(&global, a).await,
+            Command::ForceUnlock(a) => force_unlock::run(&global, a),
         }
     })
 }

@@ -11,6 +11,7 @@ use crate::state::State;
 
 const SEALED: &str = "<sealed PSK>";
 const NEW_SEALED: &str = "<new sealed PSK>";
+const RESEALED: &str = "<same PSK, re-sealed>";
 const AFTER_APPLY: &str = "(known after apply)";
 
 /// A unified diff of the state file before and after applying `plan`, with
@@ -82,6 +83,13 @@ fn project(before: Value, plan: &Plan) -> Value {
         match a.kind {
             ActionKind::Forget => {
                 tunnels.remove(&key);
+            }
+            ActionKind::Reseal => {
+                if let Some(Value::Object(rec)) = tunnels.get_mut(&key) {
+                    if rec.contains_key("psk") {
+                        rec.insert("psk".into(), Value::String(RESEALED.into()));
+                    }
+                }
             }
             ActionKind::Generate | ActionKind::Rotate => {
                 let rec = tunnels

@@ -61,6 +61,7 @@ fn symbol(kind: ActionKind) -> &'static str {
         ActionKind::Generate => "+",
         ActionKind::Rotate => "~",
         ActionKind::Forget => "-",
+        ActionKind::Reseal => "*",
     }
 }
 
@@ -240,7 +241,7 @@ mod tests {
     #[test]
     fn small_plan_is_whole() {
         let md = render(&plan(3), "--- a\n+++ b\n", GITHUB_COMMENT_LIMIT);
-        assert!(md.contains("**Plan: 3 to rotate, 0 to generate, 0 to forget.**"));
+        assert!(md.contains("**Plan: 3 to rotate, 0 to generate, 0 to reseal, 0 to forget.**"));
         assert_eq!(md.matches("<details>").count(), 4);
         assert!(!md.contains("Shortened"));
     }
@@ -250,7 +251,7 @@ mod tests {
         let diff = "+x\n".repeat(50_000);
         let md = render(&plan(2_000), &diff, GITHUB_COMMENT_LIMIT);
         assert!(md.len() <= GITHUB_COMMENT_LIMIT, "{}", md.len());
-        assert!(md.contains("**Plan: 2000 to rotate, 0 to generate, 0 to forget.**"));
+        assert!(md.contains("**Plan: 2000 to rotate, 0 to generate, 0 to reseal, 0 to forget.**"));
         assert!(md.contains("Shortened to fit"));
         assert!(md.contains("the state file diff"));
         // A tighter limit still keeps the summary.

@@ -169,6 +169,23 @@ impl TestEnv {
         to_run(out)
     }
 
+    /// Runs psk with `input` on its stdin (a pipe, not a terminal).
+    pub fn run_stdin(&self, args: &[&str], input: &str) -> Run {
+        use std::io::Write;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // psk may refuse before reading; a closed pipe is not a test failure.
+        let _ = stdin.write_all(input.as_bytes());
+        drop(stdin);
+        to_run(child.wait_with_output().unwrap())
+    }
+
     /// Every PSK the sandbox made valid, per tunnel id, oldest first.
     pub fn ledger(&self) -> BTreeMap<String, Vec<String>> {
         let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
