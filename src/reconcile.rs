@@ -4,9 +4,10 @@
 //! exhaustively with fixed instants. Every action carries the reasons that
 //! caused it, because a reviewer approves reasons, not just actions.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::cloudflare::RemoteTunnel;
 use crate::config::{Config, TunnelKey};
@@ -20,7 +21,8 @@ pub struct Remote {
     pub tunnels: BTreeMap<TunnelKey, RemoteTunnel>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ActionKind {
     /// First PSK made by psk for this tunnel.
     Generate,
@@ -28,6 +30,9 @@ pub enum ActionKind {
     Rotate,
     /// Drop the tunnel from the state only; the tunnel is never touched.
     Forget,
+    /// Re-encrypt the sealed PSK to psk.yaml's recipients (`psk reseal`);
+    /// no API call, the PSK itself does not change.
+    Reseal,
 }
 
 impl ActionKind {
@@ -36,16 +41,19 @@ impl ActionKind {
             ActionKind::Generate => "generate",
             ActionKind::Rotate => "rotate",
             ActionKind::Forget => "forget",
+            ActionKind::Reseal => "reseal",
         }
     }
 
-    /// Whether the action changes the PSK on Cloudflare's edge.
+    /// Whether the action changes the PSK on Cloudflare's edge. (Reseal
+    /// only re-encrypts the state.)
     pub fn changes_psk(self) -> bool {
         matches!(self, ActionKind::Generate | ActionKind::Rotate)
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "code", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Reason {
     /// psk has no sealed PSK for the tunnel.
     NeverRotated,
@@ -59,9 +67,25 @@ pub enum Reason {
     /// A rotation was started and its answer never recorded.
     Interrupted { started: DateTime<Utc> },
     /// Cloudflare's PSK changed after the one psk sealed.
+    #[serde(rename = "drift")]
     ChangedOutside { on: DateTime<Utc> },
     /// In the state but no longer in psk.yaml.
     NotInConfig,
+    /// Asked for with `--replace`.
+    Forced,
+    /// A PSK psk generated itself is sealed in the state as pending, and
+    /// Cloudflare has not confirmed it: it must be sent (again).
+    Pending {
+        generated: DateTime<Utc>,
+        /// Cloudflare's PSK changed after it was generated (the answer to
+        /// an earlier send may have been lost).
+        remote_changed: Option<DateTime<Utc>>,
+    },
+    /// psk.yaml's recipients differ from those the state is sealed to.
+    RecipientsChanged {
+        added: Vec<String>,
+        removed: Vec<String>,
+    },
 }
 
 impl Reason {
@@ -73,6 +97,9 @@ impl Reason {
             Reason::Interrupted { .. } => "interrupted",
             Reason::ChangedOutside { .. } => "drift",
             Reason::NotInConfig => "not_in_config",
+            Reason::Forced => "forced",
+            Reason::Pending { .. } => "pending",
+            Reason::RecipientsChanged { .. } => "recipients_changed",
         }
     }
 
@@ -103,12 +130,43 @@ impl Reason {
                 "no longer in psk.yaml; only the state record is dropped, the tunnel is not touched"
                     .to_string()
             }
+            Reason::Forced => "replacement requested with --replace".to_string(),
+            Reason::Pending {
+                generated,
+                remote_changed,
+            } => {
+                let mut m = format!(
+                    "pending: a PSK psk generated {} is sealed in the state but Cloudflare has not confirmed it; it will be sent again",
+                    crate::state::format_time(generated)
+                );
+                if let Some(on) = remote_changed {
+                    m.push_str(&format!(
+                        " (Cloudflare's PSK changed {}, so an earlier send may have landed; sending the same key again is safe)",
+                        crate::state::format_time(on)
+                    ));
+                }
+                m
+            }
+            Reason::RecipientsChanged { added, removed } => {
+                let mut parts = Vec::new();
+                if !added.is_empty() {
+                    parts.push(format!("added {}", added.join(", ")));
+                }
+                if !removed.is_empty() {
+                    parts.push(format!("removed {}", removed.join(", ")));
+                }
+                format!(
+                    "the recipients in psk.yaml changed: {}. `psk reseal` re-encrypts the sealed PSK to them (needs an identity, no API call)",
+                    parts.join("; ")
+                )
+            }
         }
     }
 }
 
 /// The outcome of a `validate_only` dry run of an action.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", content = "message", rename_all = "snake_case")]
 pub enum DryRun {
     /// Not attempted: offline, or an action that makes no API call.
     NotRun,
@@ -116,7 +174,8 @@ pub enum DryRun {
     Refused(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Action {
     pub name: String,
     pub key: TunnelKey,
@@ -129,19 +188,24 @@ pub struct Action {
 }
 
 /// A tunnel that needs nothing now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Unchanged {
     pub name: String,
     pub key: TunnelKey,
     pub next_due: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Plan {
     /// The instant policies were evaluated at.
     pub now: DateTime<Utc>,
     /// Cloudflare was not consulted.
     pub offline: bool,
+    /// Limited to some tunnels with `--target`: the plan may be incomplete.
+    #[serde(default)]
+    pub targeted: bool,
     pub actions: Vec<Action>,
     pub unchanged: Vec<Unchanged>,
 }
@@ -163,15 +227,42 @@ impl Plan {
     }
 }
 
+/// What the operator asked of this plan beyond psk.yaml.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Tunnel names to rotate now whatever their policy says (`--replace`).
+    pub replace: BTreeSet<String>,
+    /// When set, only these tunnel names are planned (`--target`).
+    pub target: Option<BTreeSet<String>>,
+}
+
+impl PlanOptions {
+    fn includes(&self, name: &str) -> bool {
+        self.target.as_ref().is_none_or(|t| t.contains(name))
+    }
+}
+
 /// Decides what to do for every tunnel in `desired` and in `state`.
 ///
 /// `remote` holds what Cloudflare reported (absent when offline). Actions
-/// come in psk.yaml order, then forgets in state order.
+/// come in psk.yaml order, then reseals (psk.yaml order), then forgets in
+/// state order.
 pub fn reconcile(
     desired: &Config,
     state: Option<&State>,
     remote: Option<&Remote>,
     now: DateTime<Utc>,
+) -> Plan {
+    reconcile_with(desired, state, remote, now, &PlanOptions::default())
+}
+
+/// [`reconcile`] with `--replace` and `--target`.
+pub fn reconcile_with(
+    desired: &Config,
+    state: Option<&State>,
+    remote: Option<&Remote>,
+    now: DateTime<Utc>,
+    options: &PlanOptions,
 ) -> Plan {
     let mut actions = Vec::new();
     let mut unchanged = Vec::new();
@@ -180,6 +271,9 @@ pub fn reconcile(
     for tunnel in &desired.tunnels {
         let key = tunnel.key();
         wanted.insert(key.to_string());
+        if !options.includes(&tunnel.name) {
+            continue;
+        }
         let policy = desired.policy_of(tunnel);
         let record = state.and_then(|s| s.get(&key));
         let sealed = record.filter(|r| r.psk.is_some());
@@ -192,7 +286,18 @@ pub fn reconcile(
                 started: intent.started,
             });
         }
+        let remote_on = remote
+            .and_then(|r| r.tunnels.get(&key))
+            .and_then(|t| t.last_generated_on);
+        if let Some(p) = record.and_then(|r| r.pending.as_ref()) {
+            // Sending the pending key settles the tunnel, whatever else is due.
+            reasons.push(Reason::Pending {
+                generated: p.generated,
+                remote_changed: remote_on.filter(|on| *on >= p.generated),
+            });
+        }
         match (sealed, last_rotated) {
+            _ if record.is_some_and(|r| r.pending.is_some()) => {}
             (Some(_), Some(last)) => {
                 let remote_change = remote
                     .and_then(|r| r.tunnels.get(&key))
@@ -213,6 +318,9 @@ pub fn reconcile(
                 }
             }
             _ => reasons.push(Reason::NeverRotated),
+        }
+        if options.replace.contains(&tunnel.name) {
+            reasons.push(Reason::Forced);
         }
 
         if reasons.is_empty() {
@@ -241,8 +349,46 @@ pub fn reconcile(
     }
 
     if let Some(state) = state {
+        let desired_fps = desired.recipient_fingerprints();
+        let mut sealed_to = state.recipients.clone();
+        sealed_to.sort();
+        sealed_to.dedup();
+        if sealed_to != desired_fps {
+            let added: Vec<String> = desired_fps
+                .iter()
+                .filter(|f| !sealed_to.contains(f))
+                .cloned()
+                .collect();
+            let removed: Vec<String> = sealed_to
+                .iter()
+                .filter(|f| !desired_fps.contains(f))
+                .cloned()
+                .collect();
+            for tunnel in &desired.tunnels {
+                let key = tunnel.key();
+                let Some(rec) = state
+                    .get(&key)
+                    .filter(|r| r.psk.is_some() || r.pending.is_some())
+                else {
+                    continue;
+                };
+                actions.push(Action {
+                    name: tunnel.name.clone(),
+                    key,
+                    kind: ActionKind::Reseal,
+                    reasons: vec![Reason::RecipientsChanged {
+                        added: added.clone(),
+                        removed: removed.clone(),
+                    }],
+                    policy: Some(desired.policy_of(tunnel).name.clone()),
+                    last_rotated: rec.last_rotated,
+                    next_due: None,
+                    dry_run: DryRun::NotRun,
+                });
+            }
+        }
         for (k, rec) in &state.tunnels {
-            if wanted.contains(k) {
+            if wanted.contains(k) || !options.includes(&rec.name) {
                 continue;
             }
             actions.push(Action {
@@ -261,6 +407,7 @@ pub fn reconcile(
     Plan {
         now,
         offline: remote.is_none(),
+        targeted: options.target.is_some(),
         actions,
         unchanged,
     }
@@ -374,6 +521,74 @@ tunnels:
         assert_eq!(forget.len(), 1);
         assert_eq!(forget[0].name, "gone");
         assert!(!forget[0].kind.changes_psk());
+    }
+
+    #[test]
+    fn a_pending_key_is_sent_again_whatever_else_is_due() {
+        let mut s = state_with("a", A, "2026-01-01T00:00:00Z");
+        let generated = t("2026-11-10T00:00:00Z");
+        s.entry(&TunnelKey::new(ACCOUNT, A), "a")
+            .stage_pending("sealed-new".into(), generated);
+        let mut remote = Remote::default();
+        remote.tunnels.insert(
+            TunnelKey::new(ACCOUNT, A),
+            RemoteTunnel {
+                id: A.into(),
+                name: "a".into(),
+                last_generated_on: Some(t("2026-11-10T00:00:01Z")),
+            },
+        );
+        let plan = reconcile(
+            &config(),
+            Some(&s),
+            Some(&remote),
+            t("2026-11-20T00:00:00Z"),
+        );
+        let a = &plan.actions[0];
+        assert_eq!(a.kind, ActionKind::Rotate);
+        assert_eq!(a.reasons.len(), 1, "{:?}", a.reasons);
+        assert_eq!(a.reasons[0].code(), "pending");
+        let text = a.reasons[0].describe();
+        assert!(text.contains("will be sent again"), "{text}");
+        assert!(text.contains("an earlier send may have landed"), "{text}");
+
+        // A first key that is still pending.
+        let mut s = State::new(vec![]);
+        s.entry(&TunnelKey::new(ACCOUNT, B), "b")
+            .stage_pending("sealed".into(), generated);
+        let plan = reconcile(&config(), Some(&s), None, t("2026-11-20T00:00:00Z"));
+        let b = plan.actions.iter().find(|x| x.name == "b").unwrap();
+        assert_eq!(b.kind, ActionKind::Generate);
+        assert_eq!(b.reasons[0].code(), "pending");
+        assert!(!b.reasons[0].describe().contains("earlier send"));
+    }
+
+    #[test]
+    fn changed_recipients_plan_reseals_of_every_sealed_psk() {
+        let mut s = state_with("a", A, "2026-11-01T00:00:00Z");
+        let now = t("2026-11-02T00:00:00Z");
+        s.recipients = config().recipient_fingerprints();
+        let plan = reconcile(&config(), Some(&s), None, now);
+        assert_eq!(plan.count(ActionKind::Reseal), 0);
+
+        s.recipients = vec!["sha256:0000000000000000".into()];
+        let plan = reconcile(&config(), Some(&s), None, now);
+        let reseal: Vec<_> = plan
+            .actions
+            .iter()
+            .filter(|a| a.kind == ActionKind::Reseal)
+            .collect();
+        assert_eq!(reseal.len(), 1, "only tunnels with a sealed PSK");
+        assert_eq!(reseal[0].name, "a");
+        assert!(!reseal[0].kind.changes_psk());
+        let r = &reseal[0].reasons[0];
+        assert_eq!(r.code(), "recipients_changed");
+        let text = r.describe();
+        assert!(text.contains("removed sha256:0000000000000000"), "{text}");
+        assert!(
+            text.contains(&format!("added {}", config().recipient_fingerprints()[0])),
+            "{text}"
+        );
     }
 
     #[test]

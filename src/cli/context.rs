@@ -20,6 +20,7 @@ pub struct Global {
     pub state: Option<PathBuf>,
     pub sandbox: bool,
     pub network: Network,
+    pub no_color: bool,
 }
 
 /// The global network flags: timeouts, retries, pace and parallelism.

@@ -3,9 +3,14 @@
 
 mod apply;
 mod context;
+mod export;
+mod force_unlock;
+mod import;
 mod plan;
+mod reseal;
 mod sandbox;
 mod show;
+mod show_plan;
 mod validate;
 
 use std::io::{self, Write};
@@ -85,6 +90,9 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "N", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Network")]
     parallelism: u32,
+    /// No colour in human output (also: the NO_COLOR environment variable).
+    #[arg(long, global = true)]
+    no_color: bool,
 
     #[command(subcommand)]
     command: Command,
@@ -96,7 +104,12 @@ enum Command {
     Apply(apply::ApplyArgs),
     Validate(validate::ValidateArgs),
     Show(show::ShowArgs),
+    ShowPlan(show_plan::ShowPlanArgs),
     Sandbox(sandbox::SandboxArgs),
+    Export(export::ExportArgs),
+    Reseal(reseal::ResealArgs),
+    Import(import::ImportArgs),
+    ForceUnlock(force_unlock::ForceUnlockArgs),
 }
 
 /// What a command wants the process to exit with, when it did not fail.
@@ -153,6 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             rate_limit: cli.rate_limit,
             parallelism: cli.parallelism as usize,
         },
+        no_color: cli.no_color,
     };
     runtime.block_on(async move {
         match cli.command {
@@ -160,7 +174,12 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             Command::Apply(a) => apply::run(&global, a).await,
             Command::Validate(a) => validate::run(&global, a),
             Command::Show(a) => show::run(&global, a),
+            Command::ShowPlan(a) => show_plan::run(&global, a),
             Command::Sandbox(a) => sandbox::run(&global, a).await,
+            Command::Export(a) => export::run(&global, a),
+            Command::Reseal(a) => reseal::run(&global, a),
+            Command::Import(a) => import::run(&global, a).await,
+            Command::ForceUnlock(a) => force_unlock::run(&global, a),
         }
     })
 }

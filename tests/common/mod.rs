@@ -125,6 +125,26 @@ impl TestEnv {
         self.sandbox = Some(running);
     }
 
+    /// Rotates a tunnel's PSK "outside psk", as a colleague in the
+    /// dashboard would: a real `psk_generate` straight to the sandbox.
+    pub fn rotate_outside_psk(&self, tunnel_id: &str) {
+        let url = format!(
+            "{}/accounts/{ACCOUNT}/magic/ipsec_tunnels/{tunnel_id}/psk_generate",
+            self.sandbox.as_ref().expect("sandbox started").base_url()
+        );
+        let status = self.runtime.block_on(async {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth("someone-else")
+                .json(&serde_json::json!({}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+        assert!(status.is_success(), "{status}");
+    }
+
     pub fn sandbox(&self) -> &Sandbox {
         &self.sandbox.as_ref().expect("sandbox started").sandbox
     }
@@ -147,6 +167,23 @@ impl TestEnv {
     pub fn run(&self, args: &[&str]) -> Run {
         let out = self.command(args).output().unwrap();
         to_run(out)
+    }
+
+    /// Runs psk with `input` on its stdin (a pipe, not a terminal).
+    pub fn run_stdin(&self, args: &[&str], input: &str) -> Run {
+        use std::io::Write;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // psk may refuse before reading; a closed pipe is not a test failure.
+        let _ = stdin.write_all(input.as_bytes());
+        drop(stdin);
+        to_run(child.wait_with_output().unwrap())
     }
 
     /// Every PSK the sandbox made valid, per tunnel id, oldest first.
