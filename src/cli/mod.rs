@@ -7,6 +7,7 @@ mod export;
 mod force_unlock;
 mod import;
 mod plan;
+mod progress;
 mod reseal;
 mod sandbox;
 mod show;
