@@ -86,11 +86,12 @@ pub struct Cli {
     )]
     rate_limit: crate::cloudflare::RateLimit,
 
-    /// Most API requests in flight at once (per-tunnel dry runs and
-    /// rotations).
-    #[arg(long, global = true, value_name = "N", default_value_t = 10,
+    /// Most API requests in flight at once (per-tunnel dry runs, chunks of a
+    /// bulk PSK set).
+    #[arg(id = "api_parallelism", long = "parallelism", global = true, value_name = "N", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Network")]
     parallelism: u32,
+
     /// No colour in human output (also: the NO_COLOR environment variable).
     #[arg(long, global = true)]
     no_color: bool,
