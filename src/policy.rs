@@ -112,6 +112,19 @@ impl fmt::Display for Span {
     }
 }
 
+impl serde::Serialize for Span {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Span {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A named rotation policy from psk.yaml.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {

@@ -4,9 +4,10 @@
 //! exhaustively with fixed instants. Every action carries the reasons that
 //! caused it, because a reviewer approves reasons, not just actions.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::cloudflare::RemoteTunnel;
 use crate::config::{Config, TunnelKey};
@@ -20,7 +21,8 @@ pub struct Remote {
     pub tunnels: BTreeMap<TunnelKey, RemoteTunnel>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ActionKind {
     /// First PSK made by psk for this tunnel.
     Generate,
@@ -50,7 +52,8 @@ impl ActionKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "code", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Reason {
     /// psk has no sealed PSK for the tunnel.
     NeverRotated,
@@ -64,9 +67,12 @@ pub enum Reason {
     /// A rotation was started and its answer never recorded.
     Interrupted { started: DateTime<Utc> },
     /// Cloudflare's PSK changed after the one psk sealed.
+    #[serde(rename = "drift")]
     ChangedOutside { on: DateTime<Utc> },
     /// In the state but no longer in psk.yaml.
     NotInConfig,
+    /// Asked for with `--replace`.
+    Forced,
     /// A PSK psk generated itself is sealed in the state as pending, and
     /// Cloudflare has not confirmed it: it must be sent (again).
     Pending {
@@ -91,6 +97,7 @@ impl Reason {
             Reason::Interrupted { .. } => "interrupted",
             Reason::ChangedOutside { .. } => "drift",
             Reason::NotInConfig => "not_in_config",
+            Reason::Forced => "forced",
             Reason::Pending { .. } => "pending",
             Reason::RecipientsChanged { .. } => "recipients_changed",
         }
@@ -123,6 +130,7 @@ impl Reason {
                 "no longer in psk.yaml; only the state record is dropped, the tunnel is not touched"
                     .to_string()
             }
+            Reason::Forced => "replacement requested with --replace".to_string(),
             Reason::Pending {
                 generated,
                 remote_changed,
@@ -157,7 +165,8 @@ impl Reason {
 }
 
 /// The outcome of a `validate_only` dry run of an action.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", content = "message", rename_all = "snake_case")]
 pub enum DryRun {
     /// Not attempted: offline, or an action that makes no API call.
     NotRun,
@@ -165,7 +174,8 @@ pub enum DryRun {
     Refused(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Action {
     pub name: String,
     pub key: TunnelKey,
@@ -178,19 +188,24 @@ pub struct Action {
 }
 
 /// A tunnel that needs nothing now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Unchanged {
     pub name: String,
     pub key: TunnelKey,
     pub next_due: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Plan {
     /// The instant policies were evaluated at.
     pub now: DateTime<Utc>,
     /// Cloudflare was not consulted.
     pub offline: bool,
+    /// Limited to some tunnels with `--target`: the plan may be incomplete.
+    #[serde(default)]
+    pub targeted: bool,
     pub actions: Vec<Action>,
     pub unchanged: Vec<Unchanged>,
 }
@@ -212,6 +227,21 @@ impl Plan {
     }
 }
 
+/// What the operator asked of this plan beyond psk.yaml.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Tunnel names to rotate now whatever their policy says (`--replace`).
+    pub replace: BTreeSet<String>,
+    /// When set, only these tunnel names are planned (`--target`).
+    pub target: Option<BTreeSet<String>>,
+}
+
+impl PlanOptions {
+    fn includes(&self, name: &str) -> bool {
+        self.target.as_ref().is_none_or(|t| t.contains(name))
+    }
+}
+
 /// Decides what to do for every tunnel in `desired` and in `state`.
 ///
 /// `remote` holds what Cloudflare reported (absent when offline). Actions
@@ -223,6 +253,17 @@ pub fn reconcile(
     remote: Option<&Remote>,
     now: DateTime<Utc>,
 ) -> Plan {
+    reconcile_with(desired, state, remote, now, &PlanOptions::default())
+}
+
+/// [`reconcile`] with `--replace` and `--target`.
+pub fn reconcile_with(
+    desired: &Config,
+    state: Option<&State>,
+    remote: Option<&Remote>,
+    now: DateTime<Utc>,
+    options: &PlanOptions,
+) -> Plan {
     let mut actions = Vec::new();
     let mut unchanged = Vec::new();
     let mut wanted = HashSet::new();
@@ -230,6 +271,9 @@ pub fn reconcile(
     for tunnel in &desired.tunnels {
         let key = tunnel.key();
         wanted.insert(key.to_string());
+        if !options.includes(&tunnel.name) {
+            continue;
+        }
         let policy = desired.policy_of(tunnel);
         let record = state.and_then(|s| s.get(&key));
         let sealed = record.filter(|r| r.psk.is_some());
@@ -274,6 +318,9 @@ pub fn reconcile(
                 }
             }
             _ => reasons.push(Reason::NeverRotated),
+        }
+        if options.replace.contains(&tunnel.name) {
+            reasons.push(Reason::Forced);
         }
 
         if reasons.is_empty() {
@@ -341,7 +388,7 @@ pub fn reconcile(
             }
         }
         for (k, rec) in &state.tunnels {
-            if wanted.contains(k) {
+            if wanted.contains(k) || !options.includes(&rec.name) {
                 continue;
             }
             actions.push(Action {
@@ -360,6 +407,7 @@ pub fn reconcile(
     Plan {
         now,
         offline: remote.is_none(),
+        targeted: options.target.is_some(),
         actions,
         unchanged,
     }

@@ -136,7 +136,7 @@ fn reseal_follows_a_change_of_recipients_without_calling_the_api() {
     assert!(plan.stdout.contains("* reseal \"tunnel-00\""), "{plan:?}");
     assert!(
         plan.stdout
-            .contains("Plan: 0 to rotate, 0 to generate, 0 to forget, 2 to reseal."),
+            .contains("Plan: 0 to rotate, 0 to generate, 2 to reseal, 0 to forget."),
         "{plan:?}"
     );
     let json = env.run(&["plan", "--offline", "--format", "json"]);

@@ -14,7 +14,7 @@ fn plan_apply_plan_show_against_the_sandbox() {
     assert_eq!(plan.code, 0, "{plan:?}");
     assert!(
         plan.stdout
-            .contains("Plan: 0 to rotate, 3 to generate, 0 to forget."),
+            .contains("Plan: 0 to rotate, 3 to generate, 0 to reseal, 0 to forget."),
         "{plan:?}"
     );
     assert!(plan
@@ -72,7 +72,7 @@ fn plan_apply_plan_show_against_the_sandbox() {
     assert!(
         future
             .stdout
-            .contains("Plan: 3 to rotate, 0 to generate, 0 to forget."),
+            .contains("Plan: 3 to rotate, 0 to generate, 0 to reseal, 0 to forget."),
         "{future:?}"
     );
     assert_eq!(future.stdout.matches("will be rotated").count(), 3);

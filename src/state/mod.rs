@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::TunnelKey;
 pub use lock::{force_unlock, parse_lock_timeout, LockError, LockHolder, StateLock, Unlock};
 pub use store::{
-    backup_path, journal_path, load, load_for_write, parse, save, Journal, StateError,
+    backup_path, journal_path, load, load_for_write, parse, save, write_atomic, Journal, StateError,
 };
 
 /// The newest state format this build reads and the one it writes.

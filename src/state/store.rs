@@ -285,7 +285,7 @@ fn failpoint(name: &str) {
 
 /// Temp file in the same folder (mode 0600), write, fsync, rename over the
 /// target, fsync the folder so the rename itself survives a power cut.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8], is_state: bool) -> io::Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8], is_state: bool) -> io::Result<()> {
     let dir = parent_dir(path);
     let name = path
         .file_name()

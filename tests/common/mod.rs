@@ -125,6 +125,26 @@ impl TestEnv {
         self.sandbox = Some(running);
     }
 
+    /// Rotates a tunnel's PSK "outside psk", as a colleague in the
+    /// dashboard would: a real `psk_generate` straight to the sandbox.
+    pub fn rotate_outside_psk(&self, tunnel_id: &str) {
+        let url = format!(
+            "{}/accounts/{ACCOUNT}/magic/ipsec_tunnels/{tunnel_id}/psk_generate",
+            self.sandbox.as_ref().expect("sandbox started").base_url()
+        );
+        let status = self.runtime.block_on(async {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth("someone-else")
+                .json(&serde_json::json!({}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+        assert!(status.is_success(), "{status}");
+    }
+
     pub fn sandbox(&self) -> &Sandbox {
         &self.sandbox.as_ref().expect("sandbox started").sandbox
     }
