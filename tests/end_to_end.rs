@@ -164,7 +164,7 @@ fn bad_config_exits_1_naming_file_and_line_and_leaves_state_alone() {
         (
             good.replace("    site: site-0\n", "    sight: site-0\n"),
             11,
-            "unknown field `sight`",
+            "unknown key `sight`",
         ),
         (
             good.replace(&tunnel_id(1), "xyz"),

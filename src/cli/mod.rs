@@ -5,6 +5,7 @@ mod apply;
 mod context;
 mod plan;
 mod sandbox;
+mod schema;
 mod show;
 mod validate;
 
@@ -56,6 +57,7 @@ enum Command {
     Validate(validate::ValidateArgs),
     Show(show::ShowArgs),
     Sandbox(sandbox::SandboxArgs),
+    Schema(schema::SchemaArgs),
 }
 
 /// What a command wants the process to exit with, when it did not fail.
@@ -113,6 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             Command::Validate(a) => validate::run(&global, a),
             Command::Show(a) => show::run(&global, a),
             Command::Sandbox(a) => sandbox::run(&global, a).await,
+            Command::Schema(a) => schema::run(a),
         }
     })
 }

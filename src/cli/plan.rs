@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use clap::{Args, ValueEnum};
 
 use super::context::{self, Global};
@@ -30,6 +30,21 @@ pub struct PlanArgs {
     /// "what is due next month?".
     #[arg(long, value_name = "TIME", value_parser = context::parse_at)]
     at: Option<DateTime<Utc>>,
+
+    /// List tunnels falling due within this span as information (not
+    /// actions), e.g. 30d; 0 lists none.
+    #[arg(long, value_name = "DURATION", default_value = "14d", value_parser = parse_forecast)]
+    forecast: TimeDelta,
+}
+
+/// A span like `14d`, or `0` for no forecast.
+fn parse_forecast(s: &str) -> Result<TimeDelta, String> {
+    if s.trim().trim_end_matches(['s', 'm', 'h', 'd', 'w']) == "0" {
+        return Ok(TimeDelta::zero());
+    }
+    s.parse::<crate::policy::Span>()
+        .map(|span| span.as_delta())
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -43,13 +58,20 @@ pub async fn run(global: &Global, args: PlanArgs) -> anyhow::Result<Status> {
     let state_path = global.state_path(&config);
     let state = context::load_state(&state_path)?;
     let now = args.at.unwrap_or_else(Utc::now);
+    let options = reconcile::Options {
+        horizon: args.forecast,
+    };
 
     let plan = if args.offline {
-        reconcile::reconcile(&config, state.as_ref(), None, now)
+        config.require_resolved(
+            "the state does not record its id, and --offline does not ask Cloudflare",
+        )?;
+        reconcile::reconcile_with(&config, state.as_ref(), None, now, options)
     } else {
         let (client, _sandbox) = global.connect(&config, state.as_ref()).await?;
         let remote = context::refresh(&client, &config).await?;
-        let mut plan = reconcile::reconcile(&config, state.as_ref(), Some(&remote), now);
+        let mut plan =
+            reconcile::reconcile_with(&config, state.as_ref(), Some(&remote), now, options);
         context::dry_run(&client, &mut plan).await;
         plan
     };

@@ -57,9 +57,8 @@ pub fn config_text(recipient: &str, tunnels: usize, rotate_every: &str) -> Strin
     );
     for i in 0..tunnels {
         s.push_str(&format!(
-            "  - name: tunnel-{i:02}\n    id: {}\n    site: site-{}\n",
+            "  - name: tunnel-{i:02}\n    id: {}\n    site: site-{i}\n",
             tunnel_id(i),
-            i / 2
         ));
     }
     s
