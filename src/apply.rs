@@ -4,7 +4,10 @@
 //! durable, ask Cloudflare for the new PSK, seal it, record it durably. A
 //! crash between any two steps leaves either the old sealed PSK (the call
 //! never happened) or an intent the next plan turns into a new rotation (the
-//! key on the edge is unknown). The state is written after every tunnel.
+//! key on the edge is unknown). Every change is made durable before the
+//! next step: appended to the state journal and fsynced, then folded into the
+//! state file once at the end (see `state::Journal`), so N tunnels cost O(N)
+//! bytes of writes.
 
 use std::path::Path;
 
@@ -14,15 +17,27 @@ use crate::cloudflare::{ApiError, Client};
 use crate::config::Config;
 use crate::reconcile::{Action, ActionKind, Plan};
 use crate::seal;
-use crate::state::{self, Intent, State, StateError};
+use crate::state::{Intent, Journal, State, StateError};
 
 /// What happened to one planned action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Generated { last_rotated: DateTime<Utc> },
-    Rotated { last_rotated: DateTime<Utc> },
+    Generated {
+        last_rotated: DateTime<Utc>,
+    },
+    Rotated {
+        last_rotated: DateTime<Utc>,
+    },
     Forgotten,
-    Failed { message: String, interrupted: bool },
+    /// Left for another command: apply holds no identity, so it cannot
+    /// open a sealed PSK to re-seal it (`psk reseal` does that).
+    Deferred {
+        message: String,
+    },
+    Failed {
+        message: String,
+        interrupted: bool,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -46,13 +61,17 @@ impl Report {
         let rotated = self.count(|o| matches!(o, Outcome::Rotated { .. }));
         let generated = self.count(|o| matches!(o, Outcome::Generated { .. }));
         let forgotten = self.count(|o| matches!(o, Outcome::Forgotten));
+        let deferred = match self.count(|o| matches!(o, Outcome::Deferred { .. })) {
+            0 => String::new(),
+            n => format!(", {n} left for `psk reseal`"),
+        };
         let failed = self.failed();
         let head = if failed == 0 {
             "Apply complete!"
         } else {
             "Apply finished with errors."
         };
-        format!("{head} {rotated} rotated, {generated} generated, {forgotten} forgotten, {failed} failed.")
+        format!("{head} {rotated} rotated, {generated} generated, {forgotten} forgotten, {failed} failed{deferred}.")
     }
 }
 
@@ -63,7 +82,10 @@ pub enum ApplyError {
     State(#[from] StateError),
 }
 
-/// Carries out `plan`, saving `state` to `state_path` after each tunnel.
+/// Carries out `plan`, making each change to `state` durable in the journal
+/// beside `state_path` as it happens, and folding it into the state at the
+/// end. Returning early with an error leaves the journal, which the next
+/// load replays.
 /// `on_result` is called as each action finishes, for progress output.
 pub async fn apply(
     config: &Config,
@@ -74,20 +96,26 @@ pub async fn apply(
     mut on_result: impl FnMut(&Action, &Outcome),
 ) -> Result<Report, ApplyError> {
     let mut report = Report::default();
+    let mut journal = Journal::open(state_path, state)?;
     for action in &plan.actions {
         let outcome = match action.kind {
             ActionKind::Forget => {
                 state.tunnels.remove(&action.key.to_string());
-                state::save(state_path, state)?;
+                journal.record(state, &action.key)?;
                 Outcome::Forgotten
             }
             ActionKind::Generate | ActionKind::Rotate => {
-                rotate(config, action, state, state_path, client).await?
+                rotate(config, action, state, &mut journal, client).await?
             }
+            ActionKind::Reseal => Outcome::Deferred {
+                message: "re-sealing needs an identity, which apply never holds; run `psk reseal`"
+                    .into(),
+            },
         };
         on_result(action, &outcome);
         report.results.push((action.name.clone(), outcome));
     }
+    journal.finish(state)?;
     Ok(report)
 }
 
@@ -95,7 +123,7 @@ async fn rotate(
     config: &Config,
     action: &Action,
     state: &mut State,
-    state_path: &Path,
+    journal: &mut Journal,
     client: &Client,
 ) -> Result<Outcome, ApplyError> {
     let key = &action.key;
@@ -103,7 +131,7 @@ async fn rotate(
         operation: "psk_generate".into(),
         started: Utc::now(),
     });
-    state::save(state_path, state)?;
+    journal.record(state, key)?;
 
     let generated = client
         .psk_generate(&key.account_id, &key.tunnel_id, false)
@@ -111,7 +139,7 @@ async fn rotate(
     let generated = match generated {
         Ok(Some(g)) => g,
         Ok(None) => unreachable!("a real psk_generate returns a PSK or an error"),
-        Err(e) => return settle_failure(e, action, state, state_path),
+        Err(e) => return settle_failure(e, action, state, journal),
     };
     let sealed = match seal::seal(&generated.psk, &config.recipients) {
         Ok(s) => s,
@@ -129,7 +157,7 @@ async fn rotate(
     rec.psk = Some(sealed);
     rec.last_rotated = Some(last_rotated);
     rec.intent = None;
-    state::save(state_path, state)?;
+    journal.record(state, key)?;
     Ok(match action.kind {
         ActionKind::Generate => Outcome::Generated { last_rotated },
         _ => Outcome::Rotated { last_rotated },
@@ -142,7 +170,7 @@ fn settle_failure(
     e: ApiError,
     action: &Action,
     state: &mut State,
-    state_path: &Path,
+    journal: &mut Journal,
 ) -> Result<Outcome, ApplyError> {
     let interrupted = e.outcome_unknown();
     if !interrupted {
@@ -158,7 +186,7 @@ fn settle_failure(
             // A first generation that Cloudflare refused leaves nothing to keep.
             state.tunnels.remove(&k);
         }
-        state::save(state_path, state)?;
+        journal.record(state, &action.key)?;
     }
     let mut message = e.to_string();
     if interrupted {

@@ -4,9 +4,10 @@
 //! exhaustively with fixed instants. Every action carries the reasons that
 //! caused it, because a reviewer approves reasons, not just actions.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::cloudflare::RemoteTunnel;
 use crate::config::{Config, TunnelKey};
@@ -20,7 +21,8 @@ pub struct Remote {
     pub tunnels: BTreeMap<TunnelKey, RemoteTunnel>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ActionKind {
     /// First PSK made by psk for this tunnel.
     Generate,
@@ -28,6 +30,9 @@ pub enum ActionKind {
     Rotate,
     /// Drop the tunnel from the state only; the tunnel is never touched.
     Forget,
+    /// Re-encrypt the sealed PSK to psk.yaml's recipients (`psk reseal`);
+    /// no API call, the PSK itself does not change.
+    Reseal,
 }
 
 impl ActionKind {
@@ -36,16 +41,19 @@ impl ActionKind {
             ActionKind::Generate => "generate",
             ActionKind::Rotate => "rotate",
             ActionKind::Forget => "forget",
+            ActionKind::Reseal => "reseal",
         }
     }
 
-    /// Whether the action changes the PSK on Cloudflare's edge.
+    /// Whether the action changes the PSK on Cloudflare's edge. (Reseal
+    /// only re-encrypts the state.)
     pub fn changes_psk(self) -> bool {
         matches!(self, ActionKind::Generate | ActionKind::Rotate)
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "code", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Reason {
     /// psk has no sealed PSK for the tunnel.
     NeverRotated,
@@ -56,14 +64,31 @@ pub enum Reason {
         policy: String,
         every: Span,
         /// The policy spreads rotations over this span before they fall due.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         spread: Option<Span>,
     },
     /// A rotation was started and its answer never recorded.
     Interrupted { started: DateTime<Utc> },
     /// Cloudflare's PSK changed after the one psk sealed.
+    #[serde(rename = "drift")]
     ChangedOutside { on: DateTime<Utc> },
     /// In the state but no longer in psk.yaml.
     NotInConfig,
+    /// Asked for with `--replace`.
+    Forced,
+    /// A PSK psk generated itself is sealed in the state as pending, and
+    /// Cloudflare has not confirmed it: it must be sent (again).
+    Pending {
+        generated: DateTime<Utc>,
+        /// Cloudflare's PSK changed after it was generated (the answer to
+        /// an earlier send may have been lost).
+        remote_changed: Option<DateTime<Utc>>,
+    },
+    /// psk.yaml's recipients differ from those the state is sealed to.
+    RecipientsChanged {
+        added: Vec<String>,
+        removed: Vec<String>,
+    },
 }
 
 impl Reason {
@@ -75,6 +100,9 @@ impl Reason {
             Reason::Interrupted { .. } => "interrupted",
             Reason::ChangedOutside { .. } => "drift",
             Reason::NotInConfig => "not_in_config",
+            Reason::Forced => "forced",
+            Reason::Pending { .. } => "pending",
+            Reason::RecipientsChanged { .. } => "recipients_changed",
         }
     }
 
@@ -110,12 +138,43 @@ impl Reason {
                 "no longer in psk.yaml; only the state record is dropped, the tunnel is not touched"
                     .to_string()
             }
+            Reason::Forced => "replacement requested with --replace".to_string(),
+            Reason::Pending {
+                generated,
+                remote_changed,
+            } => {
+                let mut m = format!(
+                    "pending: a PSK psk generated {} is sealed in the state but Cloudflare has not confirmed it; it will be sent again",
+                    crate::state::format_time(generated)
+                );
+                if let Some(on) = remote_changed {
+                    m.push_str(&format!(
+                        " (Cloudflare's PSK changed {}, so an earlier send may have landed; sending the same key again is safe)",
+                        crate::state::format_time(on)
+                    ));
+                }
+                m
+            }
+            Reason::RecipientsChanged { added, removed } => {
+                let mut parts = Vec::new();
+                if !added.is_empty() {
+                    parts.push(format!("added {}", added.join(", ")));
+                }
+                if !removed.is_empty() {
+                    parts.push(format!("removed {}", removed.join(", ")));
+                }
+                format!(
+                    "the recipients in psk.yaml changed: {}. `psk reseal` re-encrypts the sealed PSK to them (needs an identity, no API call)",
+                    parts.join("; ")
+                )
+            }
         }
     }
 }
 
 /// The outcome of a `validate_only` dry run of an action.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", content = "message", rename_all = "snake_case")]
 pub enum DryRun {
     /// Not attempted: offline, or an action that makes no API call.
     NotRun,
@@ -123,7 +182,8 @@ pub enum DryRun {
     Refused(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Action {
     pub name: String,
     pub key: TunnelKey,
@@ -136,16 +196,41 @@ pub struct Action {
 }
 
 /// A tunnel that needs nothing now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Unchanged {
     pub name: String,
     pub key: TunnelKey,
     pub next_due: DateTime<Utc>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// The instant policies were evaluated at.
+    pub now: DateTime<Utc>,
+    /// Cloudflare was not consulted.
+    pub offline: bool,
+    /// Limited to some tunnels with `--target`: the plan may be incomplete.
+    #[serde(default)]
+    pub targeted: bool,
+    pub actions: Vec<Action>,
+    pub unchanged: Vec<Unchanged>,
+    /// Needed but held back, by a window or a site, in psk.yaml order.
+    #[serde(default)]
+    pub deferred: Vec<Deferred>,
+    /// Falling due within the forecast horizon, soonest first.
+    #[serde(default)]
+    pub upcoming: Vec<Upcoming>,
+    /// How far ahead `upcoming` looks; `None` for no forecast.
+    #[serde(default)]
+    pub horizon: Option<Span>,
+}
+
 /// A tunnel that needs a new PSK but does not get it in this apply: the
 /// plan says which and why, so nothing waits silently.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Deferred {
     pub name: String,
     pub key: TunnelKey,
@@ -156,7 +241,8 @@ pub struct Deferred {
     pub why: Deferral,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "code", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Deferral {
     /// The policy's change window is shut now.
     Window {
@@ -167,7 +253,7 @@ pub enum Deferral {
         /// The window, e.g. `sat, sun 02:00–06:00 Europe/Berlin`.
         window: String,
     },
-    /// Another tunnel of the same site rotates in this apply.
+    /// Another tunnel of the same site changes its PSK in this apply.
     Site { site: String, rotating: String },
 }
 
@@ -196,7 +282,8 @@ impl Deferral {
 }
 
 /// A tunnel falling due soon: information, not an action.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Upcoming {
     pub name: String,
     pub key: TunnelKey,
@@ -207,40 +294,9 @@ pub struct Upcoming {
     pub starts: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
-    /// The instant policies were evaluated at.
-    pub now: DateTime<Utc>,
-    /// Cloudflare was not consulted.
-    pub offline: bool,
-    pub actions: Vec<Action>,
-    pub unchanged: Vec<Unchanged>,
-    /// Needed but held back, by a window or a site, in psk.yaml order.
-    pub deferred: Vec<Deferred>,
-    /// Falling due within the forecast horizon, soonest first.
-    pub upcoming: Vec<Upcoming>,
-    /// How far ahead `upcoming` looks.
-    pub horizon: TimeDelta,
-}
-
-/// What [`reconcile_with`] may be told beyond the inputs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Options {
-    /// List tunnels falling due within this span as upcoming.
-    pub horizon: TimeDelta,
-}
-
 /// The default forecast: two weeks, long enough to see the next weekend
 /// window coming.
 pub const DEFAULT_HORIZON_DAYS: i64 = 14;
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            horizon: TimeDelta::days(DEFAULT_HORIZON_DAYS),
-        }
-    }
-}
 
 impl Plan {
     pub fn count(&self, kind: ActionKind) -> usize {
@@ -259,40 +315,64 @@ impl Plan {
     }
 }
 
-/// Decides what to do for every tunnel in `desired` and in `state`, with
-/// the default [`Options`].
+/// What the operator asked of this plan beyond psk.yaml.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Tunnel names to rotate now whatever their policy says (`--replace`).
+    pub replace: BTreeSet<String>,
+    /// When set, only these tunnel names are planned (`--target`).
+    pub target: Option<BTreeSet<String>>,
+    /// List tunnels falling due within this span as upcoming (`--forecast`).
+    pub horizon: Option<Span>,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            replace: BTreeSet::new(),
+            target: None,
+            horizon: Span::from_seconds(DEFAULT_HORIZON_DAYS * 86_400),
+        }
+    }
+}
+
+impl PlanOptions {
+    fn includes(&self, name: &str) -> bool {
+        self.target.as_ref().is_none_or(|t| t.contains(name))
+    }
+}
+
+/// Decides what to do for every tunnel in `desired` and in `state`.
+///
+/// `remote` holds what Cloudflare reported (absent when offline). Actions
+/// come in psk.yaml order, then reseals (psk.yaml order), then forgets in
+/// state order.
 pub fn reconcile(
     desired: &Config,
     state: Option<&State>,
     remote: Option<&Remote>,
     now: DateTime<Utc>,
 ) -> Plan {
-    reconcile_with(desired, state, remote, now, Options::default())
+    reconcile_with(desired, state, remote, now, &PlanOptions::default())
 }
 
-/// Decides what to do for every tunnel in `desired` and in `state`.
-///
-/// `remote` holds what Cloudflare reported (absent when offline). Actions
-/// come in psk.yaml order, then forgets in state order. A PSK change waits
-/// while its policy's window is shut (unless an interrupted rotation left
-/// the key on the edge unknown: waiting would only prolong the outage), and
-/// only one tunnel per site changes per apply unless every policy involved
-/// sets `site_parallel`.
+/// [`reconcile`] with `--replace` and `--target`.
 pub fn reconcile_with(
     desired: &Config,
     state: Option<&State>,
     remote: Option<&Remote>,
     now: DateTime<Utc>,
-    options: Options,
+    options: &PlanOptions,
 ) -> Plan {
     let mut actions = Vec::new();
     let mut unchanged = Vec::new();
     let mut deferred = Vec::new();
     let mut upcoming = Vec::new();
     let mut wanted = HashSet::new();
-    let horizon_end = now
-        .checked_add_signed(options.horizon)
-        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let horizon_end = options
+        .horizon
+        .and_then(|h| now.checked_add_signed(h.as_delta()))
+        .unwrap_or(now);
 
     // Tunnels named only by name get their id from Cloudflare's list here
     // (from the state already, when it recorded them: see the CLI).
@@ -308,6 +388,9 @@ pub fn reconcile_with(
     for tunnel in &tunnels {
         let key = tunnel.key();
         wanted.insert(key.to_string());
+        if !options.includes(&tunnel.name) {
+            continue;
+        }
         let policy = desired.policy_of(tunnel);
         let record = state.and_then(|s| s.get(&key));
         let sealed = record.filter(|r| r.psk.is_some());
@@ -320,7 +403,18 @@ pub fn reconcile_with(
                 started: intent.started,
             });
         }
+        let remote_on = remote
+            .and_then(|r| r.tunnels.get(&key))
+            .and_then(|t| t.last_generated_on);
+        if let Some(p) = record.and_then(|r| r.pending.as_ref()) {
+            // Sending the pending key settles the tunnel, whatever else is due.
+            reasons.push(Reason::Pending {
+                generated: p.generated,
+                remote_changed: remote_on.filter(|on| *on >= p.generated),
+            });
+        }
         match (sealed, last_rotated) {
+            _ if record.is_some_and(|r| r.pending.is_some()) => {}
             (Some(_), Some(last)) => {
                 let remote_change = remote
                     .and_then(|r| r.tunnels.get(&key))
@@ -343,10 +437,13 @@ pub fn reconcile_with(
             }
             _ => reasons.push(Reason::NeverRotated),
         }
+        if options.replace.contains(&tunnel.name) {
+            reasons.push(Reason::Forced);
+        }
 
         if reasons.is_empty() {
             let due = next_due.expect("a sealed, dated PSK has a due date");
-            if due <= horizon_end {
+            if options.horizon.is_some() && due <= horizon_end {
                 upcoming.push(Upcoming {
                     name: tunnel.name.clone(),
                     key: key.clone(),
@@ -367,9 +464,14 @@ pub fn reconcile_with(
         } else {
             ActionKind::Generate
         };
-        let urgent = reasons
-            .iter()
-            .any(|r| matches!(r, Reason::Interrupted { .. }));
+        // Waiting would only prolong an outage (the key on the edge is
+        // unknown) or ignore an explicit `--replace`.
+        let urgent = reasons.iter().any(|r| {
+            matches!(
+                r,
+                Reason::Interrupted { .. } | Reason::Pending { .. } | Reason::Forced
+            )
+        });
         if let Some(window) = policy
             .window
             .as_ref()
@@ -413,8 +515,46 @@ pub fn reconcile_with(
     upcoming.sort_by(|a, b| a.due.cmp(&b.due).then_with(|| a.name.cmp(&b.name)));
 
     if let Some(state) = state {
+        let desired_fps = desired.recipient_fingerprints();
+        let mut sealed_to = state.recipients.clone();
+        sealed_to.sort();
+        sealed_to.dedup();
+        if sealed_to != desired_fps {
+            let added: Vec<String> = desired_fps
+                .iter()
+                .filter(|f| !sealed_to.contains(f))
+                .cloned()
+                .collect();
+            let removed: Vec<String> = sealed_to
+                .iter()
+                .filter(|f| !desired_fps.contains(f))
+                .cloned()
+                .collect();
+            for tunnel in &tunnels {
+                let key = tunnel.key();
+                let Some(rec) = state
+                    .get(&key)
+                    .filter(|r| r.psk.is_some() || r.pending.is_some())
+                else {
+                    continue;
+                };
+                actions.push(Action {
+                    name: tunnel.name.clone(),
+                    key,
+                    kind: ActionKind::Reseal,
+                    reasons: vec![Reason::RecipientsChanged {
+                        added: added.clone(),
+                        removed: removed.clone(),
+                    }],
+                    policy: Some(desired.policy_of(tunnel).name.clone()),
+                    last_rotated: rec.last_rotated,
+                    next_due: None,
+                    dry_run: DryRun::NotRun,
+                });
+            }
+        }
         for (k, rec) in &state.tunnels {
-            if wanted.contains(k) {
+            if wanted.contains(k) || !options.includes(&rec.name) {
                 continue;
             }
             actions.push(Action {
@@ -433,6 +573,7 @@ pub fn reconcile_with(
     Plan {
         now,
         offline: remote.is_none(),
+        targeted: options.target.is_some(),
         actions,
         unchanged,
         deferred,
@@ -443,8 +584,9 @@ pub fn reconcile_with(
 
 /// Keeps one PSK change per site (more where every policy involved sets
 /// `site_parallel`) and returns the rest as deferred. The most urgent
-/// change of a site goes first: an interrupted rotation (its path may be
-/// down already), then drift, then the rest in psk.yaml order.
+/// change of a site goes first: an interrupted or pending one (its path
+/// may be down already), then `--replace`, then drift, then the rest in
+/// psk.yaml order.
 fn hold_back_sites(
     desired: &Config,
     tunnels: &[crate::config::Tunnel],
@@ -458,19 +600,15 @@ fn hold_back_sites(
         })
         .collect();
     let urgency = |a: &Action| {
-        if a.reasons
-            .iter()
-            .any(|r| matches!(r, Reason::Interrupted { .. }))
-        {
+        let has = |f: fn(&Reason) -> bool| a.reasons.iter().any(f);
+        if has(|r| matches!(r, Reason::Interrupted { .. } | Reason::Pending { .. })) {
             0
-        } else if a
-            .reasons
-            .iter()
-            .any(|r| matches!(r, Reason::ChangedOutside { .. }))
-        {
+        } else if has(|r| matches!(r, Reason::Forced)) {
             1
-        } else {
+        } else if has(|r| matches!(r, Reason::ChangedOutside { .. })) {
             2
+        } else {
+            3
         }
     };
     let mut candidates: Vec<usize> = (0..actions.len())
@@ -626,6 +764,84 @@ tunnels:
         assert!(!forget[0].kind.changes_psk());
     }
 
+    #[test]
+    fn a_pending_key_is_sent_again_whatever_else_is_due() {
+        let mut s = state_with("a", A, "2026-01-01T00:00:00Z");
+        let generated = t("2026-11-10T00:00:00Z");
+        s.entry(&TunnelKey::new(ACCOUNT, A), "a")
+            .stage_pending("sealed-new".into(), generated);
+        let mut remote = Remote::default();
+        remote.tunnels.insert(
+            TunnelKey::new(ACCOUNT, A),
+            RemoteTunnel {
+                id: A.into(),
+                name: "a".into(),
+                last_generated_on: Some(t("2026-11-10T00:00:01Z")),
+            },
+        );
+        let plan = reconcile(
+            &config(),
+            Some(&s),
+            Some(&remote),
+            t("2026-11-20T00:00:00Z"),
+        );
+        let a = &plan.actions[0];
+        assert_eq!(a.kind, ActionKind::Rotate);
+        assert_eq!(a.reasons.len(), 1, "{:?}", a.reasons);
+        assert_eq!(a.reasons[0].code(), "pending");
+        let text = a.reasons[0].describe();
+        assert!(text.contains("will be sent again"), "{text}");
+        assert!(text.contains("an earlier send may have landed"), "{text}");
+
+        // A first key that is still pending.
+        let mut s = State::new(vec![]);
+        s.entry(&TunnelKey::new(ACCOUNT, B), "b")
+            .stage_pending("sealed".into(), generated);
+        let plan = reconcile(&config(), Some(&s), None, t("2026-11-20T00:00:00Z"));
+        let b = plan.actions.iter().find(|x| x.name == "b").unwrap();
+        assert_eq!(b.kind, ActionKind::Generate);
+        assert_eq!(b.reasons[0].code(), "pending");
+        assert!(!b.reasons[0].describe().contains("earlier send"));
+    }
+
+    #[test]
+    fn changed_recipients_plan_reseals_of_every_sealed_psk() {
+        let mut s = state_with("a", A, "2026-11-01T00:00:00Z");
+        let now = t("2026-11-02T00:00:00Z");
+        s.recipients = config().recipient_fingerprints();
+        let plan = reconcile(&config(), Some(&s), None, now);
+        assert_eq!(plan.count(ActionKind::Reseal), 0);
+
+        s.recipients = vec!["sha256:0000000000000000".into()];
+        let plan = reconcile(&config(), Some(&s), None, now);
+        let reseal: Vec<_> = plan
+            .actions
+            .iter()
+            .filter(|a| a.kind == ActionKind::Reseal)
+            .collect();
+        assert_eq!(reseal.len(), 1, "only tunnels with a sealed PSK");
+        assert_eq!(reseal[0].name, "a");
+        assert!(!reseal[0].kind.changes_psk());
+        let r = &reseal[0].reasons[0];
+        assert_eq!(r.code(), "recipients_changed");
+        let text = r.describe();
+        assert!(text.contains("removed sha256:0000000000000000"), "{text}");
+        assert!(
+            text.contains(&format!("added {}", config().recipient_fingerprints()[0])),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn deterministic() {
+        let s = state_with("a", A, "2026-01-01T00:00:00Z");
+        let now = t("2026-11-02T00:00:00Z");
+        assert_eq!(
+            reconcile(&config(), Some(&s), None, now),
+            reconcile(&config(), Some(&s), None, now)
+        );
+    }
+
     fn config_with(policy: &str, tunnels: &str) -> Config {
         let text = format!(
             "version: 1
@@ -652,7 +868,8 @@ tunnels:
             "{rotate_every: 30d, window: {days: [sat], start: \"02:00\", end: \"06:00\", timezone: Europe/Berlin}}",
             &format!("  - {{name: a, id: {A}}}\n"),
         );
-        let s = state_with("a", A, "2026-10-01T00:00:00Z");
+        let mut s = state_with("a", A, "2026-10-01T00:00:00Z");
+        s.recipients = c.recipient_fingerprints();
         // Thursday 2026-11-26: due, window shut.
         let plan = reconcile(&c, Some(&s), None, t("2026-11-26T12:00:00Z"));
         assert!(plan.actions.is_empty());
@@ -686,6 +903,7 @@ tunnels:
             &format!("  - {{name: a, id: {A}}}\n"),
         );
         let mut s = state_with("a", A, "2026-11-20T00:00:00Z");
+        s.recipients = c.recipient_fingerprints();
         s.entry(&TunnelKey::new(ACCOUNT, A), "a").intent = Some(Intent {
             operation: "psk_generate".into(),
             started: t("2026-11-25T00:00:00Z"),
@@ -731,6 +949,7 @@ tunnels:
     fn the_most_urgent_of_a_site_goes_first() {
         let c = config_with("{rotate_every: 30d}", &pair("fra", "fra"));
         let mut s = state_with("a", A, "2026-10-01T00:00:00Z");
+        s.recipients = c.recipient_fingerprints();
         let b = s.entry(&TunnelKey::new(ACCOUNT, B), "b");
         b.psk = Some("sealed".into());
         b.last_rotated = Some(t("2026-11-20T00:00:00Z"));
@@ -748,6 +967,7 @@ tunnels:
     fn spread_moves_the_due_date_to_the_tunnels_slot() {
         let c = config_with("{rotate_every: 30d, spread: 7d}", &pair("x", "y"));
         let mut s = state_with("a", A, "2026-11-01T00:00:00Z");
+        s.recipients = c.recipient_fingerprints();
         let b = s.entry(&TunnelKey::new(ACCOUNT, B), "b");
         b.psk = Some("sealed".into());
         b.last_rotated = Some(t("2026-11-01T00:00:00Z"));
@@ -757,7 +977,7 @@ tunnels:
         for (due, id) in due.iter().zip([A, B]) {
             let key = TunnelKey::new(ACCOUNT, id);
             let offset = crate::policy::spread::offset(&key, "7d".parse().unwrap());
-            assert!(*due <= deadline && deadline - *due < TimeDelta::days(7));
+            assert!(*due <= deadline && deadline - *due < chrono::TimeDelta::days(7));
             assert_eq!((due.timestamp() - offset).rem_euclid(7 * 86_400), 0);
         }
         assert_ne!(due[0], due[1], "imported together, due apart");
@@ -774,6 +994,7 @@ tunnels:
             &pair("x", "y"),
         );
         let mut s = state_with("a", A, "2026-11-01T00:00:00Z");
+        s.recipients = c.recipient_fingerprints();
         let b = s.entry(&TunnelKey::new(ACCOUNT, B), "b");
         b.psk = Some("sealed".into());
         b.last_rotated = Some(t("2026-11-20T00:00:00Z"));
@@ -790,8 +1011,9 @@ tunnels:
             Some(&s),
             None,
             now,
-            Options {
-                horizon: TimeDelta::days(30),
+            &PlanOptions {
+                horizon: "30d".parse().ok(),
+                ..PlanOptions::default()
             },
         );
         assert_eq!(wide.upcoming.len(), 2);
@@ -800,8 +1022,9 @@ tunnels:
             Some(&s),
             None,
             now,
-            Options {
-                horizon: TimeDelta::zero(),
+            &PlanOptions {
+                horizon: None,
+                ..PlanOptions::default()
             },
         );
         assert!(none.upcoming.is_empty());
@@ -826,15 +1049,5 @@ tunnels:
         assert_eq!(plan.actions.len(), 1);
         assert_eq!(plan.actions[0].key, TunnelKey::new(ACCOUNT, B));
         assert_eq!(plan.actions[0].name, "edge-1");
-    }
-
-    #[test]
-    fn deterministic() {
-        let s = state_with("a", A, "2026-01-01T00:00:00Z");
-        let now = t("2026-11-02T00:00:00Z");
-        assert_eq!(
-            reconcile(&config(), Some(&s), None, now),
-            reconcile(&config(), Some(&s), None, now)
-        );
     }
 }

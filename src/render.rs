@@ -4,12 +4,46 @@
 //! function of the plan: same plan, same bytes. Nothing here can print a
 //! PSK, because a plan never holds one.
 
+pub mod diff;
+pub mod markdown;
+
 use std::io::{self, Write};
 
+use anstyle::{AnsiColor, Style};
 use serde::Serialize;
 
 use crate::reconcile::{Action, ActionKind, Deferral, Deferred, DryRun, Plan, Upcoming};
 use crate::state::format_time;
+
+/// Whether human output may use ANSI colour: only on a terminal, and never
+/// with `--no-color` or a non-empty `NO_COLOR` (no-color.org).
+pub fn use_color(no_color_flag: bool, is_terminal: bool) -> bool {
+    let env_off = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    is_terminal && !no_color_flag && !env_off
+}
+
+/// Applies a style when colour is on; plain text otherwise.
+#[derive(Debug, Clone, Copy)]
+struct Paint(bool);
+
+impl Paint {
+    fn paint(self, style: Style, text: &str) -> String {
+        if self.0 {
+            format!("{style}{text}{style:#}")
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+fn kind_style(kind: ActionKind) -> Style {
+    match kind {
+        ActionKind::Generate => AnsiColor::Green.on_default(),
+        ActionKind::Rotate => AnsiColor::Yellow.on_default(),
+        ActionKind::Forget => AnsiColor::Red.on_default(),
+        ActionKind::Reseal => AnsiColor::Cyan.on_default(),
+    }
+}
 
 /// The JSON plan format's version; only additive changes within a major.
 pub const JSON_FORMAT_VERSION: &str = "1.0";
@@ -19,6 +53,7 @@ fn symbol(kind: ActionKind) -> char {
         ActionKind::Generate => '+',
         ActionKind::Rotate => '~',
         ActionKind::Forget => '-',
+        ActionKind::Reseal => '*',
     }
 }
 
@@ -27,6 +62,10 @@ fn headline(a: &Action) -> String {
         ActionKind::Generate => format!("{} will get its first PSK from psk", a.name),
         ActionKind::Rotate => format!("{} will be rotated", a.name),
         ActionKind::Forget => format!("{} will be forgotten", a.name),
+        ActionKind::Reseal => format!(
+            "{} will be re-sealed to psk.yaml's recipients by `psk reseal`",
+            a.name
+        ),
     }
 }
 
@@ -34,7 +73,7 @@ fn headline(a: &Action) -> String {
 pub fn summary_line(plan: &Plan) -> String {
     let deferred = match plan.deferred.len() {
         0 => String::new(),
-        n => format!(" {n} deferred (see above)."),
+        n => format!(" {n} deferred."),
     };
     if !plan.has_changes() {
         if deferred.is_empty() {
@@ -43,16 +82,17 @@ pub fn summary_line(plan: &Plan) -> String {
         return format!("No changes.{deferred}");
     }
     format!(
-        "Plan: {} to rotate, {} to generate, {} to forget.{deferred}",
+        "Plan: {} to rotate, {} to generate, {} to reseal, {} to forget.{deferred}",
         plan.count(ActionKind::Rotate),
         plan.count(ActionKind::Generate),
+        plan.count(ActionKind::Reseal),
         plan.count(ActionKind::Forget)
     )
 }
 
 /// `fra-b: due, waiting for window (opens ...)`: the first line of a
 /// deferred tunnel's block.
-fn deferred_headline(d: &Deferred) -> String {
+pub(crate) fn deferred_headline(d: &Deferred) -> String {
     let due = match d.kind {
         ActionKind::Generate => "first PSK due",
         _ => "due",
@@ -60,7 +100,9 @@ fn deferred_headline(d: &Deferred) -> String {
     format!("{}: {due}, {}", d.name, d.why.describe())
 }
 
-fn deferred_block(d: &Deferred, out: &mut dyn Write) -> io::Result<()> {
+/// One deferred tunnel as text, like an action block without a symbol:
+/// nothing happens to it in this apply.
+pub(crate) fn deferred_block(d: &Deferred, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "  # {}", deferred_headline(d))?;
     for (i, r) in d.reasons.iter().enumerate() {
         let lead = if i == 0 { "because" } else { "and" };
@@ -72,9 +114,10 @@ fn deferred_block(d: &Deferred, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out)
 }
 
-fn upcoming_line(u: &Upcoming) -> String {
+/// `edge-1: due 2026-12-01T00:00:00Z (policy "p"), window opens ...`.
+pub(crate) fn upcoming_line(u: &Upcoming) -> String {
     let mut line = format!(
-        "  {}: due {} (policy \"{}\")",
+        "{}: due {} (policy \"{}\")",
         u.name,
         format_time(&u.due),
         u.policy
@@ -86,12 +129,25 @@ fn upcoming_line(u: &Upcoming) -> String {
 }
 
 fn horizon_text(plan: &Plan) -> String {
-    crate::policy::Span::from_seconds(plan.horizon.num_seconds())
+    plan.horizon
         .map_or_else(|| "0s".to_string(), |s| s.to_string())
 }
 
-/// Terraform-style text for a terminal or a CI log.
+/// Terraform-style text for a terminal or a CI log, without colour.
 pub fn human(plan: &Plan, out: &mut dyn Write) -> io::Result<()> {
+    human_styled(plan, out, false)
+}
+
+/// [`human`], in colour when `color` is true.
+pub fn human_styled(plan: &Plan, out: &mut dyn Write, color: bool) -> io::Result<()> {
+    let p = Paint(color);
+    if plan.targeted {
+        writeln!(
+            out,
+            "{} this plan is limited with --target and may be incomplete: other tunnels due for rotation are not shown. Targeting is for exceptional use.\n",
+            p.paint(AnsiColor::Yellow.on_default().bold(), "Warning:")
+        )?;
+    }
     if plan.offline {
         writeln!(
             out,
@@ -104,12 +160,15 @@ pub fn human(plan: &Plan, out: &mut dyn Write) -> io::Result<()> {
         kinds.dedup();
         let legend: Vec<String> = kinds
             .iter()
-            .map(|k| format!("{} {}", symbol(*k), k.as_str()))
+            .map(|k| {
+                let sym = p.paint(kind_style(*k), &symbol(*k).to_string());
+                format!("{sym} {}", k.as_str())
+            })
             .collect();
         writeln!(out, "Symbols: {}\n", legend.join(", "))?;
         writeln!(out, "psk will perform the following actions:\n")?;
         for a in &plan.actions {
-            action_block(a, out)?;
+            action_block_styled(a, out, p)?;
         }
     }
     if !plan.deferred.is_empty() {
@@ -125,7 +184,7 @@ pub fn human(plan: &Plan, out: &mut dyn Write) -> io::Result<()> {
             horizon_text(plan)
         )?;
         for u in &plan.upcoming {
-            writeln!(out, "{}", upcoming_line(u))?;
+            writeln!(out, "  {}", upcoming_line(u))?;
         }
         writeln!(out)?;
     }
@@ -144,7 +203,7 @@ pub fn human(plan: &Plan, out: &mut dyn Write) -> io::Result<()> {
             next.next_due.format("%Y-%m-%d")
         )?;
     }
-    writeln!(out, "{}", summary_line(plan))?;
+    writeln!(out, "{}", p.paint(Style::new().bold(), &summary_line(plan)))?;
     if plan.has_refusals() {
         writeln!(
             out,
@@ -154,23 +213,27 @@ pub fn human(plan: &Plan, out: &mut dyn Write) -> io::Result<()> {
     Ok(())
 }
 
-fn action_block(a: &Action, out: &mut dyn Write) -> io::Result<()> {
-    writeln!(out, "  # {}", headline(a))?;
+/// One action as text, as in the human plan (used by markdown details too).
+pub(crate) fn action_block(a: &Action, out: &mut dyn Write) -> io::Result<()> {
+    action_block_styled(a, out, Paint(false))
+}
+
+fn action_block_styled(a: &Action, out: &mut dyn Write, p: Paint) -> io::Result<()> {
+    writeln!(
+        out,
+        "  {}",
+        p.paint(Style::new().bold(), &format!("# {}", headline(a)))
+    )?;
     for (i, r) in a.reasons.iter().enumerate() {
         let lead = if i == 0 { "because" } else { "and" };
         writeln!(out, "  # ({lead} {})", r.describe())?;
     }
-    writeln!(
-        out,
-        "  {} {} \"{}\"",
-        symbol(a.kind),
-        a.kind.as_str(),
-        a.name
-    )?;
+    let sym = p.paint(kind_style(a.kind), &symbol(a.kind).to_string());
+    writeln!(out, "  {sym} {} \"{}\"", a.kind.as_str(), a.name)?;
     writeln!(out, "      tunnel_id:    {}", a.key.tunnel_id)?;
     writeln!(out, "      account_id:   {}", a.key.account_id)?;
-    if let Some(p) = &a.policy {
-        writeln!(out, "      policy:       {p}")?;
+    if let Some(policy) = &a.policy {
+        writeln!(out, "      policy:       {policy}")?;
     }
     if let Some(t) = &a.last_rotated {
         writeln!(out, "      last_rotated: {}", format_time(t))?;
@@ -184,7 +247,11 @@ fn action_block(a: &Action, out: &mut dyn Write) -> io::Result<()> {
             out,
             "      dry run:      accepted by Cloudflare (validate_only)"
         )?,
-        DryRun::Refused(m) => writeln!(out, "      dry run:      REFUSED: {m}")?,
+        DryRun::Refused(m) => writeln!(
+            out,
+            "      dry run:      {} {m}",
+            p.paint(AnsiColor::Red.on_default().bold(), "REFUSED:")
+        )?,
     }
     writeln!(out)
 }
@@ -194,11 +261,12 @@ struct JsonPlan<'a> {
     format_version: &'static str,
     evaluated_at: String,
     offline: bool,
+    targeted: bool,
     applyable: bool,
     actions: Vec<JsonAction<'a>>,
     unchanged: Vec<JsonUnchanged<'a>>,
     deferred: Vec<JsonDeferred<'a>>,
-    forecast_horizon: String,
+    forecast_horizon: Option<String>,
     upcoming: Vec<JsonUpcoming<'a>>,
     summary: JsonSummary,
 }
@@ -275,6 +343,7 @@ struct JsonSummary {
     rotate: usize,
     generate: usize,
     forget: usize,
+    reseal: usize,
     unchanged: usize,
     deferred: usize,
     upcoming: usize,
@@ -286,6 +355,7 @@ pub fn json(plan: &Plan, out: &mut dyn Write) -> io::Result<()> {
         format_version: JSON_FORMAT_VERSION,
         evaluated_at: format_time(&plan.now),
         offline: plan.offline,
+        targeted: plan.targeted,
         applyable: !plan.has_refusals(),
         actions: plan
             .actions
@@ -367,7 +437,7 @@ pub fn json(plan: &Plan, out: &mut dyn Write) -> io::Result<()> {
                 },
             })
             .collect(),
-        forecast_horizon: horizon_text(plan),
+        forecast_horizon: plan.horizon.map(|h| h.to_string()),
         upcoming: plan
             .upcoming
             .iter()
@@ -384,6 +454,7 @@ pub fn json(plan: &Plan, out: &mut dyn Write) -> io::Result<()> {
             rotate: plan.count(ActionKind::Rotate),
             generate: plan.count(ActionKind::Generate),
             forget: plan.count(ActionKind::Forget),
+            reseal: plan.count(ActionKind::Reseal),
             unchanged: plan.unchanged.len(),
             deferred: plan.deferred.len(),
             upcoming: plan.upcoming.len(),

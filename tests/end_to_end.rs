@@ -14,7 +14,7 @@ fn plan_apply_plan_show_against_the_sandbox() {
     assert_eq!(plan.code, 0, "{plan:?}");
     assert!(
         plan.stdout
-            .contains("Plan: 0 to rotate, 3 to generate, 0 to forget."),
+            .contains("Plan: 0 to rotate, 3 to generate, 0 to reseal, 0 to forget."),
         "{plan:?}"
     );
     assert!(plan
@@ -72,7 +72,7 @@ fn plan_apply_plan_show_against_the_sandbox() {
     assert!(
         future
             .stdout
-            .contains("Plan: 3 to rotate, 0 to generate, 0 to forget."),
+            .contains("Plan: 3 to rotate, 0 to generate, 0 to reseal, 0 to forget."),
         "{future:?}"
     );
     assert_eq!(future.stdout.matches("will be rotated").count(), 3);
@@ -163,12 +163,12 @@ fn bad_config_exits_1_naming_file_and_line_and_leaves_state_alone() {
     let cases = [
         (
             good.replace("    site: site-0\n", "    sight: site-0\n"),
-            11,
+            12,
             "unknown key `sight`",
         ),
         (
             good.replace(&tunnel_id(1), "xyz"),
-            13,
+            14,
             "not a Cloudflare tunnel id",
         ),
         (
@@ -178,7 +178,7 @@ fn bad_config_exits_1_naming_file_and_line_and_leaves_state_alone() {
         ),
         (
             good.replace("tunnel-01", "tunnel-00"),
-            12,
+            13,
             "duplicate tunnel name",
         ),
     ];

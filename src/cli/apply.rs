@@ -1,27 +1,38 @@
 //! `psk apply`.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
 
-use anyhow::bail;
+use anyhow::{anyhow, bail, Context as _};
 use chrono::Utc;
 use clap::Args;
 
 use super::context::{self, Global};
+use super::plan::Selection;
 use super::Status;
 use crate::apply::{self, Outcome};
+use crate::planfile::{self, PlanFile};
 use crate::policy::Span;
 use crate::reconcile;
 use crate::render;
 use crate::state::{format_time, State, StateLock};
 
-/// Plan, show the plan, ask for `yes`, then rotate each due PSK: generate it
-/// at Cloudflare, seal it with age and record it durably, one tunnel at a
-/// time.
+/// Rotate each due PSK: generate it at Cloudflare, seal it with age and
+/// record it durably, one tunnel at a time. With a saved plan FILE, apply
+/// exactly that plan, without asking; otherwise plan now, show the plan and
+/// ask for `yes`.
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
+    /// A plan saved with `psk plan --out FILE`.
+    #[arg(value_name = "FILE")]
+    plan_file: Option<PathBuf>,
+
     /// Do not ask for confirmation. Required when stdin is not a terminal.
     #[arg(long)]
     auto_approve: bool,
+
+    #[command(flatten)]
+    selection: Selection,
 
     /// How long to wait for another psk holding the state lock (e.g. 30s).
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
@@ -38,16 +49,51 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
     let timeout = args.lock_timeout.map_or(std::time::Duration::ZERO, |s| {
         std::time::Duration::from_secs(s.seconds() as u64)
     });
-    let _lock = StateLock::acquire(&state_path, "apply", timeout)?;
-    let state = context::load_state(&state_path)?;
+    let lock = StateLock::acquire(&state_path, "apply", timeout)?;
+    let state = crate::state::load_for_write(&state_path, &lock)?;
 
-    let (client, _sandbox) = global.connect(&config, state.as_ref()).await?;
-    let remote = context::refresh(&client, &config).await?;
-    let mut plan = reconcile::reconcile(&config, state.as_ref(), Some(&remote), Utc::now());
-    context::dry_run(&client, &mut plan).await;
+    let from_file = args.plan_file.is_some();
+    if from_file && (!args.selection.is_empty()) {
+        bail!(
+            "--replace and --target shape a new plan; they cannot be used with a saved plan FILE"
+        );
+    }
+    let mut connection = None;
+    let plan = match &args.plan_file {
+        Some(path) => {
+            let file = PlanFile::load(path)?;
+            let digest = planfile::digest_file(&config.path)
+                .with_context(|| format!("cannot read {}", config.path.display()))?;
+            file.check(&config, &digest, state.as_ref(), Utc::now())
+                .map_err(|why| {
+                    anyhow!(
+                        "refusing to apply {}: {why}.\nNothing was changed. Run `psk plan --out {}` again, review it, and apply the new plan",
+                        path.display(),
+                        path.display()
+                    )
+                })?;
+            file.plan
+        }
+        None => {
+            let options = args.selection.options(&config, state.as_ref())?;
+            let (client, sandbox) = global.connect(&config, state.as_ref()).await?;
+            let remote = context::refresh(&client, &config).await?;
+            let mut plan = reconcile::reconcile_with(
+                &config,
+                state.as_ref(),
+                Some(&remote),
+                Utc::now(),
+                &options,
+            );
+            context::dry_run(&client, &mut plan).await;
+            connection = Some((client, sandbox));
+            plan
+        }
+    };
 
     let mut out = std::io::stdout().lock();
-    render::human(&plan, &mut out)?;
+    let color = render::use_color(global.no_color, std::io::stdout().is_terminal());
+    render::human_styled(&plan, &mut out, color)?;
     out.flush()?;
     if !plan.has_changes() {
         return Ok(Status::Success);
@@ -55,11 +101,15 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
     if plan.has_refusals() {
         bail!("Cloudflare refused the dry run of at least one rotation (shown above); nothing was applied");
     }
-    if !args.auto_approve && !confirm(&mut out)? {
+    if !from_file && !args.auto_approve && !confirm(&mut out)? {
         writeln!(out, "\nApply cancelled. Nothing was changed.")?;
         return Ok(Status::Failure);
     }
     writeln!(out)?;
+    let (client, _sandbox) = match connection {
+        Some(c) => c,
+        None => global.connect(&config, state.as_ref()).await?,
+    };
 
     let mut state = state.unwrap_or_else(|| State::new(config.recipient_fingerprints()));
     let report = apply::apply(
@@ -81,6 +131,9 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
                     format_time(last_rotated)
                 ),
                 Outcome::Forgotten => format!("{}: forgotten (state only)", action.name),
+                Outcome::Deferred { message } => {
+                    format!("{}: not re-sealed: {message}", action.name)
+                }
                 Outcome::Failed { message, .. } => {
                     format!(
                         "{}: FAILED: {}",

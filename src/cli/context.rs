@@ -19,6 +19,7 @@ pub struct Global {
     pub config: PathBuf,
     pub state: Option<PathBuf>,
     pub sandbox: bool,
+    pub no_color: bool,
 }
 
 impl Global {

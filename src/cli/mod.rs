@@ -3,10 +3,15 @@
 
 mod apply;
 mod context;
+mod export;
+mod force_unlock;
+mod import;
 mod plan;
+mod reseal;
 mod sandbox;
 mod schema;
 mod show;
+mod show_plan;
 mod validate;
 
 use std::io::{self, Write};
@@ -46,6 +51,10 @@ pub struct Cli {
     #[arg(long, global = true)]
     sandbox: bool,
 
+    /// No colour in human output (also: the NO_COLOR environment variable).
+    #[arg(long, global = true)]
+    no_color: bool,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -56,8 +65,13 @@ enum Command {
     Apply(apply::ApplyArgs),
     Validate(validate::ValidateArgs),
     Show(show::ShowArgs),
+    ShowPlan(show_plan::ShowPlanArgs),
     Sandbox(sandbox::SandboxArgs),
     Schema(schema::SchemaArgs),
+    Export(export::ExportArgs),
+    Reseal(reseal::ResealArgs),
+    Import(import::ImportArgs),
+    ForceUnlock(force_unlock::ForceUnlockArgs),
 }
 
 /// What a command wants the process to exit with, when it did not fail.
@@ -107,6 +121,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
         config: cli.config,
         state: cli.state,
         sandbox: cli.sandbox,
+        no_color: cli.no_color,
     };
     runtime.block_on(async move {
         match cli.command {
@@ -114,8 +129,13 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             Command::Apply(a) => apply::run(&global, a).await,
             Command::Validate(a) => validate::run(&global, a),
             Command::Show(a) => show::run(&global, a),
+            Command::ShowPlan(a) => show_plan::run(&global, a),
             Command::Sandbox(a) => sandbox::run(&global, a).await,
             Command::Schema(a) => schema::run(a),
+            Command::Export(a) => export::run(&global, a),
+            Command::Reseal(a) => reseal::run(&global, a),
+            Command::Import(a) => import::run(&global, a).await,
+            Command::ForceUnlock(a) => force_unlock::run(&global, a),
         }
     })
 }

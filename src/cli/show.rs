@@ -84,6 +84,12 @@ pub fn run(global: &Global, args: ShowArgs) -> anyhow::Result<Status> {
             args.name
         );
     }
+    if record.pending.is_some() {
+        eprintln!(
+            "warning: `{}` has a new PSK pending that Cloudflare has not confirmed; this is the one before it. Run `psk plan`.",
+            args.name
+        );
+    }
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", psk.expose())?;
     out.flush()?;

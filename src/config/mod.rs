@@ -77,7 +77,9 @@ impl Tunnel {
 }
 
 /// A tunnel's identity across config, state and Cloudflare: account and id.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct TunnelKey {
     pub account_id: String,
     pub tunnel_id: String,

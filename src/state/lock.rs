@@ -3,7 +3,12 @@
 //! An OS advisory lock (flock) on `<state>.lock` does the excluding: the
 //! kernel drops it when the holder dies, so a killed apply never leaves a
 //! lock that needs clearing by hand. The file's content only says who holds
-//! it, for the message shown to whoever is refused.
+//! it (with a lock ID), for the message shown to whoever is refused.
+//!
+//! So `psk force-unlock ID` cannot, and does not, take a lock from a live
+//! process: it refuses and names the pid to stop. What a killed process does
+//! leave behind is its holder record; force-unlock removes that record after
+//! checking that no process holds the lock.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
@@ -15,6 +20,9 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LockHolder {
+    /// Short random id, the argument `psk force-unlock` asks for.
+    #[serde(default)]
+    pub id: String,
     pub who: String,
     pub pid: u32,
     pub operation: String,
@@ -25,16 +33,28 @@ impl std::fmt::Display for LockHolder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} (pid {}), running `psk {}` since {}",
-            self.who, self.pid, self.operation, self.since
+            "{} (pid {}), running `psk {}` since {} (lock ID {})",
+            self.who, self.pid, self.operation, self.since, self.id
         )
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("the state {state} is locked by {holder}.\nWait for it to finish, or pass --lock-timeout to wait")]
+    #[error("the state {state} is locked by {holder}.\nWait for it to finish, or pass --lock-timeout DURATION to wait for it; the lock is released as soon as that process ends")]
     Held { state: PathBuf, holder: String },
+    #[error("the state {state} is locked by a running process: {holder}.\npsk's lock is held by the operating system for exactly as long as that process lives, so it is never left behind and cannot be forced. If that process is stuck, stop it (`kill {pid}`), then run psk again")]
+    HeldByLive {
+        state: PathBuf,
+        holder: String,
+        pid: u32,
+    },
+    #[error("lock ID `{given}` does not match the lock record of {state}: {found}.\nCheck the ID in the message that named the lock")]
+    WrongId {
+        state: PathBuf,
+        given: String,
+        found: String,
+    },
     #[error("cannot lock the state {state} through {lock}: {source}")]
     Io {
         state: PathBuf,
@@ -104,6 +124,7 @@ impl StateLock {
             }
         }
         let holder = LockHolder {
+            id: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
             who: format!("{}@{}", user(), host()),
             pid: std::process::id(),
             operation: operation.to_string(),
@@ -123,6 +144,87 @@ impl StateLock {
     }
 }
 
+/// What `force_unlock` found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unlock {
+    /// No process held the lock and no record was left: nothing to do.
+    NotLocked,
+    /// A process that ended without cleaning up left this record.
+    Stale(LockHolder),
+}
+
+/// Clears the holder record a killed psk left in `<state>.lock`, if `id`
+/// matches it and no live process holds the lock. `confirm` is asked (with
+/// the record) before anything is removed; it returns false to cancel.
+pub fn force_unlock(
+    state: &Path,
+    id: &str,
+    confirm: impl FnOnce(&LockHolder) -> bool,
+) -> Result<(Unlock, bool), LockError> {
+    let path = StateLock::lock_path(state);
+    let io_err = |source| LockError::Io {
+        state: state.to_path_buf(),
+        lock: path.clone(),
+        source,
+    };
+    let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Unlock::NotLocked, false)),
+        Err(e) => return Err(io_err(e)),
+    };
+    let record = holder_record(&mut file);
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = holder_record(&mut file);
+            return Err(match holder {
+                Some(h) if h.id != id => LockError::WrongId {
+                    state: state.to_path_buf(),
+                    given: id.to_string(),
+                    found: h.to_string(),
+                },
+                Some(h) => LockError::HeldByLive {
+                    state: state.to_path_buf(),
+                    pid: h.pid,
+                    holder: h.to_string(),
+                },
+                None => LockError::Held {
+                    state: state.to_path_buf(),
+                    holder: "another psk process (it has not said who yet)".into(),
+                },
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_err(e)),
+    }
+    let Some(holder) = record else {
+        return Ok((Unlock::NotLocked, false));
+    };
+    if holder.id != id {
+        return Err(LockError::WrongId {
+            state: state.to_path_buf(),
+            given: id.to_string(),
+            found: holder.to_string(),
+        });
+    }
+    if !confirm(&holder) {
+        return Ok((Unlock::Stale(holder), false));
+    }
+    file.set_len(0).map_err(io_err)?;
+    file.sync_all().map_err(io_err)?;
+    let _ = file.unlock();
+    Ok((Unlock::Stale(holder), true))
+}
+
+/// `--lock-timeout` values: psk durations (`30s`, `5m`), or `0`.
+pub fn parse_lock_timeout(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    s.parse::<crate::policy::Span>()
+        .map(|span| Duration::from_secs(span.seconds() as u64))
+        .map_err(|e| e.to_string())
+}
+
 impl Drop for StateLock {
     fn drop(&mut self) {
         let _ = self.file.set_len(0);
@@ -131,12 +233,16 @@ impl Drop for StateLock {
 }
 
 fn read_holder(file: &mut File) -> String {
+    match holder_record(file) {
+        Some(h) => h.to_string(),
+        None => "another psk process (it has not said who yet)".to_string(),
+    }
+}
+
+fn holder_record(file: &mut File) -> Option<LockHolder> {
     let mut text = String::new();
     let _ = file.rewind().and_then(|_| file.read_to_string(&mut text));
-    match serde_json::from_str::<LockHolder>(text.trim()) {
-        Ok(h) => h.to_string(),
-        Err(_) => "another psk process (it has not said who yet)".to_string(),
-    }
+    serde_json::from_str::<LockHolder>(text.trim()).ok()
 }
 
 fn user() -> String {
@@ -171,7 +277,45 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("psk apply"), "{msg}");
+        assert!(msg.contains("lock ID "), "{msg}");
         drop(held);
         StateLock::acquire(&state, "apply", Duration::ZERO).unwrap();
+    }
+
+    #[test]
+    fn force_unlock_refuses_a_live_holder_and_clears_a_dead_ones_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("psk.state.json");
+        assert_eq!(
+            force_unlock(&state, "x", |_| true).unwrap(),
+            (Unlock::NotLocked, false)
+        );
+        let held = StateLock::acquire(&state, "reseal", Duration::ZERO).unwrap();
+        let lock = StateLock::lock_path(&state);
+        let record = std::fs::read_to_string(&lock).unwrap();
+        let holder: LockHolder = serde_json::from_str(record.trim()).unwrap();
+        // flock is per open file: a second open in this process is refused
+        // just as another process would be.
+        let err = force_unlock(&state, &holder.id, |_| true).unwrap_err();
+        assert!(matches!(err, LockError::HeldByLive { .. }), "{err}");
+        assert!(err.to_string().contains(&format!("kill {}", holder.pid)));
+        let err = force_unlock(&state, "nope", |_| true).unwrap_err();
+        assert!(matches!(err, LockError::WrongId { .. }), "{err}");
+        // A killed holder: the kernel released the flock, the record stays.
+        held.file.unlock().unwrap();
+        let (found, removed) = force_unlock(&state, &holder.id, |_| false).unwrap();
+        assert_eq!((found, removed), (Unlock::Stale(holder.clone()), false));
+        assert_eq!(std::fs::read_to_string(&lock).unwrap(), record);
+        let (_, removed) = force_unlock(&state, &holder.id, |_| true).unwrap();
+        assert!(removed);
+        assert_eq!(std::fs::read_to_string(&lock).unwrap(), "");
+        drop(held);
+    }
+
+    #[test]
+    fn lock_timeouts_parse() {
+        assert_eq!(parse_lock_timeout("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_lock_timeout("30s").unwrap(), Duration::from_secs(30));
+        assert!(parse_lock_timeout("soon").is_err());
     }
 }

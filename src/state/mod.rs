@@ -3,7 +3,9 @@
 //! It holds the only copy of every PSK (sealed with age), so it is written
 //! like a database page: deterministic bytes, a temp file in the same folder,
 //! fsync, rename, fsync of the folder, and the previous version kept as a
-//! backup. A reader never sees a half-written file.
+//! backup. A reader never sees a half-written file. An apply appends its
+//! per-tunnel changes to a journal and writes the whole file once at the end,
+//! so N tunnels cost O(N) bytes, not O(N²) (see [`Journal`]).
 
 mod lock;
 mod store;
@@ -14,8 +16,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::TunnelKey;
-pub use lock::{LockError, LockHolder, StateLock};
-pub use store::{backup_path, load, save, StateError};
+pub use lock::{force_unlock, parse_lock_timeout, LockError, LockHolder, StateLock, Unlock};
+pub use store::{
+    backup_path, journal_path, load, load_for_write, parse, save, write_atomic, Journal, StateError,
+};
 
 /// The newest state format this build reads and the one it writes.
 pub const STATE_VERSION: u64 = 1;
@@ -46,10 +50,28 @@ pub struct TunnelState {
     #[serde(default, with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
     pub last_rotated: Option<DateTime<Utc>>,
     pub name: String,
+    /// A PSK psk generated itself, sealed and made durable *before* it is
+    /// sent to Cloudflare: see [`Pending`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Pending>,
     /// The PSK as an ASCII-armored age message to every recipient.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub psk: Option<String>,
     pub tunnel_id: String,
+}
+
+/// A key made by psk (the `local` generator) that Cloudflare has not yet
+/// confirmed. It is sealed into the state and fsynced before the request
+/// that sets it, so a crash or a lost answer can never lose it: once
+/// Cloudflare confirms, it is promoted to `psk`; until then it is sent again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pending {
+    /// When psk generated it.
+    #[serde(with = "rfc3339")]
+    pub generated: DateTime<Utc>,
+    /// The new PSK as an ASCII-armored age message to every recipient.
+    pub psk: String,
 }
 
 /// Recorded (and made durable) before a call that changes the PSK on
@@ -89,6 +111,7 @@ impl State {
                 intent: None,
                 last_rotated: None,
                 name: name.to_string(),
+                pending: None,
                 psk: None,
                 tunnel_id: key.tunnel_id.clone(),
             });
@@ -111,6 +134,29 @@ impl State {
 impl TunnelState {
     pub fn key(&self) -> TunnelKey {
         TunnelKey::new(&self.account_id, &self.tunnel_id)
+    }
+
+    /// Records a locally generated, already sealed key as pending. The
+    /// caller makes it durable ([`Journal::record`]) before sending it.
+    pub fn stage_pending(&mut self, sealed: String, generated: DateTime<Utc>) {
+        self.pending = Some(Pending {
+            generated,
+            psk: sealed,
+        });
+    }
+
+    /// Cloudflare confirmed the pending key: it becomes the tunnel's PSK,
+    /// dated as Cloudflare dates it. Returns false when nothing was pending.
+    pub fn promote_pending(&mut self, last_generated_on: DateTime<Utc>) -> bool {
+        match self.pending.take() {
+            Some(p) => {
+                self.psk = Some(p.psk);
+                self.last_rotated = Some(last_generated_on);
+                self.intent = None;
+                true
+            }
+            None => false,
+        }
     }
 }
 

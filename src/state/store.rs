@@ -1,16 +1,25 @@
-//! Reading and durably writing the state file.
+//! Reading and durably writing the state file, and its journal.
+//!
+//! A whole-file write after each of N tunnels would cost O(N²) bytes, so an
+//! apply appends one fsynced line per change to `<state>.journal` instead
+//! and folds the journal into the state file once, at the end
+//! ([`Journal::finish`]). Loading always replays a journal left by a psk that
+//! died before folding it, so every change that reached the disk counts.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::{State, STATE_VERSION};
+use serde::{Deserialize, Serialize};
+
+use super::{State, TunnelState, STATE_VERSION};
+use crate::config::TunnelKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot read state file {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
-    #[error("state file {path} is not valid psk state: {message} (line {line}, column {column}).\nIt was not changed. The previous version is kept in {backup}; restore it only if you know this one is damaged")]
+    #[error("state file {path} is not valid psk state: {message} (line {line}, column {column}).\nIt was not changed. The previous version is kept in {backup}: compare the two, and restore the backup (or the file from git) only if you know this one is damaged")]
     Parse {
         path: PathBuf,
         line: usize,
@@ -18,24 +27,57 @@ pub enum StateError {
         message: String,
         backup: PathBuf,
     },
-    #[error("state file {path} has format version {found}, but this psk reads up to version {STATE_VERSION}. Upgrade psk; the file was not changed")]
+    #[error("state file {path} has format version {found}, but this psk reads up to version {STATE_VERSION}.\nUpgrade psk; the file was not changed")]
     TooNew { path: PathBuf, found: u64 },
+    #[error("state journal {path} is damaged at line {line}: {message}.\nNeither it nor the state was changed. It holds changes an interrupted apply made after the last full write of {state}; keep a copy and ask for help before removing it")]
+    Journal {
+        path: PathBuf,
+        state: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("found the state journal {journal} but no state file {path}.\nThe journal holds changes to that state (maybe sealed PSKs): restore {path} (from git or {backup}) rather than starting over; remove the journal only if you mean to abandon those keys")]
+    OrphanJournal {
+        path: PathBuf,
+        journal: PathBuf,
+        backup: PathBuf,
+    },
     #[error("cannot write state file {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
 }
 
 /// The backup kept beside the state: the version before the last write.
 pub fn backup_path(path: &Path) -> PathBuf {
+    sibling(path, ".backup")
+}
+
+/// Where an apply appends its changes until it folds them into the state.
+pub fn journal_path(path: &Path) -> PathBuf {
+    sibling(path, ".journal")
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
-    s.push(".backup");
+    s.push(suffix);
     PathBuf::from(s)
 }
 
-/// Reads the state; `Ok(None)` when there is no state file yet.
+/// Reads the state, replaying any journal an interrupted apply left;
+/// `Ok(None)` when there is no state file yet.
 pub fn load(path: &Path) -> Result<Option<State>, StateError> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let journal = journal_path(path);
+            if journal.exists() {
+                return Err(StateError::OrphanJournal {
+                    path: path.to_path_buf(),
+                    journal,
+                    backup: backup_path(path),
+                });
+            }
+            return Ok(None);
+        }
         Err(source) => {
             return Err(StateError::Read {
                 path: path.to_path_buf(),
@@ -43,6 +85,24 @@ pub fn load(path: &Path) -> Result<Option<State>, StateError> {
             })
         }
     };
+    let mut state = parse(path, &bytes)?;
+    replay(path, &mut state)?;
+    Ok(Some(state))
+}
+
+/// [`load`] for a writer, which proves it holds the lock: a journal left by
+/// an interrupted apply is folded into the state file right away (and
+/// stale temp files removed), so the writer starts from one whole file.
+pub fn load_for_write(path: &Path, _lock: &super::StateLock) -> Result<Option<State>, StateError> {
+    let mut state = load(path)?;
+    if let Some(s) = state.as_mut() {
+        Journal::open(path, s)?;
+    }
+    Ok(state)
+}
+
+/// Parses state bytes, naming `path` in any error.
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
     let parse_err = |e: serde_json::Error| StateError::Parse {
         path: path.to_path_buf(),
         line: e.line(),
@@ -56,15 +116,14 @@ pub fn load(path: &Path) -> Result<Option<State>, StateError> {
     struct Header {
         version: u64,
     }
-    let header: Header = serde_json::from_slice(&bytes).map_err(parse_err)?;
+    let header: Header = serde_json::from_slice(bytes).map_err(parse_err)?;
     if header.version > STATE_VERSION {
         return Err(StateError::TooNew {
             path: path.to_path_buf(),
             found: header.version,
         });
     }
-    let state: State = serde_json::from_slice(&bytes).map_err(parse_err)?;
-    Ok(Some(state))
+    serde_json::from_slice(bytes).map_err(parse_err)
 }
 
 /// serde_json's message, minus its position suffix and minus any quoted
@@ -87,30 +146,147 @@ fn describe_json_error(e: &serde_json::Error) -> String {
     }
 }
 
-/// Bumps the serial and writes the state durably, keeping the previous file
-/// as `<path>.backup`.
+/// One journal line: the whole record of one tunnel after a change (or its
+/// removal), tied to the state version it applies on top of.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    lineage: String,
+    /// The serial of the state file this journal extends.
+    base_serial: u64,
+    /// The serial the state has once this entry is applied.
+    serial: u64,
+    key: String,
+    /// `None` when the tunnel was dropped from the state.
+    record: Option<TunnelState>,
+}
+
+/// Applies the journal beside `path`, if any, to `state`.
+///
+/// A journal whose base is not this state is one an earlier apply already
+/// folded in (it died between the final rename and removing the journal),
+/// so it is ignored. A last line that does not parse is a write cut short by
+/// a crash: it was never fsynced, so the API call it announced never
+/// started, and it is ignored too. A bad line followed by good ones is
+/// damage, and refused.
+fn replay(path: &Path, state: &mut State) -> Result<usize, StateError> {
+    let jpath = journal_path(path);
+    let bytes = match fs::read(&jpath) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(source) => {
+            return Err(StateError::Read {
+                path: jpath,
+                source,
+            });
+        }
+    };
+    let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+    // The part after the last newline is a line cut short: ignored.
+    let complete = lines.len() - 1;
+    let tail_empty = lines[complete].is_empty();
+    let mut entries = Vec::new();
+    for (i, line) in lines[..complete].iter().enumerate() {
+        match serde_json::from_slice::<Entry>(line) {
+            Ok(e) => entries.push(e),
+            Err(_) if i + 1 == complete && tail_empty => break,
+            Err(e) => {
+                return Err(StateError::Journal {
+                    path: jpath,
+                    state: path.to_path_buf(),
+                    line: i + 1,
+                    message: describe_json_error(&e),
+                })
+            }
+        }
+    }
+    let base = state.serial;
+    match entries.first() {
+        Some(e) if e.lineage == state.lineage && e.base_serial == base => {}
+        _ => return Ok(0),
+    }
+    let n = entries.len();
+    for (i, e) in entries.into_iter().enumerate() {
+        if e.lineage != state.lineage || e.base_serial != base || e.serial != state.serial + 1 {
+            return Err(StateError::Journal {
+                path: jpath,
+                state: path.to_path_buf(),
+                line: i + 1,
+                message: "its lineage or serial does not follow the line before".into(),
+            });
+        }
+        state.serial = e.serial;
+        match e.record {
+            Some(r) => {
+                state.tunnels.insert(e.key, r);
+            }
+            None => {
+                state.tunnels.remove(&e.key);
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Bumps the serial and writes the whole state durably, keeping the
+/// previous file as `<path>.backup`. Any journal is folded in by this write
+/// (the state was loaded through [`load`]) and removed after it.
 pub fn save(path: &Path, state: &mut State) -> Result<(), StateError> {
     state.serial += 1;
+    write_whole(path, state).map(|_| ())
+}
+
+/// Writes backup, state, then removes the journal; returns bytes written.
+fn write_whole(path: &Path, state: &State) -> Result<u64, StateError> {
     let bytes = state.to_bytes();
     let werr = |source: io::Error| StateError::Write {
         path: path.to_path_buf(),
         source,
     };
+    let mut written = 0u64;
     match fs::read(path) {
-        Ok(previous) => write_atomic(&backup_path(path), &previous).map_err(werr)?,
+        Ok(previous) => {
+            write_atomic(&backup_path(path), &previous, false).map_err(werr)?;
+            written += previous.len() as u64;
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(werr(e)),
     }
-    write_atomic(path, &bytes).map_err(werr)
+    write_atomic(path, &bytes, true).map_err(werr)?;
+    written += bytes.len() as u64;
+    remove_durably(&journal_path(path)).map_err(werr)?;
+    Ok(written)
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn remove_durably(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => File::open(parent_dir(path))?.sync_all(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The failpoint tests use to kill psk mid-write (see README, "Testing").
+/// `PSK_FAILPOINT=state-before-rename` aborts the process after the new
+/// state is written and fsynced to its temp file but before the rename.
+fn failpoint(name: &str) {
+    if std::env::var("PSK_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("psk: failpoint {name} reached; aborting (PSK_FAILPOINT is for tests)");
+        std::process::abort();
+    }
 }
 
 /// Temp file in the same folder (mode 0600), write, fsync, rename over the
 /// target, fsync the folder so the rename itself survives a power cut.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+pub fn write_atomic(path: &Path, bytes: &[u8], is_state: bool) -> io::Result<()> {
+    let dir = parent_dir(path);
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
@@ -119,17 +295,13 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     tmp_name.push(format!(".tmp-{}", std::process::id()));
     let tmp = dir.join(tmp_name);
     let result = (|| {
-        let mut opts = OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp)?;
+        let mut f = create_private(&tmp, true)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
+        if is_state {
+            failpoint("state-before-rename");
+        }
         fs::rename(&tmp, path)?;
         File::open(&dir)?.sync_all()
     })();
@@ -137,6 +309,141 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+fn create_private(path: &Path, truncate: bool) -> io::Result<File> {
+    let mut opts = OpenOptions::new();
+    if truncate {
+        opts.write(true).create(true).truncate(true);
+    } else {
+        opts.append(true).create(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+}
+
+/// Temp files of writers that died before their rename; only ever called
+/// under the state lock, so no live writer owns one.
+fn remove_stale_temps(path: &Path) {
+    let (Some(name), Ok(entries)) = (path.file_name(), fs::read_dir(parent_dir(path))) else {
+        return;
+    };
+    let name = name.to_string_lossy();
+    let prefixes = [format!(".{name}.tmp-"), format!(".{name}.backup.tmp-")];
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if prefixes.iter().any(|p| n.starts_with(p.as_str())) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Writes the changes of one apply: each one appended to the journal and
+/// fsynced before the caller goes on (so it is durable before any API call
+/// that depends on it), the whole state written once in [`Journal::finish`].
+///
+/// Only open it while holding the state lock.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    file: Option<File>,
+    lineage: String,
+    base_serial: u64,
+    records: u64,
+    bytes_written: u64,
+}
+
+impl Journal {
+    /// Starts a journal on top of `state` as loaded (journal replayed).
+    /// A state that does not exist yet, or that a replayed journal changed,
+    /// is first written whole, so the new journal extends a file on disk.
+    pub fn open(path: &Path, state: &mut State) -> Result<Journal, StateError> {
+        remove_stale_temps(path);
+        let werr = |source: io::Error| StateError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut bytes_written = 0;
+        let on_disk = match fs::read(path) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(werr(e)),
+        };
+        match on_disk {
+            None => {
+                state.serial += 1;
+                bytes_written += write_whole(path, state)?;
+            }
+            Some(b) if b != state.to_bytes() => {
+                bytes_written += write_whole(path, state)?;
+            }
+            Some(_) => remove_durably(&journal_path(path)).map_err(werr)?,
+        }
+        Ok(Journal {
+            path: path.to_path_buf(),
+            file: None,
+            lineage: state.lineage.clone(),
+            base_serial: state.serial,
+            records: 0,
+            bytes_written,
+        })
+    }
+
+    /// Makes the current record of `key` in `state` (or its absence)
+    /// durable, bumping the serial.
+    pub fn record(&mut self, state: &mut State, key: &TunnelKey) -> Result<(), StateError> {
+        let jpath = journal_path(&self.path);
+        let werr = |source: io::Error| StateError::Write {
+            path: jpath.clone(),
+            source,
+        };
+        state.serial += 1;
+        let k = key.to_string();
+        let entry = Entry {
+            lineage: self.lineage.clone(),
+            base_serial: self.base_serial,
+            serial: state.serial,
+            record: state.tunnels.get(&k).cloned(),
+            key: k,
+        };
+        let mut line = serde_json::to_vec(&entry).expect("journal entry serializes");
+        line.push(b'\n');
+        if self.file.is_none() {
+            let f = create_private(&jpath, false).map_err(werr)?;
+            // The journal's own name must survive a power cut too.
+            File::open(parent_dir(&jpath))
+                .and_then(|d| d.sync_all())
+                .map_err(werr)?;
+            self.file = Some(f);
+        }
+        let f = self.file.as_mut().expect("opened above");
+        f.write_all(&line)
+            .and_then(|_| f.sync_data())
+            .map_err(werr)?;
+        self.records += 1;
+        self.bytes_written += line.len() as u64;
+        Ok(())
+    }
+
+    /// Folds the journal into the state file (one whole write, previous
+    /// version kept as the backup) and removes it.
+    pub fn finish(mut self, state: &State) -> Result<u64, StateError> {
+        self.file = None;
+        if self.records > 0 {
+            self.bytes_written += write_whole(&self.path, state)?;
+        }
+        Ok(self.bytes_written)
+    }
+
+    /// Bytes written to disk so far by this journal (state, backup and
+    /// journal together), for measuring write amplification.
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written
+    }
 }
 
 #[cfg(test)]
@@ -191,5 +498,139 @@ mod tests {
         fs::write(&path, b"{\"version\": 99}").unwrap();
         let e = load(&path).unwrap_err().to_string();
         assert!(e.contains("version 99"), "{e}");
+    }
+
+    fn key(i: usize) -> TunnelKey {
+        TunnelKey::new("023e105f4ecef8ad9ca31a8372d0c353", &format!("{i:032x}"))
+    }
+
+    fn change(s: &mut State, i: usize) {
+        let rec = s.entry(&key(i), &format!("t{i}"));
+        rec.psk = Some(format!("sealed-{i}"));
+        rec.last_rotated = Some("2026-11-01T00:00:00Z".parse().unwrap());
+    }
+
+    #[test]
+    fn journal_is_replayed_on_load_and_folded_by_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("psk.state.json");
+        let mut s = State::new(vec![]);
+        let mut j = Journal::open(&path, &mut s).unwrap();
+        assert_eq!(s.serial, 1, "a new state is written before the journal");
+        let base = fs::read(&path).unwrap();
+        for i in 0..3 {
+            change(&mut s, i);
+            j.record(&mut s, &key(i)).unwrap();
+        }
+        s.tunnels.remove(&key(1).to_string());
+        j.record(&mut s, &key(1)).unwrap();
+        // Until finish, the state file is untouched and load replays.
+        assert_eq!(fs::read(&path).unwrap(), base);
+        assert_eq!(load(&path).unwrap().unwrap(), s);
+        assert_eq!(s.serial, 5);
+        drop(j); // as if psk died here
+
+        // The next writer folds the replayed journal in before its own.
+        let mut again = load(&path).unwrap().unwrap();
+        let j = Journal::open(&path, &mut again).unwrap();
+        assert!(!journal_path(&path).exists());
+        assert_eq!(fs::read(backup_path(&path)).unwrap(), base);
+        assert_eq!(parse(&path, &fs::read(&path).unwrap()).unwrap(), s);
+        let folded = j.bytes_written();
+        assert!(folded > 0);
+        assert_eq!(j.finish(&again).unwrap(), folded, "nothing new to write");
+
+        let mut s = load(&path).unwrap().unwrap();
+        let mut j = Journal::open(&path, &mut s).unwrap();
+        change(&mut s, 7);
+        j.record(&mut s, &key(7)).unwrap();
+        j.finish(&s).unwrap();
+        assert!(!journal_path(&path).exists());
+        assert_eq!(parse(&path, &fs::read(&path).unwrap()).unwrap(), s);
+    }
+
+    #[test]
+    fn torn_last_line_is_ignored_damage_elsewhere_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("psk.state.json");
+        let mut s = State::new(vec![]);
+        let mut j = Journal::open(&path, &mut s).unwrap();
+        change(&mut s, 0);
+        j.record(&mut s, &key(0)).unwrap();
+        let after_first = s.clone();
+        change(&mut s, 1);
+        j.record(&mut s, &key(1)).unwrap();
+        drop(j);
+        let jp = journal_path(&path);
+        let full = fs::read(&jp).unwrap();
+        let first_len = full.iter().position(|b| *b == b'\n').unwrap() + 1;
+
+        // A crash in the middle of the second append.
+        fs::write(&jp, &full[..first_len + 10]).unwrap();
+        assert_eq!(load(&path).unwrap().unwrap(), after_first);
+        // Or a second line the disk filled with zeros.
+        let mut zeroed = full[..first_len].to_vec();
+        zeroed.extend(std::iter::repeat_n(0u8, 20));
+        zeroed.push(b'\n');
+        fs::write(&jp, &zeroed).unwrap();
+        assert_eq!(load(&path).unwrap().unwrap(), after_first);
+        // A damaged first line before a good one is not a torn write.
+        let mut damaged = b"{garbage}\n".to_vec();
+        damaged.extend_from_slice(&full[first_len..]);
+        fs::write(&jp, &damaged).unwrap();
+        let e = load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("psk.state.json.journal is damaged at line 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_journal_already_folded_in_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("psk.state.json");
+        let mut s = State::new(vec![]);
+        let mut j = Journal::open(&path, &mut s).unwrap();
+        change(&mut s, 0);
+        j.record(&mut s, &key(0)).unwrap();
+        let journal = fs::read(journal_path(&path)).unwrap();
+        j.finish(&s).unwrap();
+        // As if psk died after the final rename, before removing the journal.
+        fs::write(journal_path(&path), journal).unwrap();
+        change(&mut s, 0);
+        assert_eq!(load(&path).unwrap().unwrap(), s);
+    }
+
+    #[test]
+    fn orphan_journal_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("psk.state.json");
+        fs::write(journal_path(&path), b"{}\n").unwrap();
+        let e = load(&path).unwrap_err().to_string();
+        assert!(e.contains("no state file"), "{e}");
+    }
+
+    #[test]
+    fn journal_bytes_grow_linearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("psk.state.json");
+        let mut per_tunnel = Vec::new();
+        for n in [50usize, 200] {
+            let _ = fs::remove_file(&path);
+            let _ = fs::remove_file(backup_path(&path));
+            let mut s = State::new(vec![]);
+            for i in 0..n {
+                change(&mut s, i);
+            }
+            save(&path, &mut s).unwrap();
+            let mut j = Journal::open(&path, &mut s).unwrap();
+            for i in 0..n {
+                change(&mut s, i);
+                j.record(&mut s, &key(i)).unwrap();
+            }
+            per_tunnel.push(j.finish(&s).unwrap() / n as u64);
+        }
+        // Quadratic writing would make the per-tunnel cost grow 4x.
+        assert!(per_tunnel[1] < per_tunnel[0] * 3 / 2, "{per_tunnel:?}");
     }
 }

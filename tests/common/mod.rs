@@ -51,14 +51,18 @@ pub fn tunnel_id(i: usize) -> String {
     format!("{:032x}", 0xabc0_0000_u64 + i as u64)
 }
 
+/// psk.yaml for `tunnels` tunnels in site pairs. The policy lets a site's
+/// tunnels rotate together (`site_parallel`), so every apply here settles
+/// every tunnel; one-per-site deferral has its own tests.
 pub fn config_text(recipient: &str, tunnels: usize, rotate_every: &str) -> String {
     let mut s = format!(
-        "version: 1\naccount_id: {ACCOUNT}\nrecipients:\n  - {recipient}\npolicies:\n  default:\n    rotate_every: {rotate_every}\ntunnels:\n"
+        "version: 1\naccount_id: {ACCOUNT}\nrecipients:\n  - {recipient}\npolicies:\n  default:\n    rotate_every: {rotate_every}\n    site_parallel: true\ntunnels:\n"
     );
     for i in 0..tunnels {
         s.push_str(&format!(
-            "  - name: tunnel-{i:02}\n    id: {}\n    site: site-{i}\n",
+            "  - name: tunnel-{i:02}\n    id: {}\n    site: site-{}\n",
             tunnel_id(i),
+            i / 2
         ));
     }
     s
@@ -124,6 +128,26 @@ impl TestEnv {
         self.sandbox = Some(running);
     }
 
+    /// Rotates a tunnel's PSK "outside psk", as a colleague in the
+    /// dashboard would: a real `psk_generate` straight to the sandbox.
+    pub fn rotate_outside_psk(&self, tunnel_id: &str) {
+        let url = format!(
+            "{}/accounts/{ACCOUNT}/magic/ipsec_tunnels/{tunnel_id}/psk_generate",
+            self.sandbox.as_ref().expect("sandbox started").base_url()
+        );
+        let status = self.runtime.block_on(async {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth("someone-else")
+                .json(&serde_json::json!({}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+        assert!(status.is_success(), "{status}");
+    }
+
     pub fn sandbox(&self) -> &Sandbox {
         &self.sandbox.as_ref().expect("sandbox started").sandbox
     }
@@ -146,6 +170,23 @@ impl TestEnv {
     pub fn run(&self, args: &[&str]) -> Run {
         let out = self.command(args).output().unwrap();
         to_run(out)
+    }
+
+    /// Runs psk with `input` on its stdin (a pipe, not a terminal).
+    pub fn run_stdin(&self, args: &[&str], input: &str) -> Run {
+        use std::io::Write;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // psk may refuse before reading; a closed pipe is not a test failure.
+        let _ = stdin.write_all(input.as_bytes());
+        drop(stdin);
+        to_run(child.wait_with_output().unwrap())
     }
 
     /// Every PSK the sandbox made valid, per tunnel id, oldest first.

@@ -1,0 +1,143 @@
+//! `psk import`.
+
+use std::io::{IsTerminal, Read, Write};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use clap::Args;
+use zeroize::Zeroizing;
+
+use super::context::Global;
+use super::Status;
+use crate::seal::{self, Psk};
+use crate::state::{self, format_time, parse_lock_timeout, State, StateLock};
+
+/// Adopt a tunnel whose current PSK you know, so a fleet need not be
+/// rotated on day one. The PSK is read from stdin (never from an argument,
+/// which other users could see in the process list), sealed to psk.yaml's
+/// recipients, and dated with Cloudflare's `last_generated_on` (one list
+/// call). Takes the state lock.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The tunnel's name in psk.yaml.
+    name: String,
+
+    /// Replace a PSK psk already holds for this tunnel.
+    #[arg(long)]
+    force: bool,
+
+    /// How long to wait for another psk holding the state lock (e.g. 30s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_lock_timeout)]
+    lock_timeout: Option<Duration>,
+}
+
+/// The PSK from stdin: one line, printable ASCII with no spaces.
+fn read_psk() -> anyhow::Result<Psk> {
+    let mut stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        bail!("psk import reads the PSK from stdin, and will not read it from a terminal where it would be echoed.\nPipe it in, e.g. `pass show fra-psk | psk import NAME` or `psk import NAME < file`");
+    }
+    let mut raw = Zeroizing::new(Vec::new());
+    stdin
+        .by_ref()
+        .take(4097)
+        .read_to_end(&mut raw)
+        .context("cannot read the PSK from stdin")?;
+    let text = std::str::from_utf8(&raw).map_err(|_| anyhow!("the PSK on stdin is not text"))?;
+    let line = text.strip_suffix('\n').unwrap_or(text);
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.is_empty() {
+        bail!("no PSK on stdin: pipe in the tunnel's current PSK, one line");
+    }
+    if line.len() > 4096 {
+        bail!("the text on stdin is too long to be a PSK (over 4096 bytes)");
+    }
+    if line.contains('\n') {
+        bail!("stdin holds more than one line; pipe in only the PSK");
+    }
+    if !line.bytes().all(|b| b.is_ascii_graphic()) {
+        bail!("the PSK on stdin contains spaces or control characters; pipe in only the PSK");
+    }
+    Ok(Psk::new(line.to_string()))
+}
+
+pub async fn run(global: &Global, args: ImportArgs) -> anyhow::Result<Status> {
+    let config = global.load_config()?;
+    let state_path = global.state_path(&config);
+    let tunnel = config.tunnel_by_name(&args.name).ok_or_else(|| {
+        anyhow!(
+            "no tunnel named `{}` in {}; add it there first",
+            args.name,
+            config.path.display()
+        )
+    })?;
+    let key = tunnel.key();
+    let psk = read_psk()?;
+    let lock = StateLock::acquire(
+        &state_path,
+        "import",
+        args.lock_timeout.unwrap_or(Duration::ZERO),
+    )?;
+    let state = state::load_for_write(&state_path, &lock)?;
+    if let Some(rec) = state.as_ref().and_then(|s| s.get(&key)) {
+        if rec.psk.is_some() && !args.force {
+            bail!(
+                "{} already holds a sealed PSK for `{}`{}.\nPass --force to replace it with the one on stdin",
+                state_path.display(),
+                args.name,
+                rec.last_rotated
+                    .map(|t| format!(" (last rotated {})", format_time(&t)))
+                    .unwrap_or_default()
+            );
+        }
+    }
+
+    let (client, _sandbox) = global.connect(&config, state.as_ref()).await?;
+    let remote = client
+        .list_tunnels(&key.account_id)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot list the IPsec tunnels of account {}",
+                key.account_id
+            )
+        })?;
+    let remote = remote
+        .into_iter()
+        .find(|t| t.id.eq_ignore_ascii_case(&key.tunnel_id))
+        .ok_or_else(|| {
+            anyhow!(
+                "tunnel `{}` (id {}) was not found in account {} at Cloudflare; check psk.yaml",
+                args.name,
+                key.tunnel_id,
+                key.account_id
+            )
+        })?;
+    let last = remote.last_generated_on.ok_or_else(|| {
+        anyhow!(
+            "Cloudflare reports no psk_metadata.last_generated_on for `{}`, so psk cannot date the PSK; rotate it with `psk apply` instead",
+            args.name
+        )
+    })?;
+
+    let sealed = seal::seal(&psk, &config.recipients)?;
+    drop(psk);
+    let mut state = state.unwrap_or_else(|| State::new(config.recipient_fingerprints()));
+    let rec = state.entry(&key, &tunnel.name);
+    rec.psk = Some(sealed);
+    rec.last_rotated = Some(last);
+    rec.intent = None;
+    rec.pending = None;
+    state::save(&state_path, &mut state)?;
+    drop(lock);
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "Imported the PSK of `{}` (Cloudflare dates it {}).\nState saved to {} (serial {}).",
+        args.name,
+        format_time(&last),
+        state_path.display(),
+        state.serial
+    )?;
+    Ok(Status::Success)
+}

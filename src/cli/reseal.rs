@@ -1,0 +1,111 @@
+//! `psk reseal`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use clap::Args;
+
+use super::context::Global;
+use super::show::identities;
+use super::Status;
+use crate::seal;
+use crate::state::{self, parse_lock_timeout, StateLock};
+
+/// Re-encrypt every sealed PSK in the state to the recipients psk.yaml
+/// lists now, after someone joined or left. Needs an identity that opens
+/// them; makes no API call and changes no key. Takes the state lock.
+#[derive(Debug, Args)]
+pub struct ResealArgs {
+    /// An age identity file or an unencrypted SSH private key; repeatable.
+    /// PSK_AGE_KEY_FILE and PSK_AGE_KEY are tried too.
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    identities: Vec<PathBuf>,
+
+    /// How long to wait for another psk holding the state lock (e.g. 30s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_lock_timeout)]
+    lock_timeout: Option<Duration>,
+}
+
+pub fn run(global: &Global, args: ResealArgs) -> anyhow::Result<Status> {
+    let config = global.load_config()?;
+    let state_path = global.state_path(&config);
+    let lock = StateLock::acquire(
+        &state_path,
+        "reseal",
+        args.lock_timeout.unwrap_or(Duration::ZERO),
+    )?;
+    let mut state = state::load_for_write(&state_path, &lock)?.ok_or_else(|| {
+        anyhow!(
+            "there is no state file at {}; nothing is sealed yet",
+            state_path.display()
+        )
+    })?;
+    let wanted = config.recipient_fingerprints();
+    let mut current = state.recipients.clone();
+    current.sort();
+    current.dedup();
+    let mut out = std::io::stdout().lock();
+    if current == wanted {
+        writeln!(
+            out,
+            "The state is already sealed to the {} recipient{} in {}. Nothing to do.",
+            wanted.len(),
+            if wanted.len() == 1 { "" } else { "s" },
+            config.path.display()
+        )?;
+        return Ok(Status::Success);
+    }
+    let ids = identities(&args.identities)?;
+
+    // Open everything first: either every PSK is re-sealed or none is.
+    let mut opened = Vec::new();
+    let mut failures = Vec::new();
+    for (k, rec) in &state.tunnels {
+        let sealed = [
+            ("psk", rec.psk.as_deref()),
+            ("pending", rec.pending.as_ref().map(|p| p.psk.as_str())),
+        ];
+        for (which, sealed) in sealed {
+            let Some(sealed) = sealed else { continue };
+            match seal::open(sealed, &ids) {
+                Ok(psk) => opened.push((k.clone(), which, psk)),
+                Err(e) => failures.push(format!("  {} ({which}): {e}", rec.name)),
+            }
+        }
+    }
+    if !failures.is_empty() {
+        bail!(
+            "cannot open {} sealed PSK{} in {}:\n{}\nNothing was changed. Pass --identity (or PSK_AGE_KEY_FILE / PSK_AGE_KEY) for a recipient they are sealed to; all identities given are tried together",
+            failures.len(),
+            if failures.len() == 1 { "" } else { "s" },
+            state_path.display(),
+            failures.join("\n")
+        );
+    }
+    let count = opened.len();
+    for (k, which, psk) in opened {
+        let sealed = seal::seal(&psk, &config.recipients)
+            .with_context(|| format!("cannot re-seal a PSK of {k}; nothing was changed"))?;
+        let rec = state.tunnels.get_mut(&k).expect("opened from this state");
+        match which {
+            "psk" => rec.psk = Some(sealed),
+            _ => rec.pending.as_mut().expect("opened from this state").psk = sealed,
+        }
+    }
+    state.recipients = wanted.clone();
+    state::save(&state_path, &mut state)?;
+    drop(lock);
+    writeln!(
+        out,
+        "Re-sealed {count} PSK{} to the {} recipient{} in {}.\nState saved to {} (serial {}).",
+        if count == 1 { "" } else { "s" },
+        wanted.len(),
+        if wanted.len() == 1 { "" } else { "s" },
+        config.path.display(),
+        state_path.display(),
+        state.serial
+    )?;
+    Ok(Status::Success)
+}

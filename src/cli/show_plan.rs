@@ -1,0 +1,28 @@
+//! `psk show-plan`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::context::Global;
+use super::plan::{print, Format};
+use super::Status;
+use crate::planfile::PlanFile;
+
+/// Render a plan saved with `psk plan --out FILE`, in any format. Reads
+/// only the plan file: no state, no psk.yaml, no network.
+#[derive(Debug, Args)]
+pub struct ShowPlanArgs {
+    /// The saved plan.
+    file: PathBuf,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    format: Format,
+}
+
+pub fn run(global: &Global, args: ShowPlanArgs) -> anyhow::Result<Status> {
+    let file = PlanFile::load(&args.file)?;
+    print(&file.plan, &file.state_diff, args.format, global.no_color)?;
+    Ok(Status::Success)
+}

@@ -1,0 +1,361 @@
+//! Saved plans: `psk plan --out FILE` and `psk apply FILE`.
+//!
+//! A saved plan is what reviewers approved, so `apply FILE` must do exactly
+//! it or nothing. It is bound to the state it was made against (lineage and
+//! serial), to a digest of psk.yaml, and to an expiry; any mismatch is
+//! refused with what changed and what to run. It holds no secrets.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use crate::config::Config;
+use crate::reconcile::Plan;
+use crate::state::State;
+
+pub const PLAN_FORMAT: &str = "psk-plan";
+pub const PLAN_FORMAT_VERSION: u64 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanFile {
+    /// Always `psk-plan`: tells a plan from any other JSON.
+    pub format: String,
+    pub format_version: u64,
+    /// The psk that made it, for support.
+    pub psk_version: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// `sha256:<hex>` of psk.yaml's bytes.
+    pub config_digest: String,
+    /// The state's lineage, or `None` when planned against no state.
+    pub state_lineage: Option<String>,
+    pub state_serial: Option<u64>,
+    /// The state diff shown in review, for `show-plan`.
+    pub state_diff: String,
+    pub plan: Plan,
+}
+
+/// Why a saved plan may not be applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stale {
+    Expired {
+        expires_at: DateTime<Utc>,
+    },
+    ConfigChanged,
+    LineageDiffers {
+        planned: Option<String>,
+        now: Option<String>,
+    },
+    StateChanged {
+        planned: u64,
+        now: u64,
+    },
+    NotApplyable,
+}
+
+impl fmt::Display for Stale {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stale::Expired { expires_at } => write!(
+                f,
+                "the plan expired at {}",
+                crate::state::format_time(expires_at)
+            ),
+            Stale::ConfigChanged => write!(f, "psk.yaml changed since the plan was made"),
+            Stale::LineageDiffers { planned: None, now: Some(l) } => write!(
+                f,
+                "the plan was made when there was no state, but a state now exists (lineage {l}); someone applied in between"
+            ),
+            Stale::LineageDiffers { planned, now } => write!(
+                f,
+                "the plan was made for another state (lineage {}), not this one (lineage {})",
+                planned.as_deref().unwrap_or("none"),
+                now.as_deref().unwrap_or("none: the state file is gone")
+            ),
+            Stale::StateChanged { planned, now } => write!(
+                f,
+                "the state changed since the plan was made (serial {planned}, now {now})"
+            ),
+            Stale::NotApplyable => write!(
+                f,
+                "Cloudflare refused a dry run in this plan, so it cannot be applied"
+            ),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanFileError {
+    #[error("cannot read plan file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a psk plan file: {message} (line {line}, column {column}). Make one with `psk plan --out FILE`")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path} is a psk plan of format version {found}; this psk reads version {PLAN_FORMAT_VERSION}. Plan again with this psk")]
+    Version { path: PathBuf, found: u64 },
+    #[error("{path} is not a usable plan: {message}. Make a new one with `psk plan --out FILE`")]
+    Invalid { path: PathBuf, message: String },
+    #[error("cannot write plan file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// `sha256:<hex>` of a file's bytes.
+pub fn digest_file(path: &Path) -> std::io::Result<String> {
+    let bytes = std::fs::read(path)?;
+    let d = sha2::Sha256::digest(&bytes);
+    Ok(format!(
+        "sha256:{}",
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ))
+}
+
+impl PlanFile {
+    pub fn new(
+        plan: Plan,
+        config_digest: String,
+        state: Option<&State>,
+        state_diff: String,
+        created_at: DateTime<Utc>,
+        valid_for: chrono::TimeDelta,
+    ) -> PlanFile {
+        PlanFile {
+            format: PLAN_FORMAT.into(),
+            format_version: PLAN_FORMAT_VERSION,
+            psk_version: env!("CARGO_PKG_VERSION").into(),
+            created_at,
+            expires_at: created_at
+                .checked_add_signed(valid_for)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+            config_digest,
+            state_lineage: state.map(|s| s.lineage.clone()),
+            state_serial: state.map(|s| s.serial),
+            state_diff,
+            plan,
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = serde_json::to_vec_pretty(self).expect("plan serializes");
+        b.push(b'\n');
+        b
+    }
+
+    pub fn write(&self, path: &Path) -> Result<(), PlanFileError> {
+        crate::state::write_atomic(path, &self.to_bytes(), false).map_err(|source| {
+            PlanFileError::Write {
+                path: path.to_path_buf(),
+                source,
+            }
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<PlanFile, PlanFileError> {
+        let bytes = std::fs::read(path).map_err(|source| PlanFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let perr = |e: serde_json::Error| PlanFileError::Parse {
+            path: path.to_path_buf(),
+            line: e.line(),
+            column: e.column(),
+            message: match e.classify() {
+                serde_json::error::Category::Eof => "the file ends early (truncated?)".into(),
+                _ => {
+                    let t = e.to_string();
+                    t.rfind(" at line ")
+                        .map_or(t.clone(), |i| t[..i].to_string())
+                }
+            },
+        };
+        #[derive(Deserialize)]
+        struct Head {
+            format: String,
+            format_version: u64,
+        }
+        let head: Head = serde_json::from_slice(&bytes).map_err(perr)?;
+        if head.format != PLAN_FORMAT {
+            return Err(PlanFileError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("its `format` is `{}`, not `{PLAN_FORMAT}`", head.format),
+            });
+        }
+        if head.format_version != PLAN_FORMAT_VERSION {
+            return Err(PlanFileError::Version {
+                path: path.to_path_buf(),
+                found: head.format_version,
+            });
+        }
+        let file: PlanFile = serde_json::from_slice(&bytes).map_err(perr)?;
+        file.check_shape()
+            .map_err(|message| PlanFileError::Invalid {
+                path: path.to_path_buf(),
+                message,
+            })?;
+        Ok(file)
+    }
+
+    /// Semantic checks serde cannot do: ids are ids, names are printable.
+    fn check_shape(&self) -> Result<(), String> {
+        for a in &self.plan.actions {
+            if !crate::config::is_cloudflare_id(&a.key.account_id)
+                || !crate::config::is_cloudflare_id(&a.key.tunnel_id)
+            {
+                return Err(format!(
+                    "action `{}` has a malformed tunnel or account id",
+                    a.name
+                ));
+            }
+            if a.name.is_empty() || a.name.chars().any(char::is_control) {
+                return Err("an action has an empty or unprintable tunnel name".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this plan may still be applied to `state` under `config`.
+    pub fn check(
+        &self,
+        config: &Config,
+        config_digest: &str,
+        state: Option<&State>,
+        now: DateTime<Utc>,
+    ) -> Result<(), Stale> {
+        if now >= self.expires_at {
+            return Err(Stale::Expired {
+                expires_at: self.expires_at,
+            });
+        }
+        if self.config_digest != config_digest {
+            return Err(Stale::ConfigChanged);
+        }
+        let lineage = state.map(|s| s.lineage.clone());
+        if lineage != self.state_lineage {
+            return Err(Stale::LineageDiffers {
+                planned: self.state_lineage.clone(),
+                now: lineage,
+            });
+        }
+        if let (Some(planned), Some(s)) = (self.state_serial, state) {
+            if planned != s.serial {
+                return Err(Stale::StateChanged {
+                    planned,
+                    now: s.serial,
+                });
+            }
+        }
+        if self.plan.has_refusals() {
+            return Err(Stale::NotApplyable);
+        }
+        // The digest binds psk.yaml, but a hand-edited plan could still name
+        // a tunnel psk.yaml lacks: never act on one.
+        for a in self.plan.actions.iter().filter(|a| a.kind.changes_psk()) {
+            if !config.tunnels.iter().any(|t| t.key() == a.key) {
+                return Err(Stale::ConfigChanged);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::reconcile;
+
+    const TEXT: &str = "version: 1
+account_id: 023e105f4ecef8ad9ca31a8372d0c353
+recipients: [age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p]
+policies:
+  default: {rotate_every: 30d}
+tunnels:
+  - {name: a, id: 0123456789abcdef0123456789abcdef}
+";
+
+    fn setup() -> (Config, State, PlanFile, DateTime<Utc>) {
+        let config = Config::parse(Path::new("psk.yaml"), TEXT).unwrap();
+        let mut state = State::new(vec![]);
+        state.serial = 3;
+        let now: DateTime<Utc> = "2026-11-26T00:00:00Z".parse().unwrap();
+        let plan = reconcile(&config, Some(&state), None, now);
+        let file = PlanFile::new(
+            plan,
+            "sha256:aa".into(),
+            Some(&state),
+            String::new(),
+            now,
+            chrono::TimeDelta::hours(24),
+        );
+        (config, state, file, now)
+    }
+
+    #[test]
+    fn round_trips_and_accepts_a_fresh_plan() {
+        let (config, state, file, now) = setup();
+        let back: PlanFile = serde_json::from_slice(&file.to_bytes()).unwrap();
+        assert_eq!(back, file);
+        assert_eq!(file.check(&config, "sha256:aa", Some(&state), now), Ok(()));
+    }
+
+    #[test]
+    fn refuses_every_kind_of_staleness() {
+        let (config, mut state, file, now) = setup();
+        let later = now + chrono::TimeDelta::hours(24);
+        assert!(matches!(
+            file.check(&config, "sha256:aa", Some(&state), later),
+            Err(Stale::Expired { .. })
+        ));
+        assert_eq!(
+            file.check(&config, "sha256:bb", Some(&state), now),
+            Err(Stale::ConfigChanged)
+        );
+        assert!(matches!(
+            file.check(&config, "sha256:aa", None, now),
+            Err(Stale::LineageDiffers { .. })
+        ));
+        state.serial = 4;
+        assert_eq!(
+            file.check(&config, "sha256:aa", Some(&state), now),
+            Err(Stale::StateChanged { planned: 3, now: 4 })
+        );
+        state.serial = 3;
+        state.lineage = "other".into();
+        assert!(matches!(
+            file.check(&config, "sha256:aa", Some(&state), now),
+            Err(Stale::LineageDiffers { .. })
+        ));
+    }
+
+    #[test]
+    fn a_plan_against_no_state_is_refused_once_a_state_exists() {
+        let (config, state, _, now) = setup();
+        let plan = reconcile(&config, None, None, now);
+        let file = PlanFile::new(
+            plan,
+            "d".into(),
+            None,
+            String::new(),
+            now,
+            chrono::TimeDelta::hours(1),
+        );
+        assert_eq!(file.check(&config, "d", None, now), Ok(()));
+        let e = file.check(&config, "d", Some(&state), now).unwrap_err();
+        assert!(
+            e.to_string().contains("no state, but a state now exists"),
+            "{e}"
+        );
+    }
+}

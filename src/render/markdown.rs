@@ -1,0 +1,292 @@
+//! The plan as a pull-request comment.
+//!
+//! GitHub refuses comments over 65,536 characters, and a fleet plan can be
+//! far larger. The summary and any warning always stay; the action table,
+//! the per-action details and the state diff are cut, in that order of
+//! priority from last to first, and the comment says what was cut.
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+use crate::reconcile::{ActionKind, DryRun, Plan};
+
+/// GitHub's limit on an issue or pull-request comment body.
+pub const GITHUB_COMMENT_LIMIT: usize = 65_536;
+
+/// Room kept for the cut notice and the closing lines.
+const RESERVE: usize = 1_024;
+
+/// Writes `plan` as markdown no longer than `GITHUB_COMMENT_LIMIT` bytes
+/// (bytes are never fewer than characters, so the limit holds either way).
+/// `state_diff` is the unified diff of the state file, if any.
+pub fn markdown(plan: &Plan, state_diff: &str, out: &mut dyn Write) -> io::Result<()> {
+    out.write_all(render(plan, state_diff, GITHUB_COMMENT_LIMIT).as_bytes())
+}
+
+/// Escapes text for a table cell or summary line: no markup, no HTML, no
+/// cell breaks, whatever a tunnel name contains.
+fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '|' => o.push_str("\\|"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '&' => o.push_str("&amp;"),
+            '`' | '*' | '_' | '[' | ']' | '\\' | '#' | '~' => {
+                o.push('\\');
+                o.push(c);
+            }
+            '\n' | '\r' => o.push(' '),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// A fenced block whose fence cannot be closed early by its content.
+fn fenced(lang: &str, body: &str) -> String {
+    let mut fence = "```".to_string();
+    while body.contains(&fence) {
+        fence.push('`');
+    }
+    format!(
+        "{fence}{lang}\n{body}{}{fence}\n",
+        if body.ends_with('\n') { "" } else { "\n" }
+    )
+}
+
+fn symbol(kind: ActionKind) -> &'static str {
+    match kind {
+        ActionKind::Generate => "+",
+        ActionKind::Rotate => "~",
+        ActionKind::Forget => "-",
+        ActionKind::Reseal => "*",
+    }
+}
+
+fn dry_run_cell(d: &DryRun, kind: ActionKind) -> String {
+    match d {
+        DryRun::Accepted => "accepted".into(),
+        DryRun::Refused(m) => format!("**refused**: {}", esc(m)),
+        DryRun::NotRun if kind.changes_psk() => "not run (offline)".into(),
+        DryRun::NotRun => "n/a".into(),
+    }
+}
+
+fn render(plan: &Plan, state_diff: &str, limit: usize) -> String {
+    let mut head = String::from("### psk plan\n\n");
+    let _ = writeln!(head, "**{}**\n", esc(&super::summary_line(plan)));
+    let mut notes = Vec::new();
+    if plan.targeted {
+        notes.push("Limited with `--target`: other tunnels due for rotation are not shown. Targeting is for exceptional use.".to_string());
+    }
+    if plan.offline {
+        notes.push("Offline: Cloudflare was not contacted, so changes made outside psk and dry runs were not checked.".to_string());
+    }
+    if plan.has_refusals() {
+        notes.push(
+            "Cloudflare refused at least one dry run; this plan cannot be applied as is."
+                .to_string(),
+        );
+    }
+    if !notes.is_empty() {
+        head.push_str("> [!WARNING]\n");
+        for n in &notes {
+            let _ = writeln!(head, "> {n}");
+        }
+        head.push('\n');
+    }
+
+    let mut foot = String::new();
+    // Deferred and upcoming tunnels, capped so a fleet whose window is shut
+    // still fits in one comment; the JSON plan lists them all.
+    const LISTED: usize = 50;
+    if !plan.deferred.is_empty() {
+        foot.push_str("**Deferred** (needed, but not in this apply):\n\n");
+        for d in plan.deferred.iter().take(LISTED) {
+            let _ = writeln!(foot, "- {}", esc(&super::deferred_headline(d)));
+        }
+        if plan.deferred.len() > LISTED {
+            let _ = writeln!(foot, "- and {} more", plan.deferred.len() - LISTED);
+        }
+        foot.push('\n');
+    }
+    if !plan.upcoming.is_empty() {
+        let _ = writeln!(
+            foot,
+            "**Falling due within {}** (information, not actions):\n",
+            plan.horizon.map_or_else(String::new, |h| h.to_string())
+        );
+        for u in plan.upcoming.iter().take(LISTED) {
+            let _ = writeln!(foot, "- {}", esc(&super::upcoming_line(u)));
+        }
+        if plan.upcoming.len() > LISTED {
+            let _ = writeln!(foot, "- and {} more", plan.upcoming.len() - LISTED);
+        }
+        foot.push('\n');
+    }
+    if !plan.unchanged.is_empty() {
+        let next = plan
+            .unchanged
+            .iter()
+            .min_by(|x, y| x.next_due.cmp(&y.next_due).then(x.name.cmp(&y.name)))
+            .expect("non-empty");
+        let _ = writeln!(
+            foot,
+            "{} tunnel(s) up to date; next due: {} on {}.",
+            plan.unchanged.len(),
+            esc(&next.name),
+            next.next_due.format("%Y-%m-%d")
+        );
+    }
+
+    let budget = limit.saturating_sub(head.len() + foot.len() + RESERVE);
+    let mut body = String::new();
+    let total = plan.actions.len();
+
+    // The table: one row per action, as many as fit.
+    let mut rows_shown = 0;
+    if total > 0 {
+        let header = "| | Tunnel | Action | Reasons | Dry run |\n|---|---|---|---|---|\n";
+        if header.len() <= budget {
+            body.push_str(header);
+            for a in &plan.actions {
+                let reasons: Vec<String> = a.reasons.iter().map(|r| esc(&r.describe())).collect();
+                let row = format!(
+                    "| `{}` | {} | {} | {} | {} |\n",
+                    symbol(a.kind),
+                    esc(&a.name),
+                    a.kind.as_str(),
+                    reasons.join("; "),
+                    dry_run_cell(&a.dry_run, a.kind)
+                );
+                if body.len() + row.len() > budget {
+                    break;
+                }
+                body.push_str(&row);
+                rows_shown += 1;
+            }
+            body.push('\n');
+        }
+    }
+
+    // Details: the human block of each action, as many as fit.
+    let mut details_shown = 0;
+    if rows_shown == total {
+        for a in &plan.actions {
+            let mut text = Vec::new();
+            super::action_block(a, &mut text).expect("writing to a Vec");
+            let text = String::from_utf8(text).expect("UTF-8");
+            let block = format!(
+                "<details><summary>{}: {}</summary>\n\n{}\n</details>\n\n",
+                a.kind.as_str(),
+                esc(&a.name),
+                fenced("text", text.trim_end_matches('\n'))
+            );
+            if body.len() + block.len() > budget {
+                break;
+            }
+            body.push_str(&block);
+            details_shown += 1;
+        }
+    }
+
+    // The state diff, whole or not at all: half a diff misleads.
+    let mut diff_shown = state_diff.is_empty();
+    if !state_diff.is_empty() && details_shown == total {
+        let block = format!(
+            "<details><summary>State file after apply (sealed PSKs shown as markers)</summary>\n\n{}\n</details>\n\n",
+            fenced("diff", state_diff)
+        );
+        if body.len() + block.len() <= budget {
+            body.push_str(&block);
+            diff_shown = true;
+        }
+    }
+
+    let mut out = head;
+    if rows_shown < total || details_shown < total || !diff_shown {
+        let mut cut = Vec::new();
+        if rows_shown < total {
+            cut.push(format!("{} of {} table rows", total - rows_shown, total));
+        }
+        if details_shown < total {
+            cut.push(format!(
+                "{} of {} details blocks",
+                total - details_shown,
+                total
+            ));
+        }
+        if !diff_shown {
+            cut.push("the state file diff".to_string());
+        }
+        let _ = writeln!(
+            out,
+            "_Shortened to fit GitHub's {GITHUB_COMMENT_LIMIT}-character comment limit: omitted {}. The saved plan (`psk show-plan FILE`) or `psk plan --format json` has everything._\n",
+            cut.join(", ")
+        );
+    }
+    out.push_str(&body);
+    out.push_str(&foot);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TunnelKey;
+    use crate::reconcile::{Action, Reason};
+
+    fn plan(n: usize) -> Plan {
+        Plan {
+            now: "2026-11-26T00:00:00Z".parse().unwrap(),
+            offline: false,
+            targeted: false,
+            actions: (0..n)
+                .map(|i| Action {
+                    name: format!("tunnel-{i:05}"),
+                    key: TunnelKey::new("023e105f4ecef8ad9ca31a8372d0c353", &format!("{i:032x}")),
+                    kind: ActionKind::Rotate,
+                    reasons: vec![Reason::Forced],
+                    policy: Some("default".into()),
+                    last_rotated: None,
+                    next_due: None,
+                    dry_run: DryRun::Accepted,
+                })
+                .collect(),
+            unchanged: vec![],
+            deferred: vec![],
+            upcoming: vec![],
+            horizon: None,
+        }
+    }
+
+    #[test]
+    fn escapes_markup_in_names() {
+        assert_eq!(esc("a|b<script>`x`"), "a\\|b&lt;script&gt;\\`x\\`");
+        assert_eq!(fenced("", "a```b\n"), "````\na```b\n````\n");
+    }
+
+    #[test]
+    fn small_plan_is_whole() {
+        let md = render(&plan(3), "--- a\n+++ b\n", GITHUB_COMMENT_LIMIT);
+        assert!(md.contains("**Plan: 3 to rotate, 0 to generate, 0 to reseal, 0 to forget.**"));
+        assert_eq!(md.matches("<details>").count(), 4);
+        assert!(!md.contains("Shortened"));
+    }
+
+    #[test]
+    fn huge_plan_is_cut_but_keeps_its_summary() {
+        let diff = "+x\n".repeat(50_000);
+        let md = render(&plan(2_000), &diff, GITHUB_COMMENT_LIMIT);
+        assert!(md.len() <= GITHUB_COMMENT_LIMIT, "{}", md.len());
+        assert!(md.contains("**Plan: 2000 to rotate, 0 to generate, 0 to reseal, 0 to forget.**"));
+        assert!(md.contains("Shortened to fit"));
+        assert!(md.contains("the state file diff"));
+        // A tighter limit still keeps the summary.
+        let tiny = render(&plan(2_000), &diff, 2_000);
+        assert!(tiny.len() <= 2_000, "{}", tiny.len());
+        assert!(tiny.contains("**Plan: 2000 to rotate"));
+    }
+}

@@ -1,0 +1,270 @@
+//! export, reseal and import, through the real binary and the sandbox.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use age::secrecy::ExposeSecret;
+use common::*;
+use psk::state::StateLock;
+
+fn applied(tunnels: usize) -> TestEnv {
+    let mut env = TestEnv::new(tunnels);
+    env.start_sandbox();
+    let apply = env.run(&["apply", "--auto-approve"]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    env
+}
+
+fn issued(env: &TestEnv, i: usize) -> String {
+    env.ledger()[&tunnel_id(i)].last().unwrap().clone()
+}
+
+fn new_identity(env: &TestEnv, file: &str) -> (std::path::PathBuf, String) {
+    let id = age::x25519::Identity::generate();
+    let path = env.path(file);
+    std::fs::write(&path, format!("{}\n", id.to_string().expose_secret())).unwrap();
+    (path, id.to_public().to_string())
+}
+
+#[test]
+fn export_prints_every_psk_in_three_formats() {
+    let env = applied(3);
+    let id = env.identity.to_str().unwrap();
+
+    let run = env.run(&["export", "-i", id]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["format_version"], "1.0");
+    let tunnels = v["tunnels"].as_array().unwrap();
+    assert_eq!(tunnels.len(), 3);
+    for (i, t) in tunnels.iter().enumerate() {
+        assert_eq!(t["name"], format!("tunnel-{i:02}"));
+        assert_eq!(t["tunnel_id"], tunnel_id(i));
+        assert_eq!(t["account_id"], ACCOUNT);
+        assert_eq!(t["site"], format!("site-{}", i / 2));
+        assert!(t["last_rotated"].is_string());
+        assert_eq!(t["psk"], issued(&env, i));
+    }
+    assert_eq!(run.stderr, "");
+    // Same state, same bytes.
+    assert_eq!(env.run(&["export", "-i", id]).stdout, run.stdout);
+
+    let run = env.run(&[
+        "export",
+        "tunnel-02",
+        "tunnel-00",
+        "--format",
+        "env",
+        "-i",
+        id,
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        run.stdout,
+        format!(
+            "PSK_TUNNEL_02='{}'\nPSK_TUNNEL_00='{}'\n",
+            issued(&env, 2),
+            issued(&env, 0)
+        )
+    );
+
+    let run = env.run(&["export", "tunnel-01", "--format", "csv", "-i", id]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines[0], "name,account_id,tunnel_id,site,last_rotated,psk");
+    assert!(lines[1].starts_with(&format!("tunnel-01,{ACCOUNT},{},site-0,", tunnel_id(1))));
+    assert!(lines[1].ends_with(&format!(",{}", issued(&env, 1))));
+    assert_eq!(lines.len(), 2);
+
+    let run = env.run(&["export", "nope", "-i", id]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("no tunnel named `nope`"), "{run:?}");
+    assert_eq!(run.stdout, "");
+}
+
+#[test]
+fn export_with_recipient_reseals_instead_of_printing() {
+    let env = applied(2);
+    let (theirs, their_recipient) = new_identity(&env, "router-team.txt");
+    let run = env.run(&[
+        "export",
+        "--recipient",
+        &their_recipient,
+        "-i",
+        env.identity.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    env.assert_no_secrets(&run.all());
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    for (i, t) in v["tunnels"].as_array().unwrap().iter().enumerate() {
+        assert!(t.get("psk").is_none());
+        let armor = t["sealed_psk"].as_str().unwrap();
+        assert!(armor.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"));
+        let mut ids = psk::seal::Identities::default();
+        ids.add_file(&theirs).unwrap();
+        let opened = psk::seal::open(armor, &ids).unwrap();
+        assert_eq!(opened.expose(), issued(&env, i));
+        if has_program("age") {
+            let f = env.path(&format!("export-{i}.age"));
+            std::fs::write(&f, armor).unwrap();
+            let out = std::process::Command::new("age")
+                .arg("-d")
+                .arg("-i")
+                .arg(&theirs)
+                .arg(&f)
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8(out.stdout).unwrap(), issued(&env, i));
+        }
+    }
+    let run = env.run(&["export", "--recipient", "age1bogus", "-i", "identity.txt"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("--recipient"), "{run:?}");
+}
+
+#[test]
+fn reseal_follows_a_change_of_recipients_without_calling_the_api() {
+    let env = applied(2);
+    let before_keys: Vec<String> = (0..2).map(|i| issued(&env, i)).collect();
+    let (new_id, new_recipient) = new_identity(&env, "new.txt");
+    env.write_config(&config_text(&new_recipient, 2, "90d"));
+
+    let plan = env.run(&["plan", "--offline", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 2, "{plan:?}");
+    assert!(plan.stdout.contains("* reseal \"tunnel-00\""), "{plan:?}");
+    assert!(
+        plan.stdout
+            .contains("Plan: 0 to rotate, 0 to generate, 2 to reseal, 0 to forget."),
+        "{plan:?}"
+    );
+    let json = env.run(&["plan", "--offline", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["actions"][0]["action"], "reseal");
+    assert_eq!(v["actions"][0]["reasons"][0]["code"], "recipients_changed");
+    assert_eq!(v["summary"]["reseal"], 2);
+
+    // apply holds no identity: it leaves reseals to `psk reseal`.
+    let apply = env.run(&["apply", "--auto-approve"]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    assert!(
+        apply.stdout.contains("2 left for `psk reseal`"),
+        "{apply:?}"
+    );
+
+    let counters = &env.sandbox().counters;
+    let calls = || {
+        counters.list.load(Ordering::Relaxed)
+            + counters.get.load(Ordering::Relaxed)
+            + counters.generate.load(Ordering::Relaxed)
+            + counters.bulk_set.load(Ordering::Relaxed)
+    };
+    let calls_before = calls();
+    let before = read(&env.state_path());
+    let no_id = env.run(&["reseal"]);
+    assert_eq!(no_id.code, 1, "{no_id:?}");
+    assert_eq!(read(&env.state_path()), before);
+
+    let run = env.run(&["reseal", "-i", env.identity.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("Re-sealed 2 PSKs"), "{run:?}");
+    assert_eq!(calls(), calls_before, "reseal must not call the API");
+    assert_eq!(
+        read(&env.state_path().with_extension("json.backup")),
+        before
+    );
+
+    for (i, key) in before_keys.iter().enumerate() {
+        let name = format!("tunnel-{i:02}");
+        let new = env.run(&["show", &name, "-i", new_id.to_str().unwrap()]);
+        assert_eq!(new.stdout, format!("{key}\n"), "{new:?}");
+        let old = env.run(&["show", &name, "-i", env.identity.to_str().unwrap()]);
+        assert_eq!(old.code, 1, "the removed recipient can no longer open it");
+    }
+    let plan = env.run(&["plan", "--offline", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    let again = env.run(&["reseal", "-i", new_id.to_str().unwrap()]);
+    assert_eq!(again.code, 0);
+    assert!(again.stdout.contains("Nothing to do"), "{again:?}");
+    // Nothing was rotated by any of this.
+    assert_eq!(env.ledger().values().map(Vec::len).sum::<usize>(), 2);
+}
+
+#[test]
+fn import_adopts_a_known_psk_from_stdin() {
+    let env = applied(2);
+    let known = issued(&env, 1);
+    // Start over, as on day one: psk knows nothing of the fleet.
+    std::fs::remove_file(env.state_path()).unwrap();
+    std::fs::remove_file(env.path("psk.state.json.backup")).unwrap();
+    let lists = env.sandbox().counters.list.load(Ordering::Relaxed);
+
+    let run = env.run_stdin(&["import", "tunnel-01"], &format!("{known}\n"));
+    assert_eq!(run.code, 0, "{run:?}");
+    env.assert_no_secrets(&run.all());
+    assert_eq!(
+        env.sandbox().counters.list.load(Ordering::Relaxed),
+        lists + 1
+    );
+    let show = env.run(&["show", "tunnel-01", "-i", env.identity.to_str().unwrap()]);
+    assert_eq!(show.stdout, format!("{known}\n"), "{show:?}");
+    let state = env.state_json();
+    let rec = &state["tunnels"][format!("{ACCOUNT}/{}", tunnel_id(1))];
+    assert!(!rec["psk"].as_str().unwrap().contains(&known));
+
+    // Dated as Cloudflare dates it: no drift, nothing to rotate for it.
+    let plan = env.run(&["plan", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    let actions = v["actions"].as_array().unwrap();
+    assert_eq!(actions.len(), 1, "{}", plan.stdout);
+    assert_eq!(actions[0]["name"], "tunnel-00");
+    assert_eq!(v["unchanged"][0]["name"], "tunnel-01");
+
+    // A second import is refused unless forced; bad input changes nothing.
+    let before = read(&env.state_path());
+    let run = env.run_stdin(&["import", "tunnel-01"], "other-key\n");
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("--force"), "{run:?}");
+    for (input, says) in [
+        ("", "no PSK on stdin"),
+        ("two words\n", "spaces"),
+        ("a\nb\n", "more than one line"),
+    ] {
+        let run = env.run_stdin(&["import", "tunnel-00"], input);
+        assert_eq!(run.code, 1, "{input:?} {run:?}");
+        assert!(run.stderr.contains(says), "{input:?} {run:?}");
+    }
+    let run = env.run_stdin(&["import", "nope"], "x\n");
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("no tunnel named `nope`"), "{run:?}");
+    assert_eq!(read(&env.state_path()), before);
+
+    let run = env.run_stdin(&["import", "tunnel-01", "--force"], "replaced-key\n");
+    assert_eq!(run.code, 0, "{run:?}");
+    let show = env.run(&["show", "tunnel-01", "-i", env.identity.to_str().unwrap()]);
+    assert_eq!(show.stdout, "replaced-key\n");
+}
+
+#[test]
+fn reseal_and_import_take_the_lock() {
+    let env = applied(1);
+    let (_, new_recipient) = new_identity(&env, "new.txt");
+    env.write_config(&config_text(&new_recipient, 1, "90d"));
+    let before = read(&env.state_path());
+    let _held = StateLock::acquire(&env.state_path(), "apply", Duration::ZERO).unwrap();
+    let id = env.identity.to_str().unwrap();
+    for run in [
+        env.run(&["reseal", "-i", id]),
+        env.run_stdin(&["import", "tunnel-00", "--force"], "k\n"),
+        env.run_stdin(
+            &["import", "tunnel-00", "--force", "--lock-timeout", "1s"],
+            "k\n",
+        ),
+    ] {
+        assert_eq!(run.code, 1, "{run:?}");
+        assert!(run.stderr.contains("is locked by"), "{run:?}");
+        assert!(run.stderr.contains(&format!("pid {}", std::process::id())));
+    }
+    assert_eq!(read(&env.state_path()), before);
+}

@@ -1,0 +1,305 @@
+//! `psk plan` as a reviewer meets it: refresh, drift, formats, saved plans,
+//! --replace/--target and exit codes, with the real binary and sandbox.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use common::*;
+
+fn plan_file(env: &TestEnv) -> String {
+    env.path("plan.json").to_str().unwrap().to_string()
+}
+
+#[test]
+fn refresh_is_one_list_call_per_account() {
+    let mut env = TestEnv::new(0);
+    let other = "99999999999999999999999999999999";
+    let mut text = config_text(&env.recipient, 6, "90d");
+    for i in 6..10 {
+        text.push_str(&format!(
+            "  - name: other-{i}\n    id: {}\n    account_id: {other}\n",
+            tunnel_id(i)
+        ));
+    }
+    env.write_config(&text);
+    env.start_sandbox();
+    let run = env.run(&["plan"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("Plan: 0 to rotate, 10 to generate, 0 to reseal, 0 to forget."),
+        "{run:?}"
+    );
+    let c = &env.sandbox().counters;
+    assert_eq!(
+        c.list.load(Ordering::Relaxed),
+        2,
+        "one list call per account"
+    );
+    assert_eq!(c.get.load(Ordering::Relaxed), 0, "never one GET per tunnel");
+}
+
+#[test]
+fn drift_outside_psk_is_a_rotation_with_its_date() {
+    let mut env = TestEnv::new(2);
+    env.start_sandbox();
+    assert_eq!(env.run(&["apply", "--auto-approve"]).code, 0);
+    env.rotate_outside_psk(&tunnel_id(1));
+    let run = env.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stdout.contains("# tunnel-01 will be rotated"),
+        "{run:?}"
+    );
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert!(
+        run.stdout
+            .contains(&format!("changed outside psk on {today}")),
+        "{run:?}"
+    );
+    assert!(run
+        .stdout
+        .contains("Plan: 1 to rotate, 0 to generate, 0 to reseal, 0 to forget."));
+    // Offline, drift cannot be seen: the plan says so instead.
+    let offline = env.run(&["plan", "--offline", "--detailed-exitcode"]);
+    assert_eq!(offline.code, 0, "{offline:?}");
+    assert!(offline.stdout.starts_with("Offline:"));
+}
+
+#[test]
+fn tunnel_missing_at_cloudflare_is_an_error_naming_it() {
+    let mut env = TestEnv::new(2);
+    env.start_sandbox();
+    let mut text = config_text(&env.recipient, 2, "90d");
+    text.push_str("  - name: ghost\n    id: 00000000000000000000000000000bad\n");
+    env.write_config(&text);
+    let run = env.run(&["plan"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("ghost (id 00000000000000000000000000000bad) in account 023e105f4ecef8ad9ca31a8372d0c353"), "{run:?}");
+}
+
+#[test]
+fn detailed_exitcode_in_every_case() {
+    let mut env = TestEnv::new(1);
+    env.start_sandbox();
+    assert_eq!(env.run(&["plan", "--detailed-exitcode"]).code, 2, "changes");
+    assert_eq!(
+        env.run(&["plan", "--detailed-exitcode", "--offline"]).code,
+        2,
+        "changes offline"
+    );
+    assert_eq!(env.run(&["plan"]).code, 0, "changes without the flag");
+    assert_eq!(env.run(&["apply", "--auto-approve"]).code, 0);
+    assert_eq!(
+        env.run(&["plan", "--detailed-exitcode"]).code,
+        0,
+        "no changes"
+    );
+    assert_eq!(
+        env.run(&["plan", "--detailed-exitcode", "--bogus"]).code,
+        1,
+        "usage error"
+    );
+    env.write_config("version: 1\n");
+    assert_eq!(
+        env.run(&["plan", "--detailed-exitcode"]).code,
+        1,
+        "bad config"
+    );
+}
+
+#[test]
+fn replace_and_target() {
+    let mut env = TestEnv::new(3);
+    env.start_sandbox();
+    assert_eq!(env.run(&["apply", "--auto-approve"]).code, 0);
+
+    let run = env.run(&["plan", "--replace", "tunnel-02"]);
+    assert!(
+        run.stdout.contains("# tunnel-02 will be rotated"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("replacement requested with --replace"));
+    assert!(run
+        .stdout
+        .contains("Plan: 1 to rotate, 0 to generate, 0 to reseal, 0 to forget."));
+
+    let unknown = env.run(&["plan", "--replace", "nope"]);
+    assert_eq!(unknown.code, 1);
+    assert!(
+        unknown.stderr.contains("no tunnel named `nope`"),
+        "{unknown:?}"
+    );
+
+    let later = (chrono::Utc::now() + chrono::TimeDelta::days(100)).to_rfc3339();
+    let targeted = env.run(&["plan", "--offline", "--at", &later, "--target", "tunnel-00"]);
+    assert!(
+        targeted
+            .stdout
+            .starts_with("Warning: this plan is limited with --target"),
+        "{targeted:?}"
+    );
+    assert!(
+        targeted
+            .stdout
+            .contains("Plan: 1 to rotate, 0 to generate, 0 to reseal, 0 to forget."),
+        "{targeted:?}"
+    );
+
+    let before = env.ledger();
+    let apply = env.run(&["apply", "--auto-approve", "--replace", "tunnel-01"]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    let after = env.ledger();
+    assert_eq!(after[&tunnel_id(1)].len(), before[&tunnel_id(1)].len() + 1);
+    assert_eq!(after[&tunnel_id(0)].len(), before[&tunnel_id(0)].len());
+}
+
+#[test]
+fn saved_plan_applies_exactly_without_a_prompt() {
+    let mut env = TestEnv::new(2);
+    env.start_sandbox();
+    let file = plan_file(&env);
+    let plan = env.run(&["plan", "--out", &file]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(plan.stderr.contains("Saved this plan to"), "{plan:?}");
+
+    let shown = env.run(&["show-plan", &file]);
+    assert_eq!(shown.code, 0, "{shown:?}");
+    assert_eq!(shown.stdout, plan.stdout, "show-plan renders the same plan");
+
+    // No --auto-approve and no terminal: a saved plan needs no prompt.
+    let apply = env.run(&["apply", &file]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    assert!(apply.stdout.contains("0 rotated, 2 generated"), "{apply:?}");
+    assert_eq!(env.ledger().len(), 2);
+
+    // Applying it again: the state moved on, so it is stale.
+    let again = env.run(&["apply", &file]);
+    assert_eq!(again.code, 1, "{again:?}");
+    assert!(
+        again.stderr.contains("was made when there was no state"),
+        "{again:?}"
+    );
+}
+
+#[test]
+fn stale_saved_plans_are_refused_and_change_nothing() {
+    let mut env = TestEnv::new(2);
+    env.start_sandbox();
+    assert_eq!(env.run(&["apply", "--auto-approve"]).code, 0);
+    let file = plan_file(&env);
+
+    let refused = |env: &TestEnv, why: &str| {
+        let state = read(&env.state_path());
+        let ledger = env.ledger();
+        let run = env.run(&["apply", &file]);
+        assert_eq!(run.code, 1, "{run:?}");
+        assert!(run.stderr.contains(why), "expected `{why}`:\n{run:?}");
+        assert!(run.stderr.contains("psk plan --out"), "{run:?}");
+        assert_eq!(read(&env.state_path()), state, "state changed");
+        assert_eq!(env.ledger(), ledger, "a PSK changed");
+    };
+
+    // The state changed since planning.
+    assert_eq!(
+        env.run(&["plan", "--replace", "tunnel-00", "--out", &file])
+            .code,
+        0
+    );
+    assert_eq!(
+        env.run(&["apply", "--auto-approve", "--replace", "tunnel-01"])
+            .code,
+        0
+    );
+    refused(&env, "the state changed since the plan was made");
+
+    // psk.yaml changed since planning.
+    assert_eq!(
+        env.run(&["plan", "--replace", "tunnel-00", "--out", &file])
+            .code,
+        0
+    );
+    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    env.write_config(&format!("{text}# a reviewed comment\n"));
+    refused(&env, "psk.yaml changed since the plan was made");
+
+    // Expired.
+    assert_eq!(
+        env.run(&[
+            "plan",
+            "--replace",
+            "tunnel-00",
+            "--expires-in",
+            "1s",
+            "--out",
+            &file
+        ])
+        .code,
+        0
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    refused(&env, "the plan expired at");
+
+    // Another state (another lineage) in its place.
+    assert_eq!(
+        env.run(&["plan", "--replace", "tunnel-00", "--out", &file])
+            .code,
+        0
+    );
+    let mut v = env.state_json();
+    v["lineage"] = serde_json::json!("00000000-0000-4000-8000-000000000000");
+    let mut bytes = serde_json::to_vec_pretty(&v).unwrap();
+    bytes.push(b'\n');
+    std::fs::write(env.state_path(), bytes).unwrap();
+    refused(&env, "the plan was made for another state");
+
+    // Not a plan at all.
+    std::fs::write(&file, "{\"format\": \"psk-plan\", \"format_version\": 1").unwrap();
+    let run = env.run(&["apply", &file]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("is not a psk plan file"), "{run:?}");
+    assert!(!run.stderr.contains("panicked"));
+}
+
+#[test]
+fn markdown_of_two_thousand_tunnels_fits_a_github_comment() {
+    let env = TestEnv::new(2_000);
+    let run = env.run(&["plan", "--offline", "--format", "markdown"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.len() <= 65_536, "{} bytes", run.stdout.len());
+    assert!(run
+        .stdout
+        .contains("**Plan: 0 to rotate, 2000 to generate, 0 to reseal, 0 to forget.**"));
+    assert!(run
+        .stdout
+        .contains("Shortened to fit GitHub's 65536-character comment limit"));
+}
+
+#[test]
+fn no_psk_or_token_in_any_format() {
+    let mut env = TestEnv::new(3);
+    env.start_sandbox();
+    assert_eq!(env.run(&["apply", "--auto-approve"]).code, 0);
+    env.rotate_outside_psk(&tunnel_id(2));
+    let file = plan_file(&env);
+    let mut outputs = Vec::new();
+    for format in ["human", "markdown", "json"] {
+        outputs.push(env.run(&[
+            "plan",
+            "--format",
+            format,
+            "--replace",
+            "tunnel-00",
+            "--out",
+            &file,
+        ]));
+        outputs.push(env.run(&["show-plan", &file, "--format", format]));
+    }
+    outputs.push(env.run(&["apply", &file]));
+    for o in &outputs {
+        env.assert_no_secrets(&o.all());
+    }
+    env.assert_no_secrets(&std::fs::read_to_string(&file).unwrap());
+    assert!(env.ledger().values().map(Vec::len).sum::<usize>() >= 4);
+}

@@ -1,0 +1,198 @@
+//! The state file as a database: refusals that change nothing, the lock,
+//! and a crash between writing the new state and renaming it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use psk::state::{LockHolder, StateLock};
+
+fn applied(tunnels: usize) -> TestEnv {
+    let mut env = TestEnv::new(tunnels);
+    env.start_sandbox();
+    let apply = env.run(&["apply", "--auto-approve"]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    env
+}
+
+/// Every command that reads the state, with the identity where needed.
+fn readers(env: &TestEnv) -> Vec<Vec<String>> {
+    let id = env.identity.to_str().unwrap().to_string();
+    vec![
+        vec!["plan".into()],
+        vec!["plan".into(), "--offline".into()],
+        vec!["apply".into(), "--auto-approve".into()],
+        vec!["validate".into()],
+        vec!["show".into(), "tunnel-00".into(), "-i".into(), id],
+    ]
+}
+
+#[test]
+fn corrupt_truncated_and_future_states_are_refused_and_left_alone() {
+    let env = applied(2);
+    let good = read(&env.state_path());
+    let text = String::from_utf8(good.clone()).unwrap();
+    let serial_line = format!(
+        "line {}",
+        text[..text.find("\"serial\"").unwrap()]
+            .matches('\n')
+            .count()
+            + 1
+    );
+    let cases: Vec<(&str, Vec<u8>, Vec<&str>)> = vec![
+        (
+            "corrupt",
+            text.replacen("\"serial\": ", "\"serial\": ,", 1)
+                .into_bytes(),
+            vec![
+                "invalid JSON",
+                &serial_line,
+                "psk.state.json.backup",
+                "restore",
+            ],
+        ),
+        (
+            "truncated",
+            good[..good.len() * 2 / 3].to_vec(),
+            vec!["truncated", "line", "psk.state.json.backup"],
+        ),
+        (
+            "future",
+            text.replacen("\"version\": 1", "\"version\": 7", 1)
+                .into_bytes(),
+            vec!["format version 7", "Upgrade psk", "not changed"],
+        ),
+    ];
+    for (what, bytes, says) in cases {
+        std::fs::write(env.state_path(), &bytes).unwrap();
+        for args in readers(&env) {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let run = env.run(&args);
+            assert_eq!(run.code, 1, "{what} {args:?} {run:?}");
+            assert!(run.stderr.contains("psk.state.json"), "{what} {run:?}");
+            for s in &says {
+                assert!(
+                    run.stderr.contains(s),
+                    "{what} {args:?}: no `{s}` in {run:?}"
+                );
+            }
+            assert!(!run.stderr.contains("panicked"), "{run:?}");
+            assert_eq!(
+                read(&env.state_path()),
+                bytes,
+                "{what}: {args:?} changed it"
+            );
+            env.assert_no_secrets(&run.all());
+        }
+    }
+    assert_eq!(env.ledger().values().map(Vec::len).sum::<usize>(), 2);
+}
+
+#[test]
+fn a_locked_state_names_its_holder_and_is_left_alone() {
+    let env = applied(1);
+    let before = read(&env.state_path());
+    let held = StateLock::acquire(&env.state_path(), "reseal", Duration::ZERO).unwrap();
+    let record = std::fs::read_to_string(StateLock::lock_path(&env.state_path())).unwrap();
+    let holder: LockHolder = serde_json::from_str(record.trim()).unwrap();
+
+    let run = env.run(&["apply", "--auto-approve"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    for s in [
+        format!("pid {}", std::process::id()),
+        "running `psk reseal` since".to_string(),
+        format!("lock ID {}", holder.id),
+        "--lock-timeout".to_string(),
+        holder.who.clone(),
+    ] {
+        assert!(run.stderr.contains(&s), "no `{s}` in {run:?}");
+    }
+    assert_eq!(read(&env.state_path()), before);
+
+    // force-unlock never takes the lock from a live process.
+    let run = env.run(&["force-unlock", &holder.id, "--force"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains(&format!("kill {}", std::process::id())),
+        "{run:?}"
+    );
+
+    // --lock-timeout waits, then gives up with the same message.
+    let run = env.run(&["apply", "--auto-approve", "--lock-timeout", "1s"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("waiting"), "{run:?}");
+    assert!(run.stderr.contains(&format!("lock ID {}", holder.id)));
+    drop(held);
+    assert_eq!(read(&env.state_path()), before);
+    let run = env.run(&["apply", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{run:?}");
+}
+
+#[test]
+fn killed_between_temp_write_and_rename_the_state_stays_whole() {
+    let env = applied(3);
+    // Forget tunnel-01's record, so the next apply generates it again.
+    let mut state = env.state_json();
+    let key = format!("{ACCOUNT}/{}", tunnel_id(1));
+    state["tunnels"].as_object_mut().unwrap().remove(&key);
+    let edited = format!("{}\n", serde_json::to_string_pretty(&state).unwrap());
+    std::fs::write(env.state_path(), &edited).unwrap();
+
+    let run = to_run(
+        env.command(&["apply", "--auto-approve"])
+            .env("PSK_FAILPOINT", "state-before-rename")
+            .output()
+            .unwrap(),
+    );
+    assert_ne!(run.code, 0, "the failpoint must kill psk: {run:?}");
+    assert!(
+        run.stderr.contains("failpoint state-before-rename"),
+        "{run:?}"
+    );
+    env.assert_no_secrets(&run.all());
+    // The new state reached its temp file, never the state file.
+    assert_eq!(read(&env.state_path()), edited.as_bytes());
+    let temps: Vec<String> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".psk.state.json.tmp-"))
+        .collect();
+    assert_eq!(temps.len(), 1, "{temps:?}");
+
+    // Still whole and loadable, and the key generated before the crash is
+    // not lost: it is in the journal, which every reader replays.
+    let issued = env.ledger()[&tunnel_id(1)].last().unwrap().clone();
+    assert_eq!(env.ledger()[&tunnel_id(1)].len(), 2);
+    let show = env.run(&["show", "tunnel-01", "-i", env.identity.to_str().unwrap()]);
+    assert_eq!(show.code, 0, "{show:?}");
+    assert_eq!(show.stdout, format!("{issued}\n"));
+    let plan = env.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(plan.stdout.contains("No changes."), "{plan:?}");
+
+    // psk died holding the lock; the kernel released it, its record stayed.
+    let record = std::fs::read_to_string(StateLock::lock_path(&env.state_path())).unwrap();
+    let holder: LockHolder = serde_json::from_str(record.trim()).unwrap();
+    let wrong = env.run(&["force-unlock", "00000000", "--force"]);
+    assert_eq!(wrong.code, 1, "{wrong:?}");
+    assert!(wrong.stderr.contains("does not match"), "{wrong:?}");
+    let unconfirmed = env.run(&["force-unlock", &holder.id]);
+    assert_eq!(unconfirmed.code, 1, "{unconfirmed:?}");
+    assert!(unconfirmed.stderr.contains("--force"), "{unconfirmed:?}");
+    let unlock = env.run(&["force-unlock", &holder.id, "--force"]);
+    assert_eq!(unlock.code, 0, "{unlock:?}");
+    assert!(unlock.stdout.contains("had already ended"), "{unlock:?}");
+    assert!(unlock.stdout.contains("journal"), "{unlock:?}");
+    assert_eq!(env.run(&["force-unlock", &holder.id, "--force"]).code, 1);
+
+    // The next writer folds the journal in and clears the stale temp file.
+    let apply = env.run(&["apply", "--auto-approve"]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    assert!(!psk::state::journal_path(&env.state_path()).exists());
+    assert!(!env.path(&temps[0]).exists());
+    let state = env.state_json();
+    assert!(state["tunnels"][&key]["psk"].is_string());
+    let show = env.run(&["show", "tunnel-01", "-i", env.identity.to_str().unwrap()]);
+    assert_eq!(show.stdout, format!("{issued}\n"));
+}
