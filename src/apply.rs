@@ -9,12 +9,17 @@
 //! state file once at the end (see `state::Journal`), so N tunnels cost O(N)
 //! bytes of writes.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
 
 use crate::cloudflare::{ApiError, Client};
-use crate::config::Config;
+use crate::config::{Config, TunnelKey};
 use crate::reconcile::{Action, ActionKind, Plan};
 use crate::seal;
 use crate::state::{Intent, Journal, State, StateError};
@@ -38,6 +43,8 @@ pub enum Outcome {
         message: String,
         interrupted: bool,
     },
+    /// Not started because the apply was stopped (Ctrl-C) first.
+    NotStarted,
 }
 
 #[derive(Debug, Default)]
@@ -53,6 +60,15 @@ impl Report {
             .count()
     }
 
+    pub fn not_started(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::NotStarted))
+    }
+
+    /// Whether the exit code must say something went wrong.
+    pub fn is_failure(&self) -> bool {
+        self.failed() > 0 || self.not_started() > 0
+    }
+
     fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
         self.results.iter().filter(|(_, o)| f(o)).count()
     }
@@ -66,12 +82,18 @@ impl Report {
             n => format!(", {n} left for `psk reseal`"),
         };
         let failed = self.failed();
-        let head = if failed == 0 {
+        let not_started = match self.not_started() {
+            0 => String::new(),
+            n => format!(", {n} not started"),
+        };
+        let head = if self.not_started() > 0 {
+            "Apply stopped."
+        } else if failed == 0 {
             "Apply complete!"
         } else {
             "Apply finished with errors."
         };
-        format!("{head} {rotated} rotated, {generated} generated, {forgotten} forgotten, {failed} failed{deferred}.")
+        format!("{head} {rotated} rotated, {generated} generated, {forgotten} forgotten, {failed} failed{deferred}{not_started}.")
     }
 }
 
@@ -82,65 +104,222 @@ pub enum ApplyError {
     State(#[from] StateError),
 }
 
+/// Asks a running apply to stop starting new work (Ctrl-C). Work already
+/// in flight finishes and is recorded, so the state stays consistent.
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    flag: Arc<AtomicBool>,
+    notify: Arc<Notify>,
+}
+
+impl Stop {
+    pub fn request(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    pub fn requested(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    async fn wait(&self) {
+        let notified = self.notify.notified();
+        if self.requested() {
+            return;
+        }
+        notified.await;
+    }
+}
+
+/// How the executor runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Rotations in flight at once (tunnels of one site never overlap).
+    pub parallelism: usize,
+    pub stop: Stop,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            parallelism: 10,
+            stop: Stop::default(),
+        }
+    }
+}
+
+/// Progress, as it happens, for the terminal, logs or `--json`.
+#[derive(Debug)]
+pub enum Event<'a> {
+    Started(&'a Action),
+    Finished(&'a Action, &'a Outcome),
+    /// A stop was requested; `in_flight` rotations are being finished.
+    Stopping {
+        in_flight: usize,
+    },
+}
+
+/// What a rotation task brings back to the loop that owns the state.
+type TaskResult = (usize, Result<crate::cloudflare::Generated, ApiError>);
+
 /// Carries out `plan`, making each change to `state` durable in the journal
 /// beside `state_path` as it happens, and folding it into the state at the
 /// end. Returning early with an error leaves the journal, which the next
 /// load replays.
-/// `on_result` is called as each action finishes, for progress output.
+///
+/// Up to `options.parallelism` rotations run at once, never two of one
+/// site. Only this loop touches the state: it records an intent before it
+/// starts a task, and the task's answer when it returns.
 pub async fn apply(
     config: &Config,
     plan: &Plan,
     state: &mut State,
     state_path: &Path,
     client: &Client,
-    mut on_result: impl FnMut(&Action, &Outcome),
+    options: &Options,
+    mut on_event: impl FnMut(Event<'_>),
 ) -> Result<Report, ApplyError> {
-    let mut report = Report::default();
     let mut journal = Journal::open(state_path, state)?;
-    for action in &plan.actions {
-        let outcome = match action.kind {
-            ActionKind::Forget => {
-                state.tunnels.remove(&action.key.to_string());
-                journal.record(state, &action.key)?;
-                Outcome::Forgotten
+    let site_of: HashMap<TunnelKey, String> = config
+        .tunnels
+        .iter()
+        .filter_map(|t| t.site.clone().map(|s| (t.key(), s)))
+        .collect();
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; plan.actions.len()];
+    let mut waiting: Vec<usize> = (0..plan.actions.len()).collect();
+    let mut busy_sites: HashSet<String> = HashSet::new();
+    let mut tasks: JoinSet<TaskResult> = JoinSet::new();
+    let mut task_of: HashMap<tokio::task::Id, usize> = HashMap::new();
+    let mut stopping = false;
+    let parallelism = options.parallelism.max(1);
+
+    loop {
+        // Start whatever may start, in plan order.
+        let mut i = 0;
+        while !stopping && i < waiting.len() && tasks.len() < parallelism {
+            let idx = waiting[i];
+            let action = &plan.actions[idx];
+            let site = site_of.get(&action.key);
+            if action.kind.changes_psk() && site.is_some_and(|s| busy_sites.contains(s)) {
+                i += 1;
+                continue;
             }
-            ActionKind::Generate | ActionKind::Rotate => {
-                rotate(config, action, state, &mut journal, client).await?
+            waiting.remove(i);
+            on_event(Event::Started(action));
+            match action.kind {
+                ActionKind::Forget => {
+                    state.tunnels.remove(&action.key.to_string());
+                    journal.record(state, &action.key)?;
+                    finish(
+                        &mut outcomes,
+                        idx,
+                        action,
+                        Outcome::Forgotten,
+                        &mut on_event,
+                    );
+                }
+                ActionKind::Reseal => {
+                    let o = Outcome::Deferred {
+                        message: "re-sealing needs an identity, which apply never holds; run `psk reseal`".into(),
+                    };
+                    finish(&mut outcomes, idx, action, o, &mut on_event);
+                }
+                ActionKind::Generate | ActionKind::Rotate => {
+                    let key = action.key.clone();
+                    state.entry(&key, &action.name).intent = Some(Intent {
+                        operation: "psk_generate".into(),
+                        started: Utc::now(),
+                    });
+                    journal.record(state, &key)?;
+                    if let Some(s) = site {
+                        busy_sites.insert(s.clone());
+                    }
+                    let client = client.clone();
+                    let handle = tasks.spawn(async move {
+                        let r = client
+                            .psk_generate(&key.account_id, &key.tunnel_id, false)
+                            .await
+                            .and_then(|g| {
+                                g.ok_or_else(|| ApiError::Decode {
+                                    url: client.base_url().to_string(),
+                                    status: 200,
+                                    message: "no PSK in the answer".into(),
+                                })
+                            });
+                        (idx, r)
+                    });
+                    task_of.insert(handle.id(), idx);
+                }
             }
-            ActionKind::Reseal => Outcome::Deferred {
-                message: "re-sealing needs an identity, which apply never holds; run `psk reseal`"
-                    .into(),
-            },
-        };
-        on_result(action, &outcome);
-        report.results.push((action.name.clone(), outcome));
+        }
+
+        if tasks.is_empty() {
+            if stopping || waiting.is_empty() {
+                break;
+            }
+            // Nothing in flight yet nothing could start: cannot happen,
+            // since only in-flight work blocks a site. Never spin on it.
+            break;
+        }
+
+        tokio::select! {
+            joined = tasks.join_next_with_id() => {
+                let (idx, result) = match joined.expect("tasks is not empty") {
+                    Ok((_, (idx, result))) => (idx, Ok(result)),
+                    Err(e) => (task_of[&e.id()], Err(e)),
+                };
+                let action = &plan.actions[idx];
+                if let Some(s) = site_of.get(&action.key) {
+                    busy_sites.remove(s);
+                }
+                let outcome = match result {
+                    Ok(Ok(generated)) => record_generated(config, action, generated, state, &mut journal)?,
+                    Ok(Err(e)) => settle_failure(e, action, state, &mut journal)?,
+                    // A task that died mid-call: the edge may have changed.
+                    Err(_) => Outcome::Failed {
+                        message: "the rotation task stopped unexpectedly; the next plan rotates this tunnel again".into(),
+                        interrupted: true,
+                    },
+                };
+                finish(&mut outcomes, idx, action, outcome, &mut on_event);
+            }
+            _ = options.stop.wait(), if !stopping => {
+                stopping = true;
+                on_event(Event::Stopping { in_flight: tasks.len() });
+            }
+        }
     }
+
     journal.finish(state)?;
-    Ok(report)
+    let results = plan
+        .actions
+        .iter()
+        .zip(outcomes)
+        .map(|(a, o)| (a.name.clone(), o.unwrap_or(Outcome::NotStarted)))
+        .collect();
+    Ok(Report { results })
 }
 
-async fn rotate(
+fn finish(
+    outcomes: &mut [Option<Outcome>],
+    idx: usize,
+    action: &Action,
+    outcome: Outcome,
+    on_event: &mut impl FnMut(Event<'_>),
+) {
+    on_event(Event::Finished(action, &outcome));
+    outcomes[idx] = Some(outcome);
+}
+
+/// Seals a PSK Cloudflare generated and records it with its date.
+fn record_generated(
     config: &Config,
     action: &Action,
+    generated: crate::cloudflare::Generated,
     state: &mut State,
     journal: &mut Journal,
-    client: &Client,
 ) -> Result<Outcome, ApplyError> {
     let key = &action.key;
-    state.entry(key, &action.name).intent = Some(Intent {
-        operation: "psk_generate".into(),
-        started: Utc::now(),
-    });
-    journal.record(state, key)?;
-
-    let generated = client
-        .psk_generate(&key.account_id, &key.tunnel_id, false)
-        .await;
-    let generated = match generated {
-        Ok(Some(g)) => g,
-        Ok(None) => unreachable!("a real psk_generate returns a PSK or an error"),
-        Err(e) => return settle_failure(e, action, state, journal),
-    };
     let sealed = match seal::seal(&generated.psk, &config.recipients) {
         Ok(s) => s,
         Err(e) => {

@@ -9,13 +9,16 @@ use clap::Args;
 
 use super::context::{self, Global};
 use super::plan::Selection;
+use super::progress::Progress;
 use super::Status;
-use crate::apply::{self, Outcome};
+use crate::apply;
 use crate::planfile::{self, PlanFile};
 use crate::policy::Span;
 use crate::reconcile;
+use crate::reconcile::ActionKind;
 use crate::render;
-use crate::state::{format_time, State, StateLock};
+use crate::state::{State, StateLock};
+use serde_json::json;
 
 /// Rotate each due PSK: generate it at Cloudflare, seal it with age and
 /// record it durably, one tunnel at a time. With a saved plan FILE, apply
@@ -33,6 +36,14 @@ pub struct ApplyArgs {
 
     #[command(flatten)]
     selection: Selection,
+
+    /// Rotations in flight at once; tunnels of one site never overlap.
+    #[arg(long = "apply-parallelism", value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(usize))]
+    parallelism: usize,
+
+    /// Report progress as one JSON object per line on stdout, for CI.
+    #[arg(long)]
+    json: bool,
 
     /// How long to wait for another psk holding the state lock (e.g. 30s).
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
@@ -92,8 +103,23 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
     };
 
     let mut out = std::io::stdout().lock();
-    let color = render::use_color(global.no_color, std::io::stdout().is_terminal());
-    render::human_styled(&plan, &mut out, color)?;
+    if args.json {
+        if !from_file && !args.auto_approve {
+            bail!("--json cannot ask for confirmation: pass --auto-approve, or apply a saved plan FILE");
+        }
+        let counts = json!({
+            "type": "plan",
+            "rotate": plan.count(ActionKind::Rotate),
+            "generate": plan.count(ActionKind::Generate),
+            "reseal": plan.count(ActionKind::Reseal),
+            "forget": plan.count(ActionKind::Forget),
+            "applyable": !plan.has_refusals(),
+        });
+        writeln!(out, "{counts}")?;
+    } else {
+        let color = render::use_color(global.no_color, std::io::stdout().is_terminal());
+        render::human_styled(&plan, &mut out, color)?;
+    }
     out.flush()?;
     if !plan.has_changes() {
         return Ok(Status::Success);
@@ -105,12 +131,25 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
         writeln!(out, "\nApply cancelled. Nothing was changed.")?;
         return Ok(Status::Failure);
     }
-    writeln!(out)?;
+    if !args.json {
+        writeln!(out)?;
+    }
+    drop(out);
     let (client, _sandbox) = match connection {
         Some(c) => c,
         None => global.connect(&config, state.as_ref()).await?,
     };
 
+    let options = apply::Options {
+        parallelism: args.parallelism,
+        stop: apply::Stop::default(),
+    };
+    watch_signals(options.stop.clone());
+    let mut progress = Progress::new(
+        args.json,
+        plan.actions.len(),
+        std::io::stderr().is_terminal() && std::io::stdout().is_terminal(),
+    );
     let mut state = state.unwrap_or_else(|| State::new(config.recipient_fingerprints()));
     let report = apply::apply(
         &config,
@@ -118,47 +157,54 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
         &mut state,
         &state_path,
         &client,
-        |action, outcome| {
-            let line = match outcome {
-                Outcome::Generated { last_rotated } => format!(
-                    "{}: generated (Cloudflare dates it {})",
-                    action.name,
-                    format_time(last_rotated)
-                ),
-                Outcome::Rotated { last_rotated } => format!(
-                    "{}: rotated (Cloudflare dates it {})",
-                    action.name,
-                    format_time(last_rotated)
-                ),
-                Outcome::Forgotten => format!("{}: forgotten (state only)", action.name),
-                Outcome::Deferred { message } => {
-                    format!("{}: not re-sealed: {message}", action.name)
-                }
-                Outcome::Failed { message, .. } => {
-                    format!(
-                        "{}: FAILED: {}",
-                        action.name,
-                        message.replace('\n', "\n    ")
-                    )
-                }
-            };
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
-        },
+        &options,
+        |event| progress.event(event),
     )
     .await?;
-    writeln!(out, "\n{}", report.summary_line())?;
-    writeln!(
-        out,
-        "State saved to {} (serial {}).",
-        state_path.display(),
-        state.serial
-    )?;
-    Ok(if report.failed() > 0 {
+    progress.finish(&report, &state_path, state.serial);
+    Ok(if report.is_failure() {
         Status::Failure
     } else {
         Status::Success
     })
+}
+
+/// First Ctrl-C (or SIGTERM): stop starting rotations, finish and record
+/// those in flight. Second: quit at once; the intents already on disk let
+/// the next plan recover whatever was cut off.
+fn watch_signals(stop: apply::Stop) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        loop {
+            #[cfg(unix)]
+            {
+                let term_recv = async {
+                    match term.as_mut() {
+                        Some(t) => {
+                            t.recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    r = tokio::signal::ctrl_c() => { if r.is_err() { return; } }
+                    _ = term_recv => {}
+                }
+            }
+            #[cfg(not(unix))]
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            if stop.requested() {
+                eprintln!("\nSecond interrupt: quitting now. Rotations cut off are recorded as intents; the next `psk plan` shows them as interrupted.");
+                std::process::exit(130);
+            }
+            eprintln!("\nInterrupt: finishing the rotations in flight and starting no new ones (Ctrl-C again quits at once).");
+            stop.request();
+        }
+    });
 }
 
 /// Asks for `yes` on a terminal; refuses to guess without one.

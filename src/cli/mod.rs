@@ -7,6 +7,7 @@ mod export;
 mod force_unlock;
 mod import;
 mod plan;
+mod progress;
 mod reseal;
 mod sandbox;
 mod schema;
@@ -50,6 +51,47 @@ pub struct Cli {
     /// of Cloudflare: the whole flow with no account and no token.
     #[arg(long, global = true)]
     sandbox: bool,
+
+    /// Give up connecting to the API after this long (e.g. 5s, 1m).
+    #[arg(long, global = true, value_name = "DURATION", default_value = "5s",
+          value_parser = context::parse_duration, help_heading = "Network")]
+    connect_timeout: std::time::Duration,
+
+    /// Give up on one API request (connect, send, answer) after this long;
+    /// it is then retried like a dropped connection.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "60s",
+          value_parser = context::parse_duration, help_heading = "Network")]
+    request_timeout: std::time::Duration,
+
+    /// Retries of a failed request (408, 409, 429, 5xx, a dropped or refused
+    /// connection, a timeout) after the first try, with exponential backoff
+    /// and jitter, or as long as Cloudflare's Retry-After says.
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        default_value_t = 3,
+        help_heading = "Network"
+    )]
+    retries: u32,
+
+    /// Most API requests psk sends in any window of this length, across all
+    /// its concurrent requests. The default is Cloudflare's own limit, which
+    /// a 429 turns into a 5-minute block of the whole token.
+    #[arg(
+        long,
+        global = true,
+        value_name = "N/DURATION",
+        default_value = "1200/5m",
+        help_heading = "Network"
+    )]
+    rate_limit: crate::cloudflare::RateLimit,
+
+    /// Most API requests in flight at once (per-tunnel dry runs, chunks of a
+    /// bulk PSK set).
+    #[arg(id = "api_parallelism", long = "parallelism", global = true, value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Network")]
+    parallelism: u32,
 
     /// No colour in human output (also: the NO_COLOR environment variable).
     #[arg(long, global = true)]
@@ -121,6 +163,13 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
         config: cli.config,
         state: cli.state,
         sandbox: cli.sandbox,
+        network: context::Network {
+            connect_timeout: cli.connect_timeout,
+            request_timeout: cli.request_timeout,
+            retries: cli.retries,
+            rate_limit: cli.rate_limit,
+            parallelism: cli.parallelism as usize,
+        },
         no_color: cli.no_color,
     };
     runtime.block_on(async move {

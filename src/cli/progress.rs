@@ -1,0 +1,190 @@
+//! How apply reports progress: a bar on a terminal, one line per tunnel in
+//! logs, or one JSON object per line (`--json`) for CI.
+
+use std::io::Write;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::apply::{Event, Outcome, Report};
+use crate::state::format_time;
+
+pub enum Progress {
+    Bar(ProgressBar),
+    Lines,
+    Json,
+}
+
+impl Progress {
+    /// A bar only when a person watches a terminal; lines otherwise.
+    pub fn new(json: bool, total: usize, is_terminal: bool) -> Progress {
+        if json {
+            return Progress::Json;
+        }
+        if is_terminal {
+            let bar = ProgressBar::new(total as u64);
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {wide_msg}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            return Progress::Bar(bar);
+        }
+        Progress::Lines
+    }
+
+    pub fn event(&mut self, event: Event<'_>) {
+        match self {
+            Progress::Json => {
+                let v = match &event {
+                    Event::Started(a) => json!({
+                        "type": "started",
+                        "name": a.name,
+                        "tunnel_id": a.key.tunnel_id,
+                        "account_id": a.key.account_id,
+                        "action": a.kind.as_str(),
+                    }),
+                    Event::Finished(a, o) => {
+                        let mut v = json!({
+                            "type": "finished",
+                            "name": a.name,
+                            "tunnel_id": a.key.tunnel_id,
+                            "account_id": a.key.account_id,
+                            "action": a.kind.as_str(),
+                            "outcome": outcome_code(o),
+                        });
+                        match o {
+                            Outcome::Generated { last_rotated }
+                            | Outcome::Rotated { last_rotated } => {
+                                v["last_rotated"] = json!(format_time(last_rotated));
+                            }
+                            Outcome::Failed {
+                                message,
+                                interrupted,
+                            } => {
+                                v["message"] = json!(message);
+                                v["interrupted"] = json!(interrupted);
+                            }
+                            Outcome::Deferred { message } => v["message"] = json!(message),
+                            Outcome::Forgotten | Outcome::NotStarted => {}
+                        }
+                        v
+                    }
+                    Event::Stopping { in_flight } => {
+                        json!({"type": "stopping", "in_flight": in_flight})
+                    }
+                };
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{v}");
+                let _ = out.flush();
+            }
+            Progress::Lines => {
+                if let Some(line) = line(&event) {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{line}");
+                    let _ = out.flush();
+                }
+            }
+            Progress::Bar(bar) => {
+                match &event {
+                    Event::Started(a) => bar.set_message(format!("{} {}", a.kind.as_str(), a.name)),
+                    Event::Finished(..) => bar.inc(1),
+                    Event::Stopping { .. } => {}
+                }
+                if let Some(line) = line(&event) {
+                    bar.println(line);
+                }
+            }
+        }
+    }
+
+    /// The closing summary, in the progress's own form.
+    pub fn finish(&mut self, report: &Report, state_path: &std::path::Path, serial: u64) {
+        match self {
+            Progress::Json => {
+                let count = |c: &str| {
+                    report
+                        .results
+                        .iter()
+                        .filter(|(_, o)| outcome_code(o) == c)
+                        .count()
+                };
+                let v = json!({
+                    "type": "summary",
+                    "rotated": count("rotated"),
+                    "generated": count("generated"),
+                    "forgotten": count("forgotten"),
+                    "deferred": count("deferred"),
+                    "failed": count("failed"),
+                    "not_started": count("not_started"),
+                    "state": state_path.display().to_string(),
+                    "serial": serial,
+                });
+                println!("{v}");
+            }
+            Progress::Bar(bar) => {
+                bar.finish_and_clear();
+                print_summary(report, state_path, serial);
+            }
+            Progress::Lines => print_summary(report, state_path, serial),
+        }
+    }
+}
+
+fn print_summary(report: &Report, state_path: &std::path::Path, serial: u64) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "\n{}", report.summary_line());
+    let not_started: Vec<&str> = report
+        .results
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::NotStarted))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !not_started.is_empty() {
+        let _ = writeln!(out, "Left for the next apply: {}.", not_started.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "State saved to {} (serial {serial}).",
+        state_path.display()
+    );
+}
+
+fn outcome_code(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Generated { .. } => "generated",
+        Outcome::Rotated { .. } => "rotated",
+        Outcome::Forgotten => "forgotten",
+        Outcome::Deferred { .. } => "deferred",
+        Outcome::Failed { .. } => "failed",
+        Outcome::NotStarted => "not_started",
+    }
+}
+
+/// The human line for an event, if it deserves one.
+fn line(event: &Event<'_>) -> Option<String> {
+    match event {
+        Event::Started(_) => None,
+        Event::Stopping { in_flight } => Some(format!(
+            "Stopping: finishing {in_flight} rotation(s) in flight, starting no new ones."
+        )),
+        Event::Finished(a, o) => Some(match o {
+            Outcome::Generated { last_rotated } => format!(
+                "{}: generated (Cloudflare dates it {})",
+                a.name,
+                format_time(last_rotated)
+            ),
+            Outcome::Rotated { last_rotated } => format!(
+                "{}: rotated (Cloudflare dates it {})",
+                a.name,
+                format_time(last_rotated)
+            ),
+            Outcome::Forgotten => format!("{}: forgotten (state only)", a.name),
+            Outcome::Deferred { message } => format!("{}: not re-sealed: {message}", a.name),
+            Outcome::Failed { message, .. } => {
+                format!("{}: FAILED: {}", a.name, message.replace('\n', "\n    "))
+            }
+            Outcome::NotStarted => format!("{}: not started", a.name),
+        }),
+    }
+}
