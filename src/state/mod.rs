@@ -238,6 +238,30 @@ mod tests {
     }
 
     #[test]
+    fn pending_key_is_kept_until_promoted() {
+        let mut s = sample();
+        let key = s.tunnels.values().next().unwrap().key();
+        let old = s.get(&key).unwrap().psk.clone();
+        let generated: DateTime<Utc> = "2026-11-26T12:00:00Z".parse().unwrap();
+        s.entry(&key, "fra-primary")
+            .stage_pending("sealed-new".into(), generated);
+        let text = String::from_utf8(s.to_bytes()).unwrap();
+        assert!(text.contains("\"pending\": {"), "{text}");
+        let back: State = serde_json::from_slice(&s.to_bytes()).unwrap();
+        assert_eq!(back, s);
+        // Not confirmed yet: the old key is still the tunnel's PSK.
+        assert_eq!(s.get(&key).unwrap().psk, old);
+
+        let confirmed: DateTime<Utc> = "2026-11-26T12:00:01Z".parse().unwrap();
+        let rec = s.entry(&key, "fra-primary");
+        assert!(rec.promote_pending(confirmed));
+        assert_eq!(rec.psk.as_deref(), Some("sealed-new"));
+        assert_eq!(rec.last_rotated, Some(confirmed));
+        assert!(rec.pending.is_none());
+        assert!(!rec.promote_pending(confirmed), "nothing left to promote");
+    }
+
+    #[test]
     fn round_trips() {
         let mut s = sample();
         let key = s.tunnels.values().next().unwrap().key();
