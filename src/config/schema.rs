@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::raw::RawConfig;
 use super::suggest::closest;
-use super::{Diagnostic, Locations};
+use super::{Diagnostic, Locations, Position};
 
 /// The schema of psk.yaml as pretty JSON with a trailing newline: what
 /// `psk schema` prints and `schema/psk.schema.json` holds.
@@ -68,9 +68,11 @@ pub fn check(doc: &Value, loc: &Locations) -> Vec<Diagnostic> {
             ValidationErrorKind::Type { kind } => {
                 let expected = match kind {
                     TypeKind::Single(t) => t.to_string(),
+                    // An optional key may be left empty; say what it takes.
                     TypeKind::Multiple(set) => set
                         .iter()
                         .map(|t| t.to_string())
+                        .filter(|t| t != "null")
                         .collect::<Vec<_>>()
                         .join(" or "),
                 };
@@ -101,8 +103,14 @@ pub fn check(doc: &Value, loc: &Locations) -> Vec<Diagnostic> {
             }
             _ => error.to_string(),
         };
+        // The whole document has no key of its own: point at its start.
+        let position = if path.is_empty() {
+            Position { line: 1, column: 1 }
+        } else {
+            loc.get(&path)
+        };
         out.push(Diagnostic {
-            position: loc.get(&path),
+            position,
             key: path,
             message,
         });
