@@ -131,6 +131,20 @@ impl Sandbox {
                 },
             );
         }
+        // Tunnels psk.yaml names only by name exist here under an id made
+        // from their name, so psk finds them by listing, as at Cloudflare.
+        for (offset, u) in config.unresolved.iter().enumerate() {
+            edge.insert(
+                TunnelKey::new(&u.account_id, &id_for_name(&u.account_id, &u.name)),
+                EdgeTunnel {
+                    name: u.name.clone(),
+                    psk: new_psk(),
+                    created_on: created,
+                    last_generated_on: created,
+                    index: config.tunnels.len() + offset,
+                },
+            );
+        }
         let ledger = match &options.ledger {
             Some(path) => Some(Mutex::new(
                 std::fs::OpenOptions::new()
@@ -184,6 +198,13 @@ impl Sandbox {
         self.record(key, &t.psk, at);
         at
     }
+}
+
+/// A stable tunnel id for a tunnel the sandbox knows only by name.
+pub fn id_for_name(account_id: &str, name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("psk-sandbox\0{account_id}/{name}").as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn new_psk() -> String {

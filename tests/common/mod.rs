@@ -53,9 +53,12 @@ pub fn tunnel_id(i: usize) -> String {
     format!("{:032x}", 0xabc0_0000_u64 + i as u64)
 }
 
+/// psk.yaml for `tunnels` tunnels in site pairs. The policy lets a site's
+/// tunnels rotate together (`site_parallel`), so every apply here settles
+/// every tunnel; one-per-site deferral has its own tests.
 pub fn config_text(recipient: &str, tunnels: usize, rotate_every: &str) -> String {
     let mut s = format!(
-        "version: 1\naccount_id: {ACCOUNT}\nrecipients:\n  - {recipient}\npolicies:\n  default:\n    rotate_every: {rotate_every}\ntunnels:\n"
+        "version: 1\naccount_id: {ACCOUNT}\nrecipients:\n  - {recipient}\npolicies:\n  default:\n    rotate_every: {rotate_every}\n    site_parallel: true\ntunnels:\n"
     );
     for i in 0..tunnels {
         s.push_str(&format!(
