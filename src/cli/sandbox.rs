@@ -1,5 +1,6 @@
 //! `psk sandbox`.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -84,7 +85,11 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let running = sandbox::spawn(listener, Arc::new(sb))?;
-    println!(
+    // The server keeps serving even if nobody reads this (a closed pipe):
+    // write errors are ignored rather than ending the process.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
         "psk sandbox: {} tunnel{} in {} account{} at {}",
         config.tunnels.len(),
         if config.tunnels.len() == 1 { "" } else { "s" },
@@ -96,9 +101,11 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
         },
         running.base_url()
     );
-    println!("export CLOUDFLARE_BASE_URL={}", running.base_url());
-    println!("export CLOUDFLARE_API_TOKEN=sandbox-token");
-    println!("Press Ctrl-C to stop.");
+    let _ = writeln!(out, "export CLOUDFLARE_BASE_URL={}", running.base_url());
+    let _ = writeln!(out, "export CLOUDFLARE_API_TOKEN=sandbox-token");
+    let _ = writeln!(out, "Press Ctrl-C to stop.");
+    let _ = out.flush();
+    drop(out);
     tokio::signal::ctrl_c().await?;
     running.stop().await;
     Ok(Status::Success)
