@@ -92,7 +92,7 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
                 Utc::now(),
                 &options,
             );
-            context::dry_run(&client, &mut plan).await;
+            context::dry_run(&client, &config, &mut plan).await;
             connection = Some((client, sandbox));
             plan
         }
