@@ -19,11 +19,11 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::cloudflare::{ApiError, Client, PskEntry};
-use crate::policy::Generator;
-use crate::seal::Psk;
 use crate::config::{Config, TunnelKey};
+use crate::policy::Generator;
 use crate::reconcile::{Action, ActionKind, Plan, Reason};
 use crate::seal;
+use crate::seal::Psk;
 use crate::state::{Intent, Journal, State, StateError};
 
 /// What happened to one planned action.
@@ -206,7 +206,16 @@ pub async fn apply(
         .collect();
     if !local.is_empty() {
         waiting.retain(|i| !local.contains(i));
-        let done = rotate_locally(config, plan, &local, state, &mut journal, client, &mut on_event).await?;
+        let done = rotate_locally(
+            config,
+            plan,
+            &local,
+            state,
+            &mut journal,
+            client,
+            &mut on_event,
+        )
+        .await?;
         for (idx, outcome) in done {
             outcomes[idx] = Some(outcome);
         }
@@ -473,7 +482,9 @@ async fn rotate_locally(
                     |e| e.to_string(),
                 );
                 if unknown || was_uncertain(action) {
-                    message.push_str("\nThe PSK stays pending in the state; the next plan sends a new one");
+                    message.push_str(
+                        "\nThe PSK stays pending in the state; the next plan sends a new one",
+                    );
                 }
                 Outcome::Failed {
                     message,
@@ -489,7 +500,11 @@ async fn rotate_locally(
 
 /// Cloudflare surely did not set the pending key: drop it, unless the edge
 /// was already unknown, in which case the pending record keeps saying so.
-fn withdraw_pending(action: &Action, state: &mut State, journal: &mut Journal) -> Result<(), ApplyError> {
+fn withdraw_pending(
+    action: &Action,
+    state: &mut State,
+    journal: &mut Journal,
+) -> Result<(), ApplyError> {
     if was_uncertain(action) {
         return Ok(());
     }

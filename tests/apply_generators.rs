@@ -19,16 +19,21 @@ pub fn opened(env: &TestEnv) -> BTreeMap<String, String> {
         .tunnels
         .values()
         .filter_map(|r| {
-            r.psk
-                .as_ref()
-                .map(|s| (r.tunnel_id.clone(), psk::seal::open(s, &ids).unwrap().expose().to_string()))
+            r.psk.as_ref().map(|s| {
+                (
+                    r.tunnel_id.clone(),
+                    psk::seal::open(s, &ids).unwrap().expose().to_string(),
+                )
+            })
         })
         .collect()
 }
 
 fn local_config(env: &TestEnv, tunnels: usize) {
-    let text = config_text(&env.recipient, tunnels, "90d")
-        .replace("    site_parallel: true\n", "    site_parallel: true\n    generator: local\n");
+    let text = config_text(&env.recipient, tunnels, "90d").replace(
+        "    site_parallel: true\n",
+        "    site_parallel: true\n    generator: local\n",
+    );
     env.write_config(&text);
 }
 
@@ -41,13 +46,21 @@ fn local_generator_seals_sends_in_bulk_and_promotes() {
     assert_eq!(plan.code, 0, "{plan:?}");
     assert!(plan.stdout.contains("dry run:      accepted"), "{plan:?}");
     let c = &env.sandbox().counters;
-    assert_eq!(c.bulk_validate.load(Ordering::Relaxed), 1, "one bulk dry run for the account");
+    assert_eq!(
+        c.bulk_validate.load(Ordering::Relaxed),
+        1,
+        "one bulk dry run for the account"
+    );
     assert_eq!(c.generate_validate.load(Ordering::Relaxed), 0);
 
     let apply = env.run(&["apply", "--auto-approve"]);
     assert_eq!(apply.code, 0, "{apply:?}");
     assert!(apply.stdout.contains("0 rotated, 5 generated"), "{apply:?}");
-    assert_eq!(c.generate.load(Ordering::Relaxed), 0, "Cloudflare made no key");
+    assert_eq!(
+        c.generate.load(Ordering::Relaxed),
+        0,
+        "Cloudflare made no key"
+    );
     assert!(c.bulk_set.load(Ordering::Relaxed) >= 1);
     let ledger = env.ledger();
     let sealed = opened(&env);
@@ -59,7 +72,10 @@ fn local_generator_seals_sends_in_bulk_and_promotes() {
         assert!(p.chars().all(|c| c.is_ascii_alphanumeric()));
     }
     let state = env.state_json();
-    assert!(!state.to_string().contains("\"pending\""), "every key promoted");
+    assert!(
+        !state.to_string().contains("\"pending\""),
+        "every key promoted"
+    );
     let again = env.run(&["plan", "--detailed-exitcode"]);
     assert_eq!(again.code, 0, "{again:?}");
     env.assert_no_secrets(&format!("{}{}", plan.all(), apply.all()));
@@ -81,7 +97,12 @@ fn partial_bulk_failure_reports_the_reason_and_keeps_the_rest() {
         apply.stdout.contains("tunnel-01: FAILED: Cloudflare did not apply the PSK: The IPsec tunnel is being modified"),
         "{apply:?}"
     );
-    assert!(apply.stdout.contains("0 rotated, 3 generated, 0 forgotten, 1 failed"), "{apply:?}");
+    assert!(
+        apply
+            .stdout
+            .contains("0 rotated, 3 generated, 0 forgotten, 1 failed"),
+        "{apply:?}"
+    );
     let sealed = opened(&env);
     let ledger = env.ledger();
     assert_eq!(sealed.len(), 3);
@@ -92,7 +113,10 @@ fn partial_bulk_failure_reports_the_reason_and_keeps_the_rest() {
     // Cloudflare surely did nothing: no pending key is left to confuse.
     assert!(!env.state_json().to_string().contains("\"pending\""));
     let plan = env.run(&["plan", "--offline"]);
-    assert!(plan.stdout.contains("Plan: 0 to rotate, 1 to generate"), "{plan:?}");
+    assert!(
+        plan.stdout.contains("Plan: 0 to rotate, 1 to generate"),
+        "{plan:?}"
+    );
     assert!(plan.stdout.contains("# tunnel-01 will get its first PSK"));
 }
 
@@ -109,11 +133,22 @@ fn cloudflare_generator_refusal_does_not_stop_the_others() {
     assert_eq!(apply.code, 1, "{apply:?}");
     assert!(apply.stdout.contains("tunnel-02: FAILED:"), "{apply:?}");
     assert!(apply.stdout.contains("HTTP 409"), "{apply:?}");
-    assert!(apply.stdout.contains("0 rotated, 3 generated, 0 forgotten, 1 failed"), "{apply:?}");
+    assert!(
+        apply
+            .stdout
+            .contains("0 rotated, 3 generated, 0 forgotten, 1 failed"),
+        "{apply:?}"
+    );
     let state = env.state_json();
-    assert!(!state.to_string().contains("\"intent\""), "a definite refusal withdraws the intent");
+    assert!(
+        !state.to_string().contains("\"intent\""),
+        "a definite refusal withdraws the intent"
+    );
     let plan = env.run(&["plan", "--offline"]);
-    assert!(plan.stdout.contains("Plan: 0 to rotate, 1 to generate"), "{plan:?}");
+    assert!(
+        plan.stdout.contains("Plan: 0 to rotate, 1 to generate"),
+        "{plan:?}"
+    );
 }
 
 #[test]

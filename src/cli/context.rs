@@ -7,8 +7,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::cloudflare::{Client, ClientOptions, Credentials, RateLimit};
 use crate::cloudflare::PskEntry;
+use crate::cloudflare::{Client, ClientOptions, Credentials, RateLimit};
 use crate::config::Config;
 use crate::policy::Generator;
 use crate::reconcile::{DryRun, Plan, Remote};
@@ -230,7 +230,10 @@ pub async fn dry_run(client: &Client, config: &Config, plan: &mut Plan) {
     let mut by_account: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
     for (i, a) in plan.actions.iter().enumerate() {
         if a.kind.changes_psk() && generator(&a.key) == Generator::Local {
-            by_account.entry(a.key.account_id.clone()).or_default().push(i);
+            by_account
+                .entry(a.key.account_id.clone())
+                .or_default()
+                .push(i);
         }
     }
     for (account, idxs) in by_account {

@@ -195,8 +195,10 @@ async fn generate(
             1010,
             "The IPsec tunnel is being modified; its PSK was not changed",
         );
-        r.headers_mut()
-            .insert("x-should-retry", axum::http::HeaderValue::from_static("false"));
+        r.headers_mut().insert(
+            "x-should-retry",
+            axum::http::HeaderValue::from_static("false"),
+        );
         return r;
     }
     let at = s.commit(&key, t, new_psk());
