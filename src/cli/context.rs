@@ -62,8 +62,22 @@ impl Network {
 }
 
 impl Global {
+    /// Reads psk.yaml. Tunnels named only by name get the id the state
+    /// recorded for them (when it did), so `--offline` can plan them.
     pub fn load_config(&self) -> anyhow::Result<Config> {
-        let config = Config::load(&self.config)?;
+        let mut config = Config::load(&self.config)?;
+        if !config.unresolved.is_empty() {
+            // A state that does not load is reported by the command itself.
+            if let Ok(Some(state)) = state::load(&self.state_path(&config)) {
+                config.resolve(|account, name| {
+                    state
+                        .tunnels
+                        .values()
+                        .find(|r| r.account_id == account && r.name == name)
+                        .map(|r| r.tunnel_id.clone())
+                });
+            }
+        }
         Ok(config)
     }
 
@@ -119,12 +133,37 @@ pub async fn refresh(client: &Client, config: &Config) -> anyhow::Result<Remote>
                 .insert(crate::config::TunnelKey::new(&account, &t.id), t);
         }
     }
-    let missing: Vec<String> = config
+    let mut missing: Vec<String> = config
         .tunnels
         .iter()
         .filter(|t| !remote.tunnels.contains_key(&t.key()))
         .map(|t| format!("  {} (id {}) in account {}", t.name, t.id, t.account_id))
         .collect();
+    for u in &config.unresolved {
+        let ids: Vec<&str> = remote
+            .tunnels
+            .iter()
+            .filter(|(k, t)| k.account_id == u.account_id && t.name == u.name)
+            .map(|(k, _)| k.tunnel_id.as_str())
+            .collect();
+        match ids.len() {
+            0 => missing.push(format!(
+                "  {} (named by name, no id; line {}) in account {}",
+                u.name, u.line, u.account_id
+            )),
+            1 => {}
+            _ => bail!(
+                "{}:{}: {} tunnels in account {} are named `{}` ({}); psk cannot tell which one `{}` means. Add its `id` to psk.yaml",
+                config.path.display(),
+                u.line,
+                ids.len(),
+                u.account_id,
+                u.name,
+                ids.join(", "),
+                u.name
+            ),
+        }
+    }
     if !missing.is_empty() {
         bail!(
             "{} tunnel{} in {} {} not found at Cloudflare:\n{}\nCheck the ids and account ids in psk.yaml; psk does not create tunnels",

@@ -10,6 +10,7 @@ mod plan;
 mod progress;
 mod reseal;
 mod sandbox;
+mod schema;
 mod show;
 mod show_plan;
 mod validate;
@@ -108,6 +109,7 @@ enum Command {
     Show(show::ShowArgs),
     ShowPlan(show_plan::ShowPlanArgs),
     Sandbox(sandbox::SandboxArgs),
+    Schema(schema::SchemaArgs),
     Export(export::ExportArgs),
     Reseal(reseal::ResealArgs),
     Import(import::ImportArgs),
@@ -178,6 +180,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             Command::Show(a) => show::run(&global, a),
             Command::ShowPlan(a) => show_plan::run(&global, a),
             Command::Sandbox(a) => sandbox::run(&global, a).await,
+            Command::Schema(a) => schema::run(a),
             Command::Export(a) => export::run(&global, a),
             Command::Reseal(a) => reseal::run(&global, a),
             Command::Import(a) => import::run(&global, a).await,
