@@ -82,7 +82,9 @@ impl Selection {
     /// Checks every name against psk.yaml (and the state, for `--target`,
     /// which may name a tunnel to forget).
     pub fn options(&self, config: &Config, state: Option<&State>) -> anyhow::Result<PlanOptions> {
-        let known = |n: &str| config.tunnel_by_name(n).is_some();
+        let known = |n: &str| {
+            config.tunnel_by_name(n).is_some() || config.unresolved.iter().any(|u| u.name == n)
+        };
         for n in &self.replace {
             if !known(n) {
                 bail!(
