@@ -91,8 +91,12 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
     let _ = writeln!(
         out,
         "psk sandbox: {} tunnel{} in {} account{} at {}",
-        config.tunnels.len(),
-        if config.tunnels.len() == 1 { "" } else { "s" },
+        config.tunnels.len() + config.unresolved.len(),
+        if config.tunnels.len() + config.unresolved.len() == 1 {
+            ""
+        } else {
+            "s"
+        },
         config.accounts().len(),
         if config.accounts().len() == 1 {
             ""

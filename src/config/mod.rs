@@ -1149,4 +1149,19 @@ tunnels:
         assert_eq!(e[1].0, 12);
         assert!(e[1].1.starts_with("duplicate tunnel name"));
     }
+
+    #[test]
+    fn pruning_a_misspelled_block_keeps_line_numbers() {
+        let text = "version: 1\nrecipients: [x]\npolicis:\n  a:\n    rotate_every: 1d\n\nmore: 1\n";
+        let loc = Locations::index(text);
+        let pruned = without_keys(text, &loc, &["policis".to_string()]).unwrap();
+        assert_eq!(pruned, "version: 1\nrecipients: [x]\n#\n#\n#\n#\nmore: 1\n");
+        // A key inside a flow mapping cannot be cut out line by line.
+        let flow = "tunnels:\n  - {name: a, sight: b}\n";
+        let loc = Locations::index(flow);
+        assert_eq!(
+            without_keys(flow, &loc, &["tunnels[0].sight".to_string()]),
+            None
+        );
+    }
 }
