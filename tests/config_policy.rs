@@ -106,6 +106,28 @@ fn a_tunnel_named_by_a_name_cloudflare_does_not_have_is_an_error() {
     assert!(!run.all().contains("panicked"));
 }
 
+#[test]
+fn a_tunnel_listed_by_id_and_by_name_is_refused() {
+    let mut env = TestEnv::new(0);
+    let tunnels = "  - name: edge\n".to_string();
+    env.write_config(&config(&env.recipient, "    rotate_every: 90d\n", &tunnels));
+    env.start_sandbox();
+    let id = psk::sandbox::id_for_name(ACCOUNT, "edge");
+    env.write_config(&config(
+        &env.recipient,
+        "    rotate_every: 90d\n",
+        &format!("  - name: edge\n  - name: edge-again\n    id: {id}\n"),
+    ));
+    let run = env.run(&["plan"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("psk.yaml:9: tunnel `edge` is Cloudflare's tunnel"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("also lists as `edge-again`"), "{run:?}");
+}
+
 /// The first instant at or after `t` that is a Saturday 02:00 UTC.
 fn next_saturday_0200(t: DateTime<Utc>) -> DateTime<Utc> {
     let mut d = t.date_naive();

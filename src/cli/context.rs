@@ -151,7 +151,20 @@ pub async fn refresh(client: &Client, config: &Config) -> anyhow::Result<Remote>
                 "  {} (named by name, no id; line {}) in account {}",
                 u.name, u.line, u.account_id
             )),
-            1 => {}
+            1 => {
+                let key = crate::config::TunnelKey::new(&u.account_id, ids[0]);
+                if let Some(t) = config.tunnels.iter().find(|t| t.key() == key) {
+                    bail!(
+                        "{}:{}: tunnel `{}` is Cloudflare's tunnel {} in account {}, which psk.yaml also lists as `{}`; list each tunnel once",
+                        config.path.display(),
+                        u.line,
+                        u.name,
+                        ids[0],
+                        u.account_id,
+                        t.name
+                    );
+                }
+            }
             _ => bail!(
                 "{}:{}: {} tunnels in account {} are named `{}` ({}); psk cannot tell which one `{}` means. Add its `id` to psk.yaml",
                 config.path.display(),
