@@ -124,3 +124,48 @@ fn every_broken_config_exits_1_at_the_right_line() {
         );
     }
 }
+
+/// Mangled versions of every example (each line dropped, the file cut
+/// after each line, each line's first `:` removed, tabs for indentation)
+/// are accepted or refused, never a panic, and each refusal is located.
+#[test]
+fn mangled_examples_never_panic() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut checked = 0;
+    for dir in std::fs::read_dir(examples).unwrap() {
+        let path = dir.unwrap().path().join("psk.yaml");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        let mut variants = Vec::new();
+        for i in 0..lines.len() {
+            let mut dropped = lines.clone();
+            dropped.remove(i);
+            variants.push(dropped.join("\n"));
+            variants.push(lines[..i].join("\n"));
+            let mut colon = lines.clone();
+            let no_colon = colon[i].replacen(':', " ", 1);
+            colon[i] = &no_colon;
+            variants.push(colon.join("\n"));
+            let mut tab = lines.clone();
+            let tabbed = format!("\t{}", tab[i].trim_start());
+            tab[i] = &tabbed;
+            variants.push(tab.join("\n"));
+        }
+        for v in variants {
+            if let Err(e) = psk::config::Config::parse(Path::new("psk.yaml"), &v) {
+                assert!(!e.diagnostics.is_empty());
+                let n = v.lines().count().max(1);
+                for d in &e.diagnostics {
+                    assert!(
+                        d.position.line >= 1 && d.position.line <= n + 1,
+                        "{e}\n---\n{v}"
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 500, "{checked}");
+}
