@@ -790,8 +790,8 @@ tunnels:
         assert_eq!(a.reasons.len(), 1, "{:?}", a.reasons);
         assert_eq!(a.reasons[0].code(), "pending");
         let text = a.reasons[0].describe();
-        assert!(text.contains("will be sent again"), "{text}");
-        assert!(text.contains("an earlier send may have landed"), "{text}");
+        assert!(text.contains("apply sends a new one"), "{text}");
+        assert!(text.contains("the earlier send may have landed"), "{text}");
 
         // A first key that is still pending.
         let mut s = State::new(vec![]);
