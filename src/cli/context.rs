@@ -57,6 +57,7 @@ impl Network {
         o.retry.max_attempts = self.retries.saturating_add(1);
         o.rate_limit = self.rate_limit;
         o.parallelism = self.parallelism;
+        o.announce_waits = true;
         o
     }
 }

@@ -174,6 +174,10 @@ pub struct ClientOptions {
     /// At most this many requests in flight, for callers that go through
     /// [`Client::concurrently`].
     pub parallelism: usize,
+    /// Say on stderr when psk waits a second or more before a retry, so a
+    /// long `Retry-After` does not look like a hang. The note names the
+    /// status and the wait, never a URL, body or header.
+    pub announce_waits: bool,
 }
 
 impl Default for ClientOptions {
@@ -185,6 +189,7 @@ impl Default for ClientOptions {
             retry: RetryPolicy::default(),
             rate_limit: RateLimit::CLOUDFLARE,
             parallelism: 10,
+            announce_waits: false,
         }
     }
 }
@@ -237,6 +242,7 @@ pub struct Client {
     retry: RetryPolicy,
     limiter: Arc<Limiter>,
     parallelism: usize,
+    announce_waits: bool,
 }
 
 impl Client {
@@ -263,6 +269,7 @@ impl Client {
             retry: options.retry,
             limiter: Arc::new(Limiter::new(options.rate_limit)),
             parallelism: options.parallelism.max(1),
+            announce_waits: options.announce_waits,
         })
     }
 
@@ -544,6 +551,17 @@ impl Client {
             };
             match wait {
                 Some(wait) if attempt < self.retry.max_attempts => {
+                    if self.announce_waits && wait >= Duration::from_secs(1) {
+                        let why = match &err {
+                            ApiError::Api { status, .. } => format!("HTTP {status}"),
+                            _ => "no answer".to_string(),
+                        };
+                        eprintln!(
+                            "note: {why} from the API; retrying in {} s (retry {attempt} of {})",
+                            wait.as_secs_f64().ceil(),
+                            self.retry.max_attempts - 1
+                        );
+                    }
                     tokio::time::sleep(wait).await;
                 }
                 _ => return Err(err.with_attempts(attempt)),
