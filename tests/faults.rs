@@ -113,14 +113,7 @@ fn apply_without_retries_converges_through_interrupted_rotations() {
         TUNNELS,
         // One request at a time, so the seeded faults fall on the same
         // requests in every run.
-        &[
-            "--retries",
-            "0",
-            "--parallelism",
-            "1",
-            "--apply-parallelism",
-            "1",
-        ],
+        &["--retries", "0", "--parallelism", "1"],
         80,
     );
     let redone: usize = env.ledger().values().map(|k| k.len() - 1).sum();

@@ -149,7 +149,7 @@ pub async fn run(global: &Global, args: PlanArgs) -> anyhow::Result<Status> {
         let remote = context::refresh(&client, &config).await?;
         let mut plan =
             reconcile::reconcile_with(&config, state.as_ref(), Some(&remote), now, &options);
-        context::dry_run(&client, &mut plan).await;
+        context::dry_run(&client, &config, &mut plan).await;
         plan
     };
     let diff = render::diff::state_diff(state.as_ref(), &plan, &file_name(&state_path));
