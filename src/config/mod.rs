@@ -4,6 +4,7 @@
 //! the file for serde, then [`Config::parse`] checks it as a whole and builds
 //! the validated model. Every problem found is reported with file and line.
 
+mod guard;
 mod locate;
 mod raw;
 
@@ -169,12 +170,22 @@ impl Config {
             file: path.to_path_buf(),
             diagnostics,
         };
+        guard::check(text).map_err(|d| fail(vec![d]))?;
         let raw = raw::parse(text).map_err(|d| fail(vec![d]))?;
         let loc = Locations::index(text);
         let mut errs = Validator {
             loc: &loc,
             out: Vec::new(),
         };
+        for (key, position) in loc.duplicates() {
+            errs.out.push(Diagnostic {
+                position: *position,
+                key: key.clone(),
+                message:
+                    "appears twice in one mapping; YAML keeps only one of them, so remove the other"
+                        .into(),
+            });
+        }
 
         if raw.version != CONFIG_VERSION {
             errs.push(
