@@ -4,7 +4,7 @@
 //! exhaustively with fixed instants. Every action carries the reasons that
 //! caused it, because a reviewer approves reasons, not just actions.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -63,6 +63,9 @@ pub enum Reason {
         days_ago: i64,
         policy: String,
         every: Span,
+        /// The policy spreads rotations over this span before they fall due.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        spread: Option<Span>,
     },
     /// A rotation was started and its answer never recorded.
     Interrupted { started: DateTime<Utc> },
@@ -112,11 +115,16 @@ impl Reason {
                 days_ago,
                 policy,
                 every,
+                spread,
             } => format!(
-                "last rotated {}, {} day{} ago; policy \"{policy}\" rotates every {every}",
+                "last rotated {}, {} day{} ago; policy \"{policy}\" rotates every {every}{}",
                 last_rotated.format("%Y-%m-%d"),
                 days_ago,
-                if *days_ago == 1 { "" } else { "s" }
+                if *days_ago == 1 { "" } else { "s" },
+                match spread {
+                    Some(s) => format!(", spread over {s} (this tunnel's turn has come)"),
+                    None => String::new(),
+                }
             ),
             Reason::Interrupted { started } => format!(
                 "interrupted: a rotation started {} never recorded its answer, so the PSK on Cloudflare's edge is unknown",
@@ -208,7 +216,87 @@ pub struct Plan {
     pub targeted: bool,
     pub actions: Vec<Action>,
     pub unchanged: Vec<Unchanged>,
+    /// Needed but held back, by a window or a site, in psk.yaml order.
+    #[serde(default)]
+    pub deferred: Vec<Deferred>,
+    /// Falling due within the forecast horizon, soonest first.
+    #[serde(default)]
+    pub upcoming: Vec<Upcoming>,
+    /// How far ahead `upcoming` looks; `None` for no forecast.
+    #[serde(default)]
+    pub horizon: Option<Span>,
 }
+
+/// A tunnel that needs a new PSK but does not get it in this apply: the
+/// plan says which and why, so nothing waits silently.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deferred {
+    pub name: String,
+    pub key: TunnelKey,
+    /// What it would be, were it not deferred.
+    pub kind: ActionKind,
+    pub reasons: Vec<Reason>,
+    pub policy: String,
+    pub why: Deferral,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "code", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Deferral {
+    /// The policy's change window is shut now.
+    Window {
+        /// When it opens next.
+        opens: DateTime<Utc>,
+        /// `opens` in the window's own time zone.
+        opens_local: String,
+        /// The window, e.g. `sat, sun 02:00–06:00 Europe/Berlin`.
+        window: String,
+    },
+    /// Another tunnel of the same site changes its PSK in this apply.
+    Site { site: String, rotating: String },
+}
+
+impl Deferral {
+    /// A short machine name, for JSON.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Deferral::Window { .. } => "window",
+            Deferral::Site { .. } => "site",
+        }
+    }
+
+    /// The sentence shown to people.
+    pub fn describe(&self) -> String {
+        match self {
+            Deferral::Window {
+                opens_local,
+                window,
+                ..
+            } => format!("waiting for window (opens {opens_local}; window {window})"),
+            Deferral::Site { site, rotating } => format!(
+                "waiting for a later apply: {rotating} of site \"{site}\" changes in this one, and tunnels of one site change one per apply (`site_parallel: true` on their policies allows more)"
+            ),
+        }
+    }
+}
+
+/// A tunnel falling due soon: information, not an action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upcoming {
+    pub name: String,
+    pub key: TunnelKey,
+    pub policy: String,
+    /// When its PSK falls due (spread included).
+    pub due: DateTime<Utc>,
+    /// When a rotation may start: `due`, or when the window opens after it.
+    pub starts: DateTime<Utc>,
+}
+
+/// The default forecast: two weeks, long enough to see the next weekend
+/// window coming.
+pub const DEFAULT_HORIZON_DAYS: i64 = 14;
 
 impl Plan {
     pub fn count(&self, kind: ActionKind) -> usize {
@@ -228,12 +316,24 @@ impl Plan {
 }
 
 /// What the operator asked of this plan beyond psk.yaml.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanOptions {
     /// Tunnel names to rotate now whatever their policy says (`--replace`).
     pub replace: BTreeSet<String>,
     /// When set, only these tunnel names are planned (`--target`).
     pub target: Option<BTreeSet<String>>,
+    /// List tunnels falling due within this span as upcoming (`--forecast`).
+    pub horizon: Option<Span>,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            replace: BTreeSet::new(),
+            target: None,
+            horizon: Span::from_seconds(DEFAULT_HORIZON_DAYS * 86_400),
+        }
+    }
 }
 
 impl PlanOptions {
@@ -266,9 +366,26 @@ pub fn reconcile_with(
 ) -> Plan {
     let mut actions = Vec::new();
     let mut unchanged = Vec::new();
+    let mut deferred = Vec::new();
+    let mut upcoming = Vec::new();
     let mut wanted = HashSet::new();
+    let horizon_end = options
+        .horizon
+        .and_then(|h| now.checked_add_signed(h.as_delta()))
+        .unwrap_or(now);
 
-    for tunnel in &desired.tunnels {
+    // Tunnels named only by name get their id from Cloudflare's list here
+    // (from the state already, when it recorded them: see the CLI).
+    let tunnels = desired.tunnels_resolved_by(|account, name| {
+        let mut found = remote?
+            .tunnels
+            .iter()
+            .filter(|(k, t)| k.account_id == account && t.name == name);
+        let (key, _) = found.next()?;
+        // Two tunnels of one name: refresh refuses that before planning.
+        found.next().is_none().then(|| key.tunnel_id.clone())
+    });
+    for tunnel in &tunnels {
         let key = tunnel.key();
         wanted.insert(key.to_string());
         if !options.includes(&tunnel.name) {
@@ -278,7 +395,7 @@ pub fn reconcile_with(
         let record = state.and_then(|s| s.get(&key));
         let sealed = record.filter(|r| r.psk.is_some());
         let last_rotated = sealed.and_then(|r| r.last_rotated);
-        let next_due = last_rotated.map(|t| policy.next_due(t));
+        let next_due = last_rotated.map(|t| policy.due_for(&key, t));
 
         let mut reasons = Vec::new();
         if let Some(intent) = record.and_then(|r| r.intent.as_ref()) {
@@ -308,12 +425,13 @@ pub fn reconcile_with(
                         reasons.push(Reason::ChangedOutside { on });
                     }
                 }
-                if policy.is_due(last, now) {
+                if policy.due_for(&key, last) <= now {
                     reasons.push(Reason::Due {
                         last_rotated: last,
                         days_ago: crate::policy::days_between(last, now),
                         policy: policy.name.clone(),
                         every: policy.rotate_every,
+                        spread: policy.spread,
                     });
                 }
             }
@@ -324,10 +442,20 @@ pub fn reconcile_with(
         }
 
         if reasons.is_empty() {
+            let due = next_due.expect("a sealed, dated PSK has a due date");
+            if options.horizon.is_some() && due <= horizon_end {
+                upcoming.push(Upcoming {
+                    name: tunnel.name.clone(),
+                    key: key.clone(),
+                    policy: policy.name.clone(),
+                    due,
+                    starts: policy.may_start_at(due),
+                });
+            }
             unchanged.push(Unchanged {
                 name: tunnel.name.clone(),
                 key,
-                next_due: next_due.expect("a sealed, dated PSK has a due date"),
+                next_due: due,
             });
             continue;
         }
@@ -336,6 +464,34 @@ pub fn reconcile_with(
         } else {
             ActionKind::Generate
         };
+        // Waiting would only prolong an outage (the key on the edge is
+        // unknown) or ignore an explicit `--replace`.
+        let urgent = reasons.iter().any(|r| {
+            matches!(
+                r,
+                Reason::Interrupted { .. } | Reason::Pending { .. } | Reason::Forced
+            )
+        });
+        if let Some(window) = policy
+            .window
+            .as_ref()
+            .filter(|w| !urgent && !w.contains(now))
+        {
+            let opens = window.next_open(now).unwrap_or(DateTime::<Utc>::MAX_UTC);
+            deferred.push(Deferred {
+                name: tunnel.name.clone(),
+                key,
+                kind,
+                reasons,
+                policy: policy.name.clone(),
+                why: Deferral::Window {
+                    opens,
+                    opens_local: window.local(opens),
+                    window: window.to_string(),
+                },
+            });
+            continue;
+        }
         actions.push(Action {
             name: tunnel.name.clone(),
             key,
@@ -347,6 +503,16 @@ pub fn reconcile_with(
             dry_run: DryRun::NotRun,
         });
     }
+
+    let site_deferred = hold_back_sites(desired, &tunnels, &mut actions);
+    deferred.extend(site_deferred);
+    let order: HashMap<&str, usize> = tunnels
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    deferred.sort_by_key(|d| order.get(d.name.as_str()).copied());
+    upcoming.sort_by(|a, b| a.due.cmp(&b.due).then_with(|| a.name.cmp(&b.name)));
 
     if let Some(state) = state {
         let desired_fps = desired.recipient_fingerprints();
@@ -364,7 +530,7 @@ pub fn reconcile_with(
                 .filter(|f| !desired_fps.contains(f))
                 .cloned()
                 .collect();
-            for tunnel in &desired.tunnels {
+            for tunnel in &tunnels {
                 let key = tunnel.key();
                 let Some(rec) = state
                     .get(&key)
@@ -410,7 +576,82 @@ pub fn reconcile_with(
         targeted: options.target.is_some(),
         actions,
         unchanged,
+        deferred,
+        upcoming,
+        horizon: options.horizon,
     }
+}
+
+/// Keeps one PSK change per site (more where every policy involved sets
+/// `site_parallel`) and returns the rest as deferred. The most urgent
+/// change of a site goes first: an interrupted or pending one (its path
+/// may be down already), then `--replace`, then drift, then the rest in
+/// psk.yaml order.
+fn hold_back_sites(
+    desired: &Config,
+    tunnels: &[crate::config::Tunnel],
+    actions: &mut Vec<Action>,
+) -> Vec<Deferred> {
+    let site_of: HashMap<&str, (&str, bool)> = tunnels
+        .iter()
+        .filter_map(|t| {
+            let site = t.site.as_deref()?;
+            Some((t.name.as_str(), (site, desired.policy_of(t).site_parallel)))
+        })
+        .collect();
+    let urgency = |a: &Action| {
+        let has = |f: fn(&Reason) -> bool| a.reasons.iter().any(f);
+        if has(|r| matches!(r, Reason::Interrupted { .. } | Reason::Pending { .. })) {
+            0
+        } else if has(|r| matches!(r, Reason::Forced)) {
+            1
+        } else if has(|r| matches!(r, Reason::ChangedOutside { .. })) {
+            2
+        } else {
+            3
+        }
+    };
+    let mut candidates: Vec<usize> = (0..actions.len())
+        .filter(|i| {
+            actions[*i].kind.changes_psk() && site_of.contains_key(actions[*i].name.as_str())
+        })
+        .collect();
+    candidates.sort_by_key(|i| (urgency(&actions[*i]), *i));
+
+    // Per site: the names chosen so far and whether all of them allow company.
+    let mut chosen: HashMap<&str, (Vec<String>, bool)> = HashMap::new();
+    let mut held: HashMap<usize, (String, String)> = HashMap::new();
+    for i in candidates {
+        let (site, parallel) = site_of[actions[i].name.as_str()];
+        match chosen.get_mut(site) {
+            None => {
+                chosen.insert(site, (vec![actions[i].name.clone()], parallel));
+            }
+            Some((names, all_parallel)) if *all_parallel && parallel => {
+                names.push(actions[i].name.clone());
+            }
+            Some((names, _)) => {
+                held.insert(i, (site.to_string(), names[0].clone()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut kept = Vec::new();
+    for (i, a) in std::mem::take(actions).into_iter().enumerate() {
+        match held.remove(&i) {
+            Some((site, rotating)) => out.push(Deferred {
+                name: a.name,
+                key: a.key,
+                kind: a.kind,
+                reasons: a.reasons,
+                policy: a.policy.unwrap_or_default(),
+                why: Deferral::Site { site, rotating },
+            }),
+            None => kept.push(a),
+        }
+    }
+    *actions = kept;
+    out
 }
 
 #[cfg(test)]
@@ -599,5 +840,214 @@ tunnels:
             reconcile(&config(), Some(&s), None, now),
             reconcile(&config(), Some(&s), None, now)
         );
+    }
+
+    fn config_with(policy: &str, tunnels: &str) -> Config {
+        let text = format!(
+            "version: 1
+account_id: {ACCOUNT}
+recipients: [age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p]
+policies:
+  default: {policy}
+tunnels:
+{tunnels}"
+        );
+        Config::parse(Path::new("psk.yaml"), &text).unwrap()
+    }
+
+    fn pair(site_a: &str, site_b: &str) -> String {
+        format!(
+            "  - {{name: a, id: {A}, site: {site_a}}}\n  - {{name: b, id: {B}, site: {site_b}}}\n"
+        )
+    }
+
+    #[test]
+    fn a_due_tunnel_waits_for_its_window() {
+        // Saturdays 02:00-06:00 in Berlin (01:00-05:00 UTC in winter).
+        let c = config_with(
+            "{rotate_every: 30d, window: {days: [sat], start: \"02:00\", end: \"06:00\", timezone: Europe/Berlin}}",
+            &format!("  - {{name: a, id: {A}}}\n"),
+        );
+        let mut s = state_with("a", A, "2026-10-01T00:00:00Z");
+        s.recipients = c.recipient_fingerprints();
+        // Thursday 2026-11-26: due, window shut.
+        let plan = reconcile(&c, Some(&s), None, t("2026-11-26T12:00:00Z"));
+        assert!(plan.actions.is_empty());
+        assert_eq!(plan.deferred.len(), 1);
+        let d = &plan.deferred[0];
+        assert_eq!(d.kind, ActionKind::Rotate);
+        assert_eq!(d.reasons[0].code(), "due");
+        assert_eq!(
+            d.why,
+            Deferral::Window {
+                opens: t("2026-11-28T01:00:00Z"),
+                opens_local: "2026-11-28 02:00 CET".into(),
+                window: "sat 02:00–06:00 Europe/Berlin".into(),
+            }
+        );
+        assert!(d
+            .why
+            .describe()
+            .starts_with("waiting for window (opens 2026-11-28 02:00 CET"));
+        assert!(!plan.has_changes());
+        // Inside the window it rotates.
+        let plan = reconcile(&c, Some(&s), None, t("2026-11-28T01:30:00Z"));
+        assert_eq!(plan.count(ActionKind::Rotate), 1);
+        assert!(plan.deferred.is_empty());
+    }
+
+    #[test]
+    fn an_interrupted_rotation_does_not_wait_for_the_window() {
+        let c = config_with(
+            "{rotate_every: 30d, window: {days: [sat], start: \"02:00\", end: \"06:00\"}}",
+            &format!("  - {{name: a, id: {A}}}\n"),
+        );
+        let mut s = state_with("a", A, "2026-11-20T00:00:00Z");
+        s.recipients = c.recipient_fingerprints();
+        s.entry(&TunnelKey::new(ACCOUNT, A), "a").intent = Some(Intent {
+            operation: "psk_generate".into(),
+            started: t("2026-11-25T00:00:00Z"),
+        });
+        let plan = reconcile(&c, Some(&s), None, t("2026-11-26T12:00:00Z"));
+        assert_eq!(plan.count(ActionKind::Rotate), 1);
+        assert!(plan.deferred.is_empty());
+    }
+
+    #[test]
+    fn one_tunnel_per_site_per_apply() {
+        let c = config_with("{rotate_every: 30d}", &pair("fra", "fra"));
+        let plan = reconcile(&c, None, None, t("2026-11-26T00:00:00Z"));
+        assert_eq!(plan.count(ActionKind::Generate), 1);
+        assert_eq!(plan.actions[0].name, "a");
+        assert_eq!(plan.deferred.len(), 1);
+        assert_eq!(plan.deferred[0].name, "b");
+        assert_eq!(
+            plan.deferred[0].why,
+            Deferral::Site {
+                site: "fra".into(),
+                rotating: "a".into()
+            }
+        );
+        // Different sites, or a policy that allows it: both go.
+        let c = config_with("{rotate_every: 30d}", &pair("fra", "ams"));
+        assert_eq!(
+            reconcile(&c, None, None, t("2026-11-26T00:00:00Z"))
+                .actions
+                .len(),
+            2
+        );
+        let c = config_with(
+            "{rotate_every: 30d, site_parallel: true}",
+            &pair("fra", "fra"),
+        );
+        let plan = reconcile(&c, None, None, t("2026-11-26T00:00:00Z"));
+        assert_eq!(plan.actions.len(), 2);
+        assert!(plan.deferred.is_empty());
+    }
+
+    #[test]
+    fn the_most_urgent_of_a_site_goes_first() {
+        let c = config_with("{rotate_every: 30d}", &pair("fra", "fra"));
+        let mut s = state_with("a", A, "2026-10-01T00:00:00Z");
+        s.recipients = c.recipient_fingerprints();
+        let b = s.entry(&TunnelKey::new(ACCOUNT, B), "b");
+        b.psk = Some("sealed".into());
+        b.last_rotated = Some(t("2026-11-20T00:00:00Z"));
+        b.intent = Some(Intent {
+            operation: "psk_generate".into(),
+            started: t("2026-11-25T00:00:00Z"),
+        });
+        let plan = reconcile(&c, Some(&s), None, t("2026-11-26T00:00:00Z"));
+        assert_eq!(plan.actions.len(), 1);
+        assert_eq!(plan.actions[0].name, "b", "the interrupted one");
+        assert_eq!(plan.deferred[0].name, "a");
+    }
+
+    #[test]
+    fn spread_moves_the_due_date_to_the_tunnels_slot() {
+        let c = config_with("{rotate_every: 30d, spread: 7d}", &pair("x", "y"));
+        let mut s = state_with("a", A, "2026-11-01T00:00:00Z");
+        s.recipients = c.recipient_fingerprints();
+        let b = s.entry(&TunnelKey::new(ACCOUNT, B), "b");
+        b.psk = Some("sealed".into());
+        b.last_rotated = Some(t("2026-11-01T00:00:00Z"));
+        let plan = reconcile(&c, Some(&s), None, t("2026-11-02T00:00:00Z"));
+        let deadline = t("2026-12-01T00:00:00Z");
+        let due: Vec<DateTime<Utc>> = plan.unchanged.iter().map(|u| u.next_due).collect();
+        for (due, id) in due.iter().zip([A, B]) {
+            let key = TunnelKey::new(ACCOUNT, id);
+            let offset = crate::policy::spread::offset(&key, "7d".parse().unwrap());
+            assert!(*due <= deadline && deadline - *due < chrono::TimeDelta::days(7));
+            assert_eq!((due.timestamp() - offset).rem_euclid(7 * 86_400), 0);
+        }
+        assert_ne!(due[0], due[1], "imported together, due apart");
+        // At its slot the tunnel is due, and the reason names the spread.
+        let plan = reconcile(&c, Some(&s), None, due[0]);
+        let a = plan.actions.iter().find(|a| a.name == "a").unwrap();
+        assert!(a.reasons[0].describe().contains("spread over 1w"));
+    }
+
+    #[test]
+    fn upcoming_lists_what_falls_due_within_the_horizon() {
+        let c = config_with(
+            "{rotate_every: 30d, window: {days: [sat], start: \"02:00\", end: \"06:00\"}}",
+            &pair("x", "y"),
+        );
+        let mut s = state_with("a", A, "2026-11-01T00:00:00Z");
+        s.recipients = c.recipient_fingerprints();
+        let b = s.entry(&TunnelKey::new(ACCOUNT, B), "b");
+        b.psk = Some("sealed".into());
+        b.last_rotated = Some(t("2026-11-20T00:00:00Z"));
+        let now = t("2026-11-20T00:00:00Z");
+        let plan = reconcile(&c, Some(&s), None, now);
+        assert_eq!(plan.upcoming.len(), 1, "{:?}", plan.upcoming);
+        let u = &plan.upcoming[0];
+        assert_eq!(u.name, "a");
+        assert_eq!(u.due, t("2026-12-01T00:00:00Z"));
+        // 2026-12-01 is a Tuesday; the window opens on Saturday.
+        assert_eq!(u.starts, t("2026-12-05T02:00:00Z"));
+        let wide = reconcile_with(
+            &c,
+            Some(&s),
+            None,
+            now,
+            &PlanOptions {
+                horizon: "30d".parse().ok(),
+                ..PlanOptions::default()
+            },
+        );
+        assert_eq!(wide.upcoming.len(), 2);
+        let none = reconcile_with(
+            &c,
+            Some(&s),
+            None,
+            now,
+            &PlanOptions {
+                horizon: None,
+                ..PlanOptions::default()
+            },
+        );
+        assert!(none.upcoming.is_empty());
+    }
+
+    #[test]
+    fn tunnels_named_by_name_are_found_in_the_remote_list() {
+        let c = config_with("{rotate_every: 30d}", "  - {name: edge-1}\n");
+        assert_eq!(c.unresolved.len(), 1);
+        let offline = reconcile(&c, None, None, t("2026-11-26T00:00:00Z"));
+        assert!(offline.actions.is_empty(), "unknown id: nothing to plan");
+        let mut remote = Remote::default();
+        remote.tunnels.insert(
+            TunnelKey::new(ACCOUNT, B),
+            RemoteTunnel {
+                id: B.into(),
+                name: "edge-1".into(),
+                last_generated_on: None,
+            },
+        );
+        let plan = reconcile(&c, None, Some(&remote), t("2026-11-26T00:00:00Z"));
+        assert_eq!(plan.actions.len(), 1);
+        assert_eq!(plan.actions[0].key, TunnelKey::new(ACCOUNT, B));
+        assert_eq!(plan.actions[0].name, "edge-1");
     }
 }

@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use anstyle::{AnsiColor, Style};
 use serde::Serialize;
 
-use crate::reconcile::{Action, ActionKind, DryRun, Plan};
+use crate::reconcile::{Action, ActionKind, Deferral, Deferred, DryRun, Plan, Upcoming};
 use crate::state::format_time;
 
 /// Whether human output may use ANSI colour: only on a terminal, and never
@@ -71,16 +71,66 @@ fn headline(a: &Action) -> String {
 
 /// The one-line summary that ends every human plan.
 pub fn summary_line(plan: &Plan) -> String {
+    let deferred = match plan.deferred.len() {
+        0 => String::new(),
+        n => format!(" {n} deferred."),
+    };
     if !plan.has_changes() {
-        return "No changes. Every PSK matches psk.yaml.".to_string();
+        if deferred.is_empty() {
+            return "No changes. Every PSK matches psk.yaml.".to_string();
+        }
+        return format!("No changes.{deferred}");
     }
     format!(
-        "Plan: {} to rotate, {} to generate, {} to reseal, {} to forget.",
+        "Plan: {} to rotate, {} to generate, {} to reseal, {} to forget.{deferred}",
         plan.count(ActionKind::Rotate),
         plan.count(ActionKind::Generate),
         plan.count(ActionKind::Reseal),
         plan.count(ActionKind::Forget)
     )
+}
+
+/// `fra-b: due, waiting for window (opens ...)`: the first line of a
+/// deferred tunnel's block.
+pub(crate) fn deferred_headline(d: &Deferred) -> String {
+    let due = match d.kind {
+        ActionKind::Generate => "first PSK due",
+        _ => "due",
+    };
+    format!("{}: {due}, {}", d.name, d.why.describe())
+}
+
+/// One deferred tunnel as text, like an action block without a symbol:
+/// nothing happens to it in this apply.
+pub(crate) fn deferred_block(d: &Deferred, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(out, "  # {}", deferred_headline(d))?;
+    for (i, r) in d.reasons.iter().enumerate() {
+        let lead = if i == 0 { "because" } else { "and" };
+        writeln!(out, "  # ({lead} {})", r.describe())?;
+    }
+    writeln!(out, "      tunnel_id:    {}", d.key.tunnel_id)?;
+    writeln!(out, "      account_id:   {}", d.key.account_id)?;
+    writeln!(out, "      policy:       {}", d.policy)?;
+    writeln!(out)
+}
+
+/// `edge-1: due 2026-12-01T00:00:00Z (policy "p"), window opens ...`.
+pub(crate) fn upcoming_line(u: &Upcoming) -> String {
+    let mut line = format!(
+        "{}: due {} (policy \"{}\")",
+        u.name,
+        format_time(&u.due),
+        u.policy
+    );
+    if u.starts != u.due {
+        line.push_str(&format!(", window opens {}", format_time(&u.starts)));
+    }
+    line
+}
+
+fn horizon_text(plan: &Plan) -> String {
+    plan.horizon
+        .map_or_else(|| "0s".to_string(), |s| s.to_string())
 }
 
 /// Terraform-style text for a terminal or a CI log, without colour.
@@ -120,6 +170,23 @@ pub fn human_styled(plan: &Plan, out: &mut dyn Write, color: bool) -> io::Result
         for a in &plan.actions {
             action_block_styled(a, out, p)?;
         }
+    }
+    if !plan.deferred.is_empty() {
+        writeln!(out, "psk will not change these in this apply:\n")?;
+        for d in &plan.deferred {
+            deferred_block(d, out)?;
+        }
+    }
+    if !plan.upcoming.is_empty() {
+        writeln!(
+            out,
+            "Falling due within {} (information, not actions):",
+            horizon_text(plan)
+        )?;
+        for u in &plan.upcoming {
+            writeln!(out, "  {}", upcoming_line(u))?;
+        }
+        writeln!(out)?;
     }
     if !plan.unchanged.is_empty() {
         let next = plan
@@ -198,7 +265,43 @@ struct JsonPlan<'a> {
     applyable: bool,
     actions: Vec<JsonAction<'a>>,
     unchanged: Vec<JsonUnchanged<'a>>,
+    deferred: Vec<JsonDeferred<'a>>,
+    forecast_horizon: Option<String>,
+    upcoming: Vec<JsonUpcoming<'a>>,
     summary: JsonSummary,
+}
+
+#[derive(Serialize)]
+struct JsonDeferred<'a> {
+    name: &'a str,
+    tunnel_id: &'a str,
+    account_id: &'a str,
+    action: &'static str,
+    reasons: Vec<JsonReason>,
+    policy: &'a str,
+    deferred: JsonDeferral<'a>,
+}
+
+#[derive(Serialize)]
+struct JsonDeferral<'a> {
+    code: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    opens: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    site: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rotating: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct JsonUpcoming<'a> {
+    name: &'a str,
+    tunnel_id: &'a str,
+    account_id: &'a str,
+    policy: &'a str,
+    due: String,
+    starts: String,
 }
 
 #[derive(Serialize)]
@@ -242,6 +345,8 @@ struct JsonSummary {
     forget: usize,
     reseal: usize,
     unchanged: usize,
+    deferred: usize,
+    upcoming: usize,
 }
 
 /// Machine-readable plan; see README "JSON plan format".
@@ -297,12 +402,62 @@ pub fn json(plan: &Plan, out: &mut dyn Write) -> io::Result<()> {
                 next_due: format_time(&u.next_due),
             })
             .collect(),
+        deferred: plan
+            .deferred
+            .iter()
+            .map(|d| JsonDeferred {
+                name: &d.name,
+                tunnel_id: &d.key.tunnel_id,
+                account_id: &d.key.account_id,
+                action: d.kind.as_str(),
+                reasons: d
+                    .reasons
+                    .iter()
+                    .map(|r| JsonReason {
+                        code: r.code(),
+                        message: r.describe(),
+                    })
+                    .collect(),
+                policy: &d.policy,
+                deferred: match &d.why {
+                    Deferral::Window { opens, .. } => JsonDeferral {
+                        code: d.why.code(),
+                        message: d.why.describe(),
+                        opens: Some(format_time(opens)),
+                        site: None,
+                        rotating: None,
+                    },
+                    Deferral::Site { site, rotating } => JsonDeferral {
+                        code: d.why.code(),
+                        message: d.why.describe(),
+                        opens: None,
+                        site: Some(site),
+                        rotating: Some(rotating),
+                    },
+                },
+            })
+            .collect(),
+        forecast_horizon: plan.horizon.map(|h| h.to_string()),
+        upcoming: plan
+            .upcoming
+            .iter()
+            .map(|u| JsonUpcoming {
+                name: &u.name,
+                tunnel_id: &u.key.tunnel_id,
+                account_id: &u.key.account_id,
+                policy: &u.policy,
+                due: format_time(&u.due),
+                starts: format_time(&u.starts),
+            })
+            .collect(),
         summary: JsonSummary {
             rotate: plan.count(ActionKind::Rotate),
             generate: plan.count(ActionKind::Generate),
             forget: plan.count(ActionKind::Forget),
             reseal: plan.count(ActionKind::Reseal),
             unchanged: plan.unchanged.len(),
+            deferred: plan.deferred.len(),
+            upcoming: plan.upcoming.len(),
         },
     };
     serde_json::to_writer_pretty(&mut *out, &doc)?;

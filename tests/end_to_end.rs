@@ -163,12 +163,12 @@ fn bad_config_exits_1_naming_file_and_line_and_leaves_state_alone() {
     let cases = [
         (
             good.replace("    site: site-0\n", "    sight: site-0\n"),
-            11,
-            "unknown field `sight`",
+            12,
+            "unknown key `sight`",
         ),
         (
             good.replace(&tunnel_id(1), "xyz"),
-            13,
+            14,
             "not a Cloudflare tunnel id",
         ),
         (
@@ -178,7 +178,7 @@ fn bad_config_exits_1_naming_file_and_line_and_leaves_state_alone() {
         ),
         (
             good.replace("tunnel-01", "tunnel-00"),
-            12,
+            13,
             "duplicate tunnel name",
         ),
     ];

@@ -4,7 +4,9 @@
 
 use chrono::{DateTime, Utc};
 use psk::config::TunnelKey;
-use psk::reconcile::{Action, ActionKind, DryRun, Plan, Reason, Unchanged};
+use psk::reconcile::{
+    Action, ActionKind, Deferral, Deferred, DryRun, Plan, Reason, Unchanged, Upcoming,
+};
 use psk::render;
 use psk::state::{Intent, State};
 
@@ -38,6 +40,7 @@ fn full_plan() -> Plan {
         days_ago: 117,
         policy: "default".into(),
         every: "90d".parse().unwrap(),
+        spread: None,
     };
     Plan {
         now: t("2026-11-26T12:00:00Z"),
@@ -78,6 +81,45 @@ fn full_plan() -> Plan {
             key: key(7),
             next_due: t("2027-01-15T00:00:00Z"),
         }],
+        deferred: vec![
+            Deferred {
+                name: "ber-weekend".into(),
+                key: key(9),
+                kind: ActionKind::Rotate,
+                reasons: vec![Reason::Due {
+                    last_rotated: t("2026-08-20T02:00:00Z"),
+                    days_ago: 98,
+                    policy: "weekend".into(),
+                    every: "90d".parse().unwrap(),
+                    spread: Some("7d".parse().unwrap()),
+                }],
+                policy: "weekend".into(),
+                why: Deferral::Window {
+                    opens: t("2026-11-28T01:00:00Z"),
+                    opens_local: "2026-11-28 02:00 CET".into(),
+                    window: "sat, sun 02:00–06:00 Europe/Berlin".into(),
+                },
+            },
+            Deferred {
+                name: "fra-secondary".into(),
+                key: key(10),
+                kind: ActionKind::Generate,
+                reasons: vec![Reason::NeverRotated],
+                policy: "default".into(),
+                why: Deferral::Site {
+                    site: "fra".into(),
+                    rotating: "fra-primary".into(),
+                },
+            },
+        ],
+        upcoming: vec![Upcoming {
+            name: "waw-ok".into(),
+            key: key(7),
+            policy: "default".into(),
+            due: t("2027-01-15T00:00:00Z"),
+            starts: t("2027-01-16T01:00:00Z"),
+        }],
+        horizon: "60d".parse().ok(),
     }
 }
 
@@ -172,6 +214,8 @@ fn json_every_action() {
 fn no_changes_in_every_format() {
     let mut plan = full_plan();
     plan.actions.clear();
+    plan.deferred.clear();
+    plan.upcoming.clear();
     insta::assert_snapshot!("no_changes_human", human(&plan, false));
     insta::assert_snapshot!("no_changes_markdown", markdown(&plan, Some(&state())));
     insta::assert_snapshot!("no_changes_json", json(&plan));

@@ -26,6 +26,9 @@ step psk --sandbox plan
 step psk --sandbox apply --auto-approve
 "$psk" --sandbox apply --auto-approve
 
+step "psk --sandbox apply --auto-approve   # again: one tunnel of site fra per apply"
+"$psk" --sandbox apply --auto-approve
+
 step psk --sandbox plan --detailed-exitcode
 "$psk" --sandbox plan --detailed-exitcode
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::cloudflare::{Client, ClientOptions, Credentials};
+use crate::cloudflare::{Client, ClientOptions, Credentials, RateLimit};
 use crate::config::Config;
 use crate::reconcile::{DryRun, Plan, Remote};
 use crate::sandbox::{self, Running, Sandbox, SandboxOptions};
@@ -19,12 +19,65 @@ pub struct Global {
     pub config: PathBuf,
     pub state: Option<PathBuf>,
     pub sandbox: bool,
+    pub network: Network,
     pub no_color: bool,
 }
 
+/// The global network flags: timeouts, retries, pace and parallelism.
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub connect_timeout: std::time::Duration,
+    pub request_timeout: std::time::Duration,
+    /// Retries after the first try.
+    pub retries: u32,
+    pub rate_limit: RateLimit,
+    pub parallelism: usize,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        let o = ClientOptions::default();
+        Network {
+            connect_timeout: o.connect_timeout,
+            request_timeout: o.request_timeout,
+            retries: o.retry.max_attempts - 1,
+            rate_limit: o.rate_limit,
+            parallelism: o.parallelism,
+        }
+    }
+}
+
+impl Network {
+    /// Client options from these flags and the environment
+    /// (`CLOUDFLARE_BASE_URL`, `PSK_TEST_NO_RETRY_DELAY`).
+    pub fn client_options(&self) -> ClientOptions {
+        let mut o = ClientOptions::from_env();
+        o.connect_timeout = self.connect_timeout;
+        o.request_timeout = self.request_timeout;
+        o.retry.max_attempts = self.retries.saturating_add(1);
+        o.rate_limit = self.rate_limit;
+        o.parallelism = self.parallelism;
+        o
+    }
+}
+
 impl Global {
+    /// Reads psk.yaml. Tunnels named only by name get the id the state
+    /// recorded for them (when it did), so `--offline` can plan them.
     pub fn load_config(&self) -> anyhow::Result<Config> {
-        let config = Config::load(&self.config)?;
+        let mut config = Config::load(&self.config)?;
+        if !config.unresolved.is_empty() {
+            // A state that does not load is reported by the command itself.
+            if let Ok(Some(state)) = state::load(&self.state_path(&config)) {
+                config.resolve(|account, name| {
+                    state
+                        .tunnels
+                        .values()
+                        .find(|r| r.account_id == account && r.name == name)
+                        .map(|r| r.tunnel_id.clone())
+                });
+            }
+        }
         Ok(config)
     }
 
@@ -50,13 +103,13 @@ impl Global {
             let running = sandbox::spawn(listener, Arc::new(sb))?;
             let options = ClientOptions {
                 base_url: running.base_url(),
-                ..ClientOptions::default()
+                ..self.network.client_options()
             };
             let client = Client::new(&Credentials::Token("sandbox".into()), options)?;
             return Ok((client, Some(running)));
         }
         let credentials = Credentials::from_env()?;
-        let client = Client::new(&credentials, ClientOptions::from_env())?;
+        let client = Client::new(&credentials, self.network.client_options())?;
         Ok((client, None))
     }
 }
@@ -80,12 +133,37 @@ pub async fn refresh(client: &Client, config: &Config) -> anyhow::Result<Remote>
                 .insert(crate::config::TunnelKey::new(&account, &t.id), t);
         }
     }
-    let missing: Vec<String> = config
+    let mut missing: Vec<String> = config
         .tunnels
         .iter()
         .filter(|t| !remote.tunnels.contains_key(&t.key()))
         .map(|t| format!("  {} (id {}) in account {}", t.name, t.id, t.account_id))
         .collect();
+    for u in &config.unresolved {
+        let ids: Vec<&str> = remote
+            .tunnels
+            .iter()
+            .filter(|(k, t)| k.account_id == u.account_id && t.name == u.name)
+            .map(|(k, _)| k.tunnel_id.as_str())
+            .collect();
+        match ids.len() {
+            0 => missing.push(format!(
+                "  {} (named by name, no id; line {}) in account {}",
+                u.name, u.line, u.account_id
+            )),
+            1 => {}
+            _ => bail!(
+                "{}:{}: {} tunnels in account {} are named `{}` ({}); psk cannot tell which one `{}` means. Add its `id` to psk.yaml",
+                config.path.display(),
+                u.line,
+                ids.len(),
+                u.account_id,
+                u.name,
+                ids.join(", "),
+                u.name
+            ),
+        }
+    }
     if !missing.is_empty() {
         bail!(
             "{} tunnel{} in {} {} not found at Cloudflare:\n{}\nCheck the ids and account ids in psk.yaml; psk does not create tunnels",
@@ -99,16 +177,50 @@ pub async fn refresh(client: &Client, config: &Config) -> anyhow::Result<Remote>
     Ok(remote)
 }
 
-/// Asks Cloudflare to validate every PSK-changing action without doing it.
+/// Asks Cloudflare to validate every PSK-changing action without doing it,
+/// `--parallelism` at a time. Results land on their own actions, so the
+/// plan reads the same whatever order the answers came in.
 pub async fn dry_run(client: &Client, plan: &mut Plan) {
-    for action in plan.actions.iter_mut().filter(|a| a.kind.changes_psk()) {
-        action.dry_run = match client
-            .psk_generate(&action.key.account_id, &action.key.tunnel_id, true)
-            .await
-        {
+    let todo: Vec<(usize, crate::config::TunnelKey)> = plan
+        .actions
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.kind.changes_psk())
+        .map(|(i, a)| (i, a.key.clone()))
+        .collect();
+    let results = client
+        .concurrently(todo, |(i, key)| async move {
+            let r = client
+                .psk_generate(&key.account_id, &key.tunnel_id, true)
+                .await;
+            (i, r)
+        })
+        .await;
+    for (i, r) in results {
+        plan.actions[i].dry_run = match r {
             Ok(_) => DryRun::Accepted,
             Err(e) => DryRun::Refused(e.to_string().replace('\n', " ")),
         };
+    }
+}
+
+/// `--connect-timeout` and `--request-timeout`: seconds (`90`, `0.5`) or a
+/// duration with a unit (`5s`, `2m`).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let d = if let Ok(secs) = t.parse::<f64>() {
+        (secs.is_finite() && secs >= 0.0).then(|| std::time::Duration::from_secs_f64(secs))
+    } else {
+        t.parse::<crate::policy::Span>()
+            .ok()
+            .and_then(|span| u64::try_from(span.seconds()).ok())
+            .map(std::time::Duration::from_secs)
+    };
+    match d {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!(
+            "`{s}` is not a duration; use seconds like 30 or 0.5, or a number with a unit like 5s or 2m"
+        )),
     }
 }
 

@@ -10,6 +10,7 @@ mod plan;
 mod progress;
 mod reseal;
 mod sandbox;
+mod schema;
 mod show;
 mod show_plan;
 mod validate;
@@ -51,6 +52,47 @@ pub struct Cli {
     #[arg(long, global = true)]
     sandbox: bool,
 
+    /// Give up connecting to the API after this long (e.g. 5s, 1m).
+    #[arg(long, global = true, value_name = "DURATION", default_value = "5s",
+          value_parser = context::parse_duration, help_heading = "Network")]
+    connect_timeout: std::time::Duration,
+
+    /// Give up on one API request (connect, send, answer) after this long;
+    /// it is then retried like a dropped connection.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "60s",
+          value_parser = context::parse_duration, help_heading = "Network")]
+    request_timeout: std::time::Duration,
+
+    /// Retries of a failed request (408, 409, 429, 5xx, a dropped or refused
+    /// connection, a timeout) after the first try, with exponential backoff
+    /// and jitter, or as long as Cloudflare's Retry-After says.
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        default_value_t = 3,
+        help_heading = "Network"
+    )]
+    retries: u32,
+
+    /// Most API requests psk sends in any window of this length, across all
+    /// its concurrent requests. The default is Cloudflare's own limit, which
+    /// a 429 turns into a 5-minute block of the whole token.
+    #[arg(
+        long,
+        global = true,
+        value_name = "N/DURATION",
+        default_value = "1200/5m",
+        help_heading = "Network"
+    )]
+    rate_limit: crate::cloudflare::RateLimit,
+
+    /// Most API requests in flight at once (per-tunnel dry runs, chunks of a
+    /// bulk PSK set).
+    #[arg(id = "api_parallelism", long = "parallelism", global = true, value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Network")]
+    parallelism: u32,
+
     /// No colour in human output (also: the NO_COLOR environment variable).
     #[arg(long, global = true)]
     no_color: bool,
@@ -67,6 +109,7 @@ enum Command {
     Show(show::ShowArgs),
     ShowPlan(show_plan::ShowPlanArgs),
     Sandbox(sandbox::SandboxArgs),
+    Schema(schema::SchemaArgs),
     Export(export::ExportArgs),
     Reseal(reseal::ResealArgs),
     Import(import::ImportArgs),
@@ -120,6 +163,13 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
         config: cli.config,
         state: cli.state,
         sandbox: cli.sandbox,
+        network: context::Network {
+            connect_timeout: cli.connect_timeout,
+            request_timeout: cli.request_timeout,
+            retries: cli.retries,
+            rate_limit: cli.rate_limit,
+            parallelism: cli.parallelism as usize,
+        },
         no_color: cli.no_color,
     };
     runtime.block_on(async move {
@@ -130,6 +180,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             Command::Show(a) => show::run(&global, a),
             Command::ShowPlan(a) => show_plan::run(&global, a),
             Command::Sandbox(a) => sandbox::run(&global, a).await,
+            Command::Schema(a) => schema::run(a),
             Command::Export(a) => export::run(&global, a),
             Command::Reseal(a) => reseal::run(&global, a),
             Command::Import(a) => import::run(&global, a).await,

@@ -50,7 +50,16 @@ pub struct PlanArgs {
 
     #[command(flatten)]
     selection: Selection,
+
+    /// List tunnels falling due within this span as information (not
+    /// actions), e.g. 30d; 0 lists none.
+    #[arg(long, value_name = "DURATION", default_value = "14d", value_parser = parse_forecast)]
+    forecast: Forecast,
 }
+
+/// `--forecast`: a span, or none for `0`.
+#[derive(Debug, Clone, Copy)]
+pub struct Forecast(pub Option<Span>);
 
 /// `--replace` and `--target`, shared by plan and apply.
 #[derive(Debug, Args, Default)]
@@ -94,12 +103,21 @@ impl Selection {
             replace: self.replace.iter().cloned().collect(),
             target: (!self.target.is_empty())
                 .then(|| self.target.iter().cloned().collect::<BTreeSet<_>>()),
+            ..PlanOptions::default()
         })
     }
 }
 
 pub fn parse_span(s: &str) -> Result<Span, String> {
     s.parse::<Span>().map_err(|e| e.to_string())
+}
+
+/// A span like `14d`, or `0` for no forecast.
+pub fn parse_forecast(s: &str) -> Result<Forecast, String> {
+    if s.trim().trim_end_matches(['s', 'm', 'h', 'd', 'w']) == "0" {
+        return Ok(Forecast(None));
+    }
+    parse_span(s).map(|span| Forecast(Some(span)))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -113,10 +131,16 @@ pub async fn run(global: &Global, args: PlanArgs) -> anyhow::Result<Status> {
     let config = global.load_config()?;
     let state_path = global.state_path(&config);
     let state = context::load_state(&state_path)?;
-    let options = args.selection.options(&config, state.as_ref())?;
+    let options = PlanOptions {
+        horizon: args.forecast.0,
+        ..args.selection.options(&config, state.as_ref())?
+    };
     let now = args.at.unwrap_or_else(Utc::now);
 
     let plan = if args.offline {
+        config.require_resolved(
+            "the state does not record its id, and --offline does not ask Cloudflare",
+        )?;
         reconcile::reconcile_with(&config, state.as_ref(), None, now, &options)
     } else {
         let (client, _sandbox) = global.connect(&config, state.as_ref()).await?;

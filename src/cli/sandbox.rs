@@ -1,5 +1,6 @@
 //! `psk sandbox`.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +25,47 @@ pub struct SandboxArgs {
     /// tests that prove no key was lost. Never point this at a real fleet.
     #[arg(long, value_name = "FILE")]
     ledger: Option<PathBuf>,
+
+    /// Delay each answer by about MS milliseconds (uniformly between half
+    /// and one and a half times MS).
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 0,
+        help_heading = "Misbehaviour"
+    )]
+    latency: u64,
+
+    /// Answer this share of requests (0 to 1) with a 5xx before doing
+    /// anything.
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_rate,
+          help_heading = "Misbehaviour")]
+    fail_rate: f64,
+
+    /// Handle this share of requests (0 to 1) in full, new PSK included,
+    /// then drop the connection without answering: a lost response.
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_rate,
+          help_heading = "Misbehaviour")]
+    drop_rate: f64,
+
+    /// Allow N requests in any window of SECONDS; past that, answer 429
+    /// with `retry-after` and refuse everything for the next SECONDS, as
+    /// Cloudflare does (its limit is 1200/300).
+    #[arg(long, value_name = "N/SECONDS", help_heading = "Misbehaviour")]
+    rate_limit: Option<crate::cloudflare::RateLimit>,
+
+    /// Seed the misbehaviour's random choices, for a reproducible run.
+    #[arg(long, value_name = "N", help_heading = "Misbehaviour")]
+    seed: Option<u64>,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!(
+            "`{s}` is not a share; use a number from 0 to 1, like 0.1"
+        )),
+    }
 }
 
 pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
@@ -31,6 +73,11 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
     let state = context::load_state(&global.state_path(&config))?;
     let options = SandboxOptions {
         ledger: args.ledger.clone(),
+        latency: std::time::Duration::from_millis(args.latency),
+        fail_rate: args.fail_rate,
+        drop_rate: args.drop_rate,
+        rate_limit: args.rate_limit,
+        seed: args.seed,
     };
     let sb = Sandbox::from_config(&config, state.as_ref(), &options)
         .context("cannot open the ledger file")?;
@@ -38,7 +85,11 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let running = sandbox::spawn(listener, Arc::new(sb))?;
-    println!(
+    // The server keeps serving even if nobody reads this (a closed pipe):
+    // write errors are ignored rather than ending the process.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
         "psk sandbox: {} tunnel{} in {} account{} at {}",
         config.tunnels.len(),
         if config.tunnels.len() == 1 { "" } else { "s" },
@@ -50,9 +101,11 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
         },
         running.base_url()
     );
-    println!("export CLOUDFLARE_BASE_URL={}", running.base_url());
-    println!("export CLOUDFLARE_API_TOKEN=sandbox-token");
-    println!("Press Ctrl-C to stop.");
+    let _ = writeln!(out, "export CLOUDFLARE_BASE_URL={}", running.base_url());
+    let _ = writeln!(out, "export CLOUDFLARE_API_TOKEN=sandbox-token");
+    let _ = writeln!(out, "Press Ctrl-C to stop.");
+    let _ = out.flush();
+    drop(out);
     tokio::signal::ctrl_c().await?;
     running.stop().await;
     Ok(Status::Success)

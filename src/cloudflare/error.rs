@@ -15,18 +15,22 @@ pub struct ApiMessage {
 pub enum ApiError {
     #[error("no Cloudflare credentials: {0}.\nSet CLOUDFLARE_API_TOKEN to an API token with the \"Magic WAN Write\" or \"Magic Transit Write\" permission (or CLOUDFLARE_EMAIL and CLOUDFLARE_API_KEY); or run `psk plan --offline`, or try everything with `psk --sandbox`")]
     MissingCredentials(String),
-    #[error("{}", describe_api(*status, errors, url, *attempts))]
+    #[error("{}", describe_api(*status, errors, url, *attempts, note.as_deref()))]
     Api {
         url: String,
         status: u16,
         errors: Vec<ApiMessage>,
         attempts: u32,
+        /// What was wrong with the answer itself, if anything.
+        note: Option<String>,
     },
-    #[error("tunnel {tunnel_id} was not found in Cloudflare account {account_id} (HTTP 404). Check its `id` and `account_id` in psk.yaml")]
+    #[error("tunnel {tunnel_id} was not found in Cloudflare account {account_id} (HTTP 404).\nhint: check the tunnel's `id` and `account_id` in psk.yaml; psk does not create tunnels")]
     TunnelNotFound {
         account_id: String,
         tunnel_id: String,
     },
+    #[error("Cloudflare account {account_id} was not found, or has no Magic IPsec tunnels API (HTTP 404).\nhint: check `account_id` in psk.yaml, and that the token's permissions cover this account")]
+    AccountNotFound { account_id: String },
     #[error("request to {url} failed{}: {message}", retries(*attempts))]
     Transport {
         url: String,
@@ -51,12 +55,23 @@ fn retries(attempts: u32) -> String {
     }
 }
 
-fn describe_api(status: u16, errors: &[ApiMessage], url: &str, attempts: u32) -> String {
+const PERMISSIONS: &str =
+    "an API token with the \"Magic WAN Write\" or \"Magic Transit Write\" permission";
+
+fn describe_api(
+    status: u16,
+    errors: &[ApiMessage],
+    url: &str,
+    attempts: u32,
+    note: Option<&str>,
+) -> String {
     let mut s = format!(
         "Cloudflare refused {url} (HTTP {status}{})",
         retries(attempts)
     );
-    if errors.is_empty() {
+    if let Some(note) = note {
+        s.push_str(&format!(": {note}"));
+    } else if errors.is_empty() {
         s.push_str(": no error details in the answer");
     }
     for e in errors {
@@ -66,8 +81,8 @@ fn describe_api(status: u16, errors: &[ApiMessage], url: &str, attempts: u32) ->
         s.push_str("\nhint: code 1012 means this account is not onboarded to Magic WAN or Magic Transit; check `account_id` in psk.yaml");
     }
     match status {
-        401 => s.push_str("\nhint: the credentials were not accepted; check CLOUDFLARE_API_TOKEN (or CLOUDFLARE_EMAIL and CLOUDFLARE_API_KEY)"),
-        403 => s.push_str("\nhint: the token lacks permission; it needs \"Magic WAN Write\" or \"Magic Transit Write\" on this account"),
+        401 => s.push_str(&format!("\nhint: the credentials were not accepted; set CLOUDFLARE_API_TOKEN to {PERMISSIONS} (or CLOUDFLARE_EMAIL and CLOUDFLARE_API_KEY)")),
+        403 => s.push_str(&format!("\nhint: the credentials lack permission for this account; psk needs {PERMISSIONS} on it")),
         429 => s.push_str("\nhint: Cloudflare's rate limit (1,200 requests per 5 minutes) was hit; wait 5 minutes before trying again"),
         _ => {}
     }
@@ -81,6 +96,16 @@ impl ApiError {
             ApiError::Api { status: 404, .. } => ApiError::TunnelNotFound {
                 account_id: account_id.to_string(),
                 tunnel_id: tunnel_id.to_string(),
+            },
+            other => other,
+        }
+    }
+
+    /// Names the account in a 404 about it.
+    pub(crate) fn for_account(self, account_id: &str) -> ApiError {
+        match self {
+            ApiError::Api { status: 404, .. } => ApiError::AccountNotFound {
+                account_id: account_id.to_string(),
             },
             other => other,
         }
@@ -101,7 +126,9 @@ impl ApiError {
             ApiError::Transport { sent, .. } => *sent,
             ApiError::Api { status, .. } => *status >= 500 || *status == 408,
             ApiError::Decode { status, .. } => (200..300).contains(status) || *status >= 500,
-            ApiError::MissingCredentials(_) | ApiError::TunnelNotFound { .. } => false,
+            ApiError::MissingCredentials(_)
+            | ApiError::TunnelNotFound { .. }
+            | ApiError::AccountNotFound { .. } => false,
         }
     }
 }
@@ -151,6 +178,20 @@ pub(crate) fn describe_json(e: &serde_json::Error, empty: bool) -> String {
             e.column()
         ),
         Category::Io => "the body could not be read".into(),
+    }
+}
+
+/// Why `result` is not what psk expects. serde's own message may quote a
+/// value (a PSK, in a `psk_generate` answer), so only a missing field, which
+/// names nothing but the field, is passed on.
+pub(crate) fn describe_shape(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.strip_prefix("missing field ") {
+        Some(field) if field.starts_with('`') => {
+            let field: String = field.chars().take_while(|c| *c != ' ').collect();
+            format!("`result` lacks the field {field}")
+        }
+        _ => "`result` does not have the shape psk expects".into(),
     }
 }
 

@@ -6,9 +6,13 @@
 //! message or a log line: errors hold Cloudflare's codes and messages only.
 
 mod error;
+mod limit;
 mod retry;
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -18,11 +22,21 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use error::{ApiError, ApiMessage};
+pub use limit::{Limiter, RateLimit};
 pub use retry::RetryPolicy;
 
 use crate::seal::Psk;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.cloudflare.com/client/v4";
+
+/// Tunnels per bulk `POST .../ipsec_tunnels/psk` request. Cloudflare
+/// documents no maximum; 100 keeps a request small (a lost answer leaves at
+/// most 100 tunnels with an unknown outcome) while a 1,000-tunnel fleet
+/// still takes only 10 of the 1,200 requests per 5 minutes.
+pub const BULK_CHUNK: usize = 100;
+
+/// Environment variable that zeroes every retry delay; for tests.
+pub const NO_RETRY_DELAY_ENV: &str = "PSK_TEST_NO_RETRY_DELAY";
 
 /// How psk authenticates. `Debug` never shows the secret.
 #[derive(Clone)]
@@ -108,6 +122,45 @@ pub struct RemoteTunnel {
 pub struct Generated {
     pub psk: Psk,
     pub last_generated_on: Option<DateTime<Utc>>,
+    /// Which try's answer this is. Earlier tries may have generated keys
+    /// whose answers were lost; the key from the newest answer is the valid
+    /// one, because each generation replaces the previous key.
+    pub attempt: u32,
+}
+
+/// One tunnel's new PSK for the bulk set. `Debug` never shows the PSK.
+#[derive(Debug, Clone)]
+pub struct PskEntry {
+    pub tunnel_id: String,
+    pub psk: Psk,
+}
+
+/// What Cloudflare reported for a PSK it accepted (or, under
+/// `validate_only`, would accept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The PSK's date on the edge; under `validate_only`, the current key's.
+    pub last_generated_on: Option<DateTime<Utc>>,
+}
+
+/// A chunk of the bulk set whose request failed as a whole.
+#[derive(Debug)]
+pub struct ChunkFailure {
+    pub tunnel_ids: Vec<String>,
+    pub error: ApiError,
+}
+
+/// Per-tunnel results of a bulk set, keyed by lowercase tunnel id. Every
+/// tunnel sent is in exactly one of the three.
+#[derive(Debug, Default)]
+pub struct BulkOutcome {
+    pub applied: BTreeMap<String, Applied>,
+    /// Cloudflare's reason, for tunnels it answered about but did not set
+    /// (or that its answer did not mention at all).
+    pub unapplied: BTreeMap<String, String>,
+    /// Chunks whose request failed; see [`ApiError::outcome_unknown`] for
+    /// whether Cloudflare may have set their PSKs anyway.
+    pub failed: Vec<ChunkFailure>,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +169,11 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub retry: RetryPolicy,
+    /// Shared by every request of the client and of its clones.
+    pub rate_limit: RateLimit,
+    /// At most this many requests in flight, for callers that go through
+    /// [`Client::concurrently`].
+    pub parallelism: usize,
 }
 
 impl Default for ClientOptions {
@@ -125,12 +183,15 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(60),
             retry: RetryPolicy::default(),
+            rate_limit: RateLimit::CLOUDFLARE,
+            parallelism: 10,
         }
     }
 }
 
 impl ClientOptions {
-    /// Defaults, with the base URL from `CLOUDFLARE_BASE_URL` when set.
+    /// Defaults, with the base URL from `CLOUDFLARE_BASE_URL` when set, and
+    /// retry delays zeroed under `PSK_TEST_NO_RETRY_DELAY`.
     pub fn from_env() -> Self {
         let mut o = ClientOptions::default();
         if let Ok(url) = std::env::var("CLOUDFLARE_BASE_URL") {
@@ -138,8 +199,35 @@ impl ClientOptions {
                 o.base_url = url.trim().to_string();
             }
         }
+        o.retry.no_delay = no_retry_delay_from_env();
         o
     }
+}
+
+/// Whether `PSK_TEST_NO_RETRY_DELAY` asks for retries without delay.
+pub fn no_retry_delay_from_env() -> bool {
+    std::env::var(NO_RETRY_DELAY_ENV)
+        .map(|v| !v.is_empty() && v != "0" && v != "false")
+        .unwrap_or(false)
+}
+
+/// Runs `f` over `items` with at most `limit` futures in flight, and
+/// returns the results in the order of `items`.
+pub async fn concurrently<T, R, F, Fut>(
+    limit: usize,
+    items: impl IntoIterator<Item = T>,
+    f: F,
+) -> Vec<R>
+where
+    F: FnMut(T) -> Fut,
+    Fut: Future<Output = R>,
+{
+    use futures_util::StreamExt as _;
+    futures_util::stream::iter(items)
+        .map(f)
+        .buffered(limit.max(1))
+        .collect()
+        .await
 }
 
 #[derive(Debug, Clone)]
@@ -147,6 +235,8 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     retry: RetryPolicy,
+    limiter: Arc<Limiter>,
+    parallelism: usize,
 }
 
 impl Client {
@@ -171,11 +261,38 @@ impl Client {
             http,
             base: options.base_url.trim_end_matches('/').to_string(),
             retry: options.retry,
+            limiter: Arc::new(Limiter::new(options.rate_limit)),
+            parallelism: options.parallelism.max(1),
         })
     }
 
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+
+    /// The pace shared by this client, its clones and all their requests.
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
+    /// `--parallelism`: how many requests psk keeps in flight at once.
+    pub fn parallelism(&self) -> usize {
+        self.parallelism
+    }
+
+    /// [`concurrently`] with this client's `--parallelism`: how commands
+    /// (dry runs now, the executor later) run per-tunnel calls side by side.
+    /// The rate limiter still paces every request.
+    pub async fn concurrently<T, R, F, Fut>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        f: F,
+    ) -> Vec<R>
+    where
+        F: FnMut(T) -> Fut,
+        Fut: Future<Output = R>,
+    {
+        concurrently(self.parallelism, items, f).await
     }
 
     /// All IPsec tunnels of an account, in one call.
@@ -185,12 +302,36 @@ impl Client {
             ipsec_tunnels: Vec<WireTunnel>,
         }
         let url = format!("{}/accounts/{account_id}/magic/ipsec_tunnels", self.base);
-        let result: ListResult = self.call(Method::GET, &url, None::<&()>).await?;
+        let result: ListResult = self
+            .call(Method::GET, &url, None::<&()>)
+            .await
+            .map_err(|e| e.for_account(account_id))?;
         result
             .ipsec_tunnels
             .into_iter()
             .map(|t| t.into_remote(&url))
             .collect()
+    }
+
+    /// One tunnel.
+    pub async fn get_tunnel(
+        &self,
+        account_id: &str,
+        tunnel_id: &str,
+    ) -> Result<RemoteTunnel, ApiError> {
+        #[derive(Deserialize)]
+        struct GetResult {
+            ipsec_tunnel: WireTunnel,
+        }
+        let url = format!(
+            "{}/accounts/{account_id}/magic/ipsec_tunnels/{tunnel_id}",
+            self.base
+        );
+        let result: GetResult = self
+            .call(Method::GET, &url, None::<&()>)
+            .await
+            .map_err(|e| e.for_tunnel(account_id, tunnel_id))?;
+        result.ipsec_tunnel.into_remote(&url)
     }
 
     /// Asks Cloudflare to generate a PSK for a tunnel. With `validate_only`
@@ -215,8 +356,8 @@ impl Client {
         if validate_only {
             url.push_str("?validate_only=true");
         }
-        let result: GenResult = self
-            .call(Method::POST, &url, Some(&serde_json::json!({})))
+        let (result, attempt): (GenResult, u32) = self
+            .call_counted(Method::POST, &url, Some(&serde_json::json!({})))
             .await
             .map_err(|e| e.for_tunnel(account_id, tunnel_id))?;
         if validate_only {
@@ -237,7 +378,93 @@ impl Client {
         Ok(Some(Generated {
             psk: Psk::new(psk),
             last_generated_on,
+            attempt,
         }))
+    }
+
+    /// Sets caller-made PSKs with `POST .../ipsec_tunnels/psk`, in chunks of
+    /// [`BULK_CHUNK`] sent side by side (up to `--parallelism`). With
+    /// `validate_only` Cloudflare only checks them. The PSKs Cloudflare
+    /// echoes back are never read.
+    pub async fn set_psks(
+        &self,
+        account_id: &str,
+        entries: &[PskEntry],
+        validate_only: bool,
+    ) -> BulkOutcome {
+        let mut url = format!(
+            "{}/accounts/{account_id}/magic/ipsec_tunnels/psk",
+            self.base
+        );
+        if validate_only {
+            url.push_str("?validate_only=true");
+        }
+        let url = &url;
+        let chunks = entries.chunks(BULK_CHUNK);
+        let answers = self
+            .concurrently(chunks, |chunk| async move {
+                let body = WireBulkRequest {
+                    psks: chunk
+                        .iter()
+                        .map(|e| WireBulkEntry {
+                            id: &e.tunnel_id,
+                            psk: e.psk.expose(),
+                        })
+                        .collect(),
+                };
+                let answer: Result<WireBulkResult, ApiError> = self
+                    .call(Method::POST, url, Some(&body))
+                    .await
+                    .map_err(|e| e.for_account(account_id));
+                (chunk, answer)
+            })
+            .await;
+        let mut outcome = BulkOutcome::default();
+        for (chunk, answer) in answers {
+            let mut result = match answer {
+                Ok(r) => r,
+                Err(error) => {
+                    outcome.failed.push(ChunkFailure {
+                        tunnel_ids: chunk
+                            .iter()
+                            .map(|e| e.tunnel_id.to_ascii_lowercase())
+                            .collect(),
+                        error,
+                    });
+                    continue;
+                }
+            };
+            let applied: BTreeMap<String, WireApplied> = result
+                .successfully_applied_psks
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect();
+            let unapplied: BTreeMap<String, String> = std::mem::take(&mut result.unapplied_psks)
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect();
+            for e in chunk {
+                let id = e.tunnel_id.to_ascii_lowercase();
+                if let Some(a) = applied.get(&id) {
+                    // An unreadable date is not worth failing an applied PSK:
+                    // the key is set either way.
+                    let last_generated_on = a
+                        .psk_metadata
+                        .as_ref()
+                        .and_then(|m| m.last_generated_on.as_deref())
+                        .and_then(|s| parse_time(s, url).ok());
+                    outcome.applied.insert(id, Applied { last_generated_on });
+                } else if let Some(reason) = unapplied.get(&id) {
+                    outcome.unapplied.insert(id, reason.clone());
+                } else {
+                    outcome.unapplied.insert(
+                        id,
+                        "Cloudflare's answer does not mention this tunnel".into(),
+                    );
+                }
+            }
+        }
+        outcome
     }
 
     /// One request with the retry policy; decodes the envelope's `result`.
@@ -253,9 +480,20 @@ impl Client {
         url: &str,
         body: Option<&B>,
     ) -> Result<T, ApiError> {
+        self.call_counted(method, url, body).await.map(|(v, _)| v)
+    }
+
+    /// [`Client::call`], also saying which try's answer it returns.
+    async fn call_counted<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&B>,
+    ) -> Result<(T, u32), ApiError> {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            self.limiter.acquire().await;
             let mut req = self.http.request(method.clone(), url);
             if let Some(b) = body {
                 req = req
@@ -292,7 +530,7 @@ impl Client {
                             (err, Some(self.retry.backoff(attempt)))
                         }
                         Ok(bytes) => match decode::<T>(status, &bytes, url) {
-                            Ok(v) => return Ok(v),
+                            Ok(v) => return Ok((v, attempt)),
                             Err(err) => {
                                 let retryable = retry::should_retry(status, &headers);
                                 (
@@ -312,6 +550,32 @@ impl Client {
             }
         }
     }
+}
+
+#[derive(Serialize)]
+struct WireBulkRequest<'a> {
+    psks: Vec<WireBulkEntry<'a>>,
+}
+
+#[derive(Serialize)]
+struct WireBulkEntry<'a> {
+    id: &'a str,
+    psk: &'a str,
+}
+
+/// The bulk answer; the echoed `psk` of each applied entry is skipped.
+#[derive(Deserialize)]
+struct WireBulkResult {
+    #[serde(default)]
+    successfully_applied_psks: BTreeMap<String, WireApplied>,
+    #[serde(default)]
+    unapplied_psks: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct WireApplied {
+    #[serde(default)]
+    psk_metadata: Option<WireMeta>,
 }
 
 #[derive(Deserialize)]
@@ -352,13 +616,15 @@ fn parse_time(s: &str, url: &str) -> Result<DateTime<Utc>, ApiError> {
         })
 }
 
+/// The envelope with `result` still undecoded, so a `success: false`
+/// answer is reported as Cloudflare's refusal whatever its `result` holds.
 #[derive(Deserialize)]
-struct Envelope<T> {
+struct Envelope {
     success: bool,
     #[serde(default)]
     errors: Vec<ApiMessage>,
-    #[serde(default = "Option::default")]
-    result: Option<T>,
+    #[serde(default)]
+    result: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -370,17 +636,25 @@ struct FailureEnvelope {
 /// Turns a status and body into `result` or an error, never quoting the body.
 fn decode<T: DeserializeOwned>(status: StatusCode, bytes: &[u8], url: &str) -> Result<T, ApiError> {
     if !status.is_success() {
-        let errors = serde_json::from_slice::<FailureEnvelope>(bytes)
-            .map(|f| f.errors)
-            .unwrap_or_default();
+        let (errors, note) = match serde_json::from_slice::<FailureEnvelope>(bytes) {
+            Ok(f) => (f.errors, None),
+            Err(e) => (
+                Vec::new(),
+                Some(format!(
+                    "the answer is not Cloudflare's error envelope: {}",
+                    error::describe_json(&e, bytes.is_empty())
+                )),
+            ),
+        };
         return Err(ApiError::Api {
             url: url.to_string(),
             status: status.as_u16(),
             errors,
             attempts: 1,
+            note,
         });
     }
-    let envelope: Envelope<T> = serde_json::from_slice(bytes).map_err(|e| ApiError::Decode {
+    let envelope: Envelope = serde_json::from_slice(bytes).map_err(|e| ApiError::Decode {
         url: url.to_string(),
         status: status.as_u16(),
         message: error::describe_json(&e, bytes.is_empty()),
@@ -391,11 +665,23 @@ fn decode<T: DeserializeOwned>(status: StatusCode, bytes: &[u8], url: &str) -> R
             status: status.as_u16(),
             errors: envelope.errors,
             attempts: 1,
+            note: Some(format!(
+                "HTTP {} came with `success: false`, so nothing is known to have happened",
+                status.as_u16()
+            )),
         });
     }
-    envelope.result.ok_or_else(|| ApiError::Decode {
+    let result = envelope
+        .result
+        .filter(|r| !r.is_null())
+        .ok_or_else(|| ApiError::Decode {
+            url: url.to_string(),
+            status: status.as_u16(),
+            message: "`success` is true but `result` is missing".into(),
+        })?;
+    serde_json::from_value(result).map_err(|e| ApiError::Decode {
         url: url.to_string(),
         status: status.as_u16(),
-        message: "`success` is true but `result` is missing".into(),
+        message: error::describe_shape(&e),
     })
 }

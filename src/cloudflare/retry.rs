@@ -14,6 +14,10 @@ pub struct RetryPolicy {
     /// The first backoff; each later one doubles, with jitter.
     pub base_delay: Duration,
     pub max_delay: Duration,
+    /// Retry at once, ignoring backoff and the server's `Retry-After`: for
+    /// tests only (`PSK_TEST_NO_RETRY_DELAY=1`, as uv does), so a retry test
+    /// takes no wall time.
+    pub no_delay: bool,
 }
 
 impl Default for RetryPolicy {
@@ -23,6 +27,7 @@ impl Default for RetryPolicy {
             base_delay: Duration::from_millis(500),
             // Cloudflare blocks a token for 5 minutes after a 429.
             max_delay: Duration::from_secs(300),
+            no_delay: false,
         }
     }
 }
@@ -31,6 +36,9 @@ impl RetryPolicy {
     /// Exponential backoff with jitter: a random point in the upper half of
     /// `base * 2^(attempt-1)`, so concurrent clients do not retry in step.
     pub fn backoff(&self, attempt: u32) -> Duration {
+        if self.no_delay {
+            return Duration::ZERO;
+        }
         let exp = self
             .base_delay
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
@@ -45,6 +53,9 @@ impl RetryPolicy {
     /// The server's `Retry-After-Ms` or `Retry-After` (seconds or an HTTP
     /// date) when given, else the backoff; never more than `max_delay`.
     pub fn delay_for(&self, attempt: u32, headers: &HeaderMap) -> Duration {
+        if self.no_delay {
+            return Duration::ZERO;
+        }
         server_delay(headers, Utc::now())
             .map(|d| d.min(self.max_delay))
             .unwrap_or_else(|| self.backoff(attempt))
@@ -153,11 +164,21 @@ mod tests {
             max_attempts: 10,
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(1),
+            no_delay: false,
         };
         let d1 = p.backoff(1);
         assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100));
         let d3 = p.backoff(3);
         assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400));
         assert!(p.backoff(30) <= Duration::from_secs(1));
+        let none = RetryPolicy {
+            no_delay: true,
+            ..p
+        };
+        assert_eq!(none.backoff(3), Duration::ZERO);
+        assert_eq!(
+            none.delay_for(1, &headers(&[("retry-after", "30")])),
+            Duration::ZERO
+        );
     }
 }

@@ -2,15 +2,26 @@
 //!
 //! libyaml (under serde_yaml) rescans every open flow collection for each
 //! token, so a 200 KB file of nested `[` takes minutes to reject: a review
-//! bot running `psk plan` on a pull request would hang. And it reports a
-//! control character by byte offset only. Both are caught here, cheaply and
-//! with a line and column.
+//! bot running `psk plan` on a pull request would hang. Aliases copy the
+//! node they name, so a few lines of nested aliases (a "billion laughs")
+//! expand to billions of nodes in any loader that builds a tree. And
+//! libyaml reports a control character by byte offset only. All of these
+//! are caught here, cheaply and with a line and column.
+
+use std::collections::HashMap;
+
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
 
 use super::{Diagnostic, Position};
 
 /// Far deeper than any psk.yaml needs (it nests four levels at most), far
 /// shallower than where libyaml slows down.
 pub const MAX_FLOW_DEPTH: usize = 64;
+
+/// Nodes the document may have once every alias is expanded: a fleet of
+/// 10,000 tunnels is about 50,000.
+pub const MAX_EXPANDED_NODES: u64 = 1_000_000;
 
 pub fn check(text: &str) -> Result<(), Diagnostic> {
     single_document(text)?;
@@ -62,7 +73,76 @@ pub fn check(text: &str) -> Result<(), Diagnostic> {
         }
         prev = c;
     }
-    Ok(())
+    alias_expansion(text)
+}
+
+/// Counts the nodes of the document as a loader would build it, each alias
+/// counting as the size of the node it names, without building anything.
+fn alias_expansion(text: &str) -> Result<(), Diagnostic> {
+    #[derive(Default)]
+    struct Sizer {
+        /// Open collections: their anchor id and node count so far.
+        open: Vec<(usize, u64)>,
+        sizes: HashMap<usize, u64>,
+        total: u64,
+        over: Option<Marker>,
+    }
+    impl Sizer {
+        fn add(&mut self, n: u64, mark: Marker) {
+            let slot = match self.open.last_mut() {
+                Some((_, count)) => count,
+                None => &mut self.total,
+            };
+            *slot = slot.saturating_add(n);
+            if *slot > MAX_EXPANDED_NODES && self.over.is_none() {
+                self.over = Some(mark);
+            }
+        }
+    }
+    impl MarkedEventReceiver for Sizer {
+        fn on_event(&mut self, ev: Event, mark: Marker) {
+            match ev {
+                Event::Scalar(_, _, anchor, _) => {
+                    if anchor > 0 {
+                        self.sizes.insert(anchor, 1);
+                    }
+                    self.add(1, mark);
+                }
+                Event::Alias(id) => {
+                    let n = self.sizes.get(&id).copied().unwrap_or(1);
+                    self.add(n, mark);
+                }
+                Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                    self.open.push((anchor, 1));
+                }
+                Event::SequenceEnd | Event::MappingEnd => {
+                    if let Some((anchor, count)) = self.open.pop() {
+                        if anchor > 0 {
+                            self.sizes.insert(anchor, count);
+                        }
+                        self.add(count, mark);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut sizer = Sizer::default();
+    // A document that does not parse is reported by serde_yaml, located.
+    let _ = Parser::new_from_str(text).load(&mut sizer, false);
+    match sizer.over {
+        None => Ok(()),
+        Some(mark) => Err(Diagnostic {
+            position: Position {
+                line: mark.line(),
+                column: mark.col() + 1,
+            },
+            key: String::new(),
+            message: format!(
+                "aliases (`*name`) here expand the document past {MAX_EXPANDED_NODES} nodes; psk.yaml never needs that many, so write the values out or use fewer aliases"
+            ),
+        }),
+    }
 }
 
 /// serde_yaml refuses a second document (`---`) without saying where it
@@ -134,6 +214,23 @@ mod tests {
             ));
         }
         assert!(check(&text).is_ok());
+    }
+
+    #[test]
+    fn alias_bombs_are_refused_where_they_explode() {
+        let mut text = "a: &a [x, x, x, x, x, x, x, x, x, x]\n".to_string();
+        for (i, n) in ["b", "c", "d", "e", "f", "g"].iter().enumerate() {
+            let prev = ["a", "b", "c", "d", "e", "f"][i];
+            text.push_str(&format!(
+                "{n}: &{n} [{}]\n",
+                vec![format!("*{prev}"); 10].join(", ")
+            ));
+        }
+        let d = check(&text).unwrap_err();
+        assert_eq!(d.position.line, 6, "{d:?}");
+        assert!(d.message.contains("aliases"), "{}", d.message);
+        // Ordinary reuse is fine.
+        assert!(check("r: &r [age1x]\nq: *r\np: *r\n").is_ok());
     }
 
     #[test]

@@ -1,20 +1,27 @@
 //! The desired state, `psk.yaml`: what people edit and review.
 //!
-//! Two stages, so the rest of psk never sees an invalid value: `raw` mirrors
-//! the file for serde, then [`Config::parse`] checks it as a whole and builds
-//! the validated model. Every problem found is reported with file and line.
+//! Three stages, so the rest of psk never sees an invalid value: the YAML
+//! is checked against the schema generated from `raw` (every unknown key,
+//! missing key and wrong type at once), then read into the `raw` structs,
+//! then [`Config::parse`] checks it as a whole (duplicates, references,
+//! durations, windows, recipients) and builds the validated model. Every
+//! problem found is reported with file, line, column and key path.
 
 mod guard;
 mod locate;
 mod raw;
+pub mod schema;
+mod suggest;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::policy::{Policy, Span};
+use crate::policy::window::{self, Window};
+use crate::policy::{Generator, Policy, Span};
 use crate::seal::Recipient;
 pub use locate::{Locations, Position};
+pub use suggest::closest;
 
 /// The only format version this build understands.
 pub const CONFIG_VERSION: u64 = 1;
@@ -32,8 +39,27 @@ pub struct Config {
     pub state_path: PathBuf,
     pub recipients: Vec<Recipient>,
     pub policies: BTreeMap<String, Policy>,
-    /// In file order.
+    /// Tunnels whose Cloudflare id is known, in file order.
     pub tunnels: Vec<Tunnel>,
+    /// Tunnels named only by their Cloudflare name whose id is not known
+    /// yet: see [`Config::resolve`].
+    pub unresolved: Vec<Unresolved>,
+    /// Problems that do not stop psk, such as a policy no tunnel uses.
+    pub warnings: Vec<Diagnostic>,
+    /// Each tunnel's place in the file, by name, to keep file order.
+    order: HashMap<String, usize>,
+}
+
+/// A tunnel named by its Cloudflare name alone, before its id is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unresolved {
+    pub name: String,
+    pub account_id: String,
+    pub policy: String,
+    pub site: Option<String>,
+    /// Its key path in psk.yaml, e.g. `accounts.eu.tunnels[2]`.
+    pub key_path: String,
+    pub line: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,177 +192,62 @@ impl Config {
 
     /// Validates `text` as the contents of `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let fail = |diagnostics: Vec<Diagnostic>| ConfigError {
-            file: path.to_path_buf(),
-            diagnostics,
+        let fail = |mut diagnostics: Vec<Diagnostic>| {
+            diagnostics.sort_by_key(|d| d.position);
+            ConfigError {
+                file: path.to_path_buf(),
+                diagnostics,
+            }
+        };
+        let at_start = |message: &str| Diagnostic {
+            position: Position { line: 1, column: 1 },
+            key: String::new(),
+            message: message.to_string(),
         };
         guard::check(text).map_err(|d| fail(vec![d]))?;
-        let raw = raw::parse(text).map_err(|d| fail(vec![d]))?;
+        if text.trim().is_empty() {
+            return Err(fail(vec![at_start(
+                "the file is empty; it needs at least `version: 1`, `recipients`, `policies` and `tunnels`",
+            )]));
+        }
+        // Syntax first: serde_yaml's messages and positions are good.
+        serde_yaml::from_str::<serde::de::IgnoredAny>(text)
+            .map_err(|e| fail(vec![serde_diagnostic(&e)]))?;
         let loc = Locations::index(text);
-        let mut errs = Validator {
-            loc: &loc,
-            out: Vec::new(),
-        };
-        for (key, position) in loc.duplicates() {
-            errs.out.push(Diagnostic {
+        // Before anything builds a tree: loaders keep one of two equal keys.
+        let duplicates: Vec<Diagnostic> = loc
+            .duplicates()
+            .iter()
+            .map(|(key, position)| Diagnostic {
                 position: *position,
                 key: key.clone(),
                 message:
                     "appears twice in one mapping; YAML keeps only one of them, so remove the other"
                         .into(),
-            });
+            })
+            .collect();
+        if !duplicates.is_empty() {
+            return Err(fail(duplicates));
         }
-
-        if raw.version != CONFIG_VERSION {
-            errs.push(
-                "version",
-                format!(
-                    "version {} is not supported; this psk reads version {CONFIG_VERSION}",
-                    raw.version
-                ),
-            );
+        let doc = schema::to_json(text);
+        let structural = schema::check(&doc, &loc);
+        if !structural.is_empty() {
+            return Err(fail(structural));
         }
-
-        let default_account = raw.account_id.as_deref().map(str::trim);
-        if let Some(a) = default_account {
-            if !is_cloudflare_id(a) {
-                errs.push("account_id", bad_id("account id", a));
-            }
+        let raw: raw::RawConfig =
+            serde_yaml::from_str(text).map_err(|e| fail(vec![serde_diagnostic(&e)]))?;
+        let mut v = Validator {
+            loc: &loc,
+            out: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let checked = v.config(&raw);
+        if !v.out.is_empty() {
+            return Err(fail(v.out));
         }
-
-        let mut recipients = Vec::new();
-        if raw.recipients.is_empty() {
-            errs.push(
-                "recipients",
-                "no recipients: list at least one age (age1...) or SSH public key that may open the PSKs".into(),
-            );
-        }
-        for (i, r) in raw.recipients.iter().enumerate() {
-            match r.parse::<Recipient>() {
-                Ok(r) => recipients.push(r),
-                Err(e) => errs.push(&format!("recipients[{i}]"), e.to_string()),
-            }
-        }
-
-        let mut policies = BTreeMap::new();
-        for (name, p) in &raw.policies {
-            let key = format!("policies.{name}");
-            if !is_plain_name(name) {
-                errs.push(
-                    &key,
-                    format!("policy name `{name}` must be letters, digits, `-` or `_`"),
-                );
-            }
-            match p.rotate_every.parse::<Span>() {
-                Ok(rotate_every) => {
-                    policies.insert(
-                        name.clone(),
-                        Policy {
-                            name: name.clone(),
-                            rotate_every,
-                        },
-                    );
-                }
-                Err(e) => errs.push(&format!("{key}.rotate_every"), e.to_string()),
-            }
-        }
-
-        let mut tunnels = Vec::new();
-        let mut by_name: HashMap<String, usize> = HashMap::new();
-        let mut by_id: HashMap<TunnelKey, usize> = HashMap::new();
-        for (i, t) in raw.tunnels.iter().enumerate() {
-            let at = |k: &str| format!("tunnels[{i}].{k}");
-            let name = t.name.trim().to_string();
-            if name.is_empty() || name.chars().any(char::is_control) {
-                errs.push(
-                    &at("name"),
-                    "a tunnel name must be non-empty printable text".into(),
-                );
-            } else if let Some(first) = by_name.insert(name.clone(), i) {
-                let p = loc.get(&format!("tunnels[{first}].name"));
-                errs.push(
-                    &at("name"),
-                    format!(
-                        "duplicate tunnel name `{name}` (first used at line {})",
-                        p.line
-                    ),
-                );
-            }
-            let id = t.id.trim().to_ascii_lowercase();
-            let id_ok = is_cloudflare_id(&id);
-            if !id_ok {
-                errs.push(&at("id"), bad_id("tunnel id", &t.id));
-            }
-            let account = match t.account_id.as_deref().map(str::trim).or(default_account) {
-                Some(a) if is_cloudflare_id(a) => Some(a.to_ascii_lowercase()),
-                Some(a) => {
-                    if t.account_id.is_some() {
-                        errs.push(&at("account_id"), bad_id("account id", a));
-                    }
-                    None
-                }
-                None => {
-                    errs.push(
-                        &format!("tunnels[{i}]"),
-                        "no account: set `account_id` on the tunnel or at the top of the file"
-                            .into(),
-                    );
-                    None
-                }
-            };
-            let policy = t.policy.clone().unwrap_or_else(|| "default".to_string());
-            if !raw.policies.contains_key(&policy) {
-                let known: Vec<&str> = raw.policies.keys().map(String::as_str).collect();
-                let key = if t.policy.is_some() {
-                    at("policy")
-                } else {
-                    format!("tunnels[{i}]")
-                };
-                errs.push(
-                    &key,
-                    format!(
-                        "unknown policy `{policy}`{}; defined: {}",
-                        if t.policy.is_none() {
-                            " (the default when `policy` is absent)"
-                        } else {
-                            ""
-                        },
-                        if known.is_empty() {
-                            "none".to_string()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                );
-            }
-            if let (true, Some(account)) = (id_ok, account) {
-                let key = TunnelKey::new(&account, &id);
-                if let Some(first) = by_id.insert(key, i) {
-                    let p = loc.get(&format!("tunnels[{first}].id"));
-                    errs.push(
-                        &at("id"),
-                        format!(
-                            "duplicate tunnel id {id} in account {account} (first used at line {})",
-                            p.line
-                        ),
-                    );
-                }
-                tunnels.push(Tunnel {
-                    name,
-                    id,
-                    account_id: account,
-                    policy,
-                    site: t.site.clone().filter(|s| !s.trim().is_empty()),
-                });
-            }
-        }
-
-        if !errs.out.is_empty() {
-            let mut d = errs.out;
-            d.sort_by_key(|a| a.position);
-            return Err(fail(d));
-        }
-
+        let (recipients, policies, tunnels, unresolved, order) = checked;
+        let mut warnings = v.warnings;
+        warnings.sort_by_key(|d| d.position);
         let base = path.parent().unwrap_or(Path::new(""));
         let state_path = base.join(raw.state.as_deref().unwrap_or("psk.state.json"));
         Ok(Config {
@@ -345,6 +256,85 @@ impl Config {
             recipients,
             policies,
             tunnels,
+            unresolved,
+            warnings,
+            order,
+        })
+    }
+
+    /// Finds the ids of tunnels named only by name: `lookup(account, name)`
+    /// answers from Cloudflare's list or from the state. Returns the
+    /// tunnels still unknown (they stay in `unresolved`).
+    pub fn resolve(
+        &mut self,
+        mut lookup: impl FnMut(&str, &str) -> Option<String>,
+    ) -> Vec<Unresolved> {
+        let mut still = Vec::new();
+        for u in std::mem::take(&mut self.unresolved) {
+            match lookup(&u.account_id, &u.name) {
+                Some(id) => self.tunnels.push(Tunnel {
+                    name: u.name,
+                    id: id.to_ascii_lowercase(),
+                    account_id: u.account_id,
+                    policy: u.policy,
+                    site: u.site,
+                }),
+                None => still.push(u),
+            }
+        }
+        let order = &self.order;
+        self.tunnels
+            .sort_by_key(|t| order.get(&t.name).copied().unwrap_or(usize::MAX));
+        self.unresolved = still.clone();
+        still
+    }
+
+    /// Every tunnel with an id, in file order: those of psk.yaml and those
+    /// named only by name that `lookup(account, name)` finds (in the list
+    /// Cloudflare returned). Does not change `self`.
+    pub fn tunnels_resolved_by(
+        &self,
+        lookup: impl FnMut(&str, &str) -> Option<String>,
+    ) -> Vec<Tunnel> {
+        if self.unresolved.is_empty() {
+            return self.tunnels.clone();
+        }
+        let mut copy = Config {
+            path: self.path.clone(),
+            state_path: self.state_path.clone(),
+            recipients: Vec::new(),
+            policies: BTreeMap::new(),
+            tunnels: self.tunnels.clone(),
+            unresolved: self.unresolved.clone(),
+            warnings: Vec::new(),
+            order: self.order.clone(),
+        };
+        copy.resolve(lookup);
+        copy.tunnels
+    }
+
+    /// An error naming every tunnel whose id is still unknown, or `Ok`.
+    pub fn require_resolved(&self, why: &str) -> Result<(), ConfigError> {
+        if self.unresolved.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigError {
+            file: self.path.clone(),
+            diagnostics: self
+                .unresolved
+                .iter()
+                .map(|u| Diagnostic {
+                    position: Position {
+                        line: u.line,
+                        column: 1,
+                    },
+                    key: u.key_path.clone(),
+                    message: format!(
+                        "tunnel `{}` has no `id` and {why}; run `psk plan` without --offline (psk finds the id by name at Cloudflare) and `psk apply` once to record it, or add its `id`",
+                        u.name
+                    ),
+                })
+                .collect(),
         })
     }
 
@@ -357,9 +347,15 @@ impl Config {
         &self.policies[&tunnel.policy]
     }
 
-    /// Accounts in a stable order, each once.
+    /// Accounts in a stable order, each once (also those of tunnels whose
+    /// id is not known yet: their account is listed to find it).
     pub fn accounts(&self) -> Vec<String> {
-        let mut a: Vec<String> = self.tunnels.iter().map(|t| t.account_id.clone()).collect();
+        let mut a: Vec<String> = self
+            .tunnels
+            .iter()
+            .map(|t| t.account_id.clone())
+            .chain(self.unresolved.iter().map(|u| u.account_id.clone()))
+            .collect();
         a.sort();
         a.dedup();
         a
@@ -371,6 +367,31 @@ impl Config {
         f.sort();
         f.dedup();
         f
+    }
+}
+
+/// A serde_yaml error (syntax, or a type serde found first) as a diagnostic.
+fn serde_diagnostic(e: &serde_yaml::Error) -> Diagnostic {
+    let position = e
+        .location()
+        .map_or(Position { line: 1, column: 1 }, |l| Position {
+            line: l.line(),
+            column: l.column(),
+        });
+    let mut message = e.to_string();
+    if let Some(i) = message.rfind(" at line ") {
+        message.truncate(i);
+    }
+    // serde_yaml prefixes the key path ("tunnels[0]: ..."); split it off
+    // so every diagnostic has the same shape.
+    let (key, message) = match message.split_once(": ") {
+        Some((k, m)) if !k.contains(' ') => (k.to_string(), m.to_string()),
+        _ => (String::new(), message),
+    };
+    Diagnostic {
+        position,
+        key,
+        message,
     }
 }
 
@@ -388,7 +409,32 @@ fn is_plain_name(s: &str) -> bool {
 struct Validator<'a> {
     loc: &'a Locations,
     out: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
 }
+
+/// Where a tunnel's policy came from, for the message when it is unknown.
+enum PolicySource {
+    Tunnel,
+    Inherited,
+    Implicit,
+}
+
+/// A tunnel entry from anywhere in the file, with where it sits.
+struct Entry<'r> {
+    raw: &'r raw::RawTunnel,
+    path: String,
+    /// `(name, id)` of the `accounts:` block it sits in.
+    block: Option<(&'r str, Option<String>)>,
+    block_policy: Option<&'r str>,
+}
+
+type Checked = (
+    Vec<Recipient>,
+    BTreeMap<String, Policy>,
+    Vec<Tunnel>,
+    Vec<Unresolved>,
+    HashMap<String, usize>,
+);
 
 impl Validator<'_> {
     fn push(&mut self, key: &str, message: String) {
@@ -397,6 +443,433 @@ impl Validator<'_> {
             key: key.to_string(),
             message,
         });
+    }
+
+    fn warn(&mut self, key: &str, message: String) {
+        self.warnings.push(Diagnostic {
+            position: self.loc.get(key),
+            key: key.to_string(),
+            message,
+        });
+    }
+
+    fn line_of(&self, key: &str) -> usize {
+        self.loc.get(key).line
+    }
+
+    fn config(&mut self, raw: &raw::RawConfig) -> Checked {
+        if raw.version != CONFIG_VERSION {
+            self.push(
+                "version",
+                format!(
+                    "version {} is not supported; this psk reads version {CONFIG_VERSION}",
+                    raw.version
+                ),
+            );
+        }
+        let recipients = self.recipients(&raw.recipients);
+        let policies = self.policies(&raw.policies);
+        let known_policy = |name: &str| raw.policies.contains_key(name);
+
+        // Accounts by their short name.
+        let mut account_ids: BTreeMap<&str, Option<String>> = BTreeMap::new();
+        let mut seen_account: HashMap<String, String> = HashMap::new();
+        for (alias, a) in &raw.accounts {
+            let key = format!("accounts.{alias}");
+            if !is_plain_name(alias) {
+                self.push(
+                    &key,
+                    format!("account name `{alias}` must be letters, digits, `-` or `_`"),
+                );
+            }
+            let id = a.id.trim().to_ascii_lowercase();
+            let id = if is_cloudflare_id(&id) {
+                if let Some(first) = seen_account.insert(id.clone(), key.clone()) {
+                    let line = self.line_of(&format!("{first}.id"));
+                    self.push(
+                        &format!("{key}.id"),
+                        format!("account id {id} is also `{first}` (line {line}); list each account once"),
+                    );
+                }
+                Some(id)
+            } else {
+                self.push(&format!("{key}.id"), bad_id("account id", &a.id));
+                None
+            };
+            if let Some(p) = a.policy.as_deref() {
+                if !known_policy(p) {
+                    let msg = self.unknown_policy(p, &raw.policies, "");
+                    self.push(&format!("{key}.policy"), msg);
+                }
+            }
+            account_ids.insert(alias.as_str(), id);
+        }
+
+        // The default account: `account_id` or `defaults.account`.
+        let defaults = raw.defaults.as_ref();
+        let default_account: Option<Option<String>> = match (
+            raw.account_id.as_deref(),
+            defaults.and_then(|d| d.account.as_deref()),
+        ) {
+            (Some(_), Some(_)) => {
+                self.push(
+                    "defaults.account",
+                    "both `account_id` and `defaults.account` set the default account; keep one"
+                        .into(),
+                );
+                Some(None)
+            }
+            (Some(a), None) => Some(self.account_ref(a, &account_ids, "account_id", true)),
+            (None, Some(a)) => Some(self.account_ref(a, &account_ids, "defaults.account", false)),
+            (None, None) => None,
+        };
+        let default_policy = defaults.and_then(|d| d.policy.as_deref());
+        if let Some(p) = default_policy {
+            if !known_policy(p) {
+                let msg = self.unknown_policy(p, &raw.policies, "");
+                self.push("defaults.policy", msg);
+            }
+        }
+
+        // Every tunnel, wherever it is written, in file order.
+        let mut entries: Vec<Entry> = Vec::new();
+        for (i, t) in raw.tunnels.iter().enumerate() {
+            entries.push(Entry {
+                raw: t,
+                path: format!("tunnels[{i}]"),
+                block: None,
+                block_policy: None,
+            });
+        }
+        for (alias, a) in &raw.accounts {
+            for (i, t) in a.tunnels.iter().enumerate() {
+                entries.push(Entry {
+                    raw: t,
+                    path: format!("accounts.{alias}.tunnels[{i}]"),
+                    block: Some((
+                        alias.as_str(),
+                        account_ids.get(alias.as_str()).cloned().flatten(),
+                    )),
+                    block_policy: a.policy.as_deref(),
+                });
+            }
+        }
+        entries.sort_by_key(|e| self.loc.get(&e.path));
+
+        let mut tunnels = Vec::new();
+        let mut unresolved = Vec::new();
+        let mut order = HashMap::new();
+        let mut by_name: HashMap<String, String> = HashMap::new();
+        let mut by_id: HashMap<TunnelKey, String> = HashMap::new();
+        let mut used_policies: HashMap<String, usize> = HashMap::new();
+        for (index, e) in entries.iter().enumerate() {
+            let t = e.raw;
+            let at = |k: &str| format!("{}.{k}", e.path);
+            let name = t.name.trim().to_string();
+            let mut ok = true;
+            if name.is_empty() || name.chars().any(char::is_control) {
+                self.push(
+                    &at("name"),
+                    "a tunnel name must be non-empty printable text".into(),
+                );
+                ok = false;
+            } else if let Some(first) = by_name.get(&name) {
+                let line = self.line_of(first);
+                let first = first.clone();
+                self.push(
+                    &at("name"),
+                    format!("duplicate tunnel name `{name}` (first used at line {line}: {first})"),
+                );
+            } else {
+                by_name.insert(name.clone(), at("name"));
+            }
+            let id = match t.id.as_deref() {
+                Some(raw_id) => {
+                    let id = raw_id.trim().to_ascii_lowercase();
+                    if is_cloudflare_id(&id) {
+                        Some(id)
+                    } else {
+                        self.push(&at("id"), bad_id("tunnel id", raw_id));
+                        ok = false;
+                        None
+                    }
+                }
+                None => None,
+            };
+
+            let account = match (
+                e.block.as_ref(),
+                t.account.as_deref(),
+                t.account_id.as_deref(),
+            ) {
+                (Some((alias, _)), Some(_), _) | (Some((alias, _)), None, Some(_)) => {
+                    let k = if t.account.is_some() {
+                        "account"
+                    } else {
+                        "account_id"
+                    };
+                    self.push(
+                        &at(k),
+                        format!("this tunnel is listed under `accounts.{alias}`, which sets its account; remove `{k}`"),
+                    );
+                    None
+                }
+                (Some((_, id)), None, None) => id.clone(),
+                (None, Some(_), Some(_)) => {
+                    self.push(
+                        &at("account"),
+                        "both `account` and `account_id` are set; keep one".into(),
+                    );
+                    None
+                }
+                (None, Some(a), None) => self.account_ref(a, &account_ids, &at("account"), false),
+                (None, None, Some(a)) => self.account_ref(a, &account_ids, &at("account_id"), true),
+                (None, None, None) => match &default_account {
+                    Some(a) => a.clone(),
+                    None => {
+                        self.push(
+                            &e.path,
+                            "no account: set `account_id` at the top of the file or on the tunnel, `defaults.account`, or list the tunnel under `accounts`".into(),
+                        );
+                        None
+                    }
+                },
+            };
+
+            let (policy, source) = match (t.policy.as_deref(), e.block_policy, default_policy) {
+                (Some(p), _, _) => (p, PolicySource::Tunnel),
+                (None, Some(p), _) | (None, None, Some(p)) => (p, PolicySource::Inherited),
+                (None, None, None) => ("default", PolicySource::Implicit),
+            };
+            *used_policies.entry(policy.to_string()).or_default() += 1;
+            if !known_policy(policy) {
+                match source {
+                    PolicySource::Tunnel => {
+                        let msg = self.unknown_policy(policy, &raw.policies, "");
+                        self.push(&at("policy"), msg);
+                    }
+                    // Reported once, where the account or defaults name it.
+                    PolicySource::Inherited => {}
+                    PolicySource::Implicit => {
+                        let msg = self.unknown_policy(
+                            policy,
+                            &raw.policies,
+                            " (the default when neither the tunnel, its account nor `defaults` names a policy)",
+                        );
+                        self.push(&e.path, msg);
+                    }
+                }
+            }
+            let site = t.site.as_deref().map(str::trim).filter(|s| !s.is_empty());
+            let (Some(account), true) = (account, ok) else {
+                continue;
+            };
+            order.insert(name.clone(), index);
+            match id {
+                Some(id) => {
+                    let key = TunnelKey::new(&account, &id);
+                    if let Some(first) = by_id.get(&key) {
+                        let line = self.line_of(first);
+                        let first = first.clone();
+                        self.push(
+                            &at("id"),
+                            format!("duplicate tunnel id {id} in account {account} (first used at line {line}: {first})"),
+                        );
+                        continue;
+                    }
+                    by_id.insert(key, at("id"));
+                    tunnels.push(Tunnel {
+                        name,
+                        id,
+                        account_id: account,
+                        policy: policy.to_string(),
+                        site: site.map(str::to_string),
+                    });
+                }
+                None => unresolved.push(Unresolved {
+                    name,
+                    account_id: account,
+                    policy: policy.to_string(),
+                    site: site.map(str::to_string),
+                    line: self.line_of(&e.path),
+                    key_path: e.path.clone(),
+                }),
+            }
+        }
+
+        for name in raw.policies.keys() {
+            if !used_policies.contains_key(name) {
+                self.warn(
+                    &format!("policies.{name}"),
+                    format!("policy `{name}` is not used by any tunnel"),
+                );
+            }
+        }
+        (recipients, policies, tunnels, unresolved, order)
+    }
+
+    fn unknown_policy(
+        &self,
+        name: &str,
+        policies: &BTreeMap<String, raw::RawPolicy>,
+        why: &str,
+    ) -> String {
+        let known: Vec<&str> = policies.keys().map(String::as_str).collect();
+        let hint = match closest(name, known.iter().copied()) {
+            Some(best) => format!(", did you mean `{best}`?"),
+            None if known.is_empty() => {
+                "; no policies are defined: add one under `policies`".into()
+            }
+            None => format!("; defined: {}", known.join(", ")),
+        };
+        format!("unknown policy `{name}`{why}{hint}")
+    }
+
+    /// An account named by its short name under `accounts` or by its id.
+    fn account_ref(
+        &mut self,
+        text: &str,
+        accounts: &BTreeMap<&str, Option<String>>,
+        key: &str,
+        id_only: bool,
+    ) -> Option<String> {
+        let text = text.trim();
+        if !id_only {
+            if let Some(id) = accounts.get(text) {
+                return id.clone();
+            }
+        }
+        let id = text.to_ascii_lowercase();
+        if is_cloudflare_id(&id) {
+            return Some(id);
+        }
+        let msg = if id_only {
+            bad_id("account id", text)
+        } else {
+            let names: Vec<&str> = accounts.keys().copied().collect();
+            match closest(text, names.iter().copied()) {
+                Some(best) => format!("unknown account `{text}`, did you mean `{best}`?"),
+                None => format!(
+                    "unknown account `{text}`; expected a name under `accounts`{} or a Cloudflare account id (32 hexadecimal characters)",
+                    if names.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", names.join(", "))
+                    }
+                ),
+            }
+        };
+        self.push(key, msg);
+        None
+    }
+
+    fn recipients(&mut self, raw: &[String]) -> Vec<Recipient> {
+        let mut recipients = Vec::new();
+        if raw.is_empty() {
+            self.push(
+                "recipients",
+                "no recipients: list at least one age (age1...) or SSH public key that may open the PSKs".into(),
+            );
+        }
+        for (i, r) in raw.iter().enumerate() {
+            match r.parse::<Recipient>() {
+                Ok(r) => recipients.push(r),
+                Err(e) => self.push(&format!("recipients[{i}]"), e.to_string()),
+            }
+        }
+        recipients
+    }
+
+    fn policies(&mut self, raw: &BTreeMap<String, raw::RawPolicy>) -> BTreeMap<String, Policy> {
+        let mut policies = BTreeMap::new();
+        for (name, p) in raw {
+            let key = format!("policies.{name}");
+            if !is_plain_name(name) {
+                self.push(
+                    &key,
+                    format!("policy name `{name}` must be letters, digits, `-` or `_`"),
+                );
+            }
+            let rotate_every = match p.rotate_every.parse::<Span>() {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    self.push(&format!("{key}.rotate_every"), e.to_string());
+                    None
+                }
+            };
+            let spread = match p.spread.as_deref().map(str::parse::<Span>) {
+                None => None,
+                Some(Ok(s)) => {
+                    if let Some(every) = rotate_every.filter(|every| s >= *every) {
+                        self.push(
+                            &format!("{key}.spread"),
+                            format!("spread {s} is not shorter than rotate_every {every}; rotations are spread over the span before a key falls due, so it must be shorter"),
+                        );
+                    }
+                    Some(s)
+                }
+                Some(Err(e)) => {
+                    self.push(
+                        &format!("{key}.spread"),
+                        e.to_string().replace("a rotation period", "a spread"),
+                    );
+                    None
+                }
+            };
+            let window = p
+                .window
+                .as_ref()
+                .and_then(|w| self.window(&format!("{key}.window"), w));
+            if let Some(rotate_every) = rotate_every {
+                policies.insert(
+                    name.clone(),
+                    Policy {
+                        name: name.clone(),
+                        rotate_every,
+                        generator: match p.generator {
+                            Some(raw::RawGenerator::Local) => Generator::Local,
+                            Some(raw::RawGenerator::Cloudflare) | None => Generator::Cloudflare,
+                        },
+                        window,
+                        spread,
+                        site_parallel: p.site_parallel.unwrap_or(false),
+                    },
+                );
+            }
+        }
+        policies
+    }
+
+    fn window(&mut self, key: &str, w: &raw::RawWindow) -> Option<Window> {
+        let start = window::parse_time_of_day(&w.start, false)
+            .map_err(|e| self.push(&format!("{key}.start"), e))
+            .ok();
+        let end = window::parse_time_of_day(&w.end, true)
+            .map_err(|e| self.push(&format!("{key}.end"), e))
+            .ok();
+        let tz = match w.timezone.as_deref() {
+            None => Some(chrono_tz::UTC),
+            Some(name) => window::parse_timezone(name.trim())
+                .map_err(|e| self.push(&format!("{key}.timezone"), e))
+                .ok(),
+        };
+        let days: Vec<usize> = match &w.days {
+            None => (0..7).collect(),
+            Some(d) => d.iter().map(|d| d.index()).collect(),
+        };
+        let (start, end, tz) = (start?, end?, tz?);
+        match Window::new(&days, start, end, tz) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                let at = if days.is_empty() {
+                    format!("{key}.days")
+                } else {
+                    key.to_string()
+                };
+                self.push(&at, e);
+                None
+            }
+        }
     }
 }
 
@@ -450,7 +923,10 @@ tunnels:
         let e = errors(&GOOD.replace("    site: fra\n", "    sight: fra\n"));
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].0, 11);
-        assert!(e[0].1.contains("unknown field `sight`"), "{}", e[0].1);
+        assert_eq!(
+            e[0].1,
+            "unknown key `sight`; expected one of: account, account_id, id, name, policy, site"
+        );
     }
 
     #[test]
@@ -468,9 +944,9 @@ tunnels:
         let e = errors(&text);
         let lines: Vec<usize> = e.iter().map(|(l, _)| *l).collect();
         assert_eq!(lines, vec![12, 13, 14], "{e:?}");
-        assert!(e[0]
-            .1
-            .contains("duplicate tunnel name `fra-primary` (first used at line 9)"));
+        assert!(e[0].1.contains(
+            "duplicate tunnel name `fra-primary` (first used at line 9: tunnels[0].name)"
+        ));
         assert!(e[1].1.contains("duplicate tunnel id"));
         assert!(e[2].1.contains("unknown policy `fast`"));
     }

@@ -152,6 +152,9 @@ mod tests {
             targeted: false,
             actions,
             unchanged: vec![],
+            deferred: vec![],
+            upcoming: vec![],
+            horizon: None,
         }
     }
 

@@ -99,6 +99,33 @@ fn render(plan: &Plan, state_diff: &str, limit: usize) -> String {
     }
 
     let mut foot = String::new();
+    // Deferred and upcoming tunnels, capped so a fleet whose window is shut
+    // still fits in one comment; the JSON plan lists them all.
+    const LISTED: usize = 50;
+    if !plan.deferred.is_empty() {
+        foot.push_str("**Deferred** (needed, but not in this apply):\n\n");
+        for d in plan.deferred.iter().take(LISTED) {
+            let _ = writeln!(foot, "- {}", esc(&super::deferred_headline(d)));
+        }
+        if plan.deferred.len() > LISTED {
+            let _ = writeln!(foot, "- and {} more", plan.deferred.len() - LISTED);
+        }
+        foot.push('\n');
+    }
+    if !plan.upcoming.is_empty() {
+        let _ = writeln!(
+            foot,
+            "**Falling due within {}** (information, not actions):\n",
+            plan.horizon.map_or_else(String::new, |h| h.to_string())
+        );
+        for u in plan.upcoming.iter().take(LISTED) {
+            let _ = writeln!(foot, "- {}", esc(&super::upcoming_line(u)));
+        }
+        if plan.upcoming.len() > LISTED {
+            let _ = writeln!(foot, "- and {} more", plan.upcoming.len() - LISTED);
+        }
+        foot.push('\n');
+    }
     if !plan.unchanged.is_empty() {
         let next = plan
             .unchanged
@@ -229,6 +256,9 @@ mod tests {
                 })
                 .collect(),
             unchanged: vec![],
+            deferred: vec![],
+            upcoming: vec![],
+            horizon: None,
         }
     }
 

@@ -8,6 +8,7 @@
 //! so N tunnels cost O(N) bytes, not O(N²) (see [`Journal`]).
 
 mod lock;
+mod perms;
 mod store;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::TunnelKey;
 pub use lock::{force_unlock, parse_lock_timeout, LockError, LockHolder, StateLock, Unlock};
+pub use perms::{warn_if_world_writable, world_writable_warning};
 pub use store::{
     backup_path, journal_path, load, load_for_write, parse, save, write_atomic, Journal, StateError,
 };
@@ -273,6 +275,30 @@ mod tests {
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{a}");
         assert!(a.contains("\"last_rotated\": \"2026-08-01T10:00:00Z\""));
         assert!(!a.contains("intent"));
+    }
+
+    #[test]
+    fn pending_key_is_kept_until_promoted() {
+        let mut s = sample();
+        let key = s.tunnels.values().next().unwrap().key();
+        let old = s.get(&key).unwrap().psk.clone();
+        let generated: DateTime<Utc> = "2026-11-26T12:00:00Z".parse().unwrap();
+        s.entry(&key, "fra-primary")
+            .stage_pending("sealed-new".into(), generated);
+        let text = String::from_utf8(s.to_bytes()).unwrap();
+        assert!(text.contains("\"pending\": {"), "{text}");
+        let back: State = serde_json::from_slice(&s.to_bytes()).unwrap();
+        assert_eq!(back, s);
+        // Not confirmed yet: the old key is still the tunnel's PSK.
+        assert_eq!(s.get(&key).unwrap().psk, old);
+
+        let confirmed: DateTime<Utc> = "2026-11-26T12:00:01Z".parse().unwrap();
+        let rec = s.entry(&key, "fra-primary");
+        assert!(rec.promote_pending(confirmed));
+        assert_eq!(rec.psk.as_deref(), Some("sealed-new"));
+        assert_eq!(rec.last_rotated, Some(confirmed));
+        assert!(rec.pending.is_none());
+        assert!(!rec.promote_pending(confirmed), "nothing left to promote");
     }
 
     #[test]

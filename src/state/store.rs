@@ -94,6 +94,7 @@ pub fn load(path: &Path) -> Result<Option<State>, StateError> {
 /// an interrupted apply is folded into the state file right away (and
 /// stale temp files removed), so the writer starts from one whole file.
 pub fn load_for_write(path: &Path, _lock: &super::StateLock) -> Result<Option<State>, StateError> {
+    super::warn_if_world_writable(path);
     let mut state = load(path)?;
     if let Some(s) = state.as_mut() {
         Journal::open(path, s)?;

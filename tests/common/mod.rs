@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod script;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -51,9 +53,12 @@ pub fn tunnel_id(i: usize) -> String {
     format!("{:032x}", 0xabc0_0000_u64 + i as u64)
 }
 
+/// psk.yaml for `tunnels` tunnels in site pairs. The policy lets a site's
+/// tunnels rotate together (`site_parallel`), so every apply here settles
+/// every tunnel; one-per-site deferral has its own tests.
 pub fn config_text(recipient: &str, tunnels: usize, rotate_every: &str) -> String {
     let mut s = format!(
-        "version: 1\naccount_id: {ACCOUNT}\nrecipients:\n  - {recipient}\npolicies:\n  default:\n    rotate_every: {rotate_every}\ntunnels:\n"
+        "version: 1\naccount_id: {ACCOUNT}\nrecipients:\n  - {recipient}\npolicies:\n  default:\n    rotate_every: {rotate_every}\n    site_parallel: true\ntunnels:\n"
     );
     for i in 0..tunnels {
         s.push_str(&format!(
@@ -113,9 +118,16 @@ impl TestEnv {
 
     /// Starts the sandbox on 127.0.0.1 for the tunnels of psk.yaml.
     pub fn start_sandbox(&mut self) {
+        self.start_sandbox_with(SandboxOptions::default());
+    }
+
+    /// Starts the sandbox with `options` (latency, faults, rate limit, seed);
+    /// the ledger is always `ledger_path()`.
+    pub fn start_sandbox_with(&mut self, options: SandboxOptions) {
         let config = Config::load(&self.config_path()).unwrap();
         let options = SandboxOptions {
             ledger: Some(self.ledger_path()),
+            ..options
         };
         let sb = Arc::new(Sandbox::from_config(&config, None, &options).unwrap());
         let running = self.runtime.block_on(async {
@@ -143,6 +155,17 @@ impl TestEnv {
                 .status()
         });
         assert!(status.is_success(), "{status}");
+    }
+
+    /// The base URL of the running sandbox.
+    pub fn base_url(&self) -> String {
+        self.sandbox.as_ref().expect("sandbox started").base_url()
+    }
+
+    /// Runs a future on the environment's runtime (the one serving the
+    /// sandbox), for tests that drive psk's library client directly.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
     }
 
     pub fn sandbox(&self) -> &Sandbox {

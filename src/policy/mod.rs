@@ -1,12 +1,18 @@
 //! Rotation policies and the time arithmetic behind "is this PSK due?".
 //!
 //! Everything here takes `now` as an argument so the planner stays a pure
-//! function and tests can pin any instant.
+//! function and tests can pin any instant. Windows and spread have their own
+//! modules because their arithmetic (time zones, hashing) is the subtle part.
+
+pub mod spread;
+pub mod window;
 
 use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::config::TunnelKey;
 
 /// A positive span written as `<number><unit>` groups, e.g. `90d` or `1w2d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -125,15 +131,57 @@ impl<'de> serde::Deserialize<'de> for Span {
     }
 }
 
+/// Which API path makes a new key (see DESIGN.md, "Rotation without losing
+/// a key").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Generator {
+    /// `psk_generate`: Cloudflare makes the key and returns it once.
+    #[default]
+    Cloudflare,
+    /// psk makes the key, seals it as pending, then sets it.
+    Local,
+}
+
+impl Generator {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Generator::Cloudflare => "cloudflare",
+            Generator::Local => "local",
+        }
+    }
+}
+
 /// A named rotation policy from psk.yaml.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub name: String,
     pub rotate_every: Span,
+    pub generator: Generator,
+    /// When rotations may start; always, when absent.
+    pub window: Option<window::Window>,
+    /// Rotations are spread over this span before they fall due; always
+    /// shorter than `rotate_every`.
+    pub spread: Option<Span>,
+    /// Whether tunnels of one site may rotate in the same apply.
+    pub site_parallel: bool,
 }
 
 impl Policy {
-    /// When a PSK last changed at `last_rotated` must change again.
+    /// A policy with only a period: Cloudflare generates, any time, no
+    /// spread, one tunnel per site per apply.
+    pub fn new(name: &str, rotate_every: Span) -> Policy {
+        Policy {
+            name: name.to_string(),
+            rotate_every,
+            generator: Generator::Cloudflare,
+            window: None,
+            spread: None,
+            site_parallel: false,
+        }
+    }
+
+    /// When a PSK last changed at `last_rotated` must change again, before
+    /// spread: the end of the policy's period.
     pub fn next_due(&self, last_rotated: DateTime<Utc>) -> DateTime<Utc> {
         last_rotated
             .checked_add_signed(self.rotate_every.as_delta())
@@ -142,6 +190,27 @@ impl Policy {
 
     pub fn is_due(&self, last_rotated: DateTime<Utc>, now: DateTime<Utc>) -> bool {
         self.next_due(last_rotated) <= now
+    }
+
+    /// When this tunnel's PSK falls due: the end of the period, moved to
+    /// the tunnel's slot when the policy spreads rotations.
+    pub fn due_for(&self, key: &TunnelKey, last_rotated: DateTime<Utc>) -> DateTime<Utc> {
+        let deadline = self.next_due(last_rotated);
+        match self.spread {
+            Some(spread) if deadline < DateTime::<Utc>::MAX_UTC => {
+                spread::slot_at_or_before(deadline, spread::offset(key, spread), spread)
+            }
+            _ => deadline,
+        }
+    }
+
+    /// The first instant at or after `t` when a rotation may start: `t`
+    /// when the policy has no window or the window is open.
+    pub fn may_start_at(&self, t: DateTime<Utc>) -> DateTime<Utc> {
+        match &self.window {
+            Some(w) => w.next_open(t).unwrap_or(DateTime::<Utc>::MAX_UTC),
+            None => t,
+        }
     }
 }
 
@@ -200,10 +269,7 @@ mod tests {
 
     #[test]
     fn due_exactly_at_the_boundary() {
-        let p = Policy {
-            name: "default".into(),
-            rotate_every: "30d".parse().unwrap(),
-        };
+        let p = Policy::new("default", "30d".parse().unwrap());
         let last = at("2026-01-01T00:00:00Z");
         assert_eq!(p.next_due(last), at("2026-01-31T00:00:00Z"));
         assert!(!p.is_due(last, at("2026-01-30T23:59:59Z")));

@@ -1,0 +1,293 @@
+//! The API routes, as strict as Cloudflare's: credentials are required,
+//! `psk_generate` needs a JSON body, `validate_only` must be a boolean,
+//! unknown tunnels get the 404 envelope, accounts the token cannot use get
+//! 403, and only a real change moves `psk_metadata.last_generated_on`.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{failure, faults, new_psk, success, EdgeTunnel, Sandbox};
+use crate::config::TunnelKey;
+use crate::state::format_time;
+
+pub fn router(sandbox: Arc<Sandbox>) -> Router {
+    let base = "/client/v4/accounts/{account_id}/magic/ipsec_tunnels";
+    Router::new()
+        .route(base, get(list))
+        .route(&format!("{base}/psk"), post(bulk_set))
+        .route(&format!("{base}/{{tunnel_id}}"), get(get_one))
+        .route(
+            &format!("{base}/{{tunnel_id}}/psk_generate"),
+            post(generate),
+        )
+        .fallback(|| async { failure(StatusCode::NOT_FOUND, 7003, "No route for the URI") })
+        .layer(axum::middleware::from_fn_with_state(
+            sandbox.clone(),
+            faults::misbehave,
+        ))
+        .with_state(sandbox)
+}
+
+type Shared = State<Arc<Sandbox>>;
+
+#[derive(Deserialize)]
+struct ValidateOnly {
+    #[serde(default)]
+    validate_only: Option<String>,
+}
+
+impl ValidateOnly {
+    /// The schema's boolean: `true` or `false`, nothing else.
+    fn get(&self) -> Result<bool, Box<Response>> {
+        match self.validate_only.as_deref() {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(_) => Err(Box::new(failure(
+                StatusCode::BAD_REQUEST,
+                1001,
+                "Invalid query parameter: validate_only must be true or false",
+            ))),
+        }
+    }
+}
+
+/// Like Cloudflare: a bearer token, or an email and key pair; and an
+/// account this token may use (the sandbox's accounts are those of its
+/// tunnels).
+fn authorized(s: &Sandbox, headers: &HeaderMap, account_id: &str) -> Result<(), Box<Response>> {
+    let h = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .unwrap_or("")
+    };
+    let bearer = h("authorization")
+        .strip_prefix("Bearer ")
+        .is_some_and(|t| !t.trim().is_empty());
+    let key = !h("x-auth-email").is_empty() && !h("x-auth-key").is_empty();
+    if !(bearer || key) {
+        s.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
+        return Err(Box::new(failure(
+            StatusCode::UNAUTHORIZED,
+            10000,
+            "Authentication error",
+        )));
+    }
+    if !s.knows_account(account_id) {
+        return Err(Box::new(failure(
+            StatusCode::FORBIDDEN,
+            9109,
+            "Unauthorized to access requested resource",
+        )));
+    }
+    Ok(())
+}
+
+fn tunnel_json(key: &TunnelKey, t: &EdgeTunnel) -> Value {
+    json!({
+        "id": key.tunnel_id,
+        "name": t.name,
+        "cloudflare_endpoint": "203.0.113.1",
+        "customer_endpoint": format!("198.51.100.{}", t.index % 250 + 1),
+        "interface_address": format!("10.{}.{}.0/31", (t.index / 128) % 256, (t.index % 128) * 2),
+        "created_on": format_time(&t.created_on),
+        "modified_on": format_time(&t.last_generated_on),
+        "psk_metadata": {"last_generated_on": format_time(&t.last_generated_on)},
+    })
+}
+
+fn not_found() -> Response {
+    failure(StatusCode::NOT_FOUND, 1003, "IPsec tunnel not found")
+}
+
+fn bad_id(id: &str) -> bool {
+    !crate::config::is_cloudflare_id(id)
+}
+
+async fn list(State(s): Shared, Path(account_id): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&s, &headers, &account_id) {
+        return *r;
+    }
+    s.counters.list.fetch_add(1, Ordering::Relaxed);
+    let edge = s.edge.lock().expect("edge lock");
+    let account = account_id.to_ascii_lowercase();
+    let tunnels: Vec<Value> = edge
+        .iter()
+        .filter(|(k, _)| k.account_id == account)
+        .map(|(k, t)| tunnel_json(k, t))
+        .collect();
+    success(json!({ "ipsec_tunnels": tunnels }))
+}
+
+async fn get_one(
+    State(s): Shared,
+    Path((account_id, tunnel_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorized(&s, &headers, &account_id) {
+        return *r;
+    }
+    s.counters.get.fetch_add(1, Ordering::Relaxed);
+    let key = TunnelKey::new(&account_id, &tunnel_id);
+    let edge = s.edge.lock().expect("edge lock");
+    match edge.get(&key) {
+        Some(t) => success(json!({ "ipsec_tunnel": tunnel_json(&key, t) })),
+        None => not_found(),
+    }
+}
+
+async fn generate(
+    State(s): Shared,
+    Path((account_id, tunnel_id)): Path<(String, String)>,
+    Query(q): Query<ValidateOnly>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorized(&s, &headers, &account_id) {
+        return *r;
+    }
+    // The schema requires a JSON request body, even if it is only `{}`.
+    if serde_json::from_slice::<Value>(&body).is_err() {
+        return failure(
+            StatusCode::BAD_REQUEST,
+            1001,
+            "Invalid request body: a JSON body is required",
+        );
+    }
+    let validate_only = match q.get() {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    if bad_id(&tunnel_id) {
+        return failure(StatusCode::BAD_REQUEST, 1002, "Invalid tunnel identifier");
+    }
+    let counter = if validate_only {
+        &s.counters.generate_validate
+    } else {
+        &s.counters.generate
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    let key = TunnelKey::new(&account_id, &tunnel_id);
+    let mut edge = s.edge.lock().expect("edge lock");
+    let Some(t) = edge.get_mut(&key) else {
+        return not_found();
+    };
+    if validate_only {
+        return success(json!({
+            "ipsec_tunnel_id": key.tunnel_id,
+            "psk_metadata": {"last_generated_on": format_time(&t.last_generated_on)},
+        }));
+    }
+    let at = s.commit(&key, t, new_psk());
+    success(json!({
+        "ipsec_tunnel_id": key.tunnel_id,
+        "psk": t.psk,
+        "psk_metadata": {"last_generated_on": format_time(&at)},
+    }))
+}
+
+#[derive(Deserialize)]
+struct BulkBody {
+    psks: Vec<BulkEntry>,
+}
+
+#[derive(Deserialize)]
+struct BulkEntry {
+    id: String,
+    psk: String,
+}
+
+async fn bulk_set(
+    State(s): Shared,
+    Path(account_id): Path<String>,
+    Query(q): Query<ValidateOnly>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorized(&s, &headers, &account_id) {
+        return *r;
+    }
+    let Ok(body) = serde_json::from_slice::<BulkBody>(&body) else {
+        return failure(
+            StatusCode::BAD_REQUEST,
+            1001,
+            "Invalid request body: expected {\"psks\": [{\"id\", \"psk\"}]}",
+        );
+    };
+    let validate_only = match q.get() {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    if body.psks.is_empty() {
+        return failure(
+            StatusCode::BAD_REQUEST,
+            1001,
+            "Invalid request body: `psks` is empty",
+        );
+    }
+    let mut ids = BTreeSet::new();
+    if !body
+        .psks
+        .iter()
+        .all(|e| ids.insert(e.id.to_ascii_lowercase()))
+    {
+        return failure(
+            StatusCode::BAD_REQUEST,
+            1001,
+            "Invalid request body: a tunnel id appears twice in `psks`",
+        );
+    }
+    let counter = if validate_only {
+        &s.counters.bulk_validate
+    } else {
+        &s.counters.bulk_set
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    let mut applied = serde_json::Map::new();
+    let mut unapplied = serde_json::Map::new();
+    let mut edge = s.edge.lock().expect("edge lock");
+    for entry in body.psks {
+        let key = TunnelKey::new(&account_id, &entry.id);
+        let Some(t) = edge.get_mut(&key) else {
+            unapplied.insert(entry.id, json!("IPsec tunnel not found"));
+            continue;
+        };
+        let printable = entry.psk.bytes().all(|b| (0x21..=0x7e).contains(&b));
+        if entry.psk.len() < 8 || entry.psk.len() > 128 || !printable {
+            unapplied.insert(
+                entry.id,
+                json!("PSK must be 8 to 128 printable ASCII characters"),
+            );
+            continue;
+        }
+        let at = if validate_only {
+            t.last_generated_on
+        } else {
+            s.commit(&key, t, entry.psk.clone())
+        };
+        applied.insert(
+            key.tunnel_id.clone(),
+            json!({
+                "ipsec_tunnel_id": key.tunnel_id,
+                "ipsec_id": format!("{}_{}", t.index, key.tunnel_id),
+                "psk": entry.psk,
+                "psk_metadata": {"last_generated_on": format_time(&at)},
+            }),
+        );
+    }
+    success(json!({
+        "successfully_applied_psks": applied,
+        "unapplied_psks": unapplied,
+    }))
+}

@@ -1,0 +1,326 @@
+//! A local stand-in for Cloudflare's Magic IPsec API.
+//!
+//! It speaks the same contract as `shared/cloudflare/magic-ipsec-openapi.json`
+//! (list, get, `psk_generate`, the bulk PSK set, `validate_only`, the error
+//! envelope, auth) for the tunnels of a psk.yaml, so a new user can run the
+//! whole flow with no account, and tests talk real HTTP to a real server.
+//! It is as strict as the real API (see `api`), and misbehaves on request
+//! (see `faults`): latency, server errors, Cloudflare's rate limit and
+//! connections dropped after the change was made.
+//!
+//! It is the only place a PSK is ever written in plain text: its optional
+//! ledger, which lets tests prove that no key was lost.
+
+mod api;
+mod faults;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, SubsecRound as _, TimeDelta, Utc};
+use rand::distributions::{Alphanumeric, DistString};
+use serde_json::{json, Value};
+
+use crate::cloudflare::RateLimit;
+use crate::config::{Config, TunnelKey};
+use crate::state::{format_time, State as PskState};
+
+pub use api::router;
+
+/// One tunnel as the sandbox's "edge" knows it.
+#[derive(Debug, Clone)]
+struct EdgeTunnel {
+    name: String,
+    /// The valid PSK. Held only by the sandbox, never printed.
+    psk: String,
+    created_on: DateTime<Utc>,
+    last_generated_on: DateTime<Utc>,
+    index: usize,
+}
+
+/// Counters that tests read to prove request patterns (e.g. one list call
+/// per account) and that faults really happened.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Every request that reached the server, faulted or not.
+    pub requests: AtomicU64,
+    pub list: AtomicU64,
+    pub get: AtomicU64,
+    pub generate: AtomicU64,
+    pub generate_validate: AtomicU64,
+    pub bulk_set: AtomicU64,
+    pub bulk_validate: AtomicU64,
+    pub unauthorized: AtomicU64,
+    /// Answered 429 by `rate_limit`.
+    pub rate_limited: AtomicU64,
+    /// Answered 5xx by `fail_rate`.
+    pub failed: AtomicU64,
+    /// Handled, then dropped unanswered by `drop_rate`.
+    pub dropped: AtomicU64,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct SandboxOptions {
+    /// Append one JSON line per PSK that becomes valid on the edge.
+    pub ledger: Option<PathBuf>,
+    /// Delay before each answer; each request waits a random time between
+    /// half and one and a half times this.
+    pub latency: Duration,
+    /// Share of requests answered with a 5xx before anything is done.
+    pub fail_rate: f64,
+    /// Share of requests handled in full (a new PSK committed and in the
+    /// ledger) whose connection is then dropped without an answer.
+    pub drop_rate: f64,
+    /// Cloudflare's rule: more than `requests` in any `window` gets HTTP
+    /// 429 with `retry-after`, and every request for the next `window` too.
+    pub rate_limit: Option<RateLimit>,
+    /// Seed for the fault decisions, for reproducible runs. PSKs always come
+    /// from the OS's generator.
+    pub seed: Option<u64>,
+}
+
+pub struct Sandbox {
+    edge: Mutex<BTreeMap<TunnelKey, EdgeTunnel>>,
+    ledger: Option<Mutex<std::fs::File>>,
+    faults: faults::Faults,
+    pub counters: Counters,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// An edge holding every tunnel of `config`. Where `state` knows a
+    /// tunnel, its PSK is dated as the state says, so a sandbox started
+    /// next to an existing state shows no drift.
+    pub fn from_config(
+        config: &Config,
+        state: Option<&PskState>,
+        options: &SandboxOptions,
+    ) -> std::io::Result<Sandbox> {
+        let now = Utc::now();
+        let created = now - TimeDelta::days(365);
+        let mut edge = BTreeMap::new();
+        for (index, t) in config.tunnels.iter().enumerate() {
+            let key = t.key();
+            let last = state
+                .and_then(|s| s.get(&key))
+                .and_then(|r| r.last_rotated)
+                .unwrap_or(created);
+            edge.insert(
+                key,
+                EdgeTunnel {
+                    name: t.name.clone(),
+                    psk: new_psk(),
+                    created_on: created,
+                    last_generated_on: last,
+                    index,
+                },
+            );
+        }
+        // Tunnels psk.yaml names only by name exist here under an id made
+        // from their name, so psk finds them by listing, as at Cloudflare.
+        for (offset, u) in config.unresolved.iter().enumerate() {
+            edge.insert(
+                TunnelKey::new(&u.account_id, &id_for_name(&u.account_id, &u.name)),
+                EdgeTunnel {
+                    name: u.name.clone(),
+                    psk: new_psk(),
+                    created_on: created,
+                    last_generated_on: created,
+                    index: config.tunnels.len() + offset,
+                },
+            );
+        }
+        let ledger = match &options.ledger {
+            Some(path) => Some(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            )),
+            None => None,
+        };
+        Ok(Sandbox {
+            edge: Mutex::new(edge),
+            ledger,
+            faults: faults::Faults::new(options),
+            counters: Counters::default(),
+        })
+    }
+
+    /// Whether any tunnel of the edge belongs to `account_id`: the sandbox's
+    /// stand-in for "this token may use this account".
+    fn knows_account(&self, account_id: &str) -> bool {
+        let account = account_id.to_ascii_lowercase();
+        self.edge
+            .lock()
+            .expect("edge lock")
+            .keys()
+            .any(|k| k.account_id == account)
+    }
+
+    fn record(&self, key: &TunnelKey, psk: &str, at: DateTime<Utc>) {
+        if let Some(ledger) = &self.ledger {
+            let line = json!({
+                "account_id": key.account_id,
+                "tunnel_id": key.tunnel_id,
+                "psk": psk,
+                "at": format_time(&at),
+            });
+            let mut f = ledger.lock().expect("ledger lock");
+            let _ = writeln!(f, "{line}");
+            let _ = f.flush();
+        }
+    }
+
+    /// Makes `psk` the valid key of a tunnel and returns its new date.
+    fn commit(&self, key: &TunnelKey, t: &mut EdgeTunnel, psk: String) -> DateTime<Utc> {
+        // Strictly increasing, even for two changes within one clock tick.
+        let at = Utc::now()
+            .trunc_subsecs(6)
+            .max(t.last_generated_on + TimeDelta::microseconds(1));
+        t.psk = psk;
+        t.last_generated_on = at;
+        self.record(key, &t.psk, at);
+        at
+    }
+}
+
+/// A stable tunnel id for a tunnel the sandbox knows only by name.
+pub fn id_for_name(account_id: &str, name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("psk-sandbox\0{account_id}/{name}").as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn new_psk() -> String {
+    Alphanumeric.sample_string(&mut rand::rngs::OsRng, 32)
+}
+
+/// Cloudflare's failure envelope.
+fn failure(status: StatusCode, code: u32, message: &str) -> Response {
+    (
+        status,
+        Json(json!({
+            "success": false,
+            "errors": [{"code": code, "message": message}],
+            "messages": [],
+            "result": null,
+        })),
+    )
+        .into_response()
+}
+
+fn success(result: Value) -> Response {
+    Json(json!({"success": true, "errors": [], "messages": [], "result": result})).into_response()
+}
+
+/// A running sandbox server, stopped when dropped.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub sandbox: Arc<Sandbox>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn base_url(&self) -> String {
+        format!("http://{}/client/v4", self.addr)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Why a connection ended without an answer (`drop_rate`).
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped on purpose")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+/// Serves `sandbox` on an already bound listener, in the background.
+///
+/// Connections are served by hyper directly rather than `axum::serve`, so a
+/// response marked by the fault layer can end its connection with no answer
+/// at all, after the handler has committed its change: the "response lost
+/// in flight" case that psk's intents exist for.
+pub fn spawn(listener: tokio::net::TcpListener, sandbox: Arc<Sandbox>) -> std::io::Result<Running> {
+    let addr = listener.local_addr()?;
+    let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+    let app = router(sandbox.clone());
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = &mut rx => break,
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let app = app.clone();
+                    connections.spawn(async move {
+                        let service = hyper::service::service_fn(move |req| {
+                            let mut app = app.clone();
+                            async move {
+                                let response =
+                                    tower_service::Service::call(&mut app, req).await;
+                                let response = match response {
+                                    Ok(r) => r,
+                                    Err(never) => match never {},
+                                };
+                                if response.extensions().get::<faults::DropConnection>().is_some() {
+                                    return Err(Dropped);
+                                }
+                                Ok(response)
+                            }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+                // Reap finished connections so the set does not grow.
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+        connections.abort_all();
+    });
+    Ok(Running {
+        addr,
+        sandbox,
+        shutdown: Some(tx),
+        task: Some(task),
+    })
+}
