@@ -9,7 +9,7 @@
 //! state file once at the end (see `state::Journal`), so N tunnels cost O(N)
 //! bytes of writes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,10 +18,12 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use crate::cloudflare::{ApiError, Client};
+use crate::cloudflare::{ApiError, Client, PskEntry};
 use crate::config::{Config, TunnelKey};
-use crate::reconcile::{Action, ActionKind, Plan};
+use crate::policy::Generator;
+use crate::reconcile::{Action, ActionKind, Plan, Reason};
 use crate::seal;
+use crate::seal::Psk;
 use crate::state::{Intent, Journal, State, StateError};
 
 /// What happened to one planned action.
@@ -193,6 +195,32 @@ pub async fn apply(
     let mut stopping = false;
     let parallelism = options.parallelism.max(1);
 
+    // Keys psk makes itself go out first, in bulk: one request per chunk.
+    let local: Vec<usize> = waiting
+        .iter()
+        .copied()
+        .filter(|i| {
+            let a = &plan.actions[*i];
+            a.kind.changes_psk() && generator_of(config, &a.key) == Generator::Local
+        })
+        .collect();
+    if !local.is_empty() {
+        waiting.retain(|i| !local.contains(i));
+        let done = rotate_locally(
+            config,
+            plan,
+            &local,
+            state,
+            &mut journal,
+            client,
+            &mut on_event,
+        )
+        .await?;
+        for (idx, outcome) in done {
+            outcomes[idx] = Some(outcome);
+        }
+    }
+
     loop {
         // Start whatever may start, in plan order.
         let mut i = 0;
@@ -343,6 +371,158 @@ fn record_generated(
     })
 }
 
+/// Whether the PSK on the edge was already unknown when this action began.
+fn was_uncertain(action: &Action) -> bool {
+    action
+        .reasons
+        .iter()
+        .any(|r| matches!(r, Reason::Interrupted { .. } | Reason::Pending { .. }))
+}
+
+fn generator_of(config: &Config, key: &TunnelKey) -> Generator {
+    config
+        .tunnels
+        .iter()
+        .find(|t| &t.key() == key)
+        .map_or(Generator::Cloudflare, |t| config.policy_of(t).generator)
+}
+
+/// A PSK made here, from the OS's CSPRNG: 32 characters of `[A-Za-z0-9]`,
+/// about 190 bits.
+pub fn new_local_psk() -> Psk {
+    use rand::distributions::{Alphanumeric, DistString};
+    Psk::new(Alphanumeric.sample_string(&mut rand::rngs::OsRng, LOCAL_PSK_LEN))
+}
+
+pub const LOCAL_PSK_LEN: usize = 32;
+
+/// The `local` generator: make each key, seal it into the state as pending
+/// and make that durable, then set them in bulk, per account; promote what
+/// Cloudflare reports applied. A crash anywhere leaves the pending key in
+/// the state, and the next plan sends a fresh one: nothing is lost.
+async fn rotate_locally(
+    config: &Config,
+    plan: &Plan,
+    indices: &[usize],
+    state: &mut State,
+    journal: &mut Journal,
+    client: &Client,
+    on_event: &mut impl FnMut(Event<'_>),
+) -> Result<Vec<(usize, Outcome)>, ApplyError> {
+    let mut done = Vec::new();
+    let mut by_account: BTreeMap<String, Vec<(usize, PskEntry)>> = BTreeMap::new();
+    for &idx in indices {
+        let action = &plan.actions[idx];
+        on_event(Event::Started(action));
+        let psk = new_local_psk();
+        let sealed = match seal::seal(&psk, &config.recipients) {
+            Ok(s) => s,
+            Err(e) => {
+                let o = Outcome::Failed {
+                    message: format!("the new PSK could not be sealed, so it was not sent: {e}"),
+                    interrupted: false,
+                };
+                on_event(Event::Finished(action, &o));
+                done.push((idx, o));
+                continue;
+            }
+        };
+        state
+            .entry(&action.key, &action.name)
+            .stage_pending(sealed, Utc::now());
+        journal.record(state, &action.key)?;
+        by_account
+            .entry(action.key.account_id.clone())
+            .or_default()
+            .push((
+                idx,
+                PskEntry {
+                    tunnel_id: action.key.tunnel_id.clone(),
+                    psk,
+                },
+            ));
+    }
+    for (account, batch) in by_account {
+        let entries: Vec<PskEntry> = batch.iter().map(|(_, e)| e.clone()).collect();
+        let outcome = client.set_psks(&account, &entries, false).await;
+        drop(entries);
+        let failed_chunks: Vec<(&Vec<String>, &ApiError)> = outcome
+            .failed
+            .iter()
+            .map(|f| (&f.tunnel_ids, &f.error))
+            .collect();
+        for (idx, entry) in &batch {
+            let action = &plan.actions[*idx];
+            let id = entry.tunnel_id.to_ascii_lowercase();
+            let o = if let Some(applied) = outcome.applied.get(&id) {
+                let on = applied.last_generated_on.unwrap_or_else(Utc::now);
+                state.entry(&action.key, &action.name).promote_pending(on);
+                journal.record(state, &action.key)?;
+                match action.kind {
+                    ActionKind::Generate => Outcome::Generated { last_rotated: on },
+                    _ => Outcome::Rotated { last_rotated: on },
+                }
+            } else if let Some(reason) = outcome.unapplied.get(&id) {
+                withdraw_pending(action, state, journal)?;
+                Outcome::Failed {
+                    message: format!("Cloudflare did not apply the PSK: {reason}"),
+                    interrupted: was_uncertain(action),
+                }
+            } else {
+                let err = failed_chunks
+                    .iter()
+                    .find(|(ids, _)| ids.iter().any(|t| t.eq_ignore_ascii_case(&id)))
+                    .map(|(_, e)| *e);
+                let unknown = err.is_none_or(|e| e.outcome_unknown());
+                if !unknown {
+                    withdraw_pending(action, state, journal)?;
+                }
+                let mut message = err.map_or_else(
+                    || "Cloudflare's answer did not mention this tunnel".to_string(),
+                    |e| e.to_string(),
+                );
+                if unknown || was_uncertain(action) {
+                    message.push_str(
+                        "\nThe PSK stays pending in the state; the next plan sends a new one",
+                    );
+                }
+                Outcome::Failed {
+                    message,
+                    interrupted: unknown || was_uncertain(action),
+                }
+            };
+            on_event(Event::Finished(action, &o));
+            done.push((*idx, o));
+        }
+    }
+    Ok(done)
+}
+
+/// Cloudflare surely did not set the pending key: drop it, unless the edge
+/// was already unknown, in which case the pending record keeps saying so.
+fn withdraw_pending(
+    action: &Action,
+    state: &mut State,
+    journal: &mut Journal,
+) -> Result<(), ApplyError> {
+    if was_uncertain(action) {
+        return Ok(());
+    }
+    let k = action.key.to_string();
+    let remove = match state.tunnels.get_mut(&k) {
+        Some(rec) => {
+            rec.pending = None;
+            rec.psk.is_none() && rec.intent.is_none()
+        }
+        None => false,
+    };
+    if remove {
+        state.tunnels.remove(&k);
+    }
+    journal.record(state, &action.key)?;
+    Ok(())
+}
+
 /// After a failed call: if Cloudflare surely did nothing, the intent is
 /// withdrawn; if it may have acted, the intent stays for the next plan.
 fn settle_failure(
@@ -351,7 +531,9 @@ fn settle_failure(
     state: &mut State,
     journal: &mut Journal,
 ) -> Result<Outcome, ApplyError> {
-    let interrupted = e.outcome_unknown();
+    // Cloudflare surely did nothing this time; but if the edge was already
+    // unknown before (an earlier interrupted rotation), it still is.
+    let interrupted = e.outcome_unknown() || was_uncertain(action);
     if !interrupted {
         let k = action.key.to_string();
         let empty = match state.tunnels.get_mut(&k) {

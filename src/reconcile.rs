@@ -144,12 +144,12 @@ impl Reason {
                 remote_changed,
             } => {
                 let mut m = format!(
-                    "pending: a PSK psk generated {} is sealed in the state but Cloudflare has not confirmed it; it will be sent again",
+                    "pending: a PSK psk generated {} is sealed in the state but Cloudflare never confirmed it; apply sends a new one",
                     crate::state::format_time(generated)
                 );
                 if let Some(on) = remote_changed {
                     m.push_str(&format!(
-                        " (Cloudflare's PSK changed {}, so an earlier send may have landed; sending the same key again is safe)",
+                        " (Cloudflare's PSK changed {}, so the earlier send may have landed; the new key replaces it)",
                         crate::state::format_time(on)
                     ));
                 }
@@ -790,8 +790,8 @@ tunnels:
         assert_eq!(a.reasons.len(), 1, "{:?}", a.reasons);
         assert_eq!(a.reasons[0].code(), "pending");
         let text = a.reasons[0].describe();
-        assert!(text.contains("will be sent again"), "{text}");
-        assert!(text.contains("an earlier send may have landed"), "{text}");
+        assert!(text.contains("apply sends a new one"), "{text}");
+        assert!(text.contains("the earlier send may have landed"), "{text}");
 
         // A first key that is still pending.
         let mut s = State::new(vec![]);

@@ -28,7 +28,7 @@ fn opened(env: &TestEnv) -> std::collections::BTreeMap<String, String> {
 fn parallel_apply_seals_exactly_the_newest_key_of_every_tunnel() {
     let mut env = TestEnv::new(60);
     env.start_sandbox();
-    let run = env.run(&["apply", "--auto-approve", "--apply-parallelism", "8"]);
+    let run = env.run(&["apply", "--auto-approve", "--parallelism", "8"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("0 rotated, 60 generated"), "{run:?}");
     let ledger = env.ledger();

@@ -204,3 +204,19 @@ fn the_binary_explains_a_403_from_the_sandbox() {
     });
     assert_eq!(raw.status(), 401);
 }
+
+#[tokio::test]
+async fn a_password_in_the_base_url_is_never_shown() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let c = client(&format!(
+        "http://proxy-user:pr0xy-pa55@127.0.0.1:{port}/client/v4"
+    ));
+    assert!(!format!("{c:?}").contains("pr0xy-pa55"));
+    let err = c.list_tunnels(ACCOUNT).await.unwrap_err();
+    let t = text(&err);
+    assert!(!t.contains("pr0xy-pa55"), "{t}");
+    assert!(t.contains("proxy-user:****@127.0.0.1"), "{t}");
+}

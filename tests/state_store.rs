@@ -196,3 +196,37 @@ fn killed_between_temp_write_and_rename_the_state_stays_whole() {
     let show = env.run(&["show", "tunnel-01", "-i", env.identity.to_str().unwrap()]);
     assert_eq!(show.stdout, format!("{issued}\n"));
 }
+
+#[test]
+fn a_damaged_or_orphaned_journal_is_refused_and_left_alone() {
+    let env = applied(1);
+    let before = read(&env.state_path());
+    let journal = psk::state::journal_path(&env.state_path());
+    let damaged = b"{not json}\n{\"also\": \"not an entry\"}\n".to_vec();
+    std::fs::write(&journal, &damaged).unwrap();
+    for args in [
+        &["plan", "--offline"][..],
+        &["apply", "--auto-approve"],
+        &["show", "tunnel-00", "-i", "identity.txt"],
+    ] {
+        let run = env.run(args);
+        assert_eq!(run.code, 1, "{args:?} {run:?}");
+        assert!(
+            run.stderr
+                .contains("psk.state.json.journal is damaged at line 1"),
+            "{run:?}"
+        );
+        assert!(run.stderr.contains("keep a copy"), "{run:?}");
+        assert_eq!(read(&env.state_path()), before);
+        assert_eq!(read(&journal), damaged);
+    }
+
+    std::fs::remove_file(env.state_path()).unwrap();
+    let run = env.run(&["apply", "--auto-approve"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("no state file"), "{run:?}");
+    assert!(run.stderr.contains("restore"), "{run:?}");
+    assert!(!env.state_path().exists());
+    assert_eq!(read(&journal), damaged);
+    assert_eq!(env.ledger().values().map(Vec::len).sum::<usize>(), 1);
+}

@@ -37,10 +37,6 @@ pub struct ApplyArgs {
     #[command(flatten)]
     selection: Selection,
 
-    /// Rotations in flight at once; tunnels of one site never overlap.
-    #[arg(long = "apply-parallelism", value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(usize))]
-    parallelism: usize,
-
     /// Report progress as one JSON object per line on stdout, for CI.
     #[arg(long)]
     json: bool,
@@ -96,7 +92,7 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
                 Utc::now(),
                 &options,
             );
-            context::dry_run(&client, &mut plan).await;
+            context::dry_run(&client, &config, &mut plan).await;
             connection = Some((client, sandbox));
             plan
         }
@@ -141,7 +137,7 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
     };
 
     let options = apply::Options {
-        parallelism: args.parallelism,
+        parallelism: global.network.parallelism,
         stop: apply::Stop::default(),
     };
     watch_signals(options.stop.clone());

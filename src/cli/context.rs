@@ -7,8 +7,10 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use chrono::{DateTime, NaiveDate, Utc};
 
+use crate::cloudflare::PskEntry;
 use crate::cloudflare::{Client, ClientOptions, Credentials, RateLimit};
 use crate::config::Config;
+use crate::policy::Generator;
 use crate::reconcile::{DryRun, Plan, Remote};
 use crate::sandbox::{self, Running, Sandbox, SandboxOptions};
 use crate::state::{self, State};
@@ -57,6 +59,7 @@ impl Network {
         o.retry.max_attempts = self.retries.saturating_add(1);
         o.rate_limit = self.rate_limit;
         o.parallelism = self.parallelism;
+        o.announce_waits = true;
         o
     }
 }
@@ -151,7 +154,20 @@ pub async fn refresh(client: &Client, config: &Config) -> anyhow::Result<Remote>
                 "  {} (named by name, no id; line {}) in account {}",
                 u.name, u.line, u.account_id
             )),
-            1 => {}
+            1 => {
+                let key = crate::config::TunnelKey::new(&u.account_id, ids[0]);
+                if let Some(t) = config.tunnels.iter().find(|t| t.key() == key) {
+                    bail!(
+                        "{}:{}: tunnel `{}` is Cloudflare's tunnel {} in account {}, which psk.yaml also lists as `{}`; list each tunnel once",
+                        config.path.display(),
+                        u.line,
+                        u.name,
+                        ids[0],
+                        u.account_id,
+                        t.name
+                    );
+                }
+            }
             _ => bail!(
                 "{}:{}: {} tunnels in account {} are named `{}` ({}); psk cannot tell which one `{}` means. Add its `id` to psk.yaml",
                 config.path.display(),
@@ -180,12 +196,19 @@ pub async fn refresh(client: &Client, config: &Config) -> anyhow::Result<Remote>
 /// Asks Cloudflare to validate every PSK-changing action without doing it,
 /// `--parallelism` at a time. Results land on their own actions, so the
 /// plan reads the same whatever order the answers came in.
-pub async fn dry_run(client: &Client, plan: &mut Plan) {
+pub async fn dry_run(client: &Client, config: &Config, plan: &mut Plan) {
+    let generator = |key: &crate::config::TunnelKey| {
+        config
+            .tunnels
+            .iter()
+            .find(|t| &t.key() == key)
+            .map_or(Generator::Cloudflare, |t| config.policy_of(t).generator)
+    };
     let todo: Vec<(usize, crate::config::TunnelKey)> = plan
         .actions
         .iter()
         .enumerate()
-        .filter(|(_, a)| a.kind.changes_psk())
+        .filter(|(_, a)| a.kind.changes_psk() && generator(&a.key) == Generator::Cloudflare)
         .map(|(i, a)| (i, a.key.clone()))
         .collect();
     let results = client
@@ -201,6 +224,46 @@ pub async fn dry_run(client: &Client, plan: &mut Plan) {
             Ok(_) => DryRun::Accepted,
             Err(e) => DryRun::Refused(e.to_string().replace('\n', " ")),
         };
+    }
+
+    // `local` keys: the bulk set with `validate_only`, per account, with
+    // throwaway keys of the shape apply will send (never stored or shown).
+    let mut by_account: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    for (i, a) in plan.actions.iter().enumerate() {
+        if a.kind.changes_psk() && generator(&a.key) == Generator::Local {
+            by_account
+                .entry(a.key.account_id.clone())
+                .or_default()
+                .push(i);
+        }
+    }
+    for (account, idxs) in by_account {
+        let entries: Vec<PskEntry> = idxs
+            .iter()
+            .map(|i| PskEntry {
+                tunnel_id: plan.actions[*i].key.tunnel_id.clone(),
+                psk: crate::apply::new_local_psk(),
+            })
+            .collect();
+        let outcome = client.set_psks(&account, &entries, true).await;
+        for i in idxs {
+            let id = plan.actions[i].key.tunnel_id.clone();
+            plan.actions[i].dry_run = if outcome.applied.contains_key(&id) {
+                DryRun::Accepted
+            } else if let Some(reason) = outcome.unapplied.get(&id) {
+                DryRun::Refused(format!("Cloudflare would not apply the PSK: {reason}"))
+            } else {
+                let why = outcome
+                    .failed
+                    .iter()
+                    .find(|f| f.tunnel_ids.iter().any(|t| t.eq_ignore_ascii_case(&id)))
+                    .map_or_else(
+                        || "Cloudflare's answer did not mention this tunnel".to_string(),
+                        |f| f.error.to_string().replace('\n', " "),
+                    );
+                DryRun::Refused(why)
+            };
+        }
     }
 }
 

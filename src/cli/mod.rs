@@ -87,8 +87,9 @@ pub struct Cli {
     )]
     rate_limit: crate::cloudflare::RateLimit,
 
-    /// Most API requests in flight at once (per-tunnel dry runs, chunks of a
-    /// bulk PSK set).
+    /// Most API requests in flight at once (per-tunnel dry runs, rotations
+    /// in apply, chunks of a bulk PSK set). Tunnels of one site never
+    /// rotate at the same time.
     #[arg(id = "api_parallelism", long = "parallelism", global = true, value_name = "N", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Network")]
     parallelism: u32,

@@ -82,7 +82,9 @@ impl Selection {
     /// Checks every name against psk.yaml (and the state, for `--target`,
     /// which may name a tunnel to forget).
     pub fn options(&self, config: &Config, state: Option<&State>) -> anyhow::Result<PlanOptions> {
-        let known = |n: &str| config.tunnel_by_name(n).is_some();
+        let known = |n: &str| {
+            config.tunnel_by_name(n).is_some() || config.unresolved.iter().any(|u| u.name == n)
+        };
         for n in &self.replace {
             if !known(n) {
                 bail!(
@@ -147,7 +149,7 @@ pub async fn run(global: &Global, args: PlanArgs) -> anyhow::Result<Status> {
         let remote = context::refresh(&client, &config).await?;
         let mut plan =
             reconcile::reconcile_with(&config, state.as_ref(), Some(&remote), now, &options);
-        context::dry_run(&client, &mut plan).await;
+        context::dry_run(&client, &config, &mut plan).await;
         plan
     };
     let diff = render::diff::state_diff(state.as_ref(), &plan, &file_name(&state_path));

@@ -57,6 +57,12 @@ pub struct SandboxArgs {
     /// Seed the misbehaviour's random choices, for a reproducible run.
     #[arg(long, value_name = "N", help_heading = "Misbehaviour")]
     seed: Option<u64>,
+
+    /// Refuse real PSK changes of this tunnel id (repeatable) after
+    /// validation passes: `psk_generate` answers 409, the bulk set lists it
+    /// as unapplied. For partial-failure drills.
+    #[arg(long, value_name = "TUNNEL_ID", help_heading = "Misbehaviour")]
+    refuse_changes: Vec<String>,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -78,6 +84,7 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
         drop_rate: args.drop_rate,
         rate_limit: args.rate_limit,
         seed: args.seed,
+        refuse_changes: args.refuse_changes.iter().cloned().collect(),
     };
     let sb = Sandbox::from_config(&config, state.as_ref(), &options)
         .context("cannot open the ledger file")?;
@@ -91,8 +98,12 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
     let _ = writeln!(
         out,
         "psk sandbox: {} tunnel{} in {} account{} at {}",
-        config.tunnels.len(),
-        if config.tunnels.len() == 1 { "" } else { "s" },
+        config.tunnels.len() + config.unresolved.len(),
+        if config.tunnels.len() + config.unresolved.len() == 1 {
+            ""
+        } else {
+            "s"
+        },
         config.accounts().len(),
         if config.accounts().len() == 1 {
             ""

@@ -200,3 +200,37 @@ impl fmt::Display for ApiMessage {
         write!(f, "{}: {}", self.code, self.message)
     }
 }
+
+/// A URL as it may be shown: a password in it (a proxy's, in
+/// `CLOUDFLARE_BASE_URL`) becomes `****`, as uv and cargo show URLs.
+pub(crate) fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("****"));
+            u.to_string()
+        }
+        Ok(_) => url.to_string(),
+        // Not a URL psk can parse: show only what precedes any `@`.
+        Err(_) => match url.rsplit_once('@') {
+            Some((_, host)) => format!("****@{host}"),
+            None => url.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_redacted() {
+        assert_eq!(
+            redact_url("https://proxy-user:s3cret@proxy.example/client/v4/accounts"),
+            "https://proxy-user:****@proxy.example/client/v4/accounts"
+        );
+        assert_eq!(
+            redact_url("https://api.cloudflare.com/client/v4"),
+            "https://api.cloudflare.com/client/v4"
+        );
+    }
+}

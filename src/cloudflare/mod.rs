@@ -174,6 +174,10 @@ pub struct ClientOptions {
     /// At most this many requests in flight, for callers that go through
     /// [`Client::concurrently`].
     pub parallelism: usize,
+    /// Say on stderr when psk waits a second or more before a retry, so a
+    /// long `Retry-After` does not look like a hang. The note names the
+    /// status and the wait, never a URL, body or header.
+    pub announce_waits: bool,
 }
 
 impl Default for ClientOptions {
@@ -185,6 +189,7 @@ impl Default for ClientOptions {
             retry: RetryPolicy::default(),
             rate_limit: RateLimit::CLOUDFLARE,
             parallelism: 10,
+            announce_waits: false,
         }
     }
 }
@@ -230,13 +235,26 @@ where
         .await
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,
     retry: RetryPolicy,
     limiter: Arc<Limiter>,
     parallelism: usize,
+    announce_waits: bool,
+}
+
+/// Shows no credential: not the headers, and no password in the base URL.
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &error::redact_url(&self.base))
+            .field("retry", &self.retry)
+            .field("limiter", &self.limiter)
+            .field("parallelism", &self.parallelism)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -252,7 +270,7 @@ impl Client {
             .timeout(options.request_timeout)
             .build()
             .map_err(|e| ApiError::Transport {
-                url: options.base_url.clone(),
+                url: error::redact_url(&options.base_url),
                 message: format!("cannot build the HTTP client: {e}"),
                 sent: false,
                 attempts: 0,
@@ -263,6 +281,7 @@ impl Client {
             retry: options.retry,
             limiter: Arc::new(Limiter::new(options.rate_limit)),
             parallelism: options.parallelism.max(1),
+            announce_waits: options.announce_waits,
         })
     }
 
@@ -367,7 +386,7 @@ impl Client {
             .psk
             .filter(|p| !p.is_empty())
             .ok_or_else(|| ApiError::Decode {
-                url: url.clone(),
+                url: error::redact_url(&url),
                 status: 200,
                 message: "the response has no `result.psk`; the PSK on the edge is unknown".into(),
             })?;
@@ -506,7 +525,7 @@ impl Client {
                     // later may have reached Cloudflare.
                     let sent = !e.is_connect();
                     let err = ApiError::Transport {
-                        url: url.to_string(),
+                        url: error::redact_url(url),
                         message: error::describe_reqwest(&e),
                         sent,
                         attempts: attempt,
@@ -519,7 +538,7 @@ impl Client {
                     match resp.bytes().await {
                         Err(e) => {
                             let err = ApiError::Transport {
-                                url: url.to_string(),
+                                url: error::redact_url(url),
                                 message: format!(
                                     "the connection broke while reading the answer: {}",
                                     error::describe_reqwest(&e)
@@ -544,6 +563,17 @@ impl Client {
             };
             match wait {
                 Some(wait) if attempt < self.retry.max_attempts => {
+                    if self.announce_waits && wait >= Duration::from_secs(1) {
+                        let why = match &err {
+                            ApiError::Api { status, .. } => format!("HTTP {status}"),
+                            _ => "no answer".to_string(),
+                        };
+                        eprintln!(
+                            "note: {why} from the API; retrying in {} s (retry {attempt} of {})",
+                            wait.as_secs_f64().ceil(),
+                            self.retry.max_attempts - 1
+                        );
+                    }
                     tokio::time::sleep(wait).await;
                 }
                 _ => return Err(err.with_attempts(attempt)),
@@ -610,7 +640,7 @@ fn parse_time(s: &str, url: &str) -> Result<DateTime<Utc>, ApiError> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| ApiError::Decode {
-            url: url.to_string(),
+            url: error::redact_url(url),
             status: 200,
             message: format!("`psk_metadata.last_generated_on` is not an RFC 3339 time: `{s}`"),
         })
@@ -647,7 +677,7 @@ fn decode<T: DeserializeOwned>(status: StatusCode, bytes: &[u8], url: &str) -> R
             ),
         };
         return Err(ApiError::Api {
-            url: url.to_string(),
+            url: error::redact_url(url),
             status: status.as_u16(),
             errors,
             attempts: 1,
@@ -655,13 +685,13 @@ fn decode<T: DeserializeOwned>(status: StatusCode, bytes: &[u8], url: &str) -> R
         });
     }
     let envelope: Envelope = serde_json::from_slice(bytes).map_err(|e| ApiError::Decode {
-        url: url.to_string(),
+        url: error::redact_url(url),
         status: status.as_u16(),
         message: error::describe_json(&e, bytes.is_empty()),
     })?;
     if !envelope.success {
         return Err(ApiError::Api {
-            url: url.to_string(),
+            url: error::redact_url(url),
             status: status.as_u16(),
             errors: envelope.errors,
             attempts: 1,
@@ -675,12 +705,12 @@ fn decode<T: DeserializeOwned>(status: StatusCode, bytes: &[u8], url: &str) -> R
         .result
         .filter(|r| !r.is_null())
         .ok_or_else(|| ApiError::Decode {
-            url: url.to_string(),
+            url: error::redact_url(url),
             status: status.as_u16(),
             message: "`success` is true but `result` is missing".into(),
         })?;
     serde_json::from_value(result).map_err(|e| ApiError::Decode {
-        url: url.to_string(),
+        url: error::redact_url(url),
         status: status.as_u16(),
         message: error::describe_shape(&e),
     })

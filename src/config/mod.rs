@@ -231,8 +231,26 @@ impl Config {
         }
         let doc = schema::to_json(text);
         let structural = schema::check(&doc, &loc);
-        if !structural.is_empty() {
-            return Err(fail(structural));
+        if !structural.diagnostics.is_empty() {
+            let mut all = structural.diagnostics.clone();
+            // Misspelled keys alone do not hide the other mistakes: check
+            // the meaning of the rest too, so every error shows at once.
+            let pruned = structural
+                .only_unknown_keys
+                .then(|| without_keys(text, &loc, &structural.unknown_paths))
+                .flatten();
+            if let Some(pruned) = pruned {
+                if let Ok(raw) = serde_yaml::from_str::<raw::RawConfig>(&pruned) {
+                    let mut v = Validator {
+                        loc: &loc,
+                        out: Vec::new(),
+                        warnings: Vec::new(),
+                    };
+                    v.config(&raw);
+                    all.extend(v.out);
+                }
+            }
+            return Err(fail(all));
         }
         let raw: raw::RawConfig =
             serde_yaml::from_str(text).map_err(|e| fail(vec![serde_diagnostic(&e)]))?;
@@ -368,6 +386,39 @@ impl Config {
         f.dedup();
         f
     }
+}
+
+/// `text` with the block-style lines of each key at `paths` turned into
+/// comments, so line numbers stay put; `None` when a key is not written
+/// alone at the start of its line (flow style), where that is not safe.
+fn without_keys(text: &str, loc: &Locations, paths: &[String]) -> Option<String> {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    for path in paths {
+        let key = path.rsplit('.').next()?;
+        let pos = loc.get(path);
+        let at = pos.line.checked_sub(1)?;
+        let indent = pos.column.checked_sub(1)?;
+        let line = lines.get(at)?;
+        let rest = line.get(indent..)?;
+        if !line[..indent].trim().is_empty() || !rest.starts_with(key) {
+            return None;
+        }
+        if !rest[key.len()..].trim_start().starts_with(':') {
+            return None;
+        }
+        lines[at] = "#".into();
+        // The key's value continues on the lines indented deeper.
+        for next in lines.iter_mut().skip(at + 1) {
+            let depth = next.len() - next.trim_start().len();
+            if !next.trim().is_empty() && depth <= indent {
+                break;
+            }
+            *next = "#".into();
+        }
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    Some(out)
 }
 
 /// A serde_yaml error (syntax, or a type serde found first) as a diagnostic.
@@ -989,6 +1040,145 @@ tunnels:
         assert!(
             shown.contains("conf/psk.yaml:7:5: policies.default.rotate_every: `0d` is zero"),
             "{shown}"
+        );
+    }
+
+    const FLEET: &str = "version: 1
+recipients: [age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p]
+defaults:
+  policy: standard
+  account: eu
+policies:
+  standard: {rotate_every: 90d}
+  night:
+    rotate_every: 30d
+    generator: local
+    spread: 3d
+    site_parallel: true
+    window: {days: [mon, fri], start: \"22:00\", end: \"02:00\", timezone: Asia/Tokyo}
+  lab: {rotate_every: 7d}
+accounts:
+  eu:
+    id: 023E105F4ECEF8AD9CA31A8372D0C353
+    tunnels:
+      - {name: eu-1, id: 0123456789abcdef0123456789abcdef}
+  us:
+    id: 99999999999999999999999999999999
+    policy: night
+    tunnels:
+      - {name: us-1, id: 0123456789abcdef0123456789abcdef}
+      - {name: us-2, id: 0123456789abcdef0123456789abcdee, policy: lab}
+      - {name: us-by-name}
+tunnels:
+  - {name: top-1, id: fedcba9876543210fedcba9876543210}
+  - {name: top-2, id: fedcba9876543210fedcba9876543211, account: us}
+";
+
+    #[test]
+    fn accounts_defaults_and_policy_precedence() {
+        let c = parse(FLEET).unwrap();
+        let t = |n: &str| c.tunnel_by_name(n).unwrap();
+        assert_eq!(t("eu-1").account_id, "023e105f4ecef8ad9ca31a8372d0c353");
+        assert_eq!(t("eu-1").policy, "standard", "defaults.policy");
+        assert_eq!(t("us-1").account_id, "99999999999999999999999999999999");
+        assert_eq!(t("us-1").policy, "night", "the account's policy");
+        assert_eq!(t("us-2").policy, "lab", "the tunnel's own policy wins");
+        assert_eq!(
+            t("top-1").account_id,
+            "023e105f4ecef8ad9ca31a8372d0c353",
+            "defaults.account"
+        );
+        assert_eq!(
+            t("top-2").account_id,
+            "99999999999999999999999999999999",
+            "`account: us`"
+        );
+        // The same id in two accounts is two tunnels.
+        assert_eq!(t("eu-1").id, t("us-1").id);
+        assert_eq!(c.unresolved.len(), 1);
+        assert_eq!(c.unresolved[0].name, "us-by-name");
+        assert_eq!(c.unresolved[0].policy, "night");
+        assert_eq!(c.accounts().len(), 2);
+        // File order, wherever a tunnel is written.
+        let names: Vec<&str> = c.tunnels.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["eu-1", "us-1", "us-2", "top-1", "top-2"]);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn every_policy_field_is_carried() {
+        let c = parse(FLEET).unwrap();
+        let night = &c.policies["night"];
+        assert_eq!(night.rotate_every.seconds(), 30 * 86_400);
+        assert_eq!(night.generator, Generator::Local);
+        assert_eq!(night.spread.map(Span::seconds), Some(3 * 86_400));
+        assert!(night.site_parallel);
+        let w = night.window.as_ref().unwrap();
+        assert_eq!(w.to_string(), "mon, fri 22:00–02:00 Asia/Tokyo");
+        // Friday 22:00 in Tokyo is 13:00 UTC; the window runs to Saturday 02:00.
+        assert!(w.contains("2026-11-27T13:00:00Z".parse().unwrap()));
+        assert!(w.contains("2026-11-27T16:59:59Z".parse().unwrap()));
+        assert!(!w.contains("2026-11-27T17:00:00Z".parse().unwrap()));
+        let standard = &c.policies["standard"];
+        assert_eq!(standard.generator, Generator::Cloudflare);
+        assert!(standard.window.is_none() && standard.spread.is_none());
+        assert!(!standard.site_parallel);
+    }
+
+    #[test]
+    fn resolving_names_keeps_file_order() {
+        let mut c = parse(FLEET).unwrap();
+        let still = c.resolve(|account, name| {
+            (account == "99999999999999999999999999999999" && name == "us-by-name")
+                .then(|| "ABCDEF0123456789ABCDEF0123456789".to_string())
+        });
+        assert!(still.is_empty());
+        assert!(c.unresolved.is_empty());
+        let names: Vec<&str> = c.tunnels.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["eu-1", "us-1", "us-2", "us-by-name", "top-1", "top-2"]
+        );
+        assert_eq!(
+            c.tunnel_by_name("us-by-name").unwrap().id,
+            "abcdef0123456789abcdef0123456789"
+        );
+        assert!(c.require_resolved("x").is_ok());
+    }
+
+    #[test]
+    fn an_unused_policy_is_a_warning() {
+        let c = parse(&GOOD.replace("tunnels:", "  spare: {rotate_every: 1d}\ntunnels:")).unwrap();
+        assert_eq!(c.warnings.len(), 1);
+        assert_eq!(c.warnings[0].key, "policies.spare");
+        assert_eq!(c.warnings[0].position.line, 8);
+    }
+
+    #[test]
+    fn a_misspelled_key_does_not_hide_other_errors() {
+        let text = GOOD
+            .replace("    site: fra\n", "    sight: fra\n")
+            .replace("fra-secondary", "fra-primary");
+        let e = errors(&text);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!(e[0].0, 11);
+        assert!(e[0].1.starts_with("unknown key `sight`"));
+        assert_eq!(e[1].0, 12);
+        assert!(e[1].1.starts_with("duplicate tunnel name"));
+    }
+
+    #[test]
+    fn pruning_a_misspelled_block_keeps_line_numbers() {
+        let text = "version: 1\nrecipients: [x]\npolicis:\n  a:\n    rotate_every: 1d\n\nmore: 1\n";
+        let loc = Locations::index(text);
+        let pruned = without_keys(text, &loc, &["policis".to_string()]).unwrap();
+        assert_eq!(pruned, "version: 1\nrecipients: [x]\n#\n#\n#\n#\nmore: 1\n");
+        // A key inside a flow mapping cannot be cut out line by line.
+        let flow = "tunnels:\n  - {name: a, sight: b}\n";
+        let loc = Locations::index(flow);
+        assert_eq!(
+            without_keys(flow, &loc, &["tunnels[0].sight".to_string()]),
+            None
         );
     }
 }

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::raw::RawConfig;
 use super::suggest::closest;
-use super::{Diagnostic, Locations};
+use super::{Diagnostic, Locations, Position};
 
 /// The schema of psk.yaml as pretty JSON with a trailing newline: what
 /// `psk schema` prints and `schema/psk.schema.json` holds.
@@ -30,16 +30,29 @@ pub fn schema() -> Value {
     schema.to_value()
 }
 
+/// What the structural check found.
+#[derive(Debug, Default)]
+pub struct Structural {
+    pub diagnostics: Vec<Diagnostic>,
+    /// The key paths of unknown keys, e.g. `tunnels[0].sight`.
+    pub unknown_paths: Vec<String>,
+    /// Whether unknown keys are all that is wrong: then the document minus
+    /// them can still be checked for meaning, and every error reported.
+    pub only_unknown_keys: bool,
+}
+
 /// Every structural problem of `doc` (the file as YAML values), located.
-pub fn check(doc: &Value, loc: &Locations) -> Vec<Diagnostic> {
+pub fn check(doc: &Value, loc: &Locations) -> Structural {
     let schema = schema();
     let validator = match jsonschema::validator_for(&schema) {
         Ok(v) => v,
         // The schema is generated from our own types and tested; should it
         // ever fail to compile, serde's own check still runs after this.
-        Err(_) => return Vec::new(),
+        Err(_) => return Structural::default(),
     };
     let mut out = Vec::new();
+    let mut unknown = Vec::new();
+    let mut only_unknown_keys = true;
     for error in validator.iter_errors(doc) {
         let path = key_path(doc, error.instance_path().as_str());
         let instance = error.instance();
@@ -53,6 +66,7 @@ pub fn check(doc: &Value, loc: &Locations) -> Vec<Diagnostic> {
                         None => format!("; expected one of: {}", known.join(", ")),
                     };
                     let at = join(&path, key);
+                    unknown.push(at.clone());
                     out.push(Diagnostic {
                         position: loc.get(&at),
                         key: at,
@@ -68,9 +82,11 @@ pub fn check(doc: &Value, loc: &Locations) -> Vec<Diagnostic> {
             ValidationErrorKind::Type { kind } => {
                 let expected = match kind {
                     TypeKind::Single(t) => t.to_string(),
+                    // An optional key may be left empty; say what it takes.
                     TypeKind::Multiple(set) => set
                         .iter()
                         .map(|t| t.to_string())
+                        .filter(|t| t != "null")
                         .collect::<Vec<_>>()
                         .join(" or "),
                 };
@@ -101,13 +117,24 @@ pub fn check(doc: &Value, loc: &Locations) -> Vec<Diagnostic> {
             }
             _ => error.to_string(),
         };
+        only_unknown_keys = false;
+        // The whole document has no key of its own: point at its start.
+        let position = if path.is_empty() {
+            Position { line: 1, column: 1 }
+        } else {
+            loc.get(&path)
+        };
         out.push(Diagnostic {
-            position: loc.get(&path),
+            position,
             key: path,
             message,
         });
     }
-    out
+    Structural {
+        diagnostics: out,
+        unknown_paths: unknown,
+        only_unknown_keys,
+    }
 }
 
 fn required_hint(name: &str) -> &'static str {

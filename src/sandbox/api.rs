@@ -189,6 +189,18 @@ async fn generate(
             "psk_metadata": {"last_generated_on": format_time(&t.last_generated_on)},
         }));
     }
+    if s.refuses(&key) {
+        let mut r = failure(
+            StatusCode::CONFLICT,
+            1010,
+            "The IPsec tunnel is being modified; its PSK was not changed",
+        );
+        r.headers_mut().insert(
+            "x-should-retry",
+            axum::http::HeaderValue::from_static("false"),
+        );
+        return r;
+    }
     let at = s.commit(&key, t, new_psk());
     success(json!({
         "ipsec_tunnel_id": key.tunnel_id,
@@ -268,6 +280,13 @@ async fn bulk_set(
             unapplied.insert(
                 entry.id,
                 json!("PSK must be 8 to 128 printable ASCII characters"),
+            );
+            continue;
+        }
+        if !validate_only && s.refuses(&key) {
+            unapplied.insert(
+                entry.id,
+                json!("The IPsec tunnel is being modified; its PSK was not changed"),
             );
             continue;
         }

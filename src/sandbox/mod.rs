@@ -85,12 +85,18 @@ pub struct SandboxOptions {
     /// Seed for the fault decisions, for reproducible runs. PSKs always come
     /// from the OS's generator.
     pub seed: Option<u64>,
+    /// Tunnel ids whose PSK changes pass validation but are then refused,
+    /// as when a tunnel is being modified at the same moment:
+    /// `psk_generate` answers 409 without retry, and the bulk set lists
+    /// them in `unapplied_psks`. For partial-failure drills.
+    pub refuse_changes: std::collections::BTreeSet<String>,
 }
 
 pub struct Sandbox {
     edge: Mutex<BTreeMap<TunnelKey, EdgeTunnel>>,
     ledger: Option<Mutex<std::fs::File>>,
     faults: faults::Faults,
+    refuse_changes: std::collections::BTreeSet<String>,
     pub counters: Counters,
 }
 
@@ -158,8 +164,18 @@ impl Sandbox {
             edge: Mutex::new(edge),
             ledger,
             faults: faults::Faults::new(options),
+            refuse_changes: options
+                .refuse_changes
+                .iter()
+                .map(|id| id.to_ascii_lowercase())
+                .collect(),
             counters: Counters::default(),
         })
+    }
+
+    /// Whether a real change of this tunnel's PSK is to be refused.
+    pub(crate) fn refuses(&self, key: &TunnelKey) -> bool {
+        self.refuse_changes.contains(&key.tunnel_id)
     }
 
     /// Whether any tunnel of the edge belongs to `account_id`: the sandbox's

@@ -66,7 +66,8 @@ pub struct TunnelState {
 /// A key made by psk (the `local` generator) that Cloudflare has not yet
 /// confirmed. It is sealed into the state and fsynced before the request
 /// that sets it, so a crash or a lost answer can never lose it: once
-/// Cloudflare confirms, it is promoted to `psk`; until then it is sent again.
+/// Cloudflare confirms, it is promoted to `psk`; until then the next apply
+/// sends a fresh key in its place (apply cannot open the pending one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pending {

@@ -27,8 +27,13 @@ pub enum StateError {
         message: String,
         backup: PathBuf,
     },
-    #[error("state file {path} has format version {found}, but this psk reads up to version {STATE_VERSION}.\nUpgrade psk; the file was not changed")]
-    TooNew { path: PathBuf, found: u64 },
+    #[error("state file {path} has format version {found} (line {line}), but this psk reads up to version {STATE_VERSION}.\nUpgrade psk; the file was not changed. Do not restore {backup} over it: a newer psk wrote it, and the backup lacks its latest changes")]
+    TooNew {
+        path: PathBuf,
+        found: u64,
+        line: usize,
+        backup: PathBuf,
+    },
     #[error("state journal {path} is damaged at line {line}: {message}.\nNeither it nor the state was changed. It holds changes an interrupted apply made after the last full write of {state}; keep a copy and ask for help before removing it")]
     Journal {
         path: PathBuf,
@@ -119,9 +124,15 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
     }
     let header: Header = serde_json::from_slice(bytes).map_err(parse_err)?;
     if header.version > STATE_VERSION {
+        let at = bytes
+            .windows(9)
+            .position(|w| w == b"\"version\"")
+            .unwrap_or(0);
         return Err(StateError::TooNew {
             path: path.to_path_buf(),
             found: header.version,
+            line: bytes[..at].iter().filter(|b| **b == b'\n').count() + 1,
+            backup: backup_path(path),
         });
     }
     let located = |needle: &str, message: String| {
@@ -546,9 +557,10 @@ mod tests {
         let e = load(&path).unwrap_err().to_string();
         assert!(e.contains("wrong type"), "{e}");
 
-        fs::write(&path, b"{\"version\": 99}").unwrap();
+        fs::write(&path, b"{\n  \"lineage\": \"x\",\n  \"version\": 99\n}").unwrap();
         let e = load(&path).unwrap_err().to_string();
-        assert!(e.contains("version 99"), "{e}");
+        assert!(e.contains("version 99 (line 3)"), "{e}");
+        assert!(e.contains("psk.state.json.backup"), "{e}");
     }
 
     fn key(i: usize) -> TunnelKey {

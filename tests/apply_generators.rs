@@ -1,0 +1,180 @@
+//! Both generators end to end, and partial failures that must not stop the
+//! rest or lose a key.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use common::*;
+use psk::sandbox::SandboxOptions;
+
+/// Every sealed PSK in the state (journal replayed), opened.
+pub fn opened(env: &TestEnv) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(&env.identity).unwrap();
+    let mut ids = psk::seal::Identities::default();
+    ids.add_text(&text, "test").unwrap();
+    let state = psk::state::load(&env.state_path()).unwrap().unwrap();
+    state
+        .tunnels
+        .values()
+        .filter_map(|r| {
+            r.psk.as_ref().map(|s| {
+                (
+                    r.tunnel_id.clone(),
+                    psk::seal::open(s, &ids).unwrap().expose().to_string(),
+                )
+            })
+        })
+        .collect()
+}
+
+fn local_config(env: &TestEnv, tunnels: usize) {
+    let text = config_text(&env.recipient, tunnels, "90d").replace(
+        "    site_parallel: true\n",
+        "    site_parallel: true\n    generator: local\n",
+    );
+    env.write_config(&text);
+}
+
+#[test]
+fn local_generator_seals_sends_in_bulk_and_promotes() {
+    let mut env = TestEnv::new(0);
+    local_config(&env, 5);
+    env.start_sandbox();
+    let plan = env.run(&["plan"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(plan.stdout.contains("dry run:      accepted"), "{plan:?}");
+    let c = &env.sandbox().counters;
+    assert_eq!(
+        c.bulk_validate.load(Ordering::Relaxed),
+        1,
+        "one bulk dry run for the account"
+    );
+    assert_eq!(c.generate_validate.load(Ordering::Relaxed), 0);
+
+    let apply = env.run(&["apply", "--auto-approve"]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    assert!(apply.stdout.contains("0 rotated, 5 generated"), "{apply:?}");
+    assert_eq!(
+        c.generate.load(Ordering::Relaxed),
+        0,
+        "Cloudflare made no key"
+    );
+    assert!(c.bulk_set.load(Ordering::Relaxed) >= 1);
+    let ledger = env.ledger();
+    let sealed = opened(&env);
+    assert_eq!(sealed.len(), 5);
+    for (id, psks) in &ledger {
+        let p = psks.last().unwrap();
+        assert_eq!(sealed.get(id), Some(p), "{id}");
+        assert_eq!(p.len(), 32);
+        assert!(p.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+    let state = env.state_json();
+    assert!(
+        !state.to_string().contains("\"pending\""),
+        "every key promoted"
+    );
+    let again = env.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    env.assert_no_secrets(&format!("{}{}", plan.all(), apply.all()));
+}
+
+#[test]
+fn partial_bulk_failure_reports_the_reason_and_keeps_the_rest() {
+    let mut env = TestEnv::new(0);
+    local_config(&env, 4);
+    let mut refuse = std::collections::BTreeSet::new();
+    refuse.insert(tunnel_id(1));
+    env.start_sandbox_with(SandboxOptions {
+        refuse_changes: refuse,
+        ..SandboxOptions::default()
+    });
+    let apply = env.run(&["apply", "--auto-approve"]);
+    assert_eq!(apply.code, 1, "{apply:?}");
+    assert!(
+        apply.stdout.contains("tunnel-01: FAILED: Cloudflare did not apply the PSK: The IPsec tunnel is being modified"),
+        "{apply:?}"
+    );
+    assert!(
+        apply
+            .stdout
+            .contains("0 rotated, 3 generated, 0 forgotten, 1 failed"),
+        "{apply:?}"
+    );
+    let sealed = opened(&env);
+    let ledger = env.ledger();
+    assert_eq!(sealed.len(), 3);
+    assert!(!ledger.contains_key(&tunnel_id(1)));
+    for (id, psks) in &ledger {
+        assert_eq!(sealed.get(id), psks.last());
+    }
+    // Cloudflare surely did nothing: no pending key is left to confuse.
+    assert!(!env.state_json().to_string().contains("\"pending\""));
+    let plan = env.run(&["plan", "--offline"]);
+    assert!(
+        plan.stdout.contains("Plan: 0 to rotate, 1 to generate"),
+        "{plan:?}"
+    );
+    assert!(plan.stdout.contains("# tunnel-01 will get its first PSK"));
+}
+
+#[test]
+fn cloudflare_generator_refusal_does_not_stop_the_others() {
+    let mut env = TestEnv::new(4);
+    let mut refuse = std::collections::BTreeSet::new();
+    refuse.insert(tunnel_id(2));
+    env.start_sandbox_with(SandboxOptions {
+        refuse_changes: refuse,
+        ..SandboxOptions::default()
+    });
+    let apply = env.run(&["apply", "--auto-approve"]);
+    assert_eq!(apply.code, 1, "{apply:?}");
+    assert!(apply.stdout.contains("tunnel-02: FAILED:"), "{apply:?}");
+    assert!(apply.stdout.contains("HTTP 409"), "{apply:?}");
+    assert!(
+        apply
+            .stdout
+            .contains("0 rotated, 3 generated, 0 forgotten, 1 failed"),
+        "{apply:?}"
+    );
+    let state = env.state_json();
+    assert!(
+        !state.to_string().contains("\"intent\""),
+        "a definite refusal withdraws the intent"
+    );
+    let plan = env.run(&["plan", "--offline"]);
+    assert!(
+        plan.stdout.contains("Plan: 0 to rotate, 1 to generate"),
+        "{plan:?}"
+    );
+}
+
+#[test]
+fn mixed_generators_in_one_apply() {
+    let mut env = TestEnv::new(0);
+    let mut text = config_text(&env.recipient, 6, "90d");
+    text = text.replace(
+        "tunnels:\n",
+        "  made-here:\n    rotate_every: 30d\n    generator: local\n    site_parallel: true\ntunnels:\n",
+    );
+    for i in [1, 3, 5] {
+        text = text.replace(
+            &format!("    id: {}\n", tunnel_id(i)),
+            &format!("    id: {}\n    policy: made-here\n", tunnel_id(i)),
+        );
+    }
+    env.write_config(&text);
+    env.start_sandbox();
+    let apply = env.run(&["apply", "--auto-approve"]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    let c = &env.sandbox().counters;
+    assert_eq!(c.generate.load(Ordering::Relaxed), 3);
+    assert_eq!(c.bulk_set.load(Ordering::Relaxed), 1);
+    let sealed = opened(&env);
+    for (id, psks) in &env.ledger() {
+        assert_eq!(sealed.get(id), psks.last());
+    }
+    assert_eq!(sealed.len(), 6);
+}
