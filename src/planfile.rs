@@ -168,6 +168,12 @@ impl PlanFile {
             path: path.to_path_buf(),
             source,
         })?;
+        PlanFile::parse(path, &bytes)
+    }
+
+    /// Parses the bytes of a plan file, naming `path` in any error (the
+    /// fuzzer calls this directly).
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<PlanFile, PlanFileError> {
         let perr = |e: serde_json::Error| PlanFileError::Parse {
             path: path.to_path_buf(),
             line: e.line(),
@@ -186,7 +192,7 @@ impl PlanFile {
             format: String,
             format_version: u64,
         }
-        let head: Head = serde_json::from_slice(&bytes).map_err(perr)?;
+        let head: Head = serde_json::from_slice(bytes).map_err(perr)?;
         if head.format != PLAN_FORMAT {
             return Err(PlanFileError::Invalid {
                 path: path.to_path_buf(),
@@ -199,7 +205,7 @@ impl PlanFile {
                 found: head.format_version,
             });
         }
-        let file: PlanFile = serde_json::from_slice(&bytes).map_err(perr)?;
+        let file: PlanFile = serde_json::from_slice(bytes).map_err(perr)?;
         file.check_shape()
             .map_err(|message| PlanFileError::Invalid {
                 path: path.to_path_buf(),

@@ -21,6 +21,7 @@ pub struct Position {
 #[derive(Debug, Default)]
 pub struct Locations {
     paths: HashMap<String, Position>,
+    duplicates: Vec<(String, Position)>,
 }
 
 impl Locations {
@@ -34,7 +35,15 @@ impl Locations {
         }
         Locations {
             paths: walker.paths,
+            duplicates: walker.duplicates,
         }
+    }
+
+    /// Keys that appear twice in one mapping, at their second occurrence.
+    /// serde_yaml refuses a repeated field but, for a map such as
+    /// `policies`, silently keeps the last value: these catch that.
+    pub fn duplicates(&self) -> &[(String, Position)] {
+        &self.duplicates
     }
 
     /// The position of `path`, or of its nearest located ancestor, or 1:1.
@@ -63,6 +72,7 @@ enum Frame {
 struct Walker {
     stack: Vec<Frame>,
     paths: HashMap<String, Position>,
+    duplicates: Vec<(String, Position)>,
 }
 
 fn join(parent: &str, key: &str) -> String {
@@ -103,6 +113,21 @@ impl Walker {
                 }
             },
         };
+        let under_duplicate = || {
+            self.duplicates.iter().any(|(d, _)| {
+                path.strip_prefix(d.as_str())
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+            })
+        };
+        if is_key && !path.contains('?') && self.paths.contains_key(&path) && !under_duplicate() {
+            self.duplicates.push((
+                path.clone(),
+                Position {
+                    line: mark.line(),
+                    column: mark.col() + 1,
+                },
+            ));
+        }
         self.record(&path, mark);
         if is_key {
             None
@@ -153,6 +178,16 @@ mod tests {
         // An absent key falls back to its parent.
         assert_eq!(loc.get("tunnels[1].site").line, 8);
         assert_eq!(loc.get("nothing"), Position { line: 1, column: 1 });
+    }
+
+    #[test]
+    fn finds_keys_repeated_in_one_mapping() {
+        let text = "policies:\n  a: {rotate_every: 1d}\n  b: {}\n  a: {rotate_every: 2d}\ntunnels:\n  - {name: a}\n  - {name: a}\n";
+        let loc = Locations::index(text);
+        assert_eq!(
+            loc.duplicates(),
+            &[("policies.a".to_string(), Position { line: 4, column: 3 })]
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! durations, windows, recipients) and builds the validated model. Every
 //! problem found is reported with file, line, column and key path.
 
+mod guard;
 mod locate;
 mod raw;
 pub mod schema;
@@ -203,6 +204,7 @@ impl Config {
             key: String::new(),
             message: message.to_string(),
         };
+        guard::check(text).map_err(|d| fail(vec![d]))?;
         if text.trim().is_empty() {
             return Err(fail(vec![at_start(
                 "the file is empty; it needs at least `version: 1`, `recipients`, `policies` and `tunnels`",
@@ -212,6 +214,21 @@ impl Config {
         serde_yaml::from_str::<serde::de::IgnoredAny>(text)
             .map_err(|e| fail(vec![serde_diagnostic(&e)]))?;
         let loc = Locations::index(text);
+        // Before anything builds a tree: loaders keep one of two equal keys.
+        let duplicates: Vec<Diagnostic> = loc
+            .duplicates()
+            .iter()
+            .map(|(key, position)| Diagnostic {
+                position: *position,
+                key: key.clone(),
+                message:
+                    "appears twice in one mapping; YAML keeps only one of them, so remove the other"
+                        .into(),
+            })
+            .collect();
+        if !duplicates.is_empty() {
+            return Err(fail(duplicates));
+        }
         let doc = schema::to_json(text);
         let structural = schema::check(&doc, &loc);
         if !structural.diagnostics.is_empty() {

@@ -8,6 +8,7 @@
 //! so N tunnels cost O(N) bytes, not O(N²) (see [`Journal`]).
 
 mod lock;
+mod perms;
 mod store;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::TunnelKey;
 pub use lock::{force_unlock, parse_lock_timeout, LockError, LockHolder, StateLock, Unlock};
+pub use perms::{warn_if_world_writable, world_writable_warning};
 pub use store::{
     backup_path, journal_path, load, load_for_write, parse, save, write_atomic, Journal, StateError,
 };
@@ -34,6 +36,7 @@ pub struct State {
     /// Bumped on every write.
     pub serial: u64,
     /// Keyed by `account_id/tunnel_id`, so sorted output groups accounts.
+    #[serde(deserialize_with = "unique_tunnels")]
     pub tunnels: BTreeMap<String, TunnelState>,
     pub version: u64,
 }
@@ -177,6 +180,43 @@ impl TunnelState {
             None => false,
         }
     }
+}
+
+/// A record listed twice (a bad merge of two branches' state) must not
+/// silently drop one of its sealed PSKs, as a plain map would.
+fn unique_tunnels<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, TunnelState>, D::Error> {
+    struct Unique;
+    impl<'de> serde::de::Visitor<'de> for Unique {
+        type Value = BTreeMap<String, TunnelState>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of tunnel records")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((k, v)) = m.next_entry::<String, TunnelState>()? {
+                if out.contains_key(&k) {
+                    // Echo the key only when it looks like one: a damaged
+                    // file could put anything there.
+                    let shown = if k.len() <= 80 && k.bytes().all(|b| b.is_ascii_graphic()) {
+                        format!("`{k}`")
+                    } else {
+                        "a tunnel".into()
+                    };
+                    return Err(serde::de::Error::custom(format!(
+                        "{shown} is recorded twice (a bad merge?); keep the record whose PSK is current and remove the other"
+                    )));
+                }
+                out.insert(k, v);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Unique)
 }
 
 /// Timestamps as RFC 3339 in UTC with `Z`, seconds unless Cloudflare gave more.

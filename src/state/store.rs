@@ -99,6 +99,7 @@ pub fn load(path: &Path) -> Result<Option<State>, StateError> {
 /// an interrupted apply is folded into the state file right away (and
 /// stale temp files removed), so the writer starts from one whole file.
 pub fn load_for_write(path: &Path, _lock: &super::StateLock) -> Result<Option<State>, StateError> {
+    super::warn_if_world_writable(path);
     let mut state = load(path)?;
     if let Some(s) = state.as_mut() {
         Journal::open(path, s)?;
@@ -134,7 +135,57 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
             backup: backup_path(path),
         });
     }
-    serde_json::from_slice(bytes).map_err(parse_err)
+    let located = |needle: &str, message: String| {
+        let (line, column) = line_of(bytes, needle);
+        StateError::Parse {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message,
+            backup: backup_path(path),
+        }
+    };
+    if header.version < STATE_VERSION {
+        return Err(located(
+            "\"version\"",
+            format!(
+                "format version {} was never written by psk (the first is 1)",
+                header.version
+            ),
+        ));
+    }
+    let state: State = serde_json::from_slice(bytes).map_err(parse_err)?;
+    // Keys and records must agree: psk looks tunnels up by key and acts on
+    // the ids in the record, so a mismatch would act on the wrong tunnel.
+    for (k, rec) in &state.tunnels {
+        let ids_ok = crate::config::is_cloudflare_id(&rec.account_id)
+            && crate::config::is_cloudflare_id(&rec.tunnel_id);
+        if !ids_ok || *k != rec.key().to_string() {
+            return Err(located(
+                &format!("\"{k}\""),
+                "a tunnel record does not match its key: the key must be `account_id/tunnel_id` of the record, each 32 hex characters".to_string(),
+            ));
+        }
+    }
+    Ok(state)
+}
+
+/// The 1-based line and column of the first `needle` in `bytes` (1:1 when
+/// absent), for errors found after serde has forgotten positions.
+fn line_of(bytes: &[u8], needle: &str) -> (usize, usize) {
+    let n = needle.as_bytes();
+    let Some(at) = bytes.windows(n.len().max(1)).position(|w| w == n) else {
+        return (1, 1);
+    };
+    let before = &bytes[..at];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let column = at
+        - before
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |p| p + 1)
+        + 1;
+    (line, column)
 }
 
 /// serde_json's message, minus its position suffix and minus any quoted

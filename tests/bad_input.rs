@@ -1,0 +1,373 @@
+//! Bad input harms nothing: every case under `tests/corpus/` (psk.yaml,
+//! the state file, saved plans) is run through the real binary beside
+//! valid copies of the other files. Each run must exit 1 with a message
+//! naming the file (and the line, where `expect.txt` gives one), never
+//! panic, change no file on disk (bytes and mtime), and stay within a
+//! memory bound (address space capped with `ulimit -v`, peak RSS measured
+//! with `wait4`). A generous deadline only catches hangs.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Address-space cap for every run: a parser that tried to expand an alias
+/// bomb or buffer a runaway structure hits it and is killed.
+const ADDRESS_SPACE_KIB: u64 = 4 * 1024 * 1024;
+/// Peak resident memory any run may reach, inputs of 16 MiB included.
+const MAX_RSS_KIB: i64 = 512 * 1024;
+/// Only a hang takes this long; a normal run takes a fraction of a second.
+const HANG: Duration = Duration::from_secs(60);
+
+fn corpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
+}
+
+#[derive(Debug)]
+struct Case {
+    /// Relative to tests/corpus, e.g. `state/empty.json`.
+    rel: String,
+    line: Option<usize>,
+    /// A well-formed plan that `apply` must refuse (binding mismatch);
+    /// `show-plan` rightly renders it.
+    apply_only: bool,
+}
+
+fn cases(kind: &str) -> Vec<Case> {
+    let text = std::fs::read_to_string(corpus().join("expect.txt")).unwrap();
+    let mut out = Vec::new();
+    for l in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let mut f = l.split_whitespace();
+        let rel = f.next().unwrap().to_string();
+        let line = f.next().unwrap();
+        let apply_only = f.next() == Some("apply-only");
+        if rel.starts_with(&format!("{kind}/")) {
+            out.push(Case {
+                line: (line != "-").then(|| line.parse().unwrap()),
+                rel,
+                apply_only,
+            });
+        }
+    }
+    // Every file in the folder has an expectation, and the reverse.
+    let mut on_disk: Vec<String> = std::fs::read_dir(corpus().join(kind))
+        .unwrap()
+        .map(|e| format!("{kind}/{}", e.unwrap().file_name().to_string_lossy()))
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = out.iter().map(|c| c.rel.clone()).collect();
+    listed.sort();
+    assert_eq!(
+        on_disk, listed,
+        "tests/corpus/expect.txt and {kind}/ disagree"
+    );
+    out
+}
+
+/// A folder holding the valid base files, the demo identity, and `case`
+/// written as `name`.
+fn setup(name: &str, case: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["psk.yaml", "psk.state.json", "plan.json"] {
+        std::fs::copy(corpus().join("base").join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/demo-identity.txt"),
+        dir.path().join("identity.txt"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join(name), case).unwrap();
+    dir
+}
+
+type Snapshot = BTreeMap<String, (Vec<u8>, SystemTime)>;
+
+fn snapshot(dir: &Path) -> Snapshot {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                (std::fs::read(e.path()).unwrap(), meta.modified().unwrap()),
+            )
+        })
+        .collect()
+}
+
+struct Bounded {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    max_rss_kib: i64,
+}
+
+/// Runs psk in `dir` under the address-space cap, reaping it with `wait4`
+/// to read its own peak RSS.
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, not Child::wait
+fn run_bounded(dir: &Path, args: &[&str]) -> Bounded {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "ulimit -v {ADDRESS_SPACE_KIB} && exec \"$0\" \"$@\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_psk"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            String::from_utf8_lossy(&v).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let start = Instant::now();
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: waits only for our own child, whose pid we hold.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if r == pid {
+            break;
+        }
+        assert_eq!(r, 0, "wait4 failed");
+        if start.elapsed() > HANG {
+            let _ = child.kill();
+            panic!("psk {args:?} still running after {HANG:?} in {dir:?}: a hang");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -libc::WTERMSIG(status)
+    };
+    Bounded {
+        code,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+        max_rss_kib: usage.ru_maxrss,
+    }
+}
+
+/// Runs every command on the case and checks the promises; returns the
+/// case's largest peak RSS.
+fn check(label: &str, dir: &Path, file_name: &str, line: Option<usize>, cmds: &[Vec<&str>]) -> i64 {
+    let before = snapshot(dir);
+    let mut peak = 0;
+    for args in cmds {
+        let r = run_bounded(dir, args);
+        let what = format!(
+            "{label}: psk {}\nexit {}\n--- stdout\n{}--- stderr\n{}",
+            args.join(" "),
+            r.code,
+            r.stdout,
+            r.stderr
+        );
+        assert!(!r.stderr.contains("panicked"), "panic on {what}");
+        assert_eq!(r.code, 1, "{what}");
+        assert!(r.stderr.starts_with("error:"), "{what}");
+        assert!(
+            r.stderr.contains(file_name),
+            "the message must name {file_name}: {what}"
+        );
+        if let Some(n) = line {
+            assert!(
+                r.stderr.contains(&format!("line {n},")) || r.stderr.contains(&format!(":{n}:")),
+                "the message must name line {n}: {what}"
+            );
+        }
+        assert!(
+            r.max_rss_kib < MAX_RSS_KIB,
+            "{} KiB peak RSS: {what}",
+            r.max_rss_kib
+        );
+        peak = peak.max(r.max_rss_kib);
+        let mut after = snapshot(dir);
+        // The lock file (holder record) is the one file a writer may leave.
+        after.remove("psk.state.json.lock");
+        assert!(
+            before.keys().eq(after.keys()),
+            "files appeared or vanished: {:?} -> {:?} after {what}",
+            before.keys().collect::<Vec<_>>(),
+            after.keys().collect::<Vec<_>>()
+        );
+        for (name, (bytes, mtime)) in &before {
+            let (b, m) = &after[name];
+            assert!(b == bytes, "{name} changed after {what}");
+            assert_eq!(m, mtime, "{name} was rewritten after {what}");
+        }
+    }
+    peak
+}
+
+fn state_cmds() -> Vec<Vec<&'static str>> {
+    vec![
+        vec!["validate"],
+        vec!["plan", "--offline"],
+        vec!["plan", "--sandbox"],
+        vec!["apply", "--sandbox", "--auto-approve"],
+        vec!["show", "fra-primary", "--identity", "identity.txt"],
+        vec!["export", "--identity", "identity.txt"],
+        vec!["reseal", "--identity", "identity.txt"],
+    ]
+}
+
+#[test]
+fn bad_state_files() {
+    let cases = cases("state");
+    assert!(cases.len() >= 20);
+    for c in &cases {
+        let bytes = std::fs::read(corpus().join(&c.rel)).unwrap();
+        let dir = setup("psk.state.json", &bytes);
+        check(&c.rel, dir.path(), "psk.state.json", c.line, &state_cmds());
+    }
+}
+
+#[test]
+fn bad_saved_plans() {
+    let cases = cases("plan");
+    assert!(cases.len() >= 15);
+    for c in &cases {
+        let bytes = std::fs::read(corpus().join(&c.rel)).unwrap();
+        let dir = setup("case.json", &bytes);
+        let mut cmds = vec![vec!["apply", "--sandbox", "case.json"]];
+        if !c.apply_only {
+            for f in ["human", "markdown", "json"] {
+                cmds.push(vec!["show-plan", "case.json", "--format", f]);
+            }
+        }
+        check(&c.rel, dir.path(), "case.json", c.line, &cmds);
+    }
+}
+
+#[test]
+fn bad_config_files() {
+    let cases = cases("config-extra");
+    assert!(cases.len() >= 20);
+    for c in &cases {
+        let bytes = std::fs::read(corpus().join(&c.rel)).unwrap();
+        let dir = setup("case.yaml", &bytes);
+        let cmds = vec![
+            vec!["-c", "case.yaml", "validate"],
+            vec!["-c", "case.yaml", "plan", "--offline"],
+            vec!["-c", "case.yaml", "apply", "--sandbox", "--auto-approve"],
+        ];
+        check(&c.rel, dir.path(), "case.yaml", c.line, &cmds);
+    }
+}
+
+/// Inputs too large to keep in git, made here: 16 MiB each, so a parser
+/// that copied or expanded them many times over would break the RSS bound.
+#[test]
+fn huge_inputs_stay_bounded() {
+    const BIG: usize = 16 << 20;
+    let base_state = std::fs::read_to_string(corpus().join("base/psk.state.json")).unwrap();
+    // A state whose lineage is 16 MiB long and whose version is from the future.
+    let state = base_state
+        .replacen(
+            "\"lineage\": \"",
+            &format!("\"lineage\": \"{}", "x".repeat(BIG)),
+            1,
+        )
+        .replace("\"version\": 1", "\"version\": 7");
+    let dir = setup("psk.state.json", state.as_bytes());
+    let peak = check(
+        "huge state",
+        dir.path(),
+        "psk.state.json",
+        None,
+        &state_cmds(),
+    );
+    eprintln!("huge state: peak RSS {peak} KiB");
+
+    // 16 MiB of nested arrays where the tunnels map belongs.
+    let deep = format!(
+        "{{\"version\": 1, \"tunnels\": {}{}}}\n",
+        "[".repeat(BIG / 2),
+        "]".repeat(BIG / 2)
+    );
+    let dir = setup("psk.state.json", deep.as_bytes());
+    check(
+        "deep state",
+        dir.path(),
+        "psk.state.json",
+        Some(1),
+        &state_cmds(),
+    );
+
+    // A saved plan with a 16 MiB state diff and a field nobody knows.
+    let plan = std::fs::read_to_string(corpus().join("base/plan.json")).unwrap();
+    let plan = plan
+        .replacen(
+            "\"state_diff\": \"",
+            &format!("\"state_diff\": \"{}", "-".repeat(BIG)),
+            1,
+        )
+        .replacen("{", "{\n  \"extra\": 1,", 1);
+    let dir = setup("case.json", plan.as_bytes());
+    check(
+        "huge plan",
+        dir.path(),
+        "case.json",
+        Some(2),
+        &[
+            vec!["show-plan", "case.json"],
+            vec!["apply", "--sandbox", "case.json"],
+        ],
+    );
+
+    // psk.yaml: 16 MiB of comment lines, then a bad version.
+    let yaml = std::fs::read_to_string(corpus().join("base/psk.yaml")).unwrap();
+    let comment_lines = BIG / 64;
+    let yaml = format!(
+        "{}{}",
+        format!("# {}\n", "c".repeat(61)).repeat(comment_lines),
+        yaml.replace("version: 1", "version: 3")
+    );
+    let line = yaml.lines().position(|l| l == "version: 3").unwrap() + 1;
+    let dir = setup("case.yaml", yaml.as_bytes());
+    check(
+        "huge config",
+        dir.path(),
+        "case.yaml",
+        Some(line),
+        &[
+            vec!["-c", "case.yaml", "validate"],
+            vec!["-c", "case.yaml", "plan", "--offline"],
+        ],
+    );
+
+    // psk.yaml: one 16 MiB flow sequence of nested empty mappings.
+    let yaml = format!(
+        "version: 1\ntunnels: {}{}\n",
+        "[".repeat(BIG / 2),
+        "]".repeat(BIG / 2)
+    );
+    let dir = setup("case.yaml", yaml.as_bytes());
+    check(
+        "deep config",
+        dir.path(),
+        "case.yaml",
+        None,
+        &[vec!["-c", "case.yaml", "validate"]],
+    );
+}
