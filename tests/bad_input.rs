@@ -346,6 +346,7 @@ fn huge_inputs_stay_bounded() {
             vec!["apply", "--sandbox", "case.json"],
         ],
     );
+    eprintln!("huge plan: peak RSS {peak} KiB");
 
     // psk.yaml: 16 MiB of comment lines, then a bad version.
     let yaml = std::fs::read_to_string(corpus().join("base/psk.yaml")).unwrap();
