@@ -222,6 +222,13 @@ pub async fn dry_run(client: &Client, config: &Config, plan: &mut Plan) {
     for (i, r) in results {
         plan.actions[i].dry_run = match r {
             Ok(_) => DryRun::Accepted,
+            // A dry run that itself failed (no answer, a 5xx, the rate
+            // limit) is no verdict on the rotation; say so, so the reader
+            // retries rather than edits psk.yaml.
+            Err(e) if e.outcome_unknown() || e.status() == Some(429) => DryRun::Refused(format!(
+                "no verdict, the dry run itself failed: {}",
+                e.to_string().replace('\n', " ")
+            )),
             Err(e) => DryRun::Refused(e.to_string().replace('\n', " ")),
         };
     }

@@ -65,10 +65,13 @@ fn describe_api(
     attempts: u32,
     note: Option<&str>,
 ) -> String {
-    let mut s = format!(
-        "Cloudflare refused {url} (HTTP {status}{})",
-        retries(attempts)
-    );
+    // A 5xx is a failure, not a verdict; a 429 is the rate limit.
+    let verb = match status {
+        429 => "Cloudflare rate-limited",
+        500..=599 => "Cloudflare failed to handle",
+        _ => "Cloudflare refused",
+    };
+    let mut s = format!("{verb} {url} (HTTP {status}{})", retries(attempts));
     if let Some(note) = note {
         s.push_str(&format!(": {note}"));
     } else if errors.is_empty() {
@@ -117,6 +120,15 @@ impl ApiError {
             _ => {}
         }
         self
+    }
+
+    /// The HTTP status of an answer, if there was one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Api { status, .. } | ApiError::Decode { status, .. } => Some(*status),
+            ApiError::TunnelNotFound { .. } | ApiError::AccountNotFound { .. } => Some(404),
+            ApiError::MissingCredentials(_) | ApiError::Transport { .. } => None,
+        }
     }
 
     /// True when Cloudflare may have acted on a request whose answer psk
