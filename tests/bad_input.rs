@@ -235,17 +235,26 @@ fn state_cmds() -> Vec<Vec<&'static str>> {
 fn bad_state_files() {
     let cases = cases("state");
     assert!(cases.len() >= 20);
+    let mut peak = 0;
     for c in &cases {
         let bytes = std::fs::read(corpus().join(&c.rel)).unwrap();
         let dir = setup("psk.state.json", &bytes);
-        check(&c.rel, dir.path(), "psk.state.json", c.line, &state_cmds());
+        peak = peak.max(check(
+            &c.rel,
+            dir.path(),
+            "psk.state.json",
+            c.line,
+            &state_cmds(),
+        ));
     }
+    eprintln!("{} state cases: peak RSS {peak} KiB", cases.len());
 }
 
 #[test]
 fn bad_saved_plans() {
     let cases = cases("plan");
     assert!(cases.len() >= 15);
+    let mut peak = 0;
     for c in &cases {
         let bytes = std::fs::read(corpus().join(&c.rel)).unwrap();
         let dir = setup("case.json", &bytes);
@@ -255,14 +264,16 @@ fn bad_saved_plans() {
                 cmds.push(vec!["show-plan", "case.json", "--format", f]);
             }
         }
-        check(&c.rel, dir.path(), "case.json", c.line, &cmds);
+        peak = peak.max(check(&c.rel, dir.path(), "case.json", c.line, &cmds));
     }
+    eprintln!("{} plan cases: peak RSS {peak} KiB", cases.len());
 }
 
 #[test]
 fn bad_config_files() {
     let cases = cases("config-extra");
     assert!(cases.len() >= 20);
+    let mut peak = 0;
     for c in &cases {
         let bytes = std::fs::read(corpus().join(&c.rel)).unwrap();
         let dir = setup("case.yaml", &bytes);
@@ -271,8 +282,9 @@ fn bad_config_files() {
             vec!["-c", "case.yaml", "plan", "--offline"],
             vec!["-c", "case.yaml", "apply", "--sandbox", "--auto-approve"],
         ];
-        check(&c.rel, dir.path(), "case.yaml", c.line, &cmds);
+        peak = peak.max(check(&c.rel, dir.path(), "case.yaml", c.line, &cmds));
     }
+    eprintln!("{} psk.yaml cases: peak RSS {peak} KiB", cases.len());
 }
 
 /// Inputs too large to keep in git, made here: 16 MiB each, so a parser
@@ -324,7 +336,7 @@ fn huge_inputs_stay_bounded() {
         )
         .replacen("{", "{\n  \"extra\": 1,", 1);
     let dir = setup("case.json", plan.as_bytes());
-    check(
+    let peak = check(
         "huge plan",
         dir.path(),
         "case.json",
@@ -334,6 +346,7 @@ fn huge_inputs_stay_bounded() {
             vec!["apply", "--sandbox", "case.json"],
         ],
     );
+    eprintln!("huge plan: peak RSS {peak} KiB");
 
     // psk.yaml: 16 MiB of comment lines, then a bad version.
     let yaml = std::fs::read_to_string(corpus().join("base/psk.yaml")).unwrap();
@@ -345,7 +358,7 @@ fn huge_inputs_stay_bounded() {
     );
     let line = yaml.lines().position(|l| l == "version: 3").unwrap() + 1;
     let dir = setup("case.yaml", yaml.as_bytes());
-    check(
+    let peak = check(
         "huge config",
         dir.path(),
         "case.yaml",
@@ -355,19 +368,24 @@ fn huge_inputs_stay_bounded() {
             vec!["-c", "case.yaml", "plan", "--offline"],
         ],
     );
+    eprintln!("huge config: peak RSS {peak} KiB");
 
-    // psk.yaml: one 16 MiB flow sequence of nested empty mappings.
+    // psk.yaml: one 16 MiB flow sequence of nested sequences.
     let yaml = format!(
         "version: 1\ntunnels: {}{}\n",
         "[".repeat(BIG / 2),
         "]".repeat(BIG / 2)
     );
     let dir = setup("case.yaml", yaml.as_bytes());
-    check(
+    let peak = check(
         "deep config",
         dir.path(),
         "case.yaml",
-        None,
-        &[vec!["-c", "case.yaml", "validate"]],
+        Some(2),
+        &[
+            vec!["-c", "case.yaml", "validate"],
+            vec!["-c", "case.yaml", "plan", "--offline"],
+        ],
     );
+    eprintln!("deep config: peak RSS {peak} KiB");
 }
