@@ -24,7 +24,7 @@ use crate::policy::Generator;
 use crate::reconcile::{Action, ActionKind, Plan, Reason};
 use crate::seal;
 use crate::seal::Psk;
-use crate::state::{Intent, Journal, State, StateError};
+use crate::state::{Delivery, Intent, Journal, State, StateError};
 
 /// What happened to one planned action.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +47,12 @@ pub enum Outcome {
     },
     /// Not started because the apply was stopped (Ctrl-C) first.
     NotStarted,
+    /// The new PSK is recorded, but the `deliver` command failed: the
+    /// router may still hold the old one. `psk deliver NAME` retries.
+    Undelivered {
+        last_rotated: DateTime<Utc>,
+        message: String,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -58,7 +64,7 @@ impl Report {
     pub fn failed(&self) -> usize {
         self.results
             .iter()
-            .filter(|(_, o)| matches!(o, Outcome::Failed { .. }))
+            .filter(|(_, o)| matches!(o, Outcome::Failed { .. } | Outcome::Undelivered { .. }))
             .count()
     }
 
@@ -78,6 +84,10 @@ impl Report {
     pub fn summary_line(&self) -> String {
         let rotated = self.count(|o| matches!(o, Outcome::Rotated { .. }));
         let generated = self.count(|o| matches!(o, Outcome::Generated { .. }));
+        let undelivered = match self.count(|o| matches!(o, Outcome::Undelivered { .. })) {
+            0 => String::new(),
+            n => format!(" ({n} of the failures: new PSK recorded, delivery failed)"),
+        };
         let forgotten = self.count(|o| matches!(o, Outcome::Forgotten));
         let deferred = match self.count(|o| matches!(o, Outcome::Deferred { .. })) {
             0 => String::new(),
@@ -95,7 +105,7 @@ impl Report {
         } else {
             "Apply finished with errors."
         };
-        format!("{head} {rotated} rotated, {generated} generated, {forgotten} forgotten, {failed} failed{deferred}{not_started}.")
+        format!("{head} {rotated} rotated, {generated} generated, {forgotten} forgotten, {failed} failed{undelivered}{deferred}{not_started}.")
     }
 }
 
@@ -159,10 +169,24 @@ pub enum Event<'a> {
     Stopping {
         in_flight: usize,
     },
+    /// A `deliver` command finished for this action's new PSK.
+    Delivered(&'a Action, Result<(), &'a str>),
 }
 
 /// What a rotation task brings back to the loop that owns the state.
-type TaskResult = (usize, Result<crate::cloudflare::Generated, ApiError>);
+enum TaskResult {
+    Rotation(usize, Result<crate::cloudflare::Generated, ApiError>),
+    /// A delivery finished; carries the rotation's outcome to report.
+    Delivery(usize, Result<(), String>, Outcome),
+}
+
+impl TaskResult {
+    fn index(&self) -> usize {
+        match self {
+            TaskResult::Rotation(i, _) | TaskResult::Delivery(i, _, _) => *i,
+        }
+    }
+}
 
 /// Carries out `plan`, making each change to `state` durable in the journal
 /// beside `state_path` as it happens, and folding it into the state at the
@@ -190,6 +214,9 @@ pub async fn apply(
     let mut outcomes: Vec<Option<Outcome>> = vec![None; plan.actions.len()];
     let mut waiting: Vec<usize> = (0..plan.actions.len()).collect();
     let mut busy_sites: HashSet<String> = HashSet::new();
+    // Sites whose last delivery failed: both paths may be down if another
+    // of its tunnels rotates now, so the rest of the site waits.
+    let mut blocked_sites: HashMap<String, String> = HashMap::new();
     let mut tasks: JoinSet<TaskResult> = JoinSet::new();
     let mut task_of: HashMap<tokio::task::Id, usize> = HashMap::new();
     let mut stopping = false;
@@ -228,6 +255,18 @@ pub async fn apply(
             let idx = waiting[i];
             let action = &plan.actions[idx];
             let site = site_of.get(&action.key);
+            if let Some(failed) = site.and_then(|s| blocked_sites.get(s)) {
+                if action.kind.changes_psk() {
+                    waiting.remove(i);
+                    let o = Outcome::Deferred {
+                        message: format!(
+                            "not started: the new PSK of {failed}, on the same site, was not delivered; fix that and run `psk deliver {failed}`, then apply again"
+                        ),
+                    };
+                    finish(&mut outcomes, idx, action, o, &mut on_event);
+                    continue;
+                }
+            }
             if action.kind.changes_psk() && site.is_some_and(|s| busy_sites.contains(s)) {
                 i += 1;
                 continue;
@@ -245,6 +284,15 @@ pub async fn apply(
                         Outcome::Forgotten,
                         &mut on_event,
                     );
+                }
+                ActionKind::Redeliver => {
+                    let o = Outcome::Deferred {
+                        message: format!(
+                            "delivering again needs an identity to open the sealed PSK, which apply never holds; run `psk deliver {}`",
+                            action.name
+                        ),
+                    };
+                    finish(&mut outcomes, idx, action, o, &mut on_event);
                 }
                 ActionKind::Reseal => {
                     let o = Outcome::Deferred {
@@ -274,7 +322,7 @@ pub async fn apply(
                                     message: "no PSK in the answer".into(),
                                 })
                             });
-                        (idx, r)
+                        TaskResult::Rotation(idx, r)
                     });
                     task_of.insert(handle.id(), idx);
                 }
@@ -293,22 +341,44 @@ pub async fn apply(
         tokio::select! {
             joined = tasks.join_next_with_id() => {
                 let (idx, result) = match joined.expect("tasks is not empty") {
-                    Ok((_, (idx, result))) => (idx, Ok(result)),
+                    Ok((_, r)) => (r.index(), Ok(r)),
                     Err(e) => (task_of[&e.id()], Err(e)),
                 };
                 let action = &plan.actions[idx];
-                if let Some(s) = site_of.get(&action.key) {
-                    busy_sites.remove(s);
-                }
+                let site = site_of.get(&action.key);
                 let outcome = match result {
-                    Ok(Ok(generated)) => record_generated(config, action, generated, state, &mut journal)?,
-                    Ok(Err(e)) => settle_failure(e, action, state, &mut journal)?,
+                    Ok(TaskResult::Rotation(_, Ok(generated))) => {
+                        let (outcome, psk) = record_generated(config, action, generated, state, &mut journal)?;
+                        match (psk, deliver_of(config, &action.key)) {
+                            (Some(psk), Some((how, tunnel))) => {
+                                // The site stays busy until the router has it.
+                                let handle = tasks.spawn(async move {
+                                    let r = crate::deliver::deliver(&how, &tunnel, &psk).await;
+                                    TaskResult::Delivery(idx, r, outcome)
+                                });
+                                task_of.insert(handle.id(), idx);
+                                continue;
+                            }
+                            _ => outcome,
+                        }
+                    }
+                    Ok(TaskResult::Rotation(_, Err(e))) => settle_failure(e, action, state, &mut journal)?,
+                    Ok(TaskResult::Delivery(_, r, outcome)) => {
+                        let o = record_delivery(action, r, outcome, state, &mut journal, &mut on_event)?;
+                        if let (Outcome::Undelivered { .. }, Some(s)) = (&o, site) {
+                            blocked_sites.insert(s.clone(), action.name.clone());
+                        }
+                        o
+                    }
                     // A task that died mid-call: the edge may have changed.
                     Err(_) => Outcome::Failed {
                         message: "the rotation task stopped unexpectedly; the next plan rotates this tunnel again".into(),
                         interrupted: true,
                     },
                 };
+                if let Some(s) = site {
+                    busy_sites.remove(s);
+                }
                 finish(&mut outcomes, idx, action, outcome, &mut on_event);
             }
             _ = options.stop.wait(), if !stopping => {
@@ -340,34 +410,79 @@ fn finish(
 }
 
 /// Seals a PSK Cloudflare generated and records it with its date.
+/// Returns the PSK too, for a delivery, once it is durably recorded.
 fn record_generated(
     config: &Config,
     action: &Action,
     generated: crate::cloudflare::Generated,
     state: &mut State,
     journal: &mut Journal,
-) -> Result<Outcome, ApplyError> {
+) -> Result<(Outcome, Option<Psk>), ApplyError> {
     let key = &action.key;
     let sealed = match seal::seal(&generated.psk, &config.recipients) {
         Ok(s) => s,
         Err(e) => {
             // The intent stays: the edge has a key psk could not keep.
-            return Ok(Outcome::Failed {
+            let o = Outcome::Failed {
                 message: format!("the new PSK could not be sealed: {e}"),
                 interrupted: true,
-            });
+            };
+            return Ok((o, None));
         }
     };
-    drop(generated.psk);
     let last_rotated = generated.last_generated_on.unwrap_or_else(Utc::now);
     let rec = state.entry(key, &action.name);
     rec.psk = Some(sealed);
     rec.last_rotated = Some(last_rotated);
     rec.intent = None;
+    rec.delivery = None;
     journal.record(state, key)?;
-    Ok(match action.kind {
+    let o = match action.kind {
         ActionKind::Generate => Outcome::Generated { last_rotated },
         _ => Outcome::Rotated { last_rotated },
+    };
+    Ok((o, Some(generated.psk)))
+}
+
+/// The policy's delivery command and the tunnel it is for, if any.
+fn deliver_of(
+    config: &Config,
+    key: &TunnelKey,
+) -> Option<(crate::policy::Deliver, crate::config::Tunnel)> {
+    let t = config.tunnels.iter().find(|t| &t.key() == key)?;
+    let how = config.policy_of(t).deliver.clone()?;
+    Some((how, t.clone()))
+}
+
+/// Records how a delivery went; a failed one turns the rotation's outcome
+/// into [`Outcome::Undelivered`] (the key itself is safely recorded).
+fn record_delivery(
+    action: &Action,
+    result: Result<(), String>,
+    outcome: Outcome,
+    state: &mut State,
+    journal: &mut Journal,
+    on_event: &mut impl FnMut(Event<'_>),
+) -> Result<Outcome, ApplyError> {
+    on_event(Event::Delivered(
+        action,
+        result.as_ref().map(|_| ()).map_err(String::as_str),
+    ));
+    state.entry(&action.key, &action.name).delivery = Some(Delivery {
+        at: Utc::now(),
+        error: result.as_ref().err().cloned(),
+        ok: result.is_ok(),
+    });
+    journal.record(state, &action.key)?;
+    Ok(match (result, outcome) {
+        (Ok(()), o) => o,
+        (Err(message), Outcome::Generated { last_rotated } | Outcome::Rotated { last_rotated }) => {
+            Outcome::Undelivered {
+                last_rotated,
+                message,
+            }
+        }
+        (Err(_), o) => o,
     })
 }
 
@@ -456,11 +571,21 @@ async fn rotate_locally(
             let id = entry.tunnel_id.to_ascii_lowercase();
             let o = if let Some(applied) = outcome.applied.get(&id) {
                 let on = applied.last_generated_on.unwrap_or_else(Utc::now);
-                state.entry(&action.key, &action.name).promote_pending(on);
+                let rec = state.entry(&action.key, &action.name);
+                rec.promote_pending(on);
+                rec.delivery = None;
                 journal.record(state, &action.key)?;
-                match action.kind {
+                let o = match action.kind {
                     ActionKind::Generate => Outcome::Generated { last_rotated: on },
                     _ => Outcome::Rotated { last_rotated: on },
+                };
+                match deliver_of(config, &action.key) {
+                    // One at a time: a site's next tunnel waits for this one.
+                    Some((how, tunnel)) => {
+                        let r = crate::deliver::deliver(&how, &tunnel, &entry.psk).await;
+                        record_delivery(action, r, o, state, journal, on_event)?
+                    }
+                    None => o,
                 }
             } else if let Some(reason) = outcome.unapplied.get(&id) {
                 withdraw_pending(action, state, journal)?;

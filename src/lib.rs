@@ -8,6 +8,7 @@ pub mod apply;
 pub mod cli;
 pub mod cloudflare;
 pub mod config;
+pub mod deliver;
 pub mod planfile;
 pub mod policy;
 pub mod reconcile;

@@ -33,6 +33,9 @@ pub enum ActionKind {
     /// Re-encrypt the sealed PSK to psk.yaml's recipients (`psk reseal`);
     /// no API call, the PSK itself does not change.
     Reseal,
+    /// Hand the sealed PSK to its router again (`psk deliver NAME`): the
+    /// last `deliver` command failed. No API call.
+    Redeliver,
 }
 
 impl ActionKind {
@@ -42,6 +45,7 @@ impl ActionKind {
             ActionKind::Rotate => "rotate",
             ActionKind::Forget => "forget",
             ActionKind::Reseal => "reseal",
+            ActionKind::Redeliver => "redeliver",
         }
     }
 
@@ -84,6 +88,11 @@ pub enum Reason {
         /// an earlier send may have been lost).
         remote_changed: Option<DateTime<Utc>>,
     },
+    /// The policy's `deliver` command failed for the sealed PSK.
+    DeliveryFailed {
+        at: DateTime<Utc>,
+        error: Option<String>,
+    },
     /// psk.yaml's recipients differ from those the state is sealed to.
     RecipientsChanged {
         added: Vec<String>,
@@ -103,6 +112,7 @@ impl Reason {
             Reason::Forced => "forced",
             Reason::Pending { .. } => "pending",
             Reason::RecipientsChanged { .. } => "recipients_changed",
+            Reason::DeliveryFailed { .. } => "delivery_failed",
         }
     }
 
@@ -155,6 +165,11 @@ impl Reason {
                 }
                 m
             }
+            Reason::DeliveryFailed { at, error } => format!(
+                "delivering the PSK to its router failed {}{}; `psk deliver NAME` tries again (needs an identity)",
+                crate::state::format_time(at),
+                error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+            ),
             Reason::RecipientsChanged { added, removed } => {
                 let mut parts = Vec::new();
                 if !added.is_empty() {
@@ -553,6 +568,33 @@ pub fn reconcile_with(
                 });
             }
         }
+        // A failed delivery, where no new key is coming anyway.
+        for tunnel in &tunnels {
+            let key = tunnel.key();
+            if desired.policy_of(tunnel).deliver.is_none()
+                || actions.iter().any(|a| a.key == key && a.kind.changes_psk())
+            {
+                continue;
+            }
+            let Some(rec) = state.get(&key).filter(|r| r.psk.is_some()) else {
+                continue;
+            };
+            if let Some(d) = rec.delivery.as_ref().filter(|d| !d.ok) {
+                actions.push(Action {
+                    name: tunnel.name.clone(),
+                    key,
+                    kind: ActionKind::Redeliver,
+                    reasons: vec![Reason::DeliveryFailed {
+                        at: d.at,
+                        error: d.error.clone(),
+                    }],
+                    policy: Some(desired.policy_of(tunnel).name.clone()),
+                    last_rotated: rec.last_rotated,
+                    next_due: None,
+                    dry_run: DryRun::NotRun,
+                });
+            }
+        }
         for (k, rec) in &state.tunnels {
             if wanted.contains(k) || !options.includes(&rec.name) {
                 continue;
@@ -596,7 +638,13 @@ fn hold_back_sites(
         .iter()
         .filter_map(|t| {
             let site = t.site.as_deref()?;
-            Some((t.name.as_str(), (site, desired.policy_of(t).site_parallel)))
+            // With a delivery command, apply rotates a site's tunnels one
+            // after another, each only once the previous one is delivered.
+            let p = desired.policy_of(t);
+            Some((
+                t.name.as_str(),
+                (site, p.site_parallel || p.deliver.is_some()),
+            ))
         })
         .collect();
     let urgency = |a: &Action| {

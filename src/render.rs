@@ -42,6 +42,7 @@ fn kind_style(kind: ActionKind) -> Style {
         ActionKind::Rotate => AnsiColor::Yellow.on_default(),
         ActionKind::Forget => AnsiColor::Red.on_default(),
         ActionKind::Reseal => AnsiColor::Cyan.on_default(),
+        ActionKind::Redeliver => AnsiColor::Magenta.on_default(),
     }
 }
 
@@ -54,6 +55,7 @@ fn symbol(kind: ActionKind) -> char {
         ActionKind::Rotate => '~',
         ActionKind::Forget => '-',
         ActionKind::Reseal => '*',
+        ActionKind::Redeliver => '>',
     }
 }
 
@@ -62,6 +64,10 @@ fn headline(a: &Action) -> String {
         ActionKind::Generate => format!("{} will get its first PSK from psk", a.name),
         ActionKind::Rotate => format!("{} will be rotated", a.name),
         ActionKind::Forget => format!("{} will be forgotten", a.name),
+        ActionKind::Redeliver => format!(
+            "{} will get its PSK delivered again by `psk deliver {}`",
+            a.name, a.name
+        ),
         ActionKind::Reseal => format!(
             "{} will be re-sealed to psk.yaml's recipients by `psk reseal`",
             a.name
@@ -81,8 +87,12 @@ pub fn summary_line(plan: &Plan) -> String {
         }
         return format!("No changes.{deferred}");
     }
+    let redeliver = match plan.count(ActionKind::Redeliver) {
+        0 => String::new(),
+        n => format!(", {n} to redeliver"),
+    };
     format!(
-        "Plan: {} to rotate, {} to generate, {} to reseal, {} to forget.{deferred}",
+        "Plan: {} to rotate, {} to generate, {} to reseal, {} to forget{redeliver}.{deferred}",
         plan.count(ActionKind::Rotate),
         plan.count(ActionKind::Generate),
         plan.count(ActionKind::Reseal),
@@ -344,6 +354,7 @@ struct JsonSummary {
     generate: usize,
     forget: usize,
     reseal: usize,
+    redeliver: usize,
     unchanged: usize,
     deferred: usize,
     upcoming: usize,
@@ -455,6 +466,7 @@ pub fn json(plan: &Plan, out: &mut dyn Write) -> io::Result<()> {
             generate: plan.count(ActionKind::Generate),
             forget: plan.count(ActionKind::Forget),
             reseal: plan.count(ActionKind::Reseal),
+            redeliver: plan.count(ActionKind::Redeliver),
             unchanged: plan.unchanged.len(),
             deferred: plan.deferred.len(),
             upcoming: plan.upcoming.len(),

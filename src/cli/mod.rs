@@ -3,6 +3,7 @@
 
 mod apply;
 mod context;
+mod deliver;
 mod export;
 mod force_unlock;
 mod import;
@@ -108,6 +109,7 @@ enum Command {
     Apply(apply::ApplyArgs),
     Validate(validate::ValidateArgs),
     Show(show::ShowArgs),
+    Deliver(deliver::DeliverArgs),
     ShowPlan(show_plan::ShowPlanArgs),
     Sandbox(sandbox::SandboxArgs),
     Schema(schema::SchemaArgs),
@@ -179,6 +181,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             Command::Apply(a) => apply::run(&global, a).await,
             Command::Validate(a) => validate::run(&global, a),
             Command::Show(a) => show::run(&global, a),
+            Command::Deliver(a) => deliver::run(&global, a).await,
             Command::ShowPlan(a) => show_plan::run(&global, a),
             Command::Sandbox(a) => sandbox::run(&global, a).await,
             Command::Schema(a) => schema::run(a),

@@ -66,6 +66,13 @@ impl Progress {
                                 v["interrupted"] = json!(interrupted);
                             }
                             Outcome::Deferred { message } => v["message"] = json!(message),
+                            Outcome::Undelivered {
+                                last_rotated,
+                                message,
+                            } => {
+                                v["last_rotated"] = json!(format_time(last_rotated));
+                                v["message"] = json!(message);
+                            }
                             Outcome::Forgotten | Outcome::NotStarted => {}
                         }
                         v
@@ -73,6 +80,13 @@ impl Progress {
                     Event::Stopping { in_flight } => {
                         json!({"type": "stopping", "in_flight": in_flight})
                     }
+                    Event::Delivered(a, r) => json!({
+                        "type": "delivered",
+                        "name": a.name,
+                        "tunnel_id": a.key.tunnel_id,
+                        "ok": r.is_ok(),
+                        "message": r.err(),
+                    }),
                 };
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{v}");
@@ -89,7 +103,7 @@ impl Progress {
                 match &event {
                     Event::Started(a) => bar.set_message(format!("{} {}", a.kind.as_str(), a.name)),
                     Event::Finished(..) => bar.inc(1),
-                    Event::Stopping { .. } => {}
+                    Event::Stopping { .. } | Event::Delivered(..) => {}
                 }
                 if let Some(line) = line(&event) {
                     bar.println(line);
@@ -157,6 +171,7 @@ fn outcome_code(o: &Outcome) -> &'static str {
         Outcome::Forgotten => "forgotten",
         Outcome::Deferred { .. } => "deferred",
         Outcome::Failed { .. } => "failed",
+        Outcome::Undelivered { .. } => "undelivered",
         Outcome::NotStarted => "not_started",
     }
 }
@@ -165,6 +180,8 @@ fn outcome_code(o: &Outcome) -> &'static str {
 fn line(event: &Event<'_>) -> Option<String> {
     match event {
         Event::Started(_) => None,
+        Event::Delivered(a, Ok(())) => Some(format!("{}: new PSK delivered to its router", a.name)),
+        Event::Delivered(_, Err(_)) => None,
         Event::Stopping { in_flight } => Some(format!(
             "Stopping: finishing {in_flight} rotation(s) in flight, starting no new ones."
         )),
@@ -185,6 +202,12 @@ fn line(event: &Event<'_>) -> Option<String> {
                 format!("{}: FAILED: {}", a.name, message.replace('\n', "\n    "))
             }
             Outcome::NotStarted => format!("{}: not started", a.name),
+            Outcome::Undelivered { last_rotated, message } => format!(
+                "{}: rotated (Cloudflare dates it {}), but DELIVERY FAILED: {message}; `psk deliver {}` retries",
+                a.name,
+                format_time(last_rotated),
+                a.name
+            ),
         }),
     }
 }

@@ -871,6 +871,34 @@ impl Validator<'_> {
                 .window
                 .as_ref()
                 .and_then(|w| self.window(&format!("{key}.window"), w));
+            let deliver_timeout = match p.deliver_timeout.as_deref().map(str::parse::<Span>) {
+                None => Span::from_seconds(crate::policy::DEFAULT_DELIVER_TIMEOUT_SECONDS),
+                Some(Ok(t)) => Some(t),
+                Some(Err(e)) => {
+                    self.push(&format!("{key}.deliver_timeout"), e.to_string());
+                    None
+                }
+            };
+            if p.deliver_timeout.is_some() && p.deliver.is_none() {
+                self.push(
+                    &format!("{key}.deliver_timeout"),
+                    "`deliver_timeout` without `deliver`: add the delivery command or remove the timeout".into(),
+                );
+            }
+            let deliver = match &p.deliver {
+                None => None,
+                Some(argv) if argv.is_empty() || argv[0].trim().is_empty() => {
+                    self.push(
+                        &format!("{key}.deliver"),
+                        "`deliver` needs a command: a list whose first item is the program, e.g. [\"/usr/local/bin/push-psk\", \"--router\", \"fra\"]".into(),
+                    );
+                    None
+                }
+                Some(argv) => deliver_timeout.map(|timeout| crate::policy::Deliver {
+                    argv: argv.clone(),
+                    timeout,
+                }),
+            };
             if let Some(rotate_every) = rotate_every {
                 policies.insert(
                     name.clone(),
@@ -884,6 +912,7 @@ impl Validator<'_> {
                         window,
                         spread,
                         site_parallel: p.site_parallel.unwrap_or(false),
+                        deliver,
                     },
                 );
             }

@@ -102,6 +102,18 @@ pub struct RawPolicy {
     /// redundant paths of a site rotate one per apply.
     #[serde(default)]
     pub site_parallel: Option<bool>,
+    /// A command (argv list, no shell) that hands each new PSK to its
+    /// router right after psk records it: the PSK on stdin, never in argv
+    /// or the environment; `PSK_TUNNEL_NAME`, `PSK_TUNNEL_ID`,
+    /// `PSK_ACCOUNT_ID`, `PSK_SITE` in the environment. Exit 0 means
+    /// delivered. With it, a site's tunnels rotate one after another in one
+    /// apply, each only after the previous one was delivered.
+    #[serde(default)]
+    pub deliver: Option<Vec<String>>,
+    /// How long `deliver` may run before it is stopped and counted as
+    /// failed; default `60s`.
+    #[serde(default)]
+    pub deliver_timeout: Option<String>,
 }
 
 /// The API path that makes a new key.

@@ -329,6 +329,8 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "deliver",
+                "deliver_timeout",
                 "generator",
                 "rotate_every",
                 "site_parallel",

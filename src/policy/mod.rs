@@ -164,7 +164,19 @@ pub struct Policy {
     pub spread: Option<Span>,
     /// Whether tunnels of one site may rotate in the same apply.
     pub site_parallel: bool,
+    /// The command that hands a new PSK to its router, if any.
+    pub deliver: Option<Deliver>,
 }
+
+/// A delivery command from psk.yaml: argv, run without a shell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deliver {
+    pub argv: Vec<String>,
+    pub timeout: Span,
+}
+
+/// `deliver_timeout` when psk.yaml gives none.
+pub const DEFAULT_DELIVER_TIMEOUT_SECONDS: i64 = 60;
 
 impl Policy {
     /// A policy with only a period: Cloudflare generates, any time, no
@@ -177,6 +189,7 @@ impl Policy {
             window: None,
             spread: None,
             site_parallel: false,
+            deliver: None,
         }
     }
 

@@ -84,6 +84,7 @@ fn project(before: Value, plan: &Plan) -> Value {
             ActionKind::Forget => {
                 tunnels.remove(&key);
             }
+            ActionKind::Redeliver => {}
             ActionKind::Reseal => {
                 if let Some(Value::Object(rec)) = tunnels.get_mut(&key) {
                     if rec.contains_key("psk") {

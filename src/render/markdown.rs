@@ -62,6 +62,7 @@ fn symbol(kind: ActionKind) -> &'static str {
         ActionKind::Rotate => "~",
         ActionKind::Forget => "-",
         ActionKind::Reseal => "*",
+        ActionKind::Redeliver => ">",
     }
 }
 

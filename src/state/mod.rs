@@ -46,6 +46,10 @@ pub struct State {
 #[serde(deny_unknown_fields)]
 pub struct TunnelState {
     pub account_id: String,
+    /// How the last hand-over of the sealed PSK to its router went, for
+    /// policies with `deliver`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
     /// Work started but not known to have finished: see [`Intent`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<Intent>,
@@ -76,6 +80,19 @@ pub struct Pending {
     pub generated: DateTime<Utc>,
     /// The new PSK as an ASCII-armored age message to every recipient.
     pub psk: String,
+}
+
+/// The outcome of a policy's `deliver` command for the sealed PSK.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delivery {
+    #[serde(with = "rfc3339")]
+    pub at: DateTime<Utc>,
+    /// Why it failed (exit status, timeout, or a start error); never output
+    /// of the command, which could echo the PSK.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub ok: bool,
 }
 
 /// Recorded (and made durable) before a call that changes the PSK on
@@ -112,6 +129,7 @@ impl State {
             .entry(key.to_string())
             .or_insert_with(|| TunnelState {
                 account_id: key.account_id.clone(),
+                delivery: None,
                 intent: None,
                 last_rotated: None,
                 name: name.to_string(),
