@@ -5,25 +5,6 @@ mod common;
 
 use common::*;
 
-/// Opens every sealed PSK in the state with the test identity.
-fn opened(env: &TestEnv) -> std::collections::BTreeMap<String, String> {
-    let text = std::fs::read_to_string(&env.identity).unwrap();
-    let mut ids = psk::seal::Identities::default();
-    ids.add_text(&text, "test").unwrap();
-    let state = env.state_json();
-    let mut m = std::collections::BTreeMap::new();
-    for rec in state["tunnels"].as_object().unwrap().values() {
-        if let Some(sealed) = rec["psk"].as_str() {
-            let psk = psk::seal::open(sealed, &ids).unwrap();
-            m.insert(
-                rec["tunnel_id"].as_str().unwrap().to_string(),
-                psk.expose().to_string(),
-            );
-        }
-    }
-    m
-}
-
 #[test]
 fn parallel_apply_seals_exactly_the_newest_key_of_every_tunnel() {
     let mut env = TestEnv::new(60);
@@ -32,7 +13,7 @@ fn parallel_apply_seals_exactly_the_newest_key_of_every_tunnel() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("0 rotated, 60 generated"), "{run:?}");
     let ledger = env.ledger();
-    let sealed = opened(&env);
+    let sealed = env.sealed().0;
     assert_eq!(sealed.len(), 60);
     for (id, psks) in &ledger {
         assert_eq!(sealed.get(id), psks.last(), "tunnel {id}");
@@ -51,7 +32,7 @@ fn parallel_apply_seals_exactly_the_newest_key_of_every_tunnel() {
     ]);
     assert_eq!(run.code, 0, "{run:?}");
     let ledger = env.ledger();
-    let sealed = opened(&env);
+    let sealed = env.sealed().0;
     for (id, psks) in &ledger {
         assert_eq!(sealed.get(id), psks.last(), "tunnel {id}");
     }

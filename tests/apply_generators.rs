@@ -3,31 +3,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use common::*;
 use psk::sandbox::SandboxOptions;
-
-/// Every sealed PSK in the state (journal replayed), opened.
-pub fn opened(env: &TestEnv) -> BTreeMap<String, String> {
-    let text = std::fs::read_to_string(&env.identity).unwrap();
-    let mut ids = psk::seal::Identities::default();
-    ids.add_text(&text, "test").unwrap();
-    let state = psk::state::load(&env.state_path()).unwrap().unwrap();
-    state
-        .tunnels
-        .values()
-        .filter_map(|r| {
-            r.psk.as_ref().map(|s| {
-                (
-                    r.tunnel_id.clone(),
-                    psk::seal::open(s, &ids).unwrap().expose().to_string(),
-                )
-            })
-        })
-        .collect()
-}
 
 fn local_config(env: &TestEnv, tunnels: usize) {
     let text = config_text(&env.recipient, tunnels, "90d").replace(
@@ -63,7 +42,7 @@ fn local_generator_seals_sends_in_bulk_and_promotes() {
     );
     assert!(c.bulk_set.load(Ordering::Relaxed) >= 1);
     let ledger = env.ledger();
-    let sealed = opened(&env);
+    let sealed = env.sealed().0;
     assert_eq!(sealed.len(), 5);
     for (id, psks) in &ledger {
         let p = psks.last().unwrap();
@@ -103,7 +82,7 @@ fn partial_bulk_failure_reports_the_reason_and_keeps_the_rest() {
             .contains("0 rotated, 3 generated, 0 forgotten, 1 failed"),
         "{apply:?}"
     );
-    let sealed = opened(&env);
+    let sealed = env.sealed().0;
     let ledger = env.ledger();
     assert_eq!(sealed.len(), 3);
     assert!(!ledger.contains_key(&tunnel_id(1)));
@@ -172,7 +151,7 @@ fn mixed_generators_in_one_apply() {
     let c = &env.sandbox().counters;
     assert_eq!(c.generate.load(Ordering::Relaxed), 3);
     assert_eq!(c.bulk_set.load(Ordering::Relaxed), 1);
-    let sealed = opened(&env);
+    let sealed = env.sealed().0;
     for (id, psks) in &env.ledger() {
         assert_eq!(sealed.get(id), psks.last());
     }

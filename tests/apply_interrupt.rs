@@ -3,43 +3,17 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
 use psk::sandbox::SandboxOptions;
 
-/// The state as psk would read it (journal replayed), with each sealed PSK
-/// opened, and which tunnels carry an intent or a pending key.
-fn snapshot(env: &TestEnv) -> (BTreeMap<String, String>, Vec<String>) {
-    let text = std::fs::read_to_string(&env.identity).unwrap();
-    let mut ids = psk::seal::Identities::default();
-    ids.add_text(&text, "test").unwrap();
-    let Some(state) = psk::state::load(&env.state_path()).unwrap() else {
-        return Default::default();
-    };
-    let mut sealed = BTreeMap::new();
-    let mut uncertain = Vec::new();
-    for r in state.tunnels.values() {
-        if r.intent.is_some() || r.pending.is_some() {
-            uncertain.push(r.tunnel_id.clone());
-        }
-        if let Some(s) = &r.psk {
-            sealed.insert(
-                r.tunnel_id.clone(),
-                psk::seal::open(s, &ids).unwrap().expose().to_string(),
-            );
-        }
-    }
-    (sealed, uncertain)
-}
-
 /// The invariant: every tunnel's sealed PSK is the newest valid on the
 /// edge, unless the state marks it uncertain, in which case the plan must
 /// show it as interrupted or pending.
 fn check_no_key_lost(env: &TestEnv) {
-    let (sealed, uncertain) = snapshot(env);
+    let (sealed, uncertain) = env.sealed();
     let ledger = env.ledger();
     let mut must_replan = Vec::new();
     for (id, psks) in &ledger {
@@ -119,7 +93,7 @@ fn ctrl_c_finishes_in_flight_work_and_stops() {
     assert!(run.stdout.contains("Left for the next apply:"), "{run:?}");
 
     // Consistent: nothing in flight was abandoned, every key recorded.
-    let (sealed, uncertain) = snapshot(&env);
+    let (sealed, uncertain) = env.sealed();
     assert!(
         uncertain.is_empty(),
         "in-flight rotations were finished: {uncertain:?}"
@@ -133,7 +107,7 @@ fn ctrl_c_finishes_in_flight_work_and_stops() {
     // The next apply does the rest.
     let rest = env.run(&["apply", "--auto-approve", "--parallelism", "8"]);
     assert_eq!(rest.code, 0, "{rest:?}");
-    assert_eq!(snapshot(&env).0.len(), 24);
+    assert_eq!(env.sealed().0.len(), 24);
     env.assert_no_secrets(&run.all());
 }
 
@@ -196,7 +170,7 @@ fn sigkill_at_random_moments_never_loses_a_key() {
     replace.truncate(2);
     let finish = env.run(&replace);
     assert_eq!(finish.code, 0, "{finish:?}");
-    let (sealed, uncertain) = snapshot(&env);
+    let (sealed, uncertain) = env.sealed();
     assert!(uncertain.is_empty(), "{uncertain:?}");
     assert_eq!(sealed.len(), 8);
     for (id, psks) in &env.ledger() {

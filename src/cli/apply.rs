@@ -20,8 +20,9 @@ use crate::render;
 use crate::state::{State, StateLock};
 use serde_json::json;
 
-/// Rotate each due PSK: generate it at Cloudflare, seal it with age and
-/// record it durably, one tunnel at a time. With a saved plan FILE, apply
+/// Rotate each due PSK: generate it (at Cloudflare, or locally for
+/// `generator: local`), seal it with age and record it durably as each
+/// tunnel finishes; tunnels of one site never rotate at once. With a saved plan FILE, apply
 /// exactly that plan, without asking; otherwise plan now, show the plan and
 /// ask for `yes`.
 #[derive(Debug, Args)]

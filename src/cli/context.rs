@@ -122,6 +122,16 @@ pub fn load_state(path: &std::path::Path) -> anyhow::Result<Option<State>> {
     Ok(state::load(path)?)
 }
 
+/// Reads the state for a command that needs one (show, export, deliver).
+pub fn require_state(path: &std::path::Path) -> anyhow::Result<State> {
+    load_state(path)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "there is no state file at {}; run `psk apply` first",
+            path.display()
+        )
+    })
+}
+
 /// One list call per account; every tunnel of psk.yaml must be there.
 pub async fn refresh(client: &Client, config: &Config) -> anyhow::Result<Remote> {
     let mut remote = Remote::default();

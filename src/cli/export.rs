@@ -59,12 +59,7 @@ struct Row<'a> {
 pub fn run(global: &Global, args: ExportArgs) -> anyhow::Result<Status> {
     let config = global.load_config()?;
     let state_path = global.state_path(&config);
-    let state = context::load_state(&state_path)?.ok_or_else(|| {
-        anyhow!(
-            "there is no state file at {}; run `psk apply` first",
-            state_path.display()
-        )
-    })?;
+    let state = context::require_state(&state_path)?;
     let recipients: Vec<Recipient> = args
         .recipients
         .iter()

@@ -46,12 +46,7 @@ pub fn identities(files: &[PathBuf]) -> anyhow::Result<Identities> {
 pub fn run(global: &Global, args: ShowArgs) -> anyhow::Result<Status> {
     let config = global.load_config()?;
     let state_path = global.state_path(&config);
-    let state = context::load_state(&state_path)?.ok_or_else(|| {
-        anyhow!(
-            "there is no state file at {}; run `psk apply` first",
-            state_path.display()
-        )
-    })?;
+    let state = context::require_state(&state_path)?;
     let record = match config.tunnel_by_name(&args.name) {
         Some(t) => state.get(&t.key()),
         None => state.find_by_name(&args.name),

@@ -232,11 +232,17 @@ impl Drop for StateLock {
     }
 }
 
+/// Who holds the lock. A process that has just taken it writes its record
+/// a moment later, so an empty or half-written record is read again for a
+/// short while before giving up on a name.
 fn read_holder(file: &mut File) -> String {
-    match holder_record(file) {
-        Some(h) => h.to_string(),
-        None => "another psk process (it has not said who yet)".to_string(),
+    for _ in 0..25 {
+        if let Some(h) = holder_record(file) {
+            return h.to_string();
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
+    "another psk process (it has not said who yet)".to_string()
 }
 
 fn holder_record(file: &mut File) -> Option<LockHolder> {

@@ -440,10 +440,17 @@ impl Journal {
                 state.serial += 1;
                 bytes_written += write_whole(path, state)?;
             }
-            Some(b) if b != state.to_bytes() => {
-                bytes_written += write_whole(path, state)?;
+            // A journal left by an interrupted apply is folded in now. A
+            // state that is merely formatted differently (edited by hand)
+            // is left as it is: a refused apply must not touch the file.
+            Some(b) if journal_path(path).exists() => {
+                if b != state.to_bytes() {
+                    bytes_written += write_whole(path, state)?;
+                } else {
+                    remove_durably(&journal_path(path)).map_err(werr)?;
+                }
             }
-            Some(_) => remove_durably(&journal_path(path)).map_err(werr)?,
+            Some(_) => {}
         }
         Ok(Journal {
             path: path.to_path_buf(),

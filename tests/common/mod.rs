@@ -234,6 +234,30 @@ impl TestEnv {
         }
     }
 
+    /// The state as psk reads it (journal replayed): each tunnel's sealed
+    /// PSK opened with the test identity, and the tunnels whose state marks
+    /// the edge as uncertain (an intent or a pending key).
+    pub fn sealed(&self) -> (BTreeMap<String, String>, Vec<String>) {
+        let text = std::fs::read_to_string(&self.identity).unwrap();
+        let mut ids = psk::seal::Identities::default();
+        ids.add_text(&text, "test").unwrap();
+        let Some(state) = psk::state::load(&self.state_path()).unwrap() else {
+            return Default::default();
+        };
+        let mut sealed = BTreeMap::new();
+        let mut uncertain = Vec::new();
+        for r in state.tunnels.values() {
+            if r.intent.is_some() || r.pending.is_some() {
+                uncertain.push(r.tunnel_id.clone());
+            }
+            if let Some(s) = &r.psk {
+                let psk = psk::seal::open(s, &ids).unwrap();
+                sealed.insert(r.tunnel_id.clone(), psk.expose().to_string());
+            }
+        }
+        (sealed, uncertain)
+    }
+
     pub fn state_json(&self) -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(self.state_path()).unwrap()).unwrap()
     }
