@@ -449,7 +449,7 @@ fn deliver_of(
     config: &Config,
     key: &TunnelKey,
 ) -> Option<(crate::policy::Deliver, crate::config::Tunnel)> {
-    let t = config.tunnels.iter().find(|t| &t.key() == key)?;
+    let t = config.tunnels.iter().find(|t| t.is(key))?;
     let how = config.policy_of(t).deliver.clone()?;
     Some((how, t.clone()))
 }
@@ -498,7 +498,7 @@ fn generator_of(config: &Config, key: &TunnelKey) -> Generator {
     config
         .tunnels
         .iter()
-        .find(|t| &t.key() == key)
+        .find(|t| t.is(key))
         .map_or(Generator::Cloudflare, |t| config.policy_of(t).generator)
 }
 

@@ -211,7 +211,7 @@ pub async fn dry_run(client: &Client, config: &Config, plan: &mut Plan) {
         config
             .tunnels
             .iter()
-            .find(|t| &t.key() == key)
+            .find(|t| t.is(key))
             .map_or(Generator::Cloudflare, |t| config.policy_of(t).generator)
     };
     let todo: Vec<(usize, crate::config::TunnelKey)> = plan
