@@ -37,11 +37,11 @@ impl RateLimit {
         window: Duration::from_secs(300),
     };
 
-    /// A burst of a tenth of the budget (so a small plan does not wait) and
-    /// an even pace for the rest, such that `burst + window / period` is at
-    /// most `requests`.
+    /// A burst of a fiftieth of the budget (so a small plan does not wait)
+    /// and an even pace for the rest, such that `burst + window / period` is
+    /// at most `requests`. A long run is paced at 98% of the limit.
     fn quota(&self) -> Quota {
-        let burst = (self.requests / 10).max(1);
+        let burst = (self.requests / 50).max(1);
         let rest = self.requests - burst;
         let (burst, period) = if rest == 0 {
             // One request per window: the next may come only once the
@@ -200,6 +200,14 @@ mod tests {
                 let per_window = u128::from(q.burst_size().get())
                     + l.window.as_nanos() / q.replenish_interval().as_nanos();
                 assert!(per_window <= u128::from(n), "{n}/{w}s allows {per_window}");
+                // A long run is paced at no less than 95% of the limit.
+                if n >= 100 {
+                    let sustained = l.window.as_nanos() / q.replenish_interval().as_nanos();
+                    assert!(
+                        sustained * 100 >= u128::from(n) * 95,
+                        "{n}/{w}s sustains only {sustained}"
+                    );
+                }
             }
         }
     }
