@@ -65,7 +65,7 @@ fn main() {
             whole += now + previous;
             previous = now;
         }
-        let written = journal.finish(&state).expect("fold journal");
+        let written = journal.finish(&mut state).expect("fold journal");
         println!(
             "| {n} | {written} | {} | {whole} | {:.0}x |",
             written / n as u64,

@@ -17,7 +17,23 @@ use crate::reconcile::Plan;
 use crate::state::State;
 
 pub const PLAN_FORMAT: &str = "psk-plan";
-pub const PLAN_FORMAT_VERSION: u64 = 1;
+/// The newest plan file format this psk reads and writes. Version 2 added
+/// the dry-run result `no_verdict`.
+pub const PLAN_FORMAT_VERSION: u64 = 2;
+/// The oldest version this psk still reads.
+pub const PLAN_FORMAT_OLDEST: u64 = 1;
+
+/// The oldest format that can hold `plan`, written as the file's version:
+/// a plan without a no-verdict dry run stays version 1, so an older psk
+/// still applies it, and one with it tells an older psk to plan again
+/// rather than failing on a value it does not know.
+fn version_needed(plan: &Plan) -> u64 {
+    if plan.no_verdicts() > 0 {
+        2
+    } else {
+        1
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,7 +118,7 @@ pub enum PlanFileError {
         column: usize,
         message: String,
     },
-    #[error("{path} is a psk plan of format version {found}; this psk reads version {PLAN_FORMAT_VERSION}. Plan again with this psk")]
+    #[error("{path} is a psk plan of format version {found}; this psk reads versions {PLAN_FORMAT_OLDEST} to {PLAN_FORMAT_VERSION}. Plan again with this psk")]
     Version { path: PathBuf, found: u64 },
     #[error("{path} is not a usable plan: {message}. Make a new one with `psk plan --out FILE`")]
     Invalid { path: PathBuf, message: String },
@@ -134,7 +150,7 @@ impl PlanFile {
     ) -> PlanFile {
         PlanFile {
             format: PLAN_FORMAT.into(),
-            format_version: PLAN_FORMAT_VERSION,
+            format_version: version_needed(&plan),
             psk_version: env!("CARGO_PKG_VERSION").into(),
             created_at,
             expires_at: created_at
@@ -199,7 +215,7 @@ impl PlanFile {
                 message: format!("its `format` is `{}`, not `{PLAN_FORMAT}`", head.format),
             });
         }
-        if head.format_version != PLAN_FORMAT_VERSION {
+        if !(PLAN_FORMAT_OLDEST..=PLAN_FORMAT_VERSION).contains(&head.format_version) {
             return Err(PlanFileError::Version {
                 path: path.to_path_buf(),
                 found: head.format_version,
@@ -363,5 +379,44 @@ tunnels:
             e.to_string().contains("no state, but a state now exists"),
             "{e}"
         );
+    }
+
+    /// A no-verdict dry run is a warning: the plan stays applyable, and
+    /// only such a plan needs format 2, which older files never hold.
+    #[test]
+    fn a_no_verdict_plan_is_version_2_and_still_applyable() {
+        let (config, state, mut file, now) = setup();
+        assert_eq!(file.format_version, 1, "no new value, the old version");
+        let v1 = file.to_bytes();
+        assert_eq!(PlanFile::parse(Path::new("p.json"), &v1).unwrap(), file);
+
+        file.plan.actions[0].dry_run =
+            crate::reconcile::DryRun::NoVerdict("the dry run itself failed: HTTP 503".into());
+        let file = PlanFile::new(
+            file.plan,
+            "sha256:aa".into(),
+            Some(&state),
+            String::new(),
+            now,
+            chrono::TimeDelta::hours(24),
+        );
+        assert_eq!(file.format_version, 2);
+        let text = String::from_utf8(file.to_bytes()).unwrap();
+        assert!(text.contains("\"status\": \"no_verdict\""), "{text}");
+        let back = PlanFile::parse(Path::new("p.json"), text.as_bytes()).unwrap();
+        assert_eq!(back, file);
+        assert_eq!(back.check(&config, "sha256:aa", Some(&state), now), Ok(()));
+
+        let mut refused = back.clone();
+        refused.plan.actions[0].dry_run =
+            crate::reconcile::DryRun::Refused("Cloudflare refused (HTTP 400)".into());
+        assert_eq!(
+            refused.check(&config, "sha256:aa", Some(&state), now),
+            Err(Stale::NotApplyable)
+        );
+
+        let future = text.replace("\"format_version\": 2", "\"format_version\": 3");
+        let e = PlanFile::parse(Path::new("p.json"), future.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("reads versions 1 to 2"), "{e}");
     }
 }

@@ -194,7 +194,15 @@ pub enum DryRun {
     /// Not attempted: offline, or an action that makes no API call.
     NotRun,
     Accepted,
+    /// Cloudflare answered that it would not do it (a 4xx with its error,
+    /// or the tunnel listed as unapplied): apply would fail, so the plan
+    /// may not be applied.
     Refused(String),
+    /// The dry run itself failed for a reason that says nothing about the
+    /// action (no answer or an unknown outcome, a 5xx after every retry,
+    /// the rate limit): a warning, not a refusal. Apply still tries it and
+    /// reports what Cloudflare says then.
+    NoVerdict(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -327,6 +335,15 @@ impl Plan {
         self.actions
             .iter()
             .any(|a| matches!(a.dry_run, DryRun::Refused(_)))
+    }
+
+    /// How many dry runs gave no verdict: a warning to show, not a reason
+    /// to refuse the plan.
+    pub fn no_verdicts(&self) -> usize {
+        self.actions
+            .iter()
+            .filter(|a| matches!(a.dry_run, DryRun::NoVerdict(_)))
+            .count()
     }
 }
 

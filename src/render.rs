@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use anstyle::{AnsiColor, Style};
 use serde::Serialize;
 
-use crate::reconcile::{Action, ActionKind, Deferral, Deferred, DryRun, Plan, Upcoming};
+use crate::reconcile::{Action, ActionKind, Deferral, Deferred, DryRun, Plan, Reason, Upcoming};
 use crate::state::format_time;
 
 /// Whether human output may use ANSI colour: only on a terminal, and never
@@ -46,8 +46,24 @@ fn kind_style(kind: ActionKind) -> Style {
     }
 }
 
+fn no_verdict_style() -> Style {
+    AnsiColor::Yellow.on_default()
+}
+
+/// The warning under a plan with dry runs that gave no verdict: what it
+/// means and what to do, the same words in every format.
+pub(crate) fn no_verdict_note(plan: &Plan) -> String {
+    let n = plan.no_verdicts();
+    format!(
+        "{n} dry run{} gave no verdict: the dry run itself failed (no answer, a 5xx after every retry, or the rate limit), which says nothing about the rotation. Apply still tries {}; run `psk plan` again for a verdict first.",
+        if n == 1 { "" } else { "s" },
+        if n == 1 { "that tunnel" } else { "those tunnels" }
+    )
+}
+
 /// The JSON plan format's version; only additive changes within a major.
-pub const JSON_FORMAT_VERSION: &str = "1.0";
+/// 1.1 added `dry_run.status` `no_verdict` and `summary.no_verdict`.
+pub const JSON_FORMAT_VERSION: &str = "1.1";
 
 fn symbol(kind: ActionKind) -> char {
     match kind {
@@ -91,8 +107,13 @@ pub fn summary_line(plan: &Plan) -> String {
         0 => String::new(),
         n => format!(", {n} to redeliver"),
     };
+    let no_verdict = match plan.no_verdicts() {
+        0 => String::new(),
+        1 => " 1 dry run gave no verdict.".to_string(),
+        n => format!(" {n} dry runs gave no verdict."),
+    };
     format!(
-        "Plan: {} to rotate, {} to generate, {} to reseal, {} to forget{redeliver}.{deferred}",
+        "Plan: {} to rotate, {} to generate, {} to reseal, {} to forget{redeliver}.{deferred}{no_verdict}",
         plan.count(ActionKind::Rotate),
         plan.count(ActionKind::Generate),
         plan.count(ActionKind::Reseal),
@@ -175,7 +196,15 @@ pub fn human_styled(plan: &Plan, out: &mut dyn Write, color: bool) -> io::Result
                 format!("{sym} {}", k.as_str())
             })
             .collect();
-        writeln!(out, "Symbols: {}\n", legend.join(", "))?;
+        writeln!(out, "Symbols: {}", legend.join(", "))?;
+        if plan.no_verdicts() > 0 {
+            writeln!(
+                out,
+                "Dry runs: {} means the dry run itself failed (no answer, a 5xx or the rate limit); a warning, not a refusal",
+                p.paint(no_verdict_style(), "NO VERDICT")
+            )?;
+        }
+        writeln!(out)?;
         writeln!(out, "psk will perform the following actions:\n")?;
         for a in &plan.actions {
             action_block_styled(a, out, p)?;
@@ -220,6 +249,14 @@ pub fn human_styled(plan: &Plan, out: &mut dyn Write, color: bool) -> io::Result
             "\nCloudflare refused at least one dry run (shown above); apply would fail for those tunnels."
         )?;
     }
+    if plan.no_verdicts() > 0 {
+        writeln!(
+            out,
+            "\n{} {}",
+            p.paint(no_verdict_style().bold(), "Warning:"),
+            no_verdict_note(plan)
+        )?;
+    }
     Ok(())
 }
 
@@ -261,6 +298,11 @@ fn action_block_styled(a: &Action, out: &mut dyn Write, p: Paint) -> io::Result<
             out,
             "      dry run:      {} {m}",
             p.paint(AnsiColor::Red.on_default().bold(), "REFUSED:")
+        )?,
+        DryRun::NoVerdict(m) => writeln!(
+            out,
+            "      dry run:      {} {m}",
+            p.paint(no_verdict_style().bold(), "NO VERDICT:")
         )?,
     }
     writeln!(out)
@@ -333,6 +375,17 @@ struct JsonReason {
     message: String,
 }
 
+/// Reasons as JSON, the same for actions and for deferred tunnels.
+fn json_reasons(reasons: &[Reason]) -> Vec<JsonReason> {
+    reasons
+        .iter()
+        .map(|r| JsonReason {
+            code: r.code(),
+            message: r.describe(),
+        })
+        .collect()
+}
+
 #[derive(Serialize)]
 struct JsonDryRun<'a> {
     status: &'static str,
@@ -358,6 +411,8 @@ struct JsonSummary {
     unchanged: usize,
     deferred: usize,
     upcoming: usize,
+    /// Dry runs that failed in passing (since 1.1).
+    no_verdict: usize,
 }
 
 /// Machine-readable plan; see README "JSON plan format".
@@ -376,14 +431,7 @@ pub fn json(plan: &Plan, out: &mut dyn Write) -> io::Result<()> {
                 tunnel_id: &a.key.tunnel_id,
                 account_id: &a.key.account_id,
                 action: a.kind.as_str(),
-                reasons: a
-                    .reasons
-                    .iter()
-                    .map(|r| JsonReason {
-                        code: r.code(),
-                        message: r.describe(),
-                    })
-                    .collect(),
+                reasons: json_reasons(&a.reasons),
                 policy: a.policy.as_deref(),
                 last_rotated: a.last_rotated.as_ref().map(format_time),
                 next_due: a.next_due.as_ref().map(format_time),
@@ -398,6 +446,10 @@ pub fn json(plan: &Plan, out: &mut dyn Write) -> io::Result<()> {
                     },
                     DryRun::Refused(m) => JsonDryRun {
                         status: "refused",
+                        message: Some(m),
+                    },
+                    DryRun::NoVerdict(m) => JsonDryRun {
+                        status: "no_verdict",
                         message: Some(m),
                     },
                 },
@@ -421,14 +473,7 @@ pub fn json(plan: &Plan, out: &mut dyn Write) -> io::Result<()> {
                 tunnel_id: &d.key.tunnel_id,
                 account_id: &d.key.account_id,
                 action: d.kind.as_str(),
-                reasons: d
-                    .reasons
-                    .iter()
-                    .map(|r| JsonReason {
-                        code: r.code(),
-                        message: r.describe(),
-                    })
-                    .collect(),
+                reasons: json_reasons(&d.reasons),
                 policy: &d.policy,
                 deferred: match &d.why {
                     Deferral::Window { opens, .. } => JsonDeferral {
@@ -470,6 +515,7 @@ pub fn json(plan: &Plan, out: &mut dyn Write) -> io::Result<()> {
             unchanged: plan.unchanged.len(),
             deferred: plan.deferred.len(),
             upcoming: plan.upcoming.len(),
+            no_verdict: plan.no_verdicts(),
         },
     };
     serde_json::to_writer_pretty(&mut *out, &doc)?;

@@ -29,10 +29,10 @@ fn script(env: &TestEnv) -> (String, std::path::PathBuf, std::path::PathBuf) {
     (path.display().to_string(), log, fail)
 }
 
-fn config_with_delivery(env: &TestEnv, tunnels: usize, script: &str) {
+fn config_with_delivery_by(env: &TestEnv, tunnels: usize, script: &str, generator: &str) {
     let text = config_text(&env.recipient, tunnels, "90d").replace(
         "    site_parallel: true\n",
-        &format!("    deliver: [\"{script}\", \"--quiet\"]\n    deliver_timeout: 10s\n"),
+        &format!("    deliver: [\"{script}\", \"--quiet\"]\n    deliver_timeout: 10s\n    generator: {generator}\n"),
     );
     env.write_config(&text);
 }
@@ -47,9 +47,20 @@ fn delivered(log: &std::path::Path) -> Vec<Vec<String>> {
 
 #[test]
 fn delivery_hands_each_new_psk_to_its_router_and_site_pairs_go_one_by_one() {
+    delivery_and_site_pairs("cloudflare");
+}
+
+/// Keys made here go out in bulk, but still one tunnel per site at a time:
+/// a bulk set holds at most one tunnel of each site.
+#[test]
+fn local_keys_are_delivered_and_site_pairs_go_one_by_one() {
+    delivery_and_site_pairs("local");
+}
+
+fn delivery_and_site_pairs(generator: &str) {
     let mut env = TestEnv::new(0);
     let (script, log, _) = script(&env);
-    config_with_delivery(&env, 4, &script);
+    config_with_delivery_by(&env, 4, &script, generator);
     env.start_sandbox();
     let plan = env.run(&["plan"]);
     assert!(
@@ -116,9 +127,18 @@ fn delivery_hands_each_new_psk_to_its_router_and_site_pairs_go_one_by_one() {
 
 #[test]
 fn failed_delivery_blocks_the_site_shows_redeliver_and_psk_deliver_retries() {
+    failed_delivery_blocks_the_site("cloudflare");
+}
+
+#[test]
+fn failed_delivery_of_a_local_key_blocks_the_site() {
+    failed_delivery_blocks_the_site("local");
+}
+
+fn failed_delivery_blocks_the_site(generator: &str) {
     let mut env = TestEnv::new(0);
     let (script, log, fail) = script(&env);
-    config_with_delivery(&env, 2, &script);
+    config_with_delivery_by(&env, 2, &script, generator);
     env.start_sandbox();
     std::fs::write(&fail, "").unwrap();
     let apply = env.run(&["apply", "--auto-approve", "--parallelism", "4"]);

@@ -92,7 +92,7 @@ fn json_plan_has_the_documented_fields() {
     let run = env.run(&["plan", "--format", "json"]);
     assert_eq!(run.code, 0, "{run:?}");
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-    assert_eq!(v["format_version"], "1.0");
+    assert_eq!(v["format_version"], "1.1");
     let actions = v["actions"].as_array().unwrap();
     assert_eq!(actions.len(), 2);
     assert_eq!(actions[0]["name"], "tunnel-00");

@@ -12,6 +12,8 @@ use psk::state::{Intent, State};
 
 const ACCOUNT: &str = "023e105f4ecef8ad9ca31a8372d0c353";
 
+const NO_VERDICT: &str = "the dry run itself failed: Cloudflare failed to handle .../psk_generate?validate_only=true (HTTP 503 after 3 retries)   code 1500: Internal error";
+
 fn t(s: &str) -> DateTime<Utc> {
     s.parse().unwrap()
 }
@@ -63,7 +65,13 @@ fn full_plan() -> Plan {
                 vec![Reason::Interrupted { started: t("2026-11-25T23:59:00Z") }],
                 DryRun::Refused("Cloudflare refused .../psk_generate?validate_only=true (HTTP 400) code 1002: Invalid tunnel".into()),
             ),
-            action(5, "mad-forced", ActionKind::Rotate, vec![Reason::Forced], DryRun::Accepted),
+            action(
+                5,
+                "mad-forced",
+                ActionKind::Rotate,
+                vec![Reason::Forced],
+                DryRun::NoVerdict(NO_VERDICT.into()),
+            ),
             action(6, "old-site", ActionKind::Forget, vec![Reason::NotInConfig], DryRun::NotRun),
             action(
                 8,
@@ -247,4 +255,39 @@ fn same_plan_same_bytes() {
         json(&full_plan()),
     );
     assert_eq!(a, b);
+}
+
+/// A dry run that failed in passing is a warning in every format: shown on
+/// its action, counted in the summary, and the plan stays applyable.
+#[test]
+fn no_verdict_is_a_warning_in_every_format() {
+    let mut plan = full_plan();
+    plan.actions.truncate(2);
+    plan.actions[1].dry_run = DryRun::NoVerdict(NO_VERDICT.into());
+    plan.deferred.clear();
+    plan.upcoming.clear();
+    let text = human(&plan, false);
+    assert!(
+        text.contains("NO VERDICT: the dry run itself failed"),
+        "{text}"
+    );
+    assert!(!text.contains("REFUSED"), "{text}");
+    insta::assert_snapshot!("no_verdict_human", text);
+    let colored = human(&plan, true);
+    assert_eq!(
+        String::from_utf8(strip_ansi(colored.as_bytes())).unwrap(),
+        human(&plan, false)
+    );
+    assert!(
+        colored.contains("\u{1b}[33m"),
+        "NO VERDICT in yellow: {colored:?}"
+    );
+    insta::assert_snapshot!("no_verdict_markdown", markdown(&plan, None));
+    let j = json(&plan);
+    let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+    assert_eq!(v["format_version"], "1.1");
+    assert_eq!(v["applyable"], true);
+    assert_eq!(v["summary"]["no_verdict"], 1);
+    assert_eq!(v["actions"][1]["dry_run"]["status"], "no_verdict");
+    insta::assert_snapshot!("no_verdict_json", j);
 }

@@ -230,3 +230,78 @@ fn a_damaged_or_orphaned_journal_is_refused_and_left_alone() {
     assert_eq!(read(&journal), damaged);
     assert_eq!(env.ledger().values().map(Vec::len).sum::<usize>(), 1);
 }
+
+/// The journal lines an apply killed as it folded them into the state left
+/// behind: one per commit, each with the tunnels it changed.
+fn commits_of_killed_apply(env: &TestEnv, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut cmd = env.command(args);
+    cmd.env("PSK_FAILPOINT", "state-before-rename");
+    let crash = to_run(cmd.output().unwrap());
+    assert_ne!(crash.code, 0, "{crash:?}");
+    let journal = std::fs::read_to_string(psk::state::journal_path(&env.state_path())).unwrap();
+    journal
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn changes(commit: &serde_json::Value) -> usize {
+    commit["changes"].as_object().unwrap().len()
+}
+
+/// Group commit: changes that happen together share one fsynced journal
+/// line, yet each is durable before anything depends on it, and a killed
+/// apply loses none of them.
+#[test]
+fn apply_commits_changes_in_groups_and_loses_none() {
+    // `local`: every pending key in one commit before the bulk set, every
+    // promotion in one commit after it.
+    let mut env = TestEnv::new(9);
+    env.write_config(&config_text(&env.recipient, 9, "90d").replace(
+        "    site_parallel: true\n",
+        "    site_parallel: true\n    generator: local\n",
+    ));
+    env.start_sandbox();
+    let first = env.run(&["apply", "--auto-approve", "--target", "tunnel-00"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    let commits = commits_of_killed_apply(&env, &["apply", "--auto-approve"]);
+    // Sites of two tunnels go in two rounds: tunnels 1, 2, 4, 6, 8 first
+    // (one per site), then 3, 5, 7; each round is two commits.
+    let sizes: Vec<usize> = commits.iter().map(changes).collect();
+    assert_eq!(sizes, vec![5, 5, 3, 3], "{commits:?}");
+    for c in &commits {
+        for rec in c["changes"].as_object().unwrap().values() {
+            assert!(rec["pending"].is_object() || rec["psk"].is_string());
+        }
+    }
+    // Nothing lost: the next reader replays all of it, and the edge agrees.
+    let (sealed, uncertain) = env.sealed();
+    assert_eq!(sealed.len(), 9);
+    assert!(uncertain.is_empty(), "{uncertain:?}");
+    let ledger = env.ledger();
+    for (id, psk) in &sealed {
+        assert_eq!(ledger[id].last().unwrap(), psk);
+    }
+
+    // `cloudflare`: the first turn stages every intent it starts and
+    // commits them with one fsync before any call goes out.
+    let mut env = TestEnv::new(12);
+    env.start_sandbox();
+    let first = env.run(&["apply", "--auto-approve", "--target", "tunnel-00"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    let commits = commits_of_killed_apply(&env, &["apply", "--auto-approve", "--parallelism", "4"]);
+    assert_eq!(changes(&commits[0]), 4, "{:?}", commits[0]);
+    for rec in commits[0]["changes"].as_object().unwrap().values() {
+        assert!(rec["intent"].is_object(), "{rec}");
+    }
+    let total: usize = commits.iter().map(changes).sum();
+    assert_eq!(total, 22, "an intent and a PSK for each of 11 tunnels");
+    assert!(commits.len() < 22, "{} commits", commits.len());
+    let (sealed, uncertain) = env.sealed();
+    assert_eq!(sealed.len(), 12);
+    assert!(uncertain.is_empty(), "{uncertain:?}");
+    let ledger = env.ledger();
+    for (id, psk) in &sealed {
+        assert_eq!(ledger[id].last().unwrap(), psk);
+    }
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::cloudflare::PskEntry;
+use crate::cloudflare::{ApiError, PskEntry};
 use crate::cloudflare::{Client, ClientOptions, Credentials, RateLimit};
 use crate::config::Config;
 use crate::policy::Generator;
@@ -232,14 +232,7 @@ pub async fn dry_run(client: &Client, config: &Config, plan: &mut Plan) {
     for (i, r) in results {
         plan.actions[i].dry_run = match r {
             Ok(_) => DryRun::Accepted,
-            // A dry run that itself failed (no answer, a 5xx, the rate
-            // limit) is no verdict on the rotation; say so, so the reader
-            // retries rather than edits psk.yaml.
-            Err(e) if e.outcome_unknown() || e.status() == Some(429) => DryRun::Refused(format!(
-                "no verdict, the dry run itself failed: {}",
-                e.to_string().replace('\n', " ")
-            )),
-            Err(e) => DryRun::Refused(e.to_string().replace('\n', " ")),
+            Err(e) => verdict_of_failure(&e),
         };
     }
 
@@ -270,17 +263,40 @@ pub async fn dry_run(client: &Client, config: &Config, plan: &mut Plan) {
             } else if let Some(reason) = outcome.unapplied.get(&id) {
                 DryRun::Refused(format!("Cloudflare would not apply the PSK: {reason}"))
             } else {
-                let why = outcome
+                match outcome
                     .failed
                     .iter()
                     .find(|f| f.tunnel_ids.iter().any(|t| t.eq_ignore_ascii_case(&id)))
-                    .map_or_else(
-                        || "Cloudflare's answer did not mention this tunnel".to_string(),
-                        |f| f.error.to_string().replace('\n', " "),
-                    );
-                DryRun::Refused(why)
+                {
+                    Some(f) => verdict_of_failure(&f.error),
+                    // An answer that skips a tunnel says nothing about it;
+                    // apply reports what Cloudflare says when it sends it.
+                    None => DryRun::NoVerdict(
+                        "Cloudflare's answer to the dry run did not mention this tunnel".into(),
+                    ),
+                }
             };
         }
+    }
+}
+
+/// What a failed dry run says. Cloudflare's own "no" (a 4xx with its
+/// error, `success: false`) is a refusal: apply would fail the same way.
+/// A dry run that failed in passing (no answer or an unreadable one, a
+/// 5xx after every retry, 408, 409, the rate limit) is no verdict on the
+/// rotation: a warning, so the reader retries rather than edits psk.yaml,
+/// and apply still goes ahead.
+fn verdict_of_failure(e: &ApiError) -> DryRun {
+    let message = e.to_string().replace('\n', " ");
+    let in_passing = e.outcome_unknown()
+        || match e.status() {
+            None => true,
+            Some(s) => s >= 500 || matches!(s, 408 | 409 | 429),
+        };
+    if in_passing {
+        DryRun::NoVerdict(format!("the dry run itself failed: {message}"))
+    } else {
+        DryRun::Refused(message)
     }
 }
 

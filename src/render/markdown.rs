@@ -70,6 +70,7 @@ fn dry_run_cell(d: &DryRun, kind: ActionKind) -> String {
     match d {
         DryRun::Accepted => "accepted".into(),
         DryRun::Refused(m) => format!("**refused**: {}", esc(m)),
+        DryRun::NoVerdict(m) => format!("no verdict: {}", esc(m)),
         DryRun::NotRun if kind.changes_psk() => "not run (offline)".into(),
         DryRun::NotRun => "n/a".into(),
     }
@@ -90,6 +91,9 @@ fn render(plan: &Plan, state_diff: &str, limit: usize) -> String {
             "Cloudflare refused at least one dry run; this plan cannot be applied as is."
                 .to_string(),
         );
+    }
+    if plan.no_verdicts() > 0 {
+        notes.push(super::no_verdict_note(plan));
     }
     if !notes.is_empty() {
         head.push_str("> [!WARNING]\n");

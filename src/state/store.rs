@@ -1,11 +1,13 @@
 //! Reading and durably writing the state file, and its journal.
 //!
 //! A whole-file write after each of N tunnels would cost O(N²) bytes, so an
-//! apply appends one fsynced line per change to `<state>.journal` instead
+//! apply appends one fsynced line per commit (a group of changes) to
+//! `<state>.journal` instead
 //! and folds the journal into the state file once, at the end
 //! ([`Journal::finish`]). Loading always replays a journal left by a psk that
 //! died before folding it, so every change that reached the disk counts.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -208,9 +210,14 @@ fn describe_json_error(e: &serde_json::Error) -> String {
     }
 }
 
-/// One journal line: the whole record of one tunnel after a change (or its
-/// removal), tied to the state version it applies on top of.
-#[derive(Debug, Serialize, Deserialize)]
+/// One journal line: one commit, holding the whole record of every tunnel
+/// it changed (or `None` for a tunnel dropped from the state), tied to the
+/// state version it applies on top of.
+///
+/// A commit is one line written with one `fdatasync`, so at most one line
+/// is ever in flight: a crash can only cut the last line short, and any
+/// other damage is real damage.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Entry {
     lineage: String,
@@ -218,9 +225,16 @@ struct Entry {
     base_serial: u64,
     /// The serial the state has once this entry is applied.
     serial: u64,
-    key: String,
-    /// `None` when the tunnel was dropped from the state.
-    record: Option<TunnelState>,
+    changes: BTreeMap<String, Option<TunnelState>>,
+}
+
+/// [`Entry`] as written: borrows the records instead of cloning them.
+#[derive(Serialize)]
+struct EntryRef<'a> {
+    lineage: &'a str,
+    base_serial: u64,
+    serial: u64,
+    changes: BTreeMap<&'a str, Option<&'a TunnelState>>,
 }
 
 /// Applies the journal beside `path`, if any, to `state`.
@@ -278,12 +292,14 @@ fn replay(path: &Path, state: &mut State) -> Result<usize, StateError> {
             });
         }
         state.serial = e.serial;
-        match e.record {
-            Some(r) => {
-                state.tunnels.insert(e.key, r);
-            }
-            None => {
-                state.tunnels.remove(&e.key);
+        for (key, record) in e.changes {
+            match record {
+                Some(r) => {
+                    state.tunnels.insert(key, r);
+                }
+                None => {
+                    state.tunnels.remove(&key);
+                }
             }
         }
     }
@@ -404,9 +420,15 @@ fn remove_stale_temps(path: &Path) {
     }
 }
 
-/// Writes the changes of one apply: each one appended to the journal and
-/// fsynced before the caller goes on (so it is durable before any API call
-/// that depends on it), the whole state written once in [`Journal::finish`].
+/// Writes the changes of one apply: staged as they happen, and made durable
+/// together by [`Journal::commit`] (one appended line, one `fdatasync`)
+/// before anything that depends on them, such as the API call an intent
+/// announces; the whole state is written once, in [`Journal::finish`].
+///
+/// Committing a group of changes with one fsync (group commit) is what lets
+/// many rotations in flight share the disk's slowest operation: the
+/// executor stages every intent it is about to act on and every answer that
+/// came back, then commits once.
 ///
 /// Only open it while holding the state lock.
 #[derive(Debug)]
@@ -415,7 +437,10 @@ pub struct Journal {
     file: Option<File>,
     lineage: String,
     base_serial: u64,
+    /// Keys changed in the state since the last commit.
+    staged: BTreeSet<String>,
     records: u64,
+    commits: u64,
     bytes_written: u64,
 }
 
@@ -457,27 +482,42 @@ impl Journal {
             file: None,
             lineage: state.lineage.clone(),
             base_serial: state.serial,
+            staged: BTreeSet::new(),
             records: 0,
+            commits: 0,
             bytes_written,
         })
     }
 
-    /// Makes the current record of `key` in `state` (or its absence)
-    /// durable, bumping the serial.
-    pub fn record(&mut self, state: &mut State, key: &TunnelKey) -> Result<(), StateError> {
+    /// Notes that the record of `key` changed in the state. Nothing is
+    /// durable until [`Journal::commit`]: call it before acting on the
+    /// change.
+    pub fn stage(&mut self, key: &TunnelKey) {
+        self.staged.insert(key.to_string());
+    }
+
+    /// Makes every staged change durable (the current record of each staged
+    /// key in `state`, or its absence) with one append and one fsync,
+    /// bumping the serial. Does nothing when nothing is staged.
+    pub fn commit(&mut self, state: &mut State) -> Result<(), StateError> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
         let jpath = journal_path(&self.path);
         let werr = |source: io::Error| StateError::Write {
             path: jpath.clone(),
             source,
         };
         state.serial += 1;
-        let k = key.to_string();
-        let entry = Entry {
-            lineage: self.lineage.clone(),
+        let entry = EntryRef {
+            lineage: &self.lineage,
             base_serial: self.base_serial,
             serial: state.serial,
-            record: state.tunnels.get(&k).cloned(),
-            key: k,
+            changes: self
+                .staged
+                .iter()
+                .map(|k| (k.as_str(), state.tunnels.get(k)))
+                .collect(),
         };
         let mut line = serde_json::to_vec(&entry).expect("journal entry serializes");
         line.push(b'\n');
@@ -493,14 +533,25 @@ impl Journal {
         f.write_all(&line)
             .and_then(|_| f.sync_data())
             .map_err(werr)?;
-        self.records += 1;
+        self.records += self.staged.len() as u64;
+        self.commits += 1;
+        self.staged.clear();
         self.bytes_written += line.len() as u64;
         Ok(())
     }
 
-    /// Folds the journal into the state file (one whole write, previous
-    /// version kept as the backup) and removes it.
-    pub fn finish(mut self, state: &State) -> Result<u64, StateError> {
+    /// Stages and commits one change: for callers that change one tunnel
+    /// at a time.
+    pub fn record(&mut self, state: &mut State, key: &TunnelKey) -> Result<(), StateError> {
+        self.stage(key);
+        self.commit(state)
+    }
+
+    /// Commits anything still staged, then folds the journal into the
+    /// state file (one whole write, previous version kept as the backup)
+    /// and removes it.
+    pub fn finish(mut self, state: &mut State) -> Result<u64, StateError> {
+        self.commit(state)?;
         self.file = None;
         if self.records > 0 {
             self.bytes_written += write_whole(&self.path, state)?;
@@ -512,6 +563,11 @@ impl Journal {
     /// journal together), for measuring write amplification.
     pub fn bytes_written(&self) -> u64 {
         self.bytes_written
+    }
+
+    /// Commits (fsynced journal lines) so far: what group commit saves.
+    pub fn commits(&self) -> u64 {
+        self.commits
     }
 }
 
@@ -608,13 +664,17 @@ mod tests {
         assert_eq!(parse(&path, &fs::read(&path).unwrap()).unwrap(), s);
         let folded = j.bytes_written();
         assert!(folded > 0);
-        assert_eq!(j.finish(&again).unwrap(), folded, "nothing new to write");
+        assert_eq!(
+            j.finish(&mut again).unwrap(),
+            folded,
+            "nothing new to write"
+        );
 
         let mut s = load(&path).unwrap().unwrap();
         let mut j = Journal::open(&path, &mut s).unwrap();
         change(&mut s, 7);
         j.record(&mut s, &key(7)).unwrap();
-        j.finish(&s).unwrap();
+        j.finish(&mut s).unwrap();
         assert!(!journal_path(&path).exists());
         assert_eq!(parse(&path, &fs::read(&path).unwrap()).unwrap(), s);
     }
@@ -656,6 +716,72 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_is_one_line_holding_every_staged_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("psk.state.json");
+        let mut s = State::new(vec![]);
+        let mut j = Journal::open(&path, &mut s).unwrap();
+        let before = s.clone();
+        for i in 0..3 {
+            change(&mut s, i);
+            j.stage(&key(i));
+        }
+        // Staged is not durable: a reader sees nothing yet.
+        assert_eq!(load(&path).unwrap().unwrap(), before);
+        j.commit(&mut s).unwrap();
+        assert_eq!(s.serial, before.serial + 1, "one serial per commit");
+        assert_eq!(j.commits(), 1);
+        let journal = fs::read(journal_path(&path)).unwrap();
+        assert_eq!(journal.iter().filter(|b| **b == b'\n').count(), 1);
+        assert_eq!(load(&path).unwrap().unwrap(), s);
+        // Nothing staged, nothing written.
+        j.commit(&mut s).unwrap();
+        assert_eq!(fs::read(journal_path(&path)).unwrap(), journal);
+
+        // A change staged last and removal staged with it; finish commits
+        // what is still staged before folding.
+        change(&mut s, 3);
+        j.stage(&key(3));
+        s.tunnels.remove(&key(0).to_string());
+        j.stage(&key(0));
+        let expected = {
+            let mut e = s.clone();
+            e.serial += 1;
+            e
+        };
+        j.finish(&mut s).unwrap();
+        assert_eq!(s, expected);
+        assert_eq!(load(&path).unwrap().unwrap(), expected);
+        assert!(!journal_path(&path).exists());
+    }
+
+    #[test]
+    fn a_commit_cut_short_is_dropped_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("psk.state.json");
+        let mut s = State::new(vec![]);
+        let mut j = Journal::open(&path, &mut s).unwrap();
+        change(&mut s, 0);
+        j.record(&mut s, &key(0)).unwrap();
+        let after_first = s.clone();
+        for i in 1..4 {
+            change(&mut s, i);
+            j.stage(&key(i));
+        }
+        j.commit(&mut s).unwrap();
+        drop(j);
+        let jp = journal_path(&path);
+        let full = fs::read(&jp).unwrap();
+        let first_len = full.iter().position(|b| *b == b'\n').unwrap() + 1;
+        // The crash cut the second commit anywhere: none of it counts, since
+        // its fsync never returned and nothing acted on it.
+        for cut in [first_len + 1, (first_len + full.len()) / 2, full.len() - 1] {
+            fs::write(&jp, &full[..cut]).unwrap();
+            assert_eq!(load(&path).unwrap().unwrap(), after_first, "cut at {cut}");
+        }
+    }
+
+    #[test]
     fn a_journal_already_folded_in_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("psk.state.json");
@@ -664,7 +790,7 @@ mod tests {
         change(&mut s, 0);
         j.record(&mut s, &key(0)).unwrap();
         let journal = fs::read(journal_path(&path)).unwrap();
-        j.finish(&s).unwrap();
+        j.finish(&mut s).unwrap();
         // As if psk died after the final rename, before removing the journal.
         fs::write(journal_path(&path), journal).unwrap();
         change(&mut s, 0);
@@ -698,7 +824,7 @@ mod tests {
                 change(&mut s, i);
                 j.record(&mut s, &key(i)).unwrap();
             }
-            per_tunnel.push(j.finish(&s).unwrap() / n as u64);
+            per_tunnel.push(j.finish(&mut s).unwrap() / n as u64);
         }
         // Quadratic writing would make the per-tunnel cost grow 4x.
         assert!(per_tunnel[1] < per_tunnel[0] * 3 / 2, "{per_tunnel:?}");
