@@ -161,7 +161,7 @@ fn no_command_prints_or_writes_a_secret() {
                 "INFO psk::cli::context: psk.yaml loaded",
                 &format!("DEBUG psk::cloudflare: HTTP request method=GET path=/accounts/{ACCOUNT}/magic/ipsec_tunnels status=200 attempt=1"),
                 &format!("INFO psk::cli::context: listed the account's IPsec tunnels account={ACCOUNT} tunnels=6"),
-                &format!("psk_generate?validate_only=true status=200 attempt=1"),
+                "psk_generate?validate_only=true status=200 attempt=1",
                 &format!("INFO psk::cli::context: dry run tunnel=tunnel-00 tunnel_id={} account={ACCOUNT} generator=\"cloudflare\" verdict=\"accepted\"", tunnel_id(0)),
             ],
         );
