@@ -176,7 +176,20 @@ impl PlanFile {
                 path: path.to_path_buf(),
                 source,
             }
-        })
+        })?;
+        self.log("plan file written", path);
+        Ok(())
+    }
+
+    fn log(&self, what: &str, path: &Path) {
+        tracing::info!(
+            path = %path.display(),
+            format_version = self.format_version,
+            actions = self.plan.actions.len(),
+            state_serial = ?self.state_serial,
+            expires_at = %crate::state::format_time(&self.expires_at),
+            "{what}"
+        );
     }
 
     pub fn load(path: &Path) -> Result<PlanFile, PlanFileError> {
@@ -184,7 +197,9 @@ impl PlanFile {
             path: path.to_path_buf(),
             source,
         })?;
-        PlanFile::parse(path, &bytes)
+        let file = PlanFile::parse(path, &bytes)?;
+        file.log("plan file loaded", path);
+        Ok(file)
     }
 
     /// Parses the bytes of a plan file, naming `path` in any error (the

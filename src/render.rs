@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use anstyle::{AnsiColor, Style};
 use serde::Serialize;
 
-use crate::reconcile::{Action, ActionKind, Deferral, Deferred, DryRun, Plan, Upcoming};
+use crate::reconcile::{Action, ActionKind, Deferral, Deferred, DryRun, Plan, Reason, Upcoming};
 use crate::state::format_time;
 
 /// Whether human output may use ANSI colour: only on a terminal, and never
@@ -375,6 +375,17 @@ struct JsonReason {
     message: String,
 }
 
+/// Reasons as JSON, the same for actions and for deferred tunnels.
+fn json_reasons(reasons: &[Reason]) -> Vec<JsonReason> {
+    reasons
+        .iter()
+        .map(|r| JsonReason {
+            code: r.code(),
+            message: r.describe(),
+        })
+        .collect()
+}
+
 #[derive(Serialize)]
 struct JsonDryRun<'a> {
     status: &'static str,
@@ -420,14 +431,7 @@ pub fn json(plan: &Plan, out: &mut dyn Write) -> io::Result<()> {
                 tunnel_id: &a.key.tunnel_id,
                 account_id: &a.key.account_id,
                 action: a.kind.as_str(),
-                reasons: a
-                    .reasons
-                    .iter()
-                    .map(|r| JsonReason {
-                        code: r.code(),
-                        message: r.describe(),
-                    })
-                    .collect(),
+                reasons: json_reasons(&a.reasons),
                 policy: a.policy.as_deref(),
                 last_rotated: a.last_rotated.as_ref().map(format_time),
                 next_due: a.next_due.as_ref().map(format_time),
@@ -469,14 +473,7 @@ pub fn json(plan: &Plan, out: &mut dyn Write) -> io::Result<()> {
                 tunnel_id: &d.key.tunnel_id,
                 account_id: &d.key.account_id,
                 action: d.kind.as_str(),
-                reasons: d
-                    .reasons
-                    .iter()
-                    .map(|r| JsonReason {
-                        code: r.code(),
-                        message: r.describe(),
-                    })
-                    .collect(),
+                reasons: json_reasons(&d.reasons),
                 policy: &d.policy,
                 deferred: match &d.why {
                     Deferral::Window { opens, .. } => JsonDeferral {

@@ -4,9 +4,11 @@
 //! credential in any of them fails the test. (Only `show` and `export`
 //! without `--recipient` print PSKs, on request; they are not run here.)
 //!
-//! psk has no verbose or debug log level to raise: everything it says is
-//! what these runs capture. `RUST_LOG`/`PSK_LOG` are set to `trace` anyway,
-//! so a logger added later is covered from its first day.
+//! Every command runs at psk's most verbose log level (`-vvv`, and
+//! `PSK_LOG`/`RUST_LOG=trace` too), and the test checks that the log lines
+//! are really there (HTTP requests, dry-run verdicts, the lock, state and
+//! plan files), so logging that silently stopped would fail it, and that
+//! they stay on stderr, off stdout.
 
 mod common;
 
@@ -23,22 +25,64 @@ struct Leaks<'a> {
     seen: Vec<(String, String)>,
 }
 
+/// The line `-vvv` starts every run's log with.
+const LOG_START: &str = "DEBUG psk::cli::log: psk logging started";
+
+/// `args` at the most verbose level.
+fn verbose<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut v = args.to_vec();
+    v.push("-vvv");
+    v
+}
+
+/// A verbose run logs, and only on stderr.
+fn assert_logged(what: &str, r: &Run) {
+    assert!(
+        r.stderr.contains(LOG_START),
+        "`psk {what}` logged nothing: {r:?}"
+    );
+    assert!(
+        !r.stdout.contains(" psk::"),
+        "`psk {what}` logged on stdout: {r:?}"
+    );
+}
+
+/// Asserts that `r`'s log holds every one of `lines`.
+fn assert_log_has(what: &str, r: &Run, lines: &[&str]) {
+    for l in lines {
+        assert!(
+            r.stderr.contains(l),
+            "`psk {what}` did not log `{l}`: {r:?}"
+        );
+    }
+}
+
 impl Leaks<'_> {
     fn run(&mut self, args: &[&str]) -> Run {
         let r = self
             .env
-            .command(args)
+            .command(&verbose(args))
             .env("RUST_LOG", "trace")
             .env("PSK_LOG", "trace")
             .output();
         let r = to_run(r.unwrap());
+        assert_logged(&args.join(" "), &r);
         self.seen.push((args.join(" "), r.all()));
         r
     }
 
     fn run_stdin(&mut self, args: &[&str], input: &str) -> Run {
-        let r = self.env.run_stdin(args, input);
+        let r = self.env.run_stdin(&verbose(args), input);
+        assert_logged(&args.join(" "), &r);
         self.seen.push((args.join(" "), r.all()));
+        r
+    }
+
+    /// A run with its own environment, at the most verbose level.
+    fn run_cmd(&mut self, what: &str, mut cmd: std::process::Command) -> Run {
+        let r = to_run(cmd.arg("-vvv").output().unwrap());
+        assert_logged(what, &r);
+        self.seen.push((what.into(), r.all()));
         r
     }
 
@@ -105,12 +149,39 @@ fn no_command_prints_or_writes_a_secret() {
     };
 
     // Before any state, then the first apply (every tunnel generated).
-    l.ok(&["validate"]);
+    let r = l.ok(&["validate"]);
+    assert_log_has("validate", &r, &["INFO psk::state: no state file yet"]);
     let _ = l.run(&["validate", "--format", "json"]);
     for f in ["human", "markdown", "json"] {
-        l.ok(&["plan", "--format", f]);
+        let r = l.ok(&["plan", "--format", f]);
+        assert_log_has(
+            "plan",
+            &r,
+            &[
+                "INFO psk::cli::context: psk.yaml loaded",
+                &format!("TRACE psk::cloudflare: HTTP request sent method=GET path=/accounts/{ACCOUNT}/magic/ipsec_tunnels attempt=1"),
+                &format!("DEBUG psk::cloudflare: HTTP request method=GET path=/accounts/{ACCOUNT}/magic/ipsec_tunnels status=200 attempt=1"),
+                &format!("INFO psk::cli::context: listed the account's IPsec tunnels account={ACCOUNT} tunnels=6"),
+                "psk_generate?validate_only=true status=200 attempt=1",
+                &format!("INFO psk::cli::context: dry run tunnel=tunnel-00 tunnel_id={} account={ACCOUNT} generator=\"cloudflare\" verdict=\"accepted\"", tunnel_id(0)),
+            ],
+        );
+        if f == "json" {
+            let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+            assert_eq!(v["actions"].as_array().unwrap().len(), 6);
+        }
     }
-    l.ok(&["apply", "--auto-approve"]);
+    let r = l.ok(&["apply", "--auto-approve"]);
+    assert_log_has(
+        "apply",
+        &r,
+        &[
+            "INFO psk::state::lock: state lock acquired lock=psk.state.json.lock",
+            "operation=\"apply\"",
+            &format!("DEBUG psk::cloudflare: HTTP request method=POST path=/accounts/{ACCOUNT}/magic/ipsec_tunnels/{}/psk_generate status=200 attempt=1", tunnel_id(5)),
+            "INFO psk::state::lock: state lock released lock=psk.state.json.lock",
+        ],
+    );
     l.ok(&[
         "apply",
         "--auto-approve",
@@ -125,12 +196,35 @@ fn no_command_prints_or_writes_a_secret() {
         let _ = l.run(&["plan", "--format", f, "--replace", "tunnel-02"]);
         let _ = l.run(&["plan", "--offline", "--format", f]);
     }
-    l.ok(&["plan", "--replace", "tunnel-02", "--out", "plan.json"]);
+    let r = l.ok(&["plan", "--replace", "tunnel-02", "--out", "plan.json"]);
+    assert_log_has(
+        "plan --out",
+        &r,
+        &["INFO psk::planfile: plan file written path=plan.json format_version=1 actions=2"],
+    );
     for f in ["human", "markdown", "json"] {
-        l.ok(&["show-plan", "plan.json", "--format", f]);
+        let r = l.ok(&["show-plan", "plan.json", "--format", f]);
+        assert_log_has(
+            "show-plan",
+            &r,
+            &["INFO psk::planfile: plan file loaded path=plan.json"],
+        );
     }
-    l.ok(&["apply", "plan.json"]);
-    l.ok(&["validate"]);
+    let r = l.ok(&["apply", "plan.json"]);
+    assert_log_has(
+        "apply plan.json",
+        &r,
+        &[
+            "INFO psk::planfile: plan file loaded path=plan.json",
+            "INFO psk::state: state loaded for writing path=psk.state.json serial=",
+        ],
+    );
+    let r = l.ok(&["validate"]);
+    assert_log_has(
+        "validate",
+        &r,
+        &["INFO psk::state: state loaded path=psk.state.json serial="],
+    );
 
     // Custody: export re-sealed to someone else, import, reseal.
     for f in ["json", "env", "csv"] {
@@ -147,6 +241,15 @@ fn no_command_prints_or_writes_a_secret() {
     }
     let r = l.run_stdin(&["import", "tunnel-03", "--force"], IMPORTED);
     assert_eq!(r.code, 0, "{r:?}");
+    assert_log_has(
+        "import",
+        &r,
+        &[
+            "operation=\"import\"",
+            "INFO psk::state: state written path=psk.state.json serial=",
+            "state lock released",
+        ],
+    );
     let r = l.run_stdin(&["import", "tunnel-03"], IMPORTED);
     assert_eq!(r.code, 1, "refuses to replace without --force: {r:?}");
     let mut text = config_text(&env.recipient, 6, "90d");
@@ -158,7 +261,12 @@ fn no_command_prints_or_writes_a_secret() {
     for f in ["human", "markdown", "json"] {
         l.ok(&["plan", "--format", f]);
     }
-    l.ok(&["reseal", "--identity", &id]);
+    let r = l.ok(&["reseal", "--identity", &id]);
+    assert_log_has(
+        "reseal",
+        &r,
+        &["operation=\"reseal\"", "INFO psk::state: state written"],
+    );
     l.ok(&[
         "apply",
         "--auto-approve",
@@ -170,47 +278,46 @@ fn no_command_prints_or_writes_a_secret() {
 
     // Errors: unreachable API, refused credentials shape, missing identity,
     // unknown tunnel, a damaged plan, a killed apply.
-    let r = l
-        .env
-        .command(&["plan"])
-        .env("CLOUDFLARE_BASE_URL", "http://127.0.0.1:9")
-        .output();
-    let r = to_run(r.unwrap());
+    let mut cmd = l.env.command(&["plan"]);
+    cmd.env("CLOUDFLARE_BASE_URL", "http://127.0.0.1:9")
+        .env("PSK_TEST_NO_RETRY_DELAY", "1");
+    let r = l.run_cmd("plan (API down)", cmd);
     assert_eq!(r.code, 1, "{r:?}");
-    l.seen.push(("plan (API down)".into(), r.all()));
-    let r = l
-        .env
-        .command(&["plan"])
-        .env_remove("CLOUDFLARE_API_TOKEN")
+    assert_log_has(
+        "plan (API down)",
+        &r,
+        &[
+            &format!("DEBUG psk::cloudflare: HTTP request got no answer method=GET path=/accounts/{ACCOUNT}/magic/ipsec_tunnels attempt=1"),
+            "WARN psk::cloudflare: retrying method=GET",
+            "retry=3 of=3",
+            "INFO psk::cloudflare: request failed method=GET",
+            "attempts=4",
+        ],
+    );
+    let mut cmd = l.env.command(&["plan"]);
+    cmd.env_remove("CLOUDFLARE_API_TOKEN")
         .env("CLOUDFLARE_EMAIL", "ops@example.com")
-        .env("CLOUDFLARE_API_KEY", API_KEY)
-        .output();
-    let r = to_run(r.unwrap());
-    l.seen.push(("plan (global key)".into(), r.all()));
-    let r = l
-        .env
-        .command(&["plan"])
-        .env("CLOUDFLARE_API_TOKEN", format!("{TOKEN}\n\u{7f}"))
-        .output();
-    let r = to_run(r.unwrap());
+        .env("CLOUDFLARE_API_KEY", API_KEY);
+    let r = l.run_cmd("plan (global key)", cmd);
+    assert_log_has("plan (global key)", &r, &["HTTP request method=GET"]);
+    let mut cmd = l.env.command(&["plan"]);
+    cmd.env("CLOUDFLARE_API_TOKEN", format!("{TOKEN}\n\u{7f}"));
+    let r = l.run_cmd("plan (bad token)", cmd);
     assert_eq!(
         r.code, 1,
         "a token that is no header value is refused: {r:?}"
     );
-    l.seen.push(("plan (bad token)".into(), r.all()));
     l.fails(&["show", "tunnel-00"]);
     l.fails(&["export", "--identity", &id, "ghost"]);
     std::fs::write(env.path("broken.json"), b"{\"format\": \"psk-plan\"").unwrap();
     l.fails(&["show-plan", "broken.json"]);
     l.fails(&["apply", "broken.json"]);
-    let r = l
+    let mut cmd = l
         .env
-        .command(&["apply", "--auto-approve", "--replace", "tunnel-00"])
-        .env("PSK_FAILPOINT", "state-before-rename")
-        .output();
-    let r = to_run(r.unwrap());
+        .command(&["apply", "--auto-approve", "--replace", "tunnel-00"]);
+    cmd.env("PSK_FAILPOINT", "state-before-rename");
+    let r = l.run_cmd("apply (killed)", cmd);
     assert_ne!(r.code, 0, "{r:?}");
-    l.seen.push(("apply (killed)".into(), r.all()));
     l.ok(&["validate"]);
 
     l.check();
@@ -250,11 +357,13 @@ fn the_sandbox_command_prints_no_psk() {
     }
     let url = url.unwrap_or_else(|| panic!("no base URL printed:\n{text}"));
     // Rotate through it, so the sandbox has PSKs it could print.
-    let mut run = env.command(&["apply", "--auto-approve"]);
+    let mut run = env.command(&["apply", "--auto-approve", "-vvv"]);
     run.env("CLOUDFLARE_BASE_URL", &url)
         .env("CLOUDFLARE_API_TOKEN", TOKEN);
     let r = to_run(run.output().unwrap());
     assert_eq!(r.code, 0, "{r:?}");
+    assert_logged("apply", &r);
+    assert!(r.stderr.contains("psk_generate status=200"), "{r:?}");
     child.kill().unwrap();
     let mut rest = String::new();
     let _ = std::io::Read::read_to_string(&mut out, &mut rest);

@@ -69,6 +69,12 @@ impl Global {
     /// recorded for them (when it did), so `--offline` can plan them.
     pub fn load_config(&self) -> anyhow::Result<Config> {
         let mut config = Config::load(&self.config)?;
+        tracing::info!(
+            path = %config.path.display(),
+            tunnels = config.tunnels.len(),
+            by_name = config.unresolved.len(),
+            "psk.yaml loaded"
+        );
         if !config.unresolved.is_empty() {
             // A state that does not load is reported by the command itself.
             if let Ok(Some(state)) = state::load(&self.state_path(&config)) {
@@ -140,6 +146,11 @@ pub async fn refresh(client: &Client, config: &Config) -> anyhow::Result<Remote>
             .list_tunnels(&account)
             .await
             .with_context(|| format!("cannot list the IPsec tunnels of account {account}"))?;
+        tracing::info!(
+            account = %account,
+            tunnels = tunnels.len(),
+            "listed the account's IPsec tunnels"
+        );
         for t in tunnels {
             remote
                 .tunnels
@@ -234,6 +245,7 @@ pub async fn dry_run(client: &Client, config: &Config, plan: &mut Plan) {
             Ok(_) => DryRun::Accepted,
             Err(e) => verdict_of_failure(&e),
         };
+        log_verdict(&plan.actions[i], "cloudflare");
     }
 
     // `local` keys: the bulk set with `validate_only`, per account, with
@@ -276,8 +288,29 @@ pub async fn dry_run(client: &Client, config: &Config, plan: &mut Plan) {
                     ),
                 }
             };
+            log_verdict(&plan.actions[i], "local");
         }
     }
+}
+
+/// One line per dry run: its tunnel and verdict, with Cloudflare's message
+/// (already shown in the plan) when there is one.
+fn log_verdict(a: &crate::reconcile::Action, generator: &str) {
+    let (verdict, message) = match &a.dry_run {
+        DryRun::NotRun => return,
+        DryRun::Accepted => ("accepted", None),
+        DryRun::Refused(m) => ("refused", Some(m.as_str())),
+        DryRun::NoVerdict(m) => ("no_verdict", Some(m.as_str())),
+    };
+    tracing::info!(
+        tunnel = %a.name,
+        tunnel_id = %a.key.tunnel_id,
+        account = %a.key.account_id,
+        generator,
+        verdict,
+        message,
+        "dry run"
+    );
 }
 
 /// What a failed dry run says. Cloudflare's own "no" (a 4xx with its

@@ -7,6 +7,7 @@ mod deliver;
 mod export;
 mod force_unlock;
 mod import;
+mod log;
 mod plan;
 mod progress;
 mod reseal;
@@ -99,6 +100,13 @@ pub struct Cli {
     #[arg(long, global = true)]
     no_color: bool,
 
+    /// Log what psk does on stderr: -v info (state, lock, dry-run
+    /// verdicts, retries), -vv debug (each HTTP request, rate-limiter
+    /// waits), -vvv trace. Without it, PSK_LOG=LEVEL (off, error, warn,
+    /// info, debug, trace). Never logs a PSK, a credential or a body.
+    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -143,6 +151,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    match log::level(cli.verbose, std::env::var(log::ENV).ok().as_deref()) {
+        Ok(level) => log::init(level),
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "error: {e}");
+            return ExitCode::from(1);
+        }
+    }
     match run(cli) {
         Ok(Status::Success) => ExitCode::SUCCESS,
         Ok(Status::Changes) => ExitCode::from(2),

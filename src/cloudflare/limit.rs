@@ -154,6 +154,11 @@ impl Limiter {
                 Ok(()) => return,
                 Err(not_until) => {
                     let wait = not_until.wait_time_from(self.clock.now());
+                    tracing::debug!(
+                        wait_ms = wait.as_secs_f64() * 1000.0,
+                        limit = %self.limit,
+                        "rate limiter: waiting for a request slot"
+                    );
                     tokio::time::sleep(wait.max(Duration::from_nanos(1))).await;
                 }
             }

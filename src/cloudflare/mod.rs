@@ -509,10 +509,14 @@ impl Client {
         url: &str,
         body: Option<&B>,
     ) -> Result<(T, u32), ApiError> {
+        let path = self.log_path(url);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             self.limiter.acquire().await;
+            // At trace, a request that hangs shows as a start with no end.
+            tracing::trace!(%method, path = %path, attempt, "HTTP request sent");
+            let started = std::time::Instant::now();
             let mut req = self.http.request(method.clone(), url);
             if let Some(b) = body {
                 req = req
@@ -524,9 +528,19 @@ impl Client {
                     // A connect error means the request never left; anything
                     // later may have reached Cloudflare.
                     let sent = !e.is_connect();
+                    let message = error::describe_reqwest(&e);
+                    tracing::debug!(
+                        %method,
+                        path = %path,
+                        attempt,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        sent,
+                        error = %message,
+                        "HTTP request got no answer"
+                    );
                     let err = ApiError::Transport {
                         url: error::redact_url(url),
-                        message: error::describe_reqwest(&e),
+                        message,
                         sent,
                         attempts: attempt,
                     };
@@ -535,7 +549,18 @@ impl Client {
                 Ok(resp) => {
                     let status = resp.status();
                     let headers = resp.headers().clone();
-                    match resp.bytes().await {
+                    let body = resp.bytes().await;
+                    // Method, path, status and timing only: never a header
+                    // or the body (a `psk_generate` answer holds a PSK).
+                    tracing::debug!(
+                        %method,
+                        path = %path,
+                        status = status.as_u16(),
+                        attempt,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "HTTP request"
+                    );
+                    match body {
                         Err(e) => {
                             let err = ApiError::Transport {
                                 url: error::redact_url(url),
@@ -563,6 +588,15 @@ impl Client {
             };
             match wait {
                 Some(wait) if attempt < self.retry.max_attempts => {
+                    tracing::warn!(
+                        %method,
+                        path = %path,
+                        reason = %retry_reason(&err),
+                        retry = attempt,
+                        of = self.retry.max_attempts - 1,
+                        wait_ms = wait.as_millis() as u64,
+                        "retrying"
+                    );
                     if self.announce_waits && wait >= Duration::from_secs(1) {
                         let why = match &err {
                             ApiError::Api { status, .. } => format!("HTTP {status}"),
@@ -576,9 +610,39 @@ impl Client {
                     }
                     tokio::time::sleep(wait).await;
                 }
-                _ => return Err(err.with_attempts(attempt)),
+                _ => {
+                    tracing::info!(
+                        %method,
+                        path = %path,
+                        attempts = attempt,
+                        reason = %retry_reason(&err),
+                        "request failed"
+                    );
+                    return Err(err.with_attempts(attempt));
+                }
             }
         }
+    }
+
+    /// A URL as logs show it: the path and query below the base URL, which
+    /// name accounts and tunnels, never the base (it may hold a proxy's
+    /// password).
+    fn log_path(&self, url: &str) -> String {
+        match url.strip_prefix(self.base.as_str()) {
+            Some(path) => path.to_string(),
+            None => error::redact_url(url),
+        }
+    }
+}
+
+/// Why a try failed, in a few words for the log: a status or the kind of
+/// transport failure, never Cloudflare's message (which is in the error).
+fn retry_reason(err: &ApiError) -> String {
+    match err {
+        ApiError::Api { status, .. } | ApiError::Decode { status, .. } => format!("HTTP {status}"),
+        ApiError::Transport { message, .. } => format!("no answer: {message}"),
+        ApiError::TunnelNotFound { .. } | ApiError::AccountNotFound { .. } => "HTTP 404".into(),
+        ApiError::MissingCredentials(_) => "no credentials".into(),
     }
 }
 

@@ -112,6 +112,7 @@ impl StateLock {
                         });
                     }
                     if !told {
+                        tracing::info!(lock = %path.display(), %holder, "state lock is held; waiting");
                         eprintln!("psk: the state is locked by {holder}; waiting...");
                         told = true;
                     }
@@ -136,6 +137,12 @@ impl StateLock {
             .and_then(|_| file.rewind())
             .and_then(|_| file.write_all(&body))
             .map_err(io_err)?;
+        tracing::info!(
+            lock = %path.display(),
+            id = %holder.id,
+            operation,
+            "state lock acquired"
+        );
         Ok(StateLock { file, path })
     }
 
@@ -212,6 +219,7 @@ pub fn force_unlock(
     file.set_len(0).map_err(io_err)?;
     file.sync_all().map_err(io_err)?;
     let _ = file.unlock();
+    tracing::info!(lock = %path.display(), id = %holder.id, pid = holder.pid, "stale lock record removed");
     Ok((Unlock::Stale(holder), true))
 }
 
@@ -229,6 +237,7 @@ impl Drop for StateLock {
     fn drop(&mut self) {
         let _ = self.file.set_len(0);
         let _ = self.file.unlock();
+        tracing::info!(lock = %self.path.display(), "state lock released");
     }
 }
 

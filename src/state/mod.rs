@@ -19,9 +19,53 @@ use serde::{Deserialize, Serialize};
 use crate::config::TunnelKey;
 pub use lock::{force_unlock, parse_lock_timeout, LockError, LockHolder, StateLock, Unlock};
 pub use perms::{warn_if_world_writable, world_writable_warning};
-pub use store::{
-    backup_path, journal_path, load, load_for_write, parse, save, write_atomic, Journal, StateError,
-};
+pub use store::{backup_path, journal_path, parse, write_atomic, Journal, StateError};
+
+/// Reads the state, replaying any journal an interrupted apply left;
+/// `Ok(None)` when there is no state file yet. (Logs what it read.)
+pub fn load(path: &std::path::Path) -> Result<Option<State>, StateError> {
+    let state = store::load(path)?;
+    log_loaded(path, state.as_ref(), "state loaded");
+    Ok(state)
+}
+
+/// [`load`] for a writer holding the lock: a journal left by an
+/// interrupted apply is folded into the state file first.
+pub fn load_for_write(
+    path: &std::path::Path,
+    lock: &StateLock,
+) -> Result<Option<State>, StateError> {
+    let state = store::load_for_write(path, lock)?;
+    log_loaded(path, state.as_ref(), "state loaded for writing");
+    Ok(state)
+}
+
+/// Bumps the serial and writes the whole state durably, keeping the
+/// previous file as its backup.
+pub fn save(path: &std::path::Path, state: &mut State) -> Result<(), StateError> {
+    store::save(path, state)?;
+    tracing::info!(
+        path = %path.display(),
+        serial = state.serial,
+        tunnels = state.tunnels.len(),
+        "state written"
+    );
+    Ok(())
+}
+
+/// Metadata only: path, serial, lineage and counts, never a sealed PSK.
+fn log_loaded(path: &std::path::Path, state: Option<&State>, what: &str) {
+    match state {
+        Some(s) => tracing::info!(
+            path = %path.display(),
+            serial = s.serial,
+            lineage = %s.lineage,
+            tunnels = s.tunnels.len(),
+            "{what}"
+        ),
+        None => tracing::info!(path = %path.display(), "no state file yet"),
+    }
+}
 
 /// The newest state format this build reads and the one it writes.
 pub const STATE_VERSION: u64 = 1;
