@@ -8,7 +8,9 @@
 #   bench/run.sh --rate-tunnels 300
 #
 # For each latency, fleet size and generator: a fresh sandbox, then
-# `plan --offline`, `plan` and `apply --auto-approve --json`, each timed,
+# `plan --offline`, `plan --out FILE`, `apply FILE` (the saved plan), `plan
+# --offline` again; then a fresh sandbox and state for `apply
+# --auto-approve --json` (plan and apply in one), each timed,
 # with the API requests it made and 429s it got (the sandbox's counters),
 # its peak RSS (/usr/bin/time) and the bytes it wrote (wchar from
 # /proc/PID/io, minus its stdout/stderr: state, backup, journal and lock).
@@ -115,9 +117,16 @@ for lat in $latencies; do
       start_sandbox "$dir/psk.yaml" "$lat" none "$dir/counters.json"
       common=("$psk" -c "$dir/psk.yaml" --rate-limit 1000000/1s)
       measure "$dir/plan-offline" "$n" "$lat" "$gen" plan--offline "$dir/counters.json" -- "${common[@]}" plan --offline
-      measure "$dir/plan" "$n" "$lat" "$gen" plan "$dir/counters.json" -- "${common[@]}" plan --parallelism "$parallelism"
-      measure "$dir/apply" "$n" "$lat" "$gen" apply "$dir/counters.json" -- "${common[@]}" apply --auto-approve --json --parallelism "$parallelism"
+      # The reviewed flow: a saved plan (refresh and dry runs), applied as is.
+      measure "$dir/plan" "$n" "$lat" "$gen" plan "$dir/counters.json" -- "${common[@]}" plan --parallelism "$parallelism" --out "$dir/saved.plan"
+      measure "$dir/apply-saved" "$n" "$lat" "$gen" apply-saved-plan "$dir/counters.json" -- "${common[@]}" apply "$dir/saved.plan" --json --parallelism "$parallelism"
       measure "$dir/plan-offline-after" "$n" "$lat" "$gen" plan--offline-after-apply "$dir/counters.json" -- "${common[@]}" plan --offline
+      # `apply` alone, on a fresh edge and no state: plans (refresh and dry
+      # runs), then applies.
+      stop_sandbox
+      rm -f "$dir"/psk.state.json*
+      start_sandbox "$dir/psk.yaml" "$lat" none "$dir/counters.json"
+      measure "$dir/apply" "$n" "$lat" "$gen" apply "$dir/counters.json" -- "${common[@]}" apply --auto-approve --json --parallelism "$parallelism"
       if [[ $gen == cloudflare ]] && ((n <= baseline_max)); then
         measure "$dir/baseline" "$n" "$lat" bash-loop baseline "$dir/counters.json" -- \
           "$here/baseline.sh" "$CLOUDFLARE_BASE_URL" "$account" "$n" "$recipient" "$dir/baseline-sealed"
@@ -129,9 +138,9 @@ done
 
 echo
 echo "psk apply / baseline loop (same sandbox, same run):"
-awk -F'\t' 'NR > 1 && $4 == "apply" { a[$1 "\t" $2 "\t" $3] = $5 }
+awk -F'\t' 'NR > 1 && ($4 == "apply" || $4 == "apply-saved-plan") { a[$1 "\t" $2 "\t" $3 "\t" $4] = $5 }
   NR > 1 && $4 == "baseline" { b[$1 "\t" $2] = $5 }
   END { for (k in a) { split(k, p, "\t"); if ((p[1] "\t" p[2]) in b)
-    printf "  %s tunnels, %s ms, %s generator: apply %.2fs, loop %.2fs, loop/apply = %.1fx\n",
-      p[1], p[2], p[3], a[k], b[p[1] "\t" p[2]], b[p[1] "\t" p[2]] / a[k] } }' "$results" | sort -n -k1
+    printf "  %s tunnels, %s ms, %s generator, %s: %.2fs, loop %.2fs, loop/psk = %.1fx\n",
+      p[1], p[2], p[3], p[4], a[k], b[p[1] "\t" p[2]], b[p[1] "\t" p[2]] / a[k] } }' "$results" | sort -n -k1
 echo "results: $results"

@@ -159,6 +159,7 @@ fn no_command_prints_or_writes_a_secret() {
             &r,
             &[
                 "INFO psk::cli::context: psk.yaml loaded",
+                &format!("TRACE psk::cloudflare: HTTP request sent method=GET path=/accounts/{ACCOUNT}/magic/ipsec_tunnels attempt=1"),
                 &format!("DEBUG psk::cloudflare: HTTP request method=GET path=/accounts/{ACCOUNT}/magic/ipsec_tunnels status=200 attempt=1"),
                 &format!("INFO psk::cli::context: listed the account's IPsec tunnels account={ACCOUNT} tunnels=6"),
                 "psk_generate?validate_only=true status=200 attempt=1",

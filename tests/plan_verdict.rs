@@ -374,3 +374,60 @@ fn an_unapplied_bulk_dry_run_is_a_refusal() {
         "{run:?}"
     );
 }
+
+/// `psk apply` without a saved plan: its own dry run gives no verdict (a
+/// 503), it shows the warning and goes ahead, and the rotation's answer is
+/// sealed into the state.
+#[test]
+fn apply_goes_ahead_after_a_dry_run_with_no_verdict() {
+    let env = TestEnv::new(1);
+    let generated = Step::json(
+        200,
+        success(serde_json::json!({
+            "ipsec_tunnel_id": tunnel_id(0),
+            "psk": "scripted-psk-0123456789-abcdefghij",
+            "psk_metadata": {"last_generated_on": "2026-11-26T12:00:00Z"},
+        })),
+    );
+    let server = env.block_on(script::serve(vec![
+        list_answer(1),
+        Step::json(503, failure(1500, "Internal error")),
+        generated,
+    ]));
+    let apply = run_scripted(
+        &env,
+        &server,
+        &["apply", "--auto-approve", "--retries", "0"],
+    );
+    assert_eq!(apply.code, 0, "{apply:?}");
+    assert!(
+        apply
+            .stdout
+            .contains("NO VERDICT: the dry run itself failed"),
+        "{apply:?}"
+    );
+    assert!(
+        apply.stdout.contains("1 dry run gave no verdict"),
+        "{apply:?}"
+    );
+    assert!(
+        !apply.all().contains("scripted-psk-0123456789"),
+        "{apply:?}"
+    );
+    let heads: Vec<String> = server.requests().iter().map(|r| r.head.clone()).collect();
+    assert_eq!(heads.len(), 3, "{heads:?}");
+    assert!(
+        heads[1].contains("psk_generate?validate_only=true"),
+        "{heads:?}"
+    );
+    assert!(
+        heads[2].contains("psk_generate HTTP"),
+        "the real rotation: {heads:?}"
+    );
+    let (sealed, uncertain) = env.sealed();
+    assert!(uncertain.is_empty(), "{uncertain:?}");
+    assert_eq!(
+        sealed.get(&tunnel_id(0)).map(String::as_str),
+        Some("scripted-psk-0123456789-abcdefghij")
+    );
+}

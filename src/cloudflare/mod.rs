@@ -514,6 +514,8 @@ impl Client {
         loop {
             attempt += 1;
             self.limiter.acquire().await;
+            // At trace, a request that hangs shows as a start with no end.
+            tracing::trace!(%method, path = %path, attempt, "HTTP request sent");
             let started = std::time::Instant::now();
             let mut req = self.http.request(method.clone(), url);
             if let Some(b) = body {
