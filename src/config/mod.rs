@@ -627,8 +627,10 @@ impl Validator<'_> {
         let mut tunnels = Vec::new();
         let mut unresolved = Vec::new();
         let mut order = HashMap::new();
-        let mut by_name: HashMap<String, String> = HashMap::new();
-        let mut by_id: HashMap<TunnelKey, String> = HashMap::new();
+        // The entry that first used a name or an id; its key path is only
+        // spelled out for a duplicate.
+        let mut by_name: HashMap<String, usize> = HashMap::new();
+        let mut by_id: HashMap<TunnelKey, usize> = HashMap::new();
         let mut used_policies: HashMap<String, usize> = HashMap::new();
         for (index, e) in entries.iter().enumerate() {
             let t = e.raw;
@@ -641,15 +643,15 @@ impl Validator<'_> {
                     "a tunnel name must be non-empty printable text".into(),
                 );
                 ok = false;
-            } else if let Some(first) = by_name.get(&name) {
-                let line = self.line_of(first);
-                let first = first.clone();
+            } else if let Some(&first) = by_name.get(&name) {
+                let first = format!("{}.name", entries[first].path);
+                let line = self.line_of(&first);
                 self.push(
                     &at("name"),
                     format!("duplicate tunnel name `{name}` (first used at line {line}: {first})"),
                 );
             } else {
-                by_name.insert(name.clone(), at("name"));
+                by_name.insert(name.clone(), index);
             }
             let id = match t.id.as_deref() {
                 Some(raw_id) => {
@@ -736,16 +738,16 @@ impl Validator<'_> {
             match id {
                 Some(id) => {
                     let key = TunnelKey::new(&account, &id);
-                    if let Some(first) = by_id.get(&key) {
-                        let line = self.line_of(first);
-                        let first = first.clone();
+                    if let Some(&first) = by_id.get(&key) {
+                        let first = format!("{}.id", entries[first].path);
+                        let line = self.line_of(&first);
                         self.push(
                             &at("id"),
                             format!("duplicate tunnel id {id} in account {account} (first used at line {line}: {first})"),
                         );
                         continue;
                     }
-                    by_id.insert(key, at("id"));
+                    by_id.insert(key, index);
                     tunnels.push(Tunnel {
                         name,
                         id,
