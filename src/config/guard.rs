@@ -138,11 +138,6 @@ impl Sizer {
         }
     }
 
-    /// Whether the aliases expanded past the cap already.
-    pub(super) fn over(&self) -> bool {
-        self.over.is_some()
-    }
-
     /// The error at the node where the expansion passed the cap, if it did.
     /// A document that does not parse is reported by serde_yaml, located.
     pub(super) fn verdict(&self) -> Result<(), Diagnostic> {
