@@ -110,6 +110,7 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
             "generate": plan.count(ActionKind::Generate),
             "reseal": plan.count(ActionKind::Reseal),
             "forget": plan.count(ActionKind::Forget),
+            "no_verdict": plan.no_verdicts(),
             "applyable": !plan.has_refusals(),
         });
         writeln!(out, "{counts}")?;
@@ -142,10 +143,14 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
         stop: apply::Stop::default(),
     };
     watch_signals(options.stop.clone());
+    // Log lines (-v) on stderr would tear a progress bar apart: with
+    // logging on, progress is plain lines.
+    let logging =
+        tracing::level_filters::LevelFilter::current() != tracing::level_filters::LevelFilter::OFF;
     let mut progress = Progress::new(
         args.json,
         plan.actions.len(),
-        std::io::stderr().is_terminal() && std::io::stdout().is_terminal(),
+        std::io::stderr().is_terminal() && std::io::stdout().is_terminal() && !logging,
     );
     let mut state = state.unwrap_or_else(|| State::new(config.recipient_fingerprints()));
     let report = apply::apply(
