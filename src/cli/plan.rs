@@ -152,7 +152,13 @@ pub async fn run(global: &Global, args: PlanArgs) -> anyhow::Result<Status> {
         context::dry_run(&client, &config, &mut plan).await;
         plan
     };
-    let diff = render::diff::state_diff(state.as_ref(), &plan, &file_name(&state_path));
+    // Only markdown and a saved plan show the state diff; on a large fleet
+    // it costs more than the plan itself.
+    let diff = if args.format == Format::Markdown || args.out.is_some() {
+        render::diff::state_diff(state.as_ref(), &plan, &file_name(&state_path))
+    } else {
+        String::new()
+    };
     print(&plan, &diff, args.format, global.no_color)?;
 
     if let Some(out) = &args.out {

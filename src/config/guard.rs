@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::parser::Event;
 use yaml_rust2::scanner::Marker;
 
 use super::{Diagnostic, Position};
@@ -23,7 +23,18 @@ pub const MAX_FLOW_DEPTH: usize = 64;
 /// 10,000 tunnels is about 50,000.
 pub const MAX_EXPANDED_NODES: u64 = 1_000_000;
 
+/// Every check, the alias cap included: psk itself runs [`check_text`]
+/// and then [`super::scan`], which counts aliases in the pass it makes
+/// anyway.
+#[cfg(test)]
 pub fn check(text: &str) -> Result<(), Diagnostic> {
+    check_text(text)?;
+    super::scan::scan(text).map(|_| ())
+}
+
+/// The checks on the characters alone: a second document, control
+/// characters and deep flow nesting.
+pub fn check_text(text: &str) -> Result<(), Diagnostic> {
     single_document(text)?;
     let mut depth = 0usize;
     let mut quote: Option<char> = None;
@@ -73,75 +84,81 @@ pub fn check(text: &str) -> Result<(), Diagnostic> {
         }
         prev = c;
     }
-    alias_expansion(text)
+    Ok(())
 }
 
 /// Counts the nodes of the document as a loader would build it, each alias
 /// counting as the size of the node it names, without building anything.
-fn alias_expansion(text: &str) -> Result<(), Diagnostic> {
-    #[derive(Default)]
-    struct Sizer {
-        /// Open collections: their anchor id and node count so far.
-        open: Vec<(usize, u64)>,
-        sizes: HashMap<usize, u64>,
-        total: u64,
-        over: Option<Marker>,
-    }
-    impl Sizer {
-        fn add(&mut self, n: u64, mark: Marker) {
-            let slot = match self.open.last_mut() {
-                Some((_, count)) => count,
-                None => &mut self.total,
-            };
-            *slot = slot.saturating_add(n);
-            if *slot > MAX_EXPANDED_NODES && self.over.is_none() {
-                self.over = Some(mark);
-            }
+/// Fed the parser's events by [`super::scan`].
+#[derive(Default)]
+pub(super) struct Sizer {
+    /// Open collections: their anchor id and node count so far.
+    open: Vec<(usize, u64)>,
+    sizes: HashMap<usize, u64>,
+    total: u64,
+    over: Option<Marker>,
+}
+
+impl Sizer {
+    fn add(&mut self, n: u64, mark: Marker) {
+        let slot = match self.open.last_mut() {
+            Some((_, count)) => count,
+            None => &mut self.total,
+        };
+        *slot = slot.saturating_add(n);
+        if *slot > MAX_EXPANDED_NODES && self.over.is_none() {
+            self.over = Some(mark);
         }
     }
-    impl MarkedEventReceiver for Sizer {
-        fn on_event(&mut self, ev: Event, mark: Marker) {
-            match ev {
-                Event::Scalar(_, _, anchor, _) => {
+
+    pub(super) fn on_event(&mut self, ev: &Event, mark: Marker) {
+        match *ev {
+            Event::Scalar(_, _, anchor, _) => {
+                if anchor > 0 {
+                    self.sizes.insert(anchor, 1);
+                }
+                self.add(1, mark);
+            }
+            Event::Alias(id) => {
+                let n = self.sizes.get(&id).copied().unwrap_or(1);
+                self.add(n, mark);
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                self.open.push((anchor, 1));
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some((anchor, count)) = self.open.pop() {
                     if anchor > 0 {
-                        self.sizes.insert(anchor, 1);
+                        self.sizes.insert(anchor, count);
                     }
-                    self.add(1, mark);
+                    self.add(count, mark);
                 }
-                Event::Alias(id) => {
-                    let n = self.sizes.get(&id).copied().unwrap_or(1);
-                    self.add(n, mark);
-                }
-                Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
-                    self.open.push((anchor, 1));
-                }
-                Event::SequenceEnd | Event::MappingEnd => {
-                    if let Some((anchor, count)) = self.open.pop() {
-                        if anchor > 0 {
-                            self.sizes.insert(anchor, count);
-                        }
-                        self.add(count, mark);
-                    }
-                }
-                _ => {}
             }
+            _ => {}
         }
     }
-    let mut sizer = Sizer::default();
-    // A document that does not parse is reported by serde_yaml, located.
-    let _ = Parser::new_from_str(text).load(&mut sizer, false);
-    match sizer.over {
-        None => Ok(()),
-        Some(mark) => Err(Diagnostic {
-            position: Position {
-                line: mark.line(),
-                column: mark.col() + 1,
-            },
-            key: String::new(),
-            message: format!(
-                "aliases (`*name`) here expand the document past {MAX_EXPANDED_NODES} nodes; psk.yaml never needs that many, so write the values out or use fewer aliases"
-            ),
-        }),
+
+    /// Whether the aliases expanded past the cap already.
+    pub(super) fn over(&self) -> bool {
+        self.over.is_some()
+    }
+
+    /// The error at the node where the expansion passed the cap, if it did.
+    /// A document that does not parse is reported by serde_yaml, located.
+    pub(super) fn verdict(&self) -> Result<(), Diagnostic> {
+        match self.over {
+            None => Ok(()),
+            Some(mark) => Err(Diagnostic {
+                position: Position {
+                    line: mark.line(),
+                    column: mark.col() + 1,
+                },
+                key: String::new(),
+                message: format!(
+                    "aliases (`*name`) here expand the document past {MAX_EXPANDED_NODES} nodes; psk.yaml never needs that many, so write the values out or use fewer aliases"
+                ),
+            }),
+        }
     }
 }
 

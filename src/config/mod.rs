@@ -10,6 +10,7 @@
 mod guard;
 mod locate;
 mod raw;
+mod scan;
 pub mod schema;
 mod suggest;
 
@@ -212,16 +213,26 @@ impl Config {
             key: String::new(),
             message: message.to_string(),
         };
-        guard::check(text).map_err(|d| fail(vec![d]))?;
+        guard::check_text(text).map_err(|d| fail(vec![d]))?;
+        // One pass of yaml-rust2: the alias cap, key positions, the tree.
+        let scan::Scan {
+            locations: loc,
+            doc,
+        } = scan::scan(text).map_err(|d| fail(vec![d]))?;
         if text.trim().is_empty() {
             return Err(fail(vec![at_start(
                 "the file is empty; it needs at least `version: 1`, `recipients`, `policies` and `tunnels`",
             )]));
         }
-        // Syntax first: serde_yaml's messages and positions are good.
-        serde_yaml::from_str::<serde::de::IgnoredAny>(text)
-            .map_err(|e| fail(vec![serde_diagnostic(&e)]))?;
-        let loc = Locations::index(text);
+        // The model, read once. serde_yaml reads the whole document before
+        // building anything, so a document it reads is free of syntax
+        // errors; when it fails, the syntax is checked on its own first,
+        // because serde_yaml's messages and positions for those are good.
+        let raw = serde_yaml::from_str::<raw::RawConfig>(text);
+        if raw.is_err() {
+            serde_yaml::from_str::<serde::de::IgnoredAny>(text)
+                .map_err(|e| fail(vec![serde_diagnostic(&e)]))?;
+        }
         // Before anything builds a tree: loaders keep one of two equal keys.
         let duplicates: Vec<Diagnostic> = loc
             .duplicates()
@@ -237,7 +248,6 @@ impl Config {
         if !duplicates.is_empty() {
             return Err(fail(duplicates));
         }
-        let doc = schema::to_json(text);
         let structural = schema::check(&doc, &loc);
         if !structural.diagnostics.is_empty() {
             let mut all = structural.diagnostics.clone();
@@ -260,8 +270,7 @@ impl Config {
             }
             return Err(fail(all));
         }
-        let raw: raw::RawConfig =
-            serde_yaml::from_str(text).map_err(|e| fail(vec![serde_diagnostic(&e)]))?;
+        let raw = raw.map_err(|e| fail(vec![serde_diagnostic(&e)]))?;
         let mut v = Validator {
             loc: &loc,
             out: Vec::new(),
@@ -613,7 +622,7 @@ impl Validator<'_> {
                 });
             }
         }
-        entries.sort_by_key(|e| self.loc.get(&e.path));
+        entries.sort_by_cached_key(|e| self.loc.get(&e.path));
 
         let mut tunnels = Vec::new();
         let mut unresolved = Vec::new();

@@ -274,8 +274,9 @@ fn resolve<'a>(root: &'a Value, node: &'a Value) -> &'a Value {
     node
 }
 
-/// The YAML document as JSON for the validator. yaml-rust2 rather than
-/// serde_yaml reads it, because serde_yaml's values cannot hold an id made
+/// The YAML document as JSON for the validator (psk.yaml itself is
+/// converted by [`super::scan`], in the pass that also locates its keys).
+/// yaml-rust2 rather than serde_yaml reads it, because serde_yaml's values cannot hold an id made
 /// of 32 digits (too large for an integer). Keys that are not text (`1: x`)
 /// become their text.
 pub fn to_json(text: &str) -> Value {
@@ -285,7 +286,7 @@ pub fn to_json(text: &str) -> Value {
     }
 }
 
-fn yaml_to_json(v: &yaml_rust2::Yaml) -> Value {
+pub(super) fn yaml_to_json(v: &yaml_rust2::Yaml) -> Value {
     use yaml_rust2::Yaml as Y;
     match v {
         Y::Null | Y::BadValue | Y::Alias(_) => Value::Null,
