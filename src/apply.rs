@@ -312,6 +312,7 @@ pub async fn apply(
                         started: Utc::now(),
                     });
                     journal.stage(&action.key);
+                    tracing::debug!(tunnel = %action.name, "intent staged; rotation starts after the commit");
                     if let Some(s) = site {
                         busy_sites.insert(s.clone());
                     }
@@ -381,6 +382,7 @@ pub async fn apply(
                 }
             }
             _ = options.stop.wait(), if !stopping => {
+                tracing::info!(in_flight = tasks.len(), "stop requested; finishing the rotations in flight");
                 stopping = true;
                 on_event(Event::Stopping { in_flight: tasks.len() });
             }
@@ -412,6 +414,7 @@ pub async fn apply(
                     }
                 }
                 Ok(TaskResult::Rotation(_, Err(e))) => {
+                    tracing::debug!(tunnel = %action.name, outcome_unknown = e.outcome_unknown(), "rotation failed");
                     settle_failure(e, action, state, &mut journal)
                 }
                 Ok(TaskResult::Delivery(_, r, outcome)) => {
@@ -517,6 +520,7 @@ fn record_delivery(
     journal: &mut Journal,
     on_event: &mut impl FnMut(Event<'_>),
 ) -> Outcome {
+    tracing::debug!(tunnel = %action.name, ok = result.is_ok(), "delivery finished");
     on_event(Event::Delivered(
         action,
         result.as_ref().map(|_| ()).map_err(String::as_str),
@@ -607,6 +611,11 @@ impl<F: FnMut(Event<'_>)> LocalRun<'_, F> {
                     _ => round.push(idx),
                 }
             }
+            tracing::debug!(
+                tunnels = round.len(),
+                later = later.len(),
+                "local keys: one round, at most one tunnel per site"
+            );
             for (idx, outcome) in self.rotate(&round).await? {
                 let action = &self.plan.actions[idx];
                 if let (Outcome::Undelivered { .. }, Some(s)) = (&outcome, site_of.get(&action.key))
@@ -665,6 +674,7 @@ impl<F: FnMut(Event<'_>)> LocalRun<'_, F> {
         // Every pending key is durable before any is sent.
         self.journal.commit(self.state)?;
         for (account, batch) in by_account {
+            tracing::info!(%account, tunnels = batch.len(), "sending locally made keys in bulk");
             let entries: Vec<PskEntry> = batch.iter().map(|(_, e)| e.clone()).collect();
             let answer = self.client.set_psks(&account, &entries, false).await;
             drop(entries);

@@ -84,3 +84,31 @@ fn rate_limiter_waits_are_logged() {
         "{r:?}"
     );
 }
+
+/// Apply says how it made its changes durable: group commits at debug,
+/// the final fold at info; with logging on, progress is plain lines.
+#[test]
+fn apply_logs_its_commits_and_the_fold() {
+    let mut env = TestEnv::new(6);
+    env.start_sandbox();
+    let apply = env.run(&["-vv", "apply", "--auto-approve", "--parallelism", "3"]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    let commits: Vec<&str> = apply
+        .stderr
+        .lines()
+        .filter(|l| l.contains("psk::state::store: journal commit"))
+        .collect();
+    // Six intents and six PSKs, fewer lines than changes: the first turn
+    // alone commits three intents together.
+    assert!(!commits.is_empty() && commits.len() < 12, "{apply:?}");
+    assert!(commits[0].contains("changes=3"), "{}", commits[0]);
+    assert!(
+        apply
+            .stderr
+            .contains("psk::state::store: journal folded into the state")
+            && apply.stderr.contains("changes=12"),
+        "{apply:?}"
+    );
+    assert!(!apply.stdout.contains("psk::"), "{apply:?}");
+    env.assert_no_secrets(&apply.all());
+}

@@ -431,3 +431,34 @@ fn apply_goes_ahead_after_a_dry_run_with_no_verdict() {
         Some("scripted-psk-0123456789-abcdefghij")
     );
 }
+
+/// `apply --json` counts the dry runs that gave no verdict in its `plan`
+/// line, and says the plan is still applyable.
+#[test]
+fn apply_json_counts_no_verdicts() {
+    let env = TestEnv::new(1);
+    let server = env.block_on(script::serve(vec![
+        list_answer(1),
+        Step::json(503, failure(1500, "Internal error")),
+        Step::json(
+            200,
+            success(serde_json::json!({
+                "ipsec_tunnel_id": tunnel_id(0),
+                "psk": "scripted-psk-0123456789-abcdefghij",
+                "psk_metadata": {"last_generated_on": "2026-11-26T12:00:00Z"},
+            })),
+        ),
+    ]));
+    let apply = run_scripted(
+        &env,
+        &server,
+        &["apply", "--auto-approve", "--json", "--retries", "0"],
+    );
+    assert_eq!(apply.code, 0, "{apply:?}");
+    let first: serde_json::Value =
+        serde_json::from_str(apply.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(first["type"], "plan", "{first}");
+    assert_eq!(first["no_verdict"], 1, "{first}");
+    assert_eq!(first["applyable"], true, "{first}");
+    assert!(!apply.all().contains("scripted-psk-0123456789"));
+}

@@ -13,11 +13,10 @@ use super::progress::Progress;
 use super::Status;
 use crate::apply;
 use crate::planfile::{self, PlanFile};
-use crate::policy::Span;
 use crate::reconcile;
 use crate::reconcile::ActionKind;
 use crate::render;
-use crate::state::{State, StateLock};
+use crate::state::{parse_lock_timeout, State};
 use serde_json::json;
 
 /// Rotate each due PSK: generate it (at Cloudflare, or locally for
@@ -43,22 +42,17 @@ pub struct ApplyArgs {
     json: bool,
 
     /// How long to wait for another psk holding the state lock (e.g. 30s).
-    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
-    lock_timeout: Option<Span>,
-}
-
-fn parse_timeout(s: &str) -> Result<Span, String> {
-    s.parse::<Span>().map_err(|e| e.to_string())
+    #[arg(long, value_name = "DURATION", value_parser = parse_lock_timeout)]
+    lock_timeout: Option<std::time::Duration>,
 }
 
 pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
     let config = global.load_config()?;
-    let state_path = global.state_path(&config);
-    let timeout = args.lock_timeout.map_or(std::time::Duration::ZERO, |s| {
-        std::time::Duration::from_secs(s.seconds() as u64)
-    });
-    let lock = StateLock::acquire(&state_path, "apply", timeout)?;
-    let state = crate::state::load_for_write(&state_path, &lock)?;
+    let super::context::Writable {
+        path: state_path,
+        lock: _lock,
+        state,
+    } = global.lock_state(&config, "apply", args.lock_timeout)?;
 
     let from_file = args.plan_file.is_some();
     if from_file && (!args.selection.is_empty()) {
@@ -110,6 +104,7 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
             "generate": plan.count(ActionKind::Generate),
             "reseal": plan.count(ActionKind::Reseal),
             "forget": plan.count(ActionKind::Forget),
+            "no_verdict": plan.no_verdicts(),
             "applyable": !plan.has_refusals(),
         });
         writeln!(out, "{counts}")?;
@@ -142,10 +137,14 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
         stop: apply::Stop::default(),
     };
     watch_signals(options.stop.clone());
+    // Log lines (-v) on stderr would tear a progress bar apart: with
+    // logging on, progress is plain lines.
+    let logging =
+        tracing::level_filters::LevelFilter::current() != tracing::level_filters::LevelFilter::OFF;
     let mut progress = Progress::new(
         args.json,
         plan.actions.len(),
-        std::io::stderr().is_terminal() && std::io::stdout().is_terminal(),
+        std::io::stderr().is_terminal() && std::io::stdout().is_terminal() && !logging,
     );
     let mut state = state.unwrap_or_else(|| State::new(config.recipient_fingerprints()));
     let report = apply::apply(

@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::policy::Generator;
 use crate::reconcile::{DryRun, Plan, Remote};
 use crate::sandbox::{self, Running, Sandbox, SandboxOptions};
-use crate::state::{self, State};
+use crate::state::{self, State, StateLock};
 
 /// Options every command takes.
 #[derive(Debug)]
@@ -94,6 +94,21 @@ impl Global {
         self.state
             .clone()
             .unwrap_or_else(|| config.state_path.clone())
+    }
+
+    /// Takes the state lock for `operation` (waiting up to `timeout` for
+    /// another psk), then loads the state for writing: any journal an
+    /// interrupted apply left is folded in first.
+    pub fn lock_state(
+        &self,
+        config: &Config,
+        operation: &str,
+        timeout: Option<std::time::Duration>,
+    ) -> anyhow::Result<Writable> {
+        let path = self.state_path(config);
+        let lock = StateLock::acquire(&path, operation, timeout.unwrap_or_default())?;
+        let state = state::load_for_write(&path, &lock)?;
+        Ok(Writable { path, lock, state })
     }
 
     /// A client for Cloudflare, or for an in-process sandbox under
@@ -364,4 +379,26 @@ pub fn parse_at(s: &str) -> Result<DateTime<Utc>, String> {
     Err(format!(
         "`{s}` is not a time; use RFC 3339 like 2027-01-31T00:00:00Z, or a date like 2027-01-31"
     ))
+}
+
+/// The state as a writer holds it: locked until this is dropped.
+pub struct Writable {
+    pub path: PathBuf,
+    pub lock: StateLock,
+    /// `None` when there is no state file yet.
+    pub state: Option<State>,
+}
+
+impl Writable {
+    /// The state, for commands that need one to exist: `otherwise` says
+    /// what to do instead (e.g. "run `psk apply` first").
+    pub fn existing(self, otherwise: &str) -> anyhow::Result<(PathBuf, StateLock, State)> {
+        match self.state {
+            Some(state) => Ok((self.path, self.lock, state)),
+            None => bail!(
+                "there is no state file at {}; {otherwise}",
+                self.path.display()
+            ),
+        }
+    }
 }

@@ -11,7 +11,7 @@ use clap::Args;
 use super::context::Global;
 use super::Status;
 use crate::seal;
-use crate::state::{self, parse_lock_timeout, Delivery, StateLock};
+use crate::state::{self, parse_lock_timeout, Delivery};
 
 /// Run the policy's `deliver` command again for tunnels whose last
 /// delivery failed (or for the NAMEs given), handing each its sealed PSK.
@@ -33,18 +33,10 @@ pub struct DeliverArgs {
 
 pub async fn run(global: &Global, args: DeliverArgs) -> anyhow::Result<Status> {
     let config = global.load_config()?;
-    let state_path = global.state_path(&config);
-    let lock = StateLock::acquire(
-        &state_path,
-        "deliver",
-        args.lock_timeout.unwrap_or(Duration::ZERO),
-    )?;
-    let mut state = state::load_for_write(&state_path, &lock)?.ok_or_else(|| {
-        anyhow!(
-            "there is no state file at {}; run `psk apply` first",
-            state_path.display()
-        )
-    })?;
+    // Held until the end: the state is ours to write.
+    let (state_path, _lock, mut state) = global
+        .lock_state(&config, "deliver", args.lock_timeout)?
+        .existing("run `psk apply` first")?;
 
     let mut todo = Vec::new();
     if args.names.is_empty() {

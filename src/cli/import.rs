@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 use super::context::Global;
 use super::Status;
 use crate::seal::{self, Psk};
-use crate::state::{self, format_time, parse_lock_timeout, State, StateLock};
+use crate::state::{self, format_time, parse_lock_timeout, State};
 
 /// Adopt a tunnel whose current PSK you know, so a fleet need not be
 /// rotated on day one. The PSK is read from stdin (never from an argument,
@@ -63,7 +63,6 @@ fn read_psk() -> anyhow::Result<Psk> {
 
 pub async fn run(global: &Global, args: ImportArgs) -> anyhow::Result<Status> {
     let config = global.load_config()?;
-    let state_path = global.state_path(&config);
     let tunnel = config.tunnel_by_name(&args.name).ok_or_else(|| {
         anyhow!(
             "no tunnel named `{}` in {}; add it there first",
@@ -73,12 +72,11 @@ pub async fn run(global: &Global, args: ImportArgs) -> anyhow::Result<Status> {
     })?;
     let key = tunnel.key();
     let psk = read_psk()?;
-    let lock = StateLock::acquire(
-        &state_path,
-        "import",
-        args.lock_timeout.unwrap_or(Duration::ZERO),
-    )?;
-    let state = state::load_for_write(&state_path, &lock)?;
+    let super::context::Writable {
+        path: state_path,
+        lock,
+        state,
+    } = global.lock_state(&config, "import", args.lock_timeout)?;
     if let Some(rec) = state.as_ref().and_then(|s| s.get(&key)) {
         if rec.psk.is_some() && !args.force {
             bail!(

@@ -4,14 +4,14 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::{bail, Context as _};
 use clap::Args;
 
 use super::context::Global;
 use super::show::identities;
 use super::Status;
 use crate::seal;
-use crate::state::{self, parse_lock_timeout, StateLock};
+use crate::state::{self, parse_lock_timeout};
 
 /// Re-encrypt every sealed PSK in the state to the recipients psk.yaml
 /// lists now, after someone joined or left. Needs an identity that opens
@@ -30,18 +30,9 @@ pub struct ResealArgs {
 
 pub fn run(global: &Global, args: ResealArgs) -> anyhow::Result<Status> {
     let config = global.load_config()?;
-    let state_path = global.state_path(&config);
-    let lock = StateLock::acquire(
-        &state_path,
-        "reseal",
-        args.lock_timeout.unwrap_or(Duration::ZERO),
-    )?;
-    let mut state = state::load_for_write(&state_path, &lock)?.ok_or_else(|| {
-        anyhow!(
-            "there is no state file at {}; nothing is sealed yet",
-            state_path.display()
-        )
-    })?;
+    let (state_path, lock, mut state) = global
+        .lock_state(&config, "reseal", args.lock_timeout)?
+        .existing("nothing is sealed yet")?;
     let wanted = config.recipient_fingerprints();
     let mut current = state.recipients.clone();
     current.sort();

@@ -61,6 +61,27 @@ impl ValidateOnly {
     }
 }
 
+/// What both writes check first, in the API's order: credentials, a body of
+/// the expected shape (`shape` says which, in the error), `validate_only`.
+fn opening<T: serde::de::DeserializeOwned>(
+    s: &Sandbox,
+    headers: &HeaderMap,
+    account_id: &str,
+    body: &[u8],
+    q: &ValidateOnly,
+    shape: &str,
+) -> Result<(T, bool), Box<Response>> {
+    authorized(s, headers, account_id)?;
+    let parsed = serde_json::from_slice::<T>(body).map_err(|_| {
+        Box::new(failure(
+            StatusCode::BAD_REQUEST,
+            1001,
+            &format!("Invalid request body: {shape}"),
+        ))
+    })?;
+    Ok((parsed, q.get()?))
+}
+
 /// Like Cloudflare: a bearer token, or an email and key pair; and an
 /// account this token may use (the sandbox's accounts are those of its
 /// tunnels).
@@ -154,18 +175,15 @@ async fn generate(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorized(&s, &headers, &account_id) {
-        return *r;
-    }
     // The schema requires a JSON request body, even if it is only `{}`.
-    if serde_json::from_slice::<Value>(&body).is_err() {
-        return failure(
-            StatusCode::BAD_REQUEST,
-            1001,
-            "Invalid request body: a JSON body is required",
-        );
-    }
-    let validate_only = match q.get() {
+    let (_, validate_only) = match opening::<Value>(
+        &s,
+        &headers,
+        &account_id,
+        &body,
+        &q,
+        "a JSON body is required",
+    ) {
         Ok(v) => v,
         Err(r) => return *r,
     };
@@ -227,17 +245,14 @@ async fn bulk_set(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorized(&s, &headers, &account_id) {
-        return *r;
-    }
-    let Ok(body) = serde_json::from_slice::<BulkBody>(&body) else {
-        return failure(
-            StatusCode::BAD_REQUEST,
-            1001,
-            "Invalid request body: expected {\"psks\": [{\"id\", \"psk\"}]}",
-        );
-    };
-    let validate_only = match q.get() {
+    let (body, validate_only) = match opening::<BulkBody>(
+        &s,
+        &headers,
+        &account_id,
+        &body,
+        &q,
+        "expected {\"psks\": [{\"id\", \"psk\"}]}",
+    ) {
         Ok(v) => v,
         Err(r) => return *r,
     };

@@ -279,7 +279,14 @@ fn replay(path: &Path, state: &mut State) -> Result<usize, StateError> {
     let base = state.serial;
     match entries.first() {
         Some(e) if e.lineage == state.lineage && e.base_serial == base => {}
-        _ => return Ok(0),
+        Some(_) => {
+            tracing::info!(journal = %jpath.display(), "journal already folded into the state; ignored");
+            return Ok(0);
+        }
+        None => return Ok(0),
+    }
+    if !tail_empty || entries.len() < complete {
+        tracing::info!(journal = %jpath.display(), "journal's last commit was cut short by a crash; ignored");
     }
     let n = entries.len();
     for (i, e) in entries.into_iter().enumerate() {
@@ -303,6 +310,7 @@ fn replay(path: &Path, state: &mut State) -> Result<usize, StateError> {
             }
         }
     }
+    tracing::info!(journal = %jpath.display(), commits = n, serial = state.serial, "journal of an interrupted apply replayed");
     Ok(n)
 }
 
@@ -469,6 +477,7 @@ impl Journal {
             // state that is merely formatted differently (edited by hand)
             // is left as it is: a refused apply must not touch the file.
             Some(b) if journal_path(path).exists() => {
+                tracing::info!(state = %path.display(), "folding the journal an interrupted apply left");
                 if b != state.to_bytes() {
                     bytes_written += write_whole(path, state)?;
                 } else {
@@ -530,9 +539,17 @@ impl Journal {
             self.file = Some(f);
         }
         let f = self.file.as_mut().expect("opened above");
+        let started = std::time::Instant::now();
         f.write_all(&line)
             .and_then(|_| f.sync_data())
             .map_err(werr)?;
+        tracing::debug!(
+            serial = state.serial,
+            changes = self.staged.len(),
+            bytes = line.len(),
+            fsync_ms = started.elapsed().as_millis() as u64,
+            "journal commit"
+        );
         self.records += self.staged.len() as u64;
         self.commits += 1;
         self.staged.clear();
@@ -555,6 +572,14 @@ impl Journal {
         self.file = None;
         if self.records > 0 {
             self.bytes_written += write_whole(&self.path, state)?;
+            tracing::info!(
+                state = %self.path.display(),
+                serial = state.serial,
+                commits = self.commits,
+                changes = self.records,
+                bytes = self.bytes_written,
+                "journal folded into the state"
+            );
         }
         Ok(self.bytes_written)
     }
