@@ -235,6 +235,9 @@ pub async fn apply(
     // of its tunnels rotates now, so the rest of the site waits.
     let mut blocked_sites: HashMap<String, String> = HashMap::new();
     let parallelism = options.parallelism.max(1);
+    // New keys are sealed to psk.yaml's recipients; a record says so when
+    // the state's header (not yet re-sealed) names others.
+    let sealed_to = state.sealed_to_for(&config.recipient_fingerprints());
 
     // Keys psk makes itself go out first, in bulk: one request per chunk.
     let (local, mut waiting): (Vec<usize>, Vec<usize>) = (0..plan.actions.len()).partition(|i| {
@@ -248,6 +251,7 @@ pub async fn apply(
         journal: &mut journal,
         client,
         parallelism,
+        sealed_to: &sealed_to,
         on_event: &mut on_event,
     };
     local_run
@@ -397,7 +401,7 @@ pub async fn apply(
             let outcome = match result {
                 Ok(TaskResult::Rotation(_, Ok(generated))) => {
                     let (outcome, psk) =
-                        record_generated(config, action, generated, state, &mut journal);
+                        record_generated(config, action, generated, &sealed_to, state, &mut journal);
                     match (psk, deliver_of(config, &action.key)) {
                         // The site stays busy until the router has it.
                         (Some(psk), Some((how, tunnel))) => {
@@ -474,6 +478,7 @@ fn record_generated(
     config: &Config,
     action: &Action,
     generated: crate::cloudflare::Generated,
+    sealed_to: &Option<Vec<String>>,
     state: &mut State,
     journal: &mut Journal,
 ) -> (Outcome, Option<Psk>) {
@@ -492,6 +497,7 @@ fn record_generated(
     let last_rotated = generated.last_generated_on.unwrap_or_else(Utc::now);
     let rec = state.entry(key, &action.name);
     rec.psk = Some(sealed);
+    rec.sealed_to = sealed_to.clone();
     rec.last_rotated = Some(last_rotated);
     rec.intent = None;
     rec.delivery = None;
@@ -579,6 +585,7 @@ struct LocalRun<'a, F> {
     journal: &'a mut Journal,
     client: &'a Client,
     parallelism: usize,
+    sealed_to: &'a Option<Vec<String>>,
     on_event: &'a mut F,
 }
 
@@ -656,9 +663,11 @@ impl<F: FnMut(Event<'_>)> LocalRun<'_, F> {
                     continue;
                 }
             };
-            self.state
-                .entry(&action.key, &action.name)
-                .stage_pending(sealed, Utc::now());
+            self.state.entry(&action.key, &action.name).stage_pending(
+                sealed,
+                self.sealed_to.clone(),
+                Utc::now(),
+            );
             self.journal.stage(&action.key);
             by_account
                 .entry(action.key.account_id.clone())

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::cloudflare::RemoteTunnel;
 use crate::config::{Config, TunnelKey};
 use crate::policy::Span;
-use crate::state::State;
+use crate::state::{canonical, State};
 
 /// What Cloudflare reported, per tunnel. `None` in [`reconcile`] means the
 /// plan is offline and Cloudflare was not asked.
@@ -547,11 +547,35 @@ pub fn reconcile_with(
     upcoming.sort_by(|a, b| a.due.cmp(&b.due).then_with(|| a.name.cmp(&b.name)));
 
     if let Some(state) = state {
+        // Each sealed key (and pending key) against psk.yaml's recipients:
+        // keys an apply sealed after they changed are already right.
         let desired_fps = desired.recipient_fingerprints();
-        let mut sealed_to = state.recipients.clone();
-        sealed_to.sort();
-        sealed_to.dedup();
-        if sealed_to != desired_fps {
+        let mut header: Option<Vec<String>> = None;
+        for tunnel in &tunnels {
+            let key = tunnel.key();
+            let Some(rec) = state.get(&key) else {
+                continue;
+            };
+            // `None` inside: sealed to the state's own list.
+            let psk = rec.psk.as_ref().map(|_| rec.sealed_to.as_deref());
+            let pending = rec.pending.as_ref().map(|p| p.sealed_to.as_deref());
+            let lists = psk.into_iter().chain(pending);
+            let mut stale = None;
+            for list in lists {
+                let list = match list {
+                    Some(l) => canonical(l),
+                    None => header
+                        .get_or_insert_with(|| canonical(&state.recipients))
+                        .clone(),
+                };
+                if list != desired_fps {
+                    stale = Some(list);
+                    break;
+                }
+            }
+            let Some(sealed_to) = stale else {
+                continue;
+            };
             let added: Vec<String> = desired_fps
                 .iter()
                 .filter(|f| !sealed_to.contains(f))
@@ -562,14 +586,7 @@ pub fn reconcile_with(
                 .filter(|f| !desired_fps.contains(f))
                 .cloned()
                 .collect();
-            for tunnel in &tunnels {
-                let key = tunnel.key();
-                let Some(rec) = state
-                    .get(&key)
-                    .filter(|r| r.psk.is_some() || r.pending.is_some())
-                else {
-                    continue;
-                };
+            {
                 actions.push(Action {
                     name: tunnel.name.clone(),
                     key,
@@ -833,8 +850,11 @@ tunnels:
     fn a_pending_key_is_sent_again_whatever_else_is_due() {
         let mut s = state_with("a", A, "2026-01-01T00:00:00Z");
         let generated = t("2026-11-10T00:00:00Z");
-        s.entry(&TunnelKey::new(ACCOUNT, A), "a")
-            .stage_pending("sealed-new".into(), generated);
+        s.entry(&TunnelKey::new(ACCOUNT, A), "a").stage_pending(
+            "sealed-new".into(),
+            None,
+            generated,
+        );
         let mut remote = Remote::default();
         remote.tunnels.insert(
             TunnelKey::new(ACCOUNT, A),
@@ -861,7 +881,7 @@ tunnels:
         // A first key that is still pending.
         let mut s = State::new(vec![]);
         s.entry(&TunnelKey::new(ACCOUNT, B), "b")
-            .stage_pending("sealed".into(), generated);
+            .stage_pending("sealed".into(), None, generated);
         let plan = reconcile(&config(), Some(&s), None, t("2026-11-20T00:00:00Z"));
         let b = plan.actions.iter().find(|x| x.name == "b").unwrap();
         assert_eq!(b.kind, ActionKind::Generate);
@@ -895,6 +915,17 @@ tunnels:
             text.contains(&format!("added {}", config().recipient_fingerprints()[0])),
             "{text}"
         );
+
+        // A key an apply sealed after the change names its recipients.
+        let rec = s.tunnels.values_mut().next().unwrap();
+        rec.sealed_to = Some(config().recipient_fingerprints());
+        let plan = reconcile(&config(), Some(&s), None, now);
+        assert_eq!(plan.count(ActionKind::Reseal), 0, "already sealed right");
+        // Its pending key, sealed to the header's old list, is not.
+        let rec = s.tunnels.values_mut().next().unwrap();
+        rec.stage_pending("sealed-new".into(), None, now);
+        let plan = reconcile(&config(), Some(&s), None, now);
+        assert_eq!(plan.count(ActionKind::Reseal), 1);
     }
 
     #[test]

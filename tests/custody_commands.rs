@@ -191,6 +191,80 @@ fn reseal_follows_a_change_of_recipients_without_calling_the_api() {
     assert_eq!(env.ledger().values().map(Vec::len).sum::<usize>(), 2);
 }
 
+/// A key rotated after psk.yaml's recipients changed is sealed to the new
+/// ones and says so in its record: plan no longer asks to re-seal it,
+/// `psk reseal` opens only the others, and once every key is sealed to the
+/// new list the state says it once, in its header (format version 1 again).
+#[test]
+fn keys_rotated_after_a_recipient_change_need_no_reseal() {
+    let env = applied(3);
+    let (new_id, new_recipient) = new_identity(&env, "new.txt");
+    let text = config_text(&env.recipient, 3, "90d").replace(
+        &format!("  - {}\n", env.recipient),
+        &format!("  - {}\n  - {new_recipient}\n", env.recipient),
+    );
+    env.write_config(&text);
+    let plan = env.run(&["plan", "--offline"]);
+    assert!(plan.stdout.contains("3 to reseal"), "{plan:?}");
+
+    let apply = env.run(&["apply", "--auto-approve", "--replace", "tunnel-01"]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    let state = env.state_json();
+    assert_eq!(state["version"], 2, "a record names its own recipients");
+    let records: Vec<&serde_json::Value> = state["tunnels"].as_object().unwrap().values().collect();
+    let with_own: Vec<&str> = records
+        .iter()
+        .filter(|r| r["sealed_to"].is_array())
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(with_own, vec!["tunnel-01"]);
+    // The new recipient opens the rotated key already.
+    let show = env.run(&["show", "tunnel-01", "-i", new_id.to_str().unwrap()]);
+    assert_eq!(show.stdout, format!("{}\n", issued(&env, 1)), "{show:?}");
+    let plan = env.run(&["plan", "--offline"]);
+    assert!(plan.stdout.contains("2 to reseal"), "{plan:?}");
+    assert!(!plan.stdout.contains("reseal \"tunnel-01\""), "{plan:?}");
+
+    // Only the two stale keys are opened: the old identity suffices.
+    let run = env.run(&["reseal", "-i", env.identity.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("Re-sealed 2 PSKs"), "{run:?}");
+    let state = env.state_json();
+    assert_eq!(state["version"], 1);
+    assert!(!String::from_utf8(read(&env.state_path()))
+        .unwrap()
+        .contains("sealed_to"));
+    for i in 0..3 {
+        let name = format!("tunnel-{i:02}");
+        let show = env.run(&["show", &name, "-i", new_id.to_str().unwrap()]);
+        assert_eq!(show.stdout, format!("{}\n", issued(&env, i)), "{show:?}");
+    }
+    let plan = env.run(&["plan", "--offline", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+
+    // Back to one recipient, then every key rotated: apply alone brings the
+    // header along, and there is nothing left to re-seal.
+    env.write_config(&config_text(&new_recipient, 3, "90d"));
+    let apply = env.run(&[
+        "apply",
+        "--auto-approve",
+        "--replace",
+        "tunnel-00",
+        "--replace",
+        "tunnel-01",
+        "--replace",
+        "tunnel-02",
+    ]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    let state = env.state_json();
+    assert_eq!(state["version"], 1, "{state}");
+    assert_eq!(state["recipients"].as_array().unwrap().len(), 1);
+    let plan = env.run(&["plan", "--offline", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    let again = env.run(&["reseal", "-i", new_id.to_str().unwrap()]);
+    assert!(again.stdout.contains("Nothing to do"), "{again:?}");
+}
+
 #[test]
 fn import_adopts_a_known_psk_from_stdin() {
     let env = applied(2);

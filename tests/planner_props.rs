@@ -217,6 +217,7 @@ fn world(f: &Fleet) -> World {
                 rec.pending = Some(Pending {
                     generated: now - TimeDelta::hours(2),
                     psk: format!("pending-{i}"),
+                    sealed_to: None,
                 });
             }
         }

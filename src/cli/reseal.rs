@@ -34,11 +34,19 @@ pub fn run(global: &Global, args: ResealArgs) -> anyhow::Result<Status> {
         .lock_state(&config, "reseal", args.lock_timeout)?
         .existing("nothing is sealed yet")?;
     let wanted = config.recipient_fingerprints();
-    let mut current = state.recipients.clone();
-    current.sort();
-    current.dedup();
+    // Keys an apply sealed after psk.yaml's recipients changed are already
+    // right; only the others need opening.
+    let stale =
+        |list: Option<&Vec<String>>| state::canonical(list.unwrap_or(&state.recipients)) != wanted;
     let mut out = std::io::stdout().lock();
-    if current == wanted {
+    let any_stale = state.tunnels.values().any(|rec| {
+        (rec.psk.is_some() && stale(rec.sealed_to.as_ref()))
+            || rec
+                .pending
+                .as_ref()
+                .is_some_and(|p| stale(p.sealed_to.as_ref()))
+    });
+    if !any_stale && state::canonical(&state.recipients) == wanted {
         writeln!(
             out,
             "The state is already sealed to the {} recipient{} in {}. Nothing to do.",
@@ -55,11 +63,17 @@ pub fn run(global: &Global, args: ResealArgs) -> anyhow::Result<Status> {
     let mut failures = Vec::new();
     for (k, rec) in &state.tunnels {
         let sealed = [
-            ("psk", rec.psk.as_deref()),
-            ("pending", rec.pending.as_ref().map(|p| p.psk.as_str())),
+            ("psk", rec.psk.as_deref(), rec.sealed_to.as_ref()),
+            (
+                "pending",
+                rec.pending.as_ref().map(|p| p.psk.as_str()),
+                rec.pending.as_ref().and_then(|p| p.sealed_to.as_ref()),
+            ),
         ];
-        for (which, sealed) in sealed {
-            let Some(sealed) = sealed else { continue };
+        for (which, sealed, sealed_to) in sealed {
+            let Some(sealed) = sealed.filter(|_| stale(sealed_to)) else {
+                continue;
+            };
             match seal::open(sealed, &ids) {
                 Ok(psk) => opened.push((k.clone(), which, psk)),
                 Err(e) => failures.push(format!("  {} ({which}): {e}", rec.name)),
@@ -85,7 +99,14 @@ pub fn run(global: &Global, args: ResealArgs) -> anyhow::Result<Status> {
             _ => rec.pending.as_mut().expect("opened from this state").psk = sealed,
         }
     }
+    // Every key is now sealed to `wanted`: say it once, in the header.
     state.recipients = wanted.clone();
+    for rec in state.tunnels.values_mut() {
+        rec.sealed_to = None;
+        if let Some(p) = rec.pending.as_mut() {
+            p.sealed_to = None;
+        }
+    }
     state::save(&state_path, &mut state)?;
     drop(lock);
     writeln!(

@@ -67,15 +67,25 @@ fn log_loaded(path: &std::path::Path, state: Option<&State>, what: &str) {
     }
 }
 
-/// The newest state format this build reads and the one it writes.
-pub const STATE_VERSION: u64 = 1;
+/// The newest state format this build reads.
+///
+/// Version 2 adds `sealed_to` to a tunnel record (and its pending key): the
+/// recipients it is sealed to when they are not the state's `recipients`.
+/// A state is written as version 2 only while some record has one, so a
+/// psk of version 1 keeps reading every other state, and refuses (rather
+/// than misreads) one it would not understand.
+pub const STATE_VERSION: u64 = 2;
+
+/// The version written when no record needs version 2.
+pub const BASE_STATE_VERSION: u64 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct State {
     /// Random id fixed when the state is created; a saved plan is bound to it.
     pub lineage: String,
-    /// Fingerprints of the recipients every sealed PSK is encrypted to.
+    /// Fingerprints of the recipients every sealed PSK is encrypted to,
+    /// except those whose record names others in `sealed_to`.
     pub recipients: Vec<String>,
     /// Bumped on every write.
     pub serial: u64,
@@ -108,6 +118,11 @@ pub struct TunnelState {
     /// The PSK as an ASCII-armored age message to every recipient.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub psk: Option<String>,
+    /// Fingerprints of the recipients `psk` is sealed to, when they are not
+    /// the state's `recipients`: a key sealed after psk.yaml's recipients
+    /// changed and before `psk reseal` caught the rest up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_to: Option<Vec<String>>,
     pub tunnel_id: String,
 }
 
@@ -124,6 +139,9 @@ pub struct Pending {
     pub generated: DateTime<Utc>,
     /// The new PSK as an ASCII-armored age message to every recipient.
     pub psk: String,
+    /// As [`TunnelState::sealed_to`], for the pending key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_to: Option<Vec<String>>,
 }
 
 /// The outcome of a policy's `deliver` command for the sealed PSK.
@@ -158,7 +176,7 @@ impl State {
             recipients,
             serial: 0,
             tunnels: BTreeMap::new(),
-            version: STATE_VERSION,
+            version: BASE_STATE_VERSION,
         }
     }
 
@@ -179,6 +197,7 @@ impl State {
                 name: name.to_string(),
                 pending: None,
                 psk: None,
+                sealed_to: None,
                 tunnel_id: key.tunnel_id.clone(),
             });
         rec.name = name.to_string();
@@ -189,12 +208,89 @@ impl State {
         self.tunnels.values().find(|t| t.name == name)
     }
 
-    /// Canonical bytes: pretty JSON, keys sorted, trailing newline.
+    /// Canonical bytes: pretty JSON, keys sorted, trailing newline; the
+    /// lowest version that can hold this state.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = serde_json::to_vec_pretty(self).expect("state serializes");
-        out.push(b'\n');
-        out
+        #[derive(Serialize)]
+        struct Out<'a> {
+            lineage: &'a str,
+            recipients: &'a [String],
+            serial: u64,
+            tunnels: &'a BTreeMap<String, TunnelState>,
+            version: u64,
+        }
+        let out = Out {
+            lineage: &self.lineage,
+            recipients: &self.recipients,
+            serial: self.serial,
+            tunnels: &self.tunnels,
+            version: self.needed_version(),
+        };
+        let mut bytes = serde_json::to_vec_pretty(&out).expect("state serializes");
+        bytes.push(b'\n');
+        bytes
     }
+
+    fn needed_version(&self) -> u64 {
+        let per_tunnel = self.tunnels.values().any(|t| {
+            t.sealed_to.is_some() || t.pending.as_ref().is_some_and(|p| p.sealed_to.is_some())
+        });
+        if per_tunnel {
+            STATE_VERSION
+        } else {
+            BASE_STATE_VERSION
+        }
+    }
+
+    /// What a record's `sealed_to` should say for a key sealed to
+    /// `fingerprints` now: nothing when that is the state's own list.
+    pub fn sealed_to_for(&self, fingerprints: &[String]) -> Option<Vec<String>> {
+        (canonical(&self.recipients) != canonical(fingerprints)).then(|| canonical(fingerprints))
+    }
+
+    /// The recipients the `psk` of `rec` is sealed to.
+    pub fn psk_sealed_to<'a>(&'a self, rec: &'a TunnelState) -> &'a [String] {
+        rec.sealed_to.as_deref().unwrap_or(&self.recipients)
+    }
+
+    /// The recipients the pending key of `rec` is sealed to.
+    pub fn pending_sealed_to<'a>(&'a self, pending: &'a Pending) -> &'a [String] {
+        pending.sealed_to.as_deref().unwrap_or(&self.recipients)
+    }
+
+    /// When every sealed key names the same recipients in `sealed_to`
+    /// (an apply rotated them all after psk.yaml's recipients changed),
+    /// that list becomes the state's and the per-record lists go, so the
+    /// file stays small and readable by a psk of version 1.
+    pub fn compact_recipients(&mut self) {
+        let mut lists = self.tunnels.values().flat_map(|t| {
+            let psk = t.psk.as_ref().map(|_| t.sealed_to.as_deref());
+            let pending = t.pending.as_ref().map(|p| p.sealed_to.as_deref());
+            psk.into_iter().chain(pending)
+        });
+        let Some(Some(first)) = lists.next() else {
+            return;
+        };
+        let first = first.to_vec();
+        if !lists.all(|l| l == Some(first.as_slice())) {
+            return;
+        }
+        self.recipients = first;
+        for t in self.tunnels.values_mut() {
+            t.sealed_to = None;
+            if let Some(p) = t.pending.as_mut() {
+                p.sealed_to = None;
+            }
+        }
+    }
+}
+
+/// Sorted and without repeats, so lists compare as sets.
+pub fn canonical(fingerprints: &[String]) -> Vec<String> {
+    let mut v = fingerprints.to_vec();
+    v.sort();
+    v.dedup();
+    v
 }
 
 impl TunnelState {
@@ -204,10 +300,16 @@ impl TunnelState {
 
     /// Records a locally generated, already sealed key as pending. The
     /// caller makes it durable ([`Journal::record`]) before sending it.
-    pub fn stage_pending(&mut self, sealed: String, generated: DateTime<Utc>) {
+    pub fn stage_pending(
+        &mut self,
+        sealed: String,
+        sealed_to: Option<Vec<String>>,
+        generated: DateTime<Utc>,
+    ) {
         self.pending = Some(Pending {
             generated,
             psk: sealed,
+            sealed_to,
         });
     }
 
@@ -217,6 +319,7 @@ impl TunnelState {
         match self.pending.take() {
             Some(p) => {
                 self.psk = Some(p.psk);
+                self.sealed_to = p.sealed_to;
                 self.last_rotated = Some(last_generated_on);
                 self.intent = None;
                 true
@@ -302,6 +405,44 @@ mod rfc3339_opt {
 
 #[cfg(test)]
 mod tests {
+    fn sealed(state: &mut State, i: usize, sealed_to: Option<Vec<String>>) {
+        let key = TunnelKey::new("023e105f4ecef8ad9ca31a8372d0c353", &format!("{i:032x}"));
+        let rec = state.entry(&key, &format!("t{i}"));
+        rec.psk = Some(format!("sealed-{i}"));
+        rec.sealed_to = sealed_to;
+    }
+
+    #[test]
+    fn per_record_recipients_need_version_2_and_compact_away() {
+        let old = vec!["sha256:old".to_string()];
+        let new = vec!["sha256:new".to_string(), "sha256:old".to_string()];
+        let mut s = State::new(old.clone());
+        sealed(&mut s, 0, None);
+        sealed(&mut s, 1, None);
+        assert_eq!(s.sealed_to_for(&old), None);
+        assert_eq!(s.sealed_to_for(&new), Some(new.clone()));
+        let text = String::from_utf8(s.to_bytes()).unwrap();
+        assert!(text.contains("\"version\": 1"), "{text}");
+
+        // One key sealed to the new list: version 2, and nothing to compact.
+        let to_new = s.sealed_to_for(&new);
+        sealed(&mut s, 0, to_new.clone());
+        let text = String::from_utf8(s.to_bytes()).unwrap();
+        assert!(text.contains("\"version\": 2"), "{text}");
+        assert!(text.contains("\"sealed_to\""), "{text}");
+        let before = s.clone();
+        s.compact_recipients();
+        assert_eq!(s, before);
+
+        // Every key sealed to it: the header takes the list, version 1.
+        sealed(&mut s, 1, to_new);
+        s.compact_recipients();
+        assert_eq!(s.recipients, new);
+        assert!(s.tunnels.values().all(|t| t.sealed_to.is_none()));
+        let text = String::from_utf8(s.to_bytes()).unwrap();
+        assert!(text.contains("\"version\": 1"), "{text}");
+    }
+
     use super::*;
 
     fn sample() -> State {
@@ -347,7 +488,7 @@ mod tests {
         let old = s.get(&key).unwrap().psk.clone();
         let generated: DateTime<Utc> = "2026-11-26T12:00:00Z".parse().unwrap();
         s.entry(&key, "fra-primary")
-            .stage_pending("sealed-new".into(), generated);
+            .stage_pending("sealed-new".into(), None, generated);
         let text = String::from_utf8(s.to_bytes()).unwrap();
         assert!(text.contains("\"pending\": {"), "{text}");
         let back: State = serde_json::from_slice(&s.to_bytes()).unwrap();

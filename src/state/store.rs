@@ -147,7 +147,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
             backup: backup_path(path),
         }
     };
-    if header.version < STATE_VERSION {
+    if header.version < super::BASE_STATE_VERSION {
         return Err(located(
             "\"version\"",
             format!(
@@ -318,6 +318,7 @@ fn replay(path: &Path, state: &mut State) -> Result<usize, StateError> {
 /// previous file as `<path>.backup`. Any journal is folded in by this write
 /// (the state was loaded through [`load`]) and removed after it.
 pub fn save(path: &Path, state: &mut State) -> Result<(), StateError> {
+    state.compact_recipients();
     state.serial += 1;
     write_whole(path, state).map(|_| ())
 }
@@ -570,6 +571,8 @@ impl Journal {
     pub fn finish(mut self, state: &mut State) -> Result<u64, StateError> {
         self.commit(state)?;
         self.file = None;
+        // Replaying the journal gives the same keys with per-record lists.
+        state.compact_recipients();
         if self.records > 0 {
             self.bytes_written += write_whole(&self.path, state)?;
             tracing::info!(
