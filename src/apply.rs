@@ -225,6 +225,7 @@ pub async fn apply(
     mut on_event: impl FnMut(Event<'_>),
 ) -> Result<Report, ApplyError> {
     let mut journal = Journal::open(state_path, state)?;
+    let by_key = config.tunnels_by_key();
     let site_of: HashMap<TunnelKey, String> = config
         .tunnels
         .iter()
@@ -242,7 +243,7 @@ pub async fn apply(
     // Keys psk makes itself go out first, in bulk: one request per chunk.
     let (local, mut waiting): (Vec<usize>, Vec<usize>) = (0..plan.actions.len()).partition(|i| {
         let a = &plan.actions[*i];
-        a.kind.changes_psk() && generator_of(config, &a.key) == Generator::Local
+        a.kind.changes_psk() && generator_of(config, &by_key, &a.key) == Generator::Local
     });
     let mut local_run = LocalRun {
         config,
@@ -250,6 +251,7 @@ pub async fn apply(
         state: &mut *state,
         journal: &mut journal,
         client,
+        by_key: &by_key,
         parallelism,
         sealed_to: &sealed_to,
         on_event: &mut on_event,
@@ -402,7 +404,7 @@ pub async fn apply(
                 Ok(TaskResult::Rotation(_, Ok(generated))) => {
                     let (outcome, psk) =
                         record_generated(config, action, generated, &sealed_to, state, &mut journal);
-                    match (psk, deliver_of(config, &action.key)) {
+                    match (psk, deliver_of(config, &by_key, &action.key)) {
                         // The site stays busy until the router has it.
                         (Some(psk), Some((how, tunnel))) => {
                             after.push(AfterCommit::Deliver {
@@ -510,10 +512,14 @@ fn record_generated(
 }
 
 /// The policy's delivery command and the tunnel it is for, if any.
-fn deliver_of(config: &Config, key: &TunnelKey) -> Option<(Deliver, Tunnel)> {
-    let t = config.tunnels.iter().find(|t| t.is(key))?;
+fn deliver_of(
+    config: &Config,
+    by_key: &HashMap<TunnelKey, &Tunnel>,
+    key: &TunnelKey,
+) -> Option<(Deliver, Tunnel)> {
+    let t = by_key.get(key)?;
     let how = config.policy_of(t).deliver.clone()?;
-    Some((how, t.clone()))
+    Some((how, (*t).clone()))
 }
 
 /// Stages how a delivery went; a failed one turns the rotation's outcome
@@ -557,11 +563,13 @@ fn was_uncertain(action: &Action) -> bool {
         .any(|r| matches!(r, Reason::Interrupted { .. } | Reason::Pending { .. }))
 }
 
-fn generator_of(config: &Config, key: &TunnelKey) -> Generator {
-    config
-        .tunnels
-        .iter()
-        .find(|t| t.is(key))
+fn generator_of(
+    config: &Config,
+    by_key: &HashMap<TunnelKey, &Tunnel>,
+    key: &TunnelKey,
+) -> Generator {
+    by_key
+        .get(key)
         .map_or(Generator::Cloudflare, |t| config.policy_of(t).generator)
 }
 
@@ -584,6 +592,7 @@ struct LocalRun<'a, F> {
     state: &'a mut State,
     journal: &'a mut Journal,
     client: &'a Client,
+    by_key: &'a HashMap<TunnelKey, &'a Tunnel>,
     parallelism: usize,
     sealed_to: &'a Option<Vec<String>>,
     on_event: &'a mut F,
@@ -642,7 +651,7 @@ impl<F: FnMut(Event<'_>)> LocalRun<'_, F> {
     /// its key. A crash anywhere leaves the pending key in the state, and
     /// the next plan sends a fresh one: nothing is lost.
     async fn rotate(&mut self, indices: &[usize]) -> Result<Vec<(usize, Outcome)>, ApplyError> {
-        let (config, plan) = (self.config, self.plan);
+        let (config, plan, by_key) = (self.config, self.plan, self.by_key);
         let mut done = Vec::new();
         let mut by_account: BTreeMap<String, Vec<(usize, PskEntry)>> = BTreeMap::new();
         for &idx in indices {
@@ -700,7 +709,7 @@ impl<F: FnMut(Event<'_>)> LocalRun<'_, F> {
                 crate::cloudflare::concurrently(self.parallelism, settled, |(idx, o, psk)| {
                     let how = match o {
                         Outcome::Generated { .. } | Outcome::Rotated { .. } => {
-                            deliver_of(config, &plan.actions[idx].key)
+                            deliver_of(config, by_key, &plan.actions[idx].key)
                         }
                         _ => None,
                     };

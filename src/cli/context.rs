@@ -233,11 +233,10 @@ pub async fn refresh(client: &Client, config: &Config) -> anyhow::Result<Remote>
 /// `--parallelism` at a time. Results land on their own actions, so the
 /// plan reads the same whatever order the answers came in.
 pub async fn dry_run(client: &Client, config: &Config, plan: &mut Plan) {
+    let by_key = config.tunnels_by_key();
     let generator = |key: &crate::config::TunnelKey| {
-        config
-            .tunnels
-            .iter()
-            .find(|t| t.is(key))
+        by_key
+            .get(key)
             .map_or(Generator::Cloudflare, |t| config.policy_of(t).generator)
     };
     let todo: Vec<(usize, crate::config::TunnelKey)> = plan

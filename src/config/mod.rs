@@ -76,14 +76,6 @@ impl Tunnel {
     pub fn key(&self) -> TunnelKey {
         TunnelKey::new(&self.account_id, &self.id)
     }
-
-    /// `self.key() == *key` without building a key: lookups by key run once
-    /// per action, and allocating two strings per comparison made plan and
-    /// apply quadratic in allocations (4 s of a 10,000-tunnel plan).
-    pub fn is(&self, key: &TunnelKey) -> bool {
-        self.account_id.eq_ignore_ascii_case(&key.account_id)
-            && self.id.eq_ignore_ascii_case(&key.tunnel_id)
-    }
 }
 
 /// A tunnel's identity across config, state and Cloudflare: account and id.
@@ -371,6 +363,12 @@ impl Config {
                 })
                 .collect(),
         })
+    }
+
+    /// Tunnels by key, for code that looks up one per action: a linear
+    /// search each time makes a 10,000-tunnel plan or apply quadratic.
+    pub fn tunnels_by_key(&self) -> std::collections::HashMap<TunnelKey, &Tunnel> {
+        self.tunnels.iter().map(|t| (t.key(), t)).collect()
     }
 
     pub fn tunnel_by_name(&self, name: &str) -> Option<&Tunnel> {

@@ -82,7 +82,10 @@ fn project(before: Value, plan: &Plan) -> Value {
             m.insert("lineage".into(), Value::String("(new, random)".into()));
             m.insert("recipients".into(), Value::Array(Vec::new()));
             m.insert("tunnels".into(), Value::Object(Map::new()));
-            m.insert("version".into(), Value::from(crate::state::BASE_STATE_VERSION));
+            m.insert(
+                "version".into(),
+                Value::from(crate::state::BASE_STATE_VERSION),
+            );
             m
         }
     };
