@@ -299,8 +299,9 @@ impl PlanFile {
         }
         // The digest binds psk.yaml, but a hand-edited plan could still name
         // a tunnel psk.yaml lacks: never act on one.
+        let by_key = config.tunnels_by_key();
         for a in self.plan.actions.iter().filter(|a| a.kind.changes_psk()) {
-            if !config.tunnels.iter().any(|t| t.key() == a.key) {
+            if !by_key.contains_key(&a.key) {
                 return Err(Stale::ConfigChanged);
             }
         }
