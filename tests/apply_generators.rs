@@ -8,14 +8,6 @@ use std::sync::atomic::Ordering;
 use common::*;
 use psk::sandbox::SandboxOptions;
 
-fn local_config(env: &TestEnv, tunnels: usize) {
-    let text = config_text(&env.recipient, tunnels, "90d").replace(
-        "    site_parallel: true\n",
-        "    site_parallel: true\n    generator: local\n",
-    );
-    env.write_config(&text);
-}
-
 #[test]
 fn local_generator_seals_sends_in_bulk_and_promotes() {
     let mut env = TestEnv::new(0);

@@ -11,15 +11,6 @@ use common::*;
 use psk::cloudflare::{Client, ClientOptions, Credentials, RateLimit, RetryPolicy};
 use psk::sandbox::SandboxOptions;
 
-fn run_fast(env: &TestEnv, args: &[&str]) -> Run {
-    let out = env
-        .command(args)
-        .env("PSK_TEST_NO_RETRY_DELAY", "1")
-        .output()
-        .unwrap();
-    to_run(out)
-}
-
 /// Runs `psk apply --auto-approve ARGS` until a plan shows no changes, then
 /// checks that no key was lost: every tunnel has a key from the edge, no
 /// intent is left, and every sealed PSK (opened with the test identity) is

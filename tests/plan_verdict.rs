@@ -11,15 +11,6 @@ use common::script::{self, failure, success, Step};
 use common::*;
 use psk::sandbox::SandboxOptions;
 
-fn run_fast(env: &TestEnv, args: &[&str]) -> Run {
-    let out = env
-        .command(args)
-        .env("PSK_TEST_NO_RETRY_DELAY", "1")
-        .output()
-        .unwrap();
-    to_run(out)
-}
-
 fn statuses(plan_json: &str) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_str(plan_json).unwrap();
     v["actions"]
@@ -300,14 +291,6 @@ fn a_4xx_refusal_still_blocks() {
         saved.stderr.contains("Cloudflare refused a dry run"),
         "{saved:?}"
     );
-}
-
-fn local_config(env: &TestEnv, tunnels: usize) {
-    let text = config_text(&env.recipient, tunnels, "90d").replace(
-        "    site_parallel: true\n",
-        "    site_parallel: true\n    generator: local\n",
-    );
-    env.write_config(&text);
 }
 
 /// The `local` generator's bulk dry run: a chunk answered 503 after every

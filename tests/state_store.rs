@@ -257,10 +257,7 @@ fn apply_commits_changes_in_groups_and_loses_none() {
     // `local`: every pending key in one commit before the bulk set, every
     // promotion in one commit after it.
     let mut env = TestEnv::new(9);
-    env.write_config(&config_text(&env.recipient, 9, "90d").replace(
-        "    site_parallel: true\n",
-        "    site_parallel: true\n    generator: local\n",
-    ));
+    local_config(&env, 9);
     env.start_sandbox();
     let first = env.run(&["apply", "--auto-approve", "--target", "tunnel-00"]);
     assert_eq!(first.code, 0, "{first:?}");

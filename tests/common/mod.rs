@@ -70,6 +70,26 @@ pub fn config_text(recipient: &str, tunnels: usize, rotate_every: &str) -> Strin
     s
 }
 
+/// Writes psk.yaml with `tunnels` tunnels whose keys psk makes itself
+/// (`generator: local`).
+pub fn local_config(env: &TestEnv, tunnels: usize) {
+    let text = config_text(&env.recipient, tunnels, "90d").replace(
+        "    site_parallel: true\n",
+        "    site_parallel: true\n    generator: local\n",
+    );
+    env.write_config(&text);
+}
+
+/// Runs psk without the waits between retries, for tests of faults.
+pub fn run_fast(env: &TestEnv, args: &[&str]) -> Run {
+    let out = env
+        .command(args)
+        .env("PSK_TEST_NO_RETRY_DELAY", "1")
+        .output()
+        .unwrap();
+    to_run(out)
+}
+
 impl TestEnv {
     pub fn new(tunnels: usize) -> TestEnv {
         let dir = tempfile::tempdir().unwrap();
