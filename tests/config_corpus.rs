@@ -3,8 +3,11 @@
 //! form, by `validate` and by `plan --offline`, and never with a panic.
 //! tests/corpus/config/expectations.tsv says where and what.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use common::psk_in as psk;
 
 struct Expectation {
     file: String,
@@ -29,21 +32,6 @@ fn expectations() -> Vec<Expectation> {
             }
         })
         .collect()
-}
-
-fn psk(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_psk"))
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -2,8 +2,11 @@
 //! every example under examples/ passes both `psk validate` (the real
 //! binary) and the committed schema, as an editor would check it.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use common::psk_in;
 
 const SCHEMA_LINE: &str = "# yaml-language-server: $schema=../../schema/psk.schema.json";
 
@@ -12,18 +15,7 @@ fn root() -> PathBuf {
 }
 
 fn psk(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_psk"))
-        .args(args)
-        .current_dir(root())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    psk_in(&root(), args)
 }
 
 fn committed_schema() -> String {

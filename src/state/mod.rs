@@ -79,8 +79,11 @@ pub const STATE_VERSION: u64 = 2;
 /// The version written when no record needs version 2.
 pub const BASE_STATE_VERSION: u64 = 1;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The format version is not kept here: it is checked when the file is read
+/// (`store::parse`) and derived when it is written ([`State::needed_version`]),
+/// so a state in memory can never claim a version its contents contradict.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "StateFile")]
 pub struct State {
     /// Random id fixed when the state is created; a saved plan is bound to it.
     pub lineage: String,
@@ -90,9 +93,45 @@ pub struct State {
     /// Bumped on every write.
     pub serial: u64,
     /// Keyed by `account_id/tunnel_id`, so sorted output groups accounts.
-    #[serde(deserialize_with = "unique_tunnels")]
     pub tunnels: BTreeMap<String, TunnelState>,
-    pub version: u64,
+}
+
+/// [`State`] as the file holds it, version included.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    lineage: String,
+    recipients: Vec<String>,
+    serial: u64,
+    #[serde(deserialize_with = "unique_tunnels")]
+    tunnels: BTreeMap<String, TunnelState>,
+    #[allow(dead_code)] // checked by `store::parse` before this is read
+    version: u64,
+}
+
+impl From<StateFile> for State {
+    fn from(f: StateFile) -> State {
+        State {
+            lineage: f.lineage,
+            recipients: f.recipients,
+            serial: f.serial,
+            tunnels: f.tunnels,
+        }
+    }
+}
+
+/// Keys in sorted order, and the lowest version that can hold this state.
+impl Serialize for State {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("State", 5)?;
+        st.serialize_field("lineage", &self.lineage)?;
+        st.serialize_field("recipients", &self.recipients)?;
+        st.serialize_field("serial", &self.serial)?;
+        st.serialize_field("tunnels", &self.tunnels)?;
+        st.serialize_field("version", &self.needed_version())?;
+        st.end()
+    }
 }
 
 /// Field order is alphabetical so the JSON keys come out sorted.
@@ -176,7 +215,6 @@ impl State {
             recipients,
             serial: 0,
             tunnels: BTreeMap::new(),
-            version: BASE_STATE_VERSION,
         }
     }
 
@@ -211,22 +249,7 @@ impl State {
     /// Canonical bytes: pretty JSON, keys sorted, trailing newline; the
     /// lowest version that can hold this state.
     pub fn to_bytes(&self) -> Vec<u8> {
-        #[derive(Serialize)]
-        struct Out<'a> {
-            lineage: &'a str,
-            recipients: &'a [String],
-            serial: u64,
-            tunnels: &'a BTreeMap<String, TunnelState>,
-            version: u64,
-        }
-        let out = Out {
-            lineage: &self.lineage,
-            recipients: &self.recipients,
-            serial: self.serial,
-            tunnels: &self.tunnels,
-            version: self.needed_version(),
-        };
-        let mut bytes = serde_json::to_vec_pretty(&out).expect("state serializes");
+        let mut bytes = serde_json::to_vec_pretty(self).expect("state serializes");
         bytes.push(b'\n');
         bytes
     }

@@ -658,6 +658,15 @@ mod tests {
         TunnelKey::new("023e105f4ecef8ad9ca31a8372d0c353", &format!("{i:032x}"))
     }
 
+    /// A temp folder with a new state on disk and a journal open on it.
+    fn opened() -> (tempfile::TempDir, PathBuf, State, Journal) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("psk.state.json");
+        let mut s = State::new(vec![]);
+        let j = Journal::open(&path, &mut s).unwrap();
+        (dir, path, s, j)
+    }
+
     fn change(s: &mut State, i: usize) {
         let rec = s.entry(&key(i), &format!("t{i}"));
         rec.psk = Some(format!("sealed-{i}"));
@@ -666,10 +675,7 @@ mod tests {
 
     #[test]
     fn journal_is_replayed_on_load_and_folded_by_finish() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("psk.state.json");
-        let mut s = State::new(vec![]);
-        let mut j = Journal::open(&path, &mut s).unwrap();
+        let (_dir, path, mut s, mut j) = opened();
         assert_eq!(s.serial, 1, "a new state is written before the journal");
         let base = fs::read(&path).unwrap();
         for i in 0..3 {
@@ -709,10 +715,7 @@ mod tests {
 
     #[test]
     fn torn_last_line_is_ignored_damage_elsewhere_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("psk.state.json");
-        let mut s = State::new(vec![]);
-        let mut j = Journal::open(&path, &mut s).unwrap();
+        let (_dir, path, mut s, mut j) = opened();
         change(&mut s, 0);
         j.record(&mut s, &key(0)).unwrap();
         let after_first = s.clone();
@@ -745,10 +748,7 @@ mod tests {
 
     #[test]
     fn a_commit_is_one_line_holding_every_staged_change() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("psk.state.json");
-        let mut s = State::new(vec![]);
-        let mut j = Journal::open(&path, &mut s).unwrap();
+        let (_dir, path, mut s, mut j) = opened();
         let before = s.clone();
         for i in 0..3 {
             change(&mut s, i);
@@ -785,10 +785,7 @@ mod tests {
 
     #[test]
     fn a_commit_cut_short_is_dropped_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("psk.state.json");
-        let mut s = State::new(vec![]);
-        let mut j = Journal::open(&path, &mut s).unwrap();
+        let (_dir, path, mut s, mut j) = opened();
         change(&mut s, 0);
         j.record(&mut s, &key(0)).unwrap();
         let after_first = s.clone();
@@ -811,10 +808,7 @@ mod tests {
 
     #[test]
     fn a_journal_already_folded_in_is_ignored() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("psk.state.json");
-        let mut s = State::new(vec![]);
-        let mut j = Journal::open(&path, &mut s).unwrap();
+        let (_dir, path, mut s, mut j) = opened();
         change(&mut s, 0);
         j.record(&mut s, &key(0)).unwrap();
         let journal = fs::read(journal_path(&path)).unwrap();

@@ -80,6 +80,23 @@ pub fn local_config(env: &TestEnv, tunnels: usize) {
     env.write_config(&text);
 }
 
+/// The real binary run in `dir` with an empty environment (PATH aside):
+/// exit code, stdout and stderr.
+pub fn psk_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_psk"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Runs psk without the waits between retries, for tests of faults.
 pub fn run_fast(env: &TestEnv, args: &[&str]) -> Run {
     let out = env
