@@ -10,9 +10,9 @@
 //! had (state plus backup, twice per tunnel), summed without writing them.
 
 use chrono::{TimeDelta, TimeZone, Utc};
-use psk::config::TunnelKey;
 use psk::seal::{self, Psk, Recipient};
 use psk::state::{Intent, Journal, State};
+use psk::tunnel::TunnelKey;
 
 fn main() {
     let sizes: Vec<usize> = std::env::args()

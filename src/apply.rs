@@ -20,12 +20,13 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::cloudflare::{ApiError, Client, PskEntry};
-use crate::config::{Config, Tunnel, TunnelKey};
+use crate::config::{Config, Tunnel};
 use crate::policy::{Deliver, Generator};
 use crate::reconcile::{Action, ActionKind, Plan, Reason};
 use crate::seal;
 use crate::seal::Psk;
 use crate::state::{Delivery, Intent, Journal, State, StateError};
+use crate::tunnel::TunnelKey;
 
 /// What happened to one planned action.
 #[derive(Debug, Clone, PartialEq, Eq)]

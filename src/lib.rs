@@ -16,3 +16,5 @@ pub mod render;
 pub mod sandbox;
 pub mod seal;
 pub mod state;
+pub mod suggest;
+pub mod tunnel;

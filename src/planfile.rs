@@ -248,8 +248,8 @@ impl PlanFile {
     /// Semantic checks serde cannot do: ids are ids, names are printable.
     fn check_shape(&self) -> Result<(), String> {
         for a in &self.plan.actions {
-            if !crate::config::is_cloudflare_id(&a.key.account_id)
-                || !crate::config::is_cloudflare_id(&a.key.tunnel_id)
+            if !crate::tunnel::is_cloudflare_id(&a.key.account_id)
+                || !crate::tunnel::is_cloudflare_id(&a.key.tunnel_id)
             {
                 return Err(format!(
                     "action `{}` has a malformed tunnel or account id",

@@ -10,9 +10,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::cloudflare::RemoteTunnel;
-use crate::config::{Config, TunnelKey};
+use crate::config::Config;
 use crate::policy::Span;
 use crate::state::{canonical, State};
+use crate::tunnel::TunnelKey;
 
 /// What Cloudflare reported, per tunnel. `None` in [`reconcile`] means the
 /// plan is offline and Cloudflare was not asked.

@@ -10,9 +10,10 @@ use std::path::Path;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use proptest::prelude::*;
-use psk::config::{Config, TunnelKey};
+use psk::config::Config;
 use psk::reconcile::{reconcile_with, ActionKind, PlanOptions, Reason, Remote};
 use psk::state::{Intent, Pending, State};
+use psk::tunnel::TunnelKey;
 
 const ACCOUNT: &str = "023e105f4ecef8ad9ca31a8372d0c353";
 const RECIPIENT: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";

@@ -3,12 +3,12 @@
 //! fixed bytes; any change in wording or layout shows up in review.
 
 use chrono::{DateTime, Utc};
-use psk::config::TunnelKey;
 use psk::reconcile::{
     Action, ActionKind, Deferral, Deferred, DryRun, Plan, Reason, Unchanged, Upcoming,
 };
 use psk::render;
 use psk::state::{Intent, State};
+use psk::tunnel::TunnelKey;
 
 const ACCOUNT: &str = "023e105f4ecef8ad9ca31a8372d0c353";
 

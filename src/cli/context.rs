@@ -169,7 +169,7 @@ pub async fn refresh(client: &Client, config: &Config) -> anyhow::Result<Remote>
         for t in tunnels {
             remote
                 .tunnels
-                .insert(crate::config::TunnelKey::new(&account, &t.id), t);
+                .insert(crate::tunnel::TunnelKey::new(&account, &t.id), t);
         }
     }
     let mut missing: Vec<String> = config
@@ -191,7 +191,7 @@ pub async fn refresh(client: &Client, config: &Config) -> anyhow::Result<Remote>
                 u.name, u.line, u.account_id
             )),
             1 => {
-                let key = crate::config::TunnelKey::new(&u.account_id, ids[0]);
+                let key = crate::tunnel::TunnelKey::new(&u.account_id, ids[0]);
                 if let Some(t) = config.tunnels.iter().find(|t| t.key() == key) {
                     bail!(
                         "{}:{}: tunnel `{}` is Cloudflare's tunnel {} in account {}, which psk.yaml also lists as `{}`; list each tunnel once",
@@ -234,12 +234,12 @@ pub async fn refresh(client: &Client, config: &Config) -> anyhow::Result<Remote>
 /// plan reads the same whatever order the answers came in.
 pub async fn dry_run(client: &Client, config: &Config, plan: &mut Plan) {
     let by_key = config.tunnels_by_key();
-    let generator = |key: &crate::config::TunnelKey| {
+    let generator = |key: &crate::tunnel::TunnelKey| {
         by_key
             .get(key)
             .map_or(Generator::Cloudflare, |t| config.policy_of(t).generator)
     };
-    let todo: Vec<(usize, crate::config::TunnelKey)> = plan
+    let todo: Vec<(usize, crate::tunnel::TunnelKey)> = plan
         .actions
         .iter()
         .enumerate()

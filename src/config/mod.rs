@@ -12,7 +12,6 @@ mod locate;
 mod raw;
 mod scan;
 pub mod schema;
-mod suggest;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -21,16 +20,13 @@ use std::path::{Path, PathBuf};
 use crate::policy::window::{self, Window};
 use crate::policy::{Generator, Policy, Span};
 use crate::seal::Recipient;
+use crate::suggest::closest;
+use crate::tunnel::is_cloudflare_id;
+use crate::tunnel::TunnelKey;
 pub use locate::{Locations, Position};
-pub use suggest::closest;
 
 /// The only format version this build understands.
 pub const CONFIG_VERSION: u64 = 1;
-
-/// A Cloudflare account or tunnel identifier: 32 lowercase hex characters.
-pub fn is_cloudflare_id(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
 
 #[derive(Debug)]
 pub struct Config {
@@ -75,30 +71,6 @@ pub struct Tunnel {
 impl Tunnel {
     pub fn key(&self) -> TunnelKey {
         TunnelKey::new(&self.account_id, &self.id)
-    }
-}
-
-/// A tunnel's identity across config, state and Cloudflare: account and id.
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-pub struct TunnelKey {
-    pub account_id: String,
-    pub tunnel_id: String,
-}
-
-impl TunnelKey {
-    pub fn new(account_id: &str, tunnel_id: &str) -> Self {
-        TunnelKey {
-            account_id: account_id.to_ascii_lowercase(),
-            tunnel_id: tunnel_id.to_ascii_lowercase(),
-        }
-    }
-}
-
-impl fmt::Display for TunnelKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.account_id, self.tunnel_id)
     }
 }
 

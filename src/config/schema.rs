@@ -11,8 +11,8 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use serde_json::{Map, Value};
 
 use super::raw::RawConfig;
-use super::suggest::closest;
 use super::{Diagnostic, Locations, Position};
+use crate::suggest::closest;
 
 /// The schema of psk.yaml as pretty JSON with a trailing newline: what
 /// `psk schema` prints and `schema/psk.schema.json` holds.

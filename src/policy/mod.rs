@@ -12,7 +12,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::config::TunnelKey;
+use crate::tunnel::TunnelKey;
 
 /// A positive span written as `<number><unit>` groups, e.g. `90d` or `1w2d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

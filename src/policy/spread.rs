@@ -14,7 +14,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sha2::{Digest, Sha256};
 
 use super::Span;
-use crate::config::TunnelKey;
+use crate::tunnel::TunnelKey;
 
 /// The tunnel's offset inside each `spread` period, in seconds:
 /// `0..spread.seconds()`.

@@ -244,7 +244,7 @@ pub fn parse_timezone(text: &str) -> Result<Tz, String> {
         return Ok(tz);
     }
     let names = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name());
-    let hint = match crate::config::closest(text, names) {
+    let hint = match crate::suggest::closest(text, names) {
         Some(best) => format!(", did you mean `{best}`?"),
         None => "; expected an IANA name such as UTC, Europe/Berlin or America/New_York".into(),
     };

@@ -134,8 +134,8 @@ fn project(before: Value, plan: &Plan) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TunnelKey;
     use crate::reconcile::{Action, DryRun, Reason};
+    use crate::tunnel::TunnelKey;
 
     const ACCOUNT: &str = "023e105f4ecef8ad9ca31a8372d0c353";
 

@@ -240,8 +240,8 @@ fn render(plan: &Plan, state_diff: &str, limit: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TunnelKey;
     use crate::reconcile::{Action, Reason};
+    use crate::tunnel::TunnelKey;
 
     fn plan(n: usize) -> Plan {
         Plan {

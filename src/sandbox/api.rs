@@ -17,8 +17,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{failure, faults, new_psk, success, EdgeTunnel, Sandbox};
-use crate::config::TunnelKey;
 use crate::state::format_time;
+use crate::tunnel::TunnelKey;
 
 pub fn router(sandbox: Arc<Sandbox>) -> Router {
     let base = "/client/v4/accounts/{account_id}/magic/ipsec_tunnels";
@@ -133,7 +133,7 @@ fn not_found() -> Response {
 }
 
 fn bad_id(id: &str) -> bool {
-    !crate::config::is_cloudflare_id(id)
+    !crate::tunnel::is_cloudflare_id(id)
 }
 
 async fn list(State(s): Shared, Path(account_id): Path<String>, headers: HeaderMap) -> Response {

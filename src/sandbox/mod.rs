@@ -30,8 +30,9 @@ use rand::distributions::{Alphanumeric, DistString};
 use serde_json::{json, Value};
 
 use crate::cloudflare::RateLimit;
-use crate::config::{Config, TunnelKey};
+use crate::config::Config;
 use crate::state::{format_time, State as PskState};
+use crate::tunnel::TunnelKey;
 
 pub use api::router;
 

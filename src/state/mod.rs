@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::TunnelKey;
+use crate::tunnel::TunnelKey;
 pub use lock::{force_unlock, parse_lock_timeout, LockError, LockHolder, StateLock, Unlock};
 pub use perms::{warn_if_world_writable, world_writable_warning};
 pub use store::{backup_path, journal_path, parse, write_atomic, Journal, StateError};

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{State, TunnelState, STATE_VERSION};
-use crate::config::TunnelKey;
+use crate::tunnel::TunnelKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -160,8 +160,8 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
     // Keys and records must agree: psk looks tunnels up by key and acts on
     // the ids in the record, so a mismatch would act on the wrong tunnel.
     for (k, rec) in &state.tunnels {
-        let ids_ok = crate::config::is_cloudflare_id(&rec.account_id)
-            && crate::config::is_cloudflare_id(&rec.tunnel_id);
+        let ids_ok = crate::tunnel::is_cloudflare_id(&rec.account_id)
+            && crate::tunnel::is_cloudflare_id(&rec.tunnel_id);
         if !ids_ok || *k != rec.key().to_string() {
             return Err(located(
                 &format!("\"{k}\""),
