@@ -12,6 +12,7 @@ pub mod deliver;
 pub mod planfile;
 pub mod policy;
 pub mod reconcile;
+pub mod remote;
 pub mod render;
 pub mod sandbox;
 pub mod seal;

@@ -1,23 +1,23 @@
 //! `psk apply`.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context as _};
 use chrono::Utc;
 use clap::Args;
+use serde_json::json;
 
-use super::context::{self, Global};
-use super::plan::Selection;
+use super::args::{parse_lock_timeout, Global, Selection};
 use super::progress::Progress;
+use super::session::{Connection, Session, Writable};
 use super::Status;
 use crate::apply;
+use crate::cloudflare::Client;
 use crate::planfile::{self, PlanFile};
-use crate::reconcile;
-use crate::reconcile::ActionKind;
+use crate::reconcile::{ActionKind, Plan};
 use crate::render;
-use crate::state::{parse_lock_timeout, State};
-use serde_json::json;
+use crate::state::State;
 
 /// Rotate each due PSK: generate it (at Cloudflare, or locally for
 /// `generator: local`), seal it with age and record it durably as each
@@ -47,52 +47,68 @@ pub struct ApplyArgs {
 }
 
 pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
-    let config = global.load_config()?;
-    let super::context::Writable {
+    let session = Session::open(global)?;
+    let Writable {
         path: state_path,
         lock: _lock,
         state,
-    } = global.lock_state(&config, "apply", args.lock_timeout)?;
+    } = session.lock("apply", args.lock_timeout)?;
+    let (plan, connection) = plan_to_apply(&session, &args, state.as_ref()).await?;
+    if let Some(status) = review(&plan, &args, global.no_color)? {
+        return Ok(status);
+    }
+    let connection = match connection {
+        Some(c) => c,
+        None => session.connect(state.as_ref()).await?,
+    };
+    let state = state.unwrap_or_else(|| State::new(session.config.recipient_fingerprints()));
+    execute(
+        &session,
+        &plan,
+        state,
+        &state_path,
+        &connection.client,
+        args.json,
+    )
+    .await
+}
 
-    let from_file = args.plan_file.is_some();
-    if from_file && (!args.selection.is_empty()) {
+/// The saved plan FILE, or a plan made now (with the connection it was
+/// made on, for the rotations to use).
+async fn plan_to_apply(
+    session: &Session<'_>,
+    args: &ApplyArgs,
+    state: Option<&State>,
+) -> anyhow::Result<(Plan, Option<Connection>)> {
+    let Some(path) = &args.plan_file else {
+        let options = args.selection.options(&session.config, state)?;
+        let (plan, connection) = session.plan_online(state, Utc::now(), &options).await?;
+        return Ok((plan, Some(connection)));
+    };
+    if !args.selection.is_empty() {
         bail!(
             "--replace and --target shape a new plan; they cannot be used with a saved plan FILE"
         );
     }
-    let mut connection = None;
-    let plan = match &args.plan_file {
-        Some(path) => {
-            let file = PlanFile::load(path)?;
-            let digest = planfile::digest_file(&config.path)
-                .with_context(|| format!("cannot read {}", config.path.display()))?;
-            file.check(&config, &digest, state.as_ref(), Utc::now())
-                .map_err(|why| {
-                    anyhow!(
-                        "refusing to apply {}: {why}.\nNothing was changed. Run `psk plan --out {}` again, review it, and apply the new plan",
-                        path.display(),
-                        path.display()
-                    )
-                })?;
-            file.plan
-        }
-        None => {
-            let options = args.selection.options(&config, state.as_ref())?;
-            let (client, sandbox) = global.connect(&config, state.as_ref()).await?;
-            let remote = context::refresh(&client, &config).await?;
-            let mut plan = reconcile::reconcile_with(
-                &config,
-                state.as_ref(),
-                Some(&remote),
-                Utc::now(),
-                &options,
-            );
-            context::dry_run(&client, &config, &mut plan).await;
-            connection = Some((client, sandbox));
-            plan
-        }
-    };
+    let config = &session.config;
+    let file = PlanFile::load(path)?;
+    let digest = planfile::digest_file(&config.path)
+        .with_context(|| format!("cannot read {}", config.path.display()))?;
+    file.check(config, &digest, state, Utc::now())
+        .map_err(|why| {
+            anyhow!(
+                "refusing to apply {}: {why}.\nNothing was changed. Run `psk plan --out {}` again, review it, and apply the new plan",
+                path.display(),
+                path.display()
+            )
+        })?;
+    Ok((file.plan, None))
+}
 
+/// Shows the plan and settles whether to go on: `Some` is the status to
+/// end with (nothing to change, or the user said no).
+fn review(plan: &Plan, args: &ApplyArgs, no_color: bool) -> anyhow::Result<Option<Status>> {
+    let from_file = args.plan_file.is_some();
     let mut out = std::io::stdout().lock();
     if args.json {
         if !from_file && !args.auto_approve {
@@ -109,31 +125,38 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
         });
         writeln!(out, "{counts}")?;
     } else {
-        let color = render::use_color(global.no_color, std::io::stdout().is_terminal());
-        render::human_styled(&plan, &mut out, color)?;
+        let color = render::use_color(no_color, std::io::stdout().is_terminal());
+        render::human_styled(plan, &mut out, color)?;
     }
     out.flush()?;
     if !plan.has_changes() {
-        return Ok(Status::Success);
+        return Ok(Some(Status::Success));
     }
     if plan.has_refusals() {
         bail!("Cloudflare refused the dry run of at least one rotation (shown above); nothing was applied");
     }
     if !from_file && !args.auto_approve && !confirm(&mut out)? {
         writeln!(out, "\nApply cancelled. Nothing was changed.")?;
-        return Ok(Status::Failure);
+        return Ok(Some(Status::Failure));
     }
     if !args.json {
         writeln!(out)?;
     }
-    drop(out);
-    let (client, _sandbox) = match connection {
-        Some(c) => c,
-        None => global.connect(&config, state.as_ref()).await?,
-    };
+    Ok(None)
+}
 
+/// Runs the plan, showing progress as each tunnel finishes; the state is
+/// saved as it goes, so what ran is recorded even if this is cut off.
+async fn execute(
+    session: &Session<'_>,
+    plan: &Plan,
+    mut state: State,
+    state_path: &Path,
+    client: &Client,
+    json: bool,
+) -> anyhow::Result<Status> {
     let options = apply::Options {
-        parallelism: global.network.parallelism,
+        parallelism: session.global.network.parallelism,
         stop: apply::Stop::default(),
     };
     watch_signals(options.stop.clone());
@@ -142,22 +165,21 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
     let logging =
         tracing::level_filters::LevelFilter::current() != tracing::level_filters::LevelFilter::OFF;
     let mut progress = Progress::new(
-        args.json,
+        json,
         plan.actions.len(),
         std::io::stderr().is_terminal() && std::io::stdout().is_terminal() && !logging,
     );
-    let mut state = state.unwrap_or_else(|| State::new(config.recipient_fingerprints()));
     let report = apply::apply(
-        &config,
-        &plan,
+        &session.config,
+        plan,
         &mut state,
-        &state_path,
-        &client,
+        state_path,
+        client,
         &options,
         |event| progress.event(event),
     )
     .await?;
-    progress.finish(&report, &state_path, state.serial);
+    progress.finish(&report, state_path, state.serial);
     Ok(if report.is_failure() {
         Status::Failure
     } else {

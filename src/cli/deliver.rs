@@ -8,10 +8,11 @@ use anyhow::{anyhow, bail, Context as _};
 use chrono::Utc;
 use clap::Args;
 
-use super::context::Global;
+use super::args::{parse_lock_timeout, Global};
+use super::session::Session;
 use super::Status;
 use crate::seal;
-use crate::state::{self, parse_lock_timeout, Delivery};
+use crate::state::{self, Delivery};
 
 /// Run the policy's `deliver` command again for tunnels whose last
 /// delivery failed (or for the NAMEs given), handing each its sealed PSK.
@@ -32,10 +33,11 @@ pub struct DeliverArgs {
 }
 
 pub async fn run(global: &Global, args: DeliverArgs) -> anyhow::Result<Status> {
-    let config = global.load_config()?;
+    let session = Session::open(global)?;
+    let config = &session.config;
     // Held until the end: the state is ours to write.
-    let (state_path, _lock, mut state) = global
-        .lock_state(&config, "deliver", args.lock_timeout)?
+    let (state_path, _lock, mut state) = session
+        .lock("deliver", args.lock_timeout)?
         .existing("run `psk apply` first")?;
 
     let mut todo = Vec::new();

@@ -7,7 +7,8 @@ use anyhow::{anyhow, bail, Context as _};
 use clap::{Args, ValueEnum};
 use zeroize::Zeroizing;
 
-use super::context::{self, Global};
+use super::args::Global;
+use super::session::Session;
 use super::show::identities;
 use super::Status;
 use crate::config::Config;
@@ -57,16 +58,16 @@ struct Row<'a> {
 }
 
 pub fn run(global: &Global, args: ExportArgs) -> anyhow::Result<Status> {
-    let config = global.load_config()?;
-    let state_path = global.state_path(&config);
-    let state = context::require_state(&state_path)?;
+    let session = Session::open(global)?;
+    let (config, state_path) = (&session.config, &session.state_path);
+    let state = session.require_state()?;
     let recipients: Vec<Recipient> = args
         .recipients
         .iter()
         .map(|r| r.parse::<Recipient>())
         .collect::<Result<_, _>>()
         .context("bad --recipient")?;
-    let selected = select(&config, &state, &args.names, &state_path)?;
+    let selected = select(config, &state, &args.names, state_path)?;
     let ids = identities(&args.identities)?;
 
     let mut rows = Vec::new();

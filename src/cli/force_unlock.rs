@@ -5,7 +5,8 @@ use std::io::{BufRead, IsTerminal, Write};
 use anyhow::bail;
 use clap::Args;
 
-use super::context::Global;
+use super::args::Global;
+use super::session::Session;
 use super::Status;
 use crate::state::{self, Unlock};
 
@@ -23,11 +24,11 @@ pub struct ForceUnlockArgs {
 }
 
 pub fn run(global: &Global, args: ForceUnlockArgs) -> anyhow::Result<Status> {
-    let config = global.load_config()?;
-    let state_path = global.state_path(&config);
+    let session = Session::open(global)?;
+    let state_path = &session.state_path;
     let mut out = std::io::stdout().lock();
     let mut asked = None;
-    let (found, removed) = state::force_unlock(&state_path, &args.id, |holder| {
+    let (found, removed) = state::force_unlock(state_path, &args.id, |holder| {
         if args.force {
             return true;
         }
@@ -62,11 +63,11 @@ pub fn run(global: &Global, args: ForceUnlockArgs) -> anyhow::Result<Status> {
                 out,
                 "Removed the lock record of {holder}; that process had already ended."
             )?;
-            if state::journal_path(&state_path).exists() {
+            if state::journal_path(state_path).exists() {
                 writeln!(
                     out,
                     "It left a journal of the changes it made ({}); every psk command reads it, and the next apply, reseal or import folds it into the state.",
-                    state::journal_path(&state_path).display()
+                    state::journal_path(state_path).display()
                 )?;
             }
             Ok(Status::Success)

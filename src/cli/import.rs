@@ -7,10 +7,11 @@ use anyhow::{anyhow, bail, Context as _};
 use clap::Args;
 use zeroize::Zeroizing;
 
-use super::context::Global;
+use super::args::{parse_lock_timeout, Global};
+use super::session::{Session, Writable};
 use super::Status;
 use crate::seal::{self, Psk};
-use crate::state::{self, format_time, parse_lock_timeout, State};
+use crate::state::{self, format_time, State};
 
 /// Adopt a tunnel whose current PSK you know, so a fleet need not be
 /// rotated on day one. The PSK is read from stdin (never from an argument,
@@ -62,7 +63,8 @@ fn read_psk() -> anyhow::Result<Psk> {
 }
 
 pub async fn run(global: &Global, args: ImportArgs) -> anyhow::Result<Status> {
-    let config = global.load_config()?;
+    let session = Session::open(global)?;
+    let config = &session.config;
     let tunnel = config.tunnel_by_name(&args.name).ok_or_else(|| {
         anyhow!(
             "no tunnel named `{}` in {}; add it there first",
@@ -72,11 +74,11 @@ pub async fn run(global: &Global, args: ImportArgs) -> anyhow::Result<Status> {
     })?;
     let key = tunnel.key();
     let psk = read_psk()?;
-    let super::context::Writable {
+    let Writable {
         path: state_path,
         lock,
         state,
-    } = global.lock_state(&config, "import", args.lock_timeout)?;
+    } = session.lock("import", args.lock_timeout)?;
     if let Some(rec) = state.as_ref().and_then(|s| s.get(&key)) {
         if rec.psk.is_some() && !args.force {
             bail!(
@@ -90,8 +92,9 @@ pub async fn run(global: &Global, args: ImportArgs) -> anyhow::Result<Status> {
         }
     }
 
-    let (client, _sandbox) = global.connect(&config, state.as_ref()).await?;
-    let remote = client
+    let connection = session.connect(state.as_ref()).await?;
+    let remote = connection
+        .client
         .list_tunnels(&key.account_id)
         .await
         .with_context(|| {

@@ -1,8 +1,15 @@
 //! The command line: argument parsing, dispatch, and how errors and exit
-//! codes reach the user. Each command lives in its own file.
+//! codes reach the user.
+//!
+//! Each command lives in its own file: an `XxxArgs` struct whose doc
+//! comment is its help, and a `run` function. What several commands share
+//! is in two places: [`args`] (the flags and their value parsers) and
+//! [`session`] (loading psk.yaml and the state, the lock, connecting, and
+//! planning online). Talking to Cloudflare before a plan is the domain's
+//! [`crate::remote`], not the command line's.
 
 mod apply;
-mod context;
+mod args;
 mod deliver;
 mod export;
 mod force_unlock;
@@ -13,12 +20,12 @@ mod progress;
 mod reseal;
 mod sandbox;
 mod schema;
+mod session;
 mod show;
 mod show_plan;
 mod validate;
 
 use std::io::{self, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -35,77 +42,8 @@ Exit codes:
 #[derive(Debug, Parser)]
 #[command(name = "psk", version, after_help = EXIT_HELP, max_term_width = 100)]
 pub struct Cli {
-    /// The desired-state file.
-    #[arg(
-        short = 'c',
-        long = "config",
-        global = true,
-        default_value = "psk.yaml",
-        env = "PSK_CONFIG"
-    )]
-    config: PathBuf,
-
-    /// Use this state file instead of the one psk.yaml names.
-    #[arg(long = "state", global = true, value_name = "FILE")]
-    state: Option<PathBuf>,
-
-    /// Talk to a sandbox started in-process on a free loopback port instead
-    /// of Cloudflare: the whole flow with no account and no token.
-    #[arg(long, global = true)]
-    sandbox: bool,
-
-    /// Give up connecting to the API after this long (e.g. 5s, 1m).
-    #[arg(long, global = true, value_name = "DURATION", default_value = "5s",
-          value_parser = context::parse_duration, help_heading = "Network")]
-    connect_timeout: std::time::Duration,
-
-    /// Give up on one API request (connect, send, answer) after this long;
-    /// it is then retried like a dropped connection.
-    #[arg(long, global = true, value_name = "DURATION", default_value = "60s",
-          value_parser = context::parse_duration, help_heading = "Network")]
-    request_timeout: std::time::Duration,
-
-    /// Retries of a failed request (408, 409, 429, 5xx, a dropped or refused
-    /// connection, a timeout) after the first try, with exponential backoff
-    /// and jitter, or as long as Cloudflare's Retry-After says.
-    #[arg(
-        long,
-        global = true,
-        value_name = "N",
-        default_value_t = 3,
-        help_heading = "Network"
-    )]
-    retries: u32,
-
-    /// Most API requests psk sends in any window of this length, across all
-    /// its concurrent requests. The default is Cloudflare's own limit, which
-    /// a 429 turns into a 5-minute block of the whole token.
-    #[arg(
-        long,
-        global = true,
-        value_name = "N/DURATION",
-        default_value = "1200/5m",
-        help_heading = "Network"
-    )]
-    rate_limit: crate::cloudflare::RateLimit,
-
-    /// Most API requests in flight at once (per-tunnel dry runs, rotations
-    /// in apply, chunks of a bulk PSK set). Tunnels of one site never
-    /// rotate at the same time.
-    #[arg(id = "api_parallelism", long = "parallelism", global = true, value_name = "N", default_value_t = 10,
-          value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Network")]
-    parallelism: u32,
-
-    /// No colour in human output (also: the NO_COLOR environment variable).
-    #[arg(long, global = true)]
-    no_color: bool,
-
-    /// Log what psk does on stderr: -v info (state, lock, dry-run
-    /// verdicts, retries), -vv debug (each HTTP request, rate-limiter
-    /// waits), -vvv trace. Without it, PSK_LOG=LEVEL (off, error, warn,
-    /// info, debug, trace). Never logs a PSK, a credential or a body.
-    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    global: args::GlobalArgs,
 
     #[command(subcommand)]
     command: Command,
@@ -151,7 +89,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    match log::level(cli.verbose, std::env::var(log::ENV).ok().as_deref()) {
+    match log::level(cli.global.verbose, std::env::var(log::ENV).ok().as_deref()) {
         Ok(level) => log::init(level),
         Err(e) => {
             let _ = writeln!(io::stderr(), "error: {e}");
@@ -177,19 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
         .enable_all()
         .worker_threads(2)
         .build()?;
-    let global = context::Global {
-        config: cli.config,
-        state: cli.state,
-        sandbox: cli.sandbox,
-        network: context::Network {
-            connect_timeout: cli.connect_timeout,
-            request_timeout: cli.request_timeout,
-            retries: cli.retries,
-            rate_limit: cli.rate_limit,
-            parallelism: cli.parallelism as usize,
-        },
-        no_color: cli.no_color,
-    };
+    let global = cli.global.resolve();
     runtime.block_on(async move {
         match cli.command {
             Command::Plan(a) => plan::run(&global, a).await,

@@ -7,11 +7,12 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::Args;
 
-use super::context::Global;
+use super::args::{parse_lock_timeout, Global};
+use super::session::Session;
 use super::show::identities;
 use super::Status;
 use crate::seal;
-use crate::state::{self, parse_lock_timeout};
+use crate::state;
 
 /// Re-encrypt every sealed PSK in the state to the recipients psk.yaml
 /// lists now, after someone joined or left. Needs an identity that opens
@@ -29,9 +30,10 @@ pub struct ResealArgs {
 }
 
 pub fn run(global: &Global, args: ResealArgs) -> anyhow::Result<Status> {
-    let config = global.load_config()?;
-    let (state_path, lock, mut state) = global
-        .lock_state(&config, "reseal", args.lock_timeout)?
+    let session = Session::open(global)?;
+    let config = &session.config;
+    let (state_path, lock, mut state) = session
+        .lock("reseal", args.lock_timeout)?
         .existing("nothing is sealed yet")?;
     let wanted = config.recipient_fingerprints();
     // Keys an apply sealed after psk.yaml's recipients changed are already

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Args;
 
-use super::context::{self, Global};
+use super::args::{parse_rate, Global};
+use super::session::Session;
 use super::Status;
 use crate::sandbox::{self, Sandbox, SandboxOptions};
 
@@ -65,18 +66,10 @@ pub struct SandboxArgs {
     refuse_changes: Vec<String>,
 }
 
-fn parse_rate(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
-        _ => Err(format!(
-            "`{s}` is not a share; use a number from 0 to 1, like 0.1"
-        )),
-    }
-}
-
 pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
-    let config = global.load_config()?;
-    let state = context::load_state(&global.state_path(&config))?;
+    let session = Session::open(global)?;
+    let config = &session.config;
+    let state = session.read_state()?;
     let options = SandboxOptions {
         ledger: args.ledger.clone(),
         latency: std::time::Duration::from_millis(args.latency),
@@ -86,7 +79,7 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
         seed: args.seed,
         refuse_changes: args.refuse_changes.iter().cloned().collect(),
     };
-    let sb = Sandbox::from_config(&config, state.as_ref(), &options)
+    let sb = Sandbox::from_config(config, state.as_ref(), &options)
         .context("cannot open the ledger file")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context as _};
 use clap::Args;
 
-use super::context::{self, Global};
+use super::args::Global;
+use super::session::Session;
 use super::Status;
 use crate::seal::{self, Identities};
 
@@ -44,9 +45,9 @@ pub fn identities(files: &[PathBuf]) -> anyhow::Result<Identities> {
 }
 
 pub fn run(global: &Global, args: ShowArgs) -> anyhow::Result<Status> {
-    let config = global.load_config()?;
-    let state_path = global.state_path(&config);
-    let state = context::require_state(&state_path)?;
+    let session = Session::open(global)?;
+    let (config, state_path) = (&session.config, &session.state_path);
+    let state = session.require_state()?;
     let record = match config.tunnel_by_name(&args.name) {
         Some(t) => state.get(&t.key()),
         None => state.find_by_name(&args.name),

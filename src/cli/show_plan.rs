@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::context::Global;
-use super::plan::{print, Format};
+use super::args::{Format, Global};
+use super::plan::print;
 use super::Status;
 use crate::planfile::PlanFile;
 

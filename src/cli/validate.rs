@@ -6,7 +6,7 @@ use std::path::Path;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use super::context::Global;
+use super::args::Global;
 use super::Status;
 use crate::config::{Config, ConfigError, Diagnostic};
 use crate::state::{self, StateError};

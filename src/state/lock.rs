@@ -223,16 +223,6 @@ pub fn force_unlock(
     Ok((Unlock::Stale(holder), true))
 }
 
-/// `--lock-timeout` values: psk durations (`30s`, `5m`), or `0`.
-pub fn parse_lock_timeout(s: &str) -> Result<Duration, String> {
-    if s.trim() == "0" {
-        return Ok(Duration::ZERO);
-    }
-    s.parse::<crate::policy::Span>()
-        .map(|span| Duration::from_secs(span.seconds() as u64))
-        .map_err(|e| e.to_string())
-}
-
 impl Drop for StateLock {
     fn drop(&mut self) {
         let _ = self.file.set_len(0);
@@ -325,12 +315,5 @@ mod tests {
         assert!(removed);
         assert_eq!(std::fs::read_to_string(&lock).unwrap(), "");
         drop(held);
-    }
-
-    #[test]
-    fn lock_timeouts_parse() {
-        assert_eq!(parse_lock_timeout("0").unwrap(), Duration::ZERO);
-        assert_eq!(parse_lock_timeout("30s").unwrap(), Duration::from_secs(30));
-        assert!(parse_lock_timeout("soon").is_err());
     }
 }

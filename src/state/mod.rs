@@ -17,7 +17,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::tunnel::TunnelKey;
-pub use lock::{force_unlock, parse_lock_timeout, LockError, LockHolder, StateLock, Unlock};
+pub use lock::{force_unlock, LockError, LockHolder, StateLock, Unlock};
 pub use perms::{warn_if_world_writable, world_writable_warning};
 pub use store::{backup_path, journal_path, parse, write_atomic, Journal, StateError};
 

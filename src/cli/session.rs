@@ -1,0 +1,182 @@
+//! The one way into psk's files and Cloudflare for a command.
+//!
+//! Every command that reads psk.yaml opens a [`Session`]: it loads the
+//! config (with the ids the state knows for tunnels named by name), knows
+//! where the state lives, reads it or takes its lock, and connects to
+//! Cloudflare or to an in-process sandbox. Planning online (connect,
+//! refresh, reconcile, dry-run) is written once here, for `plan` and
+//! `apply` alike, so the two can never plan differently.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use chrono::{DateTime, Utc};
+
+use super::args::Global;
+use crate::cloudflare::{Client, ClientOptions, Credentials};
+use crate::config::Config;
+use crate::reconcile::{self, Plan, PlanOptions};
+use crate::remote;
+use crate::sandbox::{self, Running, Sandbox, SandboxOptions};
+use crate::state::{self, State, StateLock};
+
+/// A command's view of psk.yaml and where its state lives.
+pub struct Session<'g> {
+    pub global: &'g Global,
+    pub config: Config,
+    pub state_path: PathBuf,
+}
+
+impl<'g> Session<'g> {
+    /// Reads psk.yaml. Tunnels named only by name get the id the state
+    /// recorded for them (when it did), so `--offline` can plan them.
+    pub fn open(global: &'g Global) -> anyhow::Result<Self> {
+        let mut config = Config::load(&global.config)?;
+        tracing::info!(
+            path = %config.path.display(),
+            tunnels = config.tunnels.len(),
+            by_name = config.unresolved.len(),
+            "psk.yaml loaded"
+        );
+        let state_path = global.state_path(&config);
+        if !config.unresolved.is_empty() {
+            // A state that does not load is reported by the command itself.
+            if let Ok(Some(state)) = state::load(&state_path) {
+                config.resolve(|account, name| {
+                    state
+                        .tunnels
+                        .values()
+                        .find(|r| r.account_id == account && r.name == name)
+                        .map(|r| r.tunnel_id.clone())
+                });
+            }
+        }
+        Ok(Session {
+            global,
+            config,
+            state_path,
+        })
+    }
+
+    /// Reads the state, or `None` when there is none yet.
+    pub fn read_state(&self) -> anyhow::Result<Option<State>> {
+        Ok(state::load(&self.state_path)?)
+    }
+
+    /// Reads the state for a command that needs one (show, export).
+    pub fn require_state(&self) -> anyhow::Result<State> {
+        self.read_state()?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "there is no state file at {}; run `psk apply` first",
+                self.state_path.display()
+            )
+        })
+    }
+
+    /// Takes the state lock for `operation` (waiting up to `timeout` for
+    /// another psk), then loads the state for writing: any journal an
+    /// interrupted apply left is folded in first.
+    pub fn lock(
+        &self,
+        operation: &str,
+        timeout: Option<std::time::Duration>,
+    ) -> anyhow::Result<Writable> {
+        let path = self.state_path.clone();
+        let lock = StateLock::acquire(&path, operation, timeout.unwrap_or_default())?;
+        let state = state::load_for_write(&path, &lock)?;
+        Ok(Writable { path, lock, state })
+    }
+
+    /// A client for Cloudflare, or for an in-process sandbox holding
+    /// psk.yaml's tunnels (and `state`'s keys) under `--sandbox`.
+    pub async fn connect(&self, state: Option<&State>) -> anyhow::Result<Connection> {
+        let network = &self.global.network;
+        if !self.global.sandbox {
+            let credentials = Credentials::from_env()?;
+            let client = Client::new(&credentials, network.client_options())?;
+            return Ok(Connection {
+                client,
+                _sandbox: None,
+            });
+        }
+        let sb = Sandbox::from_config(&self.config, state, &SandboxOptions::default())
+            .context("cannot start the sandbox")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("cannot bind the sandbox to a loopback port")?;
+        let running = sandbox::spawn(listener, Arc::new(sb))?;
+        let options = ClientOptions {
+            base_url: running.base_url(),
+            ..network.client_options()
+        };
+        let client = Client::new(&Credentials::Token("sandbox".into()), options)?;
+        Ok(Connection {
+            client,
+            _sandbox: Some(running),
+        })
+    }
+
+    /// The plan from psk.yaml and the state alone: no token, no request.
+    pub fn plan_offline(
+        &self,
+        state: Option<&State>,
+        now: DateTime<Utc>,
+        options: &PlanOptions,
+    ) -> anyhow::Result<Plan> {
+        self.config.require_resolved(
+            "the state does not record its id, and --offline does not ask Cloudflare",
+        )?;
+        Ok(reconcile::reconcile_with(
+            &self.config,
+            state,
+            None,
+            now,
+            options,
+        ))
+    }
+
+    /// Connects, lists every account's tunnels, plans, and dry-runs each
+    /// PSK change. The connection comes back too, for apply to go on with.
+    pub async fn plan_online(
+        &self,
+        state: Option<&State>,
+        now: DateTime<Utc>,
+        options: &PlanOptions,
+    ) -> anyhow::Result<(Plan, Connection)> {
+        let connection = self.connect(state).await?;
+        let remote = remote::refresh(&connection.client, &self.config).await?;
+        let mut plan = reconcile::reconcile_with(&self.config, state, Some(&remote), now, options);
+        remote::dry_run(&connection.client, &self.config, &mut plan).await;
+        Ok((plan, connection))
+    }
+}
+
+/// A client, and the sandbox it talks to under `--sandbox`: the sandbox
+/// serves as long as this lives.
+pub struct Connection {
+    pub client: Client,
+    _sandbox: Option<Running>,
+}
+
+/// The state as a writer holds it: locked until this is dropped.
+pub struct Writable {
+    pub path: PathBuf,
+    pub lock: StateLock,
+    /// `None` when there is no state file yet.
+    pub state: Option<State>,
+}
+
+impl Writable {
+    /// The state, for commands that need one to exist: `otherwise` says
+    /// what to do instead (e.g. "run `psk apply` first").
+    pub fn existing(self, otherwise: &str) -> anyhow::Result<(PathBuf, StateLock, State)> {
+        match self.state {
+            Some(state) => Ok((self.path, self.lock, state)),
+            None => bail!(
+                "there is no state file at {}; {otherwise}",
+                self.path.display()
+            ),
+        }
+    }
+}

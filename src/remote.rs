@@ -1,0 +1,266 @@
+//! What psk asks Cloudflare before it plans, and what the answers mean.
+//!
+//! A plan made online stands on two questions: which tunnels exist and
+//! when each PSK was last made ([`refresh`]), and whether Cloudflare would
+//! accept each rotation ([`dry_run`]). Both are domain rules, not command
+//! line: which tunnels must be found, and which failed dry run is Cloudflare
+//! saying "no" rather than a request that failed in passing. So they live
+//! here, with typed errors; the commands add what the user should do.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::cloudflare::{ApiError, BulkOutcome, Client, PskEntry};
+use crate::config::Config;
+use crate::policy::Generator;
+use crate::reconcile::{Action, DryRun, Plan, Remote};
+use crate::tunnel::TunnelKey;
+
+/// Why a refresh could not give the planner Cloudflare's view.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error("cannot list the IPsec tunnels of account {account}")]
+    List {
+        account: String,
+        #[source]
+        source: ApiError,
+    },
+    /// A tunnel named by name is one psk.yaml also lists by id. `at` is
+    /// where psk.yaml names it, as `path:line`.
+    #[error(
+        "{at}: tunnel `{name}` is Cloudflare's tunnel {id} in account {account}, which psk.yaml also lists as `{listed_as}`; list each tunnel once"
+    )]
+    ListedTwice {
+        at: String,
+        name: String,
+        id: String,
+        account: String,
+        listed_as: String,
+    },
+    /// More than one tunnel of the account bears the name.
+    #[error(
+        "{at}: {} tunnels in account {account} are named `{name}` ({}); psk cannot tell which one `{name}` means. Add its `id` to psk.yaml",
+        .ids.len(),
+        .ids.join(", ")
+    )]
+    Ambiguous {
+        at: String,
+        account: String,
+        name: String,
+        ids: Vec<String>,
+    },
+    /// Tunnels of psk.yaml Cloudflare does not have, one line each.
+    #[error(
+        "{} tunnel{} in {} {} not found at Cloudflare:\n{}\nCheck the ids and account ids in psk.yaml; psk does not create tunnels",
+        .missing.len(),
+        if .missing.len() == 1 { "" } else { "s" },
+        .path.display(),
+        if .missing.len() == 1 { "was" } else { "were" },
+        .missing.join("\n")
+    )]
+    Missing { path: PathBuf, missing: Vec<String> },
+}
+
+/// One list call per account; every tunnel of psk.yaml must be there.
+pub async fn refresh(client: &Client, config: &Config) -> Result<Remote, RefreshError> {
+    let mut remote = Remote::default();
+    for account in config.accounts() {
+        let tunnels = client
+            .list_tunnels(&account)
+            .await
+            .map_err(|source| RefreshError::List {
+                account: account.clone(),
+                source,
+            })?;
+        tracing::info!(
+            account = %account,
+            tunnels = tunnels.len(),
+            "listed the account's IPsec tunnels"
+        );
+        for t in tunnels {
+            remote.tunnels.insert(TunnelKey::new(&account, &t.id), t);
+        }
+    }
+    check_listed(config, &remote)?;
+    Ok(remote)
+}
+
+/// Every tunnel psk.yaml lists by id is in `remote`, and every tunnel it
+/// names by name only is there exactly once and not listed twice.
+fn check_listed(config: &Config, remote: &Remote) -> Result<(), RefreshError> {
+    let mut missing: Vec<String> = config
+        .tunnels
+        .iter()
+        .filter(|t| !remote.tunnels.contains_key(&t.key()))
+        .map(|t| format!("  {} (id {}) in account {}", t.name, t.id, t.account_id))
+        .collect();
+    for u in &config.unresolved {
+        let at = || format!("{}:{}", config.path.display(), u.line);
+        let ids: Vec<&str> = remote
+            .tunnels
+            .iter()
+            .filter(|(k, t)| k.account_id == u.account_id && t.name == u.name)
+            .map(|(k, _)| k.tunnel_id.as_str())
+            .collect();
+        match ids.len() {
+            0 => missing.push(format!(
+                "  {} (named by name, no id; line {}) in account {}",
+                u.name, u.line, u.account_id
+            )),
+            1 => {
+                let key = TunnelKey::new(&u.account_id, ids[0]);
+                if let Some(t) = config.tunnels.iter().find(|t| t.key() == key) {
+                    return Err(RefreshError::ListedTwice {
+                        at: at(),
+                        name: u.name.clone(),
+                        id: ids[0].to_string(),
+                        account: u.account_id.clone(),
+                        listed_as: t.name.clone(),
+                    });
+                }
+            }
+            _ => {
+                return Err(RefreshError::Ambiguous {
+                    at: at(),
+                    account: u.account_id.clone(),
+                    name: u.name.clone(),
+                    ids: ids.iter().map(|id| id.to_string()).collect(),
+                })
+            }
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(RefreshError::Missing {
+            path: config.path.clone(),
+            missing,
+        })
+    }
+}
+
+/// Asks Cloudflare to validate every PSK-changing action without doing it,
+/// `--parallelism` at a time. Results land on their own actions, so the
+/// plan reads the same whatever order the answers came in.
+pub async fn dry_run(client: &Client, config: &Config, plan: &mut Plan) {
+    let by_key = config.tunnels_by_key();
+    let mut generated = Vec::new();
+    let mut set_by_account: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, a) in plan.actions.iter().enumerate() {
+        if !a.kind.changes_psk() {
+            continue;
+        }
+        let generator = by_key
+            .get(&a.key)
+            .map_or(Generator::Cloudflare, |t| config.policy_of(t).generator);
+        match generator {
+            Generator::Cloudflare => generated.push((i, a.key.clone())),
+            Generator::Local => set_by_account
+                .entry(a.key.account_id.clone())
+                .or_default()
+                .push(i),
+        }
+    }
+    dry_run_generate(client, plan, generated).await;
+    for (account, idxs) in set_by_account {
+        dry_run_set(client, plan, &account, idxs).await;
+    }
+}
+
+/// `cloudflare` keys: one `psk_generate` with `validate_only` per tunnel.
+async fn dry_run_generate(client: &Client, plan: &mut Plan, todo: Vec<(usize, TunnelKey)>) {
+    let results = client
+        .concurrently(todo, |(i, key)| async move {
+            let r = client
+                .psk_generate(&key.account_id, &key.tunnel_id, true)
+                .await;
+            (i, r)
+        })
+        .await;
+    for (i, r) in results {
+        plan.actions[i].dry_run = match r {
+            Ok(_) => DryRun::Accepted,
+            Err(e) => verdict_of_failure(&e),
+        };
+        log_verdict(&plan.actions[i], "cloudflare");
+    }
+}
+
+/// `local` keys: the bulk set with `validate_only`, for one account, with
+/// throwaway keys of the shape apply will send (never stored or shown).
+async fn dry_run_set(client: &Client, plan: &mut Plan, account: &str, idxs: Vec<usize>) {
+    let entries: Vec<PskEntry> = idxs
+        .iter()
+        .map(|i| PskEntry {
+            tunnel_id: plan.actions[*i].key.tunnel_id.clone(),
+            psk: crate::apply::new_local_psk(),
+        })
+        .collect();
+    let outcome = client.set_psks(account, &entries, true).await;
+    for i in idxs {
+        plan.actions[i].dry_run = verdict_of_set(&outcome, &plan.actions[i].key.tunnel_id);
+        log_verdict(&plan.actions[i], "local");
+    }
+}
+
+/// What the bulk set's answer says about one tunnel.
+fn verdict_of_set(outcome: &BulkOutcome, id: &str) -> DryRun {
+    if outcome.applied.contains_key(id) {
+        DryRun::Accepted
+    } else if let Some(reason) = outcome.unapplied.get(id) {
+        DryRun::Refused(format!("Cloudflare would not apply the PSK: {reason}"))
+    } else {
+        match outcome
+            .failed
+            .iter()
+            .find(|f| f.tunnel_ids.iter().any(|t| t.eq_ignore_ascii_case(id)))
+        {
+            Some(f) => verdict_of_failure(&f.error),
+            // An answer that skips a tunnel says nothing about it;
+            // apply reports what Cloudflare says when it sends it.
+            None => DryRun::NoVerdict(
+                "Cloudflare's answer to the dry run did not mention this tunnel".into(),
+            ),
+        }
+    }
+}
+
+/// One line per dry run: its tunnel and verdict, with Cloudflare's message
+/// (already shown in the plan) when there is one.
+fn log_verdict(a: &Action, generator: &str) {
+    let (verdict, message) = match &a.dry_run {
+        DryRun::NotRun => return,
+        DryRun::Accepted => ("accepted", None),
+        DryRun::Refused(m) => ("refused", Some(m.as_str())),
+        DryRun::NoVerdict(m) => ("no_verdict", Some(m.as_str())),
+    };
+    tracing::info!(
+        tunnel = %a.name,
+        tunnel_id = %a.key.tunnel_id,
+        account = %a.key.account_id,
+        generator,
+        verdict,
+        message,
+        "dry run"
+    );
+}
+
+/// What a failed dry run says. Cloudflare's own "no" (a 4xx with its
+/// error, `success: false`) is a refusal: apply would fail the same way.
+/// A dry run that failed in passing (no answer or an unreadable one, a
+/// 5xx after every retry, 408, 409, the rate limit) is no verdict on the
+/// rotation: a warning, so the reader retries rather than edits psk.yaml,
+/// and apply still goes ahead.
+fn verdict_of_failure(e: &ApiError) -> DryRun {
+    let message = e.to_string().replace('\n', " ");
+    let in_passing = e.outcome_unknown()
+        || match e.status() {
+            None => true,
+            Some(s) => s >= 500 || matches!(s, 408 | 409 | 429),
+        };
+    if in_passing {
+        DryRun::NoVerdict(format!("the dry run itself failed: {message}"))
+    } else {
+        DryRun::Refused(message)
+    }
+}
