@@ -38,7 +38,7 @@ fn logs_are_off_by_default_and_never_touch_stdout() {
     // -v is info: no per-request lines; -vv adds them.
     let info = env.run(&["plan", "-v"]);
     assert!(
-        info.stderr.contains("INFO psk::cli::context: dry run"),
+        info.stderr.contains("INFO psk::remote: dry run"),
         "{info:?}"
     );
     assert!(!info.stderr.contains("HTTP request"), "{info:?}");

@@ -158,12 +158,12 @@ fn no_command_prints_or_writes_a_secret() {
             "plan",
             &r,
             &[
-                "INFO psk::cli::context: psk.yaml loaded",
+                "INFO psk::cli::session: psk.yaml loaded",
                 &format!("TRACE psk::cloudflare: HTTP request sent method=GET path=/accounts/{ACCOUNT}/magic/ipsec_tunnels attempt=1"),
                 &format!("DEBUG psk::cloudflare: HTTP request method=GET path=/accounts/{ACCOUNT}/magic/ipsec_tunnels status=200 attempt=1"),
-                &format!("INFO psk::cli::context: listed the account's IPsec tunnels account={ACCOUNT} tunnels=6"),
+                &format!("INFO psk::remote: listed the account's IPsec tunnels account={ACCOUNT} tunnels=6"),
                 "psk_generate?validate_only=true status=200 attempt=1",
-                &format!("INFO psk::cli::context: dry run tunnel=tunnel-00 tunnel_id={} account={ACCOUNT} generator=\"cloudflare\" verdict=\"accepted\"", tunnel_id(0)),
+                &format!("INFO psk::remote: dry run tunnel=tunnel-00 tunnel_id={} account={ACCOUNT} generator=\"cloudflare\" verdict=\"accepted\"", tunnel_id(0)),
             ],
         );
         if f == "json" {
