@@ -8,7 +8,7 @@ use chrono::Utc;
 use clap::Args;
 use serde_json::json;
 
-use super::args::{parse_lock_timeout, Global, Selection};
+use super::args::{Global, LockWait, Selection};
 use super::progress::Progress;
 use super::session::{Connection, Session, Writable};
 use super::Status;
@@ -41,9 +41,8 @@ pub struct ApplyArgs {
     #[arg(long)]
     json: bool,
 
-    /// How long to wait for another psk holding the state lock (e.g. 30s).
-    #[arg(long, value_name = "DURATION", value_parser = parse_lock_timeout)]
-    lock_timeout: Option<std::time::Duration>,
+    #[command(flatten)]
+    lock: LockWait,
 }
 
 pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
@@ -52,7 +51,7 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
         path: state_path,
         lock: _lock,
         state,
-    } = session.lock("apply", args.lock_timeout)?;
+    } = session.lock("apply", &args.lock)?;
     let (plan, connection) = plan_to_apply(&session, &args, state.as_ref()).await?;
     if let Some(status) = review(&plan, &args, global.no_color)? {
         return Ok(status);

@@ -223,6 +223,21 @@ impl Selection {
     }
 }
 
+/// `--lock-timeout`, for the commands that write the state.
+#[derive(Debug, Args, Default)]
+pub struct LockWait {
+    /// How long to wait for another psk holding the state lock (e.g. 30s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_lock_timeout)]
+    lock_timeout: Option<Duration>,
+}
+
+impl LockWait {
+    /// How long to wait; without the flag, not at all.
+    pub fn timeout(&self) -> Duration {
+        self.lock_timeout.unwrap_or_default()
+    }
+}
+
 /// How a plan is printed, by `plan` and `show-plan`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {

@@ -2,13 +2,12 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use chrono::Utc;
 use clap::Args;
 
-use super::args::{parse_lock_timeout, Global};
+use super::args::{Global, LockWait};
 use super::session::Session;
 use super::Status;
 use crate::seal;
@@ -27,9 +26,8 @@ pub struct DeliverArgs {
     #[arg(short = 'i', long = "identity", value_name = "FILE")]
     identities: Vec<PathBuf>,
 
-    /// How long to wait for another psk holding the state lock (e.g. 30s).
-    #[arg(long, value_name = "DURATION", value_parser = parse_lock_timeout)]
-    lock_timeout: Option<Duration>,
+    #[command(flatten)]
+    lock: LockWait,
 }
 
 pub async fn run(global: &Global, args: DeliverArgs) -> anyhow::Result<Status> {
@@ -37,7 +35,7 @@ pub async fn run(global: &Global, args: DeliverArgs) -> anyhow::Result<Status> {
     let config = &session.config;
     // Held until the end: the state is ours to write.
     let (state_path, _lock, mut state) = session
-        .lock("deliver", args.lock_timeout)?
+        .lock("deliver", &args.lock)?
         .existing("run `psk apply` first")?;
 
     let mut todo = Vec::new();

@@ -1,13 +1,12 @@
 //! `psk import`.
 
 use std::io::{IsTerminal, Read, Write};
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use clap::Args;
 use zeroize::Zeroizing;
 
-use super::args::{parse_lock_timeout, Global};
+use super::args::{Global, LockWait};
 use super::session::{Session, Writable};
 use super::Status;
 use crate::seal::{self, Psk};
@@ -27,9 +26,8 @@ pub struct ImportArgs {
     #[arg(long)]
     force: bool,
 
-    /// How long to wait for another psk holding the state lock (e.g. 30s).
-    #[arg(long, value_name = "DURATION", value_parser = parse_lock_timeout)]
-    lock_timeout: Option<Duration>,
+    #[command(flatten)]
+    lock: LockWait,
 }
 
 /// The PSK from stdin: one line, printable ASCII with no spaces.
@@ -78,7 +76,7 @@ pub async fn run(global: &Global, args: ImportArgs) -> anyhow::Result<Status> {
         path: state_path,
         lock,
         state,
-    } = session.lock("import", args.lock_timeout)?;
+    } = session.lock("import", &args.lock)?;
     if let Some(rec) = state.as_ref().and_then(|s| s.get(&key)) {
         if rec.psk.is_some() && !args.force {
             bail!(

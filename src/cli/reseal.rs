@@ -2,12 +2,11 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
 
-use super::args::{parse_lock_timeout, Global};
+use super::args::{Global, LockWait};
 use super::session::Session;
 use super::show::identities;
 use super::Status;
@@ -24,16 +23,15 @@ pub struct ResealArgs {
     #[arg(short = 'i', long = "identity", value_name = "FILE")]
     identities: Vec<PathBuf>,
 
-    /// How long to wait for another psk holding the state lock (e.g. 30s).
-    #[arg(long, value_name = "DURATION", value_parser = parse_lock_timeout)]
-    lock_timeout: Option<Duration>,
+    #[command(flatten)]
+    lock: LockWait,
 }
 
 pub fn run(global: &Global, args: ResealArgs) -> anyhow::Result<Status> {
     let session = Session::open(global)?;
     let config = &session.config;
     let (state_path, lock, mut state) = session
-        .lock("reseal", args.lock_timeout)?
+        .lock("reseal", &args.lock)?
         .existing("nothing is sealed yet")?;
     let wanted = config.recipient_fingerprints();
     // Keys an apply sealed after psk.yaml's recipients changed are already

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use chrono::{DateTime, Utc};
 
-use super::args::Global;
+use super::args::{Global, LockWait};
 use crate::cloudflare::{Client, ClientOptions, Credentials};
 use crate::config::Config;
 use crate::reconcile::{self, Plan, PlanOptions};
@@ -74,16 +74,12 @@ impl<'g> Session<'g> {
         })
     }
 
-    /// Takes the state lock for `operation` (waiting up to `timeout` for
-    /// another psk), then loads the state for writing: any journal an
-    /// interrupted apply left is folded in first.
-    pub fn lock(
-        &self,
-        operation: &str,
-        timeout: Option<std::time::Duration>,
-    ) -> anyhow::Result<Writable> {
+    /// Takes the state lock for `operation` (waiting as `--lock-timeout`
+    /// says for another psk), then loads the state for writing: any journal
+    /// an interrupted apply left is folded in first.
+    pub fn lock(&self, operation: &str, wait: &LockWait) -> anyhow::Result<Writable> {
         let path = self.state_path.clone();
-        let lock = StateLock::acquire(&path, operation, timeout.unwrap_or_default())?;
+        let lock = StateLock::acquire(&path, operation, wait.timeout())?;
         let state = state::load_for_write(&path, &lock)?;
         Ok(Writable { path, lock, state })
     }
