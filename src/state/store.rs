@@ -305,29 +305,33 @@ fn replay(path: &Path, state: &mut State) -> Result<usize, StateError> {
             });
         }
         state.serial = e.serial;
-        for (key, record) in e.changes {
-            // psk writes each record under its own key; anything else is
-            // damage, and would act on the wrong tunnel.
-            let key = super::parse_key(&key)
-                .filter(|k| record.as_ref().is_none_or(|r| r.key() == *k))
-                .ok_or_else(|| StateError::Journal {
-                    path: jpath.clone(),
-                    state: path.to_path_buf(),
-                    line: i + 1,
-                    message: "a change names a tunnel key that does not match its record".into(),
-                })?;
-            match record {
-                Some(r) => {
-                    state.tunnels.insert(key, r);
-                }
-                None => {
-                    state.tunnels.remove(&key);
-                }
-            }
-        }
+        apply_changes(state, e.changes).map_err(|message| StateError::Journal {
+            path: jpath.clone(),
+            state: path.to_path_buf(),
+            line: i + 1,
+            message: message.into(),
+        })?;
     }
     tracing::info!(journal = %jpath.display(), commits = n, serial = state.serial, "journal of an interrupted apply replayed");
     Ok(n)
+}
+
+/// Applies one journal line's changes. psk writes each record under its
+/// own key; anything else is damage, and would act on the wrong tunnel.
+fn apply_changes(
+    state: &mut State,
+    changes: BTreeMap<String, Option<TunnelState>>,
+) -> Result<(), &'static str> {
+    for (key, record) in changes {
+        let key = super::parse_key(&key)
+            .filter(|k| record.as_ref().is_none_or(|r| r.key() == *k))
+            .ok_or("a change names a tunnel key that does not match its record")?;
+        match record {
+            Some(r) => state.tunnels.insert(key, r),
+            None => state.tunnels.remove(&key),
+        };
+    }
+    Ok(())
 }
 
 /// Bumps the serial and writes the whole state durably, keeping the
