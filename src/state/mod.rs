@@ -6,6 +6,12 @@
 //! backup. A reader never sees a half-written file. An apply appends its
 //! per-tunnel changes to a journal and writes the whole file once at the end,
 //! so N tunnels cost O(N) bytes, not O(N²) (see [`Journal`]).
+//!
+//! A tunnel's record changes only through the transitions on
+//! [`TunnelState`] (begin a rotation, record a key, withdraw an attempt,
+//! record a delivery, re-seal), so `apply`, `import`, `reseal` and
+//! `deliver` can never disagree on what a new key resets. Records are
+//! keyed by [`TunnelKey`]; the file writes the key as `account_id/tunnel_id`.
 
 mod lock;
 mod perms;
