@@ -11,11 +11,11 @@
 //! state file once at the end (see `state::Journal`), so N tunnels cost O(N)
 //! bytes of writes and far fewer than 2N fsyncs.
 //!
-//! One executor, two paths that share [`Run`] (the plan, the state and its
-//! journal, the outcomes) and one [`site`] gate:
-//! - [`bulk`]: keys psk makes itself (`generator: local`) go out first, in
+//! One executor, two paths that share `Run` (the plan, the state and its
+//! journal, the outcomes) and one `site` gate:
+//! - `bulk`: keys psk makes itself (`generator: local`) go out first, in
 //!   bulk requests, in rounds of at most one tunnel per site;
-//! - [`stream`]: everything else, `psk_generate` rotations streaming
+//! - `stream`: everything else, `psk_generate` rotations streaming
 //!   `--parallelism` at a time, forgets, and what is left for other commands.
 //!
 //! Every change to a tunnel's record goes through the transitions on
@@ -193,8 +193,8 @@ pub enum Event<'a> {
 /// journal into the state at the end. Returning early with an error leaves
 /// the journal, which the next load replays.
 ///
-/// Locally made keys go first, in bulk ([`bulk`]); then up to
-/// `options.parallelism` rotations stream at once ([`stream`]). Never two
+/// Locally made keys go first, in bulk (`bulk`); then up to
+/// `options.parallelism` rotations stream at once (`stream`). Never two
 /// of one site change at once, and only this task touches the state.
 pub async fn apply(
     config: &Config,

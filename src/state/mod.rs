@@ -86,7 +86,7 @@ pub const STATE_VERSION: u64 = 2;
 pub const BASE_STATE_VERSION: u64 = 1;
 
 /// The format version is not kept here: it is checked when the file is read
-/// (`store::parse`) and derived when it is written ([`State::needed_version`]),
+/// (`store::parse`) and derived when it is written (`State::needed_version`),
 /// so a state in memory can never claim a version its contents contradict.
 ///
 /// There is no `Deserialize`: a state comes only from [`parse`], which checks
@@ -296,14 +296,16 @@ impl State {
         self.tunnels.remove(key)
     }
 
-    /// [`TunnelState::withdraw_intent`], dropping a record left holding
-    /// nothing (a first generation Cloudflare refused).
+    /// Cloudflare surely did not act on the announced call: the intent
+    /// goes (the edge still holds the recorded key), and so does a record
+    /// left holding nothing (a first generation Cloudflare refused).
     pub fn withdraw_intent(&mut self, key: &TunnelKey) {
         self.withdraw(key, TunnelState::withdraw_intent);
     }
 
-    /// [`TunnelState::withdraw_pending`], dropping a record left holding
-    /// nothing (a first local key Cloudflare refused).
+    /// Cloudflare surely did not set the pending key, so it is live
+    /// nowhere: it goes, and so does a record left holding nothing (a first
+    /// local key Cloudflare refused).
     pub fn withdraw_pending(&mut self, key: &TunnelKey) {
         self.withdraw(key, TunnelState::withdraw_pending);
     }
@@ -488,15 +490,12 @@ impl TunnelState {
         }
     }
 
-    /// Cloudflare surely did not act on the announced call: the edge still
-    /// holds the recorded key. Use [`State::withdraw_intent`], which also
-    /// drops a record left empty.
+    /// See [`State::withdraw_intent`], which also drops a record left empty.
     fn withdraw_intent(&mut self) {
         self.intent = None;
     }
 
-    /// Cloudflare surely did not set the pending key: it is live nowhere.
-    /// Use [`State::withdraw_pending`], which also drops a record left empty.
+    /// See [`State::withdraw_pending`], which also drops a record left empty.
     fn withdraw_pending(&mut self) {
         self.pending = None;
     }
