@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::cloudflare::{ApiError, BulkOutcome, Client, PskEntry};
+use crate::cloudflare::{ApiError, BulkOutcome, BulkResult, Client, PskEntry};
 use crate::config::Config;
 use crate::policy::Generator;
 use crate::reconcile::{Action, DryRun, Plan, Remote};
@@ -205,23 +205,17 @@ async fn dry_run_set(client: &Client, plan: &mut Plan, account: &str, idxs: Vec<
 
 /// What the bulk set's answer says about one tunnel.
 fn verdict_of_set(outcome: &BulkOutcome, id: &str) -> DryRun {
-    if outcome.applied.contains_key(id) {
-        DryRun::Accepted
-    } else if let Some(reason) = outcome.unapplied.get(id) {
-        DryRun::Refused(format!("Cloudflare would not apply the PSK: {reason}"))
-    } else {
-        match outcome
-            .failed
-            .iter()
-            .find(|f| f.tunnel_ids.iter().any(|t| t.eq_ignore_ascii_case(id)))
-        {
-            Some(f) => verdict_of_failure(&f.error),
-            // An answer that skips a tunnel says nothing about it;
-            // apply reports what Cloudflare says when it sends it.
-            None => DryRun::NoVerdict(
-                "Cloudflare's answer to the dry run did not mention this tunnel".into(),
-            ),
+    match outcome.for_tunnel(id) {
+        BulkResult::Applied(_) => DryRun::Accepted,
+        BulkResult::Unapplied(reason) => {
+            DryRun::Refused(format!("Cloudflare would not apply the PSK: {reason}"))
         }
+        BulkResult::Failed(e) => verdict_of_failure(e),
+        // An answer that skips a tunnel says nothing about it;
+        // apply reports what Cloudflare says when it sends it.
+        BulkResult::Unmentioned => DryRun::NoVerdict(
+            "Cloudflare's answer to the dry run did not mention this tunnel".into(),
+        ),
     }
 }
 
