@@ -244,10 +244,9 @@ pub fn parse_timezone(text: &str) -> Result<Tz, String> {
         return Ok(tz);
     }
     let names = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name());
-    let hint = match crate::suggest::closest(text, names) {
-        Some(best) => format!(", did you mean `{best}`?"),
-        None => "; expected an IANA name such as UTC, Europe/Berlin or America/New_York".into(),
-    };
+    let hint = crate::suggest::did_you_mean(text, names).unwrap_or_else(|| {
+        "; expected an IANA name such as UTC, Europe/Berlin or America/New_York".into()
+    });
     Err(format!("unknown time zone `{text}`{hint}"))
 }
 
