@@ -37,26 +37,14 @@ impl Config {
     /// Validates `text` as the contents of `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let fail = |diagnostics| ConfigError::new(path, diagnostics);
-        let (loc, raw) = read(text).map_err(fail)?;
-        let checked = validate::check(&raw, &loc).map_err(fail)?;
-        let base = path.parent().unwrap_or(Path::new(""));
-        let state_path = base.join(raw.state.as_deref().unwrap_or("psk.state.json"));
-        Ok(Config {
-            path: path.to_path_buf(),
-            state_path,
-            recipients: checked.recipients,
-            policies: checked.policies,
-            tunnels: checked.tunnels,
-            unresolved: checked.unresolved,
-            warnings: checked.warnings,
-            order: checked.order,
-        })
+        let (loc, raw) = read(path, text).map_err(fail)?;
+        validate::config(path, &raw, &loc).map_err(fail)
     }
 }
 
 /// psk.yaml as the raw types, with where each of its keys sits; or every
 /// problem of the first stage that finds one.
-fn read(text: &str) -> Result<(Locations, RawConfig), Vec<Diagnostic>> {
+fn read(path: &Path, text: &str) -> Result<(Locations, RawConfig), Vec<Diagnostic>> {
     guard::check_text(text).map_err(|d| vec![d])?;
     // One pass of yaml-rust2: the alias cap, key positions, the tree.
     let Scan {
@@ -93,13 +81,18 @@ fn read(text: &str) -> Result<(Locations, RawConfig), Vec<Diagnostic>> {
     if !duplicates.is_empty() {
         return Err(duplicates);
     }
-    structure(text, &doc, &loc)?;
+    structure(path, text, &doc, &loc)?;
     let raw = raw.map_err(|e| vec![serde_diagnostic(&e)])?;
     Ok((loc, raw))
 }
 
 /// The schema's verdict on `doc`, the file as YAML values.
-fn structure(text: &str, doc: &serde_json::Value, loc: &Locations) -> Result<(), Vec<Diagnostic>> {
+fn structure(
+    path: &Path,
+    text: &str,
+    doc: &serde_json::Value,
+    loc: &Locations,
+) -> Result<(), Vec<Diagnostic>> {
     let structural = schema::check(doc, loc);
     if structural.diagnostics.is_empty() {
         return Ok(());
@@ -113,7 +106,7 @@ fn structure(text: &str, doc: &serde_json::Value, loc: &Locations) -> Result<(),
         .flatten();
     if let Some(pruned) = pruned {
         if let Ok(raw) = serde_yaml::from_str::<RawConfig>(&pruned) {
-            if let Err(errors) = validate::check(&raw, loc) {
+            if let Err(errors) = validate::config(path, &raw, loc) {
                 all.extend(errors);
             }
         }

@@ -1,39 +1,33 @@
 //! Checks psk.yaml as a whole, once serde has read it into the `raw` types,
-//! and builds the validated parts of a [`Config`](super::Config).
+//! and builds the [`Config`] from it.
 //!
 //! The schema and serde judge each value on its own; what needs the whole
 //! file is here: names and ids used twice, accounts and policies named but
 //! not defined, durations, windows and recipients that do not parse, and
 //! each tunnel's account and policy, inherited from where it is written.
 //! Every problem is collected with its key path, located through
-//! [`Locations`], so one run shows them all. Each check has its own method,
-//! called in file order so that problems on one line keep their order.
+//! [`Locations`], so one run shows them all. Each check has its own method;
+//! [`config`] calls them in a fixed order, and problems are then sorted by
+//! position, so two at one place always come out in the same order.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
 
 use super::raw::{RawConfig, RawGenerator, RawPolicy, RawTunnel, RawWindow};
-use super::{Diagnostic, Locations, Tunnel, Unresolved, CONFIG_VERSION};
+use super::{Config, Diagnostic, Locations, Tunnel, Unresolved, CONFIG_VERSION};
 use crate::policy::window::{self, Window};
 use crate::policy::{Deliver, Generator, Policy, Span, DEFAULT_DELIVER_TIMEOUT_SECONDS};
 use crate::seal::Recipient;
 use crate::suggest::did_you_mean;
 use crate::tunnel::{is_cloudflare_id, TunnelKey};
 
-/// The validated parts of a config, before it knows its file.
-pub(super) struct Checked {
-    pub recipients: Vec<Recipient>,
-    pub policies: BTreeMap<String, Policy>,
-    /// Tunnels whose id is known, in file order.
-    pub tunnels: Vec<Tunnel>,
-    pub unresolved: Vec<Unresolved>,
-    /// Each tunnel's place in the file, by name.
-    pub order: HashMap<String, usize>,
-    /// Problems that do not stop psk, in file order.
-    pub warnings: Vec<Diagnostic>,
-}
-
-/// Checks `raw` as a whole: its validated parts, or every problem found.
-pub(super) fn check(raw: &RawConfig, loc: &Locations) -> Result<Checked, Vec<Diagnostic>> {
+/// The model of the file at `path`, whose text serde read into `raw`; or
+/// every problem found.
+pub(super) fn config(
+    path: &Path,
+    raw: &RawConfig,
+    loc: &Locations,
+) -> Result<Config, Vec<Diagnostic>> {
     let mut v = Validator {
         loc,
         raw,
@@ -52,13 +46,16 @@ pub(super) fn check(raw: &RawConfig, loc: &Locations) -> Result<Checked, Vec<Dia
     }
     let mut warnings = v.warnings;
     warnings.sort_by_key(|d| d.position);
-    Ok(Checked {
+    let base = path.parent().unwrap_or(Path::new(""));
+    Ok(Config {
+        path: path.to_path_buf(),
+        state_path: base.join(raw.state.as_deref().unwrap_or("psk.state.json")),
         recipients,
         policies,
         tunnels: fleet.tunnels,
         unresolved: fleet.unresolved,
-        order: fleet.order,
         warnings,
+        order: fleet.order,
     })
 }
 
@@ -130,20 +127,22 @@ struct Fleet<'r> {
 }
 
 impl<'r> Validator<'r> {
-    fn push(&mut self, key: &str, message: String) {
-        self.out.push(Diagnostic {
+    fn located(&self, key: &str, message: String) -> Diagnostic {
+        Diagnostic {
             position: self.loc.get(key),
             key: key.to_string(),
             message,
-        });
+        }
+    }
+
+    fn push(&mut self, key: &str, message: String) {
+        let d = self.located(key, message);
+        self.out.push(d);
     }
 
     fn warn(&mut self, key: &str, message: String) {
-        self.warnings.push(Diagnostic {
-            position: self.loc.get(key),
-            key: key.to_string(),
-            message,
-        });
+        let d = self.located(key, message);
+        self.warnings.push(d);
     }
 
     fn line_of(&self, key: &str) -> usize {
