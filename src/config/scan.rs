@@ -172,7 +172,7 @@ impl Builder {
 }
 
 /// The YAML document as JSON, from yaml-rust2's loader: the conversion
-/// that [`Builder`] makes from the events, for documents it gives up on
+/// that `Builder` makes from the events, for documents it gives up on
 /// (and to test it against). yaml-rust2 rather than serde_yaml reads it,
 /// because serde_yaml's values cannot hold an id made of 32 digits (too
 /// large for an integer). Keys that are not text (`1: x`) become their text.
