@@ -10,7 +10,7 @@
 //!   `locate`), the schema generated from the `raw` types (every unknown
 //!   key, missing key and wrong type at once), then serde into `raw`.
 //! - `validate` checks the raw file as a whole (duplicates, references,
-//!   durations, windows, recipients) and builds the validated parts.
+//!   durations, windows, recipients) and builds the `Config`.
 //! - `resolve` finds the ids of tunnels named only by name, once psk has
 //!   Cloudflare's list or the state.
 //!
