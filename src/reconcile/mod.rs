@@ -30,7 +30,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 
 use crate::cloudflare::RemoteTunnel;
-use crate::config::Config;
+use crate::config::{Config, Tunnel};
+use crate::policy::Policy;
 use crate::state::State;
 use crate::tunnel::TunnelKey;
 use assess::{assess, Assessment};
@@ -69,41 +70,14 @@ pub fn reconcile_with(
     now: DateTime<Utc>,
     options: &PlanOptions,
 ) -> Plan {
-    let mut plan = Plan {
-        now,
-        offline: remote.is_none(),
-        targeted: options.target.is_some(),
-        actions: Vec::new(),
-        unchanged: Vec::new(),
-        deferred: Vec::new(),
-        upcoming: Vec::new(),
-        horizon: options.horizon,
-    };
-    let horizon_end = options
-        .horizon
-        .and_then(|h| now.checked_add_signed(h.as_delta()));
+    let mut plan = Plan::empty(now, remote.is_none(), options);
     for tunnel in desired.tunnels.iter().filter(|t| options.includes(&t.name)) {
-        let key = tunnel.key();
         let policy = desired.policy_of(tunnel);
+        let key = tunnel.key();
         let record = state.and_then(|s| s.get(&key));
         let reported = remote.and_then(|r| r.tunnels.get(&key));
         match assess(tunnel, policy, record, reported, now, options) {
-            Assessment::Unchanged { next_due } => {
-                if horizon_end.is_some_and(|end| next_due <= end) {
-                    plan.upcoming.push(Upcoming {
-                        name: tunnel.name.clone(),
-                        key: key.clone(),
-                        policy: policy.name.clone(),
-                        due: next_due,
-                        starts: policy.may_start_at(next_due),
-                    });
-                }
-                plan.unchanged.push(Unchanged {
-                    name: tunnel.name.clone(),
-                    key,
-                    next_due,
-                });
-            }
+            Assessment::Unchanged { next_due } => unchanged(&mut plan, tunnel, policy, next_due),
             Assessment::Change(change) => match gate::window(policy, &change, now) {
                 Some(why) => plan
                     .deferred
@@ -112,8 +86,8 @@ pub fn reconcile_with(
             },
         }
     }
-    plan.deferred
-        .extend(gate::hold_back_sites(desired, &mut plan.actions));
+    let held = gate::hold_back_sites(desired, &mut plan.actions);
+    plan.deferred.extend(held);
     let order: HashMap<&str, usize> = (desired.tunnels.iter().enumerate())
         .map(|(i, t)| (t.name.as_str(), i))
         .collect();
@@ -128,10 +102,32 @@ pub fn reconcile_with(
             .map(|a| a.key.clone())
             .collect();
         plan.actions.extend(follow_ups::reseals(desired, state));
-        plan.actions
-            .extend(follow_ups::redeliveries(desired, state, &changing));
+        let redeliveries = follow_ups::redeliveries(desired, state, &changing);
+        plan.actions.extend(redeliveries);
         plan.actions
             .extend(follow_ups::forgets(desired, state, options));
     }
     plan
+}
+
+/// Lists a tunnel that needs nothing now, and in the forecast when it falls
+/// due within the plan's horizon.
+fn unchanged(plan: &mut Plan, tunnel: &Tunnel, policy: &Policy, next_due: DateTime<Utc>) {
+    let horizon_end = plan
+        .horizon
+        .and_then(|h| plan.now.checked_add_signed(h.as_delta()));
+    if horizon_end.is_some_and(|end| next_due <= end) {
+        plan.upcoming.push(Upcoming {
+            name: tunnel.name.clone(),
+            key: tunnel.key(),
+            policy: policy.name.clone(),
+            due: next_due,
+            starts: policy.may_start_at(next_due),
+        });
+    }
+    plan.unchanged.push(Unchanged {
+        name: tunnel.name.clone(),
+        key: tunnel.key(),
+        next_due,
+    });
 }

@@ -333,6 +333,20 @@ pub struct Upcoming {
 pub const DEFAULT_HORIZON_DAYS: i64 = 14;
 
 impl Plan {
+    /// A plan with nothing in it yet, for the options it is made under.
+    pub fn empty(now: DateTime<Utc>, offline: bool, options: &PlanOptions) -> Plan {
+        Plan {
+            now,
+            offline,
+            targeted: options.target.is_some(),
+            actions: Vec::new(),
+            unchanged: Vec::new(),
+            deferred: Vec::new(),
+            upcoming: Vec::new(),
+            horizon: options.horizon,
+        }
+    }
+
     pub fn count(&self, kind: ActionKind) -> usize {
         self.actions.iter().filter(|a| a.kind == kind).count()
     }
