@@ -25,11 +25,10 @@ pub mod plan;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
-use crate::cloudflare::RemoteTunnel;
 use crate::config::{Config, Tunnel};
 use crate::policy::Policy;
 use crate::state::State;
@@ -37,16 +36,9 @@ use crate::tunnel::TunnelKey;
 use assess::{assess, Assessment};
 pub use names::{resolve_names, NameError};
 pub use plan::{
-    Action, ActionKind, Deferral, Deferred, DryRun, Plan, PlanOptions, Reason, Unchanged, Upcoming,
-    DEFAULT_HORIZON_DAYS,
+    Action, ActionKind, Deferral, Deferred, DryRun, Plan, PlanOptions, Reason, Remote, Unchanged,
+    Upcoming, DEFAULT_HORIZON_DAYS,
 };
-
-/// What Cloudflare reported, per tunnel. `None` in [`reconcile`] means the
-/// plan is offline and Cloudflare was not asked.
-#[derive(Debug, Default, Clone)]
-pub struct Remote {
-    pub tunnels: BTreeMap<TunnelKey, RemoteTunnel>,
-}
 
 /// Decides what to do for every tunnel in `desired` and in `state`.
 ///

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use super::Remote;
+use super::plan::Remote;
 use crate::config::Config;
 use crate::state::State;
 use crate::tunnel::TunnelKey;

@@ -4,15 +4,27 @@
 //! renderers (human, markdown, JSON), the saved plan and the executor. They
 //! live apart from the planning rules so a reader of either need not wade
 //! through the other. Every action and deferral carries its reasons,
-//! because a reviewer approves reasons, not just actions.
+//! because a reviewer approves reasons, not just actions. [`Remote`] and
+//! [`PlanOptions`], the planner's inputs beside psk.yaml and the state,
+//! are here too, so every module of the planner reads its types from one
+//! place and none imports another back.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::cloudflare::RemoteTunnel;
 use crate::policy::Span;
 use crate::tunnel::TunnelKey;
+
+/// What Cloudflare reported, per tunnel. `None` in
+/// [`reconcile`](super::reconcile) means the plan is offline and Cloudflare
+/// was not asked.
+#[derive(Debug, Default, Clone)]
+pub struct Remote {
+    pub tunnels: BTreeMap<TunnelKey, RemoteTunnel>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -1,6 +1,7 @@
 //! The planner's rules, one instant and one small fleet at a time.
 
 use super::*;
+use crate::cloudflare::RemoteTunnel;
 use crate::state::Intent;
 use std::path::Path;
 
