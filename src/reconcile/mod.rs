@@ -4,8 +4,8 @@
 //! exhaustively with fixed instants. It runs in four steps, each in its own
 //! module so it can be read (and changed) alone:
 //!
-//! 1. [`assess`]: each tunnel of psk.yaml, judged alone: unchanged until a
-//!    date, or a change with its reasons.
+//! 1. [`assess`](mod@assess): each tunnel of psk.yaml, judged alone:
+//!    unchanged until a date, or a change with its reasons.
 //! 2. [`gate`]: a change waits for its policy's window; then one change per
 //!    site, the most urgent first. What waits is listed as deferred.
 //! 3. [`follow_ups`]: reseals, redeliveries and forgets, which leave the
