@@ -154,86 +154,68 @@ fn sealed_to() -> impl Strategy<Value = SealedTo> {
     prop::sample::select(vec![SealedTo::Header, SealedTo::Current, SealedTo::Old])
 }
 
-fn tunnel(n_policies: usize) -> impl Strategy<Value = TunnelSpec> {
-    (
-        (
-            0..n_policies,
-            prop::option::of(0u8..4),
-            prop::option::weighted(0.8, 0u32..400),
-            prop::bool::weighted(0.1),
-            prop::bool::weighted(0.1),
-            prop::option::weighted(0.15, 1u32..1000),
+prop_compose! {
+    fn tunnel(n_policies: usize)(
+        policy in 0..n_policies,
+        site in prop::option::of(0u8..4),
+        sealed_days_ago in prop::option::weighted(0.8, 0u32..400),
+        interrupted in prop::bool::weighted(0.1),
+        pending in prop::bool::weighted(0.1),
+        drift_hours in prop::option::weighted(0.15, 1u32..1000),
+        replace in prop::bool::weighted(0.1),
+        targeted in any::<bool>(),
+        delivered in prop::option::weighted(0.3, prop::bool::weighted(0.4)),
+        sealed_to in sealed_to(),
+        pending_sealed_to in sealed_to(),
+    ) -> TunnelSpec {
+        TunnelSpec {
+            policy,
+            site,
+            sealed_days_ago,
+            interrupted,
+            pending,
+            drift_hours,
+            replace,
+            targeted,
+            delivered,
+            sealed_to,
+            pending_sealed_to,
+        }
+    }
+}
+
+prop_compose! {
+    fn fleet_of(policies: Vec<PolicySpec>)(
+        tunnels in prop::collection::vec(tunnel(policies.len()), 0..14),
+        gone in 0usize..3,
+        online in any::<bool>(),
+        use_target in prop::bool::weighted(0.2),
+        now_offset_minutes in 0u32..(60 * 24 * 7),
+        now_at in prop::option::weighted(
+            0.4,
+            prop::sample::select(vec![
+                Boundary::FirstDue,
+                Boundary::WindowOpens,
+                Boundary::WindowCloses,
+            ]),
         ),
-        (
-            prop::bool::weighted(0.1),
-            any::<bool>(),
-            prop::option::weighted(0.3, prop::bool::weighted(0.4)),
-            sealed_to(),
-            sealed_to(),
-        ),
-    )
-        .prop_map(
-            |(
-                (policy, site, sealed_days_ago, interrupted, pending, drift_hours),
-                (replace, targeted, delivered, sealed_to, pending_sealed_to),
-            )| TunnelSpec {
-                policy,
-                site,
-                sealed_days_ago,
-                interrupted,
-                pending,
-                drift_hours,
-                replace,
-                targeted,
-                delivered,
-                sealed_to,
-                pending_sealed_to,
-            },
-        )
+        header_old in prop::bool::weighted(0.3),
+    ) -> Fleet {
+        Fleet {
+            policies: policies.clone(),
+            tunnels,
+            gone,
+            online,
+            use_target,
+            now_offset_minutes,
+            now_at,
+            header_old,
+        }
+    }
 }
 
 fn fleet() -> impl Strategy<Value = Fleet> {
-    prop::collection::vec(policy(), 1..4).prop_flat_map(|policies| {
-        let n = policies.len();
-        (
-            Just(policies),
-            prop::collection::vec(tunnel(n), 0..14),
-            0usize..3,
-            any::<bool>(),
-            prop::bool::weighted(0.2),
-            0u32..(60 * 24 * 7),
-            prop::option::weighted(
-                0.4,
-                prop::sample::select(vec![
-                    Boundary::FirstDue,
-                    Boundary::WindowOpens,
-                    Boundary::WindowCloses,
-                ]),
-            ),
-            prop::bool::weighted(0.3),
-        )
-            .prop_map(
-                |(
-                    policies,
-                    tunnels,
-                    gone,
-                    online,
-                    use_target,
-                    now_offset_minutes,
-                    now_at,
-                    header_old,
-                )| Fleet {
-                    policies,
-                    tunnels,
-                    gone,
-                    online,
-                    use_target,
-                    now_offset_minutes,
-                    now_at,
-                    header_old,
-                },
-            )
-    })
+    prop::collection::vec(policy(), 1..4).prop_flat_map(fleet_of)
 }
 
 fn window_text(w: &WindowSpec) -> String {

@@ -211,6 +211,13 @@ tunnels:
     Config::parse(Path::new("psk.yaml"), &text).unwrap()
 }
 
+/// A state with one sealed PSK, sealed to `c`'s recipients (no reseal).
+fn sealed_under(c: &Config, name: &str, id: &str, last: &str) -> State {
+    let mut s = state_with(name, id, last);
+    s.recipients = c.recipient_fingerprints();
+    s
+}
+
 fn pair(site_a: &str, site_b: &str) -> String {
     format!("  - {{name: a, id: {A}, site: {site_a}}}\n  - {{name: b, id: {B}, site: {site_b}}}\n")
 }
@@ -222,8 +229,7 @@ fn a_due_tunnel_waits_for_its_window() {
         "{rotate_every: 30d, window: {days: [sat], start: \"02:00\", end: \"06:00\", timezone: Europe/Berlin}}",
         &format!("  - {{name: a, id: {A}}}\n"),
     );
-    let mut s = state_with("a", A, "2026-10-01T00:00:00Z");
-    s.recipients = c.recipient_fingerprints();
+    let s = sealed_under(&c, "a", A, "2026-10-01T00:00:00Z");
     // Thursday 2026-11-26: due, window shut.
     let plan = reconcile(&c, Some(&s), None, t("2026-11-26T12:00:00Z"));
     assert!(plan.actions.is_empty());
@@ -256,8 +262,7 @@ fn an_interrupted_rotation_does_not_wait_for_the_window() {
         "{rotate_every: 30d, window: {days: [sat], start: \"02:00\", end: \"06:00\"}}",
         &format!("  - {{name: a, id: {A}}}\n"),
     );
-    let mut s = state_with("a", A, "2026-11-20T00:00:00Z");
-    s.recipients = c.recipient_fingerprints();
+    let mut s = sealed_under(&c, "a", A, "2026-11-20T00:00:00Z");
     s.entry(&TunnelKey::new(ACCOUNT, A), "a").intent = Some(Intent {
         operation: "psk_generate".into(),
         started: t("2026-11-25T00:00:00Z"),
@@ -302,8 +307,7 @@ fn one_tunnel_per_site_per_apply() {
 #[test]
 fn the_most_urgent_of_a_site_goes_first() {
     let c = config_with("{rotate_every: 30d}", &pair("fra", "fra"));
-    let mut s = state_with("a", A, "2026-10-01T00:00:00Z");
-    s.recipients = c.recipient_fingerprints();
+    let mut s = sealed_under(&c, "a", A, "2026-10-01T00:00:00Z");
     let b = s.entry(&TunnelKey::new(ACCOUNT, B), "b");
     b.psk = Some("sealed".into());
     b.last_rotated = Some(t("2026-11-20T00:00:00Z"));
@@ -320,8 +324,7 @@ fn the_most_urgent_of_a_site_goes_first() {
 #[test]
 fn spread_moves_the_due_date_to_the_tunnels_slot() {
     let c = config_with("{rotate_every: 30d, spread: 7d}", &pair("x", "y"));
-    let mut s = state_with("a", A, "2026-11-01T00:00:00Z");
-    s.recipients = c.recipient_fingerprints();
+    let mut s = sealed_under(&c, "a", A, "2026-11-01T00:00:00Z");
     let b = s.entry(&TunnelKey::new(ACCOUNT, B), "b");
     b.psk = Some("sealed".into());
     b.last_rotated = Some(t("2026-11-01T00:00:00Z"));
@@ -347,8 +350,7 @@ fn upcoming_lists_what_falls_due_within_the_horizon() {
         "{rotate_every: 30d, window: {days: [sat], start: \"02:00\", end: \"06:00\"}}",
         &pair("x", "y"),
     );
-    let mut s = state_with("a", A, "2026-11-01T00:00:00Z");
-    s.recipients = c.recipient_fingerprints();
+    let mut s = sealed_under(&c, "a", A, "2026-11-01T00:00:00Z");
     let b = s.entry(&TunnelKey::new(ACCOUNT, B), "b");
     b.psk = Some("sealed".into());
     b.last_rotated = Some(t("2026-11-20T00:00:00Z"));
