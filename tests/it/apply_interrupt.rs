@@ -1,12 +1,10 @@
 //! Interrupting apply: Ctrl-C finishes what is in flight and stops; SIGKILL
 //! at random moments never loses a key.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use psk::sandbox::SandboxOptions;
 
 /// The invariant: every tunnel's sealed PSK is the newest valid on the

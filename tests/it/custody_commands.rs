@@ -1,12 +1,10 @@
 //! export, reseal and import, through the real binary and the sandbox.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::common::*;
 use age::secrecy::ExposeSecret;
-use common::*;
 use psk::state::StateLock;
 
 fn applied(tunnels: usize) -> TestEnv {

@@ -2,12 +2,10 @@
 //! each message of the client against a scripted server (and the sandbox
 //! where it can produce the case itself).
 
-mod common;
-
 use std::time::Duration;
 
-use common::script::{self, failure, success, Step};
-use common::*;
+use crate::common::script::{self, failure, success, Step};
+use crate::common::*;
 use psk::cloudflare::{ApiError, Client, ClientOptions, Credentials, PskEntry, RetryPolicy};
 use psk::seal::Psk;
 use serde_json::json;

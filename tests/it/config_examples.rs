@@ -2,11 +2,9 @@
 //! every example under examples/ passes both `psk validate` (the real
 //! binary) and the committed schema, as an editor would check it.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::psk_in;
+use crate::common::psk_in;
 
 const SCHEMA_LINE: &str = "# yaml-language-server: $schema=../../schema/psk.schema.json";
 

@@ -1,13 +1,10 @@
 //! Files psk writes are private, whatever the umask, and a state folder
 //! anyone may write to is called out.
-#![cfg(unix)]
-
-mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p)

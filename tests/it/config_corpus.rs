@@ -3,11 +3,9 @@
 //! form, by `validate` and by `plan --offline`, and never with a panic.
 //! tests/corpus/config/expectations.tsv says where and what.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::psk_in as psk;
+use crate::common::psk_in as psk;
 
 struct Expectation {
     file: String,

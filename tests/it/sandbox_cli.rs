@@ -1,12 +1,10 @@
 //! `psk sandbox` as a user runs it: the real binary on a loopback port,
 //! with its misbehaviour flags reaching the server.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 
-use common::*;
+use crate::common::*;
 
 /// Starts `psk sandbox ARGS` on a free loopback port; returns the child and
 /// the base URL it printed.

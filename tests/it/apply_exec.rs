@@ -1,9 +1,7 @@
 //! The executor: parallel rotations that never lose a key, progress for
 //! people and CI, and how it ends.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn parallel_apply_seals_exactly_the_newest_key_of_every_tunnel() {

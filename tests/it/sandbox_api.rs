@@ -1,9 +1,7 @@
 //! The sandbox is as strict as Cloudflare's API, by raw HTTP: no psk
 //! client in between, so its own rules are what is tested.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 struct Api<'a> {

@@ -10,12 +10,10 @@
 //! plan files), so logging that silently stopped would fail it, and that
 //! they stay on stderr, off stdout.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use common::*;
+use crate::common::*;
 
 const IMPORTED: &str = "imported-psk-0123456789-ABCDEFGHIJ-secret";
 const API_KEY: &str = "global-api-key-5ecret-do-not-print";

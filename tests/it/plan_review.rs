@@ -1,11 +1,9 @@
 //! `psk plan` as a reviewer meets it: refresh, drift, formats, saved plans,
 //! --replace/--target and exit codes, with the real binary and sandbox.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 
-use common::*;
+use crate::common::*;
 
 fn plan_file(env: &TestEnv) -> String {
     env.path("plan.json").to_str().unwrap().to_string()

@@ -2,12 +2,10 @@
 //! connections after the change was made, Cloudflare's rate limit, latency.
 //! The point: repeated applies converge, and no key is ever lost.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use psk::cloudflare::{Client, ClientOptions, Credentials, RateLimit, RetryPolicy};
 use psk::sandbox::SandboxOptions;
 

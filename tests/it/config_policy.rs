@@ -3,10 +3,8 @@
 //! tunnel per site per apply, spread that is the same on every run, and
 //! warnings from `psk validate`.
 
-mod common;
-
+use crate::common::{tunnel_id, TestEnv, ACCOUNT};
 use chrono::{DateTime, Datelike, TimeDelta, Timelike, Utc, Weekday};
-use common::{tunnel_id, TestEnv, ACCOUNT};
 use serde_json::Value;
 
 fn config(recipient: &str, policy: &str, tunnels: &str) -> String {
@@ -15,7 +13,7 @@ fn config(recipient: &str, policy: &str, tunnels: &str) -> String {
     )
 }
 
-fn json(run: &common::Run) -> Value {
+fn json(run: &crate::common::Run) -> Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {run:?}"))
 }
 

@@ -3,12 +3,10 @@
 //! fault knobs (5xx, dropped answers, the rate limit), and against a
 //! scripted server where an exact 4xx or bulk answer is needed.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 
-use common::script::{self, failure, success, Step};
-use common::*;
+use crate::common::script::{self, failure, success, Step};
+use crate::common::*;
 use psk::sandbox::SandboxOptions;
 
 fn statuses(plan_json: &str) -> Vec<String> {

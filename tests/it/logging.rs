@@ -1,10 +1,8 @@
 //! `-v`/`PSK_LOG`: logs go to stderr only, leave stdout byte for byte as
 //! without them, and are off unless asked. (The no-secrets sweep runs every
-//! command at `-vvv`; see tests/no_secrets.rs.)
+//! command at `-vvv`; see no_secrets.rs.)
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn logs_are_off_by_default_and_never_touch_stdout() {

@@ -2,11 +2,9 @@
 //! which answers are retried, how often, after how long, and what the last
 //! error says.
 
-mod common;
-
 use std::time::Duration;
 
-use common::script::{self, failure, success, Step};
+use crate::common::script::{self, failure, success, Step};
 use psk::cloudflare::{ApiError, Client, ClientOptions, Credentials, RetryPolicy};
 use serde_json::json;
 

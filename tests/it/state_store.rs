@@ -1,11 +1,9 @@
 //! The state file as a database: refusals that change nothing, the lock,
 //! and a crash between writing the new state and renaming it.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use psk::state::{LockHolder, StateLock};
 
 fn applied(tunnels: usize) -> TestEnv {

@@ -1,11 +1,9 @@
 //! Both generators end to end, and partial failures that must not stop the
 //! rest or lose a key.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 
-use common::*;
+use crate::common::*;
 use psk::sandbox::SandboxOptions;
 
 #[test]

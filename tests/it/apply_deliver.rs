@@ -2,9 +2,7 @@
 //! gets it on stdin; failures show as `redeliver` and `psk deliver` retries;
 //! a site's next tunnel waits for the previous delivery.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// A delivery script that appends "<name> <site> <psk-from-stdin>" to
 /// `log`, or fails when `fail_flag` exists. Its argv never holds the PSK.

@@ -6,8 +6,6 @@
 //! memory bound (address space capped with `ulimit -v`, peak RSS measured
 //! with `wait4`). A generous deadline only catches hangs.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -18,22 +18,20 @@
 //! both `true` and `false`), so every 4xx and 5xx answer is checked against
 //! the failure envelope, `magic_api-response-common-failure`.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
+use crate::common::script::{self, success, Step};
+use crate::common::*;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use common::script::{self, success, Step};
-use common::*;
 use psk::cloudflare::{Client, ClientOptions, Credentials, PskEntry, RetryPolicy};
 use psk::seal::Psk;
 use serde_json::{json, Value};
 
-const SPEC: &str = include_str!("contract/magic-ipsec-openapi.json");
+const SPEC: &str = include_str!("../contract/magic-ipsec-openapi.json");
 
 /// Path parameters by name, as found in a request path.
 type Params = Vec<(String, String)>;

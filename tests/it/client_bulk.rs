@@ -1,11 +1,9 @@
 //! The bulk PSK set (`POST .../ipsec_tunnels/psk`) through psk's client,
 //! against the sandbox: chunking, `validate_only`, per-tunnel results.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 
-use common::*;
+use crate::common::*;
 use psk::cloudflare::{Client, ClientOptions, Credentials, PskEntry, RetryPolicy, BULK_CHUNK};
 use psk::sandbox::SandboxOptions;
 use psk::seal::Psk;

@@ -3,12 +3,10 @@
 //! `age-keygen` and `ssh-keygen` open what psk sealed; every identity source
 //! is tried together; a wrong identity changes nothing.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn tools(names: &[&str]) -> bool {
     for n in names {

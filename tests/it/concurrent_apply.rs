@@ -2,12 +2,10 @@
 //! refused at once naming the holder (user@host, pid), and no key is lost:
 //! every sealed PSK is the newest one Cloudflare (the sandbox) holds.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use psk::sandbox::SandboxOptions;
 
 const TUNNELS: usize = 8;

@@ -1,9 +1,7 @@
 //! The walking skeleton, end to end: the real binary against the sandbox.
 
-mod common;
-
+use crate::common::*;
 use chrono::{TimeDelta, Utc};
-use common::*;
 
 #[test]
 fn plan_apply_plan_show_against_the_sandbox() {
