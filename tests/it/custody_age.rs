@@ -8,16 +8,6 @@ use std::process::Command;
 
 use crate::common::*;
 
-fn tools(names: &[&str]) -> bool {
-    for n in names {
-        if !has_program(n) {
-            eprintln!("skipped: `{n}` is not installed (.ci/run installs age; ssh-keygen comes with openssh-client)");
-            return false;
-        }
-    }
-    true
-}
-
 fn ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
     assert!(
@@ -54,9 +44,8 @@ fn age_decrypt(identity: &Path, sealed: &Path) -> String {
 
 #[test]
 fn x25519_from_age_keygen_both_ways() {
-    if !tools(&["age", "age-keygen"]) {
-        return;
-    }
+    require_tool("age");
+    require_tool("age-keygen");
     let mut env = TestEnv::new(1);
     let id = env.path("keygen.txt");
     ok(Command::new("age-keygen").arg("-o").arg(&id));
@@ -98,9 +87,8 @@ fn x25519_from_age_keygen_both_ways() {
 
 #[test]
 fn ssh_ed25519_recipient_opens_with_age_and_with_psk() {
-    if !tools(&["age", "ssh-keygen"]) {
-        return;
-    }
+    require_tool("age");
+    require_tool("ssh-keygen");
     let mut env = TestEnv::new(1);
     let key = env.path("id_ed25519");
     ok(Command::new("ssh-keygen")
@@ -126,9 +114,8 @@ fn ssh_ed25519_recipient_opens_with_age_and_with_psk() {
 
 #[test]
 fn ssh_rsa_identity_opens_what_psk_sealed() {
-    if !tools(&["ssh-keygen"]) {
-        return;
-    }
+    require_tool("age");
+    require_tool("ssh-keygen");
     let mut env = TestEnv::new(1);
     let key = env.path("id_rsa");
     ok(Command::new("ssh-keygen")
@@ -139,9 +126,7 @@ fn ssh_rsa_identity_opens_what_psk_sealed() {
     let show = env.run(&["show", "tunnel-00", "-i", key.to_str().unwrap()]);
     assert_eq!(show.code, 0, "{show:?}");
     assert_eq!(show.stdout, format!("{issued}\n"));
-    if has_program("age") {
-        assert_eq!(age_decrypt(&key, &env.path("sealed.age")), issued);
-    }
+    assert_eq!(age_decrypt(&key, &env.path("sealed.age")), issued);
 }
 
 #[test]

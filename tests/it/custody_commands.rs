@@ -84,6 +84,7 @@ fn export_prints_every_psk_in_three_formats() {
 
 #[test]
 fn export_with_recipient_reseals_instead_of_printing() {
+    require_tool("age");
     let env = applied(2);
     let (theirs, their_recipient) = new_identity(&env, "router-team.txt");
     let run = env.run(&[
@@ -104,18 +105,16 @@ fn export_with_recipient_reseals_instead_of_printing() {
         ids.add_file(&theirs).unwrap();
         let opened = psk::seal::open(armor, &ids).unwrap();
         assert_eq!(opened.expose(), issued(&env, i));
-        if has_program("age") {
-            let f = env.path(&format!("export-{i}.age"));
-            std::fs::write(&f, armor).unwrap();
-            let out = std::process::Command::new("age")
-                .arg("-d")
-                .arg("-i")
-                .arg(&theirs)
-                .arg(&f)
-                .output()
-                .unwrap();
-            assert_eq!(String::from_utf8(out.stdout).unwrap(), issued(&env, i));
-        }
+        let f = env.path(&format!("export-{i}.age"));
+        std::fs::write(&f, armor).unwrap();
+        let out = std::process::Command::new("age")
+            .arg("-d")
+            .arg("-i")
+            .arg(&theirs)
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), issued(&env, i));
     }
     let run = env.run(&["export", "--recipient", "age1bogus", "-i", "identity.txt"]);
     assert_eq!(run.code, 1, "{run:?}");

@@ -122,10 +122,7 @@ fn offline_plan_needs_no_credentials_and_says_so() {
 
 #[test]
 fn sealed_psk_opens_with_the_reference_age_cli() {
-    if !has_program("age") {
-        eprintln!("skipped: the `age` command is not installed (.ci/run installs it)");
-        return;
-    }
+    require_tool("age");
     let mut env = TestEnv::new(1);
     env.start_sandbox();
     let apply = env.run(&["apply", "--auto-approve"]);

@@ -308,10 +308,26 @@ pub fn to_run(out: Output) -> Run {
     }
 }
 
-pub fn has_program(name: &str) -> bool {
+fn has_program(name: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
         .unwrap_or(false)
+}
+
+/// Fails the test, saying how to install it, when `tool` is not on PATH.
+/// A missing tool must not let a test pass unchecked: .ci/run installs
+/// every tool named here.
+#[track_caller]
+pub fn require_tool(tool: &str) {
+    let install = match tool {
+        "age" | "age-keygen" => "the `age` package (`apt-get install age`)",
+        "ssh-keygen" => "OpenSSH's client (`apt-get install openssh-client`)",
+        _ => panic!("require_tool: say how to install `{tool}`, and install it in .ci/run"),
+    };
+    assert!(
+        has_program(tool),
+        "this test needs `{tool}`, which is not on PATH: install {install}; .ci/run installs it when missing"
+    );
 }
 
 pub fn read(p: &Path) -> Vec<u8> {
