@@ -66,8 +66,7 @@ fn delivery_and_site_pairs(generator: &str) {
         "both tunnels of a site in one apply with delivery: {plan:?}"
     );
 
-    let apply = env.run(&["apply", "--auto-approve"]);
-    assert_eq!(apply.code, 0, "{apply:?}");
+    let apply = env.run(&["apply", "--auto-approve"]).success();
     assert_eq!(
         apply
             .stdout
@@ -139,8 +138,9 @@ fn failed_delivery_blocks_the_site(generator: &str) {
     config_with_delivery_by(&env, 2, &script, generator);
     env.start_sandbox();
     std::fs::write(&fail, "").unwrap();
-    let apply = env.run(&["apply", "--auto-approve", "--parallelism", "4"]);
-    assert_eq!(apply.code, 1, "{apply:?}");
+    let apply = env
+        .run(&["apply", "--auto-approve", "--parallelism", "4"])
+        .failure();
     assert!(apply.stdout.contains("DELIVERY FAILED: `"), "{apply:?}");
     assert!(apply.stdout.contains("exited with status 3"), "{apply:?}");
     // The site's other tunnel was not started: its path stays up.
@@ -152,8 +152,7 @@ fn failed_delivery_blocks_the_site(generator: &str) {
     );
     assert_eq!(env.ledger().len(), 1, "only one tunnel of the site changed");
 
-    let plan = env.run(&["plan", "--detailed-exitcode"]);
-    assert_eq!(plan.code, 2, "{plan:?}");
+    let plan = env.run(&["plan", "--detailed-exitcode"]).code(2);
     assert!(
         plan.stdout
             .contains("will get its PSK delivered again by `psk deliver"),
@@ -162,11 +161,11 @@ fn failed_delivery_blocks_the_site(generator: &str) {
     assert!(plan.stdout.contains("1 to redeliver"), "{plan:?}");
 
     std::fs::remove_file(&fail).unwrap();
-    let no_id = env.run(&["deliver"]);
-    assert_eq!(no_id.code, 1, "{no_id:?}");
+    let no_id = env.run(&["deliver"]).failure();
     assert!(no_id.stderr.contains("identity"), "{no_id:?}");
-    let redeliver = env.run(&["deliver", "--identity", env.identity.to_str().unwrap()]);
-    assert_eq!(redeliver.code, 0, "{redeliver:?}");
+    let redeliver = env
+        .run(&["deliver", "--identity", env.identity.to_str().unwrap()])
+        .success();
     assert!(
         redeliver.stdout.contains(": delivered to its router"),
         "{redeliver:?}"
@@ -177,10 +176,8 @@ fn failed_delivery_blocks_the_site(generator: &str) {
     assert_eq!(ledger[&lines[0][2]].last().unwrap(), &lines[0][4]);
 
     // Now the other tunnel of the site goes, and the plan settles.
-    let apply = env.run(&["apply", "--auto-approve"]);
-    assert_eq!(apply.code, 0, "{apply:?}");
-    let plan = env.run(&["plan", "--detailed-exitcode"]);
-    assert_eq!(plan.code, 0, "{plan:?}");
+    env.run(&["apply", "--auto-approve"]).success();
+    let plan = env.run(&["plan", "--detailed-exitcode"]).success();
     for run in [&plan, &redeliver] {
         env.assert_no_secrets(&run.all());
     }
@@ -194,8 +191,7 @@ fn deliver_needs_a_command_and_a_sane_timeout() {
         "    deliver: []\n    deliver_timeout: soon\n",
     );
     env.write_config(&text);
-    let run = env.run(&["validate"]);
-    assert_eq!(run.code, 1, "{run:?}");
+    let run = env.run(&["validate"]).failure();
     assert!(run.stderr.contains("deliver"), "{run:?}");
     assert!(run.stderr.contains("deliver_timeout"), "{run:?}");
 }

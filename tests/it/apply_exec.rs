@@ -7,8 +7,9 @@ use crate::common::*;
 fn parallel_apply_seals_exactly_the_newest_key_of_every_tunnel() {
     let mut env = TestEnv::new(60);
     env.start_sandbox();
-    let run = env.run(&["apply", "--auto-approve", "--parallelism", "8"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = env
+        .run(&["apply", "--auto-approve", "--parallelism", "8"])
+        .success();
     assert!(run.stdout.contains("0 rotated, 60 generated"), "{run:?}");
     let ledger = env.ledger();
     let sealed = env.sealed().0;
@@ -20,15 +21,16 @@ fn parallel_apply_seals_exactly_the_newest_key_of_every_tunnel() {
     let later = (chrono::Utc::now() + chrono::TimeDelta::days(91)).to_rfc3339();
     let due = env.run(&["plan", "--at", &later, "--offline"]);
     assert!(due.stdout.contains("Plan: 60 to rotate"), "{due:?}");
-    let run = env.run(&[
-        "apply",
-        "--auto-approve",
-        "--replace",
-        "tunnel-07",
-        "--replace",
-        "tunnel-08",
-    ]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = env
+        .run(&[
+            "apply",
+            "--auto-approve",
+            "--replace",
+            "tunnel-07",
+            "--replace",
+            "tunnel-08",
+        ])
+        .success();
     let ledger = env.ledger();
     let sealed = env.sealed().0;
     for (id, psks) in &ledger {
@@ -42,12 +44,10 @@ fn parallel_apply_seals_exactly_the_newest_key_of_every_tunnel() {
 fn json_events_one_object_per_line() {
     let mut env = TestEnv::new(3);
     env.start_sandbox();
-    let needs_approval = env.run(&["apply", "--json"]);
-    assert_eq!(needs_approval.code, 1, "{needs_approval:?}");
+    let needs_approval = env.run(&["apply", "--json"]).failure();
     assert!(needs_approval.stderr.contains("--auto-approve"));
 
-    let run = env.run(&["apply", "--json", "--auto-approve"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = env.run(&["apply", "--json", "--auto-approve"]).success();
     let events: Vec<serde_json::Value> = run
         .stdout
         .lines()

@@ -11,8 +11,7 @@ fn local_generator_seals_sends_in_bulk_and_promotes() {
     let mut env = TestEnv::new(0);
     local_config(&env, 5);
     env.start_sandbox();
-    let plan = env.run(&["plan"]);
-    assert_eq!(plan.code, 0, "{plan:?}");
+    let plan = env.run(&["plan"]).success();
     assert!(plan.stdout.contains("dry run:      accepted"), "{plan:?}");
     let c = &env.sandbox().counters;
     assert_eq!(
@@ -22,8 +21,7 @@ fn local_generator_seals_sends_in_bulk_and_promotes() {
     );
     assert_eq!(c.generate_validate.load(Ordering::Relaxed), 0);
 
-    let apply = env.run(&["apply", "--auto-approve"]);
-    assert_eq!(apply.code, 0, "{apply:?}");
+    let apply = env.run(&["apply", "--auto-approve"]).success();
     assert!(apply.stdout.contains("0 rotated, 5 generated"), "{apply:?}");
     assert_eq!(
         c.generate.load(Ordering::Relaxed),
@@ -45,8 +43,7 @@ fn local_generator_seals_sends_in_bulk_and_promotes() {
         !state.to_string().contains("\"pending\""),
         "every key promoted"
     );
-    let again = env.run(&["plan", "--detailed-exitcode"]);
-    assert_eq!(again.code, 0, "{again:?}");
+    env.run(&["plan", "--detailed-exitcode"]).success();
     env.assert_no_secrets(&format!("{}{}", plan.all(), apply.all()));
 }
 
@@ -60,8 +57,7 @@ fn partial_bulk_failure_reports_the_reason_and_keeps_the_rest() {
         refuse_changes: refuse,
         ..SandboxOptions::default()
     });
-    let apply = env.run(&["apply", "--auto-approve"]);
-    assert_eq!(apply.code, 1, "{apply:?}");
+    let apply = env.run(&["apply", "--auto-approve"]).failure();
     assert!(
         apply.stdout.contains("tunnel-01: FAILED: Cloudflare did not apply the PSK: The IPsec tunnel is being modified"),
         "{apply:?}"
@@ -98,8 +94,7 @@ fn cloudflare_generator_refusal_does_not_stop_the_others() {
         refuse_changes: refuse,
         ..SandboxOptions::default()
     });
-    let apply = env.run(&["apply", "--auto-approve"]);
-    assert_eq!(apply.code, 1, "{apply:?}");
+    let apply = env.run(&["apply", "--auto-approve"]).failure();
     assert!(apply.stdout.contains("tunnel-02: FAILED:"), "{apply:?}");
     assert!(apply.stdout.contains("HTTP 409"), "{apply:?}");
     assert!(
@@ -136,8 +131,7 @@ fn mixed_generators_in_one_apply() {
     }
     env.write_config(&text);
     env.start_sandbox();
-    let apply = env.run(&["apply", "--auto-approve"]);
-    assert_eq!(apply.code, 0, "{apply:?}");
+    env.run(&["apply", "--auto-approve"]).success();
     let c = &env.sandbox().counters;
     assert_eq!(c.generate.load(Ordering::Relaxed), 3);
     assert_eq!(c.bulk_set.load(Ordering::Relaxed), 1);

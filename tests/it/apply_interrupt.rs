@@ -25,8 +25,9 @@ fn check_no_key_lost(env: &TestEnv) {
         }
     }
     if !must_replan.is_empty() {
-        let plan = env.run(&["plan", "--offline", "--format", "json"]);
-        assert_eq!(plan.code, 0, "{plan:?}");
+        let plan = env
+            .run(&["plan", "--offline", "--format", "json"])
+            .success();
         let v: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
         for id in must_replan {
             let a = v["actions"]
@@ -79,8 +80,7 @@ fn ctrl_c_finishes_in_flight_work_and_stops() {
         .status()
         .unwrap();
     assert!(status.success());
-    let run = to_run(child.wait_with_output().unwrap());
-    assert_eq!(run.code, 1, "{run:?}");
+    let run = to_run(child.wait_with_output().unwrap()).failure();
     assert!(
         run.stderr
             .contains("Interrupt: finishing the rotations in flight"),
@@ -103,8 +103,8 @@ fn ctrl_c_finishes_in_flight_work_and_stops() {
         assert_eq!(sealed.get(id), psks.last());
     }
     // The next apply does the rest.
-    let rest = env.run(&["apply", "--auto-approve", "--parallelism", "8"]);
-    assert_eq!(rest.code, 0, "{rest:?}");
+    env.run(&["apply", "--auto-approve", "--parallelism", "8"])
+        .success();
     assert_eq!(env.sealed().0.len(), 24);
     env.assert_no_secrets(&run.all());
 }
@@ -166,8 +166,7 @@ fn sigkill_at_random_moments_never_loses_a_key() {
         "only {killed} of {trials} runs were killed mid-way"
     );
     replace.truncate(2);
-    let finish = env.run(&replace);
-    assert_eq!(finish.code, 0, "{finish:?}");
+    env.run(&replace).success();
     let (sealed, uncertain) = env.sealed();
     assert!(uncertain.is_empty(), "{uncertain:?}");
     assert_eq!(sealed.len(), 8);

@@ -183,8 +183,7 @@ fn the_binary_explains_a_403_from_the_sandbox() {
     // ...and psk asks about another account.
     let other = "ffffffffffffffffffffffffffffffff";
     env.write_config(&config_text(&env.recipient, 1, "90d").replace(ACCOUNT, other));
-    let run = env.run(&["plan"]);
-    assert_eq!(run.code, 1, "{run:?}");
+    let run = env.run(&["plan"]).failure();
     assert!(run.stderr.contains("HTTP 403"), "{run:?}");
     assert!(run.stderr.contains("Magic Transit Write"), "{run:?}");
     assert!(run.stderr.contains(other), "{run:?}");

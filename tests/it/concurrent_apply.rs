@@ -13,8 +13,9 @@ const TUNNELS: usize = 8;
 /// Tunnel id -> PSK, from the state, opened with the test's identity.
 fn sealed_psks(env: &TestEnv) -> std::collections::BTreeMap<String, String> {
     let id = env.identity.to_str().unwrap();
-    let r = env.run(&["export", "--identity", id, "--format", "json"]);
-    assert_eq!(r.code, 0, "{r:?}");
+    let r = env
+        .run(&["export", "--identity", id, "--format", "json"])
+        .success();
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     v["tunnels"]
         .as_array()

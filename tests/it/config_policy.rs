@@ -41,8 +41,7 @@ fn tunnels_named_by_name_are_found_online_and_recorded_for_offline() {
     let id = psk::sandbox::id_for_name(ACCOUNT, "edge-by-name");
 
     // Offline, nothing recorded yet: refused at its line, with what to do.
-    let offline = env.run(&["plan", "--offline"]);
-    assert_eq!(offline.code, 1, "{offline:?}");
+    let offline = env.run(&["plan", "--offline"]).failure();
     assert!(offline.stderr.contains("psk.yaml:11:"), "{offline:?}");
     assert!(
         offline.stderr.contains("tunnel `edge-by-name` has no `id`"),
@@ -51,8 +50,7 @@ fn tunnels_named_by_name_are_found_online_and_recorded_for_offline() {
     assert!(offline.stderr.contains("without --offline"), "{offline:?}");
 
     // Online, the list call finds it by name.
-    let plan = env.run(&["plan", "--format", "json"]);
-    assert_eq!(plan.code, 0, "{plan:?}");
+    let plan = env.run(&["plan", "--format", "json"]).success();
     let v = json(&plan);
     let action = v["actions"]
         .as_array()
@@ -63,16 +61,16 @@ fn tunnels_named_by_name_are_found_online_and_recorded_for_offline() {
     assert_eq!(action["tunnel_id"], id.as_str());
     assert_eq!(action["action"], "generate");
 
-    let apply = env.run(&["apply", "--auto-approve"]);
-    assert_eq!(apply.code, 0, "{apply:?}");
+    env.run(&["apply", "--auto-approve"]).success();
     assert_eq!(
         env.state_json()["tunnels"][format!("{ACCOUNT}/{id}")]["name"],
         "edge-by-name"
     );
 
     // Recorded: --offline now plans it by the id in the state.
-    let offline = env.run(&["plan", "--offline", "--format", "json"]);
-    assert_eq!(offline.code, 0, "{offline:?}");
+    let offline = env
+        .run(&["plan", "--offline", "--format", "json"])
+        .success();
     let v = json(&offline);
     let names: Vec<(&str, &str)> = v["unchanged"]
         .as_array()
@@ -94,8 +92,7 @@ fn a_tunnel_named_by_a_name_cloudflare_does_not_have_is_an_error() {
     env.start_sandbox();
     let text = std::fs::read_to_string(env.config_path()).unwrap();
     env.write_config(&format!("{text}  - name: nowhere\n"));
-    let run = env.run(&["plan"]);
-    assert_eq!(run.code, 1, "{run:?}");
+    let run = env.run(&["plan"]).failure();
     assert!(
         run.stderr
             .contains("nowhere (named by name, no id; line 13)"),
@@ -116,8 +113,7 @@ fn a_tunnel_listed_by_id_and_by_name_is_refused() {
         "    rotate_every: 90d\n",
         &format!("  - name: edge\n  - name: edge-again\n    id: {id}\n"),
     ));
-    let run = env.run(&["plan"]);
-    assert_eq!(run.code, 1, "{run:?}");
+    let run = env.run(&["plan"]).failure();
     assert!(
         run.stderr
             .contains("psk.yaml:9: tunnel `edge` is Cloudflare's tunnel"),
@@ -144,7 +140,7 @@ fn a_due_tunnel_waits_for_its_window_and_the_forecast_says_when() {
     let tunnels = format!("  - name: tunnel-00\n    id: {}\n", tunnel_id(0));
     env.write_config(&config(&env.recipient, "    rotate_every: 30d\n", &tunnels));
     env.start_sandbox();
-    assert_eq!(env.run(&["apply", "--auto-approve"]).code, 0);
+    env.run(&["apply", "--auto-approve"]).success();
     let last = last_rotated(&env, &tunnel_id(0));
     let due = last + TimeDelta::days(30);
 
@@ -158,8 +154,9 @@ fn a_due_tunnel_waits_for_its_window_and_the_forecast_says_when() {
     if outside.weekday() == Weekday::Sat && outside.hour() < 7 {
         outside += TimeDelta::days(1);
     }
-    let run = env.run(&["plan", "--offline", "--at", &rfc3339(outside)]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = env
+        .run(&["plan", "--offline", "--at", &rfc3339(outside)])
+        .success();
     assert!(
         run.stdout
             .contains("tunnel-00: due, waiting for window (opens "),
@@ -181,14 +178,14 @@ fn a_due_tunnel_waits_for_its_window_and_the_forecast_says_when() {
     let opens = next_saturday_0200(outside);
     assert_eq!(time(&d["deferred"]["opens"]), opens);
     // With --detailed-exitcode a deferred-only plan has no changes.
-    let run = env.run(&[
+    env.run(&[
         "plan",
         "--offline",
         "--detailed-exitcode",
         "--at",
         &rfc3339(outside),
-    ]);
-    assert_eq!(run.code, 0, "{run:?}");
+    ])
+    .success();
 
     // Inside the window it rotates.
     let inside = opens + TimeDelta::hours(1);
@@ -279,8 +276,7 @@ fn redundant_tunnels_of_a_site_change_one_per_apply() {
     assert_eq!(d["deferred"]["site"], "fra");
     assert_eq!(d["deferred"]["rotating"], "fra-a");
 
-    let first = env.run(&["apply", "--auto-approve"]);
-    assert_eq!(first.code, 0, "{first:?}");
+    let first = env.run(&["apply", "--auto-approve"]).success();
     assert!(
         first
             .stdout
@@ -294,11 +290,9 @@ fn redundant_tunnels_of_a_site_change_one_per_apply() {
         "fra-b must wait: {ledger:?}"
     );
 
-    let second = env.run(&["apply", "--auto-approve"]);
-    assert_eq!(second.code, 0, "{second:?}");
+    env.run(&["apply", "--auto-approve"]).success();
     assert!(env.ledger().contains_key(&tunnel_id(1)));
-    let done = env.run(&["plan", "--detailed-exitcode"]);
-    assert_eq!(done.code, 0, "{done:?}");
+    env.run(&["plan", "--detailed-exitcode"]).success();
 
     // Both due together: still one per apply, unless the policy allows more.
     let later = rfc3339(Utc::now() + TimeDelta::days(40));
@@ -329,7 +323,7 @@ fn spread_gives_each_tunnel_the_same_slot_on_every_run() {
         &tunnels,
     ));
     env.start_sandbox();
-    assert_eq!(env.run(&["apply", "--auto-approve"]).code, 0);
+    env.run(&["apply", "--auto-approve"]).success();
 
     // Offsets within the week, from SHA-256 of "<account>/<id>", computed
     // independently (Python's hashlib) for these two ids.
@@ -366,8 +360,7 @@ fn validate_warns_about_an_unused_policy_and_still_passes() {
     let env = TestEnv::new(1);
     let text = std::fs::read_to_string(env.config_path()).unwrap();
     env.write_config(&text.replace("tunnels:\n", "  spare:\n    rotate_every: 30d\ntunnels:\n"));
-    let run = env.run(&["validate"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = env.run(&["validate"]).success();
     assert!(
         run.stderr.contains(
             "warning: psk.yaml:9:3: policies.spare: policy `spare` is not used by any tunnel"

@@ -435,7 +435,7 @@ impl Checked {
             .env("CLOUDFLARE_BASE_URL", &self.base_url)
             .output()
             .unwrap();
-        to_run(out)
+        to_run(out).with_args(args)
     }
 
     fn client(&self) -> Client {
@@ -470,10 +470,8 @@ const BULK: &str = "magic-ipsec-tunnels-set-pre-shared-keys-for-ipsec-tunnels";
 #[test]
 fn the_binary_and_the_sandbox_keep_to_the_contract() {
     let c = checked(3);
-    let plan = c.run(&["plan"]);
-    assert_eq!(plan.code, 0, "{plan:?}");
-    let apply = c.run(&["apply", "--auto-approve"]);
-    assert_eq!(apply.code, 0, "{apply:?}");
+    c.run(&["plan"]).success();
+    c.run(&["apply", "--auto-approve"]).success();
     c.assert_all_valid();
     let ops: BTreeSet<(String, u16)> = c
         .seen()

@@ -23,8 +23,7 @@ fn ok(cmd: &mut Command) -> String {
 fn apply_to(env: &mut TestEnv, recipient: &str) -> String {
     env.write_config(&config_text(recipient, 1, "90d"));
     env.start_sandbox();
-    let apply = env.run(&["apply", "--auto-approve"]);
-    assert_eq!(apply.code, 0, "{apply:?}");
+    env.run(&["apply", "--auto-approve"]).success();
     let state = env.state_json();
     let sealed = state["tunnels"][format!("{ACCOUNT}/{}", tunnel_id(0))]["psk"]
         .as_str()
@@ -53,8 +52,9 @@ fn x25519_from_age_keygen_both_ways() {
     let issued = apply_to(&mut env, recipient.trim());
 
     assert_eq!(age_decrypt(&id, &env.path("sealed.age")), issued);
-    let show = env.run(&["show", "tunnel-00", "--identity", id.to_str().unwrap()]);
-    assert_eq!(show.code, 0, "{show:?}");
+    let show = env
+        .run(&["show", "tunnel-00", "--identity", id.to_str().unwrap()])
+        .success();
     assert_eq!(show.stdout, format!("{issued}\n"));
     assert_eq!(show.stderr, "");
 
@@ -107,8 +107,9 @@ fn ssh_ed25519_recipient_opens_with_age_and_with_psk() {
     let issued = apply_to(&mut env, public.trim());
 
     assert_eq!(age_decrypt(&key, &env.path("sealed.age")), issued);
-    let show = env.run(&["show", "tunnel-00", "-i", key.to_str().unwrap()]);
-    assert_eq!(show.code, 0, "{show:?}");
+    let show = env
+        .run(&["show", "tunnel-00", "-i", key.to_str().unwrap()])
+        .success();
     assert_eq!(show.stdout, format!("{issued}\n"));
 }
 
@@ -123,8 +124,9 @@ fn ssh_rsa_identity_opens_what_psk_sealed() {
         .arg(&key));
     let public = std::fs::read_to_string(env.path("id_rsa.pub")).unwrap();
     let issued = apply_to(&mut env, public.trim());
-    let show = env.run(&["show", "tunnel-00", "-i", key.to_str().unwrap()]);
-    assert_eq!(show.code, 0, "{show:?}");
+    let show = env
+        .run(&["show", "tunnel-00", "-i", key.to_str().unwrap()])
+        .success();
     assert_eq!(show.stdout, format!("{issued}\n"));
     assert_eq!(age_decrypt(&key, &env.path("sealed.age")), issued);
 }
@@ -133,7 +135,7 @@ fn ssh_rsa_identity_opens_what_psk_sealed() {
 fn a_wrong_identity_exits_1_says_what_to_do_and_changes_nothing() {
     let mut env = TestEnv::new(2);
     env.start_sandbox();
-    assert_eq!(env.run(&["apply", "--auto-approve"]).code, 0);
+    env.run(&["apply", "--auto-approve"]).success();
     let before = read(&env.state_path());
     let other = env.path("other.txt");
     {
@@ -147,8 +149,7 @@ fn a_wrong_identity_exits_1_says_what_to_do_and_changes_nothing() {
         vec!["export", "-i", o],
         vec!["export", "tunnel-01", "--format", "env", "-i", o],
     ] {
-        let run = env.run(&args);
-        assert_eq!(run.code, 1, "{args:?} {run:?}");
+        let run = env.run(&args).failure();
         assert!(
             run.stderr.contains("none of the identities given"),
             "{run:?}"
@@ -163,21 +164,18 @@ fn a_wrong_identity_exits_1_says_what_to_do_and_changes_nothing() {
         2,
         "90d",
     ));
-    let run = env.run(&["reseal", "-i", o]);
-    assert_eq!(run.code, 1, "{run:?}");
+    let run = env.run(&["reseal", "-i", o]).failure();
     assert!(run.stderr.contains("Nothing was changed"), "{run:?}");
     assert!(run.stderr.contains("--identity"), "{run:?}");
     assert_eq!(read(&env.state_path()), before);
 
     // No identity at all: the message names every source.
-    let run = env.run(&["show", "tunnel-00"]);
-    assert_eq!(run.code, 1);
+    let run = env.run(&["show", "tunnel-00"]).failure();
     for s in ["--identity", "PSK_AGE_KEY_FILE", "PSK_AGE_KEY"] {
         assert!(run.stderr.contains(s), "{run:?}");
     }
     // A file that is not an identity is named as such.
-    let run = env.run(&["show", "tunnel-00", "-i", "psk.yaml"]);
-    assert_eq!(run.code, 1);
+    let run = env.run(&["show", "tunnel-00", "-i", "psk.yaml"]).failure();
     assert!(run.stderr.contains("psk.yaml"), "{run:?}");
     assert_eq!(read(&env.state_path()), before);
 }

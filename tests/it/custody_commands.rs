@@ -10,8 +10,7 @@ use psk::state::StateLock;
 fn applied(tunnels: usize) -> TestEnv {
     let mut env = TestEnv::new(tunnels);
     env.start_sandbox();
-    let apply = env.run(&["apply", "--auto-approve"]);
-    assert_eq!(apply.code, 0, "{apply:?}");
+    env.run(&["apply", "--auto-approve"]).success();
     env
 }
 
@@ -31,8 +30,7 @@ fn export_prints_every_psk_in_three_formats() {
     let env = applied(3);
     let id = env.identity.to_str().unwrap();
 
-    let run = env.run(&["export", "-i", id]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = env.run(&["export", "-i", id]).success();
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(v["format_version"], "1.0");
     let tunnels = v["tunnels"].as_array().unwrap();
@@ -49,16 +47,17 @@ fn export_prints_every_psk_in_three_formats() {
     // Same state, same bytes.
     assert_eq!(env.run(&["export", "-i", id]).stdout, run.stdout);
 
-    let run = env.run(&[
-        "export",
-        "tunnel-02",
-        "tunnel-00",
-        "--format",
-        "env",
-        "-i",
-        id,
-    ]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = env
+        .run(&[
+            "export",
+            "tunnel-02",
+            "tunnel-00",
+            "--format",
+            "env",
+            "-i",
+            id,
+        ])
+        .success();
     assert_eq!(
         run.stdout,
         format!(
@@ -68,16 +67,16 @@ fn export_prints_every_psk_in_three_formats() {
         )
     );
 
-    let run = env.run(&["export", "tunnel-01", "--format", "csv", "-i", id]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = env
+        .run(&["export", "tunnel-01", "--format", "csv", "-i", id])
+        .success();
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(lines[0], "name,account_id,tunnel_id,site,last_rotated,psk");
     assert!(lines[1].starts_with(&format!("tunnel-01,{ACCOUNT},{},site-0,", tunnel_id(1))));
     assert!(lines[1].ends_with(&format!(",{}", issued(&env, 1))));
     assert_eq!(lines.len(), 2);
 
-    let run = env.run(&["export", "nope", "-i", id]);
-    assert_eq!(run.code, 1, "{run:?}");
+    let run = env.run(&["export", "nope", "-i", id]).failure();
     assert!(run.stderr.contains("no tunnel named `nope`"), "{run:?}");
     assert_eq!(run.stdout, "");
 }
@@ -87,14 +86,15 @@ fn export_with_recipient_reseals_instead_of_printing() {
     require_tool("age");
     let env = applied(2);
     let (theirs, their_recipient) = new_identity(&env, "router-team.txt");
-    let run = env.run(&[
-        "export",
-        "--recipient",
-        &their_recipient,
-        "-i",
-        env.identity.to_str().unwrap(),
-    ]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = env
+        .run(&[
+            "export",
+            "--recipient",
+            &their_recipient,
+            "-i",
+            env.identity.to_str().unwrap(),
+        ])
+        .success();
     env.assert_no_secrets(&run.all());
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     for (i, t) in v["tunnels"].as_array().unwrap().iter().enumerate() {
@@ -116,8 +116,9 @@ fn export_with_recipient_reseals_instead_of_printing() {
             .unwrap();
         assert_eq!(String::from_utf8(out.stdout).unwrap(), issued(&env, i));
     }
-    let run = env.run(&["export", "--recipient", "age1bogus", "-i", "identity.txt"]);
-    assert_eq!(run.code, 1, "{run:?}");
+    let run = env
+        .run(&["export", "--recipient", "age1bogus", "-i", "identity.txt"])
+        .failure();
     assert!(run.stderr.contains("--recipient"), "{run:?}");
 }
 
@@ -128,8 +129,9 @@ fn reseal_follows_a_change_of_recipients_without_calling_the_api() {
     let (new_id, new_recipient) = new_identity(&env, "new.txt");
     env.write_config(&config_text(&new_recipient, 2, "90d"));
 
-    let plan = env.run(&["plan", "--offline", "--detailed-exitcode"]);
-    assert_eq!(plan.code, 2, "{plan:?}");
+    let plan = env
+        .run(&["plan", "--offline", "--detailed-exitcode"])
+        .code(2);
     assert!(plan.stdout.contains("* reseal \"tunnel-00\""), "{plan:?}");
     assert!(
         plan.stdout
@@ -143,8 +145,7 @@ fn reseal_follows_a_change_of_recipients_without_calling_the_api() {
     assert_eq!(v["summary"]["reseal"], 2);
 
     // apply holds no identity: it leaves reseals to `psk reseal`.
-    let apply = env.run(&["apply", "--auto-approve"]);
-    assert_eq!(apply.code, 0, "{apply:?}");
+    let apply = env.run(&["apply", "--auto-approve"]).success();
     assert!(
         apply.stdout.contains("2 left for `psk reseal`"),
         "{apply:?}"
@@ -159,12 +160,12 @@ fn reseal_follows_a_change_of_recipients_without_calling_the_api() {
     };
     let calls_before = calls();
     let before = read(&env.state_path());
-    let no_id = env.run(&["reseal"]);
-    assert_eq!(no_id.code, 1, "{no_id:?}");
+    env.run(&["reseal"]).failure();
     assert_eq!(read(&env.state_path()), before);
 
-    let run = env.run(&["reseal", "-i", env.identity.to_str().unwrap()]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = env
+        .run(&["reseal", "-i", env.identity.to_str().unwrap()])
+        .success();
     assert!(run.stdout.contains("Re-sealed 2 PSKs"), "{run:?}");
     assert_eq!(calls(), calls_before, "reseal must not call the API");
     assert_eq!(
@@ -176,13 +177,15 @@ fn reseal_follows_a_change_of_recipients_without_calling_the_api() {
         let name = format!("tunnel-{i:02}");
         let new = env.run(&["show", &name, "-i", new_id.to_str().unwrap()]);
         assert_eq!(new.stdout, format!("{key}\n"), "{new:?}");
-        let old = env.run(&["show", &name, "-i", env.identity.to_str().unwrap()]);
-        assert_eq!(old.code, 1, "the removed recipient can no longer open it");
+        // The removed recipient can no longer open it.
+        env.run(&["show", &name, "-i", env.identity.to_str().unwrap()])
+            .failure();
     }
-    let plan = env.run(&["plan", "--offline", "--detailed-exitcode"]);
-    assert_eq!(plan.code, 0, "{plan:?}");
-    let again = env.run(&["reseal", "-i", new_id.to_str().unwrap()]);
-    assert_eq!(again.code, 0);
+    env.run(&["plan", "--offline", "--detailed-exitcode"])
+        .success();
+    let again = env
+        .run(&["reseal", "-i", new_id.to_str().unwrap()])
+        .success();
     assert!(again.stdout.contains("Nothing to do"), "{again:?}");
     // Nothing was rotated by any of this.
     assert_eq!(env.ledger().values().map(Vec::len).sum::<usize>(), 2);
@@ -204,8 +207,8 @@ fn keys_rotated_after_a_recipient_change_need_no_reseal() {
     let plan = env.run(&["plan", "--offline"]);
     assert!(plan.stdout.contains("3 to reseal"), "{plan:?}");
 
-    let apply = env.run(&["apply", "--auto-approve", "--replace", "tunnel-01"]);
-    assert_eq!(apply.code, 0, "{apply:?}");
+    env.run(&["apply", "--auto-approve", "--replace", "tunnel-01"])
+        .success();
     let state = env.state_json();
     assert_eq!(state["version"], 2, "a record names its own recipients");
     let records: Vec<&serde_json::Value> = state["tunnels"].as_object().unwrap().values().collect();
@@ -223,8 +226,9 @@ fn keys_rotated_after_a_recipient_change_need_no_reseal() {
     assert!(!plan.stdout.contains("reseal \"tunnel-01\""), "{plan:?}");
 
     // Only the two stale keys are opened: the old identity suffices.
-    let run = env.run(&["reseal", "-i", env.identity.to_str().unwrap()]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = env
+        .run(&["reseal", "-i", env.identity.to_str().unwrap()])
+        .success();
     assert!(run.stdout.contains("Re-sealed 2 PSKs"), "{run:?}");
     let state = env.state_json();
     assert_eq!(state["version"], 1);
@@ -236,13 +240,13 @@ fn keys_rotated_after_a_recipient_change_need_no_reseal() {
         let show = env.run(&["show", &name, "-i", new_id.to_str().unwrap()]);
         assert_eq!(show.stdout, format!("{}\n", issued(&env, i)), "{show:?}");
     }
-    let plan = env.run(&["plan", "--offline", "--detailed-exitcode"]);
-    assert_eq!(plan.code, 0, "{plan:?}");
+    env.run(&["plan", "--offline", "--detailed-exitcode"])
+        .success();
 
     // Back to one recipient, then every key rotated: apply alone brings the
     // header along, and there is nothing left to re-seal.
     env.write_config(&config_text(&new_recipient, 3, "90d"));
-    let apply = env.run(&[
+    env.run(&[
         "apply",
         "--auto-approve",
         "--replace",
@@ -251,13 +255,13 @@ fn keys_rotated_after_a_recipient_change_need_no_reseal() {
         "tunnel-01",
         "--replace",
         "tunnel-02",
-    ]);
-    assert_eq!(apply.code, 0, "{apply:?}");
+    ])
+    .success();
     let state = env.state_json();
     assert_eq!(state["version"], 1, "{state}");
     assert_eq!(state["recipients"].as_array().unwrap().len(), 1);
-    let plan = env.run(&["plan", "--offline", "--detailed-exitcode"]);
-    assert_eq!(plan.code, 0, "{plan:?}");
+    env.run(&["plan", "--offline", "--detailed-exitcode"])
+        .success();
     let again = env.run(&["reseal", "-i", new_id.to_str().unwrap()]);
     assert!(again.stdout.contains("Nothing to do"), "{again:?}");
 }
@@ -271,8 +275,9 @@ fn import_adopts_a_known_psk_from_stdin() {
     std::fs::remove_file(env.path("psk.state.json.backup")).unwrap();
     let lists = env.sandbox().counters.list.load(Ordering::Relaxed);
 
-    let run = env.run_stdin(&["import", "tunnel-01"], &format!("{known}\n"));
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = env
+        .run_stdin(&["import", "tunnel-01"], &format!("{known}\n"))
+        .success();
     env.assert_no_secrets(&run.all());
     assert_eq!(
         env.sandbox().counters.list.load(Ordering::Relaxed),
@@ -294,25 +299,24 @@ fn import_adopts_a_known_psk_from_stdin() {
 
     // A second import is refused unless forced; bad input changes nothing.
     let before = read(&env.state_path());
-    let run = env.run_stdin(&["import", "tunnel-01"], "other-key\n");
-    assert_eq!(run.code, 1, "{run:?}");
+    let run = env
+        .run_stdin(&["import", "tunnel-01"], "other-key\n")
+        .failure();
     assert!(run.stderr.contains("--force"), "{run:?}");
     for (input, says) in [
         ("", "no PSK on stdin"),
         ("two words\n", "spaces"),
         ("a\nb\n", "more than one line"),
     ] {
-        let run = env.run_stdin(&["import", "tunnel-00"], input);
-        assert_eq!(run.code, 1, "{input:?} {run:?}");
+        let run = env.run_stdin(&["import", "tunnel-00"], input).failure();
         assert!(run.stderr.contains(says), "{input:?} {run:?}");
     }
-    let run = env.run_stdin(&["import", "nope"], "x\n");
-    assert_eq!(run.code, 1);
+    let run = env.run_stdin(&["import", "nope"], "x\n").failure();
     assert!(run.stderr.contains("no tunnel named `nope`"), "{run:?}");
     assert_eq!(read(&env.state_path()), before);
 
-    let run = env.run_stdin(&["import", "tunnel-01", "--force"], "replaced-key\n");
-    assert_eq!(run.code, 0, "{run:?}");
+    env.run_stdin(&["import", "tunnel-01", "--force"], "replaced-key\n")
+        .success();
     let show = env.run(&["show", "tunnel-01", "-i", env.identity.to_str().unwrap()]);
     assert_eq!(show.stdout, "replaced-key\n");
 }
@@ -333,7 +337,7 @@ fn reseal_and_import_take_the_lock() {
             "k\n",
         ),
     ] {
-        assert_eq!(run.code, 1, "{run:?}");
+        let run = run.failure();
         assert!(run.stderr.contains("is locked by"), "{run:?}");
         assert!(run.stderr.contains(&format!("pid {}", std::process::id())));
     }

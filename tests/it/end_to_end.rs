@@ -8,8 +8,7 @@ fn plan_apply_plan_show_against_the_sandbox() {
     let mut env = TestEnv::new(3);
     env.start_sandbox();
 
-    let plan = env.run(&["plan"]);
-    assert_eq!(plan.code, 0, "{plan:?}");
+    let plan = env.run(&["plan"]).success();
     assert!(
         plan.stdout
             .contains("Plan: 0 to rotate, 3 to generate, 0 to reseal, 0 to forget."),
@@ -35,11 +34,9 @@ fn plan_apply_plan_show_against_the_sandbox() {
     );
     assert!(!env.state_path().exists(), "plan must not write state");
 
-    let detailed = env.run(&["plan", "--detailed-exitcode"]);
-    assert_eq!(detailed.code, 2, "{detailed:?}");
+    let detailed = env.run(&["plan", "--detailed-exitcode"]).code(2);
 
-    let apply = env.run(&["apply", "--auto-approve"]);
-    assert_eq!(apply.code, 0, "{apply:?}");
+    let apply = env.run(&["apply", "--auto-approve"]).success();
     assert!(
         apply
             .stdout
@@ -47,8 +44,7 @@ fn plan_apply_plan_show_against_the_sandbox() {
         "{apply:?}"
     );
 
-    let again = env.run(&["plan", "--detailed-exitcode"]);
-    assert_eq!(again.code, 0, "{again:?}");
+    let again = env.run(&["plan", "--detailed-exitcode"]).success();
     assert!(again.stdout.contains("No changes."), "{again:?}");
 
     // `show` returns exactly the PSK the sandbox issued, and nothing else.
@@ -56,8 +52,9 @@ fn plan_apply_plan_show_against_the_sandbox() {
     assert_eq!(ledger.len(), 3);
     for i in 0..3 {
         let name = format!("tunnel-{i:02}");
-        let show = env.run(&["show", &name, "--identity", env.identity.to_str().unwrap()]);
-        assert_eq!(show.code, 0, "{show:?}");
+        let show = env
+            .run(&["show", &name, "--identity", env.identity.to_str().unwrap()])
+            .success();
         let issued = ledger[&tunnel_id(i)].last().unwrap();
         assert_eq!(show.stdout, format!("{issued}\n"));
         assert_eq!(show.stderr, "");
@@ -65,8 +62,7 @@ fn plan_apply_plan_show_against_the_sandbox() {
 
     // Past rotate_every, every tunnel is due.
     let later = (Utc::now() + TimeDelta::days(91)).to_rfc3339();
-    let future = env.run(&["plan", "--at", &later]);
-    assert_eq!(future.code, 0, "{future:?}");
+    let future = env.run(&["plan", "--at", &later]).success();
     assert!(
         future
             .stdout
@@ -87,8 +83,7 @@ fn plan_apply_plan_show_against_the_sandbox() {
 fn json_plan_has_the_documented_fields() {
     let mut env = TestEnv::new(2);
     env.start_sandbox();
-    let run = env.run(&["plan", "--format", "json"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = env.run(&["plan", "--format", "json"]).success();
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(v["format_version"], "1.1");
     let actions = v["actions"].as_array().unwrap();
@@ -105,8 +100,7 @@ fn json_plan_has_the_documented_fields() {
 #[test]
 fn offline_plan_needs_no_credentials_and_says_so() {
     let env = TestEnv::new(2);
-    let run = env.run(&["plan", "--offline"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = env.run(&["plan", "--offline"]).success();
     assert!(
         run.stdout
             .starts_with("Offline: Cloudflare was not contacted"),
@@ -114,8 +108,7 @@ fn offline_plan_needs_no_credentials_and_says_so() {
     );
     assert!(run.stdout.contains("dry run:      not run (offline)"));
 
-    let online = env.run(&["plan"]);
-    assert_eq!(online.code, 1, "{online:?}");
+    let online = env.run(&["plan"]).failure();
     assert!(online.stderr.contains("CLOUDFLARE_API_TOKEN"), "{online:?}");
     assert!(online.stderr.contains("Magic WAN Write"), "{online:?}");
 }
@@ -125,8 +118,7 @@ fn sealed_psk_opens_with_the_reference_age_cli() {
     require_tool("age");
     let mut env = TestEnv::new(1);
     env.start_sandbox();
-    let apply = env.run(&["apply", "--auto-approve"]);
-    assert_eq!(apply.code, 0, "{apply:?}");
+    env.run(&["apply", "--auto-approve"]).success();
     let state = env.state_json();
     let key = format!("{ACCOUNT}/{}", tunnel_id(0));
     let sealed = state["tunnels"][&key]["psk"].as_str().unwrap();
@@ -151,7 +143,7 @@ fn sealed_psk_opens_with_the_reference_age_cli() {
 fn bad_config_exits_1_naming_file_and_line_and_leaves_state_alone() {
     let mut env = TestEnv::new(2);
     env.start_sandbox();
-    assert_eq!(env.run(&["apply", "--auto-approve"]).code, 0);
+    env.run(&["apply", "--auto-approve"]).success();
     let before = read(&env.state_path());
 
     let good = std::fs::read_to_string(env.config_path()).unwrap();
@@ -185,8 +177,7 @@ fn bad_config_exits_1_naming_file_and_line_and_leaves_state_alone() {
             &["validate"],
             &["plan", "--offline"],
         ] {
-            let run = env.run(args);
-            assert_eq!(run.code, 1, "{args:?} {run:?}");
+            let run = env.run(args).failure();
             assert!(
                 run.stderr.contains(&format!("psk.yaml:{line}:")),
                 "{args:?} {run:?}"
@@ -202,8 +193,7 @@ fn bad_config_exits_1_naming_file_and_line_and_leaves_state_alone() {
 fn apply_without_a_terminal_needs_auto_approve() {
     let mut env = TestEnv::new(1);
     env.start_sandbox();
-    let run = env.run(&["apply"]);
-    assert_eq!(run.code, 1, "{run:?}");
+    let run = env.run(&["apply"]).failure();
     assert!(run.stderr.contains("--auto-approve"), "{run:?}");
     assert!(!env.state_path().exists());
     assert!(env.ledger().is_empty(), "nothing may be rotated");
@@ -212,35 +202,32 @@ fn apply_without_a_terminal_needs_auto_approve() {
 #[test]
 fn exit_codes_for_usage_help_and_version() {
     let env = TestEnv::new(1);
-    assert_eq!(env.run(&["plan", "--no-such-flag"]).code, 1);
-    assert_eq!(env.run(&["frobnicate"]).code, 1);
-    assert_eq!(env.run(&[]).code, 1);
-    let help = env.run(&["--help"]);
-    assert_eq!(help.code, 0);
+    env.run(&["plan", "--no-such-flag"]).failure();
+    env.run(&["frobnicate"]).failure();
+    env.run(&[]).failure();
+    let help = env.run(&["--help"]).success();
     assert!(help.stdout.contains("Exit codes:"));
-    assert_eq!(env.run(&["--version"]).code, 0);
+    env.run(&["--version"]).success();
 }
 
 #[test]
 fn in_process_sandbox_flag_runs_the_whole_flow() {
     let env = TestEnv::new(2);
-    let apply = env.run(&["--sandbox", "apply", "--auto-approve"]);
-    assert_eq!(apply.code, 0, "{apply:?}");
+    let apply = env.run(&["--sandbox", "apply", "--auto-approve"]).success();
     assert!(apply.stdout.contains("2 generated"));
-    let plan = env.run(&["--sandbox", "plan", "--detailed-exitcode"]);
-    assert_eq!(plan.code, 0, "{plan:?}");
+    let plan = env
+        .run(&["--sandbox", "plan", "--detailed-exitcode"])
+        .success();
     assert!(plan.stdout.contains("No changes."));
 }
 
 #[test]
 fn validate_checks_config_and_state_offline() {
     let env = TestEnv::new(2);
-    let ok = env.run(&["validate"]);
-    assert_eq!(ok.code, 0, "{ok:?}");
+    let ok = env.run(&["validate"]).success();
     assert!(ok.stdout.contains("is valid: 2 tunnels"));
     std::fs::write(env.state_path(), "{\"version\": 1, \"lineage\": ").unwrap();
-    let bad = env.run(&["validate"]);
-    assert_eq!(bad.code, 1, "{bad:?}");
+    let bad = env.run(&["validate"]).failure();
     assert!(bad.stderr.contains("psk.state.json"), "{bad:?}");
     assert!(bad.stderr.contains("line 1"), "{bad:?}");
 }

@@ -48,8 +48,9 @@ fn converge(env: &TestEnv, tunnels: usize, args: &[&str], max_runs: usize) -> Ve
         let record = &state["tunnels"][format!("{ACCOUNT}/{id}")];
         assert!(record["intent"].is_null(), "{id} still has an intent");
         let name = format!("tunnel-{i:02}");
-        let show = env.run(&["show", &name, "--identity", env.identity.to_str().unwrap()]);
-        assert_eq!(show.code, 0, "{show:?}");
+        let show = env
+            .run(&["show", &name, "--identity", env.identity.to_str().unwrap()])
+            .success();
         assert_eq!(
             show.stdout,
             format!("{}\n", keys.last().unwrap()),
@@ -155,8 +156,7 @@ fn lost_answers_to_the_refresh_change_nothing() {
         drop_rate: 1.0,
         ..SandboxOptions::default()
     });
-    let apply = run_fast(&env, &["apply", "--auto-approve", "--retries", "1"]);
-    assert_eq!(apply.code, 1, "{apply:?}");
+    let apply = run_fast(&env, &["apply", "--auto-approve", "--retries", "1"]).failure();
     assert!(apply.stderr.contains("after 1 retries"), "{apply:?}");
     assert!(!env.state_path().exists());
     assert_eq!(env.sandbox().counters.dropped.load(Ordering::Relaxed), 2);
@@ -315,8 +315,8 @@ fn latency_past_the_request_timeout_is_a_retried_timeout() {
     let run = run_fast(
         &env,
         &["plan", "--request-timeout", "0.2", "--retries", "1"],
-    );
-    assert_eq!(run.code, 1, "{run:?}");
+    )
+    .failure();
     assert!(run.stderr.contains("timed out"), "{run:?}");
     assert!(run.stderr.contains("after 1 retries"), "{run:?}");
     assert_eq!(env.sandbox().counters.requests.load(Ordering::Relaxed), 2);
@@ -332,8 +332,7 @@ fn a_rate_limited_plan_waits_out_the_block_and_says_so() {
         ..SandboxOptions::default()
     });
     // Real delays here: the retry must wait out the 2-second block.
-    let run = env.run(&["plan"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = env.run(&["plan"]).success();
     assert!(
         run.stderr
             .contains("note: HTTP 429 from the API; retrying in 2 s (retry 1 of 3)"),

@@ -29,15 +29,14 @@ fn run_open_umask(env: &TestEnv, args: &[&str], extra_env: &[(&str, &str)]) -> R
         .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
         .envs(extra_env.iter().copied())
         .stdin(std::process::Stdio::null());
-    to_run(sh.output().unwrap())
+    to_run(sh.output().unwrap()).with_args(args)
 }
 
 #[test]
 fn state_backup_journal_and_plan_are_0600_under_any_umask() {
     let mut env = TestEnv::new(3);
     env.start_sandbox();
-    let first = run_open_umask(&env, &["apply", "--auto-approve"], &[]);
-    assert_eq!(first.code, 0, "{first:?}");
+    run_open_umask(&env, &["apply", "--auto-approve"], &[]).success();
     assert_eq!(mode(&env.state_path()), 0o600);
     assert_eq!(
         mode(&psk::state::backup_path(&env.state_path())),
@@ -64,12 +63,10 @@ fn state_backup_journal_and_plan_are_0600_under_any_umask() {
         }
     }
 
-    let plan = run_open_umask(&env, &["plan", "--out", "plan.json"], &[]);
-    assert_eq!(plan.code, 0, "{plan:?}");
+    run_open_umask(&env, &["plan", "--out", "plan.json"], &[]).success();
     assert_eq!(mode(&env.path("plan.json")), 0o600, "the saved plan");
     // The next writer folds the journal in; still private.
-    let again = run_open_umask(&env, &["apply", "--auto-approve"], &[]);
-    assert_eq!(again.code, 0, "{again:?}");
+    run_open_umask(&env, &["apply", "--auto-approve"], &[]).success();
     assert!(!journal.exists());
     assert_eq!(mode(&env.state_path()), 0o600);
     assert_eq!(mode(&psk::state::backup_path(&env.state_path())), 0o600);
@@ -83,8 +80,7 @@ fn a_world_writable_state_folder_gets_a_warning() {
         std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(m)).unwrap()
     };
     set(0o777);
-    let run = env.run(&["apply", "--auto-approve"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = env.run(&["apply", "--auto-approve"]).success();
     assert!(
         run.stderr.contains("is writable by every user (mode 777)")
             && run.stderr.contains("chmod o-w"),
@@ -93,7 +89,8 @@ fn a_world_writable_state_folder_gets_a_warning() {
     assert!(!run.stdout.contains("writable by every user"), "{run:?}");
 
     set(0o755);
-    let run = env.run(&["apply", "--auto-approve", "--replace", "tunnel-01"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = env
+        .run(&["apply", "--auto-approve", "--replace", "tunnel-01"])
+        .success();
     assert!(!run.stderr.contains("writable by every user"), "{run:?}");
 }

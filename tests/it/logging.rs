@@ -8,8 +8,7 @@ use crate::common::*;
 fn logs_are_off_by_default_and_never_touch_stdout() {
     let mut env = TestEnv::new(2);
     env.start_sandbox();
-    let quiet = env.run(&["plan", "--format", "json"]);
-    assert_eq!(quiet.code, 0, "{quiet:?}");
+    let quiet = env.run(&["plan", "--format", "json"]).success();
     assert!(!quiet.stderr.contains("psk::"), "{quiet:?}");
 
     let loud = to_run(
@@ -17,8 +16,8 @@ fn logs_are_off_by_default_and_never_touch_stdout() {
             .env("PSK_LOG", "debug")
             .output()
             .unwrap(),
-    );
-    assert_eq!(loud.code, 0, "{loud:?}");
+    )
+    .success();
     assert!(
         loud.stderr
             .contains("DEBUG psk::cloudflare: HTTP request method=GET"),
@@ -56,8 +55,8 @@ fn a_bad_psk_log_is_a_usage_error() {
             .env("PSK_LOG", "loud")
             .output()
             .unwrap(),
-    );
-    assert_eq!(r.code, 1, "{r:?}");
+    )
+    .failure();
     assert!(
         r.stderr.contains(
             "error: PSK_LOG=`loud` is not a log level; use off, error, warn, info, debug or trace"
@@ -74,8 +73,7 @@ fn rate_limiter_waits_are_logged() {
     env.start_sandbox();
     // Two requests a second with a burst of one: the list goes at once,
     // each dry run after it waits for its slot.
-    let r = env.run(&["plan", "-vv", "--rate-limit", "2/1"]);
-    assert_eq!(r.code, 0, "{r:?}");
+    let r = env.run(&["plan", "-vv", "--rate-limit", "2/1"]).success();
     assert!(
         r.stderr
             .contains("DEBUG psk::cloudflare::limit: rate limiter: waiting for a request slot"),
@@ -89,8 +87,9 @@ fn rate_limiter_waits_are_logged() {
 fn apply_logs_its_commits_and_the_fold() {
     let mut env = TestEnv::new(6);
     env.start_sandbox();
-    let apply = env.run(&["-vv", "apply", "--auto-approve", "--parallelism", "3"]);
-    assert_eq!(apply.code, 0, "{apply:?}");
+    let apply = env
+        .run(&["-vv", "apply", "--auto-approve", "--parallelism", "3"])
+        .success();
     let commits: Vec<&str> = apply
         .stderr
         .lines()

@@ -63,7 +63,7 @@ impl Leaks<'_> {
             .env("RUST_LOG", "trace")
             .env("PSK_LOG", "trace")
             .output();
-        let r = to_run(r.unwrap());
+        let r = to_run(r.unwrap()).with_args(&verbose(args));
         assert_logged(&args.join(" "), &r);
         self.seen.push((args.join(" "), r.all()));
         r
@@ -84,16 +84,14 @@ impl Leaks<'_> {
         r
     }
 
+    #[track_caller]
     fn ok(&mut self, args: &[&str]) -> Run {
-        let r = self.run(args);
-        assert_eq!(r.code, 0, "psk {}: {r:?}", args.join(" "));
-        r
+        self.run(args).success()
     }
 
+    #[track_caller]
     fn fails(&mut self, args: &[&str]) -> Run {
-        let r = self.run(args);
-        assert_eq!(r.code, 1, "psk {}: {r:?}", args.join(" "));
-        r
+        self.run(args).failure()
     }
 
     /// Checks every captured output and every file in the folder.
@@ -237,8 +235,9 @@ fn no_command_prints_or_writes_a_secret() {
         ]);
         assert!(r.stdout.contains("BEGIN AGE ENCRYPTED FILE"), "{r:?}");
     }
-    let r = l.run_stdin(&["import", "tunnel-03", "--force"], IMPORTED);
-    assert_eq!(r.code, 0, "{r:?}");
+    let r = l
+        .run_stdin(&["import", "tunnel-03", "--force"], IMPORTED)
+        .success();
     assert_log_has(
         "import",
         &r,
@@ -248,8 +247,8 @@ fn no_command_prints_or_writes_a_secret() {
             "state lock released",
         ],
     );
-    let r = l.run_stdin(&["import", "tunnel-03"], IMPORTED);
-    assert_eq!(r.code, 1, "refuses to replace without --force: {r:?}");
+    // Refuses to replace without --force.
+    l.run_stdin(&["import", "tunnel-03"], IMPORTED).failure();
     let mut text = config_text(&env.recipient, 6, "90d");
     text = text.replace(
         &format!("  - {}\n", env.recipient),
@@ -279,8 +278,7 @@ fn no_command_prints_or_writes_a_secret() {
     let mut cmd = l.env.command(&["plan"]);
     cmd.env("CLOUDFLARE_BASE_URL", "http://127.0.0.1:9")
         .env("PSK_TEST_NO_RETRY_DELAY", "1");
-    let r = l.run_cmd("plan (API down)", cmd);
-    assert_eq!(r.code, 1, "{r:?}");
+    let r = l.run_cmd("plan (API down)", cmd).failure();
     assert_log_has(
         "plan (API down)",
         &r,
@@ -300,11 +298,8 @@ fn no_command_prints_or_writes_a_secret() {
     assert_log_has("plan (global key)", &r, &["HTTP request method=GET"]);
     let mut cmd = l.env.command(&["plan"]);
     cmd.env("CLOUDFLARE_API_TOKEN", format!("{TOKEN}\n\u{7f}"));
-    let r = l.run_cmd("plan (bad token)", cmd);
-    assert_eq!(
-        r.code, 1,
-        "a token that is no header value is refused: {r:?}"
-    );
+    // A token that is no header value is refused.
+    l.run_cmd("plan (bad token)", cmd).failure();
     l.fails(&["show", "tunnel-00"]);
     l.fails(&["export", "--identity", &id, "ghost"]);
     std::fs::write(env.path("broken.json"), b"{\"format\": \"psk-plan\"").unwrap();
@@ -358,8 +353,7 @@ fn the_sandbox_command_prints_no_psk() {
     let mut run = env.command(&["apply", "--auto-approve", "-vvv"]);
     run.env("CLOUDFLARE_BASE_URL", &url)
         .env("CLOUDFLARE_API_TOKEN", TOKEN);
-    let r = to_run(run.output().unwrap());
-    assert_eq!(r.code, 0, "{r:?}");
+    let r = to_run(run.output().unwrap()).success();
     assert_logged("apply", &r);
     assert!(r.stderr.contains("psk_generate status=200"), "{r:?}");
     child.kill().unwrap();

@@ -22,8 +22,7 @@ fn refresh_is_one_list_call_per_account() {
     }
     env.write_config(&text);
     env.start_sandbox();
-    let run = env.run(&["plan"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = env.run(&["plan"]).success();
     assert!(
         run.stdout
             .contains("Plan: 0 to rotate, 10 to generate, 0 to reseal, 0 to forget."),
@@ -42,10 +41,9 @@ fn refresh_is_one_list_call_per_account() {
 fn drift_outside_psk_is_a_rotation_with_its_date() {
     let mut env = TestEnv::new(2);
     env.start_sandbox();
-    assert_eq!(env.run(&["apply", "--auto-approve"]).code, 0);
+    env.run(&["apply", "--auto-approve"]).success();
     env.rotate_outside_psk(&tunnel_id(1));
-    let run = env.run(&["plan", "--detailed-exitcode"]);
-    assert_eq!(run.code, 2, "{run:?}");
+    let run = env.run(&["plan", "--detailed-exitcode"]).code(2);
     assert!(
         run.stdout.contains("# tunnel-01 will be rotated"),
         "{run:?}"
@@ -60,8 +58,9 @@ fn drift_outside_psk_is_a_rotation_with_its_date() {
         .stdout
         .contains("Plan: 1 to rotate, 0 to generate, 0 to reseal, 0 to forget."));
     // Offline, drift cannot be seen: the plan says so instead.
-    let offline = env.run(&["plan", "--offline", "--detailed-exitcode"]);
-    assert_eq!(offline.code, 0, "{offline:?}");
+    let offline = env
+        .run(&["plan", "--offline", "--detailed-exitcode"])
+        .success();
     assert!(offline.stdout.starts_with("Offline:"));
 }
 
@@ -72,8 +71,7 @@ fn tunnel_missing_at_cloudflare_is_an_error_naming_it() {
     let mut text = config_text(&env.recipient, 2, "90d");
     text.push_str("  - name: ghost\n    id: 00000000000000000000000000000bad\n");
     env.write_config(&text);
-    let run = env.run(&["plan"]);
-    assert_eq!(run.code, 1, "{run:?}");
+    let run = env.run(&["plan"]).failure();
     assert!(run.stderr.contains("ghost (id 00000000000000000000000000000bad) in account 023e105f4ecef8ad9ca31a8372d0c353"), "{run:?}");
 }
 
@@ -81,37 +79,25 @@ fn tunnel_missing_at_cloudflare_is_an_error_naming_it() {
 fn detailed_exitcode_in_every_case() {
     let mut env = TestEnv::new(1);
     env.start_sandbox();
-    assert_eq!(env.run(&["plan", "--detailed-exitcode"]).code, 2, "changes");
-    assert_eq!(
-        env.run(&["plan", "--detailed-exitcode", "--offline"]).code,
-        2,
-        "changes offline"
-    );
-    assert_eq!(env.run(&["plan"]).code, 0, "changes without the flag");
-    assert_eq!(env.run(&["apply", "--auto-approve"]).code, 0);
-    assert_eq!(
-        env.run(&["plan", "--detailed-exitcode"]).code,
-        0,
-        "no changes"
-    );
-    assert_eq!(
-        env.run(&["plan", "--detailed-exitcode", "--bogus"]).code,
-        1,
-        "usage error"
-    );
+    // Changes, online and offline; without the flag, changes exit 0.
+    env.run(&["plan", "--detailed-exitcode"]).code(2);
+    env.run(&["plan", "--detailed-exitcode", "--offline"])
+        .code(2);
+    env.run(&["plan"]).success();
+    env.run(&["apply", "--auto-approve"]).success();
+    // No changes; a usage error; a bad psk.yaml.
+    env.run(&["plan", "--detailed-exitcode"]).success();
+    env.run(&["plan", "--detailed-exitcode", "--bogus"])
+        .failure();
     env.write_config("version: 1\n");
-    assert_eq!(
-        env.run(&["plan", "--detailed-exitcode"]).code,
-        1,
-        "bad config"
-    );
+    env.run(&["plan", "--detailed-exitcode"]).failure();
 }
 
 #[test]
 fn replace_and_target() {
     let mut env = TestEnv::new(3);
     env.start_sandbox();
-    assert_eq!(env.run(&["apply", "--auto-approve"]).code, 0);
+    env.run(&["apply", "--auto-approve"]).success();
 
     let run = env.run(&["plan", "--replace", "tunnel-02"]);
     assert!(
@@ -123,8 +109,7 @@ fn replace_and_target() {
         .stdout
         .contains("Plan: 1 to rotate, 0 to generate, 0 to reseal, 0 to forget."));
 
-    let unknown = env.run(&["plan", "--replace", "nope"]);
-    assert_eq!(unknown.code, 1);
+    let unknown = env.run(&["plan", "--replace", "nope"]).failure();
     assert!(
         unknown.stderr.contains("no tunnel named `nope`"),
         "{unknown:?}"
@@ -146,8 +131,8 @@ fn replace_and_target() {
     );
 
     let before = env.ledger();
-    let apply = env.run(&["apply", "--auto-approve", "--replace", "tunnel-01"]);
-    assert_eq!(apply.code, 0, "{apply:?}");
+    env.run(&["apply", "--auto-approve", "--replace", "tunnel-01"])
+        .success();
     let after = env.ledger();
     assert_eq!(after[&tunnel_id(1)].len(), before[&tunnel_id(1)].len() + 1);
     assert_eq!(after[&tunnel_id(0)].len(), before[&tunnel_id(0)].len());
@@ -158,23 +143,19 @@ fn saved_plan_applies_exactly_without_a_prompt() {
     let mut env = TestEnv::new(2);
     env.start_sandbox();
     let file = plan_file(&env);
-    let plan = env.run(&["plan", "--out", &file]);
-    assert_eq!(plan.code, 0, "{plan:?}");
+    let plan = env.run(&["plan", "--out", &file]).success();
     assert!(plan.stderr.contains("Saved this plan to"), "{plan:?}");
 
-    let shown = env.run(&["show-plan", &file]);
-    assert_eq!(shown.code, 0, "{shown:?}");
+    let shown = env.run(&["show-plan", &file]).success();
     assert_eq!(shown.stdout, plan.stdout, "show-plan renders the same plan");
 
     // No --auto-approve and no terminal: a saved plan needs no prompt.
-    let apply = env.run(&["apply", &file]);
-    assert_eq!(apply.code, 0, "{apply:?}");
+    let apply = env.run(&["apply", &file]).success();
     assert!(apply.stdout.contains("0 rotated, 2 generated"), "{apply:?}");
     assert_eq!(env.ledger().len(), 2);
 
     // Applying it again: the state moved on, so it is stale.
-    let again = env.run(&["apply", &file]);
-    assert_eq!(again.code, 1, "{again:?}");
+    let again = env.run(&["apply", &file]).failure();
     assert!(
         again.stderr.contains("was made when there was no state"),
         "{again:?}"
@@ -185,14 +166,13 @@ fn saved_plan_applies_exactly_without_a_prompt() {
 fn stale_saved_plans_are_refused_and_change_nothing() {
     let mut env = TestEnv::new(2);
     env.start_sandbox();
-    assert_eq!(env.run(&["apply", "--auto-approve"]).code, 0);
+    env.run(&["apply", "--auto-approve"]).success();
     let file = plan_file(&env);
 
     let refused = |env: &TestEnv, why: &str| {
         let state = read(&env.state_path());
         let ledger = env.ledger();
-        let run = env.run(&["apply", &file]);
-        assert_eq!(run.code, 1, "{run:?}");
+        let run = env.run(&["apply", &file]).failure();
         assert!(run.stderr.contains(why), "expected `{why}`:\n{run:?}");
         assert!(run.stderr.contains("psk plan --out"), "{run:?}");
         assert_eq!(read(&env.state_path()), state, "state changed");
@@ -200,51 +180,36 @@ fn stale_saved_plans_are_refused_and_change_nothing() {
     };
 
     // The state changed since planning.
-    assert_eq!(
-        env.run(&["plan", "--replace", "tunnel-00", "--out", &file])
-            .code,
-        0
-    );
-    assert_eq!(
-        env.run(&["apply", "--auto-approve", "--replace", "tunnel-01"])
-            .code,
-        0
-    );
+    env.run(&["plan", "--replace", "tunnel-00", "--out", &file])
+        .success();
+    env.run(&["apply", "--auto-approve", "--replace", "tunnel-01"])
+        .success();
     refused(&env, "the state changed since the plan was made");
 
     // psk.yaml changed since planning.
-    assert_eq!(
-        env.run(&["plan", "--replace", "tunnel-00", "--out", &file])
-            .code,
-        0
-    );
+    env.run(&["plan", "--replace", "tunnel-00", "--out", &file])
+        .success();
     let text = std::fs::read_to_string(env.config_path()).unwrap();
     env.write_config(&format!("{text}# a reviewed comment\n"));
     refused(&env, "psk.yaml changed since the plan was made");
 
     // Expired.
-    assert_eq!(
-        env.run(&[
-            "plan",
-            "--replace",
-            "tunnel-00",
-            "--expires-in",
-            "1s",
-            "--out",
-            &file
-        ])
-        .code,
-        0
-    );
+    env.run(&[
+        "plan",
+        "--replace",
+        "tunnel-00",
+        "--expires-in",
+        "1s",
+        "--out",
+        &file,
+    ])
+    .success();
     std::thread::sleep(std::time::Duration::from_millis(1100));
     refused(&env, "the plan expired at");
 
     // Another state (another lineage) in its place.
-    assert_eq!(
-        env.run(&["plan", "--replace", "tunnel-00", "--out", &file])
-            .code,
-        0
-    );
+    env.run(&["plan", "--replace", "tunnel-00", "--out", &file])
+        .success();
     let mut v = env.state_json();
     v["lineage"] = serde_json::json!("00000000-0000-4000-8000-000000000000");
     // Hand-written, not in psk's own formatting: left alone all the same.
@@ -253,8 +218,7 @@ fn stale_saved_plans_are_refused_and_change_nothing() {
 
     // Not a plan at all.
     std::fs::write(&file, "{\"format\": \"psk-plan\", \"format_version\": 1").unwrap();
-    let run = env.run(&["apply", &file]);
-    assert_eq!(run.code, 1);
+    let run = env.run(&["apply", &file]).failure();
     assert!(run.stderr.contains("is not a psk plan file"), "{run:?}");
     assert!(!run.stderr.contains("panicked"));
 }
@@ -262,8 +226,9 @@ fn stale_saved_plans_are_refused_and_change_nothing() {
 #[test]
 fn markdown_of_two_thousand_tunnels_fits_a_github_comment() {
     let env = TestEnv::new(2_000);
-    let run = env.run(&["plan", "--offline", "--format", "markdown"]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = env
+        .run(&["plan", "--offline", "--format", "markdown"])
+        .success();
     assert!(run.stdout.len() <= 65_536, "{} bytes", run.stdout.len());
     assert!(run
         .stdout
@@ -277,7 +242,7 @@ fn markdown_of_two_thousand_tunnels_fits_a_github_comment() {
 fn no_psk_or_token_in_any_format() {
     let mut env = TestEnv::new(3);
     env.start_sandbox();
-    assert_eq!(env.run(&["apply", "--auto-approve"]).code, 0);
+    env.run(&["apply", "--auto-approve"]).success();
     env.rotate_outside_psk(&tunnel_id(2));
     let file = plan_file(&env);
     let mut outputs = Vec::new();

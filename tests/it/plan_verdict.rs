@@ -83,8 +83,7 @@ fn assert_no_verdict_plan(env: &TestEnv, run: &Run, faulted: u64) {
     let file = env.path("plan.json");
     let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(saved["format_version"], 2, "a plan holding no_verdict");
-    let human = env.run(&["show-plan", file.to_str().unwrap()]);
-    assert_eq!(human.code, 0, "{human:?}");
+    let human = env.run(&["show-plan", file.to_str().unwrap()]).success();
     assert!(human.stdout.contains("NO VERDICT:"), "{human:?}");
     assert!(
         human.stdout.contains(&format!("{no_verdicts} dry run")),
@@ -129,8 +128,8 @@ fn applies_every_tunnel_of_the_saved_plan(env: &TestEnv) {
             "--parallelism",
             "1",
         ],
-    );
-    assert_eq!(apply.code, 0, "{apply:?}");
+    )
+    .success();
     env.assert_no_secrets(&apply.all());
     let (sealed, uncertain) = env.sealed();
     assert!(uncertain.is_empty(), "{uncertain:?}");
@@ -166,8 +165,7 @@ fn a_rate_limited_dry_run_is_no_verdict_with_the_exit_codes_of_a_plan() {
         rate_limit: Some("1/300".parse().unwrap()),
         ..SandboxOptions::default()
     });
-    let plain = run_fast(&env, &["plan", "--retries", "1"]);
-    assert_eq!(plain.code, 0, "{plain:?}");
+    let plain = run_fast(&env, &["plan", "--retries", "1"]).success();
     assert!(
         plain
             .stdout
@@ -188,8 +186,8 @@ fn a_rate_limited_dry_run_is_no_verdict_with_the_exit_codes_of_a_plan() {
         rate_limit: Some("1/300".parse().unwrap()),
         ..SandboxOptions::default()
     });
-    let detailed = run_fast(&env, &["plan", "--retries", "0", "--detailed-exitcode"]);
-    assert_eq!(detailed.code, 2, "changes present: {detailed:?}");
+    // Changes present: exit 2.
+    run_fast(&env, &["plan", "--retries", "0", "--detailed-exitcode"]).code(2);
     assert_eq!(
         env.sandbox().counters.rate_limited.load(Ordering::Relaxed),
         2
@@ -221,7 +219,7 @@ fn run_scripted(env: &TestEnv, server: &script::Scripted, args: &[&str]) -> Run 
         .env("CLOUDFLARE_API_TOKEN", TOKEN)
         .output()
         .unwrap();
-    to_run(out)
+    to_run(out).with_args(args)
 }
 
 /// Cloudflare's 4xx with its error is a refusal, as before: REFUSED, plan
@@ -235,8 +233,7 @@ fn a_4xx_refusal_still_blocks() {
         failure(1002, "Invalid IPsec tunnel for PSK generation"),
     );
     let server = env.block_on(script::serve(vec![list_answer(1), refusal.clone()]));
-    let plan = run_scripted(&env, &server, &["plan", "--detailed-exitcode"]);
-    assert_eq!(plan.code, 1, "{plan:?}");
+    let plan = run_scripted(&env, &server, &["plan", "--detailed-exitcode"]).failure();
     assert!(
         plan.stdout.contains("REFUSED: Cloudflare refused"),
         "{plan:?}"
@@ -255,22 +252,20 @@ fn a_4xx_refusal_still_blocks() {
         &env,
         &server,
         &["plan", "--format", "json", "--out", file.to_str().unwrap()],
-    );
-    assert_eq!(json.code, 1, "{json:?}");
+    )
+    .failure();
     assert_eq!(statuses(&json.stdout), ["refused"]);
     let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(v["applyable"], false);
     assert_eq!(v["summary"]["no_verdict"], 0);
 
     let server = env.block_on(script::serve(vec![list_answer(1), refusal]));
-    let apply = run_scripted(&env, &server, &["apply", "--auto-approve"]);
-    assert_eq!(apply.code, 1, "{apply:?}");
+    let apply = run_scripted(&env, &server, &["apply", "--auto-approve"]).failure();
     assert!(apply.stderr.contains("nothing was applied"), "{apply:?}");
     assert_eq!(server.requests().len(), 2, "list and dry run, no rotation");
     assert!(!env.state_path().exists());
 
-    let saved = run_scripted(&env, &server, &["apply", file.to_str().unwrap()]);
-    assert_eq!(saved.code, 1, "{saved:?}");
+    let saved = run_scripted(&env, &server, &["apply", file.to_str().unwrap()]).failure();
     assert!(
         saved.stderr.contains("Cloudflare refused a dry run"),
         "{saved:?}"
@@ -299,8 +294,8 @@ fn a_failed_bulk_dry_run_chunk_is_no_verdict() {
                 "1",
                 "--detailed-exitcode",
             ],
-        );
-        assert_eq!(run.code, 2, "{run:?}");
+        )
+        .code(2);
         assert_eq!(
             statuses(&run.stdout),
             ["no_verdict", "no_verdict"],
@@ -333,8 +328,7 @@ fn an_unapplied_bulk_dry_run_is_a_refusal() {
         })),
     );
     let server = env.block_on(script::serve(vec![list_answer(2), answer]));
-    let run = run_scripted(&env, &server, &["plan", "--format", "json"]);
-    assert_eq!(run.code, 1, "{run:?}");
+    let run = run_scripted(&env, &server, &["plan", "--format", "json"]).failure();
     assert_eq!(statuses(&run.stdout), ["accepted", "refused"], "{run:?}");
     assert!(
         run.stdout.contains("The IPsec tunnel is being modified"),
@@ -365,8 +359,8 @@ fn apply_goes_ahead_after_a_dry_run_with_no_verdict() {
         &env,
         &server,
         &["apply", "--auto-approve", "--retries", "0"],
-    );
-    assert_eq!(apply.code, 0, "{apply:?}");
+    )
+    .success();
     assert!(
         apply
             .stdout
@@ -420,8 +414,8 @@ fn apply_json_counts_no_verdicts() {
         &env,
         &server,
         &["apply", "--auto-approve", "--json", "--retries", "0"],
-    );
-    assert_eq!(apply.code, 0, "{apply:?}");
+    )
+    .success();
     let first: serde_json::Value =
         serde_json::from_str(apply.stdout.lines().next().unwrap()).unwrap();
     assert_eq!(first["type"], "plan", "{first}");

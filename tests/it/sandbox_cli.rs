@@ -83,7 +83,7 @@ fn the_binary_survives_a_faulty_sandbox_with_its_retries() {
             .unwrap(),
     );
     stop(child);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = run.success();
     assert!(run.stdout.contains("4 to generate"), "{run:?}");
 }
 
@@ -96,8 +96,7 @@ fn bad_misbehaviour_values_are_usage_errors() {
         &["sandbox", "--rate-limit", "10"][..],
         &["sandbox", "--latency", "soon"][..],
     ] {
-        let run = env.run(args);
-        assert_eq!(run.code, 1, "{args:?}: {run:?}");
+        let run = env.run(args).failure();
         assert!(run.stderr.contains("error:"), "{run:?}");
     }
 }

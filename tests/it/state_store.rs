@@ -9,8 +9,7 @@ use psk::state::{LockHolder, StateLock};
 fn applied(tunnels: usize) -> TestEnv {
     let mut env = TestEnv::new(tunnels);
     env.start_sandbox();
-    let apply = env.run(&["apply", "--auto-approve"]);
-    assert_eq!(apply.code, 0, "{apply:?}");
+    env.run(&["apply", "--auto-approve"]).success();
     env
 }
 
@@ -95,8 +94,7 @@ fn a_locked_state_names_its_holder_and_is_left_alone() {
     let record = std::fs::read_to_string(StateLock::lock_path(&env.state_path())).unwrap();
     let holder: LockHolder = serde_json::from_str(record.trim()).unwrap();
 
-    let run = env.run(&["apply", "--auto-approve"]);
-    assert_eq!(run.code, 1, "{run:?}");
+    let run = env.run(&["apply", "--auto-approve"]).failure();
     for s in [
         format!("pid {}", std::process::id()),
         "running `psk reseal` since".to_string(),
@@ -109,22 +107,21 @@ fn a_locked_state_names_its_holder_and_is_left_alone() {
     assert_eq!(read(&env.state_path()), before);
 
     // force-unlock never takes the lock from a live process.
-    let run = env.run(&["force-unlock", &holder.id, "--force"]);
-    assert_eq!(run.code, 1, "{run:?}");
+    let run = env.run(&["force-unlock", &holder.id, "--force"]).failure();
     assert!(
         run.stderr.contains(&format!("kill {}", std::process::id())),
         "{run:?}"
     );
 
     // --lock-timeout waits, then gives up with the same message.
-    let run = env.run(&["apply", "--auto-approve", "--lock-timeout", "1s"]);
-    assert_eq!(run.code, 1, "{run:?}");
+    let run = env
+        .run(&["apply", "--auto-approve", "--lock-timeout", "1s"])
+        .failure();
     assert!(run.stderr.contains("waiting"), "{run:?}");
     assert!(run.stderr.contains(&format!("lock ID {}", holder.id)));
     drop(held);
     assert_eq!(read(&env.state_path()), before);
-    let run = env.run(&["apply", "--auto-approve"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    env.run(&["apply", "--auto-approve"]).success();
 }
 
 #[test]
@@ -162,31 +159,27 @@ fn killed_between_temp_write_and_rename_the_state_stays_whole() {
     // not lost: it is in the journal, which every reader replays.
     let issued = env.ledger()[&tunnel_id(1)].last().unwrap().clone();
     assert_eq!(env.ledger()[&tunnel_id(1)].len(), 2);
-    let show = env.run(&["show", "tunnel-01", "-i", env.identity.to_str().unwrap()]);
-    assert_eq!(show.code, 0, "{show:?}");
+    let show = env
+        .run(&["show", "tunnel-01", "-i", env.identity.to_str().unwrap()])
+        .success();
     assert_eq!(show.stdout, format!("{issued}\n"));
-    let plan = env.run(&["plan", "--detailed-exitcode"]);
-    assert_eq!(plan.code, 0, "{plan:?}");
+    let plan = env.run(&["plan", "--detailed-exitcode"]).success();
     assert!(plan.stdout.contains("No changes."), "{plan:?}");
 
     // psk died holding the lock; the kernel released it, its record stayed.
     let record = std::fs::read_to_string(StateLock::lock_path(&env.state_path())).unwrap();
     let holder: LockHolder = serde_json::from_str(record.trim()).unwrap();
-    let wrong = env.run(&["force-unlock", "00000000", "--force"]);
-    assert_eq!(wrong.code, 1, "{wrong:?}");
+    let wrong = env.run(&["force-unlock", "00000000", "--force"]).failure();
     assert!(wrong.stderr.contains("does not match"), "{wrong:?}");
-    let unconfirmed = env.run(&["force-unlock", &holder.id]);
-    assert_eq!(unconfirmed.code, 1, "{unconfirmed:?}");
+    let unconfirmed = env.run(&["force-unlock", &holder.id]).failure();
     assert!(unconfirmed.stderr.contains("--force"), "{unconfirmed:?}");
-    let unlock = env.run(&["force-unlock", &holder.id, "--force"]);
-    assert_eq!(unlock.code, 0, "{unlock:?}");
+    let unlock = env.run(&["force-unlock", &holder.id, "--force"]).success();
     assert!(unlock.stdout.contains("had already ended"), "{unlock:?}");
     assert!(unlock.stdout.contains("journal"), "{unlock:?}");
-    assert_eq!(env.run(&["force-unlock", &holder.id, "--force"]).code, 1);
+    env.run(&["force-unlock", &holder.id, "--force"]).failure();
 
     // The next writer folds the journal in and clears the stale temp file.
-    let apply = env.run(&["apply", "--auto-approve"]);
-    assert_eq!(apply.code, 0, "{apply:?}");
+    env.run(&["apply", "--auto-approve"]).success();
     assert!(!psk::state::journal_path(&env.state_path()).exists());
     assert!(!env.path(&temps[0]).exists());
     let state = env.state_json();
@@ -207,8 +200,7 @@ fn a_damaged_or_orphaned_journal_is_refused_and_left_alone() {
         &["apply", "--auto-approve"],
         &["show", "tunnel-00", "-i", "identity.txt"],
     ] {
-        let run = env.run(args);
-        assert_eq!(run.code, 1, "{args:?} {run:?}");
+        let run = env.run(args).failure();
         assert!(
             run.stderr
                 .contains("psk.state.json.journal is damaged at line 1"),
@@ -220,8 +212,7 @@ fn a_damaged_or_orphaned_journal_is_refused_and_left_alone() {
     }
 
     std::fs::remove_file(env.state_path()).unwrap();
-    let run = env.run(&["apply", "--auto-approve"]);
-    assert_eq!(run.code, 1, "{run:?}");
+    let run = env.run(&["apply", "--auto-approve"]).failure();
     assert!(run.stderr.contains("no state file"), "{run:?}");
     assert!(run.stderr.contains("restore"), "{run:?}");
     assert!(!env.state_path().exists());
@@ -257,8 +248,8 @@ fn apply_commits_changes_in_groups_and_loses_none() {
     let mut env = TestEnv::new(9);
     local_config(&env, 9);
     env.start_sandbox();
-    let first = env.run(&["apply", "--auto-approve", "--target", "tunnel-00"]);
-    assert_eq!(first.code, 0, "{first:?}");
+    env.run(&["apply", "--auto-approve", "--target", "tunnel-00"])
+        .success();
     let commits = commits_of_killed_apply(&env, &["apply", "--auto-approve"]);
     // Sites of two tunnels go in two rounds: tunnels 1, 2, 4, 6, 8 first
     // (one per site), then 3, 5, 7; each round is two commits.
@@ -282,8 +273,8 @@ fn apply_commits_changes_in_groups_and_loses_none() {
     // commits them with one fsync before any call goes out.
     let mut env = TestEnv::new(12);
     env.start_sandbox();
-    let first = env.run(&["apply", "--auto-approve", "--target", "tunnel-00"]);
-    assert_eq!(first.code, 0, "{first:?}");
+    env.run(&["apply", "--auto-approve", "--target", "tunnel-00"])
+        .success();
     let commits = commits_of_killed_apply(&env, &["apply", "--auto-approve", "--parallelism", "4"]);
     assert_eq!(changes(&commits[0]), 4, "{:?}", commits[0]);
     for rec in commits[0]["changes"].as_object().unwrap().values() {

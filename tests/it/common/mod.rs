@@ -4,41 +4,22 @@
 
 #![allow(dead_code)]
 
+mod run;
 pub mod script;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use age::secrecy::ExposeSecret;
 use psk::config::Config;
 use psk::sandbox::{self, Running, Sandbox, SandboxOptions};
 
+pub use run::{to_run, Run};
+
 pub const ACCOUNT: &str = "023e105f4ecef8ad9ca31a8372d0c353";
 pub const TOKEN: &str = "test-token-5ecret-do-not-print";
-
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    pub fn all(&self) -> String {
-        format!("{}{}", self.stdout, self.stderr)
-    }
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
 
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
@@ -104,7 +85,7 @@ pub fn run_fast(env: &TestEnv, args: &[&str]) -> Run {
         .env("PSK_TEST_NO_RETRY_DELAY", "1")
         .output()
         .unwrap();
-    to_run(out)
+    to_run(out).with_args(args)
 }
 
 impl TestEnv {
@@ -226,7 +207,7 @@ impl TestEnv {
 
     pub fn run(&self, args: &[&str]) -> Run {
         let out = self.command(args).output().unwrap();
-        to_run(out)
+        to_run(out).with_args(args)
     }
 
     /// Runs psk with `input` on its stdin (a pipe, not a terminal).
@@ -243,7 +224,7 @@ impl TestEnv {
         // psk may refuse before reading; a closed pipe is not a test failure.
         let _ = stdin.write_all(input.as_bytes());
         drop(stdin);
-        to_run(child.wait_with_output().unwrap())
+        to_run(child.wait_with_output().unwrap()).with_args(args)
     }
 
     /// Every PSK the sandbox made valid, per tunnel id, oldest first.
@@ -259,6 +240,14 @@ impl TestEnv {
                 .push(v["psk"].as_str().unwrap().to_string());
         }
         m
+    }
+
+    /// `run` as a whole-run snapshot holds it (`Run::normalized`), after
+    /// checking that it shows no PSK and no token.
+    #[track_caller]
+    pub fn snapshot(&self, run: &Run) -> String {
+        self.assert_no_secrets(&run.all());
+        run.normalized()
     }
 
     /// Fails if any PSK from the ledger or the API token appears in `text`.
@@ -297,14 +286,6 @@ impl TestEnv {
 
     pub fn state_json(&self) -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(self.state_path()).unwrap()).unwrap()
-    }
-}
-
-pub fn to_run(out: Output) -> Run {
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 
