@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::common::Run;
+
 /// Address-space cap for every run: a parser that tried to expand an alias
 /// bomb or buffer a runaway structure hits it and is killed.
 const ADDRESS_SPACE_KIB: u64 = 4 * 1024 * 1024;
@@ -84,9 +86,9 @@ fn setup(name: &str, case: &[u8]) -> tempfile::TempDir {
     dir
 }
 
-type Snapshot = BTreeMap<String, (Vec<u8>, SystemTime)>;
+type Files = BTreeMap<String, (Vec<u8>, SystemTime)>;
 
-fn snapshot(dir: &Path) -> Snapshot {
+fn files(dir: &Path) -> Files {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| {
@@ -101,9 +103,7 @@ fn snapshot(dir: &Path) -> Snapshot {
 }
 
 struct Bounded {
-    code: i32,
-    stdout: String,
-    stderr: String,
+    run: Run,
     max_rss_kib: i64,
 }
 
@@ -159,27 +159,40 @@ fn run_bounded(dir: &Path, args: &[&str]) -> Bounded {
         -libc::WTERMSIG(status)
     };
     Bounded {
-        code,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
+        run: Run {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            code,
+            stdout: out.join().unwrap(),
+            stderr: err.join().unwrap(),
+        },
         max_rss_kib: usage.ru_maxrss,
     }
 }
 
-/// Runs every command on the case and checks the promises; returns the
-/// case's largest peak RSS.
-fn check(label: &str, dir: &Path, file_name: &str, line: Option<usize>, cmds: &[Vec<&str>]) -> i64 {
-    let before = snapshot(dir);
+/// What one case did: the largest peak RSS of its runs, and the whole
+/// run of its first command, the one whose message its snapshot shows.
+struct Checked {
+    peak_rss_kib: i64,
+    first: Run,
+}
+
+/// Runs every command on the case and checks the promises.
+fn check(
+    label: &str,
+    dir: &Path,
+    file_name: &str,
+    line: Option<usize>,
+    cmds: &[Vec<&str>],
+) -> Checked {
+    let before = files(dir);
     let mut peak = 0;
+    let mut first = None;
     for args in cmds {
-        let r = run_bounded(dir, args);
-        let what = format!(
-            "{label}: psk {}\nexit {}\n--- stdout\n{}--- stderr\n{}",
-            args.join(" "),
-            r.code,
-            r.stdout,
-            r.stderr
-        );
+        let Bounded {
+            run: r,
+            max_rss_kib,
+        } = run_bounded(dir, args);
+        let what = format!("{label}: {r:?}");
         assert!(!r.stderr.contains("panicked"), "panic on {what}");
         assert_eq!(r.code, 1, "{what}");
         assert!(r.stderr.starts_with("error:"), "{what}");
@@ -194,12 +207,11 @@ fn check(label: &str, dir: &Path, file_name: &str, line: Option<usize>, cmds: &[
             );
         }
         assert!(
-            r.max_rss_kib < MAX_RSS_KIB,
-            "{} KiB peak RSS: {what}",
-            r.max_rss_kib
+            max_rss_kib < MAX_RSS_KIB,
+            "{max_rss_kib} KiB peak RSS: {what}"
         );
-        peak = peak.max(r.max_rss_kib);
-        let mut after = snapshot(dir);
+        peak = peak.max(max_rss_kib);
+        let mut after = files(dir);
         // The lock file (holder record) is the one file a writer may leave.
         after.remove("psk.state.json.lock");
         assert!(
@@ -213,8 +225,17 @@ fn check(label: &str, dir: &Path, file_name: &str, line: Option<usize>, cmds: &[
             assert!(b == bytes, "{name} changed after {what}");
             assert_eq!(m, mtime, "{name} was rewritten after {what}");
         }
+        first.get_or_insert(r);
     }
-    peak
+    Checked {
+        peak_rss_kib: peak,
+        first: first.expect("at least one command"),
+    }
+}
+
+/// Adds a case's first run to the text of its kind's snapshot.
+fn show(all: &mut String, rel: &str, run: &Run) {
+    all.push_str(&format!("=== {rel}\n{}\n", run.normalized()));
 }
 
 fn state_cmds() -> Vec<Vec<&'static str>> {
@@ -233,26 +254,23 @@ fn state_cmds() -> Vec<Vec<&'static str>> {
 fn bad_state_files() {
     let cases = cases("state");
     assert!(cases.len() >= 20);
-    let mut peak = 0;
+    let (mut peak, mut messages) = (0, String::new());
     for c in &cases {
         let bytes = std::fs::read(corpus().join(&c.rel)).unwrap();
         let dir = setup("psk.state.json", &bytes);
-        peak = peak.max(check(
-            &c.rel,
-            dir.path(),
-            "psk.state.json",
-            c.line,
-            &state_cmds(),
-        ));
+        let checked = check(&c.rel, dir.path(), "psk.state.json", c.line, &state_cmds());
+        peak = peak.max(checked.peak_rss_kib);
+        show(&mut messages, &c.rel, &checked.first);
     }
     eprintln!("{} state cases: peak RSS {peak} KiB", cases.len());
+    insta::assert_snapshot!("state_messages", messages);
 }
 
 #[test]
 fn bad_saved_plans() {
     let cases = cases("plan");
     assert!(cases.len() >= 15);
-    let mut peak = 0;
+    let (mut peak, mut messages) = (0, String::new());
     for c in &cases {
         let bytes = std::fs::read(corpus().join(&c.rel)).unwrap();
         let dir = setup("case.json", &bytes);
@@ -262,16 +280,19 @@ fn bad_saved_plans() {
                 cmds.push(vec!["show-plan", "case.json", "--format", f]);
             }
         }
-        peak = peak.max(check(&c.rel, dir.path(), "case.json", c.line, &cmds));
+        let checked = check(&c.rel, dir.path(), "case.json", c.line, &cmds);
+        peak = peak.max(checked.peak_rss_kib);
+        show(&mut messages, &c.rel, &checked.first);
     }
     eprintln!("{} plan cases: peak RSS {peak} KiB", cases.len());
+    insta::assert_snapshot!("plan_messages", messages);
 }
 
 #[test]
 fn bad_config_files() {
     let cases = cases("config-extra");
     assert!(cases.len() >= 20);
-    let mut peak = 0;
+    let (mut peak, mut messages) = (0, String::new());
     for c in &cases {
         let bytes = std::fs::read(corpus().join(&c.rel)).unwrap();
         let dir = setup("case.yaml", &bytes);
@@ -280,9 +301,12 @@ fn bad_config_files() {
             vec!["-c", "case.yaml", "plan", "--offline"],
             vec!["-c", "case.yaml", "apply", "--sandbox", "--auto-approve"],
         ];
-        peak = peak.max(check(&c.rel, dir.path(), "case.yaml", c.line, &cmds));
+        let checked = check(&c.rel, dir.path(), "case.yaml", c.line, &cmds);
+        peak = peak.max(checked.peak_rss_kib);
+        show(&mut messages, &c.rel, &checked.first);
     }
     eprintln!("{} psk.yaml cases: peak RSS {peak} KiB", cases.len());
+    insta::assert_snapshot!("config_messages", messages);
 }
 
 /// Inputs too large to keep in git, made here: 16 MiB each, so a parser
@@ -306,7 +330,8 @@ fn huge_inputs_stay_bounded() {
         "psk.state.json",
         None,
         &state_cmds(),
-    );
+    )
+    .peak_rss_kib;
     eprintln!("huge state: peak RSS {peak} KiB");
 
     // 16 MiB of nested arrays where the tunnels map belongs.
@@ -343,7 +368,8 @@ fn huge_inputs_stay_bounded() {
             vec!["show-plan", "case.json"],
             vec!["apply", "--sandbox", "case.json"],
         ],
-    );
+    )
+    .peak_rss_kib;
     eprintln!("huge plan: peak RSS {peak} KiB");
 
     // psk.yaml: 16 MiB of comment lines, then a bad version.
@@ -365,7 +391,8 @@ fn huge_inputs_stay_bounded() {
             vec!["-c", "case.yaml", "validate"],
             vec!["-c", "case.yaml", "plan", "--offline"],
         ],
-    );
+    )
+    .peak_rss_kib;
     eprintln!("huge config: peak RSS {peak} KiB");
 
     // psk.yaml: one 16 MiB flow sequence of nested sequences.
@@ -384,6 +411,7 @@ fn huge_inputs_stay_bounded() {
             vec!["-c", "case.yaml", "validate"],
             vec!["-c", "case.yaml", "plan", "--offline"],
         ],
-    );
+    )
+    .peak_rss_kib;
     eprintln!("deep config: peak RSS {peak} KiB");
 }

@@ -116,7 +116,7 @@ fn filters() -> &'static [(Regex, &'static str)] {
             // tempfile's folders: `.tmp` and six random characters.
             (format!(r"{temp}/?\.tmp[A-Za-z0-9]{{6}}"), "[TEMP]"),
             (
-                r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})".into(),
+                r"\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})".into(),
                 "[TIME]",
             ),
             (r"\b\d{4}-\d{2}-\d{2}\b".into(), "[DATE]"),
