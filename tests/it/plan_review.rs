@@ -43,25 +43,18 @@ fn drift_outside_psk_is_a_rotation_with_its_date() {
     env.start_sandbox();
     env.run(&["apply", "--auto-approve"]).success();
     env.rotate_outside_psk(&tunnel_id(1));
-    let run = env.run(&["plan", "--detailed-exitcode"]).code(2);
-    assert!(
-        run.stdout.contains("# tunnel-01 will be rotated"),
-        "{run:?}"
-    );
+    let run = env.run(&["plan", "--detailed-exitcode"]);
+    insta::assert_snapshot!("drift", env.snapshot(&run));
+    // The snapshot hides dates; the drift is dated today.
     let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
     assert!(
         run.stdout
             .contains(&format!("changed outside psk on {today}")),
         "{run:?}"
     );
-    assert!(run
-        .stdout
-        .contains("Plan: 1 to rotate, 0 to generate, 0 to reseal, 0 to forget."));
     // Offline, drift cannot be seen: the plan says so instead.
-    let offline = env
-        .run(&["plan", "--offline", "--detailed-exitcode"])
-        .success();
-    assert!(offline.stdout.starts_with("Offline:"));
+    let offline = env.run(&["plan", "--offline", "--detailed-exitcode"]);
+    insta::assert_snapshot!("drift_offline", env.snapshot(&offline));
 }
 
 #[test]
@@ -97,38 +90,17 @@ fn detailed_exitcode_in_every_case() {
 fn replace_and_target() {
     let mut env = TestEnv::new(3);
     env.start_sandbox();
-    env.run(&["apply", "--auto-approve"]).success();
+    // One at a time: tunnel-00 is rotated first, so it is the next due.
+    env.run(&["apply", "--auto-approve", "--parallelism", "1"])
+        .success();
 
     let run = env.run(&["plan", "--replace", "tunnel-02"]);
-    assert!(
-        run.stdout.contains("# tunnel-02 will be rotated"),
-        "{run:?}"
-    );
-    assert!(run.stdout.contains("replacement requested with --replace"));
-    assert!(run
-        .stdout
-        .contains("Plan: 1 to rotate, 0 to generate, 0 to reseal, 0 to forget."));
-
-    let unknown = env.run(&["plan", "--replace", "nope"]).failure();
-    assert!(
-        unknown.stderr.contains("no tunnel named `nope`"),
-        "{unknown:?}"
-    );
-
+    insta::assert_snapshot!("replace", env.snapshot(&run));
+    let unknown = env.run(&["plan", "--replace", "nope"]);
+    insta::assert_snapshot!("replace_unknown", env.snapshot(&unknown));
     let later = (chrono::Utc::now() + chrono::TimeDelta::days(100)).to_rfc3339();
     let targeted = env.run(&["plan", "--offline", "--at", &later, "--target", "tunnel-00"]);
-    assert!(
-        targeted
-            .stdout
-            .starts_with("Warning: this plan is limited with --target"),
-        "{targeted:?}"
-    );
-    assert!(
-        targeted
-            .stdout
-            .contains("Plan: 1 to rotate, 0 to generate, 0 to reseal, 0 to forget."),
-        "{targeted:?}"
-    );
+    insta::assert_snapshot!("target", env.snapshot(&targeted));
 
     let before = env.ledger();
     env.run(&["apply", "--auto-approve", "--replace", "tunnel-01"])
