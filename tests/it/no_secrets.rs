@@ -418,3 +418,35 @@ fn debug_formatting_redacts_secrets() {
     );
     assert!(!d.contains("AGE-SECRET-KEY"), "{d}");
 }
+
+/// No snapshot holds a credential or anything shaped like a PSK the sandbox
+/// makes (32 letters and digits, capitals among them; tunnel and account
+/// ids are lowercase hex). `TestEnv::snapshot` checks each run against the
+/// ledger as it is taken; this catches a snapshot made any other way.
+#[test]
+fn no_snapshot_holds_a_secret() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/snapshots");
+    let psk_like = regex::Regex::new(r"\b[A-Za-z0-9]{32}\b").unwrap();
+    let mut files = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for secret in [TOKEN, API_KEY, IMPORTED] {
+            assert!(
+                !text.contains(secret),
+                "{}: holds `{secret}`",
+                path.display()
+            );
+        }
+        for m in psk_like.find_iter(&text) {
+            assert!(
+                !m.as_str().contains(|c: char| c.is_ascii_uppercase()),
+                "{}: `{}` looks like a PSK",
+                path.display(),
+                m.as_str()
+            );
+        }
+        files += 1;
+    }
+    assert!(files > 10, "no snapshots found in {}", dir.display());
+}
