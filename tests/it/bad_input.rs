@@ -233,9 +233,28 @@ fn check(
     }
 }
 
-/// Adds a case's first run to the text of its kind's snapshot.
-fn show(all: &mut String, rel: &str, run: &Run) {
-    all.push_str(&format!("=== {rel}\n{}\n", run.normalized()));
+/// Runs every case of `kind` (at least `at_least` of them), written as
+/// `file_name` beside the base files, through `cmds(case)`; returns the
+/// text of the kind's snapshot: each case's first run, whose message is
+/// the one people meet.
+fn run_kind(
+    kind: &str,
+    at_least: usize,
+    file_name: &str,
+    cmds: impl Fn(&Case) -> Vec<Vec<&'static str>>,
+) -> String {
+    let cases = cases(kind);
+    assert!(cases.len() >= at_least, "{kind}: {} cases", cases.len());
+    let (mut peak, mut messages) = (0, String::new());
+    for c in &cases {
+        let bytes = std::fs::read(corpus().join(&c.rel)).unwrap();
+        let dir = setup(file_name, &bytes);
+        let checked = check(&c.rel, dir.path(), file_name, c.line, &cmds(c));
+        peak = peak.max(checked.peak_rss_kib);
+        messages.push_str(&format!("=== {}\n{}\n", c.rel, checked.first.normalized()));
+    }
+    eprintln!("{} {kind} cases: peak RSS {peak} KiB", cases.len());
+    messages
 }
 
 fn state_cmds() -> Vec<Vec<&'static str>> {
@@ -252,60 +271,33 @@ fn state_cmds() -> Vec<Vec<&'static str>> {
 
 #[test]
 fn bad_state_files() {
-    let cases = cases("state");
-    assert!(cases.len() >= 20);
-    let (mut peak, mut messages) = (0, String::new());
-    for c in &cases {
-        let bytes = std::fs::read(corpus().join(&c.rel)).unwrap();
-        let dir = setup("psk.state.json", &bytes);
-        let checked = check(&c.rel, dir.path(), "psk.state.json", c.line, &state_cmds());
-        peak = peak.max(checked.peak_rss_kib);
-        show(&mut messages, &c.rel, &checked.first);
-    }
-    eprintln!("{} state cases: peak RSS {peak} KiB", cases.len());
+    let messages = run_kind("state", 20, "psk.state.json", |_| state_cmds());
     insta::assert_snapshot!("state_messages", messages);
 }
 
 #[test]
 fn bad_saved_plans() {
-    let cases = cases("plan");
-    assert!(cases.len() >= 15);
-    let (mut peak, mut messages) = (0, String::new());
-    for c in &cases {
-        let bytes = std::fs::read(corpus().join(&c.rel)).unwrap();
-        let dir = setup("case.json", &bytes);
+    let messages = run_kind("plan", 15, "case.json", |c| {
         let mut cmds = vec![vec!["apply", "--sandbox", "case.json"]];
         if !c.apply_only {
             for f in ["human", "markdown", "json"] {
                 cmds.push(vec!["show-plan", "case.json", "--format", f]);
             }
         }
-        let checked = check(&c.rel, dir.path(), "case.json", c.line, &cmds);
-        peak = peak.max(checked.peak_rss_kib);
-        show(&mut messages, &c.rel, &checked.first);
-    }
-    eprintln!("{} plan cases: peak RSS {peak} KiB", cases.len());
+        cmds
+    });
     insta::assert_snapshot!("plan_messages", messages);
 }
 
 #[test]
 fn bad_config_files() {
-    let cases = cases("config-extra");
-    assert!(cases.len() >= 20);
-    let (mut peak, mut messages) = (0, String::new());
-    for c in &cases {
-        let bytes = std::fs::read(corpus().join(&c.rel)).unwrap();
-        let dir = setup("case.yaml", &bytes);
-        let cmds = vec![
+    let messages = run_kind("config-extra", 20, "case.yaml", |_| {
+        vec![
             vec!["-c", "case.yaml", "validate"],
             vec!["-c", "case.yaml", "plan", "--offline"],
             vec!["-c", "case.yaml", "apply", "--sandbox", "--auto-approve"],
-        ];
-        let checked = check(&c.rel, dir.path(), "case.yaml", c.line, &cmds);
-        peak = peak.max(checked.peak_rss_kib);
-        show(&mut messages, &c.rel, &checked.first);
-    }
-    eprintln!("{} psk.yaml cases: peak RSS {peak} KiB", cases.len());
+        ]
+    });
     insta::assert_snapshot!("config_messages", messages);
 }
 
