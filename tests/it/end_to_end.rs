@@ -26,7 +26,8 @@ fn plan_apply_plan_show_against_the_sandbox() {
     );
     assert!(!env.state_path().exists(), "plan must not write state");
 
-    env.run(&["plan", "--detailed-exitcode"]).code(2);
+    let detailed = env.run(&["plan", "--detailed-exitcode"]).code(2);
+    env.assert_no_secrets(&detailed.all());
 
     // One at a time, so that the progress lines come in plan order.
     let apply = env.run(&["apply", "--auto-approve", "--parallelism", "1"]);
