@@ -133,8 +133,7 @@ fn a_generated_key_settles_a_pending_one_left_by_the_local_generator() {
     let mut env = TestEnv::new(1);
     local_config(&env, 1);
     env.start_sandbox();
-    let first = env.run(&["apply", "--auto-approve"]);
-    assert_eq!(first.code, 0, "{first:?}");
+    env.run(&["apply", "--auto-approve"]).success();
     // As if a later local rotation's answer was lost: a pending key beside
     // the recorded one.
     let mut state = env.state_json();
@@ -155,14 +154,13 @@ fn a_generated_key_settles_a_pending_one_left_by_the_local_generator() {
 
     let plan = env.run(&["plan"]);
     assert!(plan.stdout.contains("pending"), "{plan:?}");
-    let apply = env.run(&["apply", "--auto-approve"]);
-    assert_eq!(apply.code, 0, "{apply:?}");
+    let apply = env.run(&["apply", "--auto-approve"]).success();
     assert!(apply.stdout.contains("1 rotated"), "{apply:?}");
     assert_eq!(env.sandbox().counters.generate.load(Ordering::Relaxed), 1);
     assert!(
         !env.state_json().to_string().contains("\"pending\""),
         "the pending key went with the new one"
     );
-    let again = env.run(&["plan", "--detailed-exitcode"]);
-    assert_eq!(again.code, 0, "nothing left to do: {again:?}");
+    // Nothing left to do.
+    env.run(&["plan", "--detailed-exitcode"]).success();
 }

@@ -360,8 +360,8 @@ fn import_resets_the_delivery_of_the_old_key() {
     bytes.push(b'\n');
     std::fs::write(env.state_path(), bytes).unwrap();
 
-    let run = env.run_stdin(&["import", "tunnel-00", "--force"], "imported-key\n");
-    assert_eq!(run.code, 0, "{run:?}");
+    env.run_stdin(&["import", "tunnel-00", "--force"], "imported-key\n")
+        .success();
     let rec = &env.state_json()["tunnels"][&key];
     assert!(rec.get("delivery").is_none(), "{rec}");
     assert!(
