@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use crate::cloudflare::{ApiError, BulkOutcome, BulkResult, Client, PskEntry};
 use crate::config::Config;
 use crate::policy::Generator;
-use crate::reconcile::{Action, DryRun, Plan, Remote};
+use crate::reconcile::{resolve_names, Action, DryRun, NameError, Plan, Remote};
 use crate::tunnel::TunnelKey;
 
 /// Why a refresh could not give the planner Cloudflare's view.
@@ -25,30 +25,9 @@ pub enum RefreshError {
         #[source]
         source: ApiError,
     },
-    /// A tunnel named by name is one psk.yaml also lists by id. `at` is
-    /// where psk.yaml names it, as `path:line`.
-    #[error(
-        "{at}: tunnel `{name}` is Cloudflare's tunnel {id} in account {account}, which psk.yaml also lists as `{listed_as}`; list each tunnel once"
-    )]
-    ListedTwice {
-        at: String,
-        name: String,
-        id: String,
-        account: String,
-        listed_as: String,
-    },
-    /// More than one tunnel of the account bears the name.
-    #[error(
-        "{at}: {} tunnels in account {account} are named `{name}` ({}); psk cannot tell which one `{name}` means. Add its `id` to psk.yaml",
-        .ids.len(),
-        .ids.join(", ")
-    )]
-    Ambiguous {
-        at: String,
-        account: String,
-        name: String,
-        ids: Vec<String>,
-    },
+    /// A name in psk.yaml that Cloudflare's list does not settle.
+    #[error(transparent)]
+    Names(#[from] Box<NameError>),
     /// Tunnels of psk.yaml Cloudflare does not have, one line each.
     #[error(
         "{} tunnel{} in {} {} not found at Cloudflare:\n{}\nCheck the ids and account ids in psk.yaml; psk does not create tunnels",
@@ -62,7 +41,8 @@ pub enum RefreshError {
 }
 
 /// One list call per account; every tunnel of psk.yaml must be there.
-pub async fn refresh(client: &Client, config: &Config) -> Result<Remote, RefreshError> {
+/// Tunnels named only by name get their ids from the list.
+pub async fn refresh(client: &Client, config: &mut Config) -> Result<Remote, RefreshError> {
     let mut remote = Remote::default();
     for account in config.accounts() {
         let tunnels = client
@@ -81,12 +61,13 @@ pub async fn refresh(client: &Client, config: &Config) -> Result<Remote, Refresh
             remote.tunnels.insert(TunnelKey::new(&account, &t.id), t);
         }
     }
+    resolve_names(config, None, Some(&remote))?;
     check_listed(config, &remote)?;
     Ok(remote)
 }
 
-/// Every tunnel psk.yaml lists by id is in `remote`, and every tunnel it
-/// names by name only is there exactly once and not listed twice.
+/// Every tunnel of psk.yaml is in `remote`: those it lists by id, and
+/// those named by name only (which the list would have resolved).
 fn check_listed(config: &Config, remote: &Remote) -> Result<(), RefreshError> {
     let mut missing: Vec<String> = config
         .tunnels
@@ -94,41 +75,12 @@ fn check_listed(config: &Config, remote: &Remote) -> Result<(), RefreshError> {
         .filter(|t| !remote.tunnels.contains_key(&t.key()))
         .map(|t| format!("  {} (id {}) in account {}", t.name, t.id, t.account_id))
         .collect();
-    for u in &config.unresolved {
-        let at = || format!("{}:{}", config.path.display(), u.line);
-        let ids: Vec<&str> = remote
-            .tunnels
-            .iter()
-            .filter(|(k, t)| k.account_id == u.account_id && t.name == u.name)
-            .map(|(k, _)| k.tunnel_id.as_str())
-            .collect();
-        match ids.len() {
-            0 => missing.push(format!(
-                "  {} (named by name, no id; line {}) in account {}",
-                u.name, u.line, u.account_id
-            )),
-            1 => {
-                let key = TunnelKey::new(&u.account_id, ids[0]);
-                if let Some(t) = config.tunnels.iter().find(|t| t.key() == key) {
-                    return Err(RefreshError::ListedTwice {
-                        at: at(),
-                        name: u.name.clone(),
-                        id: ids[0].to_string(),
-                        account: u.account_id.clone(),
-                        listed_as: t.name.clone(),
-                    });
-                }
-            }
-            _ => {
-                return Err(RefreshError::Ambiguous {
-                    at: at(),
-                    account: u.account_id.clone(),
-                    name: u.name.clone(),
-                    ids: ids.iter().map(|id| id.to_string()).collect(),
-                })
-            }
-        }
-    }
+    missing.extend(config.unresolved.iter().map(|u| {
+        format!(
+            "  {} (named by name, no id; line {}) in account {}",
+            u.name, u.line, u.account_id
+        )
+    }));
     if missing.is_empty() {
         Ok(())
     } else {

@@ -46,13 +46,13 @@ pub struct ApplyArgs {
 }
 
 pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
-    let session = Session::open(global)?;
+    let mut session = Session::open(global)?;
     let Writable {
         path: state_path,
         lock: _lock,
         state,
     } = session.lock("apply", &args.lock)?;
-    let (plan, connection) = plan_to_apply(&session, &args, state.as_ref()).await?;
+    let (plan, connection) = plan_to_apply(&mut session, &args, state.as_ref()).await?;
     if let Some(status) = review(&plan, &args, global.no_color)? {
         return Ok(status);
     }
@@ -75,7 +75,7 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
 /// The saved plan FILE, or a plan made now (with the connection it was
 /// made on, for the rotations to use).
 async fn plan_to_apply(
-    session: &Session<'_>,
+    session: &mut Session<'_>,
     args: &ApplyArgs,
     state: Option<&State>,
 ) -> anyhow::Result<(Plan, Option<Connection>)> {

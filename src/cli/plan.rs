@@ -56,7 +56,7 @@ pub struct PlanArgs {
 }
 
 pub async fn run(global: &Global, args: PlanArgs) -> anyhow::Result<Status> {
-    let session = Session::open(global)?;
+    let mut session = Session::open(global)?;
     let state = session.read_state()?;
     let options = PlanOptions {
         horizon: args.forecast.0,

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use super::args::{Global, LockWait};
 use crate::cloudflare::{Client, ClientOptions, Credentials};
 use crate::config::Config;
-use crate::reconcile::{self, Plan, PlanOptions};
+use crate::reconcile::{self, resolve_names, Plan, PlanOptions};
 use crate::remote;
 use crate::sandbox::{self, Running, Sandbox, SandboxOptions};
 use crate::state::{self, State, StateLock};
@@ -43,13 +43,7 @@ impl<'g> Session<'g> {
         if !config.unresolved.is_empty() {
             // A state that does not load is reported by the command itself.
             if let Ok(Some(state)) = state::load(&state_path) {
-                config.resolve(|account, name| {
-                    state
-                        .tunnels
-                        .values()
-                        .find(|r| r.account_id == account && r.name == name)
-                        .map(|r| r.tunnel_id.clone())
-                });
+                resolve_names(&mut config, Some(&state), None)?;
             }
         }
         Ok(Session {
@@ -132,16 +126,17 @@ impl<'g> Session<'g> {
         ))
     }
 
-    /// Connects, lists every account's tunnels, plans, and dry-runs each
-    /// PSK change. The connection comes back too, for apply to go on with.
+    /// Connects, lists every account's tunnels (which gives tunnels named
+    /// by name their ids in `config`), plans, and dry-runs each PSK change.
+    /// The connection comes back too, for apply to go on with.
     pub async fn plan_online(
-        &self,
+        &mut self,
         state: Option<&State>,
         now: DateTime<Utc>,
         options: &PlanOptions,
     ) -> anyhow::Result<(Plan, Connection)> {
         let connection = self.connect(state).await?;
-        let remote = remote::refresh(&connection.client, &self.config).await?;
+        let remote = remote::refresh(&connection.client, &mut self.config).await?;
         let mut plan = reconcile::reconcile_with(&self.config, state, Some(&remote), now, options);
         remote::dry_run(&connection.client, &self.config, &mut plan).await;
         Ok((plan, connection))
