@@ -1,11 +1,13 @@
 //! What psk asks Cloudflare before it plans, and what the answers mean.
 //!
 //! A plan made online stands on two questions: which tunnels exist and
-//! when each PSK was last made ([`refresh`]), and whether Cloudflare would
-//! accept each rotation ([`dry_run`]). Both are domain rules, not command
-//! line: which tunnels must be found, and which failed dry run is Cloudflare
-//! saying "no" rather than a request that failed in passing. So they live
-//! here, with typed errors; the commands add what the user should do.
+//! when each PSK was last made ([`refresh`], which also gives tunnels named
+//! by name their ids, through [`crate::reconcile::resolve_names`]), and
+//! whether Cloudflare would accept each rotation ([`dry_run`]). Both are
+//! domain rules, not command line: which tunnels must be found, and which
+//! failed dry run is Cloudflare saying "no" rather than a request that
+//! failed in passing. So they live here, with typed errors; the commands
+//! add what the user should do.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -3,8 +3,8 @@
 //!
 //! Each command lives in its own file: an `XxxArgs` struct whose doc
 //! comment is its help, and a `run` function. What several commands share
-//! is in two places: [`args`] (the flags and their value parsers) and
-//! [`session`] (loading psk.yaml and the state, the lock, connecting, and
+//! is in two places: `args` (the flags and their value parsers) and
+//! `session` (loading psk.yaml and the state, the lock, connecting, and
 //! planning online). Talking to Cloudflare before a plan is the domain's
 //! [`crate::remote`], not the command line's.
 
