@@ -14,10 +14,8 @@ use super::Status;
 use crate::apply;
 use crate::planfile::{self, PlanFile};
 use crate::reconcile;
-use crate::reconcile::ActionKind;
 use crate::render;
 use crate::state::{parse_lock_timeout, State};
-use serde_json::json;
 
 /// Rotate each due PSK: generate it (at Cloudflare, or locally for
 /// `generator: local`), seal it with age and record it durably as each
@@ -98,16 +96,7 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
         if !from_file && !args.auto_approve {
             bail!("--json cannot ask for confirmation: pass --auto-approve, or apply a saved plan FILE");
         }
-        let counts = json!({
-            "type": "plan",
-            "rotate": plan.count(ActionKind::Rotate),
-            "generate": plan.count(ActionKind::Generate),
-            "reseal": plan.count(ActionKind::Reseal),
-            "forget": plan.count(ActionKind::Forget),
-            "no_verdict": plan.no_verdicts(),
-            "applyable": !plan.has_refusals(),
-        });
-        writeln!(out, "{counts}")?;
+        render::json_apply_header(&plan, &mut out)?;
     } else {
         let color = render::use_color(global.no_color, std::io::stdout().is_terminal());
         render::human_styled(&plan, &mut out, color)?;
