@@ -432,16 +432,22 @@ tunnels:
         );
     }
 
-    /// A plan holding every variant the file format has.
-    fn every_field() -> PlanFile {
-        use crate::reconcile::{
-            Action, ActionKind, Deferral, Deferred, DryRun, Reason, Unchanged, Upcoming,
-        };
-        use crate::tunnel::TunnelKey;
-        let t = |s: &str| -> DateTime<Utc> { s.parse().unwrap() };
-        let key = |i: u8| TunnelKey::new("023e105f4ecef8ad9ca31a8372d0c353", &format!("{i:032x}"));
-        let span = |s: &str| -> crate::policy::Span { s.parse().unwrap() };
-        let reasons = vec![
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn span(s: &str) -> crate::policy::Span {
+        s.parse().unwrap()
+    }
+
+    fn key(i: u8) -> crate::tunnel::TunnelKey {
+        crate::tunnel::TunnelKey::new("023e105f4ecef8ad9ca31a8372d0c353", &format!("{i:032x}"))
+    }
+
+    /// One of every reason.
+    fn every_reason() -> Vec<crate::reconcile::Reason> {
+        use crate::reconcile::Reason;
+        vec![
             Reason::NeverRotated,
             Reason::Due {
                 last_rotated: t("2026-08-01T10:00:00Z"),
@@ -477,7 +483,12 @@ tunnels:
                 added: vec!["age1new".into()],
                 removed: vec![],
             },
-        ];
+        ]
+    }
+
+    /// One action of every kind, with every dry-run result.
+    fn every_action() -> Vec<crate::reconcile::Action> {
+        use crate::reconcile::{Action, ActionKind, DryRun};
         let kinds = [
             ActionKind::Generate,
             ActionKind::Rotate,
@@ -498,7 +509,7 @@ tunnels:
                 name: format!("t{i}"),
                 key: key(i as u8),
                 kind: *kind,
-                reasons: reasons.clone(),
+                reasons: every_reason(),
                 policy: Some("default".into()),
                 last_rotated: Some(t("2026-08-01T10:00:00Z")),
                 next_due: Some(t("2026-10-30T10:00:00Z")),
@@ -515,6 +526,12 @@ tunnels:
             next_due: None,
             dry_run: DryRun::NotRun,
         });
+        actions
+    }
+
+    /// A plan holding every variant the file format has.
+    fn every_field() -> PlanFile {
+        use crate::reconcile::{ActionKind, Deferral, Deferred, Reason, Unchanged, Upcoming};
         let deferred = |why| Deferred {
             name: "d".into(),
             key: key(10),
@@ -527,7 +544,7 @@ tunnels:
             now: t("2026-11-26T12:00:00Z"),
             offline: false,
             targeted: true,
-            actions,
+            actions: every_action(),
             unchanged: vec![Unchanged {
                 name: "u".into(),
                 key: key(11),

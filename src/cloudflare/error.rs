@@ -299,10 +299,9 @@ pub(crate) fn redact_url(url: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn answer(status: u16) -> ApiError {
+impl ApiError {
+    /// An error answer with `status` and nothing else.
+    pub(crate) fn answer(status: u16) -> ApiError {
         ApiError::Api {
             url: "u".into(),
             status,
@@ -311,6 +310,11 @@ mod tests {
             note: None,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     /// The table in [`Failure`]'s doc, row by row: retries, dry-run
     /// verdicts and interrupted rotations all read it.
@@ -329,21 +333,21 @@ mod tests {
         };
         let cases = [
             (transport(false), Failure::TurnedAway),
-            (answer(409), Failure::TurnedAway),
-            (answer(429), Failure::TurnedAway),
+            (ApiError::answer(409), Failure::TurnedAway),
+            (ApiError::answer(429), Failure::TurnedAway),
             (transport(true), Failure::Lost),
-            (answer(408), Failure::Lost),
-            (answer(500), Failure::Lost),
-            (answer(503), Failure::Lost),
+            (ApiError::answer(408), Failure::Lost),
+            (ApiError::answer(500), Failure::Lost),
+            (ApiError::answer(503), Failure::Lost),
             (decode(503), Failure::Lost),
             (decode(200), Failure::Unreadable),
-            (answer(200), Failure::Final),
-            (answer(400), Failure::Final),
-            (answer(403), Failure::Final),
-            (answer(422), Failure::Final),
+            (ApiError::answer(200), Failure::Final),
+            (ApiError::answer(400), Failure::Final),
+            (ApiError::answer(403), Failure::Final),
+            (ApiError::answer(422), Failure::Final),
             (ApiError::MissingCredentials("m".into()), Failure::Final),
-            (answer(404).for_account("a"), Failure::Final),
-            (answer(404).for_tunnel("a", "t"), Failure::Final),
+            (ApiError::answer(404).for_account("a"), Failure::Final),
+            (ApiError::answer(404).for_tunnel("a", "t"), Failure::Final),
         ];
         for (e, row) in cases {
             assert_eq!(e.failure(), row, "{e:?}");

@@ -131,16 +131,6 @@ mod tests {
         h
     }
 
-    fn answer(status: u16) -> ApiError {
-        ApiError::Api {
-            url: "u".into(),
-            status,
-            errors: vec![],
-            attempts: 1,
-            note: None,
-        }
-    }
-
     #[test]
     fn retries_the_right_statuses() {
         let p = RetryPolicy {
@@ -149,18 +139,26 @@ mod tests {
         };
         let none = HeaderMap::new();
         for s in [408, 409, 429, 500, 502, 503, 504] {
-            assert!(p.wait_after(1, &answer(s), Some(&none)).is_some(), "{s}");
+            assert!(
+                p.wait_after(1, &ApiError::answer(s), Some(&none)).is_some(),
+                "{s}"
+            );
         }
         for s in [400, 401, 403, 404, 422] {
-            assert!(p.wait_after(1, &answer(s), Some(&none)).is_none(), "{s}");
+            assert!(
+                p.wait_after(1, &ApiError::answer(s), Some(&none)).is_none(),
+                "{s}"
+            );
         }
         let no = headers(&[("x-should-retry", "false")]);
-        assert!(p.wait_after(1, &answer(503), Some(&no)).is_none());
+        assert!(p.wait_after(1, &ApiError::answer(503), Some(&no)).is_none());
         let yes = headers(&[("x-should-retry", "true")]);
-        assert!(p.wait_after(1, &answer(400), Some(&yes)).is_some());
+        assert!(p
+            .wait_after(1, &ApiError::answer(400), Some(&yes))
+            .is_some());
         // The last try is the last, whatever the server says.
         assert!(p
-            .wait_after(p.max_attempts, &answer(503), Some(&yes))
+            .wait_after(p.max_attempts, &ApiError::answer(503), Some(&yes))
             .is_none());
         let lost = ApiError::Transport {
             url: "u".into(),
