@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use reqwest::header::HeaderMap;
 
-use super::ApiError;
+use super::error::ApiError;
 
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {

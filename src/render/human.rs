@@ -7,7 +7,7 @@ use std::io::{self, Write};
 
 use anstyle::{AnsiColor, Style};
 
-use super::{next_due, no_verdict_note, summary_line, upcoming_line};
+use super::text::{deferred_headline, next_due, no_verdict_note, summary_line, upcoming_line};
 use crate::reconcile::{Action, ActionKind, Deferred, DryRun, Plan, Reason};
 use crate::state::format_time;
 use crate::tunnel::TunnelKey;
@@ -179,7 +179,7 @@ fn closing(plan: &Plan, out: &mut dyn Write, p: Paint) -> io::Result<()> {
 /// One deferred tunnel as text, like an action block without a symbol:
 /// nothing happens to it in this apply.
 fn deferred_block(d: &Deferred, out: &mut dyn Write) -> io::Result<()> {
-    writeln!(out, "  # {}", super::deferred_headline(d))?;
+    writeln!(out, "  # {}", deferred_headline(d))?;
     because(&d.reasons, out)?;
     ids(&d.key, out)?;
     writeln!(out, "      policy:       {}", d.policy)?;

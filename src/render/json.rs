@@ -6,9 +6,9 @@
 
 use serde::Serialize;
 
-use super::format_time;
 use crate::reconcile::{Action, ActionKind, Deferral, Deferred, DryRun, Plan, Reason};
 use crate::reconcile::{Unchanged, Upcoming};
+use crate::state::format_time;
 use crate::tunnel::TunnelKey;
 
 /// The JSON plan format's version; only additive changes within a major.

@@ -8,6 +8,7 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
+use super::text;
 use crate::reconcile::{ActionKind, DryRun, Plan};
 
 /// GitHub's limit on an issue or pull-request comment body.
@@ -125,7 +126,7 @@ fn render(plan: &Plan, state_diff: &str, limit: usize) -> String {
 /// The title, the summary line and any warning: never cut.
 fn head(plan: &Plan) -> String {
     let mut head = String::from("### psk plan\n\n");
-    let _ = writeln!(head, "**{}**\n", esc(&super::summary_line(plan)));
+    let _ = writeln!(head, "**{}**\n", esc(&text::summary_line(plan)));
     let mut notes = Vec::new();
     if plan.targeted {
         notes.push("Limited with `--target`: other tunnels due for rotation are not shown. Targeting is for exceptional use.".to_string());
@@ -140,7 +141,7 @@ fn head(plan: &Plan) -> String {
         );
     }
     if plan.no_verdicts() > 0 {
-        notes.push(super::no_verdict_note(plan));
+        notes.push(text::no_verdict_note(plan));
     }
     if !notes.is_empty() {
         head.push_str("> [!WARNING]\n");
@@ -157,7 +158,7 @@ fn head(plan: &Plan) -> String {
 /// tunnel due.
 fn foot(plan: &Plan) -> String {
     let mut foot = String::new();
-    let deferred = plan.deferred.iter().map(super::deferred_headline);
+    let deferred = plan.deferred.iter().map(text::deferred_headline);
     capped_list(
         &mut foot,
         "**Deferred** (needed, but not in this apply):\n",
@@ -170,9 +171,9 @@ fn foot(plan: &Plan) -> String {
     capped_list(
         &mut foot,
         &title,
-        plan.upcoming.iter().map(super::upcoming_line),
+        plan.upcoming.iter().map(text::upcoming_line),
     );
-    if let Some(next) = super::next_due(plan) {
+    if let Some(next) = text::next_due(plan) {
         let _ = writeln!(
             foot,
             "{} tunnel(s) up to date; next due: {} on {}.",
@@ -248,7 +249,7 @@ impl Body {
         let mut shown = 0;
         for a in &plan.actions {
             let mut text = Vec::new();
-            super::action_block(a, &mut text).expect("writing to a Vec");
+            super::human::action_block(a, &mut text).expect("writing to a Vec");
             let text = String::from_utf8(text).expect("UTF-8");
             let block = format!(
                 "<details><summary>{}: {}</summary>\n\n{}\n</details>\n\n",
