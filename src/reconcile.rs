@@ -420,7 +420,7 @@ pub fn reconcile_with(
     });
     for tunnel in &tunnels {
         let key = tunnel.key();
-        wanted.insert(key.to_string());
+        wanted.insert(key.clone());
         if !options.includes(&tunnel.name) {
             continue;
         }

@@ -149,3 +149,47 @@ fn mixed_generators_in_one_apply() {
     }
     assert_eq!(sealed.len(), 6);
 }
+
+/// A key left pending by `generator: local` (its answer was lost), then the
+/// policy moved to Cloudflare's generator: the key Cloudflare makes settles
+/// the tunnel. Recording it drops the pending key, which the edge no longer
+/// holds; a pending key left behind would make every later plan rotate the
+/// tunnel again.
+#[test]
+fn a_generated_key_settles_a_pending_one_left_by_the_local_generator() {
+    let mut env = TestEnv::new(1);
+    local_config(&env, 1);
+    env.start_sandbox();
+    let first = env.run(&["apply", "--auto-approve"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    // As if a later local rotation's answer was lost: a pending key beside
+    // the recorded one.
+    let mut state = env.state_json();
+    let rec = state["tunnels"]
+        .as_object_mut()
+        .unwrap()
+        .values_mut()
+        .next()
+        .unwrap();
+    rec["pending"] = serde_json::json!({
+        "generated": "2026-11-01T00:00:00Z",
+        "psk": rec["psk"].clone(),
+    });
+    let mut bytes = serde_json::to_vec_pretty(&state).unwrap();
+    bytes.push(b'\n');
+    std::fs::write(env.state_path(), bytes).unwrap();
+    env.write_config(&config_text(&env.recipient, 1, "90d"));
+
+    let plan = env.run(&["plan"]);
+    assert!(plan.stdout.contains("pending"), "{plan:?}");
+    let apply = env.run(&["apply", "--auto-approve"]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    assert!(apply.stdout.contains("1 rotated"), "{apply:?}");
+    assert_eq!(env.sandbox().counters.generate.load(Ordering::Relaxed), 1);
+    assert!(
+        !env.state_json().to_string().contains("\"pending\""),
+        "the pending key went with the new one"
+    );
+    let again = env.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(again.code, 0, "nothing left to do: {again:?}");
+}

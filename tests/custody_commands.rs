@@ -342,3 +342,29 @@ fn reseal_and_import_take_the_lock() {
     }
     assert_eq!(read(&env.state_path()), before);
 }
+
+/// An imported key is a new key: what the record said about handing the
+/// old one to its router (here, a failed delivery) no longer applies.
+#[test]
+fn import_resets_the_delivery_of_the_old_key() {
+    let env = applied(1);
+    let mut state = env.state_json();
+    let key = format!("{ACCOUNT}/{}", tunnel_id(0));
+    state["tunnels"][&key]["delivery"] = serde_json::json!({
+        "at": "2026-11-01T00:00:00Z",
+        "error": "`deliver.sh` exited with status 1",
+        "ok": false,
+    });
+    let mut bytes = serde_json::to_vec_pretty(&state).unwrap();
+    bytes.push(b'\n');
+    std::fs::write(env.state_path(), bytes).unwrap();
+
+    let run = env.run_stdin(&["import", "tunnel-00", "--force"], "imported-key\n");
+    assert_eq!(run.code, 0, "{run:?}");
+    let rec = &env.state_json()["tunnels"][&key];
+    assert!(rec.get("delivery").is_none(), "{rec}");
+    assert!(
+        rec.get("intent").is_none() && rec.get("pending").is_none(),
+        "{rec}"
+    );
+}

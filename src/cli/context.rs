@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::cloudflare::{ApiError, PskEntry};
+use crate::cloudflare::{ApiError, BulkResult, PskEntry};
 use crate::cloudflare::{Client, ClientOptions, Credentials, RateLimit};
 use crate::config::Config;
 use crate::policy::Generator;
@@ -283,24 +283,17 @@ pub async fn dry_run(client: &Client, config: &Config, plan: &mut Plan) {
             .collect();
         let outcome = client.set_psks(&account, &entries, true).await;
         for i in idxs {
-            let id = plan.actions[i].key.tunnel_id.clone();
-            plan.actions[i].dry_run = if outcome.applied.contains_key(&id) {
-                DryRun::Accepted
-            } else if let Some(reason) = outcome.unapplied.get(&id) {
-                DryRun::Refused(format!("Cloudflare would not apply the PSK: {reason}"))
-            } else {
-                match outcome
-                    .failed
-                    .iter()
-                    .find(|f| f.tunnel_ids.iter().any(|t| t.eq_ignore_ascii_case(&id)))
-                {
-                    Some(f) => verdict_of_failure(&f.error),
-                    // An answer that skips a tunnel says nothing about it;
-                    // apply reports what Cloudflare says when it sends it.
-                    None => DryRun::NoVerdict(
-                        "Cloudflare's answer to the dry run did not mention this tunnel".into(),
-                    ),
+            plan.actions[i].dry_run = match outcome.for_tunnel(&plan.actions[i].key.tunnel_id) {
+                BulkResult::Applied(_) => DryRun::Accepted,
+                BulkResult::Unapplied(reason) => {
+                    DryRun::Refused(format!("Cloudflare would not apply the PSK: {reason}"))
                 }
+                BulkResult::Failed(e) => verdict_of_failure(e),
+                // An answer that skips a tunnel says nothing about it;
+                // apply reports what Cloudflare says when it sends it.
+                BulkResult::Unmentioned => DryRun::NoVerdict(
+                    "Cloudflare's answer to the dry run did not mention this tunnel".into(),
+                ),
             };
             log_verdict(&plan.actions[i], "local");
         }

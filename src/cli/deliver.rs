@@ -11,7 +11,7 @@ use clap::Args;
 use super::context::Global;
 use super::Status;
 use crate::seal;
-use crate::state::{self, parse_lock_timeout, Delivery};
+use crate::state::{self, parse_lock_timeout};
 
 /// Run the policy's `deliver` command again for tunnels whose last
 /// delivery failed (or for the NAMEs given), handing each its sealed PSK.
@@ -88,7 +88,6 @@ pub async fn run(global: &Global, args: DeliverArgs) -> anyhow::Result<Status> {
         let how = config.policy_of(t).deliver.clone().expect("checked above");
         let result = crate::deliver::deliver(&how, t, &psk).await;
         drop(psk);
-        let ok = result.is_ok();
         match &result {
             Ok(()) => writeln!(out, "{}: delivered to its router", t.name)?,
             Err(e) => {
@@ -96,11 +95,9 @@ pub async fn run(global: &Global, args: DeliverArgs) -> anyhow::Result<Status> {
                 writeln!(out, "{}: DELIVERY FAILED: {e}", t.name)?;
             }
         }
-        state.entry(&t.key(), &t.name).delivery = Some(Delivery {
-            at: Utc::now(),
-            error: result.err(),
-            ok,
-        });
+        state
+            .entry(&t.key(), &t.name)
+            .record_delivery(result, Utc::now());
         // Each outcome is durable before the next delivery starts.
         state::save(&state_path, &mut state)?;
     }

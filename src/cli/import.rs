@@ -122,12 +122,9 @@ pub async fn run(global: &Global, args: ImportArgs) -> anyhow::Result<Status> {
     drop(psk);
     let mut state = state.unwrap_or_else(|| State::new(config.recipient_fingerprints()));
     let sealed_to = state.sealed_to_for(&config.recipient_fingerprints());
-    let rec = state.entry(&key, &tunnel.name);
-    rec.psk = Some(sealed);
-    rec.sealed_to = sealed_to;
-    rec.last_rotated = Some(last);
-    rec.intent = None;
-    rec.pending = None;
+    state
+        .entry(&key, &tunnel.name)
+        .record_key(sealed, sealed_to, last);
     state::save(&state_path, &mut state)?;
     drop(lock);
     let mut out = std::io::stdout().lock();

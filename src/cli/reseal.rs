@@ -10,8 +10,9 @@ use clap::Args;
 use super::context::Global;
 use super::show::identities;
 use super::Status;
-use crate::seal;
-use crate::state::{self, parse_lock_timeout};
+use crate::seal::{self, Psk};
+use crate::state::{self, parse_lock_timeout, Slot, State, TunnelState};
+use crate::tunnel::TunnelKey;
 
 /// Re-encrypt every sealed PSK in the state to the recipients psk.yaml
 /// lists now, after someone joined or left. Needs an identity that opens
@@ -34,90 +35,96 @@ pub fn run(global: &Global, args: ResealArgs) -> anyhow::Result<Status> {
         .lock_state(&config, "reseal", args.lock_timeout)?
         .existing("nothing is sealed yet")?;
     let wanted = config.recipient_fingerprints();
-    // Keys an apply sealed after psk.yaml's recipients changed are already
-    // right; only the others need opening.
-    let stale =
-        |list: Option<&Vec<String>>| state::canonical(list.unwrap_or(&state.recipients)) != wanted;
     let mut out = std::io::stdout().lock();
-    let any_stale = state.tunnels.values().any(|rec| {
-        (rec.psk.is_some() && stale(rec.sealed_to.as_ref()))
-            || rec
-                .pending
-                .as_ref()
-                .is_some_and(|p| stale(p.sealed_to.as_ref()))
-    });
-    if !any_stale && state::canonical(&state.recipients) == wanted {
+    if stale_keys(&state, &wanted).next().is_none() && state::canonical(&state.recipients) == wanted
+    {
         writeln!(
             out,
             "The state is already sealed to the {} recipient{} in {}. Nothing to do.",
             wanted.len(),
-            if wanted.len() == 1 { "" } else { "s" },
+            plural(wanted.len()),
             config.path.display()
         )?;
         return Ok(Status::Success);
     }
     let ids = identities(&args.identities)?;
-
     // Open everything first: either every PSK is re-sealed or none is.
+    let opened = open_stale(&state, &wanted, &ids, &state_path)?;
+    let count = opened.len();
+    for (key, slot, psk) in opened {
+        let sealed = seal::seal(&psk, &config.recipients)
+            .with_context(|| format!("cannot re-seal a PSK of {key}; nothing was changed"))?;
+        if let Some(rec) = state.tunnels.get_mut(&key) {
+            rec.reseal(slot, sealed, None);
+        }
+    }
+    // Every key is now sealed to `wanted`: say it once, in the header.
+    state.adopt_recipients(wanted.clone());
+    state::save(&state_path, &mut state)?;
+    drop(lock);
+    writeln!(
+        out,
+        "Re-sealed {count} PSK{} to the {} recipient{} in {}.\nState saved to {} (serial {}).",
+        plural(count),
+        wanted.len(),
+        plural(wanted.len()),
+        config.path.display(),
+        state_path.display(),
+        state.serial
+    )?;
+    Ok(Status::Success)
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// The sealed keys not yet sealed to `wanted`, with their text. Keys an
+/// apply sealed after psk.yaml's recipients changed are already right;
+/// only the others need opening.
+fn stale_keys<'s>(
+    state: &'s State,
+    wanted: &'s [String],
+) -> impl Iterator<Item = (&'s TunnelKey, &'s TunnelState, Slot, &'s str)> {
+    state.tunnels.iter().flat_map(move |(key, rec)| {
+        [Slot::Psk, Slot::Pending]
+            .into_iter()
+            .filter_map(move |slot| {
+                let (sealed, sealed_to) = rec.sealed(slot)?;
+                let to = state::canonical(sealed_to.unwrap_or(&state.recipients));
+                (to != wanted).then_some((key, rec, slot, sealed))
+            })
+    })
+}
+
+/// Opens every stale key, or none: a key no identity opens is named, with
+/// what to do, and nothing is changed.
+fn open_stale(
+    state: &State,
+    wanted: &[String],
+    ids: &seal::Identities,
+    state_path: &std::path::Path,
+) -> anyhow::Result<Vec<(TunnelKey, Slot, Psk)>> {
     let mut opened = Vec::new();
     let mut failures = Vec::new();
-    for (k, rec) in &state.tunnels {
-        let sealed = [
-            ("psk", rec.psk.as_deref(), rec.sealed_to.as_ref()),
-            (
-                "pending",
-                rec.pending.as_ref().map(|p| p.psk.as_str()),
-                rec.pending.as_ref().and_then(|p| p.sealed_to.as_ref()),
-            ),
-        ];
-        for (which, sealed, sealed_to) in sealed {
-            let Some(sealed) = sealed.filter(|_| stale(sealed_to)) else {
-                continue;
-            };
-            match seal::open(sealed, &ids) {
-                Ok(psk) => opened.push((k.clone(), which, psk)),
-                Err(e) => failures.push(format!("  {} ({which}): {e}", rec.name)),
-            }
+    for (key, rec, slot, sealed) in stale_keys(state, wanted) {
+        match seal::open(sealed, ids) {
+            Ok(psk) => opened.push((key.clone(), slot, psk)),
+            Err(e) => failures.push(format!("  {} ({slot}): {e}", rec.name)),
         }
     }
     if !failures.is_empty() {
         bail!(
             "cannot open {} sealed PSK{} in {}:\n{}\nNothing was changed. Pass --identity (or PSK_AGE_KEY_FILE / PSK_AGE_KEY) for a recipient they are sealed to; all identities given are tried together",
             failures.len(),
-            if failures.len() == 1 { "" } else { "s" },
+            plural(failures.len()),
             state_path.display(),
             failures.join("\n")
         );
     }
-    let count = opened.len();
-    for (k, which, psk) in opened {
-        let sealed = seal::seal(&psk, &config.recipients)
-            .with_context(|| format!("cannot re-seal a PSK of {k}; nothing was changed"))?;
-        let rec = state.tunnels.get_mut(&k).expect("opened from this state");
-        match which {
-            "psk" => rec.psk = Some(sealed),
-            _ => rec.pending.as_mut().expect("opened from this state").psk = sealed,
-        }
-    }
-    // Every key is now sealed to `wanted`: say it once, in the header.
-    state.recipients = wanted.clone();
-    for rec in state.tunnels.values_mut() {
-        rec.sealed_to = None;
-        if let Some(p) = rec.pending.as_mut() {
-            p.sealed_to = None;
-        }
-    }
-    state::save(&state_path, &mut state)?;
-    drop(lock);
-    writeln!(
-        out,
-        "Re-sealed {count} PSK{} to the {} recipient{} in {}.\nState saved to {} (serial {}).",
-        if count == 1 { "" } else { "s" },
-        wanted.len(),
-        if wanted.len() == 1 { "" } else { "s" },
-        config.path.display(),
-        state_path.display(),
-        state.serial
-    )?;
-    Ok(Status::Success)
+    Ok(opened)
 }

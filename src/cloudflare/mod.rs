@@ -167,6 +167,18 @@ pub struct BulkOutcome {
     pub failed: Vec<ChunkFailure>,
 }
 
+/// What a bulk set's answer says about one tunnel.
+#[derive(Debug)]
+pub enum BulkResult<'a> {
+    Applied(&'a Applied),
+    /// Cloudflare's reason for not setting it.
+    Unapplied(&'a str),
+    /// Its chunk's request failed: see [`ApiError::outcome_unknown`].
+    Failed(&'a ApiError),
+    /// Not in the answer at all (it was not sent).
+    Unmentioned,
+}
+
 impl BulkOutcome {
     /// Sorts one chunk's tunnels by the chunk's answer: each lands in
     /// exactly one of the three maps.
@@ -213,6 +225,22 @@ impl BulkOutcome {
                 );
             }
         }
+    }
+
+    /// The one reading of the answer for a tunnel (any case), shared by
+    /// apply and the dry run so the two never disagree.
+    pub fn for_tunnel(&self, tunnel_id: &str) -> BulkResult<'_> {
+        let id = tunnel_id.to_ascii_lowercase();
+        if let Some(a) = self.applied.get(&id) {
+            return BulkResult::Applied(a);
+        }
+        if let Some(reason) = self.unapplied.get(&id) {
+            return BulkResult::Unapplied(reason);
+        }
+        self.failed
+            .iter()
+            .find(|f| f.tunnel_ids.iter().any(|t| t.eq_ignore_ascii_case(&id)))
+            .map_or(BulkResult::Unmentioned, |f| BulkResult::Failed(&f.error))
     }
 }
 

@@ -3,7 +3,7 @@
 //! unknown tunnels get the 404 envelope, accounts the token cannot use get
 //! 403, and only a real change moves `psk_metadata.last_generated_on`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -256,23 +256,11 @@ async fn bulk_set(
         Ok(v) => v,
         Err(r) => return *r,
     };
-    if body.psks.is_empty() {
+    if let Err(problem) = body.check() {
         return failure(
             StatusCode::BAD_REQUEST,
             1001,
-            "Invalid request body: `psks` is empty",
-        );
-    }
-    let mut ids = BTreeSet::new();
-    if !body
-        .psks
-        .iter()
-        .all(|e| ids.insert(e.id.to_ascii_lowercase()))
-    {
-        return failure(
-            StatusCode::BAD_REQUEST,
-            1001,
-            "Invalid request body: a tunnel id appears twice in `psks`",
+            &format!("Invalid request body: {problem}"),
         );
     }
     let counter = if validate_only {
@@ -283,45 +271,70 @@ async fn bulk_set(
     counter.fetch_add(1, Ordering::Relaxed);
     let mut applied = serde_json::Map::new();
     let mut unapplied = serde_json::Map::new();
+    // One lock for the whole request: it is applied as one change.
     let mut edge = s.edge.lock().expect("edge lock");
     for entry in body.psks {
-        let key = TunnelKey::new(&account_id, &entry.id);
-        let Some(t) = edge.get_mut(&key) else {
-            unapplied.insert(entry.id, json!("IPsec tunnel not found"));
-            continue;
-        };
-        let printable = entry.psk.bytes().all(|b| (0x21..=0x7e).contains(&b));
-        if entry.psk.len() < 8 || entry.psk.len() > 128 || !printable {
-            unapplied.insert(
-                entry.id,
-                json!("PSK must be 8 to 128 printable ASCII characters"),
-            );
-            continue;
+        match set_one(&s, &mut edge, &account_id, &entry, validate_only) {
+            Ok((tunnel_id, answer)) => {
+                applied.insert(tunnel_id, answer);
+            }
+            Err(reason) => {
+                unapplied.insert(entry.id, json!(reason));
+            }
         }
-        if !validate_only && s.refuses(&key) {
-            unapplied.insert(
-                entry.id,
-                json!("The IPsec tunnel is being modified; its PSK was not changed"),
-            );
-            continue;
-        }
-        let at = if validate_only {
-            t.last_generated_on
-        } else {
-            s.commit(&key, t, entry.psk.clone())
-        };
-        applied.insert(
-            key.tunnel_id.clone(),
-            json!({
-                "ipsec_tunnel_id": key.tunnel_id,
-                "ipsec_id": format!("{}_{}", t.index, key.tunnel_id),
-                "psk": entry.psk,
-                "psk_metadata": {"last_generated_on": format_time(&at)},
-            }),
-        );
     }
     success(json!({
         "successfully_applied_psks": applied,
         "unapplied_psks": unapplied,
     }))
+}
+
+impl BulkBody {
+    /// What makes Cloudflare refuse the whole request.
+    fn check(&self) -> Result<(), &'static str> {
+        if self.psks.is_empty() {
+            return Err("`psks` is empty");
+        }
+        let mut ids = BTreeSet::new();
+        if !self
+            .psks
+            .iter()
+            .all(|e| ids.insert(e.id.to_ascii_lowercase()))
+        {
+            return Err("a tunnel id appears twice in `psks`");
+        }
+        Ok(())
+    }
+}
+
+/// One entry of a bulk set: the tunnel's id and its applied answer, or why
+/// it was not applied. Only a real set (not `validate_only`) changes it.
+fn set_one(
+    s: &Sandbox,
+    edge: &mut BTreeMap<TunnelKey, EdgeTunnel>,
+    account_id: &str,
+    entry: &BulkEntry,
+    validate_only: bool,
+) -> Result<(String, Value), &'static str> {
+    let key = TunnelKey::new(account_id, &entry.id);
+    let t = edge.get_mut(&key).ok_or("IPsec tunnel not found")?;
+    let printable = entry.psk.bytes().all(|b| (0x21..=0x7e).contains(&b));
+    if entry.psk.len() < 8 || entry.psk.len() > 128 || !printable {
+        return Err("PSK must be 8 to 128 printable ASCII characters");
+    }
+    if !validate_only && s.refuses(&key) {
+        return Err("The IPsec tunnel is being modified; its PSK was not changed");
+    }
+    let at = if validate_only {
+        t.last_generated_on
+    } else {
+        s.commit(&key, t, entry.psk.clone())
+    };
+    let answer = json!({
+        "ipsec_tunnel_id": key.tunnel_id,
+        "ipsec_id": format!("{}_{}", t.index, key.tunnel_id),
+        "psk": entry.psk,
+        "psk_metadata": {"last_generated_on": format_time(&at)},
+    });
+    Ok((key.tunnel_id, answer))
 }

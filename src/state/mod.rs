@@ -6,6 +6,12 @@
 //! backup. A reader never sees a half-written file. An apply appends its
 //! per-tunnel changes to a journal and writes the whole file once at the end,
 //! so N tunnels cost O(N) bytes, not O(N²) (see [`Journal`]).
+//!
+//! A tunnel's record changes only through the transitions on
+//! [`TunnelState`] (begin a rotation, record a key, withdraw an attempt,
+//! record a delivery, re-seal), so `apply`, `import`, `reseal` and
+//! `deliver` can never disagree on what a new key resets. Records are
+//! keyed by [`TunnelKey`]; the file writes the key as `account_id/tunnel_id`.
 
 mod lock;
 mod perms;
@@ -80,10 +86,12 @@ pub const STATE_VERSION: u64 = 2;
 pub const BASE_STATE_VERSION: u64 = 1;
 
 /// The format version is not kept here: it is checked when the file is read
-/// (`store::parse`) and derived when it is written ([`State::needed_version`]),
+/// (`store::parse`) and derived when it is written (`State::needed_version`),
 /// so a state in memory can never claim a version its contents contradict.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(from = "StateFile")]
+///
+/// There is no `Deserialize`: a state comes only from [`parse`], which checks
+/// that every record matches its key before it is trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct State {
     /// Random id fixed when the state is created; a saved plan is bound to it.
     pub lineage: String,
@@ -92,43 +100,82 @@ pub struct State {
     pub recipients: Vec<String>,
     /// Bumped on every write.
     pub serial: u64,
-    /// Keyed by `account_id/tunnel_id`, so sorted output groups accounts.
-    pub tunnels: BTreeMap<String, TunnelState>,
+    /// Written as `account_id/tunnel_id`, sorted, so accounts group. Both
+    /// ids are 32 lowercase hex characters, so the key's (account, tunnel)
+    /// order is exactly the order of those strings: the bytes do not change
+    /// with the key's type.
+    pub tunnels: BTreeMap<TunnelKey, TunnelState>,
 }
 
-/// [`State`] as the file holds it, version included.
+/// [`State`] as the file holds it, version included, keyed by the text the
+/// file has (checked against each record by `store::parse`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StateFile {
-    lineage: String,
-    recipients: Vec<String>,
-    serial: u64,
+pub(crate) struct StateFile {
+    pub(crate) lineage: String,
+    pub(crate) recipients: Vec<String>,
+    pub(crate) serial: u64,
     #[serde(deserialize_with = "unique_tunnels")]
-    tunnels: BTreeMap<String, TunnelState>,
+    pub(crate) tunnels: BTreeMap<String, TunnelState>,
     #[allow(dead_code)] // checked by `store::parse` before this is read
     version: u64,
 }
 
-impl From<StateFile> for State {
-    fn from(f: StateFile) -> State {
+impl StateFile {
+    /// The state, each record under its own key. Only for a file whose keys
+    /// were checked to be their records' (`store::parse` does), so nothing
+    /// is merged or dropped.
+    pub(crate) fn into_state(self) -> State {
         State {
-            lineage: f.lineage,
-            recipients: f.recipients,
-            serial: f.serial,
-            tunnels: f.tunnels,
+            lineage: self.lineage,
+            recipients: self.recipients,
+            serial: self.serial,
+            tunnels: self
+                .tunnels
+                .into_values()
+                .map(|rec| (rec.key(), rec))
+                .collect(),
         }
     }
+}
+
+/// A key as the file writes it, `account_id/tunnel_id`: `None` unless both
+/// are Cloudflare ids and the text is exactly what [`TunnelKey`] displays.
+pub fn parse_key(text: &str) -> Option<TunnelKey> {
+    let (account, tunnel) = text.split_once('/')?;
+    let ids = crate::tunnel::is_cloudflare_id(account) && crate::tunnel::is_cloudflare_id(tunnel);
+    let key = TunnelKey::new(account, tunnel);
+    (ids && key.to_string() == text).then_some(key)
+}
+
+/// Tunnel records (or their absence, in a journal line) as a JSON object
+/// keyed by `account_id/tunnel_id`, in the map's order.
+pub(crate) fn serialize_by_key<'a, S, V>(
+    records: impl IntoIterator<Item = (&'a TunnelKey, V)>,
+    s: S,
+) -> Result<S::Ok, S::Error>
+where
+    S: serde::Serializer,
+    V: Serialize,
+{
+    s.collect_map(records.into_iter().map(|(k, v)| (k.to_string(), v)))
 }
 
 /// Keys in sorted order, and the lowest version that can hold this state.
 impl Serialize for State {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
+        struct Tunnels<'a>(&'a BTreeMap<TunnelKey, TunnelState>);
+        impl Serialize for Tunnels<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                serialize_by_key(self.0, s)
+            }
+        }
         let mut st = s.serialize_struct("State", 5)?;
         st.serialize_field("lineage", &self.lineage)?;
         st.serialize_field("recipients", &self.recipients)?;
         st.serialize_field("serial", &self.serial)?;
-        st.serialize_field("tunnels", &self.tunnels)?;
+        st.serialize_field("tunnels", &Tunnels(&self.tunnels))?;
         st.serialize_field("version", &self.needed_version())?;
         st.end()
     }
@@ -219,14 +266,15 @@ impl State {
     }
 
     pub fn get(&self, key: &TunnelKey) -> Option<&TunnelState> {
-        self.tunnels.get(&key.to_string())
+        self.tunnels.get(key)
     }
 
-    /// The record for a tunnel, created empty if absent.
+    /// The record for a tunnel, created empty if absent; its name follows
+    /// psk.yaml's.
     pub fn entry(&mut self, key: &TunnelKey, name: &str) -> &mut TunnelState {
         let rec = self
             .tunnels
-            .entry(key.to_string())
+            .entry(key.clone())
             .or_insert_with(|| TunnelState {
                 account_id: key.account_id.clone(),
                 delivery: None,
@@ -240,6 +288,35 @@ impl State {
             });
         rec.name = name.to_string();
         rec
+    }
+
+    /// Drops a tunnel psk.yaml no longer lists (state only: the tunnel is
+    /// never touched).
+    pub fn forget(&mut self, key: &TunnelKey) -> Option<TunnelState> {
+        self.tunnels.remove(key)
+    }
+
+    /// Cloudflare surely did not act on the announced call: the intent
+    /// goes (the edge still holds the recorded key), and so does a record
+    /// left holding nothing (a first generation Cloudflare refused).
+    pub fn withdraw_intent(&mut self, key: &TunnelKey) {
+        self.withdraw(key, TunnelState::withdraw_intent);
+    }
+
+    /// Cloudflare surely did not set the pending key, so it is live
+    /// nowhere: it goes, and so does a record left holding nothing (a first
+    /// local key Cloudflare refused).
+    pub fn withdraw_pending(&mut self, key: &TunnelKey) {
+        self.withdraw(key, TunnelState::withdraw_pending);
+    }
+
+    fn withdraw(&mut self, key: &TunnelKey, how: fn(&mut TunnelState)) {
+        if let Some(rec) = self.tunnels.get_mut(key) {
+            how(rec);
+            if rec.holds_nothing() {
+                self.tunnels.remove(key);
+            }
+        }
     }
 
     pub fn find_by_name(&self, name: &str) -> Option<&TunnelState> {
@@ -298,7 +375,14 @@ impl State {
         if !lists.all(|l| l == Some(first.as_slice())) {
             return;
         }
-        self.recipients = first;
+        self.adopt_recipients(first);
+    }
+
+    /// Every sealed key is now sealed to `recipients` (`psk reseal` made it
+    /// so, or [`State::compact_recipients`] found it so): the header says
+    /// it once and the per-record lists go.
+    pub fn adopt_recipients(&mut self, recipients: Vec<String>) {
+        self.recipients = recipients;
         for t in self.tunnels.values_mut() {
             t.sealed_to = None;
             if let Some(p) = t.pending.as_mut() {
@@ -316,13 +400,47 @@ pub fn canonical(fingerprints: &[String]) -> Vec<String> {
     v
 }
 
+/// Which sealed key of a record: the tunnel's PSK or the pending one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Psk,
+    Pending,
+}
+
+impl std::fmt::Display for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Slot::Psk => "psk",
+            Slot::Pending => "pending",
+        })
+    }
+}
+
+/// The changes every command makes to a tunnel's record, in one place, so
+/// `apply`, `import`, `reseal` and `deliver` leave a record the same way.
+/// A rotation begins ([`begin_rotation`](Self::begin_rotation) or
+/// [`stage_pending`](Self::stage_pending)), then either a key is recorded
+/// ([`record_key`](Self::record_key), [`promote_pending`](Self::promote_pending))
+/// or the attempt is withdrawn ([`State::withdraw_intent`],
+/// [`State::withdraw_pending`]); a delivery is recorded for the key held.
 impl TunnelState {
     pub fn key(&self) -> TunnelKey {
         TunnelKey::new(&self.account_id, &self.tunnel_id)
     }
 
+    /// Announces a call that changes the PSK on the edge (`operation`,
+    /// e.g. `psk_generate`). The old key, any pending key and the delivery
+    /// stay: until an answer is recorded, they are all still true.
+    pub fn begin_rotation(&mut self, operation: &str, started: DateTime<Utc>) {
+        self.intent = Some(Intent {
+            operation: operation.to_string(),
+            started,
+        });
+    }
+
     /// Records a locally generated, already sealed key as pending. The
-    /// caller makes it durable ([`Journal::record`]) before sending it.
+    /// caller makes it durable ([`Journal::record`]) before sending it. Like
+    /// [`begin_rotation`](Self::begin_rotation), it changes nothing else.
     pub fn stage_pending(
         &mut self,
         sealed: String,
@@ -336,19 +454,98 @@ impl TunnelState {
         });
     }
 
-    /// Cloudflare confirmed the pending key: it becomes the tunnel's PSK,
-    /// dated as Cloudflare dates it. Returns false when nothing was pending.
+    /// "This tunnel's PSK is now `sealed`", dated `last_rotated` (as
+    /// Cloudflare dates it). It resets everything that described the
+    /// previous key or the attempt to replace it:
+    /// - `intent`: the call it announced has been answered; the edge's key
+    ///   is this one, no longer unknown;
+    /// - `pending`: the edge now holds this key, so a pending key is live
+    ///   nowhere (it was never delivered: only a recorded key is), and
+    ///   keeping it would make the next plan rotate again;
+    /// - `delivery`: it said how the previous key reached its router; this
+    ///   one has not been handed over yet.
+    pub fn record_key(
+        &mut self,
+        sealed: String,
+        sealed_to: Option<Vec<String>>,
+        last_rotated: DateTime<Utc>,
+    ) {
+        self.psk = Some(sealed);
+        self.sealed_to = sealed_to;
+        self.last_rotated = Some(last_rotated);
+        self.intent = None;
+        self.pending = None;
+        self.delivery = None;
+    }
+
+    /// Cloudflare confirmed the pending key: [`record_key`](Self::record_key)
+    /// with it. Returns false when nothing was pending.
     pub fn promote_pending(&mut self, last_generated_on: DateTime<Utc>) -> bool {
         match self.pending.take() {
             Some(p) => {
-                self.psk = Some(p.psk);
-                self.sealed_to = p.sealed_to;
-                self.last_rotated = Some(last_generated_on);
-                self.intent = None;
+                self.record_key(p.psk, p.sealed_to, last_generated_on);
                 true
             }
             None => false,
         }
+    }
+
+    /// See [`State::withdraw_intent`], which also drops a record left empty.
+    fn withdraw_intent(&mut self) {
+        self.intent = None;
+    }
+
+    /// See [`State::withdraw_pending`], which also drops a record left empty.
+    fn withdraw_pending(&mut self) {
+        self.pending = None;
+    }
+
+    /// No key and no work in flight: nothing that must outlive the record.
+    fn holds_nothing(&self) -> bool {
+        self.psk.is_none() && self.pending.is_none() && self.intent.is_none()
+    }
+
+    /// How handing the recorded key to its router went; `Err` says why it
+    /// failed (never the command's output, which could echo the PSK).
+    pub fn record_delivery(&mut self, result: Result<(), String>, at: DateTime<Utc>) {
+        self.delivery = Some(Delivery {
+            at,
+            ok: result.is_ok(),
+            error: result.err(),
+        });
+    }
+
+    /// The sealed text in `slot` and the recipients the record names for
+    /// it (`None`: the state's own).
+    pub fn sealed(&self, slot: Slot) -> Option<(&str, Option<&Vec<String>>)> {
+        match slot {
+            Slot::Psk => self.psk.as_deref().map(|p| (p, self.sealed_to.as_ref())),
+            Slot::Pending => self
+                .pending
+                .as_ref()
+                .map(|p| (p.psk.as_str(), p.sealed_to.as_ref())),
+        }
+    }
+
+    /// The same key, sealed again (to other recipients): its date, intent
+    /// and delivery stay, since the key itself did not change. Returns
+    /// false when `slot` holds no key.
+    pub fn reseal(&mut self, slot: Slot, sealed: String, sealed_to: Option<Vec<String>>) -> bool {
+        match slot {
+            Slot::Psk if self.psk.is_some() => {
+                self.psk = Some(sealed);
+                self.sealed_to = sealed_to;
+            }
+            Slot::Pending => match self.pending.as_mut() {
+                Some(p) => {
+                    p.psk = sealed;
+                    p.sealed_to = sealed_to;
+                }
+                None => return false,
+            },
+            Slot::Psk => return false,
+        }
+        true
     }
 }
 
@@ -514,8 +711,7 @@ mod tests {
             .stage_pending("sealed-new".into(), None, generated);
         let text = String::from_utf8(s.to_bytes()).unwrap();
         assert!(text.contains("\"pending\": {"), "{text}");
-        let back: State = serde_json::from_slice(&s.to_bytes()).unwrap();
-        assert_eq!(back, s);
+        assert_eq!(reparsed(&s), s);
         // Not confirmed yet: the old key is still the tunnel's PSK.
         assert_eq!(s.get(&key).unwrap().psk, old);
 
@@ -536,7 +732,264 @@ mod tests {
             operation: "psk_generate".into(),
             started: "2026-08-01T10:00:00.5Z".parse().unwrap(),
         });
-        let back: State = serde_json::from_slice(&s.to_bytes()).unwrap();
-        assert_eq!(back, s);
+        assert_eq!(reparsed(&s), s);
+    }
+
+    fn reparsed(s: &State) -> State {
+        parse(std::path::Path::new("psk.state.json"), &s.to_bytes()).unwrap()
+    }
+
+    fn at(t: &str) -> DateTime<Utc> {
+        t.parse().unwrap()
+    }
+
+    /// A record with every field set, each to a value no transition writes,
+    /// so a transition that forgets a field leaves a difference.
+    fn busy() -> TunnelState {
+        TunnelState {
+            account_id: "023e105f4ecef8ad9ca31a8372d0c353".into(),
+            delivery: Some(Delivery {
+                at: at("2026-01-01T00:00:00Z"),
+                error: Some("`deliver.sh` exited with status 1".into()),
+                ok: false,
+            }),
+            intent: Some(Intent {
+                operation: "psk_generate".into(),
+                started: at("2026-01-02T00:00:00Z"),
+            }),
+            last_rotated: Some(at("2025-12-01T00:00:00Z")),
+            name: "fra-primary".into(),
+            pending: Some(Pending {
+                generated: at("2026-01-03T00:00:00Z"),
+                psk: "sealed-pending".into(),
+                sealed_to: Some(vec!["sha256:pending".into()]),
+            }),
+            psk: Some("sealed-old".into()),
+            sealed_to: Some(vec!["sha256:old".into()]),
+            tunnel_id: "0123456789abcdef0123456789abcdef".into(),
+        }
+    }
+
+    // Each test below spells out the whole record it expects (a struct
+    // literal, no `..`): a new field fails to compile until its test says
+    // what the transition does with it.
+
+    #[test]
+    fn recording_a_key_resets_intent_pending_and_delivery() {
+        let mut rec = busy();
+        rec.record_key(
+            "sealed-new".into(),
+            Some(vec!["sha256:new".into()]),
+            at("2026-02-01T00:00:00Z"),
+        );
+        let b = busy();
+        assert_eq!(
+            rec,
+            TunnelState {
+                account_id: b.account_id,
+                delivery: None,
+                intent: None,
+                last_rotated: Some(at("2026-02-01T00:00:00Z")),
+                name: b.name,
+                pending: None,
+                psk: Some("sealed-new".into()),
+                sealed_to: Some(vec!["sha256:new".into()]),
+                tunnel_id: b.tunnel_id,
+            }
+        );
+    }
+
+    #[test]
+    fn promoting_the_pending_key_records_it() {
+        let mut rec = busy();
+        assert!(rec.promote_pending(at("2026-02-01T00:00:00Z")));
+        let b = busy();
+        assert_eq!(
+            rec,
+            TunnelState {
+                account_id: b.account_id,
+                delivery: None,
+                intent: None,
+                last_rotated: Some(at("2026-02-01T00:00:00Z")),
+                name: b.name,
+                pending: None,
+                psk: Some("sealed-pending".into()),
+                sealed_to: Some(vec!["sha256:pending".into()]),
+                tunnel_id: b.tunnel_id,
+            }
+        );
+        let before = rec.clone();
+        assert!(!rec.promote_pending(at("2026-03-01T00:00:00Z")));
+        assert_eq!(rec, before, "nothing pending, nothing changed");
+    }
+
+    #[test]
+    fn beginning_a_rotation_sets_only_the_intent() {
+        let mut rec = busy();
+        rec.begin_rotation("psk_generate", at("2026-02-01T00:00:00Z"));
+        let b = busy();
+        assert_eq!(
+            rec,
+            TunnelState {
+                account_id: b.account_id,
+                delivery: b.delivery,
+                intent: Some(Intent {
+                    operation: "psk_generate".into(),
+                    started: at("2026-02-01T00:00:00Z"),
+                }),
+                last_rotated: b.last_rotated,
+                name: b.name,
+                pending: b.pending,
+                psk: b.psk,
+                sealed_to: b.sealed_to,
+                tunnel_id: b.tunnel_id,
+            }
+        );
+
+        let mut rec = busy();
+        rec.stage_pending("sealed-next".into(), None, at("2026-02-01T00:00:00Z"));
+        let b = busy();
+        assert_eq!(
+            rec,
+            TunnelState {
+                account_id: b.account_id,
+                delivery: b.delivery,
+                intent: b.intent,
+                last_rotated: b.last_rotated,
+                name: b.name,
+                pending: Some(Pending {
+                    generated: at("2026-02-01T00:00:00Z"),
+                    psk: "sealed-next".into(),
+                    sealed_to: None,
+                }),
+                psk: b.psk,
+                sealed_to: b.sealed_to,
+                tunnel_id: b.tunnel_id,
+            }
+        );
+    }
+
+    #[test]
+    fn withdrawing_clears_one_field_and_drops_an_empty_record() {
+        let mut s = State::new(vec![]);
+        let key = busy().key();
+        s.tunnels.insert(key.clone(), busy());
+        s.withdraw_intent(&key);
+        let b = busy();
+        let expected = TunnelState {
+            account_id: b.account_id,
+            delivery: b.delivery,
+            intent: None,
+            last_rotated: b.last_rotated,
+            name: b.name,
+            pending: b.pending,
+            psk: b.psk,
+            sealed_to: b.sealed_to,
+            tunnel_id: b.tunnel_id,
+        };
+        assert_eq!(s.get(&key), Some(&expected));
+        s.withdraw_pending(&key);
+        assert_eq!(
+            s.get(&key),
+            Some(&TunnelState {
+                pending: None,
+                ..expected
+            })
+        );
+
+        // A record that held only the attempt goes with it, but not one
+        // that still holds a key or other work.
+        let only = |f: fn(&mut TunnelState)| {
+            let mut rec = busy();
+            rec.psk = None;
+            rec.sealed_to = None;
+            f(&mut rec);
+            rec
+        };
+        let mut s = State::new(vec![]);
+        s.tunnels.insert(key.clone(), only(|r| r.pending = None));
+        s.withdraw_intent(&key);
+        assert_eq!(s.get(&key), None);
+        s.tunnels.insert(key.clone(), only(|r| r.intent = None));
+        s.withdraw_pending(&key);
+        assert_eq!(s.get(&key), None);
+        s.tunnels.insert(key.clone(), only(|_| {}));
+        s.withdraw_intent(&key);
+        assert!(s.get(&key).is_some_and(|r| r.pending.is_some()));
+    }
+
+    #[test]
+    fn recording_a_delivery_sets_only_the_delivery() {
+        let mut rec = busy();
+        rec.record_delivery(Ok(()), at("2026-02-01T00:00:00Z"));
+        let b = busy();
+        assert_eq!(
+            rec,
+            TunnelState {
+                account_id: b.account_id,
+                delivery: Some(Delivery {
+                    at: at("2026-02-01T00:00:00Z"),
+                    error: None,
+                    ok: true,
+                }),
+                intent: b.intent,
+                last_rotated: b.last_rotated,
+                name: b.name,
+                pending: b.pending,
+                psk: b.psk,
+                sealed_to: b.sealed_to,
+                tunnel_id: b.tunnel_id,
+            }
+        );
+        rec.record_delivery(Err("timed out".into()), at("2026-02-02T00:00:00Z"));
+        assert_eq!(
+            rec.delivery,
+            Some(Delivery {
+                at: at("2026-02-02T00:00:00Z"),
+                error: Some("timed out".into()),
+                ok: false,
+            })
+        );
+    }
+
+    #[test]
+    fn resealing_changes_only_the_sealed_text_and_its_recipients() {
+        let mut rec = busy();
+        assert!(rec.reseal(Slot::Psk, "resealed".into(), None));
+        assert!(rec.reseal(Slot::Pending, "resealed-pending".into(), None));
+        let b = busy();
+        assert_eq!(
+            rec,
+            TunnelState {
+                account_id: b.account_id,
+                delivery: b.delivery,
+                intent: b.intent,
+                last_rotated: b.last_rotated,
+                name: b.name,
+                pending: Some(Pending {
+                    generated: at("2026-01-03T00:00:00Z"),
+                    psk: "resealed-pending".into(),
+                    sealed_to: None,
+                }),
+                psk: Some("resealed".into()),
+                sealed_to: None,
+                tunnel_id: b.tunnel_id,
+            }
+        );
+        let mut empty = State::new(vec![]);
+        let rec = empty.entry(&busy().key(), "x");
+        assert!(!rec.reseal(Slot::Psk, "x".into(), None));
+        assert!(!rec.reseal(Slot::Pending, "x".into(), None));
+        assert_eq!(rec.sealed(Slot::Psk), None);
+    }
+
+    #[test]
+    fn keys_parse_only_as_written() {
+        let key = busy().key();
+        assert_eq!(parse_key(&key.to_string()), Some(key.clone()));
+        let upper = key.to_string().to_ascii_uppercase();
+        for bad in ["", "x/y", "/", upper.as_str(), &format!("{key}/")] {
+            assert_eq!(parse_key(bad), None, "{bad}");
+        }
     }
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{State, TunnelState, STATE_VERSION};
+use super::{State, StateFile, TunnelState, STATE_VERSION};
 use crate::tunnel::TunnelKey;
 
 #[derive(Debug, thiserror::Error)]
@@ -156,20 +156,18 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
             ),
         ));
     }
-    let state: State = serde_json::from_slice(bytes).map_err(parse_err)?;
+    let file: StateFile = serde_json::from_slice(bytes).map_err(parse_err)?;
     // Keys and records must agree: psk looks tunnels up by key and acts on
     // the ids in the record, so a mismatch would act on the wrong tunnel.
-    for (k, rec) in &state.tunnels {
-        let ids_ok = crate::tunnel::is_cloudflare_id(&rec.account_id)
-            && crate::tunnel::is_cloudflare_id(&rec.tunnel_id);
-        if !ids_ok || *k != rec.key().to_string() {
+    for (k, rec) in &file.tunnels {
+        if super::parse_key(k).is_none_or(|key| key != rec.key()) {
             return Err(located(
                 &format!("\"{k}\""),
                 "a tunnel record does not match its key: the key must be `account_id/tunnel_id` of the record, each 32 hex characters".to_string(),
             ));
         }
     }
-    Ok(state)
+    Ok(file.into_state())
 }
 
 /// The 1-based line and column of the first `needle` in `bytes` (1:1 when
@@ -234,7 +232,15 @@ struct EntryRef<'a> {
     lineage: &'a str,
     base_serial: u64,
     serial: u64,
-    changes: BTreeMap<&'a str, Option<&'a TunnelState>>,
+    #[serde(serialize_with = "changes_by_key")]
+    changes: Vec<(&'a TunnelKey, Option<&'a TunnelState>)>,
+}
+
+fn changes_by_key<S: serde::Serializer>(
+    changes: &[(&TunnelKey, Option<&TunnelState>)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    super::serialize_by_key(changes.iter().map(|(k, v)| (*k, v)), s)
 }
 
 /// Applies the journal beside `path`, if any, to `state`.
@@ -299,19 +305,33 @@ fn replay(path: &Path, state: &mut State) -> Result<usize, StateError> {
             });
         }
         state.serial = e.serial;
-        for (key, record) in e.changes {
-            match record {
-                Some(r) => {
-                    state.tunnels.insert(key, r);
-                }
-                None => {
-                    state.tunnels.remove(&key);
-                }
-            }
-        }
+        apply_changes(state, e.changes).map_err(|message| StateError::Journal {
+            path: jpath.clone(),
+            state: path.to_path_buf(),
+            line: i + 1,
+            message: message.into(),
+        })?;
     }
     tracing::info!(journal = %jpath.display(), commits = n, serial = state.serial, "journal of an interrupted apply replayed");
     Ok(n)
+}
+
+/// Applies one journal line's changes. psk writes each record under its
+/// own key; anything else is damage, and would act on the wrong tunnel.
+fn apply_changes(
+    state: &mut State,
+    changes: BTreeMap<String, Option<TunnelState>>,
+) -> Result<(), &'static str> {
+    for (key, record) in changes {
+        let key = super::parse_key(&key)
+            .filter(|k| record.as_ref().is_none_or(|r| r.key() == *k))
+            .ok_or("a change names a tunnel key that does not match its record")?;
+        match record {
+            Some(r) => state.tunnels.insert(key, r),
+            None => state.tunnels.remove(&key),
+        };
+    }
+    Ok(())
 }
 
 /// Bumps the serial and writes the whole state durably, keeping the
@@ -447,7 +467,7 @@ pub struct Journal {
     lineage: String,
     base_serial: u64,
     /// Keys changed in the state since the last commit.
-    staged: BTreeSet<String>,
+    staged: BTreeSet<TunnelKey>,
     records: u64,
     commits: u64,
     bytes_written: u64,
@@ -503,7 +523,7 @@ impl Journal {
     /// durable until [`Journal::commit`]: call it before acting on the
     /// change.
     pub fn stage(&mut self, key: &TunnelKey) {
-        self.staged.insert(key.to_string());
+        self.staged.insert(key.clone());
     }
 
     /// Makes every staged change durable (the current record of each staged
@@ -526,7 +546,7 @@ impl Journal {
             changes: self
                 .staged
                 .iter()
-                .map(|k| (k.as_str(), state.tunnels.get(k)))
+                .map(|k| (k, state.tunnels.get(k)))
                 .collect(),
         };
         let mut line = serde_json::to_vec(&entry).expect("journal entry serializes");
@@ -682,7 +702,7 @@ mod tests {
             change(&mut s, i);
             j.record(&mut s, &key(i)).unwrap();
         }
-        s.tunnels.remove(&key(1).to_string());
+        s.tunnels.remove(&key(1));
         j.record(&mut s, &key(1)).unwrap();
         // Until finish, the state file is untouched and load replays.
         assert_eq!(fs::read(&path).unwrap(), base);
@@ -770,7 +790,7 @@ mod tests {
         // what is still staged before folding.
         change(&mut s, 3);
         j.stage(&key(3));
-        s.tunnels.remove(&key(0).to_string());
+        s.tunnels.remove(&key(0));
         j.stage(&key(0));
         let expected = {
             let mut e = s.clone();

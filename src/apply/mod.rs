@@ -1,0 +1,370 @@
+//! The executor: carries out a plan, never losing a key.
+//!
+//! For each rotation the order is fixed: record an intent (or, for a key
+//! psk makes, the sealed key as pending) and make it durable, ask
+//! Cloudflare to change the PSK, seal and record the answer durably. A
+//! crash between any two steps leaves either the old sealed PSK (the call
+//! never happened) or an intent or pending key that the next plan turns
+//! into a new rotation (the key on the edge is unknown). Every change is
+//! made durable before anything depends on it: committed to the state
+//! journal (one fsync for all the changes of one turn), then folded into the
+//! state file once at the end (see `state::Journal`), so N tunnels cost O(N)
+//! bytes of writes and far fewer than 2N fsyncs.
+//!
+//! One executor, two paths that share `Run` (the plan, the state and its
+//! journal, the outcomes) and one `site` gate:
+//! - `bulk`: keys psk makes itself (`generator: local`) go out first, in
+//!   bulk requests, in rounds of at most one tunnel per site;
+//! - `stream`: everything else, `psk_generate` rotations streaming
+//!   `--parallelism` at a time, forgets, and what is left for other commands.
+//!
+//! Every change to a tunnel's record goes through the transitions on
+//! `state::TunnelState`, the same ones `import`, `reseal` and `deliver` use.
+
+mod bulk;
+mod site;
+mod stream;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+
+use crate::cloudflare::Client;
+use crate::config::{Config, Tunnel};
+use crate::policy::{Deliver, Generator};
+use crate::reconcile::{Action, ActionKind, Plan, Reason};
+use crate::seal::Psk;
+use crate::state::{Journal, State, StateError};
+use crate::tunnel::TunnelKey;
+
+/// What happened to one planned action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Generated {
+        last_rotated: DateTime<Utc>,
+    },
+    Rotated {
+        last_rotated: DateTime<Utc>,
+    },
+    Forgotten,
+    /// Left for another command: apply holds no identity, so it cannot
+    /// open a sealed PSK to re-seal it (`psk reseal` does that).
+    Deferred {
+        message: String,
+    },
+    Failed {
+        message: String,
+        interrupted: bool,
+    },
+    /// Not started because the apply was stopped (Ctrl-C) first.
+    NotStarted,
+    /// The new PSK is recorded, but the `deliver` command failed: the
+    /// router may still hold the old one. `psk deliver NAME` retries.
+    Undelivered {
+        last_rotated: DateTime<Utc>,
+        message: String,
+    },
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub results: Vec<(String, Outcome)>,
+}
+
+impl Report {
+    pub fn failed(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|(_, o)| matches!(o, Outcome::Failed { .. } | Outcome::Undelivered { .. }))
+            .count()
+    }
+
+    pub fn not_started(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::NotStarted))
+    }
+
+    /// Whether the exit code must say something went wrong.
+    pub fn is_failure(&self) -> bool {
+        self.failed() > 0 || self.not_started() > 0
+    }
+
+    fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
+        self.results.iter().filter(|(_, o)| f(o)).count()
+    }
+
+    pub fn summary_line(&self) -> String {
+        let rotated = self.count(|o| matches!(o, Outcome::Rotated { .. }));
+        let generated = self.count(|o| matches!(o, Outcome::Generated { .. }));
+        let undelivered = match self.count(|o| matches!(o, Outcome::Undelivered { .. })) {
+            0 => String::new(),
+            n => format!(" ({n} of the failures: new PSK recorded, delivery failed)"),
+        };
+        let forgotten = self.count(|o| matches!(o, Outcome::Forgotten));
+        let deferred = match self.count(|o| matches!(o, Outcome::Deferred { .. })) {
+            0 => String::new(),
+            n => format!(", {n} left for `psk reseal`"),
+        };
+        let failed = self.failed();
+        let not_started = match self.not_started() {
+            0 => String::new(),
+            n => format!(", {n} not started"),
+        };
+        let head = if self.not_started() > 0 {
+            "Apply stopped."
+        } else if failed == 0 {
+            "Apply complete!"
+        } else {
+            "Apply finished with errors."
+        };
+        format!("{head} {rotated} rotated, {generated} generated, {forgotten} forgotten, {failed} failed{undelivered}{deferred}{not_started}.")
+    }
+}
+
+/// Why an apply had to stop before finishing its plan.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Asks a running apply to stop starting new work (Ctrl-C). Work already
+/// in flight finishes and is recorded, so the state stays consistent.
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    flag: Arc<AtomicBool>,
+    notify: Arc<Notify>,
+}
+
+impl Stop {
+    pub fn request(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    pub fn requested(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    async fn wait(&self) {
+        let notified = self.notify.notified();
+        if self.requested() {
+            return;
+        }
+        notified.await;
+    }
+}
+
+/// How the executor runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Rotations in flight at once (tunnels of one site never overlap).
+    pub parallelism: usize,
+    pub stop: Stop,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            parallelism: 10,
+            stop: Stop::default(),
+        }
+    }
+}
+
+/// Progress, as it happens, for the terminal, logs or `--json`.
+#[derive(Debug)]
+pub enum Event<'a> {
+    Started(&'a Action),
+    Finished(&'a Action, &'a Outcome),
+    /// A stop was requested; `in_flight` rotations are being finished.
+    Stopping {
+        in_flight: usize,
+    },
+    /// A `deliver` command finished for this action's new PSK.
+    Delivered(&'a Action, Result<(), &'a str>),
+}
+
+/// Carries out `plan`, making each change to `state` durable in the journal
+/// beside `state_path` before anything depends on it, and folding the
+/// journal into the state at the end. Returning early with an error leaves
+/// the journal, which the next load replays.
+///
+/// Locally made keys go first, in bulk (`bulk`); then up to
+/// `options.parallelism` rotations stream at once (`stream`). Never two
+/// of one site change at once, and only this task touches the state.
+pub async fn apply(
+    config: &Config,
+    plan: &Plan,
+    state: &mut State,
+    state_path: &Path,
+    client: &Client,
+    options: &Options,
+    mut on_event: impl FnMut(Event<'_>),
+) -> Result<Report, ApplyError> {
+    let journal = Journal::open(state_path, state)?;
+    // New keys are sealed to psk.yaml's recipients; a record says so when
+    // the state's header (not yet re-sealed) names others.
+    let sealed_to = state.sealed_to_for(&config.recipient_fingerprints());
+    let mut run = Run {
+        config,
+        plan,
+        state,
+        journal,
+        client,
+        by_key: config.tunnels_by_key(),
+        sites: site::SiteGate::new(config),
+        sealed_to,
+        outcomes: vec![None; plan.actions.len()],
+        options,
+        on_event: &mut on_event,
+    };
+    let (local, streamed): (Vec<usize>, Vec<usize>) = (0..plan.actions.len()).partition(|&i| {
+        let a = &plan.actions[i];
+        a.kind.changes_psk() && run.generator_of(&a.key) == Generator::Local
+    });
+    bulk::run(&mut run, local).await?;
+    stream::run(&mut run, streamed).await?;
+    let Run {
+        journal,
+        state,
+        outcomes,
+        ..
+    } = run;
+    journal.finish(state)?;
+    let results = plan
+        .actions
+        .iter()
+        .zip(outcomes)
+        .map(|(a, o)| (a.name.clone(), o.unwrap_or(Outcome::NotStarted)))
+        .collect();
+    Ok(Report { results })
+}
+
+/// What both paths share. Only the executor's own task holds it, so the
+/// state has exactly one writer and every change goes through its journal.
+struct Run<'a> {
+    config: &'a Config,
+    plan: &'a Plan,
+    state: &'a mut State,
+    journal: Journal,
+    client: &'a Client,
+    by_key: HashMap<TunnelKey, &'a Tunnel>,
+    sites: site::SiteGate,
+    /// What a newly sealed key's record says it is sealed to.
+    sealed_to: Option<Vec<String>>,
+    /// By action index; `None` is not started (yet).
+    outcomes: Vec<Option<Outcome>>,
+    options: &'a Options,
+    on_event: &'a mut dyn FnMut(Event<'_>),
+}
+
+impl<'a> Run<'a> {
+    fn action(&self, idx: usize) -> &'a Action {
+        &self.plan.actions[idx]
+    }
+
+    fn parallelism(&self) -> usize {
+        self.options.parallelism.max(1)
+    }
+
+    fn event(&mut self, event: Event<'_>) {
+        (self.on_event)(event);
+    }
+
+    /// Reports an action's outcome.
+    fn finish(&mut self, idx: usize, outcome: Outcome) {
+        let action = self.action(idx);
+        self.event(Event::Finished(action, &outcome));
+        self.outcomes[idx] = Some(outcome);
+    }
+
+    /// Notes that the record of `idx`'s tunnel changed (see [`Journal::stage`]).
+    fn stage(&mut self, idx: usize) {
+        self.journal.stage(&self.action(idx).key);
+    }
+
+    /// Makes everything staged durable, with one fsync.
+    fn commit(&mut self) -> Result<(), StateError> {
+        self.journal.commit(self.state)
+    }
+
+    fn generator_of(&self, key: &TunnelKey) -> Generator {
+        self.by_key.get(key).map_or(Generator::Cloudflare, |t| {
+            self.config.policy_of(t).generator
+        })
+    }
+
+    /// The policy's delivery command and the tunnel it is for, if any.
+    fn deliver_of(&self, key: &TunnelKey) -> Option<(Deliver, Tunnel)> {
+        let t = self.by_key.get(key)?;
+        let how = self.config.policy_of(t).deliver.clone()?;
+        Some((how, (*t).clone()))
+    }
+
+    /// Stages how a delivery went; a failed one turns the rotation's
+    /// outcome into [`Outcome::Undelivered`] (the key itself is safely
+    /// recorded) and blocks its site at once, before anything else starts.
+    fn record_delivery(&mut self, idx: usize, result: Delivered, outcome: Outcome) -> Outcome {
+        let action = self.action(idx);
+        tracing::debug!(tunnel = %action.name, ok = result.is_ok(), "delivery finished");
+        self.event(Event::Delivered(
+            action,
+            result.as_ref().map(|_| ()).map_err(String::as_str),
+        ));
+        self.state
+            .entry(&action.key, &action.name)
+            .record_delivery(result.clone(), Utc::now());
+        self.stage(idx);
+        let outcome = match (result, outcome) {
+            (Ok(()), o) => o,
+            (
+                Err(message),
+                Outcome::Generated { last_rotated } | Outcome::Rotated { last_rotated },
+            ) => Outcome::Undelivered {
+                last_rotated,
+                message,
+            },
+            (Err(_), o) => o,
+        };
+        self.sites.delivered(action, &outcome);
+        outcome
+    }
+}
+
+/// What a recorded new key means for its action.
+fn changed(action: &Action, last_rotated: DateTime<Utc>) -> Outcome {
+    match action.kind {
+        ActionKind::Generate => Outcome::Generated { last_rotated },
+        _ => Outcome::Rotated { last_rotated },
+    }
+}
+
+/// Whether the PSK on the edge was already unknown when this action began.
+fn was_uncertain(action: &Action) -> bool {
+    action
+        .reasons
+        .iter()
+        .any(|r| matches!(r, Reason::Interrupted { .. } | Reason::Pending { .. }))
+}
+
+/// How a `deliver` command ended: `Err` carries why it failed.
+type Delivered = Result<(), String>;
+
+/// Runs the delivery of `psk`, when there is one to run.
+async fn deliver(how: Option<(Deliver, Tunnel)>, psk: &Psk) -> Option<Delivered> {
+    let (how, tunnel) = how?;
+    Some(crate::deliver::deliver(&how, &tunnel, psk).await)
+}
+
+/// A PSK made here, from the OS's CSPRNG: 32 characters of `[A-Za-z0-9]`,
+/// about 190 bits.
+pub fn new_local_psk() -> Psk {
+    use rand::distributions::{Alphanumeric, DistString};
+    Psk::new(Alphanumeric.sample_string(&mut rand::rngs::OsRng, LOCAL_PSK_LEN))
+}
+
+pub const LOCAL_PSK_LEN: usize = 32;
