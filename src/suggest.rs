@@ -15,6 +15,15 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     best.map(|(_, c)| c)
 }
 
+/// ``, did you mean `best`?`` when a candidate is [`closest`] to `word`:
+/// the end of a message that has just named what is wrong.
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
+    closest(word, candidates).map(|best| format!(", did you mean `{best}`?"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,5 +45,10 @@ mod tests {
         assert_eq!(closest("ste", tunnel), Some("site"));
         assert_eq!(closest("acount", tunnel), Some("account"));
         assert_eq!(closest("polcy", tunnel), Some("policy"));
+        assert_eq!(
+            did_you_mean("polcy", tunnel).as_deref(),
+            Some(", did you mean `policy`?")
+        );
+        assert_eq!(did_you_mean("colour", tunnel), None);
     }
 }

@@ -45,14 +45,13 @@ pub fn check_text(text: &str) -> Result<(), Diagnostic> {
         column += 1;
         let at = Position { line, column };
         if !allowed(c) {
-            return Err(Diagnostic {
-                position: at,
-                key: String::new(),
-                message: format!(
+            return Err(Diagnostic::at(
+                at,
+                format!(
                     "control character U+{:04X} is not allowed in YAML; remove it",
                     c as u32
                 ),
-            });
+            ));
         }
         if c == '\n' {
             line += 1;
@@ -70,13 +69,12 @@ pub fn check_text(text: &str) -> Result<(), Diagnostic> {
             (None, '[' | '{') if starts_token(prev) => {
                 depth += 1;
                 if depth > MAX_FLOW_DEPTH {
-                    return Err(Diagnostic {
-                        position: at,
-                        key: String::new(),
-                        message: format!(
+                    return Err(Diagnostic::at(
+                        at,
+                        format!(
                             "`[`/`{{` nested more than {MAX_FLOW_DEPTH} deep; psk.yaml never needs that"
                         ),
-                    });
+                    ));
                 }
             }
             (None, ']' | '}') => depth = depth.saturating_sub(1),
@@ -143,16 +141,12 @@ impl Sizer {
     pub(super) fn verdict(&self) -> Result<(), Diagnostic> {
         match self.over {
             None => Ok(()),
-            Some(mark) => Err(Diagnostic {
-                position: Position {
-                    line: mark.line(),
-                    column: mark.col() + 1,
-                },
-                key: String::new(),
-                message: format!(
+            Some(mark) => Err(Diagnostic::at(
+                Position::of_mark(mark),
+                format!(
                     "aliases (`*name`) here expand the document past {MAX_EXPANDED_NODES} nodes; psk.yaml never needs that many, so write the values out or use fewer aliases"
                 ),
-            }),
+            )),
         }
     }
 }
@@ -165,14 +159,13 @@ fn single_document(text: &str) -> Result<(), Diagnostic> {
         let l = l.trim_end_matches('\r');
         let marker = l == "---" || l.starts_with("--- ") || l.starts_with("---\t");
         if marker && content {
-            return Err(Diagnostic {
-                position: Position {
+            return Err(Diagnostic::at(
+                Position {
                     line: i + 1,
                     column: 1,
                 },
-                key: String::new(),
-                message: "a second YAML document starts here; psk.yaml holds exactly one".into(),
-            });
+                "a second YAML document starts here; psk.yaml holds exactly one".into(),
+            ));
         }
         let t = l.trim();
         if !marker && !t.is_empty() && !t.starts_with('#') && !t.starts_with('%') {

@@ -19,6 +19,19 @@ pub struct Position {
     pub column: usize,
 }
 
+impl Position {
+    /// Where a problem of the whole document points.
+    pub const START: Position = Position { line: 1, column: 1 };
+
+    /// Where the parser's `mark` is (it counts columns from 0).
+    pub(super) fn of_mark(mark: Marker) -> Position {
+        Position {
+            line: mark.line(),
+            column: mark.col() + 1,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Locations {
     paths: HashMap<String, Position>,
@@ -62,9 +75,7 @@ impl Locations {
             }
             match p.rfind(['.', '[']) {
                 Some(i) => p = &p[..i],
-                None => {
-                    return Position { line: 1, column: 1 };
-                }
+                None => return Position::START,
             }
         }
     }
@@ -92,7 +103,8 @@ pub(super) struct Walker {
     duplicates: Vec<(String, Position)>,
 }
 
-fn join(parent: &str, key: &str) -> String {
+/// `parent.key`, or `key` at the top.
+pub(super) fn join(parent: &str, key: &str) -> String {
     if parent.is_empty() {
         key.to_string()
     } else {
@@ -115,10 +127,7 @@ impl Walker {
     /// Records the node that starts now and returns its path, or `None`
     /// when the node is a mapping key (remembered for its value instead).
     fn node_path(&mut self, ev: &Event, mark: Marker) -> Option<String> {
-        let position = Position {
-            line: mark.line(),
-            column: mark.col() + 1,
-        };
+        let position = Position::of_mark(mark);
         let (path, is_key) = match self.stack.last_mut() {
             None => (String::new(), false),
             Some(Frame::Seq { path, next }) => {

@@ -9,7 +9,8 @@
 //! the document is built straight from them as JSON (no YAML tree in
 //! between). A document with anchors or aliases gets the loader's own
 //! tree, in a second parse made only once the alias cap has passed, so a
-//! "billion laughs" is still refused before anything big is built.
+//! "billion laughs" is still refused before anything big is built. Both
+//! ways of building the document share one rule for scalars and keys.
 //!
 //! [`guard`]: super::guard
 //! [`schema`]: super::schema
@@ -64,7 +65,7 @@ pub fn scan(text: &str) -> Result<Scan, Diagnostic> {
         // Anchors, aliases, tags or a collection as a key: rare in
         // psk.yaml, and the loader's rules for them are its own. The alias
         // cap has passed, so the tree it builds is bounded.
-        super::schema::to_json(text)
+        to_json(text)
     } else if fan.builder.duplicate {
         // yaml-rust2's loader refuses such a document and keeps no tree;
         // the duplicate itself is reported from the locations.
@@ -78,8 +79,8 @@ pub fn scan(text: &str) -> Result<Scan, Diagnostic> {
     })
 }
 
-/// Builds the document as JSON straight from the events, as yaml-rust2's
-/// `YamlLoader` followed by [`super::schema::yaml_to_json`] would, without
+/// Builds the document as JSON straight from the events, as [`to_json`]
+/// does from yaml-rust2's `YamlLoader`, without
 /// the intermediate tree (which cost as much as the parse). It handles
 /// scalars, sequences and mappings with scalar keys, which is all a
 /// psk.yaml normally has, and gives up on anything else.
@@ -122,12 +123,7 @@ impl Builder {
                 };
                 if let Some(Open::Map { keys, key, .. }) = self.stack.last_mut() {
                     if key.is_none() {
-                        *key = Some(match &node {
-                            Yaml::String(s) | Yaml::Real(s) => s.clone(),
-                            Yaml::Integer(i) => i.to_string(),
-                            Yaml::Boolean(b) => b.to_string(),
-                            _ => "?".into(),
-                        });
+                        *key = Some(key_text(&node));
                         if !keys.insert(node) {
                             self.duplicate = true;
                         }
@@ -175,7 +171,42 @@ impl Builder {
     }
 }
 
-/// A scalar as [`super::schema::yaml_to_json`] converts it.
+/// The YAML document as JSON, from yaml-rust2's loader: the conversion
+/// that `Builder` makes from the events, for documents it gives up on
+/// (and to test it against). yaml-rust2 rather than serde_yaml reads it,
+/// because serde_yaml's values cannot hold an id made of 32 digits (too
+/// large for an integer). Keys that are not text (`1: x`) become their text.
+pub fn to_json(text: &str) -> Value {
+    match yaml_rust2::YamlLoader::load_from_str(text) {
+        Ok(docs) => docs.first().map_or(Value::Null, yaml_to_json),
+        Err(_) => Value::Null,
+    }
+}
+
+fn yaml_to_json(v: &Yaml) -> Value {
+    match v {
+        Yaml::Array(items) => Value::Array(items.iter().map(yaml_to_json).collect()),
+        Yaml::Hash(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (key_text(k), yaml_to_json(v)))
+                .collect(),
+        ),
+        scalar => scalar_json(scalar.clone()),
+    }
+}
+
+/// A mapping key as JSON's text key.
+fn key_text(key: &Yaml) -> String {
+    match key {
+        Yaml::String(s) | Yaml::Real(s) => s.clone(),
+        Yaml::Integer(i) => i.to_string(),
+        Yaml::Boolean(b) => b.to_string(),
+        _ => "?".into(),
+    }
+}
+
+/// A scalar as JSON; a null, an alias or a value the loader could not
+/// read is `null`.
 fn scalar_json(node: Yaml) -> Value {
     match node {
         Yaml::Boolean(b) => Value::Bool(b),
@@ -198,7 +229,7 @@ mod tests {
     fn one_pass_gives_what_three_did() {
         let text = "version: 1\nr: &r [a, b]\nq: *r\ntunnels:\n  - {name: x, id: \"1\"}\n";
         let s = scan(text).unwrap();
-        assert_eq!(s.doc, super::super::schema::to_json(text));
+        assert_eq!(s.doc, to_json(text));
         assert_eq!(
             s.doc,
             serde_json::json!({"version": 1, "r": ["a", "b"], "q": ["a", "b"],
@@ -289,7 +320,7 @@ mod tests {
         assert!(texts.len() > 20, "{}", texts.len());
         for text in &texts {
             if let Ok(s) = scan(text) {
-                assert_eq!(s.doc, super::super::schema::to_json(text), "{text}");
+                assert_eq!(s.doc, to_json(text), "{text}");
             }
         }
     }

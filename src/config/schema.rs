@@ -8,11 +8,17 @@
 //! people, with a suggestion for a misspelled key.
 
 use jsonschema::error::{TypeKind, ValidationErrorKind};
+use jsonschema::ValidationError;
 use serde_json::{Map, Value};
 
+use super::locate::join;
 use super::raw::RawConfig;
 use super::{Diagnostic, Locations, Position};
-use crate::suggest::closest;
+use crate::suggest::did_you_mean;
+
+/// The document as the JSON the schema checks, for tests and tools that
+/// hold a file against [`schema`].
+pub use super::scan::to_json;
 
 /// The schema of psk.yaml as pretty JSON with a trailing newline: what
 /// `psk schema` prints and `schema/psk.schema.json` holds.
@@ -50,91 +56,104 @@ pub fn check(doc: &Value, loc: &Locations) -> Structural {
         // ever fail to compile, serde's own check still runs after this.
         Err(_) => return Structural::default(),
     };
-    let mut out = Vec::new();
-    let mut unknown = Vec::new();
-    let mut only_unknown_keys = true;
+    let mut found = Structural {
+        only_unknown_keys: true,
+        ..Structural::default()
+    };
     for error in validator.iter_errors(doc) {
-        let path = key_path(doc, error.instance_path().as_str());
-        let instance = error.instance();
-        let message = match error.kind() {
-            ValidationErrorKind::AdditionalProperties { unexpected } => {
-                let known = known_keys(&schema, doc, error.instance_path().as_str());
-                for key in unexpected {
-                    let hint = match closest(key, known.iter().map(String::as_str)) {
-                        Some(best) => format!(", did you mean `{best}`?"),
-                        None if known.is_empty() => String::new(),
-                        None => format!("; expected one of: {}", known.join(", ")),
-                    };
-                    let at = join(&path, key);
-                    unknown.push(at.clone());
-                    out.push(Diagnostic {
-                        position: loc.get(&at),
-                        key: at,
-                        message: format!("unknown key `{key}`{hint}"),
-                    });
-                }
-                continue;
+        let pointer = error.instance_path().as_str();
+        let path = key_path(doc, pointer);
+        if let ValidationErrorKind::AdditionalProperties { unexpected } = error.kind() {
+            let known = known_keys(&schema, doc, pointer);
+            for key in unexpected {
+                found.unknown_key(loc, &path, key, &known);
             }
-            ValidationErrorKind::Required { property } => {
-                let name = property.as_str().unwrap_or("?");
-                format!("missing key `{name}`{}", required_hint(name))
-            }
-            ValidationErrorKind::Type { kind } => {
-                let expected = match kind {
-                    TypeKind::Single(t) => t.to_string(),
-                    // An optional key may be left empty; say what it takes.
-                    TypeKind::Multiple(set) => set
-                        .iter()
-                        .map(|t| t.to_string())
-                        .filter(|t| t != "null")
-                        .collect::<Vec<_>>()
-                        .join(" or "),
-                };
-                // serde_yaml reads any plain scalar as a string (an id of
-                // digits only, a name like `1`), so only a list, mapping or
-                // null is wrong where text is expected.
-                if expected.contains("string")
-                    && matches!(instance.as_ref(), Value::Number(_) | Value::Bool(_))
-                {
-                    continue;
-                }
-                format!(
-                    "expected {}, found {}",
-                    describe_type(&expected),
-                    describe_value(instance)
-                )
-            }
-            ValidationErrorKind::Enum { options } => {
-                let allowed: Vec<String> = options
-                    .as_array()
-                    .map(|a| a.iter().map(show_scalar).collect())
-                    .unwrap_or_default();
-                format!(
-                    "{} is not allowed here; expected one of: {}",
-                    show_scalar(instance),
-                    allowed.join(", ")
-                )
-            }
-            _ => error.to_string(),
+            continue;
+        }
+        let Some(message) = describe(&error) else {
+            continue;
         };
-        only_unknown_keys = false;
+        found.only_unknown_keys = false;
         // The whole document has no key of its own: point at its start.
         let position = if path.is_empty() {
-            Position { line: 1, column: 1 }
+            Position::START
         } else {
             loc.get(&path)
         };
-        out.push(Diagnostic {
+        found.diagnostics.push(Diagnostic {
             position,
             key: path,
             message,
         });
     }
-    Structural {
-        diagnostics: out,
-        unknown_paths: unknown,
-        only_unknown_keys,
+    found
+}
+
+impl Structural {
+    /// `key`, unknown in the mapping at `parent`, where `known` are allowed.
+    fn unknown_key(&mut self, loc: &Locations, parent: &str, key: &str, known: &[String]) {
+        let hint = match did_you_mean(key, known.iter().map(String::as_str)) {
+            Some(hint) => hint,
+            None if known.is_empty() => String::new(),
+            None => format!("; expected one of: {}", known.join(", ")),
+        };
+        let at = join(parent, key);
+        self.unknown_paths.push(at.clone());
+        self.diagnostics.push(Diagnostic {
+            position: loc.get(&at),
+            key: at,
+            message: format!("unknown key `{key}`{hint}"),
+        });
     }
+}
+
+/// A schema error other than an unknown key, phrased for people; `None`
+/// for one that is no mistake in psk.yaml.
+fn describe(error: &ValidationError) -> Option<String> {
+    let instance = error.instance().as_ref();
+    Some(match error.kind() {
+        ValidationErrorKind::Required { property } => {
+            let name = property.as_str().unwrap_or("?");
+            format!("missing key `{name}`{}", required_hint(name))
+        }
+        ValidationErrorKind::Type { kind } => return wrong_type(kind, instance),
+        ValidationErrorKind::Enum { options } => {
+            let allowed: Vec<String> = options
+                .as_array()
+                .map(|a| a.iter().map(show_scalar).collect())
+                .unwrap_or_default();
+            format!(
+                "{} is not allowed here; expected one of: {}",
+                show_scalar(instance),
+                allowed.join(", ")
+            )
+        }
+        _ => error.to_string(),
+    })
+}
+
+fn wrong_type(kind: &TypeKind, instance: &Value) -> Option<String> {
+    let expected = match kind {
+        TypeKind::Single(t) => t.to_string(),
+        // An optional key may be left empty; say what it takes.
+        TypeKind::Multiple(set) => set
+            .iter()
+            .map(|t| t.to_string())
+            .filter(|t| t != "null")
+            .collect::<Vec<_>>()
+            .join(" or "),
+    };
+    // serde_yaml reads any plain scalar as a string (an id of digits only,
+    // a name like `1`), so only a list, mapping or null is wrong where text
+    // is expected.
+    if expected.contains("string") && matches!(instance, Value::Number(_) | Value::Bool(_)) {
+        return None;
+    }
+    Some(format!(
+        "expected {}, found {}",
+        describe_type(&expected),
+        describe_value(instance)
+    ))
 }
 
 fn required_hint(name: &str) -> &'static str {
@@ -180,14 +199,6 @@ fn truncate(s: &str) -> String {
         format!("{t}...")
     } else {
         t
-    }
-}
-
-fn join(parent: &str, key: &str) -> String {
-    if parent.is_empty() {
-        key.to_string()
-    } else {
-        format!("{parent}.{key}")
     }
 }
 
@@ -272,47 +283,6 @@ fn resolve<'a>(root: &'a Value, node: &'a Value) -> &'a Value {
         }
     }
     node
-}
-
-/// The YAML document as JSON for the validator (psk.yaml itself is
-/// converted by [`super::scan`], in the pass that also locates its keys).
-/// yaml-rust2 rather than serde_yaml reads it, because serde_yaml's values cannot hold an id made
-/// of 32 digits (too large for an integer). Keys that are not text (`1: x`)
-/// become their text.
-pub fn to_json(text: &str) -> Value {
-    match yaml_rust2::YamlLoader::load_from_str(text) {
-        Ok(docs) => docs.first().map_or(Value::Null, yaml_to_json),
-        Err(_) => Value::Null,
-    }
-}
-
-pub(super) fn yaml_to_json(v: &yaml_rust2::Yaml) -> Value {
-    use yaml_rust2::Yaml as Y;
-    match v {
-        Y::Null | Y::BadValue | Y::Alias(_) => Value::Null,
-        Y::Boolean(b) => Value::Bool(*b),
-        Y::Integer(i) => Value::from(*i),
-        Y::Real(r) => r
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map_or_else(|| Value::String(r.clone()), Value::Number),
-        Y::String(s) => Value::String(s.clone()),
-        Y::Array(items) => Value::Array(items.iter().map(yaml_to_json).collect()),
-        Y::Hash(m) => {
-            let mut out = Map::new();
-            for (k, v) in m {
-                let key = match k {
-                    Y::String(s) | Y::Real(s) => s.clone(),
-                    Y::Integer(i) => i.to_string(),
-                    Y::Boolean(b) => b.to_string(),
-                    _ => "?".into(),
-                };
-                out.insert(key, yaml_to_json(v));
-            }
-            Value::Object(out)
-        }
-    }
 }
 
 #[cfg(test)]

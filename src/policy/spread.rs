@@ -13,7 +13,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use sha2::{Digest, Sha256};
 
-use super::Span;
+use super::span::Span;
 use crate::tunnel::TunnelKey;
 
 /// The tunnel's offset inside each `spread` period, in seconds:

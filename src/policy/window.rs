@@ -244,10 +244,9 @@ pub fn parse_timezone(text: &str) -> Result<Tz, String> {
         return Ok(tz);
     }
     let names = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name());
-    let hint = match crate::suggest::closest(text, names) {
-        Some(best) => format!(", did you mean `{best}`?"),
-        None => "; expected an IANA name such as UTC, Europe/Berlin or America/New_York".into(),
-    };
+    let hint = crate::suggest::did_you_mean(text, names).unwrap_or_else(|| {
+        "; expected an IANA name such as UTC, Europe/Berlin or America/New_York".into()
+    });
     Err(format!("unknown time zone `{text}`{hint}"))
 }
 
@@ -257,6 +256,11 @@ mod tests {
 
     fn t(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
+    }
+
+    /// Asked at `asked`, `w` opens next at `opens`.
+    fn assert_opens(w: &Window, asked: &str, opens: &str) {
+        assert_eq!(w.next_open(t(asked)), Some(t(opens)), "asked at {asked}");
     }
 
     fn window(days: &[&str], start: &str, end: &str, tz: &str) -> Window {
@@ -279,18 +283,9 @@ mod tests {
         assert!(w.contains(t("2026-11-28T05:59:59Z")));
         assert!(!w.contains(t("2026-11-28T06:00:00Z")));
         assert!(!w.contains(t("2026-11-27T03:00:00Z")), "a Friday");
-        assert_eq!(
-            w.next_open(t("2026-11-26T12:00:00Z")),
-            Some(t("2026-11-28T02:00:00Z"))
-        );
-        assert_eq!(
-            w.next_open(t("2026-11-28T03:00:00Z")),
-            Some(t("2026-11-28T03:00:00Z"))
-        );
-        assert_eq!(
-            w.next_open(t("2026-11-29T06:00:00Z")),
-            Some(t("2026-12-05T02:00:00Z"))
-        );
+        assert_opens(&w, "2026-11-26T12:00:00Z", "2026-11-28T02:00:00Z");
+        assert_opens(&w, "2026-11-28T03:00:00Z", "2026-11-28T03:00:00Z");
+        assert_opens(&w, "2026-11-29T06:00:00Z", "2026-12-05T02:00:00Z");
     }
 
     #[test]
@@ -303,10 +298,7 @@ mod tests {
         assert!(!w.contains(t("2026-11-28T02:00:00Z")));
         assert!(!w.contains(t("2026-11-28T22:30:00Z")), "Saturday night");
         assert!(!w.contains(t("2026-11-27T01:00:00Z")), "Thursday's night");
-        assert_eq!(
-            w.next_open(t("2026-11-28T02:00:00Z")),
-            Some(t("2026-12-04T22:00:00Z"))
-        );
+        assert_opens(&w, "2026-11-28T02:00:00Z", "2026-12-04T22:00:00Z");
         assert_eq!(w.to_string(), "fri 22:00–02:00 UTC");
     }
 
@@ -341,16 +333,10 @@ mod tests {
         assert!(w.contains(t("2026-03-29T01:00:00Z")));
         assert!(w.contains(t("2026-03-29T03:59:59Z")));
         assert!(!w.contains(t("2026-03-29T04:00:00Z")));
-        assert_eq!(
-            w.next_open(t("2026-03-28T12:00:00Z")),
-            Some(t("2026-03-29T01:00:00Z"))
-        );
+        assert_opens(&w, "2026-03-28T12:00:00Z", "2026-03-29T01:00:00Z");
         // A window inside the gap is shut that day only.
         let gap = window(&["sun"], "02:15", "02:45", "Europe/Berlin");
-        assert_eq!(
-            gap.next_open(t("2026-03-28T12:00:00Z")),
-            Some(t("2026-04-05T00:15:00Z"))
-        );
+        assert_opens(&gap, "2026-03-28T12:00:00Z", "2026-04-05T00:15:00Z");
     }
 
     #[test]

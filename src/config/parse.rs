@@ -1,0 +1,248 @@
+//! Reading psk.yaml's text as far as the raw types, stopping at the first
+//! stage that finds a problem and reporting everything that stage found.
+//!
+//! The stages run cheapest and most fundamental first: the checks on the
+//! characters (`guard`), one event pass for the alias cap, the positions
+//! and the document (`scan`), YAML syntax, keys repeated in one mapping,
+//! the schema (every unknown key, missing key and wrong type at once), and
+//! serde into the `raw` types. Then `validate` checks the meaning and
+//! builds the [`Config`].
+
+use std::path::Path;
+
+use super::guard;
+use super::raw::RawConfig;
+use super::scan::{self, Scan};
+use super::schema;
+use super::validate;
+use super::{Config, ConfigError, Diagnostic, Locations, Position};
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            let message = format!(
+                "cannot read it: {e}. Create it (see examples/quickstart/psk.yaml) or pass -c FILE"
+            );
+            ConfigError::new(path, vec![Diagnostic::at(Position::START, message)])
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let at = position_of(e.as_bytes(), e.utf8_error().valid_up_to());
+            let message = "the file is not valid UTF-8".to_string();
+            ConfigError::new(path, vec![Diagnostic::at(at, message)])
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Validates `text` as the contents of `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let fail = |diagnostics| ConfigError::new(path, diagnostics);
+        let (loc, raw) = read(path, text).map_err(fail)?;
+        validate::config(path, &raw, &loc).map_err(fail)
+    }
+}
+
+/// psk.yaml as the raw types, with where each of its keys sits; or every
+/// problem of the first stage that finds one.
+fn read(path: &Path, text: &str) -> Result<(Locations, RawConfig), Vec<Diagnostic>> {
+    guard::check_text(text).map_err(|d| vec![d])?;
+    // One pass of yaml-rust2: the alias cap, key positions, the tree.
+    let Scan {
+        locations: loc,
+        doc,
+    } = scan::scan(text).map_err(|d| vec![d])?;
+    if text.trim().is_empty() {
+        return Err(vec![Diagnostic::at(
+            Position::START,
+            "the file is empty; it needs at least `version: 1`, `recipients`, `policies` and `tunnels`".into(),
+        )]);
+    }
+    // The model, read once. serde_yaml reads the whole document before
+    // building anything, so a document it reads is free of syntax
+    // errors; when it fails, the syntax is checked on its own first,
+    // because serde_yaml's messages and positions for those are good.
+    let raw = serde_yaml::from_str::<RawConfig>(text);
+    if raw.is_err() {
+        serde_yaml::from_str::<serde::de::IgnoredAny>(text)
+            .map_err(|e| vec![serde_diagnostic(&e)])?;
+    }
+    // Before anything builds a tree: loaders keep one of two equal keys.
+    let duplicates: Vec<Diagnostic> = loc
+        .duplicates()
+        .iter()
+        .map(|(key, position)| Diagnostic {
+            position: *position,
+            key: key.clone(),
+            message:
+                "appears twice in one mapping; YAML keeps only one of them, so remove the other"
+                    .into(),
+        })
+        .collect();
+    if !duplicates.is_empty() {
+        return Err(duplicates);
+    }
+    structure(path, text, &doc, &loc)?;
+    let raw = raw.map_err(|e| vec![serde_diagnostic(&e)])?;
+    Ok((loc, raw))
+}
+
+/// The schema's verdict on `doc`, the file as YAML values.
+fn structure(
+    path: &Path,
+    text: &str,
+    doc: &serde_json::Value,
+    loc: &Locations,
+) -> Result<(), Vec<Diagnostic>> {
+    let structural = schema::check(doc, loc);
+    if structural.diagnostics.is_empty() {
+        return Ok(());
+    }
+    let mut all = structural.diagnostics;
+    // Misspelled keys alone do not hide the other mistakes: check the
+    // meaning of the rest too, so every error shows at once.
+    let pruned = structural
+        .only_unknown_keys
+        .then(|| without_keys(text, loc, &structural.unknown_paths))
+        .flatten();
+    if let Some(pruned) = pruned {
+        if let Ok(raw) = serde_yaml::from_str::<RawConfig>(&pruned) {
+            if let Err(errors) = validate::config(path, &raw, loc) {
+                all.extend(errors);
+            }
+        }
+    }
+    Err(all)
+}
+
+/// `text` with the block-style lines of each key at `paths` turned into
+/// comments, so line numbers stay put; `None` when a key is not written
+/// alone at the start of its line (flow style), where that is not safe.
+fn without_keys(text: &str, loc: &Locations, paths: &[String]) -> Option<String> {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    for path in paths {
+        let key = path.rsplit('.').next()?;
+        let pos = loc.get(path);
+        let at = pos.line.checked_sub(1)?;
+        let indent = pos.column.checked_sub(1)?;
+        let line = lines.get(at)?;
+        let rest = line.get(indent..)?;
+        if !line[..indent].trim().is_empty() || !rest.starts_with(key) {
+            return None;
+        }
+        if !rest[key.len()..].trim_start().starts_with(':') {
+            return None;
+        }
+        lines[at] = "#".into();
+        // The key's value continues on the lines indented deeper.
+        for next in lines.iter_mut().skip(at + 1) {
+            let depth = next.len() - next.trim_start().len();
+            if !next.trim().is_empty() && depth <= indent {
+                break;
+            }
+            *next = "#".into();
+        }
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    Some(out)
+}
+
+/// A serde_yaml error (syntax, or a type serde found first) as a diagnostic.
+fn serde_diagnostic(e: &serde_yaml::Error) -> Diagnostic {
+    let position = e.location().map_or(Position::START, |l| Position {
+        line: l.line(),
+        column: l.column(),
+    });
+    let mut message = e.to_string();
+    if let Some(i) = message.rfind(" at line ") {
+        message.truncate(i);
+    }
+    // serde_yaml prefixes the key path ("tunnels[0]: ..."); split it off
+    // so every diagnostic has the same shape.
+    let (key, message) = match message.split_once(": ") {
+        Some((k, m)) if !k.contains(' ') => (k.to_string(), m.to_string()),
+        _ => (String::new(), message),
+    };
+    Diagnostic {
+        position,
+        key,
+        message,
+    }
+}
+
+/// The 1-based line and column of byte `offset` in `bytes`.
+fn position_of(bytes: &[u8], offset: usize) -> Position {
+    let before = &bytes[..offset];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let column = offset
+        - before
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |p| p + 1)
+        + 1;
+    Position { line, column }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{errors, parse, GOOD};
+    use super::*;
+
+    #[test]
+    fn parses_a_good_file() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.tunnels.len(), 2);
+        assert_eq!(c.tunnels[0].account_id, "023e105f4ecef8ad9ca31a8372d0c353");
+        assert_eq!(c.tunnels[1].account_id, "99999999999999999999999999999999");
+        assert_eq!(c.tunnels[0].policy, "default");
+        assert_eq!(c.tunnels[0].site.as_deref(), Some("fra"));
+        assert_eq!(c.state_path, Path::new("conf/psk.state.json"));
+        assert_eq!(c.accounts().len(), 2);
+    }
+
+    #[test]
+    fn unknown_key_is_located() {
+        let e = errors(&GOOD.replace("    site: fra\n", "    sight: fra\n"));
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].0, 11);
+        assert_eq!(
+            e[0].1,
+            "unknown key `sight`; expected one of: account, account_id, id, name, policy, site"
+        );
+    }
+
+    #[test]
+    fn syntax_error_is_located() {
+        let e = errors("version: 1\ntunnels: [\n");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].0 >= 2, "{e:?}");
+    }
+
+    #[test]
+    fn a_misspelled_key_does_not_hide_other_errors() {
+        let text = GOOD
+            .replace("    site: fra\n", "    sight: fra\n")
+            .replace("fra-secondary", "fra-primary");
+        let e = errors(&text);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!(e[0].0, 11);
+        assert!(e[0].1.starts_with("unknown key `sight`"));
+        assert_eq!(e[1].0, 12);
+        assert!(e[1].1.starts_with("duplicate tunnel name"));
+    }
+
+    #[test]
+    fn pruning_a_misspelled_block_keeps_line_numbers() {
+        let text = "version: 1\nrecipients: [x]\npolicis:\n  a:\n    rotate_every: 1d\n\nmore: 1\n";
+        let loc = Locations::index(text);
+        let pruned = without_keys(text, &loc, &["policis".to_string()]).unwrap();
+        assert_eq!(pruned, "version: 1\nrecipients: [x]\n#\n#\n#\n#\nmore: 1\n");
+        // A key inside a flow mapping cannot be cut out line by line.
+        let flow = "tunnels:\n  - {name: a, sight: b}\n";
+        let loc = Locations::index(flow);
+        assert_eq!(
+            without_keys(flow, &loc, &["tunnels[0].sight".to_string()]),
+            None
+        );
+    }
+}
