@@ -1,0 +1,197 @@
+//! Delivery: after a new PSK is recorded, the policy's `deliver` command
+//! gets it on stdin; failures show as `redeliver` and `psk deliver` retries;
+//! a site's next tunnel waits for the previous delivery.
+
+use crate::common::*;
+
+/// A delivery script that appends "<name> <site> <psk-from-stdin>" to
+/// `log`, or fails when `fail_flag` exists. Its argv never holds the PSK.
+fn script(env: &TestEnv) -> (String, std::path::PathBuf, std::path::PathBuf) {
+    let log = env.path("delivered.log");
+    let fail = env.path("fail-delivery");
+    let path = env.path("deliver.sh");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nset -e\nif [ -e '{fail}' ]; then exit 3; fi\nread -r key\nif [ -n \"$CLOUDFLARE_API_TOKEN\" ]; then exit 9; fi\necho \"$PSK_TUNNEL_NAME $PSK_SITE $PSK_TUNNEL_ID $PSK_ACCOUNT_ID $key $(date +%s%N)\" >> '{log}'\n",
+            fail = fail.display(),
+            log = log.display()
+        ),
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    (path.display().to_string(), log, fail)
+}
+
+fn config_with_delivery_by(env: &TestEnv, tunnels: usize, script: &str, generator: &str) {
+    let text = config_text(&env.recipient, tunnels, "90d").replace(
+        "    site_parallel: true\n",
+        &format!("    deliver: [\"{script}\", \"--quiet\"]\n    deliver_timeout: 10s\n    generator: {generator}\n"),
+    );
+    env.write_config(&text);
+}
+
+fn delivered(log: &std::path::Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split(' ').map(String::from).collect())
+        .collect()
+}
+
+#[test]
+fn delivery_hands_each_new_psk_to_its_router_and_site_pairs_go_one_by_one() {
+    delivery_and_site_pairs("cloudflare");
+}
+
+/// Keys made here go out in bulk, but still one tunnel per site at a time:
+/// a bulk set holds at most one tunnel of each site.
+#[test]
+fn local_keys_are_delivered_and_site_pairs_go_one_by_one() {
+    delivery_and_site_pairs("local");
+}
+
+fn delivery_and_site_pairs(generator: &str) {
+    let mut env = TestEnv::new(0);
+    let (script, log, _) = script(&env);
+    config_with_delivery_by(&env, 4, &script, generator);
+    env.start_sandbox();
+    let plan = env.run(&["plan"]);
+    assert!(
+        plan.stdout.contains("Plan: 0 to rotate, 4 to generate"),
+        "both tunnels of a site in one apply with delivery: {plan:?}"
+    );
+
+    let apply = env.run(&["apply", "--auto-approve"]).success();
+    assert_eq!(
+        apply
+            .stdout
+            .matches("new PSK delivered to its router")
+            .count(),
+        4,
+        "{apply:?}"
+    );
+    let lines = delivered(&log);
+    assert_eq!(lines.len(), 4);
+    let ledger = env.ledger();
+    for l in &lines {
+        let (name, site, id, account, key) = (&l[0], &l[1], &l[2], &l[3], &l[4]);
+        assert!(name.starts_with("tunnel-"));
+        assert!(site.starts_with("site-"));
+        assert_eq!(account, ACCOUNT);
+        assert_eq!(
+            ledger[id].last().unwrap(),
+            key,
+            "the router got the key on the edge"
+        );
+    }
+    // A site's second tunnel changed on the edge only after the first one's
+    // key reached its router: both paths were never down together.
+    let edge_at: std::collections::BTreeMap<String, i64> =
+        std::fs::read_to_string(env.ledger_path())
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let at = chrono::DateTime::parse_from_rfc3339(v["at"].as_str().unwrap()).unwrap();
+                (
+                    v["tunnel_id"].as_str().unwrap().to_string(),
+                    at.timestamp_nanos_opt().unwrap(),
+                )
+            })
+            .collect();
+    for site in ["site-0", "site-1"] {
+        let mut pair: Vec<&Vec<String>> = lines.iter().filter(|l| l[1] == site).collect();
+        assert_eq!(pair.len(), 2);
+        pair.sort_by_key(|l| edge_at[&l[2]]);
+        let first_delivered: i64 = pair[0][5].parse().unwrap();
+        assert!(
+            edge_at[&pair[1][2]] > first_delivered,
+            "{site}: the second tunnel changed before the first was delivered"
+        );
+    }
+    let state = env.state_json();
+    for rec in state["tunnels"].as_object().unwrap().values() {
+        assert_eq!(rec["delivery"]["ok"], true);
+    }
+    // Output never shows the key, even though the script read it.
+    env.assert_no_secrets(&apply.all());
+}
+
+#[test]
+fn failed_delivery_blocks_the_site_shows_redeliver_and_psk_deliver_retries() {
+    failed_delivery_blocks_the_site("cloudflare");
+}
+
+#[test]
+fn failed_delivery_of_a_local_key_blocks_the_site() {
+    failed_delivery_blocks_the_site("local");
+}
+
+fn failed_delivery_blocks_the_site(generator: &str) {
+    let mut env = TestEnv::new(0);
+    let (script, log, fail) = script(&env);
+    config_with_delivery_by(&env, 2, &script, generator);
+    env.start_sandbox();
+    std::fs::write(&fail, "").unwrap();
+    let apply = env
+        .run(&["apply", "--auto-approve", "--parallelism", "4"])
+        .failure();
+    assert!(apply.stdout.contains("DELIVERY FAILED: `"), "{apply:?}");
+    assert!(apply.stdout.contains("exited with status 3"), "{apply:?}");
+    // The site's other tunnel was not started: its path stays up.
+    assert!(
+        apply
+            .stdout
+            .contains("was not delivered; fix that and run `psk deliver"),
+        "{apply:?}"
+    );
+    assert_eq!(env.ledger().len(), 1, "only one tunnel of the site changed");
+
+    let plan = env.run(&["plan", "--detailed-exitcode"]).code(2);
+    assert!(
+        plan.stdout
+            .contains("will get its PSK delivered again by `psk deliver"),
+        "{plan:?}"
+    );
+    assert!(plan.stdout.contains("1 to redeliver"), "{plan:?}");
+
+    std::fs::remove_file(&fail).unwrap();
+    let no_id = env.run(&["deliver"]).failure();
+    assert!(no_id.stderr.contains("identity"), "{no_id:?}");
+    let redeliver = env
+        .run(&["deliver", "--identity", env.identity.to_str().unwrap()])
+        .success();
+    assert!(
+        redeliver.stdout.contains(": delivered to its router"),
+        "{redeliver:?}"
+    );
+    let lines = delivered(&log);
+    assert_eq!(lines.len(), 1);
+    let ledger = env.ledger();
+    assert_eq!(ledger[&lines[0][2]].last().unwrap(), &lines[0][4]);
+
+    // Now the other tunnel of the site goes, and the plan settles.
+    env.run(&["apply", "--auto-approve"]).success();
+    let plan = env.run(&["plan", "--detailed-exitcode"]).success();
+    for run in [&plan, &redeliver] {
+        env.assert_no_secrets(&run.all());
+    }
+}
+
+#[test]
+fn deliver_needs_a_command_and_a_sane_timeout() {
+    let env = TestEnv::new(0);
+    let text = config_text(&env.recipient, 1, "90d").replace(
+        "    site_parallel: true\n",
+        "    deliver: []\n    deliver_timeout: soon\n",
+    );
+    env.write_config(&text);
+    let run = env.run(&["validate"]).failure();
+    assert!(run.stderr.contains("deliver"), "{run:?}");
+    assert!(run.stderr.contains("deliver_timeout"), "{run:?}");
+}

@@ -1,0 +1,167 @@
+//! The committed JSON Schema is the one generated from the Rust types, and
+//! every example under examples/ passes both `psk validate` (the real
+//! binary) and the committed schema, as an editor would check it.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::psk_in;
+
+const SCHEMA_LINE: &str = "# yaml-language-server: $schema=../../schema/psk.schema.json";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn psk(args: &[&str]) -> (i32, String, String) {
+    psk_in(&root(), args)
+}
+
+fn committed_schema() -> String {
+    std::fs::read_to_string(root().join("schema/psk.schema.json")).unwrap()
+}
+
+#[test]
+fn committed_schema_is_the_generated_one() {
+    let generated = psk::config::schema::schema_text();
+    assert!(
+        committed_schema() == generated,
+        "schema/psk.schema.json differs from the schema generated from src/config/raw.rs.\n\
+         Regenerate it with:\n    cargo run --quiet -- schema > schema/psk.schema.json"
+    );
+    let (code, stdout, stderr) = psk(&["schema"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, generated, "`psk schema` prints the same schema");
+}
+
+fn examples() -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("psk.yaml"))
+        .filter(|p| p.exists())
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn the_three_examples_exist() {
+    let names: Vec<String> = examples()
+        .iter()
+        .map(|p| {
+            p.parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    for want in ["fleet", "github-actions", "quickstart"] {
+        assert!(names.iter().any(|n| n == want), "{names:?}");
+    }
+}
+
+#[test]
+fn every_example_passes_validate_and_the_committed_schema() {
+    let schema: serde_json::Value = serde_json::from_str(&committed_schema()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for path in examples() {
+        let rel = path
+            .strip_prefix(root())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().next(), Some(SCHEMA_LINE), "{rel}: first line");
+        assert!(
+            Path::new(&path.parent().unwrap().join("../../schema/psk.schema.json")).exists(),
+            "{rel}: the $schema path resolves"
+        );
+
+        let doc = psk::config::schema::to_json(&text);
+        let errors: Vec<String> = validator
+            .iter_errors(&doc)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{rel} against the schema: {errors:#?}");
+
+        let (code, stdout, stderr) = psk(&["-c", &rel, "validate"]);
+        assert_eq!(code, 0, "{rel}: {stdout}{stderr}");
+        assert!(stdout.contains("is valid"), "{rel}: {stdout}");
+        assert!(!stderr.contains("warning"), "{rel}: {stderr}");
+
+        let (code, stdout, _) = psk(&["-c", &rel, "validate", "--format", "json"]);
+        assert_eq!(code, 0, "{rel}: {stdout}");
+        let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(report["valid"], true, "{rel}");
+        assert_eq!(report["errors"], serde_json::json!([]), "{rel}");
+        assert_eq!(report["warnings"], serde_json::json!([]), "{rel}");
+    }
+}
+
+#[test]
+fn the_quickstart_has_two_tunnels_and_one_policy() {
+    let c = psk::config::Config::load(&root().join("examples/quickstart/psk.yaml")).unwrap();
+    assert_eq!(c.tunnels.len(), 2);
+    assert_eq!(c.policies.len(), 1);
+}
+
+#[test]
+fn the_fleet_is_three_accounts_of_site_pairs_with_windows_and_both_generators() {
+    use psk::policy::Generator;
+    use std::collections::BTreeMap;
+    let c = psk::config::Config::load(&root().join("examples/fleet/psk.yaml")).unwrap();
+    assert_eq!(c.tunnels.len() + c.unresolved.len(), 40);
+    assert_eq!(c.accounts().len(), 3);
+    assert!(c.recipients.len() >= 2);
+    let mut sites: BTreeMap<&str, usize> = BTreeMap::new();
+    for site in c
+        .tunnels
+        .iter()
+        .map(|t| t.site.as_deref())
+        .chain(c.unresolved.iter().map(|u| u.site.as_deref()))
+    {
+        *sites
+            .entry(site.expect("every fleet tunnel has a site"))
+            .or_default() += 1;
+    }
+    assert_eq!(sites.len(), 20, "{sites:?}");
+    assert!(sites.values().all(|n| *n == 2), "{sites:?}");
+    let windows = c.policies.values().filter(|p| p.window.is_some()).count();
+    assert!(windows >= 2, "several policies with windows");
+    let generators: Vec<Generator> = c.policies.values().map(|p| p.generator).collect();
+    assert!(generators.contains(&Generator::Cloudflare) && generators.contains(&Generator::Local));
+    assert!(
+        !c.unresolved.is_empty(),
+        "shows tunnels named by name alone"
+    );
+}
+
+#[test]
+fn the_github_workflows_use_commands_psk_has() {
+    let dir = root().join("examples/github-actions/.github/workflows");
+    let plan = std::fs::read_to_string(dir.join("psk-plan.yml")).unwrap();
+    let apply = std::fs::read_to_string(dir.join("psk-apply.yml")).unwrap();
+    for (name, text) in [("psk-plan.yml", &plan), ("psk-apply.yml", &apply)] {
+        let doc: serde_yaml::Value =
+            serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(doc["jobs"].is_mapping(), "{name} has jobs");
+        assert!(text.contains("uses: actions/checkout@v4"), "{name}");
+    }
+    assert!(plan.contains("psk plan --format markdown --out plan.json"));
+    assert!(plan.contains("uses: actions/upload-artifact@v4"));
+    assert!(plan.contains("gh pr comment"));
+    assert!(apply.contains("gh run download"));
+    assert!(apply.contains("run: psk apply plan.json"));
+    assert!(apply.contains("git add psk.state.json"));
+
+    // The flags the workflows pass exist in this psk.
+    let (code, help, _) = psk(&["plan", "--help"]);
+    assert_eq!(code, 0);
+    for flag in ["--format", "markdown", "--out", "--expires-in"] {
+        assert!(help.contains(flag), "psk plan --help lacks {flag}");
+    }
+    let (code, help, _) = psk(&["apply", "--help"]);
+    assert_eq!(code, 0);
+    assert!(help.contains("[FILE]"), "psk apply takes a saved plan");
+}

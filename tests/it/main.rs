@@ -1,0 +1,37 @@
+//! psk's integration tests, one binary: each former `tests/*.rs` is a
+//! module here, so `common` compiles once and psk is linked once instead of
+//! 28 times. Run one part with `cargo test --test it bad_input::` (a module
+//! path filter); the data the tests read stays in `tests/contract/` and
+//! `tests/corpus/`.
+
+mod common;
+
+mod apply_deliver;
+mod apply_exec;
+mod apply_generators;
+mod apply_interrupt;
+mod bad_input;
+mod client_bulk;
+mod client_errors;
+mod client_limit;
+mod client_retry;
+mod concurrent_apply;
+mod config_corpus;
+mod config_examples;
+mod config_policy;
+mod contract;
+mod custody_age;
+mod custody_commands;
+mod end_to_end;
+mod faults;
+#[cfg(unix)]
+mod file_modes;
+mod logging;
+mod no_secrets;
+mod plan_review;
+mod plan_verdict;
+mod planner_props;
+mod render_snapshots;
+mod sandbox_api;
+mod sandbox_cli;
+mod state_store;
