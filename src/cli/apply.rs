@@ -45,7 +45,7 @@ pub struct ApplyArgs {
 }
 
 pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
-    let config = global.load_config()?;
+    let mut config = global.load_config()?;
     let super::context::Writable {
         path: state_path,
         lock: _lock,
@@ -77,7 +77,7 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
         None => {
             let options = args.selection.options(&config, state.as_ref())?;
             let (client, sandbox) = global.connect(&config, state.as_ref()).await?;
-            let remote = context::refresh(&client, &config).await?;
+            let remote = context::refresh(&client, &mut config).await?;
             let mut plan = reconcile::reconcile_with(
                 &config,
                 state.as_ref(),

@@ -11,7 +11,7 @@ use crate::cloudflare::{ApiError, BulkResult, PskEntry};
 use crate::cloudflare::{Client, ClientOptions, Credentials, RateLimit};
 use crate::config::Config;
 use crate::policy::Generator;
-use crate::reconcile::{DryRun, Plan, Remote};
+use crate::reconcile::{resolve_names, DryRun, Plan, Remote};
 use crate::sandbox::{self, Running, Sandbox, SandboxOptions};
 use crate::state::{self, State, StateLock};
 
@@ -78,13 +78,7 @@ impl Global {
         if !config.unresolved.is_empty() {
             // A state that does not load is reported by the command itself.
             if let Ok(Some(state)) = state::load(&self.state_path(&config)) {
-                config.resolve(|account, name| {
-                    state
-                        .tunnels
-                        .values()
-                        .find(|r| r.account_id == account && r.name == name)
-                        .map(|r| r.tunnel_id.clone())
-                });
+                resolve_names(&mut config, Some(&state), None)?;
             }
         }
         Ok(config)
@@ -154,7 +148,8 @@ pub fn require_state(path: &std::path::Path) -> anyhow::Result<State> {
 }
 
 /// One list call per account; every tunnel of psk.yaml must be there.
-pub async fn refresh(client: &Client, config: &Config) -> anyhow::Result<Remote> {
+/// Tunnels named only by name get their ids from the list.
+pub async fn refresh(client: &Client, config: &mut Config) -> anyhow::Result<Remote> {
     let mut remote = Remote::default();
     for account in config.accounts() {
         let tunnels = client
@@ -172,50 +167,19 @@ pub async fn refresh(client: &Client, config: &Config) -> anyhow::Result<Remote>
                 .insert(crate::tunnel::TunnelKey::new(&account, &t.id), t);
         }
     }
+    resolve_names(config, None, Some(&remote))?;
     let mut missing: Vec<String> = config
         .tunnels
         .iter()
         .filter(|t| !remote.tunnels.contains_key(&t.key()))
         .map(|t| format!("  {} (id {}) in account {}", t.name, t.id, t.account_id))
         .collect();
-    for u in &config.unresolved {
-        let ids: Vec<&str> = remote
-            .tunnels
-            .iter()
-            .filter(|(k, t)| k.account_id == u.account_id && t.name == u.name)
-            .map(|(k, _)| k.tunnel_id.as_str())
-            .collect();
-        match ids.len() {
-            0 => missing.push(format!(
-                "  {} (named by name, no id; line {}) in account {}",
-                u.name, u.line, u.account_id
-            )),
-            1 => {
-                let key = crate::tunnel::TunnelKey::new(&u.account_id, ids[0]);
-                if let Some(t) = config.tunnels.iter().find(|t| t.key() == key) {
-                    bail!(
-                        "{}:{}: tunnel `{}` is Cloudflare's tunnel {} in account {}, which psk.yaml also lists as `{}`; list each tunnel once",
-                        config.path.display(),
-                        u.line,
-                        u.name,
-                        ids[0],
-                        u.account_id,
-                        t.name
-                    );
-                }
-            }
-            _ => bail!(
-                "{}:{}: {} tunnels in account {} are named `{}` ({}); psk cannot tell which one `{}` means. Add its `id` to psk.yaml",
-                config.path.display(),
-                u.line,
-                ids.len(),
-                u.account_id,
-                u.name,
-                ids.join(", "),
-                u.name
-            ),
-        }
-    }
+    missing.extend(config.unresolved.iter().map(|u| {
+        format!(
+            "  {} (named by name, no id; line {}) in account {}",
+            u.name, u.line, u.account_id
+        )
+    }));
     if !missing.is_empty() {
         bail!(
             "{} tunnel{} in {} {} not found at Cloudflare:\n{}\nCheck the ids and account ids in psk.yaml; psk does not create tunnels",

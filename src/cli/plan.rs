@@ -130,7 +130,7 @@ pub enum Format {
 }
 
 pub async fn run(global: &Global, args: PlanArgs) -> anyhow::Result<Status> {
-    let config = global.load_config()?;
+    let mut config = global.load_config()?;
     let state_path = global.state_path(&config);
     let state = context::load_state(&state_path)?;
     let options = PlanOptions {
@@ -146,7 +146,7 @@ pub async fn run(global: &Global, args: PlanArgs) -> anyhow::Result<Status> {
         reconcile::reconcile_with(&config, state.as_ref(), None, now, &options)
     } else {
         let (client, _sandbox) = global.connect(&config, state.as_ref()).await?;
-        let remote = context::refresh(&client, &config).await?;
+        let remote = context::refresh(&client, &mut config).await?;
         let mut plan =
             reconcile::reconcile_with(&config, state.as_ref(), Some(&remote), now, &options);
         context::dry_run(&client, &config, &mut plan).await;

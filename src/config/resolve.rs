@@ -2,11 +2,10 @@
 //! name, and looking tunnels up once they have one.
 //!
 //! Parsing cannot know those ids: they come from Cloudflare's list or from
-//! the state, once a command has them. Until then such a tunnel waits in
+//! the state, once a command has them (`reconcile::resolve_names` asks
+//! both, once, before planning). Until then such a tunnel waits in
 //! [`Config::unresolved`], and commands that need every id say which ones
 //! are missing ([`Config::require_resolved`]).
-
-use std::collections::BTreeMap;
 
 use super::{Config, ConfigError, Diagnostic, Position, Tunnel, Unresolved};
 use crate::tunnel::TunnelKey;
@@ -37,30 +36,6 @@ impl Config {
             .sort_by_key(|t| order.get(&t.name).copied().unwrap_or(usize::MAX));
         self.unresolved = still.clone();
         still
-    }
-
-    /// Every tunnel with an id, in file order: those of psk.yaml and those
-    /// named only by name that `lookup(account, name)` finds (in the list
-    /// Cloudflare returned). Does not change `self`.
-    pub fn tunnels_resolved_by(
-        &self,
-        lookup: impl FnMut(&str, &str) -> Option<String>,
-    ) -> Vec<Tunnel> {
-        if self.unresolved.is_empty() {
-            return self.tunnels.clone();
-        }
-        let mut copy = Config {
-            path: self.path.clone(),
-            state_path: self.state_path.clone(),
-            recipients: Vec::new(),
-            policies: BTreeMap::new(),
-            tunnels: self.tunnels.clone(),
-            unresolved: self.unresolved.clone(),
-            warnings: Vec::new(),
-            order: self.order.clone(),
-        };
-        copy.resolve(lookup);
-        copy.tunnels
     }
 
     /// An error naming every tunnel whose id is still unknown, or `Ok`.

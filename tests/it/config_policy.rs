@@ -3,6 +3,8 @@
 //! tunnel per site per apply, spread that is the same on every run, and
 //! warnings from `psk validate`.
 
+use std::sync::atomic::Ordering;
+
 use crate::common::{tunnel_id, TestEnv, ACCOUNT};
 use chrono::{DateTime, Datelike, TimeDelta, Timelike, Utc, Weekday};
 use serde_json::Value;
@@ -84,6 +86,34 @@ fn tunnels_named_by_name_are_found_online_and_recorded_for_offline() {
         })
         .collect();
     assert!(names.contains(&("edge-by-name", id.as_str())), "{names:?}");
+}
+
+/// Resolved once, before planning: the dry run and apply see the tunnel's
+/// policy too, so a name-only tunnel under `generator: local` gets a key
+/// psk made, sent in bulk.
+#[test]
+fn a_tunnel_named_by_name_follows_its_policy_at_apply() {
+    let mut env = TestEnv::new(0);
+    let policy = "    rotate_every: 90d\n    generator: local\n";
+    env.write_config(&config(&env.recipient, policy, "  - name: edge-by-name\n"));
+    env.start_sandbox();
+    env.run(&["plan"]).success();
+    let c = &env.sandbox().counters;
+    assert_eq!(c.bulk_validate.load(Ordering::Relaxed), 1);
+    assert_eq!(c.generate_validate.load(Ordering::Relaxed), 0);
+
+    env.run(&["apply", "--auto-approve"]).success();
+    assert_eq!(
+        c.generate.load(Ordering::Relaxed),
+        0,
+        "Cloudflare made no key"
+    );
+    assert!(c.bulk_set.load(Ordering::Relaxed) >= 1);
+    let id = psk::sandbox::id_for_name(ACCOUNT, "edge-by-name");
+    assert_eq!(
+        env.state_json()["tunnels"][format!("{ACCOUNT}/{id}")]["name"],
+        "edge-by-name"
+    );
 }
 
 #[test]

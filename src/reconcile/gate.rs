@@ -1,0 +1,103 @@
+//! The two gates between "this PSK must change" and "this apply changes
+//! it": the policy's change window, and one change per site.
+//!
+//! A gate never drops a change: what it holds back is listed in the plan as
+//! [`Deferred`], with the reason it waits, so nothing waits silently. The
+//! window gate looks at one tunnel; the site gate at every change of the
+//! plan at once, which is why it runs after every tunnel is assessed.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use super::assess::{Change, Urgency};
+use super::plan::{Action, Deferral, Deferred};
+use crate::config::Config;
+use crate::policy::Policy;
+
+/// Why `change` must wait for its policy's window, or `None` when it may
+/// go now: the window is open, there is none, or the change cannot wait.
+pub fn window(policy: &Policy, change: &Change, now: DateTime<Utc>) -> Option<Deferral> {
+    if !change.urgency().may_wait() {
+        return None;
+    }
+    let window = policy.window.as_ref().filter(|w| !w.contains(now))?;
+    let opens = window.next_open(now).unwrap_or(DateTime::<Utc>::MAX_UTC);
+    Some(Deferral::Window {
+        opens,
+        opens_local: window.local(opens),
+        window: window.to_string(),
+    })
+}
+
+/// Keeps one PSK change per site (more where every policy involved sets
+/// `site_parallel`, or `deliver`) and returns the rest as deferred. The
+/// most urgent change of a site goes first (see [`Urgency`]), then file
+/// order.
+pub fn hold_back_sites(desired: &Config, actions: &mut Vec<Action>) -> Vec<Deferred> {
+    let site_of = sites(desired);
+    let mut candidates: Vec<usize> = (0..actions.len())
+        .filter(|i| {
+            actions[*i].kind.changes_psk() && site_of.contains_key(actions[*i].name.as_str())
+        })
+        .collect();
+    candidates.sort_by_key(|i| (Urgency::of(&actions[*i].reasons), *i));
+
+    // Per site: the names chosen so far and whether all of them allow company.
+    let mut chosen: HashMap<&str, (Vec<&str>, bool)> = HashMap::new();
+    let mut held: HashMap<usize, Deferral> = HashMap::new();
+    for i in candidates {
+        let name = actions[i].name.as_str();
+        let (site, parallel) = site_of[name];
+        match chosen.get_mut(site) {
+            None => {
+                chosen.insert(site, (vec![name], parallel));
+            }
+            Some((names, all_parallel)) if *all_parallel && parallel => names.push(name),
+            Some((names, _)) => {
+                let why = Deferral::Site {
+                    site: site.to_string(),
+                    rotating: names[0].to_string(),
+                };
+                held.insert(i, why);
+            }
+        }
+    }
+
+    let mut deferred = Vec::new();
+    let mut kept = Vec::new();
+    for (i, a) in std::mem::take(actions).into_iter().enumerate() {
+        match held.remove(&i) {
+            Some(why) => deferred.push(Deferred {
+                name: a.name,
+                key: a.key,
+                kind: a.kind,
+                reasons: a.reasons,
+                policy: a.policy.unwrap_or_default(),
+                why,
+            }),
+            None => kept.push(a),
+        }
+    }
+    *actions = kept;
+    deferred
+}
+
+/// Each tunnel with a site, by name: its site, and whether its policy lets
+/// it change beside others of the site. With a delivery command, apply
+/// rotates a site's tunnels one after another, each only once the previous
+/// one is delivered, so they may share an apply.
+fn sites(desired: &Config) -> HashMap<&str, (&str, bool)> {
+    desired
+        .tunnels
+        .iter()
+        .filter_map(|t| {
+            let site = t.site.as_deref()?;
+            let p = desired.policy_of(t);
+            Some((
+                t.name.as_str(),
+                (site, p.site_parallel || p.deliver.is_some()),
+            ))
+        })
+        .collect()
+}
