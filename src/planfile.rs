@@ -4,12 +4,18 @@
 //! it or nothing. It is bound to the state it was made against (lineage and
 //! serial), to a digest of psk.yaml, and to an expiry; any mismatch is
 //! refused with what changed and what to run. It holds no secrets.
+//!
+//! [`PlanFile`] is the plan as psk holds it; the bytes on disk are the
+//! structs of `wire`, so the planner's types can change without changing
+//! the file format.
+
+mod wire;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::Digest as _;
 
 use crate::config::Config;
@@ -35,8 +41,7 @@ fn version_needed(plan: &Plan) -> u64 {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanFile {
     /// Always `psk-plan`: tells a plan from any other JSON.
     pub format: String,
@@ -165,7 +170,7 @@ impl PlanFile {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut b = serde_json::to_vec_pretty(self).expect("plan serializes");
+        let mut b = serde_json::to_vec_pretty(&self.to_wire()).expect("plan serializes");
         b.push(b'\n');
         b
     }
@@ -236,13 +241,43 @@ impl PlanFile {
                 found: head.format_version,
             });
         }
-        let file: PlanFile = serde_json::from_slice(bytes).map_err(perr)?;
+        let file = PlanFile::from_wire(serde_json::from_slice(bytes).map_err(perr)?);
         file.check_shape()
             .map_err(|message| PlanFileError::Invalid {
                 path: path.to_path_buf(),
                 message,
             })?;
         Ok(file)
+    }
+
+    fn to_wire(&self) -> wire::File {
+        wire::File {
+            format: self.format.clone(),
+            format_version: self.format_version,
+            psk_version: self.psk_version.clone(),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            config_digest: self.config_digest.clone(),
+            state_lineage: self.state_lineage.clone(),
+            state_serial: self.state_serial,
+            state_diff: self.state_diff.clone(),
+            plan: wire::Plan::from(&self.plan),
+        }
+    }
+
+    fn from_wire(f: wire::File) -> PlanFile {
+        PlanFile {
+            format: f.format,
+            format_version: f.format_version,
+            psk_version: f.psk_version,
+            created_at: f.created_at,
+            expires_at: f.expires_at,
+            config_digest: f.config_digest,
+            state_lineage: f.state_lineage,
+            state_serial: f.state_serial,
+            state_diff: f.state_diff,
+            plan: f.plan.into(),
+        }
     }
 
     /// Semantic checks serde cannot do: ids are ids, names are printable.
@@ -343,7 +378,7 @@ tunnels:
     #[test]
     fn round_trips_and_accepts_a_fresh_plan() {
         let (config, state, file, now) = setup();
-        let back: PlanFile = serde_json::from_slice(&file.to_bytes()).unwrap();
+        let back = PlanFile::parse(Path::new("p.json"), &file.to_bytes()).unwrap();
         assert_eq!(back, file);
         assert_eq!(file.check(&config, "sha256:aa", Some(&state), now), Ok(()));
     }
@@ -395,6 +430,168 @@ tunnels:
             e.to_string().contains("no state, but a state now exists"),
             "{e}"
         );
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn span(s: &str) -> crate::policy::Span {
+        s.parse().unwrap()
+    }
+
+    fn key(i: u8) -> crate::tunnel::TunnelKey {
+        crate::tunnel::TunnelKey::new("023e105f4ecef8ad9ca31a8372d0c353", &format!("{i:032x}"))
+    }
+
+    /// One of every reason.
+    fn every_reason() -> Vec<crate::reconcile::Reason> {
+        use crate::reconcile::Reason;
+        vec![
+            Reason::NeverRotated,
+            Reason::Due {
+                last_rotated: t("2026-08-01T10:00:00Z"),
+                days_ago: 117,
+                policy: "default".into(),
+                every: span("90d"),
+                spread: Some(span("2w")),
+            },
+            Reason::Due {
+                last_rotated: t("2026-08-01T10:00:00.123456789Z"),
+                days_ago: 1,
+                policy: "p".into(),
+                every: span("30d"),
+                spread: None,
+            },
+            Reason::Interrupted {
+                started: t("2026-11-25T00:00:00Z"),
+            },
+            Reason::ChangedOutside {
+                on: t("2026-11-20T00:00:00Z"),
+            },
+            Reason::NotInConfig,
+            Reason::Forced,
+            Reason::Pending {
+                generated: t("2026-11-24T00:00:00Z"),
+                remote_changed: Some(t("2026-11-24T01:00:00Z")),
+            },
+            Reason::DeliveryFailed {
+                at: t("2026-11-23T00:00:00Z"),
+                error: Some("exit status 1".into()),
+            },
+            Reason::RecipientsChanged {
+                added: vec!["age1new".into()],
+                removed: vec![],
+            },
+        ]
+    }
+
+    /// One action of every kind, with every dry-run result.
+    fn every_action() -> Vec<crate::reconcile::Action> {
+        use crate::reconcile::{Action, ActionKind, DryRun};
+        let kinds = [
+            ActionKind::Generate,
+            ActionKind::Rotate,
+            ActionKind::Forget,
+            ActionKind::Reseal,
+        ];
+        let dry_runs = [
+            DryRun::NotRun,
+            DryRun::Accepted,
+            DryRun::Refused("Cloudflare refused (HTTP 400)".into()),
+            DryRun::NoVerdict("the dry run itself failed: HTTP 503".into()),
+        ];
+        let mut actions: Vec<Action> = kinds
+            .iter()
+            .zip(dry_runs)
+            .enumerate()
+            .map(|(i, (kind, dry_run))| Action {
+                name: format!("t{i}"),
+                key: key(i as u8),
+                kind: *kind,
+                reasons: every_reason(),
+                policy: Some("default".into()),
+                last_rotated: Some(t("2026-08-01T10:00:00Z")),
+                next_due: Some(t("2026-10-30T10:00:00Z")),
+                dry_run,
+            })
+            .collect();
+        actions.push(Action {
+            name: "r".into(),
+            key: key(9),
+            kind: ActionKind::Redeliver,
+            reasons: vec![],
+            policy: None,
+            last_rotated: None,
+            next_due: None,
+            dry_run: DryRun::NotRun,
+        });
+        actions
+    }
+
+    /// A plan holding every variant the file format has.
+    fn every_field() -> PlanFile {
+        use crate::reconcile::{ActionKind, Deferral, Deferred, Reason, Unchanged, Upcoming};
+        let deferred = |why| Deferred {
+            name: "d".into(),
+            key: key(10),
+            kind: ActionKind::Rotate,
+            reasons: vec![Reason::Forced],
+            policy: "standard".into(),
+            why,
+        };
+        let plan = Plan {
+            now: t("2026-11-26T12:00:00Z"),
+            offline: false,
+            targeted: true,
+            actions: every_action(),
+            unchanged: vec![Unchanged {
+                name: "u".into(),
+                key: key(11),
+                next_due: t("2027-01-01T00:00:00Z"),
+            }],
+            deferred: vec![
+                deferred(Deferral::Window {
+                    opens: t("2026-11-28T01:00:00Z"),
+                    opens_local: "2026-11-28 02:00 CET".into(),
+                    window: "sat 02:00–06:00 Europe/Berlin".into(),
+                }),
+                deferred(Deferral::Site {
+                    site: "fra".into(),
+                    rotating: "t1".into(),
+                }),
+            ],
+            upcoming: vec![Upcoming {
+                name: "soon".into(),
+                key: key(12),
+                policy: "standard".into(),
+                due: t("2026-12-03T10:00:00Z"),
+                starts: t("2026-12-05T01:00:00Z"),
+            }],
+            horizon: Some(span("2w")),
+        };
+        PlanFile::new(
+            plan,
+            "sha256:aa".into(),
+            None,
+            "--- a\n+++ b\n".into(),
+            t("2026-11-26T12:00:00.5Z"),
+            chrono::TimeDelta::hours(24),
+        )
+    }
+
+    /// The file format does not move when the planner's types do: a plan
+    /// with every variant is written to the very bytes psk wrote before
+    /// the format had structs of its own, and reads back the same.
+    #[test]
+    fn every_field_is_written_as_before() {
+        let file = every_field();
+        let bytes = file.to_bytes();
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            include_str!("planfile/every_field.json")
+        );
+        assert_eq!(PlanFile::parse(Path::new("p.json"), &bytes).unwrap(), file);
     }
 
     /// A no-verdict dry run is a warning: the plan stays applyable, and

@@ -123,8 +123,8 @@ pub async fn dry_run(client: &Client, config: &Config, plan: &mut Plan) {
 
 /// `cloudflare` keys: one `psk_generate` with `validate_only` per tunnel.
 async fn dry_run_generate(client: &Client, plan: &mut Plan, todo: Vec<(usize, TunnelKey)>) {
-    let results = client
-        .concurrently(todo, |(i, key)| async move {
+    let results =
+        crate::cloudflare::concurrently(client.parallelism(), todo, |(i, key)| async move {
             let r = client
                 .psk_generate(&key.account_id, &key.tunnel_id, true)
                 .await;
@@ -195,18 +195,13 @@ fn log_verdict(a: &Action, generator: &str) {
 
 /// What a failed dry run says. Cloudflare's own "no" (a 4xx with its
 /// error, `success: false`) is a refusal: apply would fail the same way.
-/// A dry run that failed in passing (no answer or an unreadable one, a
-/// 5xx after every retry, 408, 409, the rate limit) is no verdict on the
+/// A dry run that failed in passing (transient, or an answer that could
+/// not be read; see [`crate::cloudflare::Failure`]) is no verdict on the
 /// rotation: a warning, so the reader retries rather than edits psk.yaml,
 /// and apply still goes ahead.
 fn verdict_of_failure(e: &ApiError) -> DryRun {
     let message = e.to_string().replace('\n', " ");
-    let in_passing = e.outcome_unknown()
-        || match e.status() {
-            None => true,
-            Some(s) => s >= 500 || matches!(s, 408 | 409 | 429),
-        };
-    if in_passing {
+    if e.is_transient() || e.outcome_unknown() {
         DryRun::NoVerdict(format!("the dry run itself failed: {message}"))
     } else {
         DryRun::Refused(message)

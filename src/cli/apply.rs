@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context as _};
 use chrono::Utc;
 use clap::Args;
-use serde_json::json;
 
 use super::args::{Global, LockWait, Selection};
 use super::progress::Progress;
@@ -15,7 +14,7 @@ use super::Status;
 use crate::apply;
 use crate::cloudflare::Client;
 use crate::planfile::{self, PlanFile};
-use crate::reconcile::{ActionKind, Plan};
+use crate::reconcile::Plan;
 use crate::render;
 use crate::state::State;
 
@@ -113,16 +112,7 @@ fn review(plan: &Plan, args: &ApplyArgs, no_color: bool) -> anyhow::Result<Optio
         if !from_file && !args.auto_approve {
             bail!("--json cannot ask for confirmation: pass --auto-approve, or apply a saved plan FILE");
         }
-        let counts = json!({
-            "type": "plan",
-            "rotate": plan.count(ActionKind::Rotate),
-            "generate": plan.count(ActionKind::Generate),
-            "reseal": plan.count(ActionKind::Reseal),
-            "forget": plan.count(ActionKind::Forget),
-            "no_verdict": plan.no_verdicts(),
-            "applyable": !plan.has_refusals(),
-        });
-        writeln!(out, "{counts}")?;
+        render::json_apply_header(plan, &mut out)?;
     } else {
         let color = render::use_color(no_color, std::io::stdout().is_terminal());
         render::human_styled(plan, &mut out, color)?;

@@ -1,4 +1,7 @@
-//! API errors a person can act on, with no body text and no credential.
+//! API errors a person can act on, with no body text and no credential,
+//! and the one table ([`Failure`]) of what a failure says about its
+//! request: the retry policy, dry-run verdicts and the executor's
+//! "interrupted" all read it, so they cannot disagree.
 
 use std::fmt;
 
@@ -131,17 +134,82 @@ impl ApiError {
         }
     }
 
+    /// What this failure says about the request; see [`Failure`].
+    pub fn failure(&self) -> Failure {
+        match self {
+            ApiError::Transport { sent: false, .. } => Failure::TurnedAway,
+            ApiError::Transport { sent: true, .. } => Failure::Lost,
+            ApiError::Api { status, .. } => Failure::of_status(*status),
+            ApiError::Decode { status, .. } if (200..300).contains(status) => Failure::Unreadable,
+            ApiError::Decode { status, .. } => Failure::of_status(*status),
+            ApiError::MissingCredentials(_)
+            | ApiError::TunnelNotFound { .. }
+            | ApiError::AccountNotFound { .. } => Failure::Final,
+        }
+    }
+
+    /// True when the same request may well succeed if sent again: the
+    /// failure was in passing, not an answer about the request. Retries
+    /// follow it, and a dry run that failed so gives no verdict.
+    pub fn is_transient(&self) -> bool {
+        self.failure().is_transient()
+    }
+
     /// True when Cloudflare may have acted on a request whose answer psk
     /// did not get: for a rotation, the PSK on the edge is then unknown.
     pub fn outcome_unknown(&self) -> bool {
-        match self {
-            ApiError::Transport { sent, .. } => *sent,
-            ApiError::Api { status, .. } => *status >= 500 || *status == 408,
-            ApiError::Decode { status, .. } => (200..300).contains(status) || *status >= 500,
-            ApiError::MissingCredentials(_)
-            | ApiError::TunnelNotFound { .. }
-            | ApiError::AccountNotFound { .. } => false,
+        self.failure().may_have_acted()
+    }
+}
+
+/// What a failed call says about its request: the one table behind
+/// retries, dry-run verdicts and interrupted rotations. Two questions are
+/// read off it: would sending it again help ([`Failure::is_transient`]),
+/// and may Cloudflare have acted ([`Failure::may_have_acted`]). They
+/// differ: a 429 is worth another try but changed nothing, while an
+/// unreadable success changed something but trying again repeats the act
+/// rather than the reading.
+///
+/// | failure | transient | may have acted |
+/// | --- | --- | --- |
+/// | `TurnedAway`: no connection, 409, 429 | yes | no |
+/// | `Lost`: no answer after sending, 408, 5xx | yes | yes |
+/// | `Unreadable`: a 2xx psk cannot read | no | yes |
+/// | `Final`: any other answer, 404, `success: false`, no credentials | no | no |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Refused for now, before Cloudflare did anything: the connection was
+    /// not made, a conflicting change was under way (409), or the rate
+    /// limit (429).
+    TurnedAway,
+    /// The request may have reached Cloudflare and no usable answer came
+    /// back: the connection broke, the request timed out (408; kept here
+    /// rather than under `TurnedAway`, since psk cannot tell whose timeout
+    /// it was), or Cloudflare failed (5xx).
+    Lost,
+    /// Cloudflare said it succeeded, in an answer psk cannot read.
+    Unreadable,
+    /// Cloudflare's answer about the request itself (or no request could
+    /// be made): the same request fails the same way, and nothing changed.
+    Final,
+}
+
+impl Failure {
+    /// The row of an error answer with this HTTP status.
+    pub fn of_status(status: u16) -> Failure {
+        match status {
+            409 | 429 => Failure::TurnedAway,
+            408 | 500..=599 => Failure::Lost,
+            _ => Failure::Final,
         }
+    }
+
+    pub fn is_transient(self) -> bool {
+        matches!(self, Failure::TurnedAway | Failure::Lost)
+    }
+
+    pub fn may_have_acted(self) -> bool {
+        matches!(self, Failure::Lost | Failure::Unreadable)
     }
 }
 
@@ -231,8 +299,70 @@ pub(crate) fn redact_url(url: &str) -> String {
 }
 
 #[cfg(test)]
+impl ApiError {
+    /// An error answer with `status` and nothing else.
+    pub(crate) fn answer(status: u16) -> ApiError {
+        ApiError::Api {
+            url: "u".into(),
+            status,
+            errors: vec![],
+            attempts: 1,
+            note: None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The table in [`Failure`]'s doc, row by row: retries, dry-run
+    /// verdicts and interrupted rotations all read it.
+    #[test]
+    fn every_failure_has_one_row() {
+        let transport = |sent| ApiError::Transport {
+            url: "u".into(),
+            message: "m".into(),
+            sent,
+            attempts: 1,
+        };
+        let decode = |status| ApiError::Decode {
+            url: "u".into(),
+            status,
+            message: "m".into(),
+        };
+        let cases = [
+            (transport(false), Failure::TurnedAway),
+            (ApiError::answer(409), Failure::TurnedAway),
+            (ApiError::answer(429), Failure::TurnedAway),
+            (transport(true), Failure::Lost),
+            (ApiError::answer(408), Failure::Lost),
+            (ApiError::answer(500), Failure::Lost),
+            (ApiError::answer(503), Failure::Lost),
+            (decode(503), Failure::Lost),
+            (decode(200), Failure::Unreadable),
+            (ApiError::answer(200), Failure::Final),
+            (ApiError::answer(400), Failure::Final),
+            (ApiError::answer(403), Failure::Final),
+            (ApiError::answer(422), Failure::Final),
+            (ApiError::MissingCredentials("m".into()), Failure::Final),
+            (ApiError::answer(404).for_account("a"), Failure::Final),
+            (ApiError::answer(404).for_tunnel("a", "t"), Failure::Final),
+        ];
+        for (e, row) in cases {
+            assert_eq!(e.failure(), row, "{e:?}");
+            assert_eq!(
+                e.is_transient(),
+                matches!(row, Failure::TurnedAway | Failure::Lost),
+                "{e:?}"
+            );
+            assert_eq!(
+                e.outcome_unknown(),
+                matches!(row, Failure::Lost | Failure::Unreadable),
+                "{e:?}"
+            );
+        }
+    }
 
     #[test]
     fn passwords_in_urls_are_redacted() {

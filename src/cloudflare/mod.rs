@@ -4,6 +4,10 @@
 //! is the envelope `{success, errors, messages, result}`. Responses to
 //! `psk_generate` carry a PSK, so no response body ever reaches an error
 //! message or a log line: errors hold Cloudflare's codes and messages only.
+//!
+//! Every call goes through `call_counted`: one try at a time under the
+//! shared rate limiter (`limit`), and the retry policy (`retry`) deciding
+//! from the error's [`Failure`] row whether to try again.
 
 mod error;
 mod limit;
@@ -21,7 +25,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-pub use error::{ApiError, ApiMessage};
+pub use error::{ApiError, ApiMessage, Failure};
 pub use limit::{Limiter, RateLimit};
 pub use retry::RetryPolicy;
 
@@ -176,6 +180,53 @@ pub enum BulkResult<'a> {
 }
 
 impl BulkOutcome {
+    /// Sorts one chunk's tunnels by the chunk's answer: each lands in
+    /// exactly one of the three maps.
+    fn add(&mut self, chunk: &[PskEntry], answer: Result<WireBulkResult, ApiError>, url: &str) {
+        let mut result = match answer {
+            Ok(r) => r,
+            Err(error) => {
+                self.failed.push(ChunkFailure {
+                    tunnel_ids: chunk
+                        .iter()
+                        .map(|e| e.tunnel_id.to_ascii_lowercase())
+                        .collect(),
+                    error,
+                });
+                return;
+            }
+        };
+        let applied: BTreeMap<String, WireApplied> = result
+            .successfully_applied_psks
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        let unapplied: BTreeMap<String, String> = std::mem::take(&mut result.unapplied_psks)
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        for e in chunk {
+            let id = e.tunnel_id.to_ascii_lowercase();
+            if let Some(a) = applied.get(&id) {
+                // An unreadable date is not worth failing an applied PSK:
+                // the key is set either way.
+                let last_generated_on = a
+                    .psk_metadata
+                    .as_ref()
+                    .and_then(|m| m.last_generated_on.as_deref())
+                    .and_then(|s| parse_time(s, url).ok());
+                self.applied.insert(id, Applied { last_generated_on });
+            } else if let Some(reason) = unapplied.get(&id) {
+                self.unapplied.insert(id, reason.clone());
+            } else {
+                self.unapplied.insert(
+                    id,
+                    "Cloudflare's answer does not mention this tunnel".into(),
+                );
+            }
+        }
+    }
+
     /// The one reading of the answer for a tunnel (any case), shared by
     /// apply and the dry run so the two never disagree.
     pub fn for_tunnel(&self, tunnel_id: &str) -> BulkResult<'_> {
@@ -201,8 +252,8 @@ pub struct ClientOptions {
     pub retry: RetryPolicy,
     /// Shared by every request of the client and of its clones.
     pub rate_limit: RateLimit,
-    /// At most this many requests in flight, for callers that go through
-    /// [`Client::concurrently`].
+    /// At most this many requests in flight, for callers that pass
+    /// [`Client::parallelism`] to [`concurrently`].
     pub parallelism: usize,
     /// Say on stderr when psk waits a second or more before a retry, so a
     /// long `Retry-After` does not look like a hang. The note names the
@@ -324,24 +375,11 @@ impl Client {
         &self.limiter
     }
 
-    /// `--parallelism`: how many requests psk keeps in flight at once.
+    /// `--parallelism`: how many requests psk keeps in flight at once, for
+    /// [`concurrently`] (dry runs, bulk chunks). The rate limiter still paces
+    /// every request.
     pub fn parallelism(&self) -> usize {
         self.parallelism
-    }
-
-    /// [`concurrently`] with this client's `--parallelism`: how commands
-    /// (dry runs now, the executor later) run per-tunnel calls side by side.
-    /// The rate limiter still paces every request.
-    pub async fn concurrently<T, R, F, Fut>(
-        &self,
-        items: impl IntoIterator<Item = T>,
-        f: F,
-    ) -> Vec<R>
-    where
-        F: FnMut(T) -> Fut,
-        Fut: Future<Output = R>,
-    {
-        concurrently(self.parallelism, items, f).await
     }
 
     /// All IPsec tunnels of an account, in one call.
@@ -450,68 +488,26 @@ impl Client {
         }
         let url = &url;
         let chunks = entries.chunks(BULK_CHUNK);
-        let answers = self
-            .concurrently(chunks, |chunk| async move {
-                let body = WireBulkRequest {
-                    psks: chunk
-                        .iter()
-                        .map(|e| WireBulkEntry {
-                            id: &e.tunnel_id,
-                            psk: e.psk.expose(),
-                        })
-                        .collect(),
-                };
-                let answer: Result<WireBulkResult, ApiError> = self
-                    .call(Method::POST, url, Some(&body))
-                    .await
-                    .map_err(|e| e.for_account(account_id));
-                (chunk, answer)
-            })
-            .await;
+        let answers = concurrently(self.parallelism, chunks, |chunk| async move {
+            let body = WireBulkRequest {
+                psks: chunk
+                    .iter()
+                    .map(|e| WireBulkEntry {
+                        id: &e.tunnel_id,
+                        psk: e.psk.expose(),
+                    })
+                    .collect(),
+            };
+            let answer: Result<WireBulkResult, ApiError> = self
+                .call(Method::POST, url, Some(&body))
+                .await
+                .map_err(|e| e.for_account(account_id));
+            (chunk, answer)
+        })
+        .await;
         let mut outcome = BulkOutcome::default();
         for (chunk, answer) in answers {
-            let mut result = match answer {
-                Ok(r) => r,
-                Err(error) => {
-                    outcome.failed.push(ChunkFailure {
-                        tunnel_ids: chunk
-                            .iter()
-                            .map(|e| e.tunnel_id.to_ascii_lowercase())
-                            .collect(),
-                        error,
-                    });
-                    continue;
-                }
-            };
-            let applied: BTreeMap<String, WireApplied> = result
-                .successfully_applied_psks
-                .into_iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v))
-                .collect();
-            let unapplied: BTreeMap<String, String> = std::mem::take(&mut result.unapplied_psks)
-                .into_iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v))
-                .collect();
-            for e in chunk {
-                let id = e.tunnel_id.to_ascii_lowercase();
-                if let Some(a) = applied.get(&id) {
-                    // An unreadable date is not worth failing an applied PSK:
-                    // the key is set either way.
-                    let last_generated_on = a
-                        .psk_metadata
-                        .as_ref()
-                        .and_then(|m| m.last_generated_on.as_deref())
-                        .and_then(|s| parse_time(s, url).ok());
-                    outcome.applied.insert(id, Applied { last_generated_on });
-                } else if let Some(reason) = unapplied.get(&id) {
-                    outcome.unapplied.insert(id, reason.clone());
-                } else {
-                    outcome.unapplied.insert(
-                        id,
-                        "Cloudflare's answer does not mention this tunnel".into(),
-                    );
-                }
-            }
+            outcome.add(chunk, answer, url);
         }
         outcome
     }
@@ -543,104 +539,16 @@ impl Client {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            self.limiter.acquire().await;
-            // At trace, a request that hangs shows as a start with no end.
-            tracing::trace!(%method, path = %path, attempt, "HTTP request sent");
-            let started = std::time::Instant::now();
-            let mut req = self.http.request(method.clone(), url);
-            if let Some(b) = body {
-                req = req
-                    .header(CONTENT_TYPE, "application/json")
-                    .body(serde_json::to_vec(b).expect("request body serializes"));
-            }
-            let (err, wait) = match req.send().await {
-                Err(e) => {
-                    // A connect error means the request never left; anything
-                    // later may have reached Cloudflare.
-                    let sent = !e.is_connect();
-                    let message = error::describe_reqwest(&e);
-                    tracing::debug!(
-                        %method,
-                        path = %path,
-                        attempt,
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        sent,
-                        error = %message,
-                        "HTTP request got no answer"
-                    );
-                    let err = ApiError::Transport {
-                        url: error::redact_url(url),
-                        message,
-                        sent,
-                        attempts: attempt,
-                    };
-                    (err, Some(self.retry.backoff(attempt)))
-                }
-                Ok(resp) => {
-                    let status = resp.status();
-                    let headers = resp.headers().clone();
-                    let body = resp.bytes().await;
-                    // Method, path, status and timing only: never a header
-                    // or the body (a `psk_generate` answer holds a PSK).
-                    tracing::debug!(
-                        %method,
-                        path = %path,
-                        status = status.as_u16(),
-                        attempt,
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "HTTP request"
-                    );
-                    match body {
-                        Err(e) => {
-                            let err = ApiError::Transport {
-                                url: error::redact_url(url),
-                                message: format!(
-                                    "the connection broke while reading the answer: {}",
-                                    error::describe_reqwest(&e)
-                                ),
-                                sent: true,
-                                attempts: attempt,
-                            };
-                            (err, Some(self.retry.backoff(attempt)))
-                        }
-                        Ok(bytes) => match decode::<T>(status, &bytes, url) {
-                            Ok(v) => return Ok((v, attempt)),
-                            Err(err) => {
-                                let retryable = retry::should_retry(status, &headers);
-                                (
-                                    err,
-                                    retryable.then(|| self.retry.delay_for(attempt, &headers)),
-                                )
-                            }
-                        },
-                    }
-                }
+            let (err, headers) = match self.try_once(&method, url, &path, body, attempt).await {
+                Ok(v) => return Ok((v, attempt)),
+                Err(failed) => failed,
             };
-            match wait {
-                Some(wait) if attempt < self.retry.max_attempts => {
-                    tracing::warn!(
-                        %method,
-                        path = %path,
-                        reason = %retry_reason(&err),
-                        retry = attempt,
-                        of = self.retry.max_attempts - 1,
-                        wait_ms = wait.as_millis() as u64,
-                        "retrying"
-                    );
-                    if self.announce_waits && wait >= Duration::from_secs(1) {
-                        let why = match &err {
-                            ApiError::Api { status, .. } => format!("HTTP {status}"),
-                            _ => "no answer".to_string(),
-                        };
-                        eprintln!(
-                            "note: {why} from the API; retrying in {} s (retry {attempt} of {})",
-                            wait.as_secs_f64().ceil(),
-                            self.retry.max_attempts - 1
-                        );
-                    }
-                    tokio::time::sleep(wait).await;
+            match self.retry.wait_after(attempt, &err, headers.as_ref()) {
+                Some(wait) => {
+                    self.wait_to_retry(&method, &path, &err, attempt, wait)
+                        .await
                 }
-                _ => {
+                None => {
                     tracing::info!(
                         %method,
                         path = %path,
@@ -652,6 +560,104 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// One try: waits its turn under the rate limit, sends, and decodes
+    /// the answer. A failure comes with the answer's headers when an answer
+    /// came, for the retry policy to read.
+    async fn try_once<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: &Method,
+        url: &str,
+        path: &str,
+        body: Option<&B>,
+        attempt: u32,
+    ) -> Result<T, (ApiError, Option<HeaderMap>)> {
+        self.limiter.acquire().await;
+        // At trace, a request that hangs shows as a start with no end.
+        tracing::trace!(%method, path = %path, attempt, "HTTP request sent");
+        let started = std::time::Instant::now();
+        let mut req = self.http.request(method.clone(), url);
+        if let Some(b) = body {
+            req = req
+                .header(CONTENT_TYPE, "application/json")
+                .body(serde_json::to_vec(b).expect("request body serializes"));
+        }
+        let elapsed_ms = || started.elapsed().as_millis() as u64;
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(e) => {
+                // A connect error means the request never left; anything
+                // later may have reached Cloudflare.
+                let sent = !e.is_connect();
+                let message = error::describe_reqwest(&e);
+                tracing::debug!(
+                    %method,
+                    path = %path,
+                    attempt,
+                    elapsed_ms = elapsed_ms(),
+                    sent,
+                    error = %message,
+                    "HTTP request got no answer"
+                );
+                return Err((transport(url, message, sent, attempt), None));
+            }
+        };
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await;
+        // Method, path, status and timing only: never a header or the body
+        // (a `psk_generate` answer holds a PSK).
+        tracing::debug!(
+            %method,
+            path = %path,
+            status = status.as_u16(),
+            attempt,
+            elapsed_ms = elapsed_ms(),
+            "HTTP request"
+        );
+        match body {
+            Err(e) => {
+                let message = format!(
+                    "the connection broke while reading the answer: {}",
+                    error::describe_reqwest(&e)
+                );
+                Err((transport(url, message, true, attempt), None))
+            }
+            Ok(bytes) => decode::<T>(status, &bytes, url).map_err(|err| (err, Some(headers))),
+        }
+    }
+
+    /// Logs a retry (and, for a long wait, says so on stderr), then waits.
+    async fn wait_to_retry(
+        &self,
+        method: &Method,
+        path: &str,
+        err: &ApiError,
+        attempt: u32,
+        wait: Duration,
+    ) {
+        tracing::warn!(
+            %method,
+            path = %path,
+            reason = %retry_reason(err),
+            retry = attempt,
+            of = self.retry.max_attempts - 1,
+            wait_ms = wait.as_millis() as u64,
+            "retrying"
+        );
+        if self.announce_waits && wait >= Duration::from_secs(1) {
+            let why = match err {
+                ApiError::Api { status, .. } => format!("HTTP {status}"),
+                _ => "no answer".to_string(),
+            };
+            eprintln!(
+                "note: {why} from the API; retrying in {} s (retry {attempt} of {})",
+                wait.as_secs_f64().ceil(),
+                self.retry.max_attempts - 1
+            );
+        }
+        tokio::time::sleep(wait).await;
     }
 
     /// A URL as logs show it: the path and query below the base URL, which
@@ -673,6 +679,17 @@ fn retry_reason(err: &ApiError) -> String {
         ApiError::Transport { message, .. } => format!("no answer: {message}"),
         ApiError::TunnelNotFound { .. } | ApiError::AccountNotFound { .. } => "HTTP 404".into(),
         ApiError::MissingCredentials(_) => "no credentials".into(),
+    }
+}
+
+/// A try that got no (whole) answer; `sent` says whether it may have
+/// reached Cloudflare.
+fn transport(url: &str, message: String, sent: bool, attempt: u32) -> ApiError {
+    ApiError::Transport {
+        url: error::redact_url(url),
+        message,
+        sent,
+        attempts: attempt,
     }
 }
 

@@ -1,11 +1,14 @@
-//! One retry policy for every call, as Cloudflare's own SDKs behave.
+//! One retry policy for every call, as Cloudflare's own SDKs behave: what
+//! is retried is what [`ApiError::is_transient`] says, unless the server
+//! says otherwise; how long to wait is the server's figure or a backoff.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use reqwest::header::HeaderMap;
-use reqwest::StatusCode;
+
+use super::error::ApiError;
 
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -33,6 +36,28 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// How long to wait before trying again after try `attempt` failed
+    /// with `err`, or `None` to stop. `headers` are those of the answer, if
+    /// one came: a server's `x-should-retry` overrides the classifier, and
+    /// its `Retry-After` the backoff.
+    pub fn wait_after(
+        &self,
+        attempt: u32,
+        err: &ApiError,
+        headers: Option<&HeaderMap>,
+    ) -> Option<Duration> {
+        if attempt >= self.max_attempts {
+            return None;
+        }
+        let again = headers
+            .and_then(server_says_retry)
+            .unwrap_or_else(|| err.is_transient());
+        again.then(|| match headers {
+            Some(h) => self.delay_for(attempt, h),
+            None => self.backoff(attempt),
+        })
+    }
+
     /// Exponential backoff with jitter: a random point in the upper half of
     /// `base * 2^(attempt-1)`, so concurrent clients do not retry in step.
     pub fn backoff(&self, attempt: u32) -> Duration {
@@ -83,16 +108,14 @@ fn server_delay(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
     Some((at - now).to_std().unwrap_or(Duration::ZERO))
 }
 
-/// Whether an error answer is worth another try: 408, 409, 429 and 5xx,
-/// unless the server says `x-should-retry: false` (and always when it says
-/// `true`).
-pub fn should_retry(status: StatusCode, headers: &HeaderMap) -> bool {
+/// The server's own word on retrying (`x-should-retry: true|false`), as
+/// Cloudflare's SDKs honour it.
+fn server_says_retry(headers: &HeaderMap) -> Option<bool> {
     match header(headers, "x-should-retry") {
-        Some("true") => return true,
-        Some("false") => return false,
-        _ => {}
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        _ => None,
     }
-    matches!(status.as_u16(), 408 | 409 | 429) || status.is_server_error()
 }
 
 #[cfg(test)]
@@ -110,20 +133,40 @@ mod tests {
 
     #[test]
     fn retries_the_right_statuses() {
+        let p = RetryPolicy {
+            no_delay: true,
+            ..RetryPolicy::default()
+        };
         let none = HeaderMap::new();
         for s in [408, 409, 429, 500, 502, 503, 504] {
-            assert!(should_retry(StatusCode::from_u16(s).unwrap(), &none), "{s}");
+            assert!(
+                p.wait_after(1, &ApiError::answer(s), Some(&none)).is_some(),
+                "{s}"
+            );
         }
         for s in [400, 401, 403, 404, 422] {
             assert!(
-                !should_retry(StatusCode::from_u16(s).unwrap(), &none),
+                p.wait_after(1, &ApiError::answer(s), Some(&none)).is_none(),
                 "{s}"
             );
         }
         let no = headers(&[("x-should-retry", "false")]);
-        assert!(!should_retry(StatusCode::SERVICE_UNAVAILABLE, &no));
+        assert!(p.wait_after(1, &ApiError::answer(503), Some(&no)).is_none());
         let yes = headers(&[("x-should-retry", "true")]);
-        assert!(should_retry(StatusCode::BAD_REQUEST, &yes));
+        assert!(p
+            .wait_after(1, &ApiError::answer(400), Some(&yes))
+            .is_some());
+        // The last try is the last, whatever the server says.
+        assert!(p
+            .wait_after(p.max_attempts, &ApiError::answer(503), Some(&yes))
+            .is_none());
+        let lost = ApiError::Transport {
+            url: "u".into(),
+            message: "reset".into(),
+            sent: true,
+            attempts: 1,
+        };
+        assert_eq!(p.wait_after(1, &lost, None), Some(Duration::ZERO));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
+use super::text;
 use crate::reconcile::{ActionKind, DryRun, Plan};
 
 /// GitHub's limit on an issue or pull-request comment body.
@@ -76,9 +77,56 @@ fn dry_run_cell(d: &DryRun, kind: ActionKind) -> String {
     }
 }
 
+/// The comment: the head and foot always, and of the body (table, details,
+/// state diff) as much as fits in `limit`, saying what was cut.
 fn render(plan: &Plan, state_diff: &str, limit: usize) -> String {
+    let head = head(plan);
+    let foot = foot(plan);
+    let mut body = Body {
+        text: String::new(),
+        budget: limit.saturating_sub(head.len() + foot.len() + RESERVE),
+    };
+    let total = plan.actions.len();
+    let rows_shown = body.table(plan);
+    let details_shown = if rows_shown == total {
+        body.details(plan)
+    } else {
+        0
+    };
+    // The state diff, whole or not at all: half a diff misleads.
+    let diff_shown = state_diff.is_empty() || (details_shown == total && body.diff(state_diff));
+
+    let mut cut = Vec::new();
+    if rows_shown < total {
+        cut.push(format!("{} of {} table rows", total - rows_shown, total));
+    }
+    if details_shown < total {
+        cut.push(format!(
+            "{} of {} details blocks",
+            total - details_shown,
+            total
+        ));
+    }
+    if !diff_shown {
+        cut.push("the state file diff".to_string());
+    }
+    let mut out = head;
+    if !cut.is_empty() {
+        let _ = writeln!(
+            out,
+            "_Shortened to fit GitHub's {GITHUB_COMMENT_LIMIT}-character comment limit: omitted {}. The saved plan (`psk show-plan FILE`) or `psk plan --format json` has everything._\n",
+            cut.join(", ")
+        );
+    }
+    out.push_str(&body.text);
+    out.push_str(&foot);
+    out
+}
+
+/// The title, the summary line and any warning: never cut.
+fn head(plan: &Plan) -> String {
     let mut head = String::from("### psk plan\n\n");
-    let _ = writeln!(head, "**{}**\n", esc(&super::summary_line(plan)));
+    let _ = writeln!(head, "**{}**\n", esc(&text::summary_line(plan)));
     let mut notes = Vec::new();
     if plan.targeted {
         notes.push("Limited with `--target`: other tunnels due for rotation are not shown. Targeting is for exceptional use.".to_string());
@@ -93,7 +141,7 @@ fn render(plan: &Plan, state_diff: &str, limit: usize) -> String {
         );
     }
     if plan.no_verdicts() > 0 {
-        notes.push(super::no_verdict_note(plan));
+        notes.push(text::no_verdict_note(plan));
     }
     if !notes.is_empty() {
         head.push_str("> [!WARNING]\n");
@@ -102,41 +150,30 @@ fn render(plan: &Plan, state_diff: &str, limit: usize) -> String {
         }
         head.push('\n');
     }
+    head
+}
 
+/// Deferred and upcoming tunnels, capped so a fleet whose window is shut
+/// still fits in one comment (the JSON plan lists them all), and the next
+/// tunnel due.
+fn foot(plan: &Plan) -> String {
     let mut foot = String::new();
-    // Deferred and upcoming tunnels, capped so a fleet whose window is shut
-    // still fits in one comment; the JSON plan lists them all.
-    const LISTED: usize = 50;
-    if !plan.deferred.is_empty() {
-        foot.push_str("**Deferred** (needed, but not in this apply):\n\n");
-        for d in plan.deferred.iter().take(LISTED) {
-            let _ = writeln!(foot, "- {}", esc(&super::deferred_headline(d)));
-        }
-        if plan.deferred.len() > LISTED {
-            let _ = writeln!(foot, "- and {} more", plan.deferred.len() - LISTED);
-        }
-        foot.push('\n');
-    }
-    if !plan.upcoming.is_empty() {
-        let _ = writeln!(
-            foot,
-            "**Falling due within {}** (information, not actions):\n",
-            plan.horizon.map_or_else(String::new, |h| h.to_string())
-        );
-        for u in plan.upcoming.iter().take(LISTED) {
-            let _ = writeln!(foot, "- {}", esc(&super::upcoming_line(u)));
-        }
-        if plan.upcoming.len() > LISTED {
-            let _ = writeln!(foot, "- and {} more", plan.upcoming.len() - LISTED);
-        }
-        foot.push('\n');
-    }
-    if !plan.unchanged.is_empty() {
-        let next = plan
-            .unchanged
-            .iter()
-            .min_by(|x, y| x.next_due.cmp(&y.next_due).then(x.name.cmp(&y.name)))
-            .expect("non-empty");
+    let deferred = plan.deferred.iter().map(text::deferred_headline);
+    capped_list(
+        &mut foot,
+        "**Deferred** (needed, but not in this apply):\n",
+        deferred,
+    );
+    let title = format!(
+        "**Falling due within {}** (information, not actions):\n",
+        plan.horizon.map_or_else(String::new, |h| h.to_string())
+    );
+    capped_list(
+        &mut foot,
+        &title,
+        plan.upcoming.iter().map(text::upcoming_line),
+    );
+    if let Some(next) = text::next_due(plan) {
         let _ = writeln!(
             foot,
             "{} tunnel(s) up to date; next due: {} on {}.",
@@ -145,43 +182,74 @@ fn render(plan: &Plan, state_diff: &str, limit: usize) -> String {
             next.next_due.format("%Y-%m-%d")
         );
     }
+    foot
+}
 
-    let budget = limit.saturating_sub(head.len() + foot.len() + RESERVE);
-    let mut body = String::new();
-    let total = plan.actions.len();
+/// A titled list of at most `LISTED` items and a count of the rest;
+/// nothing when there are no items.
+fn capped_list(out: &mut String, title: &str, items: impl ExactSizeIterator<Item = String>) {
+    const LISTED: usize = 50;
+    let n = items.len();
+    if n == 0 {
+        return;
+    }
+    let _ = writeln!(out, "{title}");
+    for item in items.take(LISTED) {
+        let _ = writeln!(out, "- {}", esc(&item));
+    }
+    if n > LISTED {
+        let _ = writeln!(out, "- and {} more", n - LISTED);
+    }
+    out.push('\n');
+}
 
-    // The table: one row per action, as many as fit.
-    let mut rows_shown = 0;
-    if total > 0 {
-        let header = "| | Tunnel | Action | Reasons | Dry run |\n|---|---|---|---|---|\n";
-        if header.len() <= budget {
-            body.push_str(header);
-            for a in &plan.actions {
-                let reasons: Vec<String> = a.reasons.iter().map(|r| esc(&r.describe())).collect();
-                let row = format!(
-                    "| `{}` | {} | {} | {} | {} |\n",
-                    symbol(a.kind),
-                    esc(&a.name),
-                    a.kind.as_str(),
-                    reasons.join("; "),
-                    dry_run_cell(&a.dry_run, a.kind)
-                );
-                if body.len() + row.len() > budget {
-                    break;
-                }
-                body.push_str(&row);
-                rows_shown += 1;
-            }
-            body.push('\n');
-        }
+/// The part of the comment that is cut to fit: each piece is added only if
+/// it fits in what is left of `budget`.
+struct Body {
+    text: String,
+    budget: usize,
+}
+
+impl Body {
+    fn fits(&self, piece: &str) -> bool {
+        self.text.len() + piece.len() <= self.budget
     }
 
-    // Details: the human block of each action, as many as fit.
-    let mut details_shown = 0;
-    if rows_shown == total {
+    /// The table: one row per action, as many as fit. Returns the rows shown.
+    fn table(&mut self, plan: &Plan) -> usize {
+        let header = "| | Tunnel | Action | Reasons | Dry run |\n|---|---|---|---|---|\n";
+        if plan.actions.is_empty() || header.len() > self.budget {
+            return 0;
+        }
+        self.text.push_str(header);
+        let mut shown = 0;
+        for a in &plan.actions {
+            let reasons: Vec<String> = a.reasons.iter().map(|r| esc(&r.describe())).collect();
+            let row = format!(
+                "| `{}` | {} | {} | {} | {} |\n",
+                symbol(a.kind),
+                esc(&a.name),
+                a.kind.as_str(),
+                reasons.join("; "),
+                dry_run_cell(&a.dry_run, a.kind)
+            );
+            if !self.fits(&row) {
+                break;
+            }
+            self.text.push_str(&row);
+            shown += 1;
+        }
+        self.text.push('\n');
+        shown
+    }
+
+    /// Details: the human block of each action, as many as fit. Returns
+    /// the blocks shown.
+    fn details(&mut self, plan: &Plan) -> usize {
+        let mut shown = 0;
         for a in &plan.actions {
             let mut text = Vec::new();
-            super::action_block(a, &mut text).expect("writing to a Vec");
+            super::human::action_block(a, &mut text).expect("writing to a Vec");
             let text = String::from_utf8(text).expect("UTF-8");
             let block = format!(
                 "<details><summary>{}: {}</summary>\n\n{}\n</details>\n\n",
@@ -189,52 +257,27 @@ fn render(plan: &Plan, state_diff: &str, limit: usize) -> String {
                 esc(&a.name),
                 fenced("text", text.trim_end_matches('\n'))
             );
-            if body.len() + block.len() > budget {
+            if !self.fits(&block) {
                 break;
             }
-            body.push_str(&block);
-            details_shown += 1;
+            self.text.push_str(&block);
+            shown += 1;
         }
+        shown
     }
 
-    // The state diff, whole or not at all: half a diff misleads.
-    let mut diff_shown = state_diff.is_empty();
-    if !state_diff.is_empty() && details_shown == total {
+    /// The state diff, if it fits whole.
+    fn diff(&mut self, state_diff: &str) -> bool {
         let block = format!(
             "<details><summary>State file after apply (sealed PSKs shown as markers)</summary>\n\n{}\n</details>\n\n",
             fenced("diff", state_diff)
         );
-        if body.len() + block.len() <= budget {
-            body.push_str(&block);
-            diff_shown = true;
+        let fits = self.fits(&block);
+        if fits {
+            self.text.push_str(&block);
         }
+        fits
     }
-
-    let mut out = head;
-    if rows_shown < total || details_shown < total || !diff_shown {
-        let mut cut = Vec::new();
-        if rows_shown < total {
-            cut.push(format!("{} of {} table rows", total - rows_shown, total));
-        }
-        if details_shown < total {
-            cut.push(format!(
-                "{} of {} details blocks",
-                total - details_shown,
-                total
-            ));
-        }
-        if !diff_shown {
-            cut.push("the state file diff".to_string());
-        }
-        let _ = writeln!(
-            out,
-            "_Shortened to fit GitHub's {GITHUB_COMMENT_LIMIT}-character comment limit: omitted {}. The saved plan (`psk show-plan FILE`) or `psk plan --format json` has everything._\n",
-            cut.join(", ")
-        );
-    }
-    out.push_str(&body);
-    out.push_str(&foot);
-    out
 }
 
 #[cfg(test)]

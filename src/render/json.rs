@@ -1,0 +1,283 @@
+//! The JSON plan's wire types: what `psk plan --format json` and the first
+//! line of `apply --json` promise to scripts, kept apart from the planner's
+//! [`Plan`] so the planner can change without changing them, and apart from
+//! the printers. Versioned by [`JSON_FORMAT_VERSION`]; README "JSON plan
+//! format" is their description.
+
+use serde::Serialize;
+
+use crate::reconcile::{Action, ActionKind, Deferral, Deferred, DryRun, Plan, Reason};
+use crate::reconcile::{Unchanged, Upcoming};
+use crate::state::format_time;
+use crate::tunnel::TunnelKey;
+
+/// The JSON plan format's version; only additive changes within a major.
+/// 1.1 added `dry_run.status` `no_verdict` and `summary.no_verdict`.
+pub const JSON_FORMAT_VERSION: &str = "1.1";
+
+#[derive(Serialize)]
+pub(super) struct JsonPlan<'a> {
+    format_version: &'static str,
+    evaluated_at: String,
+    offline: bool,
+    targeted: bool,
+    applyable: bool,
+    actions: Vec<JsonAction<'a>>,
+    unchanged: Vec<JsonUnchanged<'a>>,
+    deferred: Vec<JsonDeferred<'a>>,
+    forecast_horizon: Option<String>,
+    upcoming: Vec<JsonUpcoming<'a>>,
+    summary: JsonSummary,
+}
+
+impl<'a> JsonPlan<'a> {
+    pub(super) fn new(plan: &'a Plan) -> Self {
+        JsonPlan {
+            format_version: JSON_FORMAT_VERSION,
+            evaluated_at: format_time(&plan.now),
+            offline: plan.offline,
+            targeted: plan.targeted,
+            applyable: !plan.has_refusals(),
+            actions: plan.actions.iter().map(JsonAction::new).collect(),
+            unchanged: plan.unchanged.iter().map(JsonUnchanged::new).collect(),
+            deferred: plan.deferred.iter().map(JsonDeferred::new).collect(),
+            forecast_horizon: plan.horizon.map(|h| h.to_string()),
+            upcoming: plan.upcoming.iter().map(JsonUpcoming::new).collect(),
+            summary: JsonSummary {
+                counts: JsonCounts::new(plan),
+                unchanged: plan.unchanged.len(),
+                deferred: plan.deferred.len(),
+                upcoming: plan.upcoming.len(),
+                no_verdict: plan.no_verdicts(),
+            },
+        }
+    }
+}
+
+/// The first line of `apply --json`: the plan it is about to apply, in
+/// counts.
+#[derive(Serialize)]
+pub(super) struct JsonApplyHeader {
+    /// Always `plan`: tells this line from the progress events after it.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    counts: JsonCounts,
+    no_verdict: usize,
+    applyable: bool,
+}
+
+impl JsonApplyHeader {
+    pub(super) fn new(plan: &Plan) -> Self {
+        JsonApplyHeader {
+            kind: "plan",
+            counts: JsonCounts::new(plan),
+            no_verdict: plan.no_verdicts(),
+            applyable: !plan.has_refusals(),
+        }
+    }
+}
+
+/// Actions per kind, every kind counted: the plan's `summary` and
+/// `apply --json`'s first line share it, so neither can leave one out.
+#[derive(Serialize)]
+struct JsonCounts {
+    rotate: usize,
+    generate: usize,
+    forget: usize,
+    reseal: usize,
+    redeliver: usize,
+}
+
+impl JsonCounts {
+    fn new(plan: &Plan) -> Self {
+        JsonCounts {
+            rotate: plan.count(ActionKind::Rotate),
+            generate: plan.count(ActionKind::Generate),
+            forget: plan.count(ActionKind::Forget),
+            reseal: plan.count(ActionKind::Reseal),
+            redeliver: plan.count(ActionKind::Redeliver),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonSummary {
+    #[serde(flatten)]
+    counts: JsonCounts,
+    unchanged: usize,
+    deferred: usize,
+    upcoming: usize,
+    /// Dry runs that failed in passing (since 1.1).
+    no_verdict: usize,
+}
+
+/// The fields that open every tunnel's entry, whichever list it is in.
+#[derive(Serialize)]
+struct JsonTunnel<'a> {
+    name: &'a str,
+    tunnel_id: &'a str,
+    account_id: &'a str,
+}
+
+impl<'a> JsonTunnel<'a> {
+    fn new(name: &'a str, key: &'a TunnelKey) -> Self {
+        JsonTunnel {
+            name,
+            tunnel_id: &key.tunnel_id,
+            account_id: &key.account_id,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonAction<'a> {
+    #[serde(flatten)]
+    tunnel: JsonTunnel<'a>,
+    action: &'static str,
+    reasons: Vec<JsonReason>,
+    policy: Option<&'a str>,
+    last_rotated: Option<String>,
+    next_due: Option<String>,
+    dry_run: JsonDryRun<'a>,
+}
+
+impl<'a> JsonAction<'a> {
+    fn new(a: &'a Action) -> Self {
+        JsonAction {
+            tunnel: JsonTunnel::new(&a.name, &a.key),
+            action: a.kind.as_str(),
+            reasons: JsonReason::all(&a.reasons),
+            policy: a.policy.as_deref(),
+            last_rotated: a.last_rotated.as_ref().map(format_time),
+            next_due: a.next_due.as_ref().map(format_time),
+            dry_run: JsonDryRun::new(&a.dry_run),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonReason {
+    code: &'static str,
+    message: String,
+}
+
+impl JsonReason {
+    /// Reasons as JSON, the same for actions and for deferred tunnels.
+    fn all(reasons: &[Reason]) -> Vec<JsonReason> {
+        reasons
+            .iter()
+            .map(|r| JsonReason {
+                code: r.code(),
+                message: r.describe(),
+            })
+            .collect()
+    }
+}
+
+#[derive(Serialize)]
+struct JsonDryRun<'a> {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+}
+
+impl<'a> JsonDryRun<'a> {
+    fn new(d: &'a DryRun) -> Self {
+        let (status, message) = match d {
+            DryRun::NotRun => ("not_run", None),
+            DryRun::Accepted => ("accepted", None),
+            DryRun::Refused(m) => ("refused", Some(m.as_str())),
+            DryRun::NoVerdict(m) => ("no_verdict", Some(m.as_str())),
+        };
+        JsonDryRun { status, message }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonUnchanged<'a> {
+    #[serde(flatten)]
+    tunnel: JsonTunnel<'a>,
+    next_due: String,
+}
+
+impl<'a> JsonUnchanged<'a> {
+    fn new(u: &'a Unchanged) -> Self {
+        JsonUnchanged {
+            tunnel: JsonTunnel::new(&u.name, &u.key),
+            next_due: format_time(&u.next_due),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonDeferred<'a> {
+    #[serde(flatten)]
+    tunnel: JsonTunnel<'a>,
+    action: &'static str,
+    reasons: Vec<JsonReason>,
+    policy: &'a str,
+    deferred: JsonDeferral<'a>,
+}
+
+impl<'a> JsonDeferred<'a> {
+    fn new(d: &'a Deferred) -> Self {
+        JsonDeferred {
+            tunnel: JsonTunnel::new(&d.name, &d.key),
+            action: d.kind.as_str(),
+            reasons: JsonReason::all(&d.reasons),
+            policy: &d.policy,
+            deferred: JsonDeferral::new(&d.why),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonDeferral<'a> {
+    code: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    opens: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    site: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rotating: Option<&'a str>,
+}
+
+impl<'a> JsonDeferral<'a> {
+    fn new(why: &'a Deferral) -> Self {
+        let (opens, site, rotating) = match why {
+            Deferral::Window { opens, .. } => (Some(format_time(opens)), None, None),
+            Deferral::Site { site, rotating } => {
+                (None, Some(site.as_str()), Some(rotating.as_str()))
+            }
+        };
+        JsonDeferral {
+            code: why.code(),
+            message: why.describe(),
+            opens,
+            site,
+            rotating,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonUpcoming<'a> {
+    #[serde(flatten)]
+    tunnel: JsonTunnel<'a>,
+    policy: &'a str,
+    due: String,
+    starts: String,
+}
+
+impl<'a> JsonUpcoming<'a> {
+    fn new(u: &'a Upcoming) -> Self {
+        JsonUpcoming {
+            tunnel: JsonTunnel::new(&u.name, &u.key),
+            policy: &u.policy,
+            due: format_time(&u.due),
+            starts: format_time(&u.starts),
+        }
+    }
+}
