@@ -10,7 +10,7 @@ use clap::Args;
 use super::args::{Global, LockWait, Selection};
 use super::progress::Progress;
 use super::session::{Connection, Session, Writable};
-use super::Status;
+use super::status::Status;
 use crate::apply;
 use crate::cloudflare::Client;
 use crate::planfile::{self, PlanFile};

@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::args::{Global, LockWait};
 use super::session::Session;
-use super::Status;
+use super::status::Status;
 use crate::seal;
 use crate::state;
 

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 use super::args::Global;
 use super::session::Session;
 use super::show::identities;
-use super::Status;
+use super::status::Status;
 use crate::config::Config;
 use crate::seal::{self, Psk, Recipient};
 use crate::state::{format_time, State, TunnelState};

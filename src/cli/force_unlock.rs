@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::args::Global;
 use super::session::Session;
-use super::Status;
+use super::status::Status;
 use crate::state::{self, Unlock};
 
 /// Remove the lock record a killed psk left beside the state. psk's lock

@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 
 use super::args::{Global, LockWait};
 use super::session::{Session, Writable};
-use super::Status;
+use super::status::Status;
 use crate::seal::{self, Psk};
 use crate::state::{self, format_time, State};
 

@@ -23,6 +23,7 @@ mod schema;
 mod session;
 mod show;
 mod show_plan;
+mod status;
 mod validate;
 
 use std::io::{self, Write};
@@ -30,11 +31,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-const EXIT_HELP: &str = "\
-Exit codes:
-  0  success, or no changes
-  1  any error, usage errors included
-  2  changes present (only with `psk plan --detailed-exitcode`)";
+use status::{Status, EXIT_HELP};
 
 /// Keep the IPsec pre-shared keys of Cloudflare Magic WAN / Magic Transit
 /// tunnels rotated: `psk plan` shows what is due and why, `psk apply`
@@ -65,16 +62,6 @@ enum Command {
     ForceUnlock(force_unlock::ForceUnlockArgs),
 }
 
-/// What a command wants the process to exit with, when it did not fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Success,
-    /// `plan --detailed-exitcode` found changes.
-    Changes,
-    /// The command ran but something it did failed (reported already).
-    Failure,
-}
-
 /// The binary's entry point.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -97,9 +84,7 @@ pub fn main() -> ExitCode {
         }
     }
     match run(cli) {
-        Ok(Status::Success) => ExitCode::SUCCESS,
-        Ok(Status::Changes) => ExitCode::from(2),
-        Ok(Status::Failure) => ExitCode::from(1),
+        Ok(status) => status.exit_code(),
         Err(e) => {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;

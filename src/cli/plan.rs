@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::args::{parse_at, parse_forecast, parse_span, Forecast, Format, Global, Selection};
 use super::session::Session;
-use super::Status;
+use super::status::Status;
 use crate::planfile::{self, PlanFile};
 use crate::policy::Span;
 use crate::reconcile::{Plan, PlanOptions};

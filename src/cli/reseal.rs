@@ -9,7 +9,7 @@ use clap::Args;
 use super::args::{Global, LockWait};
 use super::session::Session;
 use super::show::identities;
-use super::Status;
+use super::status::Status;
 use crate::seal::{self, Psk};
 use crate::state::{self, Slot, State, TunnelState};
 use crate::tunnel::TunnelKey;

@@ -10,7 +10,7 @@ use clap::Args;
 
 use super::args::{parse_rate, Global};
 use super::session::Session;
-use super::Status;
+use super::status::Status;
 use crate::sandbox::{self, Sandbox, SandboxOptions};
 
 /// Serve a local stand-in for Cloudflare's Magic IPsec API, holding the

@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::args::Global;
 use super::session::Session;
-use super::Status;
+use super::status::Status;
 use crate::seal::{self, Identities};
 
 /// Print one tunnel's PSK, decrypted, alone on stdout. Needs an age

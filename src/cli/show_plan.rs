@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::args::{Format, Global};
 use super::plan::print;
-use super::Status;
+use super::status::Status;
 use crate::planfile::PlanFile;
 
 /// Render a plan saved with `psk plan --out FILE`, in any format. Reads
