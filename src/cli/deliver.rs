@@ -8,7 +8,7 @@ use chrono::Utc;
 use clap::Args;
 
 use super::args::{Global, LockWait};
-use super::session::Session;
+use super::session::{identities, Session};
 use super::status::Status;
 use crate::seal;
 use crate::state;
@@ -76,7 +76,7 @@ pub async fn run(global: &Global, args: DeliverArgs) -> anyhow::Result<Status> {
             );
         }
     }
-    let ids = super::show::identities(&args.identities)?;
+    let ids = identities(&args.identities)?;
 
     let mut failed = 0;
     let mut out = std::io::stdout().lock();

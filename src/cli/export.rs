@@ -8,8 +8,7 @@ use clap::{Args, ValueEnum};
 use zeroize::Zeroizing;
 
 use super::args::Global;
-use super::session::Session;
-use super::show::identities;
+use super::session::{identities, Session};
 use super::status::Status;
 use crate::config::Config;
 use crate::seal::{self, Psk, Recipient};

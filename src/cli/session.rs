@@ -5,7 +5,8 @@
 //! where the state lives, reads it or takes its lock, and connects to
 //! Cloudflare or to an in-process sandbox. Planning online (connect,
 //! refresh, reconcile, dry-run) is written once here, for `plan` and
-//! `apply` alike, so the two can never plan differently.
+//! `apply` alike, so the two can never plan differently. The commands that
+//! open sealed PSKs gather the user's age identities here too.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::config::Config;
 use crate::reconcile::{self, resolve_names, Plan, PlanOptions};
 use crate::remote;
 use crate::sandbox::{self, Running, Sandbox, SandboxOptions};
+use crate::seal::Identities;
 use crate::state::{self, State, StateLock};
 
 /// A command's view of psk.yaml and where its state lives.
@@ -141,6 +143,28 @@ impl<'g> Session<'g> {
         remote::dry_run(&connection.client, &self.config, &mut plan).await;
         Ok((plan, connection))
     }
+}
+
+/// Every age identity the user offered, from every source at once: the
+/// key that opens sealed PSKs (show, export, deliver, reseal).
+pub fn identities(files: &[PathBuf]) -> anyhow::Result<Identities> {
+    let mut ids = Identities::default();
+    for f in files {
+        ids.add_file(f)?;
+    }
+    if let Some(f) = std::env::var_os("PSK_AGE_KEY_FILE").filter(|v| !v.is_empty()) {
+        ids.add_file(std::path::Path::new(&f))
+            .context("from PSK_AGE_KEY_FILE")?;
+    }
+    if let Ok(k) = std::env::var("PSK_AGE_KEY") {
+        if !k.trim().is_empty() {
+            ids.add_text(&k, "PSK_AGE_KEY")?;
+        }
+    }
+    if ids.is_empty() {
+        bail!("no age identity to open the PSK with.\nPass --identity FILE, or set PSK_AGE_KEY_FILE or PSK_AGE_KEY");
+    }
+    Ok(ids)
 }
 
 /// A client, and the sandbox it talks to under `--sandbox`: the sandbox

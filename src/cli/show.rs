@@ -3,13 +3,13 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::{anyhow, Context as _};
 use clap::Args;
 
 use super::args::Global;
-use super::session::Session;
+use super::session::{identities, Session};
 use super::status::Status;
-use crate::seal::{self, Identities};
+use crate::seal;
 
 /// Print one tunnel's PSK, decrypted, alone on stdout. Needs an age
 /// identity: --identity, PSK_AGE_KEY_FILE or PSK_AGE_KEY (all are tried).
@@ -21,27 +21,6 @@ pub struct ShowArgs {
     /// An age identity file or an unencrypted SSH private key; repeatable.
     #[arg(short = 'i', long = "identity", value_name = "FILE")]
     identities: Vec<PathBuf>,
-}
-
-/// Every identity the user offered, from every source at once.
-pub fn identities(files: &[PathBuf]) -> anyhow::Result<Identities> {
-    let mut ids = Identities::default();
-    for f in files {
-        ids.add_file(f)?;
-    }
-    if let Some(f) = std::env::var_os("PSK_AGE_KEY_FILE").filter(|v| !v.is_empty()) {
-        ids.add_file(std::path::Path::new(&f))
-            .context("from PSK_AGE_KEY_FILE")?;
-    }
-    if let Ok(k) = std::env::var("PSK_AGE_KEY") {
-        if !k.trim().is_empty() {
-            ids.add_text(&k, "PSK_AGE_KEY")?;
-        }
-    }
-    if ids.is_empty() {
-        bail!("no age identity to open the PSK with.\nPass --identity FILE, or set PSK_AGE_KEY_FILE or PSK_AGE_KEY");
-    }
-    Ok(ids)
 }
 
 pub fn run(global: &Global, args: ShowArgs) -> anyhow::Result<Status> {
