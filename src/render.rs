@@ -52,16 +52,8 @@ mod tests {
     use crate::tunnel::TunnelKey;
 
     fn action(kind: ActionKind, i: usize) -> Action {
-        Action {
-            name: format!("t{i}"),
-            key: TunnelKey::new("023e105f4ecef8ad9ca31a8372d0c353", &format!("{i:032x}")),
-            kind,
-            reasons: vec![Reason::Forced],
-            policy: None,
-            last_rotated: None,
-            next_due: None,
-            dry_run: DryRun::NotRun,
-        }
+        let key = TunnelKey::new("023e105f4ecef8ad9ca31a8372d0c353", &format!("{i:032x}"));
+        Action::new(&format!("t{i}"), key, kind, vec![Reason::Forced])
     }
 
     /// `apply --json`'s first line counts every kind, as the plan's

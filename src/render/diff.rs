@@ -155,16 +155,8 @@ mod tests {
     }
 
     fn action(i: u32, name: &str, kind: ActionKind) -> Action {
-        Action {
-            name: name.into(),
-            key: TunnelKey::new(ACCOUNT, &format!("{i:032x}")),
-            kind,
-            reasons: vec![Reason::Forced],
-            policy: None,
-            last_rotated: None,
-            next_due: None,
-            dry_run: DryRun::NotRun,
-        }
+        let key = TunnelKey::new(ACCOUNT, &format!("{i:032x}"));
+        Action::new(name, key, kind, vec![Reason::Forced])
     }
 
     fn plan(actions: Vec<Action>) -> Plan {
