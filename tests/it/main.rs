@@ -22,6 +22,7 @@ mod config_policy;
 mod contract;
 mod custody_age;
 mod custody_commands;
+mod custody_mistakes;
 mod end_to_end;
 mod faults;
 #[cfg(unix)]

