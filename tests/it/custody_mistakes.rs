@@ -7,9 +7,9 @@ use age::secrecy::ExposeSecret;
 
 use crate::common::TestEnv;
 
-/// psk.yaml with `recipient_yaml` as the whole `recipients:` block.
+/// The test's psk.yaml with `recipient_yaml` as the whole `recipients:` block.
 fn config_with_recipients(env: &TestEnv, recipient_yaml: &str) -> String {
-    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    let text = crate::common::config_text(&env.recipient, 2, "90d");
     let line = format!("recipients:\n  - {}\n", env.recipient);
     assert!(text.contains(&line));
     text.replace(&line, &format!("recipients:\n{recipient_yaml}"))
@@ -38,9 +38,9 @@ fn a_private_key_under_recipients_is_refused_without_echo() {
         QyNTUxOQAAACDqRzBd8sP3Jx1nVd7qFhQ0t0b2h3c2VjcmV0a2V5cGFydHdvAAAAkA==\n\
         -----END OPENSSH PRIVATE KEY-----\n";
     let block: String = ssh_secret.lines().map(|l| format!("      {l}\n")).collect();
-    for (yaml, secret, public_half) in [
-        (format!("  - {age_secret}\n"), age_secret.clone(), "age-keygen -y"),
-        (format!("  - |\n{block}"), ssh_secret.to_string(), "ssh-keygen -y"),
+    for (yaml, secret, public_half, at) in [
+        (format!("  - {age_secret}\n"), age_secret.clone(), "age-keygen -y", "psk.yaml:4:"),
+        (format!("  - |\n{block}"), ssh_secret.to_string(), "ssh-keygen -y", "psk.yaml:5:"),
     ] {
         env.write_config(&config_with_recipients(&env, &yaml));
         for args in [&["validate"][..], &["plan", "--offline"], &["validate", "--format", "json"]] {
@@ -49,7 +49,7 @@ fn a_private_key_under_recipients_is_refused_without_echo() {
             assert!(all.contains("private key") && all.contains("not a recipient"), "{all}");
             assert!(all.contains(public_half), "{all}");
             if args.len() < 3 {
-                assert!(all.contains("psk.yaml:4:"), "{all}");
+                assert!(all.contains(at), "{all}");
             }
             assert_no_piece_of(&secret, &all);
         }
