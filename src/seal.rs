@@ -32,6 +32,54 @@ impl Psk {
     }
 }
 
+/// The shortest and longest PSK Cloudflare's bulk set accepts (printable
+/// ASCII, no spaces, as the sandbox models it). Common IKE peers agree on
+/// that range: AWS Site-to-Site VPN takes 8 to 64, Cisco IOS and strongSwan
+/// up to 128, and a space or a non-ASCII character is read differently by
+/// different routers. A key outside it cannot be a tunnel's current PSK.
+pub const PSK_MIN_LEN: usize = 8;
+/// See [`PSK_MIN_LEN`].
+pub const PSK_MAX_LEN: usize = 128;
+/// The shortest PSK psk adopts without `--force`: below it a key can be
+/// guessed offline from one captured IKE exchange (16 random printable
+/// characters are about 100 bits). Keys Cloudflare or psk make are 32
+/// random letters and digits.
+pub const PSK_STRONG_LEN: usize = 16;
+
+/// How a PSK falls short of the rule at [`PSK_MIN_LEN`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PskFault {
+    /// Cloudflare would refuse it: it cannot be any tunnel's key.
+    Unusable(String),
+    /// Usable, but short enough to be guessed.
+    Weak(String),
+}
+
+impl Psk {
+    /// Why this PSK breaks the rule at [`PSK_MIN_LEN`], or `None` when it
+    /// meets it. The answer names lengths and classes, never a character.
+    pub fn rule_fault(&self) -> Option<PskFault> {
+        let len = self.0.len();
+        if !self.0.bytes().all(|b| b.is_ascii_graphic()) {
+            return Some(PskFault::Unusable(
+                "it holds a space, a control or a non-ASCII character".into(),
+            ));
+        }
+        if !(PSK_MIN_LEN..=PSK_MAX_LEN).contains(&len) {
+            return Some(PskFault::Unusable(format!(
+                "it is {len} characters long, and Cloudflare and common routers take \
+                 {PSK_MIN_LEN} to {PSK_MAX_LEN}"
+            )));
+        }
+        (len < PSK_STRONG_LEN).then(|| {
+            PskFault::Weak(format!(
+                "it is {len} characters long; below {PSK_STRONG_LEN} a key can be guessed \
+                 offline from one captured IKE exchange"
+            ))
+        })
+    }
+}
+
 impl fmt::Debug for Psk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Psk(<redacted>)")
@@ -401,6 +449,30 @@ mod tests {
     }
 
     #[test]
+    fn the_psk_rule_takes_8_to_128_printable_characters_and_wants_16() {
+        let fault = |s: &str| Psk::new(s.into()).rule_fault();
+        let unusable = |s: &str| match fault(s) {
+            Some(PskFault::Unusable(why)) => why,
+            other => panic!("{s:?}: {other:?}"),
+        };
+        let weak = |s: &str| match fault(s) {
+            Some(PskFault::Weak(why)) => why,
+            other => panic!("{s:?}: {other:?}"),
+        };
+        assert_eq!(fault("O3bwKSjnaoCxDoUxjcq4Rk8ZKkezQUiy"), None);
+        assert_eq!(fault(&"x".repeat(16)), None);
+        assert_eq!(fault(&"x".repeat(128)), None);
+        assert!(weak("12345678").contains("8 characters long"));
+        assert!(weak(&"x".repeat(15)).contains("below 16"));
+        assert!(unusable("short").contains("5 characters long"));
+        assert!(unusable("1234567").contains("8 to 128"));
+        assert!(unusable(&"x".repeat(129)).contains("129 characters"));
+        assert!(unusable("has space inside").contains("space"));
+        assert!(unusable("caf\u{e9}-au-lait-key").contains("non-ASCII"));
+        assert!(!unusable("short").contains("short"));
+    }
+
+    #[test]
     fn psk_debug_is_redacted() {
         let psk = Psk::new("supersecret".into());
         assert_eq!(format!("{psk:?}"), "Psk(<redacted>)");
@@ -421,7 +493,8 @@ mod tests {
         let ssh = "-----BEGIN OPENSSH PRIVATE KEY-----\n\
                    b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n\
                    -----END OPENSSH PRIVATE KEY-----\n";
-        let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----";
+        let pem =
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----";
         for (text, kind, public_half) in [
             (age_secret.as_str(), PrivateKeyKind::Age, "age-keygen -y"),
             (ssh, PrivateKeyKind::Ssh, "ssh-keygen -y"),
@@ -434,7 +507,11 @@ mod tests {
             assert!(msg.contains(public_half), "{msg}");
             // The body, without the prefix every such key shares.
             let body = text.trim_start_matches("AGE-SECRET-KEY-1");
-            for line in body.lines().map(str::trim).filter(|l| !l.starts_with("-----")) {
+            for line in body
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.starts_with("-----"))
+            {
                 for piece in line.as_bytes().chunks(8).filter(|c| c.len() == 8) {
                     let piece = std::str::from_utf8(piece).unwrap();
                     assert!(!msg.contains(piece), "echoes `{piece}`: {msg}");

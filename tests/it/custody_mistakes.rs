@@ -39,14 +39,31 @@ fn a_private_key_under_recipients_is_refused_without_echo() {
         -----END OPENSSH PRIVATE KEY-----\n";
     let block: String = ssh_secret.lines().map(|l| format!("      {l}\n")).collect();
     for (yaml, secret, public_half, at) in [
-        (format!("  - {age_secret}\n"), age_secret.clone(), "age-keygen -y", "psk.yaml:4:"),
-        (format!("  - |\n{block}"), ssh_secret.to_string(), "ssh-keygen -y", "psk.yaml:5:"),
+        (
+            format!("  - {age_secret}\n"),
+            age_secret.clone(),
+            "age-keygen -y",
+            "psk.yaml:4:",
+        ),
+        (
+            format!("  - |\n{block}"),
+            ssh_secret.to_string(),
+            "ssh-keygen -y",
+            "psk.yaml:5:",
+        ),
     ] {
         env.write_config(&config_with_recipients(&env, &yaml));
-        for args in [&["validate"][..], &["plan", "--offline"], &["validate", "--format", "json"]] {
+        for args in [
+            &["validate"][..],
+            &["plan", "--offline"],
+            &["validate", "--format", "json"],
+        ] {
             let run = env.run(args).failure();
             let all = run.all();
-            assert!(all.contains("private key") && all.contains("not a recipient"), "{all}");
+            assert!(
+                all.contains("private key") && all.contains("not a recipient"),
+                "{all}"
+            );
             assert!(all.contains(public_half), "{all}");
             if args.len() < 3 {
                 assert!(all.contains(at), "{all}");
@@ -67,4 +84,54 @@ fn a_mistyped_age_recipient_names_its_checksum() {
     let all = run.all();
     assert!(all.contains("checksum is wrong"), "{all}");
     assert!(!all.contains("SSH"), "{all}");
+}
+
+/// A tunnel applied once through the sandbox, so psk holds its key.
+fn applied(tunnels: usize) -> TestEnv {
+    let mut env = TestEnv::new(tunnels);
+    env.start_sandbox();
+    env.run(&["apply", "--auto-approve"]).success();
+    env
+}
+
+#[test]
+fn import_holds_the_psk_to_the_rule() {
+    let env = applied(1);
+    let before = crate::common::read(&env.state_path());
+    // Cloudflare would refuse these: they cannot be the tunnel's key, so
+    // --force does not adopt them either.
+    for input in ["short\n", "1234567\n", &format!("{}\n", "x".repeat(129))] {
+        for args in [
+            &["import", "tunnel-00"][..],
+            &["import", "tunnel-00", "--force"],
+        ] {
+            let run = env.run_stdin(args, input).failure();
+            assert!(
+                run.stderr.contains("cannot be a tunnel's current key"),
+                "{run:?}"
+            );
+            if input.len() > 8 {
+                assert!(!run.all().contains(input.trim()), "{run:?}");
+            }
+        }
+    }
+    // Usable but weak: refused, with the way to adopt it anyway.
+    let run = env
+        .run_stdin(&["import", "tunnel-00"], "12345678abc\n")
+        .failure();
+    assert!(run.stderr.contains("11 characters long"), "{run:?}");
+    assert!(run.stderr.contains("--force"), "{run:?}");
+    assert!(!run.all().contains("12345678abc"), "{run:?}");
+    assert_eq!(crate::common::read(&env.state_path()), before);
+
+    let run = env
+        .run_stdin(&["import", "tunnel-00", "--force"], "12345678abc\n")
+        .success();
+    assert!(
+        run.stderr.contains("warning: adopting a weak PSK"),
+        "{run:?}"
+    );
+    let id = env.identity.to_str().unwrap();
+    let show = env.run(&["show", "tunnel-00", "-i", id]).success();
+    assert_eq!(show.stdout, "12345678abc\n");
 }
