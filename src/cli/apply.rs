@@ -168,7 +168,7 @@ async fn execute(
         |event| progress.event(event),
     )
     .await?;
-    progress.finish(&report, state_path, state.serial);
+    progress.finish(&report, plan, state_path, state.serial);
     Ok(if report.is_failure() {
         Status::Failure
     } else {

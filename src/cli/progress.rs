@@ -7,6 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::apply::{Event, Outcome, Report};
+use crate::reconcile::Plan;
 use crate::state::format_time;
 
 pub enum Progress {
@@ -113,7 +114,13 @@ impl Progress {
     }
 
     /// The closing summary, in the progress's own form.
-    pub fn finish(&mut self, report: &Report, state_path: &std::path::Path, serial: u64) {
+    pub fn finish(
+        &mut self,
+        report: &Report,
+        plan: &Plan,
+        state_path: &std::path::Path,
+        serial: u64,
+    ) {
         match self {
             Progress::Json => {
                 let count = |c: &str| {
@@ -131,6 +138,7 @@ impl Progress {
                     "deferred": count("deferred"),
                     "failed": count("failed"),
                     "not_started": count("not_started"),
+                    "replace_again": NotStarted::of(report, plan).replace_again,
                     "state": state_path.display().to_string(),
                     "serial": serial,
                 });
@@ -138,24 +146,65 @@ impl Progress {
             }
             Progress::Bar(bar) => {
                 bar.finish_and_clear();
-                print_summary(report, state_path, serial);
+                print_summary(report, plan, state_path, serial);
             }
-            Progress::Lines => print_summary(report, state_path, serial),
+            Progress::Lines => print_summary(report, plan, state_path, serial),
         }
     }
 }
 
-fn print_summary(report: &Report, state_path: &std::path::Path, serial: u64) {
+/// The actions an apply never started, split by whether the next plan
+/// proposes them again: a due key or a drift is still there tomorrow, but
+/// `--replace` lives only on the command line (or in the saved plan) that
+/// asked for it.
+struct NotStarted<'a> {
+    next_apply: Vec<&'a str>,
+    replace_again: Vec<&'a str>,
+}
+
+impl<'a> NotStarted<'a> {
+    fn of(report: &'a Report, plan: &'a Plan) -> Self {
+        let mut out = NotStarted {
+            next_apply: Vec::new(),
+            replace_again: Vec::new(),
+        };
+        for ((name, outcome), action) in report.results.iter().zip(&plan.actions) {
+            if !matches!(outcome, Outcome::NotStarted) {
+                continue;
+            }
+            if action.proposed_again() {
+                out.next_apply.push(name);
+            } else {
+                out.replace_again.push(name);
+            }
+        }
+        out
+    }
+}
+
+fn print_summary(report: &Report, plan: &Plan, state_path: &std::path::Path, serial: u64) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "\n{}", report.summary_line());
-    let not_started: Vec<&str> = report
-        .results
-        .iter()
-        .filter(|(_, o)| matches!(o, Outcome::NotStarted))
-        .map(|(n, _)| n.as_str())
-        .collect();
-    if !not_started.is_empty() {
-        let _ = writeln!(out, "Left for the next apply: {}.", not_started.join(", "));
+    let not_started = NotStarted::of(report, plan);
+    if !not_started.next_apply.is_empty() {
+        let _ = writeln!(
+            out,
+            "Left for the next apply: {}.",
+            not_started.next_apply.join(", ")
+        );
+    }
+    if !not_started.replace_again.is_empty() {
+        let flags: Vec<String> = not_started
+            .replace_again
+            .iter()
+            .map(|n| format!("--replace {n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "Not rotated: {}; --replace is not remembered, so run `psk apply {}` again.",
+            not_started.replace_again.join(", "),
+            flags.join(" ")
+        );
     }
     let _ = writeln!(
         out,

@@ -224,6 +224,13 @@ pub struct Action {
 }
 
 impl Action {
+    /// Whether the next plan proposes this action again by itself: true
+    /// unless `--replace` is its only reason, which lives only on the
+    /// command line (or saved plan) that asked for it.
+    pub fn proposed_again(&self) -> bool {
+        self.reasons.iter().any(|r| !matches!(r, Reason::Forced))
+    }
+
     /// An action as the planner makes it: no policy, dates or dry run yet.
     /// Callers fill in what they know with struct update syntax; the dry
     /// run is the CLI's, online, after planning.

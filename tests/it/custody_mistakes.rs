@@ -135,3 +135,63 @@ fn import_holds_the_psk_to_the_rule() {
     let show = env.run(&["show", "tunnel-00", "-i", id]).success();
     assert_eq!(show.stdout, "12345678abc\n");
 }
+
+fn ledger_len(env: &TestEnv) -> usize {
+    env.ledger().values().map(Vec::len).sum()
+}
+
+/// Ctrl-C during `apply --replace`: the tunnels never started are not
+/// "left for the next apply" (the next plan has no --replace), and the
+/// summary gives the command that finishes the job.
+#[test]
+fn an_interrupted_replace_says_to_run_it_again() {
+    use std::process::Stdio;
+    let mut env = TestEnv::new(8);
+    env.start_sandbox_with(psk::sandbox::SandboxOptions {
+        latency: std::time::Duration::from_millis(300),
+        ..Default::default()
+    });
+    env.run(&["apply", "--auto-approve", "--parallelism", "8"])
+        .success();
+    let first = ledger_len(&env);
+    let mut args = vec!["apply", "--auto-approve", "--parallelism", "1"];
+    let names: Vec<String> = (0..8).map(|i| format!("tunnel-{i:02}")).collect();
+    for n in &names {
+        args.extend(["--replace", n.as_str()]);
+    }
+    let child = env
+        .command(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while ledger_len(&env) == first {
+        assert!(start.elapsed().as_secs() < 60, "no rotation started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let run = crate::common::to_run(child.wait_with_output().unwrap()).failure();
+    assert!(!run.stdout.contains("Left for the next apply"), "{run:?}");
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("Not rotated: "))
+        .unwrap_or_else(|| panic!("{run:?}"));
+    let command = line.split('`').nth(1).unwrap();
+    assert!(command.starts_with("psk apply --replace tunnel-"), "{line}");
+    // The next plan indeed proposes nothing for them.
+    let plan = env.run(&["plan"]).success();
+    assert!(plan.stdout.contains("No changes"), "{plan:?}");
+    // The command given finishes the job: every tunnel replaced once.
+    let mut again: Vec<&str> = command.split_whitespace().skip(1).collect();
+    again.extend(["--auto-approve", "--parallelism", "8"]);
+    env.run(&again).success();
+    for (id, psks) in env.ledger() {
+        assert_eq!(psks.len(), 2, "{id} was replaced once: {psks:?}");
+    }
+}
