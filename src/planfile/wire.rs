@@ -88,6 +88,9 @@ enum ActionKind {
 #[serde(tag = "code", rename_all = "snake_case", deny_unknown_fields)]
 enum Reason {
     NeverRotated,
+    UnknownLiveKey {
+        since: DateTime<Utc>,
+    },
     Due {
         last_rotated: DateTime<Utc>,
         days_ago: i64,
@@ -230,6 +233,7 @@ impl From<&model::Reason> for Reason {
         use model::Reason as M;
         match r.clone() {
             M::NeverRotated => Reason::NeverRotated,
+            M::UnknownLiveKey { since } => Reason::UnknownLiveKey { since },
             M::Due {
                 last_rotated,
                 days_ago,
@@ -376,6 +380,7 @@ impl From<Reason> for model::Reason {
         use model::Reason as M;
         match r {
             Reason::NeverRotated => M::NeverRotated,
+            Reason::UnknownLiveKey { since } => M::UnknownLiveKey { since },
             Reason::Due {
                 last_rotated,
                 days_ago,

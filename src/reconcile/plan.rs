@@ -64,8 +64,12 @@ impl ActionKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "code", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Reason {
-    /// psk has no sealed PSK for the tunnel.
+    /// psk has no sealed PSK for the tunnel (and Cloudflare was not asked,
+    /// or reports no PSK).
     NeverRotated,
+    /// psk has no sealed PSK for the tunnel, but Cloudflare has held one
+    /// since `since`: a key the router uses now, which apply would replace.
+    UnknownLiveKey { since: DateTime<Utc> },
     /// The policy's period has passed.
     Due {
         last_rotated: DateTime<Utc>,
@@ -110,6 +114,7 @@ impl Reason {
     pub fn code(&self) -> &'static str {
         match self {
             Reason::NeverRotated => "never_rotated",
+            Reason::UnknownLiveKey { .. } => "unknown_live_key",
             Reason::Due { .. } => "due",
             Reason::Interrupted { .. } => "interrupted",
             Reason::ChangedOutside { .. } => "drift",
@@ -125,6 +130,11 @@ impl Reason {
     pub fn describe(&self) -> String {
         match self {
             Reason::NeverRotated => "psk holds no sealed PSK for it yet".to_string(),
+            Reason::UnknownLiveKey { since } => format!(
+                "Cloudflare has held a PSK since {} that psk does not hold: apply replaces it and \
+                 the router needs the new key; `psk import NAME` adopts the current one instead",
+                since.format("%Y-%m-%d")
+            ),
             Reason::Due {
                 last_rotated,
                 days_ago,
@@ -224,6 +234,11 @@ pub struct Action {
 }
 
 impl Action {
+    /// Whether this action replaces a PSK Cloudflare holds and psk does not.
+    pub fn replaces_unknown_key(&self) -> bool {
+        (self.reasons.iter()).any(|r| matches!(r, Reason::UnknownLiveKey { .. }))
+    }
+
     /// Whether the next plan proposes this action again by itself: true
     /// unless `--replace` is its only reason, which lives only on the
     /// command line (or saved plan) that asked for it.

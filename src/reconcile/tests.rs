@@ -45,6 +45,29 @@ fn empty_state_generates_everything() {
     assert_eq!(plan.actions[0].reasons, vec![Reason::NeverRotated]);
 }
 
+/// No sealed PSK, but Cloudflare reports one: replacing it is said aloud,
+/// with its own code, and `psk import` is offered instead.
+#[test]
+fn a_live_key_psk_does_not_hold_has_its_own_reason() {
+    let mut remote = listed(&[(A, "a"), (B, "b")]);
+    let since = t("2026-08-01T09:00:00Z");
+    let a = TunnelKey::new(ACCOUNT, A);
+    remote.tunnels.get_mut(&a).unwrap().last_generated_on = Some(since);
+    let plan = reconcile(&config(), None, Some(&remote), t("2026-11-26T00:00:00Z"));
+    assert_eq!(plan.count(ActionKind::Generate), 2);
+    let r = &plan.actions[0].reasons;
+    assert_eq!(r, &vec![Reason::UnknownLiveKey { since }]);
+    assert_eq!(r[0].code(), "unknown_live_key");
+    assert!(plan.actions[0].replaces_unknown_key());
+    assert_eq!(
+        r[0].describe(),
+        "Cloudflare has held a PSK since 2026-08-01 that psk does not hold: apply replaces it \
+         and the router needs the new key; `psk import NAME` adopts the current one instead"
+    );
+    // Cloudflare reports no date for b: nothing says a key is live.
+    assert_eq!(plan.actions[1].reasons, vec![Reason::NeverRotated]);
+}
+
 #[test]
 fn due_exactly_at_the_period() {
     let s = state_with("a", A, "2026-11-01T00:00:00Z");

@@ -52,6 +52,10 @@ fn symbol(kind: ActionKind) -> char {
 
 fn headline(a: &Action) -> String {
     match a.kind {
+        ActionKind::Generate if a.replaces_unknown_key() => format!(
+            "{} will get a new PSK, replacing a live one psk does not hold",
+            a.name
+        ),
         ActionKind::Generate => format!("{} will get its first PSK from psk", a.name),
         ActionKind::Rotate => format!("{} will be rotated", a.name),
         ActionKind::Forget => format!("{} will be forgotten", a.name),

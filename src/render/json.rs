@@ -12,8 +12,9 @@ use crate::state::format_time;
 use crate::tunnel::TunnelKey;
 
 /// The JSON plan format's version; only additive changes within a major.
-/// 1.1 added `dry_run.status` `no_verdict` and `summary.no_verdict`.
-pub const JSON_FORMAT_VERSION: &str = "1.1";
+/// 1.1 added `dry_run.status` `no_verdict` and `summary.no_verdict`; 1.2
+/// the reason code `unknown_live_key`.
+pub const JSON_FORMAT_VERSION: &str = "1.2";
 
 #[derive(Serialize)]
 pub(super) struct JsonPlan<'a> {

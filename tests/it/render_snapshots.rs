@@ -52,6 +52,13 @@ fn full_plan() -> Plan {
             action(1, "fra-primary", ActionKind::Rotate, vec![due], DryRun::Accepted),
             action(2, "ams-new", ActionKind::Generate, vec![Reason::NeverRotated], DryRun::Accepted),
             action(
+                11,
+                "vie-unknown",
+                ActionKind::Generate,
+                vec![Reason::UnknownLiveKey { since: t("2026-08-01T09:00:00Z") }],
+                DryRun::Accepted,
+            ),
+            action(
                 3,
                 "par-drift",
                 ActionKind::Rotate,
@@ -285,7 +292,7 @@ fn no_verdict_is_a_warning_in_every_format() {
     insta::assert_snapshot!("no_verdict_markdown", markdown(&plan, None));
     let j = json(&plan);
     let v: serde_json::Value = serde_json::from_str(&j).unwrap();
-    assert_eq!(v["format_version"], "1.1");
+    assert_eq!(v["format_version"], "1.2");
     assert_eq!(v["applyable"], true);
     assert_eq!(v["summary"]["no_verdict"], 1);
     assert_eq!(v["actions"][1]["dry_run"]["status"], "no_verdict");
