@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context as _};
 use chrono::Utc;
 use clap::Args;
 
-use super::args::{Global, LockWait, Selection};
+use super::args::{Global, LockWait, NewStateFlag, Selection};
 use super::progress::Progress;
 use super::session::{Connection, Session, Writable};
 use super::status::Status;
@@ -41,11 +41,15 @@ pub struct ApplyArgs {
     json: bool,
 
     #[command(flatten)]
+    new_state: NewStateFlag,
+
+    #[command(flatten)]
     lock: LockWait,
 }
 
 pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
     let mut session = Session::open(global)?;
+    session.new_state = args.new_state.new_state;
     let Writable {
         path: state_path,
         lock: _lock,

@@ -174,6 +174,18 @@ impl Network {
     }
 }
 
+/// `--new-state`, shared by the commands that may start a state: plan,
+/// apply and import.
+#[derive(Debug, Args, Default)]
+pub struct NewStateFlag {
+    /// Start a new state here although the backup or lock file of a state
+    /// that is now missing is beside it. Restore that state instead if you
+    /// can: without it every live key on Cloudflare is replaced (or must be
+    /// adopted with `psk import`).
+    #[arg(long)]
+    pub new_state: bool,
+}
+
 /// `--replace` and `--target`, shared by plan and apply.
 #[derive(Debug, Args, Default)]
 pub struct Selection {

@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail, Context as _};
 use clap::Args;
 use zeroize::Zeroizing;
 
-use super::args::{Global, LockWait};
+use super::args::{Global, LockWait, NewStateFlag};
 use super::session::{Session, Writable};
 use super::status::Status;
 use crate::seal::{self, Psk, PskFault};
@@ -28,6 +28,9 @@ pub struct ImportArgs {
     /// even so: it cannot be the tunnel's current key.
     #[arg(long)]
     force: bool,
+
+    #[command(flatten)]
+    new_state: NewStateFlag,
 
     #[command(flatten)]
     lock: LockWait,
@@ -88,7 +91,8 @@ fn check_rule(psk: &Psk, force: bool) -> anyhow::Result<()> {
 }
 
 pub async fn run(global: &Global, args: ImportArgs) -> anyhow::Result<Status> {
-    let session = Session::open(global)?;
+    let mut session = Session::open(global)?;
+    session.new_state = args.new_state.new_state;
     let config = &session.config;
     let tunnel = config.tunnel_by_name(&args.name).ok_or_else(|| {
         anyhow!(

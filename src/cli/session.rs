@@ -21,13 +21,16 @@ use crate::reconcile::{self, resolve_names, Plan, PlanOptions};
 use crate::remote;
 use crate::sandbox::{self, Running, Sandbox, SandboxOptions};
 use crate::seal::Identities;
-use crate::state::{self, State, StateLock};
+use crate::state::{self, NewState, State, StateLock};
 
 /// A command's view of psk.yaml and where its state lives.
 pub struct Session<'g> {
     pub global: &'g Global,
     pub config: Config,
     pub state_path: PathBuf,
+    /// `--new-state`: the operator means to start a state even where psk
+    /// left a backup or lock file of a state that is now missing.
+    pub new_state: bool,
 }
 
 impl<'g> Session<'g> {
@@ -44,7 +47,7 @@ impl<'g> Session<'g> {
         let state_path = global.state_path(&config);
         if !config.unresolved.is_empty() {
             // A state that does not load is reported by the command itself.
-            if let Ok(Some(state)) = state::load(&state_path) {
+            if let Ok(Some(state)) = state::load(&state_path, NewState::IfNoTraces) {
                 resolve_names(&mut config, Some(&state), None)?;
             }
         }
@@ -52,12 +55,23 @@ impl<'g> Session<'g> {
             global,
             config,
             state_path,
+            new_state: false,
         })
     }
 
-    /// Reads the state, or `None` when there is none yet.
+    /// Reads the state, or `None` when there is none yet. A state that
+    /// went missing (its backup or lock file is still there) is refused
+    /// with the way back, unless `--new-state` said otherwise.
     pub fn read_state(&self) -> anyhow::Result<Option<State>> {
-        Ok(state::load(&self.state_path)?)
+        Ok(state::load(&self.state_path, self.new_state())?)
+    }
+
+    fn new_state(&self) -> NewState {
+        if self.new_state {
+            NewState::Allowed
+        } else {
+            NewState::IfNoTraces
+        }
     }
 
     /// Reads the state for a command that needs one (show, export).
@@ -76,7 +90,7 @@ impl<'g> Session<'g> {
     pub fn lock(&self, operation: &str, wait: &LockWait) -> anyhow::Result<Writable> {
         let path = self.state_path.clone();
         let lock = StateLock::acquire(&path, operation, wait.timeout())?;
-        let state = state::load_for_write(&path, &lock)?;
+        let state = state::load_for_write(&path, &lock, self.new_state())?;
         Ok(Writable { path, lock, state })
     }
 

@@ -14,6 +14,7 @@
 //! keyed by [`TunnelKey`]; the file writes the key as `account_id/tunnel_id`.
 
 mod lock;
+mod missing;
 mod perms;
 mod store;
 
@@ -24,13 +25,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::tunnel::TunnelKey;
 pub use lock::{force_unlock, LockError, LockHolder, StateLock, Unlock};
+pub use missing::{NewState, Traces};
 pub use perms::{warn_if_world_writable, world_writable_warning};
 pub use store::{backup_path, journal_path, parse, write_atomic, Journal, StateError};
 
 /// Reads the state, replaying any journal an interrupted apply left;
-/// `Ok(None)` when there is no state file yet. (Logs what it read.)
-pub fn load(path: &std::path::Path) -> Result<Option<State>, StateError> {
-    let state = store::load(path)?;
+/// `Ok(None)` when there is no state file yet and `new_state` allows one.
+/// (Logs what it read.)
+pub fn load(path: &std::path::Path, new_state: NewState) -> Result<Option<State>, StateError> {
+    let state = store::load(path, new_state)?;
     log_loaded(path, state.as_ref(), "state loaded");
     Ok(state)
 }
@@ -40,8 +43,9 @@ pub fn load(path: &std::path::Path) -> Result<Option<State>, StateError> {
 pub fn load_for_write(
     path: &std::path::Path,
     lock: &StateLock,
+    new_state: NewState,
 ) -> Result<Option<State>, StateError> {
-    let state = store::load_for_write(path, lock)?;
+    let state = store::load_for_write(path, lock, new_state)?;
     log_loaded(path, state.as_ref(), "state loaded for writing");
     Ok(state)
 }

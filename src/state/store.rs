@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::missing::{NewState, Traces};
 use super::{State, StateFile, TunnelState, STATE_VERSION};
 use crate::tunnel::TunnelKey;
 
@@ -51,6 +52,9 @@ pub enum StateError {
     },
     #[error("cannot write state file {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
+    /// The state is gone but psk's files beside it are not.
+    #[error("{0}")]
+    Missing(super::missing::Traces),
 }
 
 /// The backup kept beside the state: the version before the last write.
@@ -70,8 +74,9 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Reads the state, replaying any journal an interrupted apply left;
-/// `Ok(None)` when there is no state file yet.
-pub fn load(path: &Path) -> Result<Option<State>, StateError> {
+/// `Ok(None)` when there is no state file yet and `new_state` allows one
+/// (see [`super::missing`]).
+pub fn load(path: &Path, new_state: NewState) -> Result<Option<State>, StateError> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -82,6 +87,10 @@ pub fn load(path: &Path) -> Result<Option<State>, StateError> {
                     journal,
                     backup: backup_path(path),
                 });
+            }
+            let traces = Traces::find(path, backup_path(path), new_state);
+            if new_state != NewState::Allowed && !traces.is_empty() {
+                return Err(StateError::Missing(traces));
             }
             return Ok(None);
         }
@@ -100,9 +109,17 @@ pub fn load(path: &Path) -> Result<Option<State>, StateError> {
 /// [`load`] for a writer, which proves it holds the lock: a journal left by
 /// an interrupted apply is folded into the state file right away (and
 /// stale temp files removed), so the writer starts from one whole file.
-pub fn load_for_write(path: &Path, _lock: &super::StateLock) -> Result<Option<State>, StateError> {
+pub fn load_for_write(
+    path: &Path,
+    lock: &super::StateLock,
+    new_state: NewState,
+) -> Result<Option<State>, StateError> {
     super::warn_if_world_writable(path);
-    let mut state = load(path)?;
+    let new_state = match new_state {
+        NewState::IfNoTraces if lock.created_file() => NewState::IfNoTracesButOwnLock,
+        other => other,
+    };
+    let mut state = load(path, new_state)?;
     if let Some(s) = state.as_mut() {
         Journal::open(path, s)?;
     }
@@ -627,7 +644,7 @@ mod tests {
     fn save_load_backup_and_serial() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("psk.state.json");
-        assert!(load(&path).unwrap().is_none());
+        assert!(load(&path, NewState::IfNoTraces).unwrap().is_none());
         let mut s = State::new(vec![]);
         save(&path, &mut s).unwrap();
         assert_eq!(s.serial, 1);
@@ -636,7 +653,7 @@ mod tests {
         save(&path, &mut s).unwrap();
         assert_eq!(s.serial, 2);
         assert_eq!(fs::read(backup_path(&path)).unwrap(), first);
-        assert_eq!(load(&path).unwrap().unwrap(), s);
+        assert_eq!(load(&path, NewState::IfNoTraces).unwrap().unwrap(), s);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -660,16 +677,16 @@ mod tests {
         let good = fs::read(&path).unwrap();
 
         fs::write(&path, &good[..good.len() / 2]).unwrap();
-        let e = load(&path).unwrap_err().to_string();
+        let e = load(&path, NewState::IfNoTraces).unwrap_err().to_string();
         assert!(e.contains("truncated") && e.contains("line"), "{e}");
         assert!(e.contains("psk.state.json.backup"), "{e}");
 
         fs::write(&path, b"{\"version\": 1, \"lineage\": 5}").unwrap();
-        let e = load(&path).unwrap_err().to_string();
+        let e = load(&path, NewState::IfNoTraces).unwrap_err().to_string();
         assert!(e.contains("wrong type"), "{e}");
 
         fs::write(&path, b"{\n  \"lineage\": \"x\",\n  \"version\": 99\n}").unwrap();
-        let e = load(&path).unwrap_err().to_string();
+        let e = load(&path, NewState::IfNoTraces).unwrap_err().to_string();
         assert!(e.contains("version 99 (line 3)"), "{e}");
         assert!(e.contains("psk.state.json.backup"), "{e}");
     }
@@ -706,12 +723,12 @@ mod tests {
         j.record(&mut s, &key(1)).unwrap();
         // Until finish, the state file is untouched and load replays.
         assert_eq!(fs::read(&path).unwrap(), base);
-        assert_eq!(load(&path).unwrap().unwrap(), s);
+        assert_eq!(load(&path, NewState::IfNoTraces).unwrap().unwrap(), s);
         assert_eq!(s.serial, 5);
         drop(j); // as if psk died here
 
         // The next writer folds the replayed journal in before its own.
-        let mut again = load(&path).unwrap().unwrap();
+        let mut again = load(&path, NewState::IfNoTraces).unwrap().unwrap();
         let j = Journal::open(&path, &mut again).unwrap();
         assert!(!journal_path(&path).exists());
         assert_eq!(fs::read(backup_path(&path)).unwrap(), base);
@@ -724,7 +741,7 @@ mod tests {
             "nothing new to write"
         );
 
-        let mut s = load(&path).unwrap().unwrap();
+        let mut s = load(&path, NewState::IfNoTraces).unwrap().unwrap();
         let mut j = Journal::open(&path, &mut s).unwrap();
         change(&mut s, 7);
         j.record(&mut s, &key(7)).unwrap();
@@ -748,18 +765,24 @@ mod tests {
 
         // A crash in the middle of the second append.
         fs::write(&jp, &full[..first_len + 10]).unwrap();
-        assert_eq!(load(&path).unwrap().unwrap(), after_first);
+        assert_eq!(
+            load(&path, NewState::IfNoTraces).unwrap().unwrap(),
+            after_first
+        );
         // Or a second line the disk filled with zeros.
         let mut zeroed = full[..first_len].to_vec();
         zeroed.extend(std::iter::repeat_n(0u8, 20));
         zeroed.push(b'\n');
         fs::write(&jp, &zeroed).unwrap();
-        assert_eq!(load(&path).unwrap().unwrap(), after_first);
+        assert_eq!(
+            load(&path, NewState::IfNoTraces).unwrap().unwrap(),
+            after_first
+        );
         // A damaged first line before a good one is not a torn write.
         let mut damaged = b"{garbage}\n".to_vec();
         damaged.extend_from_slice(&full[first_len..]);
         fs::write(&jp, &damaged).unwrap();
-        let e = load(&path).unwrap_err().to_string();
+        let e = load(&path, NewState::IfNoTraces).unwrap_err().to_string();
         assert!(
             e.contains("psk.state.json.journal is damaged at line 1"),
             "{e}"
@@ -775,13 +798,13 @@ mod tests {
             j.stage(&key(i));
         }
         // Staged is not durable: a reader sees nothing yet.
-        assert_eq!(load(&path).unwrap().unwrap(), before);
+        assert_eq!(load(&path, NewState::IfNoTraces).unwrap().unwrap(), before);
         j.commit(&mut s).unwrap();
         assert_eq!(s.serial, before.serial + 1, "one serial per commit");
         assert_eq!(j.commits(), 1);
         let journal = fs::read(journal_path(&path)).unwrap();
         assert_eq!(journal.iter().filter(|b| **b == b'\n').count(), 1);
-        assert_eq!(load(&path).unwrap().unwrap(), s);
+        assert_eq!(load(&path, NewState::IfNoTraces).unwrap().unwrap(), s);
         // Nothing staged, nothing written.
         j.commit(&mut s).unwrap();
         assert_eq!(fs::read(journal_path(&path)).unwrap(), journal);
@@ -799,7 +822,10 @@ mod tests {
         };
         j.finish(&mut s).unwrap();
         assert_eq!(s, expected);
-        assert_eq!(load(&path).unwrap().unwrap(), expected);
+        assert_eq!(
+            load(&path, NewState::IfNoTraces).unwrap().unwrap(),
+            expected
+        );
         assert!(!journal_path(&path).exists());
     }
 
@@ -822,7 +848,11 @@ mod tests {
         // its fsync never returned and nothing acted on it.
         for cut in [first_len + 1, (first_len + full.len()) / 2, full.len() - 1] {
             fs::write(&jp, &full[..cut]).unwrap();
-            assert_eq!(load(&path).unwrap().unwrap(), after_first, "cut at {cut}");
+            assert_eq!(
+                load(&path, NewState::IfNoTraces).unwrap().unwrap(),
+                after_first,
+                "cut at {cut}"
+            );
         }
     }
 
@@ -836,7 +866,7 @@ mod tests {
         // As if psk died after the final rename, before removing the journal.
         fs::write(journal_path(&path), journal).unwrap();
         change(&mut s, 0);
-        assert_eq!(load(&path).unwrap().unwrap(), s);
+        assert_eq!(load(&path, NewState::IfNoTraces).unwrap().unwrap(), s);
     }
 
     #[test]
@@ -844,7 +874,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("psk.state.json");
         fs::write(journal_path(&path), b"{}\n").unwrap();
-        let e = load(&path).unwrap_err().to_string();
+        let e = load(&path, NewState::IfNoTraces).unwrap_err().to_string();
         assert!(e.contains("no state file"), "{e}");
     }
 

@@ -270,13 +270,17 @@ fn keys_rotated_after_a_recipient_change_need_no_reseal() {
 fn import_adopts_a_known_psk_from_stdin() {
     let env = applied(2);
     let known = issued(&env, 1);
-    // Start over, as on day one: psk knows nothing of the fleet.
+    // Start over, as on day one: psk knows nothing of the fleet (its lock
+    // file is left, so starting over must be asked for).
     std::fs::remove_file(env.state_path()).unwrap();
     std::fs::remove_file(env.path("psk.state.json.backup")).unwrap();
     let lists = env.sandbox().counters.list.load(Ordering::Relaxed);
 
     let run = env
-        .run_stdin(&["import", "tunnel-01"], &format!("{known}\n"))
+        .run_stdin(
+            &["import", "tunnel-01", "--new-state"],
+            &format!("{known}\n"),
+        )
         .success();
     env.assert_no_secrets(&run.all());
     assert_eq!(

@@ -195,3 +195,108 @@ fn an_interrupted_replace_says_to_run_it_again() {
         assert_eq!(psks.len(), 2, "{id} was replaced once: {psks:?}");
     }
 }
+
+fn state_files(env: &TestEnv) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("psk.state.json")
+        })
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The state file deleted, its backup and lock file still beside it:
+/// plan, apply, show, export, import and validate refuse with the backup's
+/// path and the command that restores it; nothing changes on disk or on
+/// Cloudflare. `--new-state` starts afresh, and says each live key it
+/// would replace.
+#[test]
+fn a_missing_state_with_traces_is_refused_with_the_way_back() {
+    let env = applied(2);
+    // A second write, so the backup exists.
+    env.run(&["apply", "--auto-approve", "--replace", "tunnel-00"])
+        .success();
+    let backup = env.path("psk.state.json.backup");
+    assert!(backup.exists());
+    std::fs::remove_file(env.state_path()).unwrap();
+    let before = state_files(&env);
+    let ledger = env.ledger();
+    let id = env.identity.to_str().unwrap();
+    let restore = "`cp psk.state.json.backup psk.state.json`";
+    for run in [
+        env.run(&["plan"]),
+        env.run(&["plan", "--offline"]),
+        env.run(&["apply", "--auto-approve"]),
+        env.run(&["show", "tunnel-00", "-i", id]),
+        env.run(&["export", "-i", id]),
+        env.run(&["validate"]),
+        env.run_stdin(&["import", "tunnel-00"], "0123456789abcdefghij\n"),
+    ] {
+        let run = run.failure();
+        assert!(run.stderr.contains("there is no state file"), "{run:?}");
+        assert!(run.stderr.contains(restore), "{run:?}");
+        assert!(run.stderr.contains("git restore"), "{run:?}");
+        assert!(run.stderr.contains("--new-state"), "{run:?}");
+        assert_eq!(state_files(&env), before, "{run:?}");
+    }
+    assert_eq!(env.ledger(), ledger, "no key was replaced");
+
+    // The way back works.
+    std::fs::copy(&backup, env.state_path()).unwrap();
+    env.run(&["plan"]).success();
+    std::fs::remove_file(env.state_path()).unwrap();
+
+    // Only the lock file left (a state written once has no backup yet).
+    std::fs::remove_file(&backup).unwrap();
+    let run = env.run(&["plan"]).failure();
+    assert!(run.stderr.contains("its lock file"), "{run:?}");
+    assert!(!run.stderr.contains("`cp "), "{run:?}");
+
+    // Asked for: a new state, and every live key it replaces said aloud.
+    let plan = env
+        .run(&["plan", "--new-state", "--format", "json"])
+        .success();
+    let v: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    for a in v["actions"].as_array().unwrap() {
+        assert_eq!(a["reasons"][0]["code"], "unknown_live_key", "{a}");
+    }
+    let human = env.run(&["plan", "--new-state"]).success();
+    assert!(
+        human
+            .stdout
+            .contains("replacing a live one psk does not hold"),
+        "{human:?}"
+    );
+    assert!(
+        human.stdout.contains("`psk import NAME` adopts"),
+        "{human:?}"
+    );
+    env.run(&["apply", "--auto-approve", "--new-state"])
+        .success();
+    assert!(env.state_path().exists());
+}
+
+/// A first apply that wrote no state (here: not approved) leaves no lock
+/// file behind, so it cannot later pass for the trace of a lost state.
+#[test]
+fn a_first_run_that_writes_nothing_leaves_no_trace() {
+    let mut env = TestEnv::new(2);
+    env.start_sandbox();
+    env.run(&["apply"]).failure();
+    assert!(!env.state_path().exists());
+    assert!(!env.path("psk.state.json.lock").exists());
+    env.run(&["plan"]).success();
+    env.run(&["apply", "--auto-approve"]).success();
+    assert!(env.path("psk.state.json.lock").exists());
+}
