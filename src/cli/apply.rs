@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context as _};
 use chrono::Utc;
 use clap::Args;
 
-use super::args::{Global, LockWait, NewStateFlag, Selection};
+use super::args::{Global, LockWait, Selection, StateOverrides};
 use super::progress::Progress;
 use super::session::{Connection, Session, Writable};
 use super::status::Status;
@@ -41,7 +41,7 @@ pub struct ApplyArgs {
     json: bool,
 
     #[command(flatten)]
-    new_state: NewStateFlag,
+    overrides: StateOverrides,
 
     #[command(flatten)]
     lock: LockWait,
@@ -49,7 +49,7 @@ pub struct ApplyArgs {
 
 pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
     let mut session = Session::open(global)?;
-    session.new_state = args.new_state.new_state;
+    session.overrides(&args.overrides);
     let Writable {
         path: state_path,
         lock: _lock,

@@ -174,16 +174,22 @@ impl Network {
     }
 }
 
-/// `--new-state`, shared by the commands that may start a state: plan,
-/// apply and import.
+/// `--new-state` and `--foreign-state`, shared by the commands that may
+/// start or rewrite a state: plan, apply and import.
 #[derive(Debug, Args, Default)]
-pub struct NewStateFlag {
+pub struct StateOverrides {
     /// Start a new state here although the backup or lock file of a state
     /// that is now missing is beside it. Restore that state instead if you
     /// can: without it every live key on Cloudflare is replaced (or must be
     /// adopted with `psk import`).
     #[arg(long)]
     pub new_state: bool,
+
+    /// Use a state that shares no account or no tunnel with psk.yaml. Only
+    /// when psk.yaml really replaces that whole fleet: every record in the
+    /// state is then planned as no longer in psk.yaml.
+    #[arg(long)]
+    pub foreign_state: bool,
 }
 
 /// `--replace` and `--target`, shared by plan and apply.

@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail, Context as _};
 use clap::Args;
 use zeroize::Zeroizing;
 
-use super::args::{Global, LockWait, NewStateFlag};
+use super::args::{Global, LockWait, StateOverrides};
 use super::session::{Session, Writable};
 use super::status::Status;
 use crate::seal::{self, Psk, PskFault};
@@ -30,7 +30,7 @@ pub struct ImportArgs {
     force: bool,
 
     #[command(flatten)]
-    new_state: NewStateFlag,
+    overrides: StateOverrides,
 
     #[command(flatten)]
     lock: LockWait,
@@ -92,7 +92,7 @@ fn check_rule(psk: &Psk, force: bool) -> anyhow::Result<()> {
 
 pub async fn run(global: &Global, args: ImportArgs) -> anyhow::Result<Status> {
     let mut session = Session::open(global)?;
-    session.new_state = args.new_state.new_state;
+    session.overrides(&args.overrides);
     let config = &session.config;
     let tunnel = config.tunnel_by_name(&args.name).ok_or_else(|| {
         anyhow!(

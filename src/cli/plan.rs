@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 
 use super::args::{
-    parse_at, parse_forecast, parse_span, Forecast, Format, Global, NewStateFlag, Selection,
+    parse_at, parse_forecast, parse_span, Forecast, Format, Global, Selection, StateOverrides,
 };
 use super::session::Session;
 use super::status::Status;
@@ -49,7 +49,7 @@ pub struct PlanArgs {
     expires_in: Span,
 
     #[command(flatten)]
-    new_state: NewStateFlag,
+    overrides: StateOverrides,
 
     #[command(flatten)]
     selection: Selection,
@@ -62,7 +62,7 @@ pub struct PlanArgs {
 
 pub async fn run(global: &Global, args: PlanArgs) -> anyhow::Result<Status> {
     let mut session = Session::open(global)?;
-    session.new_state = args.new_state.new_state;
+    session.overrides(&args.overrides);
     let state = session.read_state()?;
     let options = PlanOptions {
         horizon: args.forecast.0,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use chrono::{DateTime, Utc};
 
-use super::args::{Global, LockWait};
+use super::args::{Global, LockWait, StateOverrides};
 use crate::cloudflare::{Client, ClientOptions, Credentials};
 use crate::config::Config;
 use crate::reconcile::{self, resolve_names, Plan, PlanOptions};
@@ -30,7 +30,10 @@ pub struct Session<'g> {
     pub state_path: PathBuf,
     /// `--new-state`: the operator means to start a state even where psk
     /// left a backup or lock file of a state that is now missing.
-    pub new_state: bool,
+    new_state: bool,
+    /// `--foreign-state`: the operator means to use a state that shares
+    /// nothing with psk.yaml.
+    foreign_state: bool,
 }
 
 impl<'g> Session<'g> {
@@ -56,14 +59,33 @@ impl<'g> Session<'g> {
             config,
             state_path,
             new_state: false,
+            foreign_state: false,
         })
     }
 
+    /// What the operator allowed with `--new-state` and `--foreign-state`.
+    pub fn overrides(&mut self, overrides: &StateOverrides) {
+        self.new_state = overrides.new_state;
+        self.foreign_state = overrides.foreign_state;
+    }
+
     /// Reads the state, or `None` when there is none yet. A state that
-    /// went missing (its backup or lock file is still there) is refused
-    /// with the way back, unless `--new-state` said otherwise.
+    /// went missing (its backup or lock file is still there), or that is
+    /// another psk.yaml's, is refused with the way back, unless
+    /// `--new-state` or `--foreign-state` said otherwise.
     pub fn read_state(&self) -> anyhow::Result<Option<State>> {
-        Ok(state::load(&self.state_path, self.new_state())?)
+        let state = state::load(&self.state_path, self.new_state())?;
+        self.check_belongs(state.as_ref())?;
+        Ok(state)
+    }
+
+    fn check_belongs(&self, state: Option<&State>) -> anyhow::Result<()> {
+        match state {
+            Some(s) if !self.foreign_state => {
+                Ok(state::check_belongs(s, &self.state_path, &self.config)?)
+            }
+            _ => Ok(()),
+        }
     }
 
     fn new_state(&self) -> NewState {
@@ -91,6 +113,7 @@ impl<'g> Session<'g> {
         let path = self.state_path.clone();
         let lock = StateLock::acquire(&path, operation, wait.timeout())?;
         let state = state::load_for_write(&path, &lock, self.new_state())?;
+        self.check_belongs(state.as_ref())?;
         Ok(Writable { path, lock, state })
     }
 

@@ -13,6 +13,7 @@
 //! `deliver` can never disagree on what a new key resets. Records are
 //! keyed by [`TunnelKey`]; the file writes the key as `account_id/tunnel_id`.
 
+mod belongs;
 mod lock;
 mod missing;
 mod perms;
@@ -24,6 +25,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::tunnel::TunnelKey;
+pub use belongs::{check_belongs, Foreign};
 pub use lock::{force_unlock, LockError, LockHolder, StateLock, Unlock};
 pub use missing::{NewState, Traces};
 pub use perms::{warn_if_world_writable, world_writable_warning};

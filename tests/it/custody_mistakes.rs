@@ -300,3 +300,54 @@ fn a_first_run_that_writes_nothing_leaves_no_trace() {
     env.run(&["apply", "--auto-approve"]).success();
     assert!(env.path("psk.state.json.lock").exists());
 }
+
+/// Another fleet's psk.yaml pointed at this state: refused before anything
+/// is planned, naming both files and what differs; nothing is forgotten.
+#[test]
+fn a_foreign_state_is_refused() {
+    let env = applied(4);
+    let before = state_files(&env);
+    let ours = crate::common::config_text(&env.recipient, 4, "90d");
+    // Same account, other tunnels.
+    let other_tunnels = ours
+        .replace("abc0000", "def0000")
+        .replace("tunnel-", "edge-");
+    // Other account, same names.
+    let other_account = ours.replace(crate::common::ACCOUNT, "99999999999999999999999999999999");
+    let id = env.identity.to_str().unwrap();
+    for (config, differs, name) in [
+        (
+            &other_tunnels,
+            "tunnels: none in common; the state holds 4 tunnels",
+            "edge-00",
+        ),
+        (
+            &other_account,
+            "accounts: the state holds 023e105f4ecef8ad9ca31a8372d0c353",
+            "tunnel-00",
+        ),
+    ] {
+        env.write_config(config);
+        for run in [
+            env.run(&["plan"]),
+            env.run(&["plan", "--offline"]),
+            env.run(&["apply", "--auto-approve"]),
+            env.run_stdin(&["import", name], "0123456789abcdefghij\n"),
+            env.run(&["reseal", "-i", id]),
+        ] {
+            let run = run.failure();
+            assert!(
+                run.stderr
+                    .contains("the state psk.state.json is not the state of psk.yaml"),
+                "{run:?}"
+            );
+            assert!(run.stderr.contains(differs), "{run:?}");
+            assert!(run.stderr.contains("--foreign-state"), "{run:?}");
+            assert_eq!(state_files(&env), before, "{run:?}");
+        }
+    }
+    // Said explicitly: psk.yaml replaces that whole fleet.
+    env.write_config(&other_tunnels);
+    let plan = env.run(&["plan", "--foreign-state", "--offline"]).success();
+    assert!(plan.stdout.contains("tunnel-00"), "{plan:?}");
+}
