@@ -24,7 +24,8 @@ use crate::state::State;
 
 pub const PLAN_FORMAT: &str = "psk-plan";
 /// The newest plan file format this psk reads and writes. Version 2 added
-/// the dry-run result `no_verdict`, version 3 the reason `unknown_live_key`.
+/// the dry-run result `no_verdict`, version 3 the reasons `unknown_live_key`
+/// and `not_listed` and the deferrals `still_listed` and `not_asked`.
 pub const PLAN_FORMAT_VERSION: u64 = 3;
 /// The oldest version this psk still reads.
 pub const PLAN_FORMAT_OLDEST: u64 = 1;
@@ -34,11 +35,17 @@ pub const PLAN_FORMAT_OLDEST: u64 = 1;
 /// still applies it, and one with it tells an older psk to plan again
 /// rather than failing on a value it does not know.
 fn version_needed(plan: &Plan) -> u64 {
-    let unknown_live_key =
-        |r: &crate::reconcile::Reason| matches!(r, crate::reconcile::Reason::UnknownLiveKey { .. });
+    let version_3 = |r: &crate::reconcile::Reason| {
+        use crate::reconcile::Reason;
+        matches!(r, Reason::UnknownLiveKey { .. } | Reason::NotListed)
+    };
     let reasons = (plan.actions.iter().flat_map(|a| &a.reasons))
         .chain(plan.deferred.iter().flat_map(|d| &d.reasons));
-    if reasons.clone().any(unknown_live_key) {
+    let kept = |d: &crate::reconcile::Deferred| {
+        use crate::reconcile::Deferral;
+        matches!(d.why, Deferral::StillListed | Deferral::NotAsked)
+    };
+    if reasons.clone().any(version_3) || plan.deferred.iter().any(kept) {
         3
     } else if plan.no_verdicts() > 0 {
         2
@@ -455,6 +462,7 @@ tunnels:
         use crate::reconcile::Reason;
         vec![
             Reason::NeverRotated,
+            Reason::NotListed,
             Reason::UnknownLiveKey {
                 since: t("2026-08-01T00:00:00Z"),
             },

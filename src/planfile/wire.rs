@@ -107,6 +107,7 @@ enum Reason {
         on: DateTime<Utc>,
     },
     NotInConfig,
+    NotListed,
     Forced,
     Pending {
         generated: DateTime<Utc>,
@@ -163,6 +164,8 @@ enum Deferral {
         site: String,
         rotating: String,
     },
+    StillListed,
+    NotAsked,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -250,6 +253,7 @@ impl From<&model::Reason> for Reason {
             M::Interrupted { started } => Reason::Interrupted { started },
             M::ChangedOutside { on } => Reason::ChangedOutside { on },
             M::NotInConfig => Reason::NotInConfig,
+            M::NotListed => Reason::NotListed,
             M::Forced => Reason::Forced,
             M::Pending {
                 generated,
@@ -298,6 +302,8 @@ impl From<&model::Deferred> for Deferred {
                 window,
             },
             model::Deferral::Site { site, rotating } => Deferral::Site { site, rotating },
+            model::Deferral::StillListed => Deferral::StillListed,
+            model::Deferral::NotAsked => Deferral::NotAsked,
         };
         Deferred {
             name: d.name.clone(),
@@ -397,6 +403,7 @@ impl From<Reason> for model::Reason {
             Reason::Interrupted { started } => M::Interrupted { started },
             Reason::ChangedOutside { on } => M::ChangedOutside { on },
             Reason::NotInConfig => M::NotInConfig,
+            Reason::NotListed => M::NotListed,
             Reason::Forced => M::Forced,
             Reason::Pending {
                 generated,
@@ -445,6 +452,8 @@ impl From<Deferred> for model::Deferred {
                 window,
             },
             Deferral::Site { site, rotating } => model::Deferral::Site { site, rotating },
+            Deferral::StillListed => model::Deferral::StillListed,
+            Deferral::NotAsked => model::Deferral::NotAsked,
         };
         model::Deferred {
             name: d.name,

@@ -96,8 +96,9 @@ pub fn reconcile_with(
         plan.actions.extend(follow_ups::reseals(desired, state));
         let redeliveries = follow_ups::redeliveries(desired, state, &changing);
         plan.actions.extend(redeliveries);
-        plan.actions
-            .extend(follow_ups::forgets(desired, state, options));
+        let (forgets, kept) = follow_ups::forgets(desired, state, remote, options);
+        plan.actions.extend(forgets);
+        plan.deferred.extend(kept);
     }
     plan
 }

@@ -87,6 +87,9 @@ pub enum Reason {
     ChangedOutside { on: DateTime<Utc> },
     /// In the state but no longer in psk.yaml.
     NotInConfig,
+    /// Cloudflare no longer lists the tunnel: its key is live nowhere, so
+    /// the record may go (with [`Reason::NotInConfig`]).
+    NotListed,
     /// Asked for with `--replace`.
     Forced,
     /// A PSK psk generated itself is sealed in the state as pending, and
@@ -119,6 +122,7 @@ impl Reason {
             Reason::Interrupted { .. } => "interrupted",
             Reason::ChangedOutside { .. } => "drift",
             Reason::NotInConfig => "not_in_config",
+            Reason::NotListed => "not_listed",
             Reason::Forced => "forced",
             Reason::Pending { .. } => "pending",
             Reason::RecipientsChanged { .. } => "recipients_changed",
@@ -160,9 +164,11 @@ impl Reason {
                 on.format("%Y-%m-%d")
             ),
             Reason::NotInConfig => {
-                "no longer in psk.yaml; only the state record is dropped, the tunnel is not touched"
-                    .to_string()
+                "no longer in psk.yaml; the tunnel on Cloudflare is never touched".to_string()
             }
+            Reason::NotListed => "Cloudflare no longer lists the tunnel, so its key is live \
+                 nowhere: the record and its sealed PSK leave the state"
+                .to_string(),
             Reason::Forced => "replacement requested with --replace".to_string(),
             Reason::Pending {
                 generated,
@@ -323,6 +329,12 @@ pub enum Deferral {
     },
     /// Another tunnel of the same site changes its PSK in this apply.
     Site { site: String, rotating: String },
+    /// Gone from psk.yaml, but Cloudflare still lists the tunnel: its key
+    /// may still be live, so the record and its sealed PSK stay.
+    StillListed,
+    /// Gone from psk.yaml, and Cloudflare was not asked whether it still
+    /// lists the tunnel (offline, or its account is no longer in psk.yaml).
+    NotAsked,
 }
 
 impl Deferral {
@@ -331,6 +343,8 @@ impl Deferral {
         match self {
             Deferral::Window { .. } => "window",
             Deferral::Site { .. } => "site",
+            Deferral::StillListed => "still_listed",
+            Deferral::NotAsked => "not_asked",
         }
     }
 
@@ -345,6 +359,14 @@ impl Deferral {
             Deferral::Site { site, rotating } => format!(
                 "waiting for a later apply: {rotating} of site \"{site}\" changes in this one, and tunnels of one site change one per apply (`site_parallel: true` on their policies allows more)"
             ),
+            Deferral::StillListed => "kept: Cloudflare still lists the tunnel, so its key may still be live; \
+                 the record and its sealed PSK stay in the state (`psk show NAME` opens it) until \
+                 the tunnel is deleted on Cloudflare"
+                .to_string(),
+            Deferral::NotAsked => "kept: psk forgets a record only once Cloudflare no longer lists \
+                 its tunnel, and Cloudflare was not asked (offline, or its account is no longer in \
+                 psk.yaml); the record and its sealed PSK stay in the state"
+                .to_string(),
         }
     }
 }

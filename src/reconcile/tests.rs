@@ -116,20 +116,58 @@ fn drift_and_interruption() {
 
 #[test]
 fn removed_tunnels_are_forgotten_not_touched() {
-    let s = state_with(
-        "gone",
-        "99999999999999999999999999999999",
-        "2026-11-01T00:00:00Z",
-    );
-    let plan = reconcile(&config(), Some(&s), None, t("2026-11-02T00:00:00Z"));
-    let forget: Vec<_> = plan
+    const GONE: &str = "99999999999999999999999999999999";
+    let s = state_with("gone", GONE, "2026-11-01T00:00:00Z");
+    let now = t("2026-11-02T00:00:00Z");
+    let forgets = |plan: &Plan| -> Vec<String> {
+        (plan.actions.iter())
+            .filter(|a| a.kind == ActionKind::Forget)
+            .map(|a| a.name.clone())
+            .collect()
+    };
+    let kept = |plan: &Plan| -> Vec<(String, Deferral)> {
+        (plan.deferred.iter())
+            .filter(|d| d.kind == ActionKind::Forget)
+            .map(|d| (d.name.clone(), d.why.clone()))
+            .collect()
+    };
+    // Cloudflare no longer lists it: the key is live nowhere, so it goes.
+    let plan = reconcile(&config(), Some(&s), Some(&listed(&[(A, "a")])), now);
+    assert_eq!(forgets(&plan), vec!["gone"]);
+    assert!(!plan
         .actions
         .iter()
-        .filter(|a| a.kind == ActionKind::Forget)
-        .collect();
-    assert_eq!(forget.len(), 1);
-    assert_eq!(forget[0].name, "gone");
-    assert!(!forget[0].kind.changes_psk());
+        .any(|a| a.kind.changes_psk() && a.name == "gone"));
+    let reasons = &plan
+        .actions
+        .iter()
+        .find(|a| a.name == "gone")
+        .unwrap()
+        .reasons;
+    assert_eq!(reasons, &vec![Reason::NotInConfig, Reason::NotListed]);
+    assert!(reasons[1]
+        .describe()
+        .contains("Cloudflare no longer lists the tunnel"));
+    // Cloudflare still lists it: its key may be live, the record stays.
+    let plan = reconcile(&config(), Some(&s), Some(&listed(&[(GONE, "gone")])), now);
+    assert!(forgets(&plan).is_empty());
+    assert_eq!(kept(&plan), vec![("gone".into(), Deferral::StillListed)]);
+    assert!(Deferral::StillListed
+        .describe()
+        .contains("`psk show NAME` opens it"));
+    // Offline, Cloudflare was not asked: kept too.
+    let plan = reconcile(&config(), Some(&s), None, now);
+    assert!(forgets(&plan).is_empty());
+    assert_eq!(kept(&plan), vec![("gone".into(), Deferral::NotAsked)]);
+    // Its account is no longer in psk.yaml, so Cloudflare was not asked.
+    let mut other = State::new(vec![]);
+    let r = other.entry(
+        &TunnelKey::new("11111111111111111111111111111111", GONE),
+        "gone",
+    );
+    r.psk = Some("sealed".into());
+    let plan = reconcile(&config(), Some(&other), Some(&listed(&[(A, "a")])), now);
+    assert_eq!(kept(&plan), vec![("gone".into(), Deferral::NotAsked)]);
 }
 
 #[test]

@@ -186,7 +186,9 @@ fn deferred_block(d: &Deferred, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "  # {}", deferred_headline(d))?;
     because(&d.reasons, out)?;
     ids(&d.key, out)?;
-    writeln!(out, "      policy:       {}", d.policy)?;
+    if !d.policy.is_empty() {
+        writeln!(out, "      policy:       {}", d.policy)?;
+    }
     writeln!(out)
 }
 

@@ -252,6 +252,7 @@ impl<'a> JsonDeferral<'a> {
             Deferral::Site { site, rotating } => {
                 (None, Some(site.as_str()), Some(rotating.as_str()))
             }
+            Deferral::StillListed | Deferral::NotAsked => (None, None, None),
         };
         JsonDeferral {
             code: why.code(),

@@ -71,6 +71,9 @@ pub struct StateLock {
     state: PathBuf,
     /// This process created the lock file: none was there before.
     created: bool,
+    /// The lock file was there, empty, before this process took the lock:
+    /// the mark of a psk that ended normally (see [`super::missing`]).
+    found_released: bool,
 }
 
 impl StateLock {
@@ -97,7 +100,7 @@ impl StateLock {
         let deadline = Instant::now() + timeout;
         let mut wait = Duration::from_millis(50);
         let mut told = false;
-        loop {
+        let found_released = loop {
             match file.try_lock() {
                 // A holder that wrote no state removes its lock file as it
                 // lets go (see Drop): a lock on that removed file excludes
@@ -105,7 +108,7 @@ impl StateLock {
                 Ok(()) if !is_at(&file, &path) => {
                     (file, created) = open_lock_file(&path).map_err(io_err)?;
                 }
-                Ok(()) => break,
+                Ok(()) => break !created && file.metadata().is_ok_and(|m| m.len() == 0),
                 Err(std::fs::TryLockError::WouldBlock) => {
                     let holder = read_holder(&mut file);
                     if Instant::now() >= deadline {
@@ -126,7 +129,7 @@ impl StateLock {
                 }
                 Err(std::fs::TryLockError::Error(e)) => return Err(io_err(e)),
             }
-        }
+        };
         let holder = LockHolder {
             id: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
             who: format!("{}@{}", user(), host()),
@@ -151,6 +154,7 @@ impl StateLock {
             path,
             state: state.to_path_buf(),
             created,
+            found_released,
         })
     }
 
@@ -158,10 +162,10 @@ impl StateLock {
         &self.path
     }
 
-    /// Whether this process created the lock file, so its presence says
-    /// nothing about an earlier run (see [`super::missing`]).
-    pub fn created_file(&self) -> bool {
-        self.created
+    /// Whether the lock file was there and empty before this process took
+    /// the lock: a psk ran here and ended normally (see [`super::missing`]).
+    pub fn found_released(&self) -> bool {
+        self.found_released
     }
 }
 

@@ -15,11 +15,15 @@ use super::lock::StateLock;
 /// Whether a command may start a state where there is none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NewState {
-    /// Only where psk left nothing behind.
+    /// Only where psk left nothing behind. A lock file counts when it is
+    /// empty: a psk that ended normally leaves it so, while one killed
+    /// before it wrote a first state leaves its holder record in it (and
+    /// one that wrote nothing and ended normally removes the file).
     IfNoTraces,
-    /// As [`NewState::IfNoTraces`], but the lock file is this process's
-    /// own (it took the lock and created the file just now).
-    IfNoTracesButOwnLock,
+    /// As [`NewState::IfNoTraces`], for the holder of the lock, which has
+    /// written its own record into the file: `true` when the lock file was
+    /// there and empty before it took the lock.
+    IfNoTracesLockWasReleased(bool),
     /// The operator said so (`--new-state`).
     Allowed,
 }
@@ -40,8 +44,11 @@ impl Traces {
         Traces {
             path: path.to_path_buf(),
             backup: existing(backup),
-            lock: existing(StateLock::lock_path(path))
-                .filter(|_| new_state == NewState::IfNoTraces),
+            lock: existing(StateLock::lock_path(path)).filter(|p| match new_state {
+                NewState::IfNoTraces => std::fs::metadata(p).is_ok_and(|m| m.len() == 0),
+                NewState::IfNoTracesLockWasReleased(released) => released,
+                NewState::Allowed => false,
+            }),
         }
     }
 
@@ -99,11 +106,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("psk.state.json");
         assert!(find(&path, NewState::IfNoTraces).is_empty());
+        // A holder record: a psk killed before it wrote a first state.
+        std::fs::write(StateLock::lock_path(&path), b"{}\n").unwrap();
+        assert!(find(&path, NewState::IfNoTraces).is_empty());
+        // Empty: released by a psk that ended normally.
         std::fs::write(StateLock::lock_path(&path), b"").unwrap();
         assert!(!find(&path, NewState::IfNoTraces).is_empty());
-        assert!(find(&path, NewState::IfNoTracesButOwnLock).is_empty());
+        assert!(find(&path, NewState::IfNoTracesLockWasReleased(false)).is_empty());
+        assert!(!find(&path, NewState::IfNoTracesLockWasReleased(true)).is_empty());
         std::fs::write(backup_path(&path), b"{}").unwrap();
-        let t = find(&path, NewState::IfNoTracesButOwnLock);
+        let t = find(&path, NewState::IfNoTracesLockWasReleased(false));
         let text = t.to_string();
         assert!(text.contains("its backup"), "{text}");
         assert!(!text.contains("lock file"), "{text}");

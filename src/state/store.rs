@@ -116,7 +116,7 @@ pub fn load_for_write(
 ) -> Result<Option<State>, StateError> {
     super::warn_if_world_writable(path);
     let new_state = match new_state {
-        NewState::IfNoTraces if lock.created_file() => NewState::IfNoTracesButOwnLock,
+        NewState::IfNoTraces => NewState::IfNoTracesLockWasReleased(lock.found_released()),
         other => other,
     };
     let mut state = load(path, new_state)?;

@@ -351,3 +351,58 @@ fn a_foreign_state_is_refused() {
     let plan = env.run(&["plan", "--foreign-state", "--offline"]).success();
     assert!(plan.stdout.contains("tunnel-00"), "{plan:?}");
 }
+
+/// A tunnel removed from psk.yaml keeps its record, and the only copy of
+/// its key, while Cloudflare still lists it (`psk show` opens it); once the
+/// tunnel is gone from Cloudflare the next apply forgets it. The plan says
+/// where the key goes each time.
+#[test]
+fn forget_waits_until_cloudflare_no_longer_lists_the_tunnel() {
+    let mut env = applied(3);
+    let key_02 = env.ledger()[&crate::common::tunnel_id(2)]
+        .last()
+        .unwrap()
+        .clone();
+    env.write_config(&crate::common::config_text(&env.recipient, 2, "90d"));
+
+    let plan = env.run(&["plan"]).success();
+    assert!(!plan.stdout.contains("will be forgotten"), "{plan:?}");
+    assert!(
+        plan.stdout
+            .contains("kept: Cloudflare still lists the tunnel"),
+        "{plan:?}"
+    );
+    let json = env.run(&["plan", "--format", "json"]).success();
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let kept = &v["deferred"][0];
+    assert_eq!(kept["name"], "tunnel-02", "{v}");
+    assert_eq!(kept["deferred"]["code"], "still_listed", "{v}");
+    let offline = env.run(&["plan", "--offline"]).success();
+    assert!(
+        offline.stdout.contains("Cloudflare was not asked"),
+        "{offline:?}"
+    );
+
+    let run = env.run(&["apply", "--auto-approve"]).success();
+    assert!(!run.stdout.contains("forgotten (state only)"), "{run:?}");
+    let identity = env.identity.clone();
+    let id = identity.to_str().unwrap();
+    let show = env.run(&["show", "tunnel-02", "-i", id]).success();
+    assert_eq!(show.stdout, format!("{key_02}\n"));
+
+    // Deleted on Cloudflare (a sandbox seeded from psk.yaml lists only
+    // tunnel-00 and tunnel-01): now the key is live nowhere.
+    env.start_sandbox();
+    let plan = env.run(&["plan"]).success();
+    assert!(
+        plan.stdout.contains("tunnel-02 will be forgotten"),
+        "{plan:?}"
+    );
+    assert!(
+        plan.stdout
+            .contains("Cloudflare no longer lists the tunnel"),
+        "{plan:?}"
+    );
+    env.run(&["apply", "--auto-approve"]).success();
+    env.run(&["show", "tunnel-02", "-i", id]).failure();
+}

@@ -79,7 +79,13 @@ fn full_plan() -> Plan {
                 vec![Reason::Forced],
                 DryRun::NoVerdict(NO_VERDICT.into()),
             ),
-            action(6, "old-site", ActionKind::Forget, vec![Reason::NotInConfig], DryRun::NotRun),
+            action(
+                6,
+                "old-site",
+                ActionKind::Forget,
+                vec![Reason::NotInConfig, Reason::NotListed],
+                DryRun::NotRun,
+            ),
             action(
                 8,
                 "osl-keys",
@@ -125,6 +131,14 @@ fn full_plan() -> Plan {
                     site: "fra".into(),
                     rotating: "fra-primary".into(),
                 },
+            },
+            Deferred {
+                name: "old-but-listed".into(),
+                key: key(12),
+                kind: ActionKind::Forget,
+                reasons: vec![Reason::NotInConfig],
+                policy: String::new(),
+                why: Deferral::StillListed,
             },
         ],
         upcoming: vec![Upcoming {
