@@ -22,6 +22,7 @@
 //! `state::TunnelState`, the same ones `import`, `reseal` and `deliver` use.
 
 mod bulk;
+mod room;
 mod site;
 mod stream;
 
@@ -205,7 +206,11 @@ pub async fn apply(
     options: &Options,
     mut on_event: impl FnMut(Event<'_>),
 ) -> Result<Report, ApplyError> {
-    let journal = Journal::open(state_path, state)?;
+    let mut journal = Journal::open(state_path, state)?;
+    let room = room::needed(config, plan, state);
+    if room > 0 {
+        journal.reserve(room)?;
+    }
     // New keys are sealed to psk.yaml's recipients; a record says so when
     // the state's header (not yet re-sealed) names others.
     let sealed_to = state.sealed_to_for(&config.recipient_fingerprints());

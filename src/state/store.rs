@@ -52,6 +52,13 @@ pub enum StateError {
     },
     #[error("cannot write state file {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
+    /// No room beside the state for what an apply will write.
+    #[error("not enough room beside {path} for this apply: its journal and final write need {needed} bytes ({source}).\nNothing was changed on Cloudflare. Free space on that filesystem (or raise the quota) and apply again")]
+    NoRoom {
+        path: PathBuf,
+        needed: u64,
+        source: io::Error,
+    },
     /// The state is gone but psk's files beside it are not.
     #[error("{0}")]
     Missing(super::missing::Traces),
@@ -60,6 +67,12 @@ pub enum StateError {
 /// The backup kept beside the state: the version before the last write.
 pub fn backup_path(path: &Path) -> PathBuf {
     sibling(path, ".backup")
+}
+
+/// Space an apply holds for its journal from before its first API call,
+/// released when a write finds the disk full (see [`Journal::reserve`]).
+pub fn reserve_path(path: &Path) -> PathBuf {
+    sibling(path, ".reserve")
 }
 
 /// Where an apply appends its changes until it folds them into the state.
@@ -488,9 +501,65 @@ pub struct Journal {
     records: u64,
     commits: u64,
     bytes_written: u64,
+    /// Space held for the journal, while it is held.
+    reserve: Option<PathBuf>,
+}
+
+impl Drop for Journal {
+    /// A reservation never outlives its apply, however it ends.
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 impl Journal {
+    /// Holds `bytes` on the state's filesystem before the first call that
+    /// makes a key, so an answered key always has room to be recorded: the
+    /// reservation is a file of that size beside the state, removed the
+    /// moment a journal write finds no room (and at the end). Without the
+    /// room, apply refuses to start: nothing has changed on Cloudflare yet.
+    pub fn reserve(&mut self, bytes: u64) -> Result<(), StateError> {
+        let path = reserve_path(&self.path);
+        let fill = || -> io::Result<()> {
+            let mut f = create_private(&path, true)?;
+            let chunk = vec![0u8; 64 * 1024];
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                f.write_all(&chunk[..n])?;
+                left -= n as u64;
+            }
+            f.sync_all()
+        };
+        match fill() {
+            Ok(()) => {
+                tracing::info!(reserve = %path.display(), bytes, "room for the journal reserved");
+                self.reserve = Some(path);
+                Ok(())
+            }
+            Err(source) => {
+                let _ = fs::remove_file(&path);
+                Err(StateError::NoRoom {
+                    path: self.path.clone(),
+                    needed: bytes,
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Gives the reserved room back to the filesystem; true if there was any.
+    fn release(&mut self) -> bool {
+        match self.reserve.take() {
+            Some(p) => {
+                let _ = fs::remove_file(&p);
+                tracing::info!(reserve = %p.display(), "reserved room released");
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Starts a journal on top of `state` as loaded (journal replayed).
     /// A state that does not exist yet, or that a replayed journal changed,
     /// is first written whole, so the new journal extends a file on disk.
@@ -524,7 +593,10 @@ impl Journal {
             }
             Some(_) => {}
         }
+        // Room a killed apply held is free again.
+        let _ = fs::remove_file(reserve_path(path));
         Ok(Journal {
+            reserve: None,
             path: path.to_path_buf(),
             file: None,
             lineage: state.lineage.clone(),
@@ -576,11 +648,20 @@ impl Journal {
                 .map_err(werr)?;
             self.file = Some(f);
         }
-        let f = self.file.as_mut().expect("opened above");
         let started = std::time::Instant::now();
-        f.write_all(&line)
-            .and_then(|_| f.sync_data())
-            .map_err(werr)?;
+        if let Err(e) = self.append(&line) {
+            // Full (or failing): the reserved room goes back to the
+            // filesystem, and the line is written again into it.
+            if !self.release() {
+                state.serial -= 1;
+                return Err(werr(e));
+            }
+            tracing::warn!(error = %e, "journal write failed; retrying in the reserved room");
+            if let Err(e) = self.append(&line) {
+                state.serial -= 1;
+                return Err(werr(e));
+            }
+        }
         tracing::debug!(
             serial = state.serial,
             changes = self.staged.len(),
@@ -593,6 +674,21 @@ impl Journal {
         self.staged.clear();
         self.bytes_written += line.len() as u64;
         Ok(())
+    }
+
+    /// Appends one whole line and makes it durable; on failure the file is
+    /// cut back to where it was, so a half-written line never sits before
+    /// the next one (which replay would refuse as damage).
+    fn append(&mut self, line: &[u8]) -> io::Result<()> {
+        let f = self.file.as_mut().expect("opened by commit");
+        let before = f.metadata()?.len();
+        let result = f.write_all(line).and_then(|_| f.sync_data());
+        if result.is_err() {
+            let _ = f.set_len(before).and_then(|_| f.sync_data());
+            use std::io::Seek;
+            let _ = f.seek(io::SeekFrom::End(0));
+        }
+        result
     }
 
     /// Stages and commits one change: for callers that change one tunnel
@@ -608,6 +704,8 @@ impl Journal {
     pub fn finish(mut self, state: &mut State) -> Result<u64, StateError> {
         self.commit(state)?;
         self.file = None;
+        // The final write takes the room the journal held.
+        self.release();
         // Replaying the journal gives the same keys with per-record lists.
         state.compact_recipients();
         if self.records > 0 {
@@ -639,6 +737,28 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The room held for an apply is a file of that size beside the state,
+    /// gone when the journal finishes or is dropped, and left by no one.
+    #[test]
+    fn reserved_room_never_outlives_its_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("psk.state.json");
+        let mut s = State::new(vec![]);
+        let mut j = Journal::open(&path, &mut s).unwrap();
+        j.reserve(100_000).unwrap();
+        assert_eq!(fs::metadata(reserve_path(&path)).unwrap().len(), 100_000);
+        j.finish(&mut s).unwrap();
+        assert!(!reserve_path(&path).exists());
+        let mut j = Journal::open(&path, &mut s).unwrap();
+        j.reserve(10).unwrap();
+        drop(j);
+        assert!(!reserve_path(&path).exists());
+        // One a killed apply left is removed by the next.
+        fs::write(reserve_path(&path), b"x").unwrap();
+        let _j = Journal::open(&path, &mut s).unwrap();
+        assert!(!reserve_path(&path).exists());
+    }
 
     #[test]
     fn save_load_backup_and_serial() {

@@ -406,3 +406,130 @@ fn forget_waits_until_cloudflare_no_longer_lists_the_tunnel() {
     env.run(&["apply", "--auto-approve"]).success();
     env.run(&["show", "tunnel-02", "-i", id]).failure();
 }
+
+/// A tmpfs of a given size mounted for one test, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// `None` (said loudly on stderr) where psk's tests do not run as
+    /// root: mounting needs it. CI runs as root, so there it always runs.
+    fn mount(dir: &std::path::Path, bytes: u64) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc_geteuid() } != 0 {
+            eprintln!(
+                "SKIPPED: the full-disk test mounts a tmpfs and needs root (CI runs it as root)"
+            );
+            return None;
+        }
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount -t tmpfs failed as root");
+        Some(Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// Writes zeros into `dir` until the filesystem is full.
+fn fill(dir: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join("filler")).unwrap();
+    let chunk = vec![0u8; 4096];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+}
+
+/// The sealed PSKs in the state at `path` (journal replayed), opened.
+fn opened(env: &TestEnv, path: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    let mut ids = psk::seal::Identities::default();
+    ids.add_text(&std::fs::read_to_string(&env.identity).unwrap(), "test")
+        .unwrap();
+    let Some(state) = psk::state::load(path, psk::state::NewState::Allowed).unwrap() else {
+        return Default::default();
+    };
+    (state.tunnels.values())
+        .filter_map(|r| {
+            let s = r.psk.as_ref()?;
+            Some((
+                r.tunnel_id.clone(),
+                psk::seal::open(s, &ids).unwrap().expose().to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// The state on a real small filesystem (a tmpfs) that fills up: too
+/// small for the apply's journal, or filled by another writer while keys
+/// are being answered. At every fill level, when apply exits, every PSK
+/// the edge holds is one psk can open from its state (and journal).
+#[test]
+fn no_answered_key_is_lost_to_a_full_disk() {
+    for size_kib in [24u64, 64, 160, 256, 1024] {
+        let mut env = TestEnv::new(12);
+        env.start_sandbox_with(psk::sandbox::SandboxOptions {
+            latency: std::time::Duration::from_millis(40),
+            ..Default::default()
+        });
+        let disk = env.path("disk");
+        let Some(_mounted) = Tmpfs::mount(&disk, size_kib * 1024) else {
+            return;
+        };
+        let state = disk.join("psk.state.json");
+        let mut child = env
+            .command(&[
+                "apply",
+                "--auto-approve",
+                "--parallelism",
+                "4",
+                "--state",
+                state.to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Another writer fills the disk once the first key is answered.
+        let start = std::time::Instant::now();
+        while env.ledger().is_empty()
+            && child.try_wait().unwrap().is_none()
+            && start.elapsed().as_secs() < 30
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        fill(&disk);
+        let run = crate::common::to_run(child.wait_with_output().unwrap());
+        let sealed = opened(&env, &state);
+        for (id, psks) in env.ledger() {
+            assert_eq!(
+                sealed.get(&id),
+                psks.last(),
+                "{size_kib} KiB: tunnel {id}'s key on the edge is not in the state\n{run:?}"
+            );
+        }
+        if env.ledger().is_empty() {
+            assert!(
+                run.stderr.contains("not enough room beside"),
+                "{size_kib} KiB: {run:?}"
+            );
+        }
+        env.assert_no_secrets(&run.all());
+        eprintln!(
+            "{size_kib} KiB: exit {:?}, {} keys answered",
+            run.code,
+            env.ledger().len()
+        );
+    }
+}
