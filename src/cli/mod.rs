@@ -13,6 +13,7 @@ mod args;
 mod deliver;
 mod export;
 mod force_unlock;
+mod identity_perms;
 mod import;
 mod log;
 mod plan;

@@ -95,6 +95,13 @@ impl TestEnv {
         let recipient = id.to_public().to_string();
         let identity = dir.path().join("identity.txt");
         std::fs::write(&identity, format!("{}\n", id.to_string().expose_secret())).unwrap();
+        // Private to its owner, as `age-keygen -o` writes it: psk warns
+        // about an identity file others can read.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         std::fs::write(
             dir.path().join("psk.yaml"),
             config_text(&recipient, tunnels, "90d"),
