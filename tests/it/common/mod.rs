@@ -61,6 +61,17 @@ pub fn local_config(env: &TestEnv, tunnels: usize) {
     env.write_config(&text);
 }
 
+/// Writes a file only its owner may read, as `age-keygen -o` writes an
+/// identity: psk warns about an identity file others can read.
+pub fn write_private(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
 /// The real binary run in `dir` with an empty environment (PATH aside):
 /// exit code, stdout and stderr.
 pub fn psk_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
@@ -94,14 +105,7 @@ impl TestEnv {
         let id = age::x25519::Identity::generate();
         let recipient = id.to_public().to_string();
         let identity = dir.path().join("identity.txt");
-        std::fs::write(&identity, format!("{}\n", id.to_string().expose_secret())).unwrap();
-        // Private to its owner, as `age-keygen -o` writes it: psk warns
-        // about an identity file others can read.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
+        write_private(&identity, &format!("{}\n", id.to_string().expose_secret()));
         std::fs::write(
             dir.path().join("psk.yaml"),
             config_text(&recipient, tunnels, "90d"),
