@@ -58,7 +58,6 @@ pub(crate) fn is_loopback(url: &Url) -> bool {
 }
 
 /// The road to the API: straight, or through one proxy.
-#[derive(Clone)]
 pub(crate) enum Route {
     Direct(Direct),
     Proxy {

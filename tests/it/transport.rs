@@ -109,18 +109,17 @@ async fn a_redirect_is_an_error_and_is_not_followed() {
     assert!(listener.accept().is_err(), "the redirect was followed");
 }
 
-/// Forwards to the sandbox, except that a real `psk_generate` (which the
+/// Forwards to the sandbox, except that a real PSK change (which the
 /// sandbox carries out: the key on the edge changes) is answered with a
-/// 307 to `location`. Counts what it answered so.
+/// 307 to `location`. Counts the changes it answered so.
 struct Redirecting {
     upstream: String,
     location: String,
     http: reqwest::Client,
     redirected: AtomicUsize,
-    generate_calls: AtomicUsize,
 }
 
-async fn redirect_generate(
+async fn redirect_changes(
     State(r): State<Arc<Redirecting>>,
     method: Method,
     uri: Uri,
@@ -139,8 +138,7 @@ async fn redirect_generate(
     let resp = req.body(body.to_vec()).send().await.unwrap();
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
     let bytes = resp.bytes().await.unwrap();
-    if path.contains("/psk_generate") && !path.contains("validate_only=true") {
-        r.generate_calls.fetch_add(1, Ordering::SeqCst);
+    if method == Method::POST && !path.contains("validate_only=true") {
         r.redirected.fetch_add(1, Ordering::SeqCst);
         return (
             StatusCode::TEMPORARY_REDIRECT,
@@ -157,33 +155,50 @@ async fn redirect_generate(
         .into_response()
 }
 
-/// The done-when for redirects through the real binary: the rotation's
-/// answer was a 307, so the key on the edge is unknown (the sandbox did
-/// rotate it). apply fails and says so, nothing follows the redirect, the
-/// next plan rotates the tunnel again as interrupted, and that converges.
+/// The done-when for redirects through the real binary, for both ways of
+/// rotating: the change's answer was a 307, so the key on the edge is
+/// unknown (the sandbox did change it). apply fails and says so, nothing
+/// follows the redirect or re-sends the change, the next plan rotates the
+/// tunnel again (`interrupted`, or `pending` for a key psk made), and that
+/// converges on the key the edge holds.
 #[test]
-fn a_redirected_rotation_is_interrupted_and_rotated_again() {
-    let mut env = TestEnv::new(1);
+fn a_redirected_psk_generate_is_an_interrupted_rotation() {
+    redirected_change(
+        "cloudflare",
+        "the next plan rotates this tunnel again",
+        "interrupted",
+    );
+}
+
+#[test]
+fn a_redirected_bulk_set_leaves_the_key_pending() {
+    redirected_change("local", "The PSK stays pending in the state", "pending");
+}
+
+fn redirected_change(generator: &str, said: &str, reason: &str) {
+    let mut env = TestEnv::new(0);
+    env.write_config(&config_text(&env.recipient, 1, "90d").replace(
+        "    site_parallel: true\n",
+        &format!("    site_parallel: true\n    generator: {generator}\n"),
+    ));
     env.start_sandbox();
     let (listener, elsewhere) = tripwire();
     let location = format!(
-        "{}/client/v4/accounts/{ACCOUNT}/magic/ipsec_tunnels/{}/psk_generate",
+        "{}/client/v4/accounts/{ACCOUNT}/magic/ipsec_tunnels",
         elsewhere.replace("http://", "http://user:hunter2@"),
-        tunnel_id(0)
     );
     let front = Arc::new(Redirecting {
         upstream: env.base_url().trim_end_matches("/client/v4").to_string(),
         location: location.clone(),
         http: reqwest::Client::new(),
         redirected: AtomicUsize::new(0),
-        generate_calls: AtomicUsize::new(0),
     });
     let state = front.clone();
     let addr = env.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = axum::Router::new()
-            .fallback(redirect_generate)
+            .fallback(redirect_changes)
             .with_state(state);
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         addr
@@ -201,25 +216,21 @@ fn a_redirected_rotation_is_interrupted_and_rotated_again() {
         all.contains(&location.replace("hunter2", "****")),
         "{apply:?}"
     );
-    assert!(
-        all.contains("the next plan rotates this tunnel again"),
-        "{apply:?}"
-    );
+    assert!(all.contains(said), "{apply:?}");
     env.assert_no_secrets(&all);
     assert!(!all.contains("hunter2"), "{apply:?}");
-    assert_eq!(
-        front.generate_calls.load(Ordering::SeqCst),
-        1,
-        "not re-sent"
-    );
+    assert_eq!(front.redirected.load(Ordering::SeqCst), 1, "not re-sent");
     assert!(listener.accept().is_err(), "the redirect was followed");
-    assert_eq!(env.ledger()[&tunnel_id(0)].len(), 1, "the edge did rotate");
+    assert_eq!(env.ledger()[&tunnel_id(0)].len(), 1, "the edge did change");
+    let (_, uncertain) = env.sealed();
+    assert_eq!(uncertain, vec![tunnel_id(0)], "the state knows it may have");
 
     let plan = env.run(&["plan", "--detailed-exitcode"]).code(2);
-    assert!(plan.stdout.contains("interrupted"), "{plan:?}");
+    assert!(plan.stdout.contains(reason), "{plan:?}");
     env.run(&["apply", "--auto-approve"]).success();
     env.run(&["plan", "--detailed-exitcode"]).success();
-    let (opened, _) = env.sealed();
+    let (opened, uncertain) = env.sealed();
+    assert!(uncertain.is_empty());
     assert_eq!(
         opened[&tunnel_id(0)],
         *env.ledger()[&tunnel_id(0)].last().unwrap(),
@@ -288,7 +299,7 @@ fn a_loopback_base_url_is_never_proxied() {
     env.start_sandbox();
     let (listener, proxy) = tripwire();
     let run = env
-        .command(&["plan", "-v"])
+        .command(&["plan", "-v", "--retries", "0", "--request-timeout", "5s"])
         .env("HTTP_PROXY", &proxy)
         .env("HTTPS_PROXY", &proxy)
         .env("ALL_PROXY", &proxy)
