@@ -150,15 +150,16 @@ impl Route {
 /// A proxy variable's value as a URL, as curl reads it: no scheme means
 /// `http://`. Only HTTP(S) proxies: psk is built without SOCKS.
 fn parse_proxy(var: &'static str, value: &str) -> Result<Url, ApiError> {
-    let refuse = |reason: String| ApiError::Proxy {
-        var,
-        url: redact_url(value),
-        reason,
-    };
     let with_scheme = if value.contains("://") {
         value.to_string()
     } else {
         format!("http://{value}")
+    };
+    // Masked as it is read, so `user:pw@host` without a scheme hides `pw`.
+    let refuse = |reason: String| ApiError::Proxy {
+        var,
+        url: redact_url(&with_scheme),
+        reason,
     };
     let url = Url::parse(&with_scheme).map_err(|e| refuse(format!("it is not a URL ({e})")))?;
     match url.scheme() {
@@ -312,5 +313,10 @@ mod tests {
         assert!(e.contains("ALL_PROXY"), "{e}");
         assert!(e.contains("not socks5://"), "{e}");
         assert!(!e.contains(":pw@"), "{e}");
+        let e = route(API, &[("HTTPS_PROXY", "u:pw@")])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("HTTPS_PROXY") && !e.contains("pw"), "{e}");
     }
 }
