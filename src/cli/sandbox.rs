@@ -78,7 +78,9 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
         rate_limit: args.rate_limit,
         seed: args.seed,
         refuse_changes: args.refuse_changes.iter().cloned().collect(),
+        ..SandboxOptions::default()
     };
+    let credentials = options.credentials.clone();
     let sb = Sandbox::from_config(config, state.as_ref(), &options)
         .context("cannot open the ledger file")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -106,7 +108,13 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
         running.base_url()
     );
     let _ = writeln!(out, "export CLOUDFLARE_BASE_URL={}", running.base_url());
-    let _ = writeln!(out, "export CLOUDFLARE_API_TOKEN=sandbox-token");
+    // The only credentials it accepts; nothing real, so they may be shown.
+    let _ = writeln!(out, "export CLOUDFLARE_API_TOKEN={}", credentials.token);
+    let _ = writeln!(
+        out,
+        "# or, as an email and key: export CLOUDFLARE_EMAIL={} CLOUDFLARE_API_KEY={}",
+        credentials.email, credentials.key
+    );
     let _ = writeln!(out, "Press Ctrl-C to stop.");
     let _ = out.flush();
     drop(out);

@@ -12,6 +12,7 @@
 //! ledger, which lets tests prove that no key was lost.
 
 mod api;
+mod auth;
 mod faults;
 
 use std::collections::BTreeMap;
@@ -35,6 +36,7 @@ use crate::state::{format_time, State as PskState};
 use crate::tunnel::TunnelKey;
 
 pub use api::router;
+pub use auth::SandboxCredentials;
 
 /// One tunnel as the sandbox's "edge" knows it.
 #[derive(Debug, Clone)]
@@ -59,6 +61,7 @@ pub struct Counters {
     pub generate_validate: AtomicU64,
     pub bulk_set: AtomicU64,
     pub bulk_validate: AtomicU64,
+    /// Refused for their credentials: missing, malformed or unknown.
     pub unauthorized: AtomicU64,
     /// Answered 429 by `rate_limit`.
     pub rate_limited: AtomicU64,
@@ -91,6 +94,9 @@ pub struct SandboxOptions {
     /// `psk_generate` answers 409 without retry, and the bulk set lists
     /// them in `unapplied_psks`. For partial-failure drills.
     pub refuse_changes: std::collections::BTreeSet<String>,
+    /// The only credentials accepted; any other is refused as Cloudflare
+    /// refuses it (see `auth`).
+    pub credentials: SandboxCredentials,
 }
 
 pub struct Sandbox {
@@ -98,6 +104,7 @@ pub struct Sandbox {
     ledger: Option<Mutex<std::fs::File>>,
     faults: faults::Faults,
     refuse_changes: std::collections::BTreeSet<String>,
+    credentials: SandboxCredentials,
     pub counters: Counters,
 }
 
@@ -170,6 +177,7 @@ impl Sandbox {
                 .iter()
                 .map(|id| id.to_ascii_lowercase())
                 .collect(),
+            credentials: options.credentials.clone(),
             counters: Counters::default(),
         })
     }

@@ -199,7 +199,7 @@ fn the_binary_explains_a_403_from_the_sandbox() {
             .await
             .unwrap()
     });
-    assert_eq!(raw.status(), 401);
+    assert_eq!(raw.status(), 400, "no credentials: Cloudflare's code 9106");
 }
 
 #[tokio::test]
