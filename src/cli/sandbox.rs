@@ -85,7 +85,7 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
         .context("cannot open the ledger file")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .map_err(|e| cannot_listen(args.listen, &e))?;
     let running = sandbox::spawn(listener, Arc::new(sb))?;
     // The server keeps serving even if nobody reads this (a closed pipe):
     // write errors are ignored rather than ending the process.
@@ -121,4 +121,19 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
     tokio::signal::ctrl_c().await?;
     running.stop().await;
     Ok(Status::Success)
+}
+
+/// Why the sandbox cannot take its address, and the option that picks
+/// another: a port in use is the usual case (another `psk sandbox`).
+fn cannot_listen(addr: SocketAddr, e: &std::io::Error) -> anyhow::Error {
+    let why = match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "the port is in use (another `psk sandbox`, or another program, holds it)".to_string()
+        }
+        _ => e.to_string(),
+    };
+    let other = SocketAddr::new(addr.ip(), addr.port().wrapping_add(1).max(1024));
+    anyhow::anyhow!(
+        "cannot listen on {addr}: {why}\nhint: choose another address with `--listen`, e.g. `psk sandbox --listen {other}` (port 0 picks a free one)"
+    )
 }

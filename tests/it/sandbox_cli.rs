@@ -43,6 +43,7 @@ fn serve_printing(env: &TestEnv, args: &[&str]) -> (Child, String) {
             return (child, printed);
         }
     }
+    stop(child);
     panic!("psk sandbox stopped early, having printed:\n{printed}");
 }
 
@@ -205,4 +206,24 @@ fn only_the_printed_credentials_are_accepted() {
         );
         assert!(run.stdout.is_empty(), "{run:?}");
     }
+}
+
+/// A port in use says so, and names `--listen`.
+#[test]
+fn a_port_in_use_names_listen() {
+    let env = TestEnv::new(1);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let run = env.run(&["sandbox", "--listen", &addr]).failure();
+    assert!(run.stdout.is_empty(), "{run:?}");
+    assert!(
+        run.stderr
+            .starts_with(&format!("error: cannot listen on {addr}: the port is in use")),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr.contains("hint: choose another address with `--listen`"),
+        "{run:?}"
+    );
+    drop(taken);
 }
