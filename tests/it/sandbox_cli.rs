@@ -217,12 +217,14 @@ fn a_port_in_use_names_listen() {
     let run = env.run(&["sandbox", "--listen", &addr]).failure();
     assert!(run.stdout.is_empty(), "{run:?}");
     assert!(
-        run.stderr
-            .starts_with(&format!("error: cannot listen on {addr}: the port is in use")),
+        run.stderr.starts_with(&format!(
+            "error: cannot listen on {addr}: the port is in use"
+        )),
         "{run:?}"
     );
     assert!(
-        run.stderr.contains("hint: choose another address with `--listen`"),
+        run.stderr
+            .contains("hint: choose another address with `--listen`"),
         "{run:?}"
     );
     drop(taken);
