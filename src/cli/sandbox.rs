@@ -14,8 +14,9 @@ use super::status::Status;
 use crate::sandbox::{self, Sandbox, SandboxOptions};
 
 /// Serve a local stand-in for Cloudflare's Magic IPsec API, holding the
-/// tunnels of psk.yaml, until Ctrl-C. Prints the two `export` lines that
-/// point psk at it.
+/// tunnels of psk.yaml, until Ctrl-C. Prints the `export` lines that point
+/// psk at it: its URL and the only credentials it accepts (others are
+/// refused as Cloudflare refuses them).
 #[derive(Debug, Args)]
 pub struct SandboxArgs {
     /// Address to listen on.

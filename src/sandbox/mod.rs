@@ -4,7 +4,8 @@
 //! (list, get, `psk_generate`, the bulk PSK set, `validate_only`, the error
 //! envelope, auth) for the tunnels of a psk.yaml, so a new user can run the
 //! whole flow with no account, and tests talk real HTTP to a real server.
-//! It is as strict as the real API (see `api`), and misbehaves on request
+//! It is as strict as the real API (see `api`; it accepts only its own
+//! credentials, see `auth`), and misbehaves on request
 //! (see `faults`): latency, server errors, Cloudflare's rate limit and
 //! connections dropped after the change was made.
 //!
