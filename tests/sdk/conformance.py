@@ -115,7 +115,8 @@ class Sandbox:
         hooks = {"request": [lambda request: counter.append(request.url)]} if counter is not None else {}
         return Cloudflare(
             base_url=self.printed["CLOUDFLARE_BASE_URL"],
-            http_client=httpx.Client(event_hooks=hooks),
+            # Loopback only: no proxy from the environment in between.
+            http_client=httpx.Client(event_hooks=hooks, trust_env=False),
             **credentials,
         )
 
@@ -262,7 +263,8 @@ def check_credentials(sb):
         400, 6003, chained=6103,
     )
     # No credentials at all: the SDK will not send such a request itself.
-    r = httpx.get(sb.printed["CLOUDFLARE_BASE_URL"] + f"/accounts/{ACCOUNT}/magic/ipsec_tunnels")
+    with httpx.Client(trust_env=False) as raw:
+        r = raw.get(sb.printed["CLOUDFLARE_BASE_URL"] + f"/accounts/{ACCOUNT}/magic/ipsec_tunnels")
     assert r.status_code == 400 and r.json()["errors"][0]["code"] == 9106, r.text
     # The right token for an account it cannot use.
     tunnels = sb.client().magic_transit.ipsec_tunnels
