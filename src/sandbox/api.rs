@@ -64,19 +64,20 @@ impl ValidateOnly {
 
 /// What both writes check first, in the API's order: credentials, a body of
 /// the expected shape (`shape` says which, in the error), `validate_only`.
-/// An empty body reads as `empty` when there is one: `psk_generate` takes
-/// no body as well as `{}` (see `generate`).
+/// `when_empty` is what no body at all stands for, where the operation
+/// takes none (`psk_generate`); with `None`, no body is refused like any
+/// other that is not JSON.
 fn opening<T: serde::de::DeserializeOwned>(
     s: &Sandbox,
     headers: &HeaderMap,
     account_id: &str,
-    (body, empty): (&[u8], Option<T>),
+    (body, when_empty): (&[u8], Option<T>),
     q: &ValidateOnly,
     shape: &str,
 ) -> Result<(T, bool), Box<Response>> {
     authorized(s, headers, account_id)?;
-    if let Some(empty) = empty.filter(|_| body.is_empty()) {
-        return Ok((empty, q.get()?));
+    if let Some(nothing) = when_empty.filter(|_| body.is_empty()) {
+        return Ok((nothing, q.get()?));
     }
     let parsed = serde_json::from_slice::<T>(body).map_err(|_| {
         Box::new(failure(
