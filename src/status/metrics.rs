@@ -9,7 +9,8 @@
 //! gauges. Every tunnel series has the labels `name`, `account_id`,
 //! `tunnel_id`, `site` (empty when none) and `policy`. A date psk does not
 //! know (a tunnel never rotated has no due date) is no series at all, not
-//! a made-up value. The report is encoded through a [`Collector`], in
+//! a made-up value (and a metric no tunnel has a value for is left out).
+//! The report is encoded through a [`Collector`], in
 //! psk.yaml's order, so the same status gives the same bytes.
 
 use prometheus_client::collector::Collector;
@@ -138,7 +139,8 @@ impl Collector for StatusCollector {
     }
 }
 
-/// One gauge with a series per tunnel that has a value.
+/// One gauge with a series per tunnel that has a value; no family at all
+/// when none has (say, no tunnel rotated yet).
 fn gauge_family(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -147,11 +149,15 @@ fn gauge_family(
     report: &Report,
     value: fn(&TunnelStatus, &Report) -> Option<i64>,
 ) -> Result<(), std::fmt::Error> {
+    let series: Vec<(&TunnelStatus, i64)> = (report.tunnels.iter())
+        .filter_map(|t| Some((t, value(t, report)?)))
+        .collect();
+    if series.is_empty() {
+        return Ok(());
+    }
     let mut metric = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
-    for t in &report.tunnels {
-        if let Some(v) = value(t, report) {
-            metric.encode_family(&TunnelLabels(t))?.encode_gauge(&v)?;
-        }
+    for (t, v) in series {
+        metric.encode_family(&TunnelLabels(t))?.encode_gauge(&v)?;
     }
     Ok(())
 }

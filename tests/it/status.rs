@@ -262,3 +262,46 @@ fn refresh_shows_a_key_changed_outside_psk() {
     assert_eq!(om_value(&doc, family, "tunnel-01"), Some(1.0));
     assert_eq!(om_value(&doc, family, "tunnel-00"), Some(0.0));
 }
+
+#[test]
+fn without_a_state_every_tunnel_is_never_rotated() {
+    let env = TestEnv::new(2);
+    let run = env.run(&["status", "--exit-code"]).code(2);
+    assert!(run.stdout.contains("No state file yet"), "{run:?}");
+    assert_eq!(
+        run.stdout.matches("never rotated by psk").count(),
+        2,
+        "{run:?}"
+    );
+    let om = env.run(&["status", "--format", "openmetrics"]).success();
+    let doc = openmetrics_parser::openmetrics::parse_openmetrics(&om.stdout).unwrap();
+    assert!(!doc.families.contains_key("psk_state_serial"));
+    assert_eq!(
+        om_value(&doc, "psk_tunnel_never_rotated", "tunnel-01"),
+        Some(1.0)
+    );
+    assert!(!env.state_path().exists(), "status must not write state");
+}
+
+#[test]
+fn a_tunnel_named_by_name_needs_the_state_or_refresh() {
+    let mut env = TestEnv::new(1);
+    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    env.write_config(&format!("{text}  - name: edge-by-name\n"));
+    env.start_sandbox();
+    // Offline, psk does not know its id: refused, saying what to do.
+    let run = env.run(&["status"]).failure();
+    assert!(
+        run.stderr.contains("tunnel `edge-by-name` has no `id`"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("psk status --refresh"), "{run:?}");
+    // --refresh finds it by name at Cloudflare.
+    let run = env
+        .run(&["status", "--refresh", "--format", "json"])
+        .success();
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let id = psk::sandbox::id_for_name(ACCOUNT, "edge-by-name");
+    assert_eq!(v["tunnels"][1]["tunnel_id"], id.as_str());
+    assert_eq!(v["tunnels"][1]["never_rotated"], true);
+}
