@@ -35,6 +35,7 @@ mod planner_props;
 mod render_snapshots;
 mod sandbox_api;
 mod sandbox_cli;
+mod sdk_conformance;
 mod state_store;
 mod status;
 mod workflows;
