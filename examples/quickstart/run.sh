@@ -37,6 +37,9 @@ step psk --sandbox plan --detailed-exitcode
 step "psk plan --offline --at $(date -u -d '+100 days' +%Y-%m-%d)   # what is due in 100 days?"
 "$psk" plan --offline --at "$(date -u -d '+100 days' +%Y-%m-%d)"
 
+step "psk status --at $(date -u -d '+100 days' +%Y-%m-%d)   # where every key stands then"
+"$psk" status --at "$(date -u -d '+100 days' +%Y-%m-%d)"
+
 step "psk show fra-primary --identity demo-identity.txt | wc -c   # the PSK opens (not printed here)"
 "$psk" show fra-primary --identity demo-identity.txt | wc -c
 

@@ -319,6 +319,7 @@ pub fn require_tool(tool: &str) {
     let install = match tool {
         "age" | "age-keygen" => "the `age` package (`apt-get install age`)",
         "ssh-keygen" => "OpenSSH's client (`apt-get install openssh-client`)",
+        "promtool" => "Prometheus's `promtool` (`apt-get install prometheus`)",
         _ => panic!("require_tool: say how to install `{tool}`, and install it in .ci/run"),
     };
     assert!(
