@@ -17,5 +17,6 @@ pub mod render;
 pub mod sandbox;
 pub mod seal;
 pub mod state;
+pub mod status;
 pub mod suggest;
 pub mod tunnel;

@@ -8,9 +8,9 @@ use chrono::Utc;
 use clap::Args;
 
 use super::args::{Global, LockWait, Selection, StateOverrides};
+use super::exit::Status;
 use super::progress::Progress;
 use super::session::{Connection, Session, Writable};
-use super::status::Status;
 use crate::apply;
 use crate::cloudflare::Client;
 use crate::planfile::{self, PlanFile};
@@ -92,8 +92,9 @@ async fn plan_to_apply(
             "--replace and --target shape a new plan; they cannot be used with a saved plan FILE"
         );
     }
-    let config = &session.config;
     let file = PlanFile::load(path)?;
+    let connection = session.resolve_online(state).await?;
+    let config = &session.config;
     let digest = planfile::digest_file(&config.path)
         .with_context(|| format!("cannot read {}", config.path.display()))?;
     file.check(config, &digest, state, Utc::now())
@@ -104,7 +105,7 @@ async fn plan_to_apply(
                 path.display()
             )
         })?;
-    Ok((file.plan, None))
+    Ok((file.plan, connection))
 }
 
 /// Shows the plan and settles whether to go on: `Some` is the status to

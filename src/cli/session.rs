@@ -15,6 +15,7 @@ use anyhow::{bail, Context as _};
 use chrono::{DateTime, Utc};
 
 use super::args::{Global, LockWait, StateOverrides};
+use super::identity_perms::warn_if_loose;
 use crate::cloudflare::{Client, ClientOptions, Credentials};
 use crate::config::Config;
 use crate::reconcile::{self, resolve_names, Plan, PlanOptions};
@@ -129,7 +130,8 @@ impl<'g> Session<'g> {
                 _sandbox: None,
             });
         }
-        let sb = Sandbox::from_config(&self.config, state, &SandboxOptions::default())
+        let sandbox_options = SandboxOptions::default();
+        let sb = Sandbox::from_config(&self.config, state, &sandbox_options)
             .context("cannot start the sandbox")?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -139,7 +141,8 @@ impl<'g> Session<'g> {
             base_url: running.base_url(),
             ..network.client_options()
         };
-        let client = Client::new(&Credentials::Token("sandbox".into()), options)?;
+        let token = Credentials::Token(sandbox_options.credentials.token);
+        let client = Client::new(&token, options)?;
         Ok(Connection {
             client,
             _sandbox: Some(running),
@@ -165,6 +168,22 @@ impl<'g> Session<'g> {
         ))
     }
 
+    /// For a saved plan: tunnels psk.yaml names by name alone that the
+    /// state does not know yet get their ids from Cloudflare's list, as
+    /// when the plan was made, so the plan can be checked against them.
+    /// `None` (no request) when every tunnel already has its id.
+    pub async fn resolve_online(
+        &mut self,
+        state: Option<&State>,
+    ) -> anyhow::Result<Option<Connection>> {
+        if self.config.unresolved.is_empty() {
+            return Ok(None);
+        }
+        let connection = self.connect(state).await?;
+        remote::refresh(&connection.client, &mut self.config).await?;
+        Ok(Some(connection))
+    }
+
     /// Connects, lists every account's tunnels (which gives tunnels named
     /// by name their ids in `config`), plans, and dry-runs each PSK change.
     /// The connection comes back too, for apply to go on with.
@@ -183,15 +202,18 @@ impl<'g> Session<'g> {
 }
 
 /// Every age identity the user offered, from every source at once: the
-/// key that opens sealed PSKs (show, export, deliver, reseal).
+/// key that opens sealed PSKs (show, export, deliver, reseal). A file
+/// others may read is warned about, as `ssh` does for a private key.
 pub fn identities(files: &[PathBuf]) -> anyhow::Result<Identities> {
     let mut ids = Identities::default();
     for f in files {
         ids.add_file(f)?;
+        warn_if_loose(f);
     }
     if let Some(f) = std::env::var_os("PSK_AGE_KEY_FILE").filter(|v| !v.is_empty()) {
-        ids.add_file(std::path::Path::new(&f))
-            .context("from PSK_AGE_KEY_FILE")?;
+        let f = std::path::Path::new(&f);
+        ids.add_file(f).context("from PSK_AGE_KEY_FILE")?;
+        warn_if_loose(f);
     }
     if let Ok(k) = std::env::var("PSK_AGE_KEY") {
         if !k.trim().is_empty() {

@@ -4,7 +4,8 @@
 //! (list, get, `psk_generate`, the bulk PSK set, `validate_only`, the error
 //! envelope, auth) for the tunnels of a psk.yaml, so a new user can run the
 //! whole flow with no account, and tests talk real HTTP to a real server.
-//! It is as strict as the real API (see `api`), and misbehaves on request
+//! It is as strict as the real API (see `api`; it accepts only its own
+//! credentials, see `auth`), and misbehaves on request
 //! (see `faults`): latency, server errors, Cloudflare's rate limit and
 //! connections dropped after the change was made.
 //!
@@ -12,6 +13,7 @@
 //! ledger, which lets tests prove that no key was lost.
 
 mod api;
+mod auth;
 mod faults;
 
 use std::collections::BTreeMap;
@@ -35,6 +37,7 @@ use crate::state::{format_time, State as PskState};
 use crate::tunnel::TunnelKey;
 
 pub use api::router;
+pub use auth::SandboxCredentials;
 
 /// One tunnel as the sandbox's "edge" knows it.
 #[derive(Debug, Clone)]
@@ -59,6 +62,7 @@ pub struct Counters {
     pub generate_validate: AtomicU64,
     pub bulk_set: AtomicU64,
     pub bulk_validate: AtomicU64,
+    /// Refused for their credentials: missing, malformed or unknown.
     pub unauthorized: AtomicU64,
     /// Answered 429 by `rate_limit`.
     pub rate_limited: AtomicU64,
@@ -91,6 +95,9 @@ pub struct SandboxOptions {
     /// `psk_generate` answers 409 without retry, and the bulk set lists
     /// them in `unapplied_psks`. For partial-failure drills.
     pub refuse_changes: std::collections::BTreeSet<String>,
+    /// The only credentials accepted; any other is refused as Cloudflare
+    /// refuses it (see `auth`).
+    pub credentials: SandboxCredentials,
 }
 
 pub struct Sandbox {
@@ -98,6 +105,7 @@ pub struct Sandbox {
     ledger: Option<Mutex<std::fs::File>>,
     faults: faults::Faults,
     refuse_changes: std::collections::BTreeSet<String>,
+    credentials: SandboxCredentials,
     pub counters: Counters,
 }
 
@@ -170,6 +178,7 @@ impl Sandbox {
                 .iter()
                 .map(|id| id.to_ascii_lowercase())
                 .collect(),
+            credentials: options.credentials.clone(),
             counters: Counters::default(),
         })
     }
@@ -246,6 +255,19 @@ fn success(result: Value) -> Response {
     Json(json!({"success": true, "errors": [], "messages": [], "result": result})).into_response()
 }
 
+/// The URL for a server listening on `addr`: an unspecified address
+/// (`0.0.0.0`, `::`) is reached through loopback, because psk sends its
+/// token over plain HTTP only to a loopback host.
+fn base_url_of(mut addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{addr}/client/v4")
+}
+
 /// A running sandbox server, stopped when dropped.
 pub struct Running {
     pub addr: SocketAddr,
@@ -255,8 +277,9 @@ pub struct Running {
 }
 
 impl Running {
+    /// The URL psk reaches it at; see [`base_url_of`].
     pub fn base_url(&self) -> String {
-        format!("http://{}/client/v4", self.addr)
+        base_url_of(self.addr)
     }
 
     pub async fn stop(mut self) {
@@ -340,4 +363,17 @@ pub fn spawn(listener: tokio::net::TcpListener, sandbox: Arc<Sandbox>) -> std::i
         shutdown: Some(tx),
         task: Some(task),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sandbox_on_every_interface_is_reached_through_loopback() {
+        let url = |a: &str| base_url_of(a.parse().unwrap());
+        assert_eq!(url("127.0.0.1:8787"), "http://127.0.0.1:8787/client/v4");
+        assert_eq!(url("0.0.0.0:8787"), "http://127.0.0.1:8787/client/v4");
+        assert_eq!(url("[::]:8787"), "http://[::1]:8787/client/v4");
+    }
 }
