@@ -29,7 +29,11 @@ pub struct Foreign {
 /// `Err` when `state` (read from `state_path`) shares no account or no
 /// tunnel (by id, or by name for tunnels psk.yaml names only by name) with
 /// `config`. An empty state or an empty psk.yaml has nothing to compare.
-pub fn check_belongs(state: &State, state_path: &Path, config: &Config) -> Result<(), Foreign> {
+pub fn check_belongs(
+    state: &State,
+    state_path: &Path,
+    config: &Config,
+) -> Result<(), Box<Foreign>> {
     if state.tunnels.is_empty() || config.tunnels.len() + config.unresolved.len() == 0 {
         return Ok(());
     }
@@ -57,7 +61,7 @@ pub fn check_belongs(state: &State, state_path: &Path, config: &Config) -> Resul
     let config_names: Vec<String> = (config.tunnels.iter().map(|t| t.name.clone()))
         .chain(config.unresolved.iter().map(|u| u.name.clone()))
         .collect();
-    Err(Foreign {
+    Err(Box::new(Foreign {
         state_path: state_path.to_path_buf(),
         config_path: config.path.clone(),
         accounts: (!shares_account).then(|| {
@@ -72,7 +76,7 @@ pub fn check_belongs(state: &State, state_path: &Path, config: &Config) -> Resul
             config_names.iter().take(3).cloned().collect(),
             config_names.len(),
         ),
-    })
+    }))
 }
 
 impl std::error::Error for Foreign {}
