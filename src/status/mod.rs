@@ -168,7 +168,10 @@ impl TunnelStatus {
 
     /// psk holds no sealed PSK for it.
     pub fn never_rotated(&self) -> bool {
-        self.reasons.contains(&Reason::NeverRotated)
+        // Online, a key Cloudflare holds that psk does not is its own
+        // reason; psk holds no sealed PSK in either case.
+        (self.reasons.iter())
+            .any(|r| matches!(r, Reason::NeverRotated | Reason::UnknownLiveKey { .. }))
     }
 
     /// When a rotation that never recorded its answer started.
