@@ -30,6 +30,11 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
             &format!("{base}/{{tunnel_id}}/psk_generate"),
             post(generate),
         )
+        .route("/client/v4/graphql", post(super::graphql::graphql))
+        .route(
+            "/sandbox/accounts/{account_id}/tunnels/{tunnel_id}/far_end",
+            post(super::health::deliver_far_end),
+        )
         .fallback(|| async { failure(StatusCode::NOT_FOUND, 7003, "No route for the URI") })
         .layer(axum::middleware::from_fn_with_state(
             sandbox.clone(),
@@ -85,19 +90,12 @@ fn opening<T: serde::de::DeserializeOwned>(
 /// Like Cloudflare: a bearer token, or an email and key pair; and an
 /// account this token may use (the sandbox's accounts are those of its
 /// tunnels).
-fn authorized(s: &Sandbox, headers: &HeaderMap, account_id: &str) -> Result<(), Box<Response>> {
-    let h = |k: &str| {
-        headers
-            .get(k)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .unwrap_or("")
-    };
-    let bearer = h("authorization")
-        .strip_prefix("Bearer ")
-        .is_some_and(|t| !t.trim().is_empty());
-    let key = !h("x-auth-email").is_empty() && !h("x-auth-key").is_empty();
-    if !(bearer || key) {
+pub(super) fn authorized(
+    s: &Sandbox,
+    headers: &HeaderMap,
+    account_id: &str,
+) -> Result<(), Box<Response>> {
+    if !has_credentials(headers) {
         s.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
         return Err(Box::new(failure(
             StatusCode::UNAUTHORIZED,
@@ -113,6 +111,22 @@ fn authorized(s: &Sandbox, headers: &HeaderMap, account_id: &str) -> Result<(), 
         )));
     }
     Ok(())
+}
+
+/// A bearer token, or an email and key pair.
+pub(super) fn has_credentials(headers: &HeaderMap) -> bool {
+    let h = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .unwrap_or("")
+    };
+    let bearer = h("authorization")
+        .strip_prefix("Bearer ")
+        .is_some_and(|t| !t.trim().is_empty());
+    let key = !h("x-auth-email").is_empty() && !h("x-auth-key").is_empty();
+    bearer || key
 }
 
 fn tunnel_json(key: &TunnelKey, t: &EdgeTunnel) -> Value {

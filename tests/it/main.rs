@@ -26,6 +26,7 @@ mod end_to_end;
 mod faults;
 #[cfg(unix)]
 mod file_modes;
+mod health;
 mod logging;
 mod no_secrets;
 mod plan_review;
