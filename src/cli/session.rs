@@ -128,6 +128,22 @@ impl<'g> Session<'g> {
         ))
     }
 
+    /// For a saved plan: tunnels psk.yaml names by name alone that the
+    /// state does not know yet get their ids from Cloudflare's list, as
+    /// when the plan was made, so the plan can be checked against them.
+    /// `None` (no request) when every tunnel already has its id.
+    pub async fn resolve_online(
+        &mut self,
+        state: Option<&State>,
+    ) -> anyhow::Result<Option<Connection>> {
+        if self.config.unresolved.is_empty() {
+            return Ok(None);
+        }
+        let connection = self.connect(state).await?;
+        remote::refresh(&connection.client, &mut self.config).await?;
+        Ok(Some(connection))
+    }
+
     /// Connects, lists every account's tunnels (which gives tunnels named
     /// by name their ids in `config`), plans, and dry-runs each PSK change.
     /// The connection comes back too, for apply to go on with.
