@@ -24,8 +24,8 @@ use crate::state::State;
 
 pub const PLAN_FORMAT: &str = "psk-plan";
 /// The newest plan file format this psk reads and writes. Version 2 added
-/// the dry-run result `no_verdict`.
-pub const PLAN_FORMAT_VERSION: u64 = 2;
+/// the dry-run result `no_verdict`, version 3 the deferral `sibling_down`.
+pub const PLAN_FORMAT_VERSION: u64 = 3;
 /// The oldest version this psk still reads.
 pub const PLAN_FORMAT_OLDEST: u64 = 1;
 
@@ -34,7 +34,13 @@ pub const PLAN_FORMAT_OLDEST: u64 = 1;
 /// still applies it, and one with it tells an older psk to plan again
 /// rather than failing on a value it does not know.
 fn version_needed(plan: &Plan) -> u64 {
-    if plan.no_verdicts() > 0 {
+    let sibling_down = plan
+        .deferred
+        .iter()
+        .any(|d| matches!(d.why, crate::reconcile::Deferral::SiblingDown { .. }));
+    if sibling_down {
+        3
+    } else if plan.no_verdicts() > 0 {
         2
     } else {
         1
@@ -560,6 +566,11 @@ tunnels:
                     site: "fra".into(),
                     rotating: "t1".into(),
                 }),
+                deferred(Deferral::SiblingDown {
+                    site: "fra".into(),
+                    sibling: "t2".into(),
+                    health: "down in AMS, FRA".into(),
+                }),
             ],
             upcoming: vec![Upcoming {
                 name: "soon".into(),
@@ -628,8 +639,8 @@ tunnels:
             Err(Stale::NotApplyable)
         );
 
-        let future = text.replace("\"format_version\": 2", "\"format_version\": 3");
+        let future = text.replace("\"format_version\": 2", "\"format_version\": 4");
         let e = PlanFile::parse(Path::new("p.json"), future.as_bytes()).unwrap_err();
-        assert!(e.to_string().contains("reads versions 1 to 2"), "{e}");
+        assert!(e.to_string().contains("reads versions 1 to 3"), "{e}");
     }
 }

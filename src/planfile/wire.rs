@@ -160,6 +160,11 @@ enum Deferral {
         site: String,
         rotating: String,
     },
+    SiblingDown {
+        site: String,
+        sibling: String,
+        health: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -294,6 +299,15 @@ impl From<&model::Deferred> for Deferred {
                 window,
             },
             model::Deferral::Site { site, rotating } => Deferral::Site { site, rotating },
+            model::Deferral::SiblingDown {
+                site,
+                sibling,
+                health,
+            } => Deferral::SiblingDown {
+                site,
+                sibling,
+                health,
+            },
         };
         Deferred {
             name: d.name.clone(),
@@ -440,6 +454,15 @@ impl From<Deferred> for model::Deferred {
                 window,
             },
             Deferral::Site { site, rotating } => model::Deferral::Site { site, rotating },
+            Deferral::SiblingDown {
+                site,
+                sibling,
+                health,
+            } => model::Deferral::SiblingDown {
+                site,
+                sibling,
+                health,
+            },
         };
         model::Deferred {
             name: d.name,

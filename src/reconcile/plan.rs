@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::cloudflare::RemoteTunnel;
+use crate::health::PathHealth;
 use crate::policy::Span;
 use crate::tunnel::TunnelKey;
 
@@ -24,6 +25,9 @@ use crate::tunnel::TunnelKey;
 #[derive(Debug, Default, Clone)]
 pub struct Remote {
     pub tunnels: BTreeMap<TunnelKey, RemoteTunnel>,
+    /// The health now of every tunnel of a site whose policy verifies with
+    /// Cloudflare's health checks (see [`crate::remote::refresh`]).
+    pub health: BTreeMap<TunnelKey, PathHealth>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -301,6 +305,14 @@ pub enum Deferral {
     },
     /// Another tunnel of the same site changes its PSK in this apply.
     Site { site: String, rotating: String },
+    /// `verify`'s preflight: another path of the site is not healthy now,
+    /// so rotating this one could cut the site off.
+    SiblingDown {
+        site: String,
+        sibling: String,
+        /// The sibling's health in words, e.g. `down in AMS, FRA`.
+        health: String,
+    },
 }
 
 impl Deferral {
@@ -309,6 +321,7 @@ impl Deferral {
         match self {
             Deferral::Window { .. } => "window",
             Deferral::Site { .. } => "site",
+            Deferral::SiblingDown { .. } => "sibling_down",
         }
     }
 
@@ -322,6 +335,13 @@ impl Deferral {
             } => format!("waiting for window (opens {opens_local}; window {window})"),
             Deferral::Site { site, rotating } => format!(
                 "waiting for a later apply: {rotating} of site \"{site}\" changes in this one, and tunnels of one site change one per apply (`site_parallel: true` on their policies allows more)"
+            ),
+            Deferral::SiblingDown {
+                site,
+                sibling,
+                health,
+            } => format!(
+                "held by verify's preflight: {sibling} is {health}; rotating this path now would cut site \"{site}\" off (psk waits until every other path of the site is healthy)"
             ),
         }
     }

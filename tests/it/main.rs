@@ -36,3 +36,4 @@ mod render_snapshots;
 mod sandbox_api;
 mod sandbox_cli;
 mod state_store;
+mod verify;

@@ -727,7 +727,8 @@ proptest! {
             prop_assert_eq!(codes(reasons), e.codes.clone(), "t{}", i);
             let window_opens = deferred.and_then(|d| match d.why {
                 Deferral::Window { opens, .. } => Some(opens),
-                Deferral::Site { .. } => None,
+                // Offline plans: no health, no preflight.
+                Deferral::Site { .. } | Deferral::SiblingDown { .. } => None,
             });
             prop_assert_eq!(window_opens, e.waits_until, "t{} now {}", i, w.now);
         }

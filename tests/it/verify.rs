@@ -1,0 +1,115 @@
+//! `verify`: the preflight that holds a path while another path of its
+//! site is down, read from the sandbox's health model over GraphQL.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::common::*;
+use psk::sandbox::{HealthOptions, SandboxOptions};
+use serde_json::Value;
+
+/// `tunnels` tunnels in site pairs, verified by health checks.
+fn verified_env(tunnels: usize, health: HealthOptions) -> TestEnv {
+    let mut env = TestEnv::new(0);
+    let text = config_text(&env.recipient, tunnels, "90d").replace(
+        "    site_parallel: true\n",
+        "    verify: {settle: 1s, timeout: 20s}\n",
+    );
+    env.write_config(&text);
+    env.start_sandbox_with(SandboxOptions {
+        health,
+        ..SandboxOptions::default()
+    });
+    env
+}
+
+fn deferred(plan: &Value) -> Vec<(String, Value)> {
+    plan["deferred"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["name"].as_str().unwrap().to_string(),
+                d["deferred"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn preflight_defers_a_path_whose_sibling_is_down_in_every_format() {
+    let env = verified_env(
+        4,
+        HealthOptions {
+            down: [tunnel_id(1)].into(),
+            ..HealthOptions::default()
+        },
+    );
+    let run = env.run(&["plan", "--format", "json"]).success();
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    let held = deferred(&plan);
+    let sibling_down: Vec<_> = held
+        .iter()
+        .filter(|(_, d)| d["code"] == "sibling_down")
+        .collect();
+    assert_eq!(sibling_down.len(), 1, "{held:?}");
+    let (name, why) = sibling_down[0];
+    assert_eq!(name, "tunnel-00");
+    assert_eq!(why["sibling"], "tunnel-01");
+    assert_eq!(why["site"], "site-0");
+    assert_eq!(why["health"], "down in AMS, FRA");
+    // The down path itself may change: its sibling is healthy.
+    let actions: Vec<&str> = plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"tunnel-01"), "{actions:?}");
+    // One GraphQL query per account per plan.
+    assert_eq!(env.sandbox().counters.graphql.load(Relaxed), 1);
+
+    let message = "held by verify's preflight: tunnel-01 is down in AMS, FRA; rotating this path now would cut site \"site-0\" off";
+    let human = env.run(&["plan"]).success();
+    assert!(human.stdout.contains(message), "{human:?}");
+    let markdown = env.run(&["plan", "--format", "markdown"]).success();
+    let short = "held by verify's preflight: tunnel-01 is down in AMS, FRA; rotating this path now";
+    assert!(markdown.stdout.contains(short), "{markdown:?}");
+    let saved = env.path("plan.json");
+    env.run(&["plan", "--out", saved.to_str().unwrap()])
+        .success();
+    let shown = env.run(&["show-plan", saved.to_str().unwrap()]).success();
+    assert!(shown.stdout.contains(message), "{shown:?}");
+
+    // apply holds it too: tunnel-00 keeps its key.
+    env.run(&["apply", "--auto-approve"]).success();
+    let ledger = env.ledger();
+    assert!(!ledger.contains_key(&tunnel_id(0)), "{ledger:?}");
+    assert!(ledger.contains_key(&tunnel_id(1)), "{ledger:?}");
+}
+
+#[test]
+fn unknown_health_holds_every_verified_path() {
+    let env = verified_env(
+        2,
+        HealthOptions {
+            graphql_error_rate: 1.0,
+            ..HealthOptions::default()
+        },
+    );
+    let run = env.run(&["plan", "--format", "json"]).success();
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    let held = deferred(&plan);
+    assert_eq!(held.len(), 2, "{held:?}");
+    for (_, why) in &held {
+        assert_eq!(why["code"], "sibling_down", "{why}");
+        let health = why["health"].as_str().unwrap();
+        assert!(
+            health.starts_with("of unknown health (Cloudflare's GraphQL API refused"),
+            "{health}"
+        );
+    }
+    assert_eq!(plan["actions"].as_array().unwrap().len(), 0);
+    env.run(&["apply", "--auto-approve"]).success();
+    assert!(env.ledger().is_empty());
+}
