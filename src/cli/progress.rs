@@ -69,6 +69,10 @@ impl Progress {
                             Outcome::Undelivered {
                                 last_rotated,
                                 message,
+                            }
+                            | Outcome::Unverified {
+                                last_rotated,
+                                message,
                             } => {
                                 v["last_rotated"] = json!(format_time(last_rotated));
                                 v["message"] = json!(message);
@@ -172,6 +176,7 @@ fn outcome_code(o: &Outcome) -> &'static str {
         Outcome::Deferred { .. } => "deferred",
         Outcome::Failed { .. } => "failed",
         Outcome::Undelivered { .. } => "undelivered",
+        Outcome::Unverified { .. } => "unverified",
         Outcome::NotStarted => "not_started",
     }
 }
@@ -197,11 +202,20 @@ fn line(event: &Event<'_>) -> Option<String> {
                 format_time(last_rotated)
             ),
             Outcome::Forgotten => format!("{}: forgotten (state only)", a.name),
+            // A site stopped by a failed delivery or verification.
+            Outcome::Deferred { message } if message.starts_with("not started") => {
+                format!("{}: {message}", a.name)
+            }
             Outcome::Deferred { message } => format!("{}: not re-sealed: {message}", a.name),
             Outcome::Failed { message, .. } => {
                 format!("{}: FAILED: {}", a.name, message.replace('\n', "\n    "))
             }
             Outcome::NotStarted => format!("{}: not started", a.name),
+            Outcome::Unverified { last_rotated, message } => format!(
+                "{}: new PSK recorded (Cloudflare dates it {}), but DID NOT COME BACK: {message}; the new PSK stays sealed, its site stops here",
+                a.name,
+                format_time(last_rotated)
+            ),
             Outcome::Undelivered { last_rotated, message } => format!(
                 "{}: rotated (Cloudflare dates it {}), but DELIVERY FAILED: {message}; `psk deliver {}` retries",
                 a.name,

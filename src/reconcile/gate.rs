@@ -157,9 +157,14 @@ fn sites(desired: &Config) -> HashMap<&str, (&str, bool)> {
         .filter_map(|t| {
             let site = t.site.as_deref()?;
             let p = desired.policy_of(t);
+            // With `verify`, apply waits for each path to come back before
+            // the next; the bulk path (`generator: local`) does not wait,
+            // so there it stays one per apply.
+            let verified =
+                p.verify.is_some() && p.generator == crate::policy::Generator::Cloudflare;
             Some((
                 t.name.as_str(),
-                (site, p.site_parallel || p.deliver.is_some()),
+                (site, p.site_parallel || p.deliver.is_some() || verified),
             ))
         })
         .collect()

@@ -42,6 +42,7 @@ fn preflight_defers_a_path_whose_sibling_is_down_in_every_format() {
         4,
         HealthOptions {
             down: [tunnel_id(1)].into(),
+            far_end_follows: Some(std::time::Duration::ZERO),
             ..HealthOptions::default()
         },
     );
@@ -112,4 +113,113 @@ fn unknown_health_holds_every_verified_path() {
     assert_eq!(plan["actions"].as_array().unwrap().len(), 0);
     env.run(&["apply", "--auto-approve"]).success();
     assert!(env.ledger().is_empty());
+}
+
+/// The PSK each ledger line made valid, with its time, per tunnel id.
+fn ledger_times(env: &TestEnv) -> Vec<(String, chrono::DateTime<chrono::Utc>)> {
+    let text = std::fs::read_to_string(env.ledger_path()).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let at = chrono::DateTime::parse_from_rfc3339(v["at"].as_str().unwrap()).unwrap();
+            (v["tunnel_id"].as_str().unwrap().to_string(), at.to_utc())
+        })
+        .collect()
+}
+
+#[test]
+fn a_site_pair_is_rotated_and_verified_in_one_apply() {
+    let env = verified_env(
+        4,
+        HealthOptions {
+            far_end_follows: Some(std::time::Duration::ZERO),
+            ..HealthOptions::default()
+        },
+    );
+    let run = env.run(&["apply", "--auto-approve"]).success();
+    assert!(run.stdout.contains("4 generated"), "{run:?}");
+    env.assert_no_secrets(&run.all());
+    let times = ledger_times(&env);
+    assert_eq!(times.len(), 4, "{times:?}");
+    let at = |i: usize| times.iter().find(|(id, _)| *id == tunnel_id(i)).unwrap().1;
+    // Within a site, the second path changes only once the first has been
+    // healthy for `settle` (1s); the two sites go side by side.
+    for (first, second) in [(0, 1), (2, 3)] {
+        let (a, b) = (at(first).min(at(second)), at(first).max(at(second)));
+        assert!(b - a >= chrono::TimeDelta::seconds(1), "{times:?}");
+    }
+    assert!(
+        (at(0).min(at(1)) - at(2).min(at(3)))
+            .num_milliseconds()
+            .abs()
+            < 1000,
+        "{times:?}"
+    );
+    // Nothing is left: the next plan is empty.
+    env.run(&["plan", "--detailed-exitcode"]).success();
+}
+
+#[test]
+fn a_tunnel_that_never_comes_back_halts_its_site_only() {
+    let mut env = TestEnv::new(0);
+    let text = config_text(&env.recipient, 4, "90d").replace(
+        "    site_parallel: true\n",
+        "    verify: {settle: 1s, timeout: 3s}\n",
+    );
+    env.write_config(&text);
+    env.start_sandbox_with(SandboxOptions {
+        health: HealthOptions {
+            far_end_follows: Some(std::time::Duration::ZERO),
+            never_up: [tunnel_id(0)].into(),
+            ..HealthOptions::default()
+        },
+        ..SandboxOptions::default()
+    });
+    let run = env.run(&["apply", "--auto-approve"]).code(1);
+    env.assert_no_secrets(&run.all());
+    assert!(
+        run.stdout.contains("tunnel-00: new PSK recorded"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout
+            .contains("DID NOT COME BACK: did not come back within 3s"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("down in AMS, FRA"), "{run:?}");
+    assert!(
+        run.stdout
+            .contains("tunnel-01: not started: tunnel-00, on the same site, did not come back"),
+        "{run:?}"
+    );
+    // The other site went on.
+    let ledger = env.ledger();
+    assert!(
+        ledger.contains_key(&tunnel_id(2)) && ledger.contains_key(&tunnel_id(3)),
+        "{ledger:?}"
+    );
+    assert!(
+        !ledger.contains_key(&tunnel_id(1)),
+        "the sibling keeps its key: {ledger:?}"
+    );
+    // The new key of the tunnel that did not come back is sealed.
+    let (sealed, uncertain) = env.sealed();
+    assert_eq!(
+        sealed[&tunnel_id(0)],
+        *ledger[&tunnel_id(0)].last().unwrap()
+    );
+    assert!(uncertain.is_empty());
+    // The next plan holds the sibling while tunnel-00 is down.
+    let plan = env.run(&["plan", "--format", "json"]).success();
+    let plan: Value = serde_json::from_str(&plan.stdout).unwrap();
+    let held = deferred(&plan);
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].0, "tunnel-01");
+    assert_eq!(held[0].1["sibling"], "tunnel-00");
+    // Over the last minute: healthy before its rotation, down since.
+    let health = held[0].1["health"].as_str().unwrap();
+    assert!(
+        ["degraded in AMS, FRA", "down in AMS, FRA"].contains(&health),
+        "{health}"
+    );
 }
