@@ -223,3 +223,104 @@ fn a_tunnel_that_never_comes_back_halts_its_site_only() {
         "{health}"
     );
 }
+
+#[test]
+fn a_probe_of_the_users_decides_with_the_tunnel_in_its_environment() {
+    let mut env = TestEnv::new(0);
+    let log = env.path("probe.log");
+    let probe = env.path("probe.sh");
+    std::fs::write(
+        &probe,
+        format!(
+            "#!/bin/sh\necho \"$PSK_TUNNEL_NAME $PSK_SITE $PSK_TUNNEL_ID $PSK_ACCOUNT_ID ${{CLOUDFLARE_API_TOKEN:-no-token}}\" >> {}\n[ \"$PSK_TUNNEL_NAME\" != tunnel-00 ]\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let text = config_text(&env.recipient, 4, "90d").replace(
+        "    site_parallel: true\n",
+        &format!(
+            "    verify: {{health_checks: false, command: [\"{}\"], command_timeout: 5s, settle: 1s, timeout: 2s}}\n",
+            probe.display()
+        ),
+    );
+    env.write_config(&text);
+    env.start_sandbox();
+    let run = env.run(&["apply", "--auto-approve"]).code(1);
+    assert!(
+        run.stdout
+            .contains("DID NOT COME BACK: did not come back within 2s")
+            && run.stdout.contains("exited with status 1"),
+        "{run:?}"
+    );
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let first = lines.lines().next().unwrap();
+    assert!(first.ends_with(&format!("{ACCOUNT} no-token")), "{lines}");
+    assert!(
+        lines.contains(&format!("tunnel-00 site-0 {} ", tunnel_id(0))),
+        "{lines}"
+    );
+    assert!(!lines.contains("tunnel-01"), "its site stopped: {lines}");
+    // Site 1 went on, one path after the other.
+    assert!(
+        lines.contains("tunnel-02 site-1") && lines.contains("tunnel-03 site-1"),
+        "{lines}"
+    );
+    let ledger = env.ledger();
+    assert!(!ledger.contains_key(&tunnel_id(1)), "{ledger:?}");
+}
+
+/// SIGKILL while a tunnel is being verified: its new key was made durable
+/// before the wait began, and the next plan knows where it stood.
+#[test]
+fn sigkill_during_verification_loses_nothing() {
+    let mut env = TestEnv::new(0);
+    let text = config_text(&env.recipient, 2, "90d").replace(
+        "    site_parallel: true\n",
+        "    verify: {settle: 1s, timeout: 2m}\n",
+    );
+    env.write_config(&text);
+    env.start_sandbox_with(SandboxOptions {
+        health: HealthOptions {
+            never_up: [tunnel_id(0)].into(),
+            ..HealthOptions::default()
+        },
+        ..SandboxOptions::default()
+    });
+    let mut child = env
+        .command(&["apply", "--auto-approve"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The plan's preflight is one query; more are the verification's polls.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while env.sandbox().counters.graphql.load(Relaxed) < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "verification never polled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let ledger = env.ledger();
+    let (sealed, uncertain) = env.sealed();
+    assert_eq!(sealed.get(&tunnel_id(0)), ledger[&tunnel_id(0)].last());
+    assert!(uncertain.is_empty(), "{uncertain:?}");
+    assert!(!ledger.contains_key(&tunnel_id(1)), "{ledger:?}");
+    // The lock died with the process; the next plan holds the sibling.
+    let run = env.run(&["plan", "--format", "json"]).success();
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    let held = deferred(&plan);
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(
+        (held[0].0.as_str(), &held[0].1["code"]),
+        ("tunnel-01", &Value::from("sibling_down"))
+    );
+}
