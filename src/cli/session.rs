@@ -92,7 +92,8 @@ impl<'g> Session<'g> {
                 _sandbox: None,
             });
         }
-        let sb = Sandbox::from_config(&self.config, state, &SandboxOptions::default())
+        let sandbox_options = SandboxOptions::default();
+        let sb = Sandbox::from_config(&self.config, state, &sandbox_options)
             .context("cannot start the sandbox")?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -102,7 +103,8 @@ impl<'g> Session<'g> {
             base_url: running.base_url(),
             ..network.client_options()
         };
-        let client = Client::new(&Credentials::Token("sandbox".into()), options)?;
+        let token = Credentials::Token(sandbox_options.credentials.token);
+        let client = Client::new(&token, options)?;
         Ok(Connection {
             client,
             _sandbox: Some(running),

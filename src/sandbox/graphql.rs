@@ -62,7 +62,7 @@ pub(crate) async fn graphql(
 type Refusal = (&'static str, String);
 
 fn answer(s: &Sandbox, headers: &HeaderMap, body: &[u8]) -> Result<Value, Refusal> {
-    if !super::api::has_credentials(headers) {
+    if super::auth::check(&s.credentials, headers).is_err() {
         return Err(("authz", "authentication error: no valid credentials".into()));
     }
     if !s

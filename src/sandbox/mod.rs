@@ -4,7 +4,8 @@
 //! (list, get, `psk_generate`, the bulk PSK set, `validate_only`, the error
 //! envelope, auth) for the tunnels of a psk.yaml, so a new user can run the
 //! whole flow with no account, and tests talk real HTTP to a real server.
-//! It is as strict as the real API (see `api`), and misbehaves on request
+//! It is as strict as the real API (see `api`; it accepts only its own
+//! credentials, see `auth`), and misbehaves on request
 //! (see `faults`): latency, server errors, Cloudflare's rate limit and
 //! connections dropped after the change was made.
 //!
@@ -12,6 +13,7 @@
 //! ledger, which lets tests prove that no key was lost.
 
 mod api;
+mod auth;
 mod faults;
 mod graphql;
 mod health;
@@ -37,6 +39,7 @@ use crate::state::{format_time, State as PskState};
 use crate::tunnel::TunnelKey;
 
 pub use api::router;
+pub use auth::SandboxCredentials;
 pub use health::{HealthOptions, COLOS};
 
 /// One tunnel as the sandbox's "edge" knows it.
@@ -64,6 +67,7 @@ pub struct Counters {
     pub generate_validate: AtomicU64,
     pub bulk_set: AtomicU64,
     pub bulk_validate: AtomicU64,
+    /// Refused for their credentials: missing, malformed or unknown.
     pub unauthorized: AtomicU64,
     /// Answered 429 by `rate_limit`.
     pub rate_limited: AtomicU64,
@@ -104,6 +108,9 @@ pub struct SandboxOptions {
     pub refuse_changes: std::collections::BTreeSet<String>,
     /// The tunnels' far ends and their health (see `health`).
     pub health: HealthOptions,
+    /// The only credentials accepted; any other is refused as Cloudflare
+    /// refuses it (see `auth`).
+    pub credentials: SandboxCredentials,
 }
 
 pub struct Sandbox {
@@ -114,6 +121,7 @@ pub struct Sandbox {
     health: HealthOptions,
     graphql_budget: Mutex<health::Budget>,
     graphql_rng: Mutex<rand::rngs::StdRng>,
+    credentials: SandboxCredentials,
     pub counters: Counters,
 }
 
@@ -199,6 +207,7 @@ impl Sandbox {
                 Some(seed) => rand::SeedableRng::seed_from_u64(seed.wrapping_add(1)),
                 None => rand::SeedableRng::from_entropy(),
             }),
+            credentials: options.credentials.clone(),
             counters: Counters::default(),
         })
     }

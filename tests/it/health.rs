@@ -293,7 +293,7 @@ fn raw(env: &TestEnv, body: Value, token: bool) -> Value {
     env.block_on(async {
         let mut req = reqwest::Client::new().post(url).json(&body);
         if token {
-            req = req.bearer_auth("t");
+            req = req.bearer_auth(TOKEN);
         }
         let r = req.send().await.unwrap();
         assert_eq!(r.status(), 200);

@@ -35,5 +35,6 @@ mod planner_props;
 mod render_snapshots;
 mod sandbox_api;
 mod sandbox_cli;
+mod sdk_conformance;
 mod state_store;
 mod verify;
