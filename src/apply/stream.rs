@@ -219,8 +219,10 @@ impl Stream<'_, '_> {
                     outcome,
                 } => {
                     let client = self.run.client.clone();
+                    let stop = self.run.options.stop.clone();
                     let handle = self.tasks.spawn(async move {
-                        let r = super::verify::until_back_up(&client, &how, &tunnel, since).await;
+                        let r = super::verify::until_back_up(&client, &how, &tunnel, since, &stop)
+                            .await;
                         TaskResult::Verification(idx, r, outcome)
                     });
                     self.task_of.insert(handle.id(), idx);

@@ -24,7 +24,27 @@ const MAX_POLL: Duration = Duration::from_secs(30);
 
 /// Waits until `tunnel`, whose new key is on the edge since `since`, is
 /// back up, or `Err` with why not once `verify.timeout` has passed.
+///
+/// A stop request (Ctrl-C) ends the wait at once: the tunnel is then not
+/// shown back up, and its site stops like for a tunnel that did not come
+/// back, rather than holding the apply for up to `timeout`.
 pub(super) async fn until_back_up(
+    client: &Client,
+    verify: &Verify,
+    tunnel: &Tunnel,
+    since: DateTime<Utc>,
+    stop: &super::Stop,
+) -> Result<(), String> {
+    tokio::select! {
+        r = wait(client, verify, tunnel, since) => r,
+        _ = stop.wait() => Err(format!(
+            "the apply was stopped before {} was shown back up after its new key",
+            tunnel.name
+        )),
+    }
+}
+
+async fn wait(
     client: &Client,
     verify: &Verify,
     tunnel: &Tunnel,

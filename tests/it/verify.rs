@@ -324,3 +324,60 @@ fn sigkill_during_verification_loses_nothing() {
         ("tunnel-01", &Value::from("sibling_down"))
     );
 }
+
+/// Ctrl-C ends a verification at once (not after `timeout`): the key is
+/// kept, the site stops, the exit code says so.
+#[test]
+fn ctrl_c_ends_a_verification_without_waiting_for_its_timeout() {
+    let mut env = TestEnv::new(0);
+    let text = config_text(&env.recipient, 2, "90d").replace(
+        "    site_parallel: true\n",
+        "    verify: {settle: 1s, timeout: 10m}\n",
+    );
+    env.write_config(&text);
+    env.start_sandbox_with(SandboxOptions {
+        health: HealthOptions {
+            never_up: [tunnel_id(0)].into(),
+            ..HealthOptions::default()
+        },
+        ..SandboxOptions::default()
+    });
+    let child = env
+        .command(&["apply", "--auto-approve"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while env.sandbox().counters.graphql.load(Relaxed) < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "verification never polled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let started = std::time::Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let run = to_run(child.wait_with_output().unwrap()).code(1);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        run.stdout
+            .contains("the apply was stopped before tunnel-00 was shown back up"),
+        "{run:?}"
+    );
+    let ledger = env.ledger();
+    let (sealed, uncertain) = env.sealed();
+    assert_eq!(sealed.get(&tunnel_id(0)), ledger[&tunnel_id(0)].last());
+    assert!(
+        uncertain.is_empty() && !ledger.contains_key(&tunnel_id(1)),
+        "{ledger:?}"
+    );
+}
