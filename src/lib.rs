@@ -18,5 +18,6 @@ pub mod render;
 pub mod sandbox;
 pub mod seal;
 pub mod state;
+pub mod status;
 pub mod suggest;
 pub mod tunnel;

@@ -8,9 +8,9 @@ use chrono::Utc;
 use clap::Args;
 
 use super::args::{Global, LockWait, Selection};
+use super::exit::Status;
 use super::progress::Progress;
 use super::session::{Connection, Session, Writable};
-use super::status::Status;
 use crate::apply;
 use crate::cloudflare::Client;
 use crate::planfile::{self, PlanFile};

@@ -89,8 +89,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     no_color: bool,
 
-    /// Log what psk does on stderr: -v info (state, lock, dry-run
-    /// verdicts, retries), -vv debug (each HTTP request, rate-limiter
+    /// Log what psk does on stderr: -v info (state, lock, the API's URL
+    /// and proxy, dry-run verdicts, retries), -vv debug (each HTTP request, rate-limiter
     /// waits), -vvv trace. Without it, PSK_LOG=LEVEL (off, error, warn,
     /// info, debug, trace). Never logs a PSK, a credential or a body.
     #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]

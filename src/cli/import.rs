@@ -7,8 +7,8 @@ use clap::Args;
 use zeroize::Zeroizing;
 
 use super::args::{Global, LockWait};
+use super::exit::Status;
 use super::session::{Session, Writable};
-use super::status::Status;
 use crate::seal::{self, Psk};
 use crate::state::{self, format_time, State};
 

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 
 use super::args::{parse_at, parse_forecast, parse_span, Forecast, Format, Global, Selection};
+use super::exit::Status;
 use super::session::Session;
-use super::status::Status;
 use crate::planfile::{self, PlanFile};
 use crate::policy::Span;
 use crate::reconcile::{Plan, PlanOptions};

@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::args::{parse_rate, Global};
+use super::exit::Status;
 use super::session::Session;
-use super::status::Status;
 use crate::sandbox::{self, Sandbox, SandboxOptions};
 
 /// Serve a local stand-in for Cloudflare's Magic IPsec API, holding the

@@ -15,6 +15,7 @@ use anyhow::{bail, Context as _};
 use chrono::{DateTime, Utc};
 
 use super::args::{Global, LockWait};
+use super::identity_perms::warn_if_loose;
 use crate::cloudflare::{Client, ClientOptions, Credentials};
 use crate::config::Config;
 use crate::reconcile::{self, resolve_names, Plan, PlanOptions};
@@ -164,15 +165,18 @@ impl<'g> Session<'g> {
 }
 
 /// Every age identity the user offered, from every source at once: the
-/// key that opens sealed PSKs (show, export, deliver, reseal).
+/// key that opens sealed PSKs (show, export, deliver, reseal). A file
+/// others may read is warned about, as `ssh` does for a private key.
 pub fn identities(files: &[PathBuf]) -> anyhow::Result<Identities> {
     let mut ids = Identities::default();
     for f in files {
         ids.add_file(f)?;
+        warn_if_loose(f);
     }
     if let Some(f) = std::env::var_os("PSK_AGE_KEY_FILE").filter(|v| !v.is_empty()) {
-        ids.add_file(std::path::Path::new(&f))
-            .context("from PSK_AGE_KEY_FILE")?;
+        let f = std::path::Path::new(&f);
+        ids.add_file(f).context("from PSK_AGE_KEY_FILE")?;
+        warn_if_loose(f);
     }
     if let Ok(k) = std::env::var("PSK_AGE_KEY") {
         if !k.trim().is_empty() {

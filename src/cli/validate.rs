@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use super::args::Global;
-use super::status::Status;
+use super::exit::Status;
 use crate::config::{Config, ConfigError, Diagnostic};
 use crate::state::{self, StateError};
 

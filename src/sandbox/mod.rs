@@ -298,6 +298,19 @@ fn success(result: Value) -> Response {
     Json(json!({"success": true, "errors": [], "messages": [], "result": result})).into_response()
 }
 
+/// The URL for a server listening on `addr`: an unspecified address
+/// (`0.0.0.0`, `::`) is reached through loopback, because psk sends its
+/// token over plain HTTP only to a loopback host.
+fn base_url_of(mut addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{addr}/client/v4")
+}
+
 /// A running sandbox server, stopped when dropped.
 pub struct Running {
     pub addr: SocketAddr,
@@ -307,8 +320,9 @@ pub struct Running {
 }
 
 impl Running {
+    /// The URL psk reaches it at; see [`base_url_of`].
     pub fn base_url(&self) -> String {
-        format!("http://{}/client/v4", self.addr)
+        base_url_of(self.addr)
     }
 
     pub async fn stop(mut self) {
@@ -392,4 +406,17 @@ pub fn spawn(listener: tokio::net::TcpListener, sandbox: Arc<Sandbox>) -> std::i
         shutdown: Some(tx),
         task: Some(task),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sandbox_on_every_interface_is_reached_through_loopback() {
+        let url = |a: &str| base_url_of(a.parse().unwrap());
+        assert_eq!(url("127.0.0.1:8787"), "http://127.0.0.1:8787/client/v4");
+        assert_eq!(url("0.0.0.0:8787"), "http://127.0.0.1:8787/client/v4");
+        assert_eq!(url("[::]:8787"), "http://[::1]:8787/client/v4");
+    }
 }

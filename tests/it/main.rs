@@ -6,6 +6,7 @@
 
 mod common;
 
+mod alert_rules;
 mod apply_deliver;
 mod apply_exec;
 mod apply_generators;
@@ -37,4 +38,7 @@ mod sandbox_api;
 mod sandbox_cli;
 mod sdk_conformance;
 mod state_store;
+mod status;
+mod transport;
 mod verify;
+mod workflows;
