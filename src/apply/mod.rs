@@ -205,6 +205,8 @@ pub enum Event<'a> {
     },
     /// A `deliver` command finished for this action's new PSK.
     Delivered(&'a Action, Result<(), &'a str>),
+    /// `verify` showed this action's tunnel back up with its new PSK.
+    Verified(&'a Action),
 }
 
 /// Carries out `plan`, making each change to `state` durable in the journal
@@ -341,6 +343,9 @@ impl<'a> Run<'a> {
     ) -> Outcome {
         let action = self.action(idx);
         tracing::info!(tunnel = %action.name, ok = result.is_ok(), "verification finished");
+        if result.is_ok() {
+            self.event(Event::Verified(action));
+        }
         let outcome = match (result, outcome) {
             (
                 Err(message),

@@ -84,6 +84,11 @@ impl Progress {
                     Event::Stopping { in_flight } => {
                         json!({"type": "stopping", "in_flight": in_flight})
                     }
+                    Event::Verified(a) => json!({
+                        "type": "verified",
+                        "name": a.name,
+                        "tunnel_id": a.key.tunnel_id,
+                    }),
                     Event::Delivered(a, r) => json!({
                         "type": "delivered",
                         "name": a.name,
@@ -107,7 +112,7 @@ impl Progress {
                 match &event {
                     Event::Started(a) => bar.set_message(format!("{} {}", a.kind.as_str(), a.name)),
                     Event::Finished(..) => bar.inc(1),
-                    Event::Stopping { .. } | Event::Delivered(..) => {}
+                    Event::Stopping { .. } | Event::Delivered(..) | Event::Verified(_) => {}
                 }
                 if let Some(line) = line(&event) {
                     bar.println(line);
@@ -187,6 +192,7 @@ fn line(event: &Event<'_>) -> Option<String> {
         Event::Started(_) => None,
         Event::Delivered(a, Ok(())) => Some(format!("{}: new PSK delivered to its router", a.name)),
         Event::Delivered(_, Err(_)) => None,
+        Event::Verified(a) => Some(format!("{}: back up with its new PSK (verified)", a.name)),
         Event::Stopping { in_flight } => Some(format!(
             "Stopping: finishing {in_flight} rotation(s) in flight, starting no new ones."
         )),

@@ -138,6 +138,13 @@ fn a_site_pair_is_rotated_and_verified_in_one_apply() {
     );
     let run = env.run(&["apply", "--auto-approve"]).success();
     assert!(run.stdout.contains("4 generated"), "{run:?}");
+    assert_eq!(
+        run.stdout
+            .matches("back up with its new PSK (verified)")
+            .count(),
+        4,
+        "{run:?}"
+    );
     env.assert_no_secrets(&run.all());
     let times = ledger_times(&env);
     assert_eq!(times.len(), 4, "{times:?}");
