@@ -24,8 +24,9 @@ use crate::state::State;
 
 pub const PLAN_FORMAT: &str = "psk-plan";
 /// The newest plan file format this psk reads and writes. Version 2 added
-/// the dry-run result `no_verdict`, version 3 the reasons `unknown_live_key`
-/// and `not_listed` and the deferrals `still_listed` and `not_asked`.
+/// the dry-run result `no_verdict`, version 3 the deferral `sibling_down`,
+/// the reasons `unknown_live_key` and `not_listed` and the deferrals
+/// `still_listed` and `not_asked`.
 pub const PLAN_FORMAT_VERSION: u64 = 3;
 /// The oldest version this psk still reads.
 pub const PLAN_FORMAT_OLDEST: u64 = 1;
@@ -41,11 +42,14 @@ fn version_needed(plan: &Plan) -> u64 {
     };
     let reasons = (plan.actions.iter().flat_map(|a| &a.reasons))
         .chain(plan.deferred.iter().flat_map(|d| &d.reasons));
-    let kept = |d: &crate::reconcile::Deferred| {
+    let new_deferral = |d: &crate::reconcile::Deferred| {
         use crate::reconcile::Deferral;
-        matches!(d.why, Deferral::StillListed | Deferral::NotAsked)
+        matches!(
+            d.why,
+            Deferral::StillListed | Deferral::NotAsked | Deferral::SiblingDown { .. }
+        )
     };
-    if reasons.clone().any(version_3) || plan.deferred.iter().any(kept) {
+    if reasons.clone().any(version_3) || plan.deferred.iter().any(new_deferral) {
         3
     } else if plan.no_verdicts() > 0 {
         2
@@ -576,6 +580,11 @@ tunnels:
                 deferred(Deferral::Site {
                     site: "fra".into(),
                     rotating: "t1".into(),
+                }),
+                deferred(Deferral::SiblingDown {
+                    site: "fra".into(),
+                    sibling: "t2".into(),
+                    health: "down in AMS, FRA".into(),
                 }),
             ],
             upcoming: vec![Upcoming {

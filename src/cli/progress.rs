@@ -70,6 +70,10 @@ impl Progress {
                             Outcome::Undelivered {
                                 last_rotated,
                                 message,
+                            }
+                            | Outcome::Unverified {
+                                last_rotated,
+                                message,
                             } => {
                                 v["last_rotated"] = json!(format_time(last_rotated));
                                 v["message"] = json!(message);
@@ -81,6 +85,11 @@ impl Progress {
                     Event::Stopping { in_flight } => {
                         json!({"type": "stopping", "in_flight": in_flight})
                     }
+                    Event::Verified(a) => json!({
+                        "type": "verified",
+                        "name": a.name,
+                        "tunnel_id": a.key.tunnel_id,
+                    }),
                     Event::Delivered(a, r) => json!({
                         "type": "delivered",
                         "name": a.name,
@@ -104,7 +113,7 @@ impl Progress {
                 match &event {
                     Event::Started(a) => bar.set_message(format!("{} {}", a.kind.as_str(), a.name)),
                     Event::Finished(..) => bar.inc(1),
-                    Event::Stopping { .. } | Event::Delivered(..) => {}
+                    Event::Stopping { .. } | Event::Delivered(..) | Event::Verified(_) => {}
                 }
                 if let Some(line) = line(&event) {
                     bar.println(line);
@@ -221,6 +230,7 @@ fn outcome_code(o: &Outcome) -> &'static str {
         Outcome::Deferred { .. } => "deferred",
         Outcome::Failed { .. } => "failed",
         Outcome::Undelivered { .. } => "undelivered",
+        Outcome::Unverified { .. } => "unverified",
         Outcome::NotStarted => "not_started",
     }
 }
@@ -231,6 +241,7 @@ fn line(event: &Event<'_>) -> Option<String> {
         Event::Started(_) => None,
         Event::Delivered(a, Ok(())) => Some(format!("{}: new PSK delivered to its router", a.name)),
         Event::Delivered(_, Err(_)) => None,
+        Event::Verified(a) => Some(format!("{}: back up with its new PSK (verified)", a.name)),
         Event::Stopping { in_flight } => Some(format!(
             "Stopping: finishing {in_flight} rotation(s) in flight, starting no new ones."
         )),
@@ -246,11 +257,20 @@ fn line(event: &Event<'_>) -> Option<String> {
                 format_time(last_rotated)
             ),
             Outcome::Forgotten => format!("{}: forgotten (state only)", a.name),
+            // A site stopped by a failed delivery or verification.
+            Outcome::Deferred { message } if message.starts_with("not started") => {
+                format!("{}: {message}", a.name)
+            }
             Outcome::Deferred { message } => format!("{}: not re-sealed: {message}", a.name),
             Outcome::Failed { message, .. } => {
                 format!("{}: FAILED: {}", a.name, message.replace('\n', "\n    "))
             }
             Outcome::NotStarted => format!("{}: not started", a.name),
+            Outcome::Unverified { last_rotated, message } => format!(
+                "{}: new PSK recorded (Cloudflare dates it {}), but DID NOT COME BACK: {message}; the new PSK stays sealed, its site stops here",
+                a.name,
+                format_time(last_rotated)
+            ),
             Outcome::Undelivered { last_rotated, message } => format!(
                 "{}: rotated (Cloudflare dates it {}), but DELIVERY FAILED: {message}; `psk deliver {}` retries",
                 a.name,

@@ -11,6 +11,7 @@
 
 mod endpoint;
 mod error;
+mod graphql;
 mod limit;
 mod retry;
 
@@ -27,6 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use error::{ApiError, ApiMessage, Failure};
+pub use graphql::{GraphqlError, HealthByTunnel, GRAPHQL_RATE_LIMIT, HEALTH_QUERY};
 pub use limit::{Limiter, RateLimit};
 pub use retry::RetryPolicy;
 
@@ -323,6 +325,8 @@ pub struct Client {
     base: String,
     retry: RetryPolicy,
     limiter: Arc<Limiter>,
+    /// GraphQL's own budget, apart from the REST one.
+    graphql_limiter: Arc<Limiter>,
     parallelism: usize,
     announce_waits: bool,
 }
@@ -375,6 +379,7 @@ impl Client {
             base: options.base_url.trim_end_matches('/').to_string(),
             retry: options.retry,
             limiter: Arc::new(Limiter::new(options.rate_limit)),
+            graphql_limiter: Arc::new(Limiter::new(GRAPHQL_RATE_LIMIT)),
             parallelism: options.parallelism.max(1),
             announce_waits: options.announce_waits,
         })

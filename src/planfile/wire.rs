@@ -166,6 +166,11 @@ enum Deferral {
     },
     StillListed,
     NotAsked,
+    SiblingDown {
+        site: String,
+        sibling: String,
+        health: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -304,6 +309,15 @@ impl From<&model::Deferred> for Deferred {
             model::Deferral::Site { site, rotating } => Deferral::Site { site, rotating },
             model::Deferral::StillListed => Deferral::StillListed,
             model::Deferral::NotAsked => Deferral::NotAsked,
+            model::Deferral::SiblingDown {
+                site,
+                sibling,
+                health,
+            } => Deferral::SiblingDown {
+                site,
+                sibling,
+                health,
+            },
         };
         Deferred {
             name: d.name.clone(),
@@ -454,6 +468,15 @@ impl From<Deferred> for model::Deferred {
             Deferral::Site { site, rotating } => model::Deferral::Site { site, rotating },
             Deferral::StillListed => model::Deferral::StillListed,
             Deferral::NotAsked => model::Deferral::NotAsked,
+            Deferral::SiblingDown {
+                site,
+                sibling,
+                health,
+            } => model::Deferral::SiblingDown {
+                site,
+                sibling,
+                health,
+            },
         };
         model::Deferred {
             name: d.name,

@@ -78,6 +78,8 @@ pub fn reconcile_with(
             },
         }
     }
+    let unhealthy = gate::hold_unhealthy_sites(desired, remote, &mut plan.actions);
+    plan.deferred.extend(unhealthy);
     let held = gate::hold_back_sites(desired, &mut plan.actions);
     plan.deferred.extend(held);
     let order: HashMap<&str, usize> = (desired.tunnels.iter().enumerate())

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::cloudflare::RemoteTunnel;
+use crate::health::PathHealth;
 use crate::policy::Span;
 use crate::tunnel::TunnelKey;
 
@@ -24,6 +25,9 @@ use crate::tunnel::TunnelKey;
 #[derive(Debug, Default, Clone)]
 pub struct Remote {
     pub tunnels: BTreeMap<TunnelKey, RemoteTunnel>,
+    /// The health now of every tunnel of a site whose policy verifies with
+    /// Cloudflare's health checks (see [`crate::remote::refresh`]).
+    pub health: BTreeMap<TunnelKey, PathHealth>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -335,6 +339,14 @@ pub enum Deferral {
     /// Gone from psk.yaml, and Cloudflare was not asked whether it still
     /// lists the tunnel (offline, or its account is no longer in psk.yaml).
     NotAsked,
+    /// `verify`'s preflight: another path of the site is not healthy now,
+    /// so rotating this one could cut the site off.
+    SiblingDown {
+        site: String,
+        sibling: String,
+        /// The sibling's health in words, e.g. `down in AMS, FRA`.
+        health: String,
+    },
 }
 
 impl Deferral {
@@ -345,6 +357,7 @@ impl Deferral {
             Deferral::Site { .. } => "site",
             Deferral::StillListed => "still_listed",
             Deferral::NotAsked => "not_asked",
+            Deferral::SiblingDown { .. } => "sibling_down",
         }
     }
 
@@ -367,6 +380,13 @@ impl Deferral {
                  its tunnel, and Cloudflare was not asked (offline, or its account is no longer in \
                  psk.yaml); the record and its sealed PSK stay in the state"
                 .to_string(),
+            Deferral::SiblingDown {
+                site,
+                sibling,
+                health,
+            } => format!(
+                "held by verify's preflight: {sibling} is {health}; rotating this path now would cut site \"{site}\" off (psk waits until every other path of the site is healthy)"
+            ),
         }
     }
 }

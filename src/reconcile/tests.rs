@@ -519,3 +519,47 @@ fn a_name_that_means_several_tunnels_or_a_listed_one_is_refused() {
         format!("psk.yaml:7: tunnel `edge-1` is Cloudflare's tunnel {A} in account {ACCOUNT}, which psk.yaml also lists as `again`; list each tunnel once")
     );
 }
+
+#[test]
+fn verify_holds_a_path_while_its_sibling_is_not_healthy() {
+    use crate::health::PathHealth;
+    let c = config_with("{rotate_every: 30d, verify: {}}", &pair("fra", "fra"));
+    let now = t("2026-11-26T00:00:00Z");
+    let mut remote = listed(&[(A, "a"), (B, "b")]);
+    remote.health.insert(
+        TunnelKey::new(ACCOUNT, B),
+        PathHealth::Down {
+            colos: vec!["FRA".into()],
+        },
+    );
+    remote
+        .health
+        .insert(TunnelKey::new(ACCOUNT, A), PathHealth::Healthy);
+    let plan = reconcile(&c, None, Some(&remote), now);
+    // a waits for b; b (already down) may change.
+    assert_eq!(plan.actions.len(), 1);
+    assert_eq!(plan.actions[0].name, "b");
+    assert_eq!(
+        plan.deferred[0].why,
+        Deferral::SiblingDown {
+            site: "fra".into(),
+            sibling: "b".into(),
+            health: "down in FRA".into()
+        }
+    );
+    // Unread health holds too; healthy siblings hold nothing back but the
+    // one-per-site rule.
+    remote.health.remove(&TunnelKey::new(ACCOUNT, B));
+    let plan = reconcile(&c, None, Some(&remote), now);
+    assert_eq!(plan.deferred[0].why.code(), "sibling_down");
+    remote
+        .health
+        .insert(TunnelKey::new(ACCOUNT, B), PathHealth::Healthy);
+    let plan = reconcile(&c, None, Some(&remote), now);
+    assert!(plan.deferred.iter().all(|d| d.why.code() != "sibling_down"));
+    // Without verify, health is not consulted.
+    let c = config_with("{rotate_every: 30d}", &pair("fra", "fra"));
+    remote.health.clear();
+    let plan = reconcile(&c, None, Some(&remote), now);
+    assert!(plan.deferred.iter().all(|d| d.why.code() == "site"));
+}

@@ -243,6 +243,11 @@ struct JsonDeferral<'a> {
     site: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rotating: Option<&'a str>,
+    /// The path whose health holds this one (`sibling_down`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sibling: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health: Option<&'a str>,
 }
 
 impl<'a> JsonDeferral<'a> {
@@ -253,6 +258,13 @@ impl<'a> JsonDeferral<'a> {
                 (None, Some(site.as_str()), Some(rotating.as_str()))
             }
             Deferral::StillListed | Deferral::NotAsked => (None, None, None),
+            Deferral::SiblingDown { site, .. } => (None, Some(site.as_str()), None),
+        };
+        let (sibling, health) = match why {
+            Deferral::SiblingDown {
+                sibling, health, ..
+            } => (Some(sibling.as_str()), Some(health.as_str())),
+            _ => (None, None),
         };
         JsonDeferral {
             code: why.code(),
@@ -260,6 +272,8 @@ impl<'a> JsonDeferral<'a> {
             opens,
             site,
             rotating,
+            sibling,
+            health,
         }
     }
 }

@@ -134,10 +134,14 @@ fn judge(
         Assessment::Change(change) => {
             let starts = match gate::window(policy, &change, now) {
                 Some(Deferral::Window { opens, .. }) => Some(opens).filter(|t| *t < never),
-                // The window is the only gate a single tunnel meets here.
-                Some(Deferral::Site { .. } | Deferral::StillListed | Deferral::NotAsked) | None => {
-                    Some(now)
-                }
+                // The window gate defers only for the window.
+                Some(
+                    Deferral::Site { .. }
+                    | Deferral::SiblingDown { .. }
+                    | Deferral::StillListed
+                    | Deferral::NotAsked,
+                )
+                | None => Some(now),
             };
             (change.next_due, starts, change.reasons)
         }

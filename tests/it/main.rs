@@ -28,6 +28,7 @@ mod end_to_end;
 mod faults;
 #[cfg(unix)]
 mod file_modes;
+mod health;
 mod logging;
 mod no_secrets;
 mod plan_review;
@@ -40,4 +41,5 @@ mod sdk_conformance;
 mod state_store;
 mod status;
 mod transport;
+mod verify;
 mod workflows;

@@ -745,7 +745,11 @@ proptest! {
             prop_assert_eq!(codes(reasons), e.codes.clone(), "t{}", i);
             let window_opens = deferred.and_then(|d| match d.why {
                 Deferral::Window { opens, .. } => Some(opens),
-                Deferral::Site { .. } | Deferral::StillListed | Deferral::NotAsked => None,
+                // Offline plans: no health, no preflight.
+                Deferral::Site { .. }
+                | Deferral::SiblingDown { .. }
+                | Deferral::StillListed
+                | Deferral::NotAsked => None,
             });
             prop_assert_eq!(window_opens, e.waits_until, "t{} now {}", i, w.now);
         }
