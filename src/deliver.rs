@@ -15,19 +15,25 @@ use crate::seal::Psk;
 
 /// Variables never passed on to a delivery command: credentials it does
 /// not need.
-pub(crate) const WITHHELD: &[&str] = &[
+const WITHHELD: &[&str] = &[
     "CLOUDFLARE_API_TOKEN",
     "CLOUDFLARE_API_KEY",
     "CLOUDFLARE_EMAIL",
     "PSK_AGE_KEY",
 ];
 
-/// Runs `deliver` for `tunnel` with `psk` (and a newline) on stdin.
-/// `Err` says why it failed, in words fit for the state and the terminal.
-pub async fn deliver(deliver: &Deliver, tunnel: &Tunnel, psk: &Psk) -> Result<(), String> {
-    let mut cmd = tokio::process::Command::new(&deliver.argv[0]);
-    cmd.args(&deliver.argv[1..])
-        .stdin(Stdio::piped())
+/// A user command from psk.yaml (a delivery or a `verify` probe) for
+/// `tunnel`: the tunnel's identity in its environment, never a credential
+/// psk holds; its output discarded, so nothing it echoes reaches psk's
+/// output; killed when psk stops waiting for it.
+pub(crate) fn tunnel_command(
+    command: &Deliver,
+    tunnel: &Tunnel,
+    stdin: Stdio,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(&command.argv[0]);
+    cmd.args(&command.argv[1..])
+        .stdin(stdin)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -38,6 +44,13 @@ pub async fn deliver(deliver: &Deliver, tunnel: &Tunnel, psk: &Psk) -> Result<()
     for v in WITHHELD {
         cmd.env_remove(v);
     }
+    cmd
+}
+
+/// Runs `deliver` for `tunnel` with `psk` (and a newline) on stdin.
+/// `Err` says why it failed, in words fit for the state and the terminal.
+pub async fn deliver(deliver: &Deliver, tunnel: &Tunnel, psk: &Psk) -> Result<(), String> {
+    let mut cmd = tunnel_command(deliver, tunnel, Stdio::piped());
     let program = &deliver.argv[0];
     let mut child = cmd
         .spawn()

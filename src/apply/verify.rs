@@ -116,19 +116,7 @@ async fn check(
 /// environment and no credentials; its output is discarded.
 async fn probe_once(probe: &Deliver, tunnel: &Tunnel) -> Result<(), String> {
     let program = &probe.argv[0];
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(&probe.argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .env("PSK_TUNNEL_NAME", &tunnel.name)
-        .env("PSK_TUNNEL_ID", &tunnel.id)
-        .env("PSK_ACCOUNT_ID", &tunnel.account_id)
-        .env("PSK_SITE", tunnel.site.as_deref().unwrap_or(""));
-    for v in crate::deliver::WITHHELD {
-        cmd.env_remove(v);
-    }
+    let mut cmd = crate::deliver::tunnel_command(probe, tunnel, Stdio::null());
     let timeout = Duration::from_secs(probe.timeout.seconds().max(1) as u64);
     let mut child = cmd
         .spawn()
