@@ -6,6 +6,8 @@
 #   bench/run.sh --baseline-max 1000  # largest fleet the bash loop runs on
 #   bench/run.sh --rate               # only the rate-limit run (120/30 s)
 #   bench/run.sh --rate-tunnels 300
+#   bench/run.sh --limits "300 2000" # the reviewed flow at psk's defaults
+#                                    # against Cloudflare's limits (issue 20)
 #
 # For each latency, fleet size and generator: a fresh sandbox, then
 # `plan --offline`, `plan --out FILE`, `apply FILE` (the saved plan), `plan
@@ -22,7 +24,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 sizes="100 1000" latencies="0 20" baseline_max=1000 rate_only=0 rate_tunnels=300
-parallelism=10 out=""
+parallelism=64 out="" limits="" limits_latency=20
 while (($#)); do
   case $1 in
     --sizes) sizes=$2; shift 2 ;;
@@ -31,6 +33,8 @@ while (($#)); do
     --rate) rate_only=1; shift ;;
     --rate-tunnels) rate_tunnels=$2; shift 2 ;;
     --parallelism) parallelism=$2; shift 2 ;;
+    --limits) limits=$2; shift 2 ;;
+    --limits-latency) limits_latency=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     *) echo "unknown option $1 (see the top of $0)" >&2; exit 1 ;;
   esac
@@ -48,9 +52,9 @@ results=$out/results.tsv
 printf 'tunnels\tlatency_ms\tgenerator\tcommand\twall_s\trequests\tstatus_429\tpeak_rss_kb\tbytes_written\n' | tee "$results"
 
 sandbox_pid=""
-start_sandbox() { # config latency rate counters
+start_sandbox() { # config latency rate counters [ip-rate]
   : >"$4"
-  "$sandbox" "$1" "$2" "$3" "$4" >"$4.url" &
+  "$sandbox" "$1" "$2" "$3" "$4" ${5:+"$5"} >"$4.url" &
   sandbox_pid=$!
   for _ in $(seq 200); do
     [[ -s "$4.url" && -s "$4" ]] && break
@@ -92,6 +96,30 @@ measure() {
   printf '%s\t%s\t%s\t%s\t%.3f\t%s\t%s\t%s\t%s\n' "$n" "$lat" "$gen" "$name" \
     "$(echo "$t1 - $t0" | bc -l)" $((req1 - req0)) $((r4291 - r4290)) "$rss" "$wrote" | tee -a "$results"
 }
+
+if [[ -n $limits ]]; then
+  # psk's defaults (no --rate-limit, --parallelism or --ip-limit) against a
+  # sandbox with Cloudflare's limits: 1,200 per 5 minutes per token,
+  # announced in Ratelimit headers, and 200 per second per IP.
+  for n in $limits; do
+    dir=$out/limits-$n
+    mkdir -p "$dir"
+    "$here/fleet.sh" "$n" cloudflare "$recipient" >"$dir/psk.yaml"
+    start_sandbox "$dir/psk.yaml" "$limits_latency" 1200/300 "$dir/counters.json" 200/1
+    measure "$dir/plan" "$n" "$limits_latency" cloudflare plan@defaults "$dir/counters.json" -- \
+      "$psk" -c "$dir/psk.yaml" plan --out "$dir/saved.plan"
+    measure "$dir/apply-saved" "$n" "$limits_latency" cloudflare apply-saved-plan@defaults "$dir/counters.json" -- \
+      "$psk" -c "$dir/psk.yaml" apply "$dir/saved.plan" --json
+    stop_sandbox
+    # Requests / (time x the binding rate): 200/s while the run fits the
+    # 1,200-request window, 1,200 per 300 s beyond it.
+    tail -2 "$results" | awk -F'\t' -v n="$n" '{ w += $5; r += $6; e += $7 }
+      END { rate = (r <= 1200) ? 200 : 4;
+        printf "limits: %d tunnels, plan --out + apply FILE: %d requests in %.3f s, %d 429s, %.2f requests per rotated tunnel, %.0f%% of the binding limit (%s/s)\n",
+          n, r, w, e, r / n, 100 * r / (w * rate), rate }' | tee -a "$out/limits.txt"
+  done
+  exit 0
+fi
 
 if ((rate_only)); then
   dir=$out/rate-$rate_tunnels

@@ -63,12 +63,21 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "N/SECONDS", help_heading = "Misbehaviour")]
     ip_limit: Option<crate::cloudflare::RateLimit>,
 
+    /// Keep `--rate-limit` but do not announce it in headers, as the API
+    /// did before September 2025.
+    #[arg(long, requires = "rate_limit", help_heading = "Misbehaviour")]
+    no_rate_limit_headers: bool,
+
     /// Other clients of the same token spend its `--rate-limit` budget at
     /// this steady rate (they never go past it themselves). At any time,
     /// `curl -X POST URL/sandbox/spend -d '{"requests":N}'` (URL without
     /// /client/v4) makes them spend N at once.
-    #[arg(long, value_name = "N/SECONDS", requires = "rate_limit",
-          help_heading = "Misbehaviour")]
+    #[arg(
+        long,
+        value_name = "N/SECONDS",
+        requires = "rate_limit",
+        help_heading = "Misbehaviour"
+    )]
     other_clients: Option<crate::cloudflare::RateLimit>,
 
     /// Seed the misbehaviour's random choices, for a reproducible run.
@@ -93,6 +102,7 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
         drop_rate: args.drop_rate,
         rate_limit: args.rate_limit,
         ip_limit: args.ip_limit,
+        hide_rate_limit_headers: args.no_rate_limit_headers,
         other_clients: args.other_clients,
         seed: args.seed,
         refuse_changes: args.refuse_changes.iter().cloned().collect(),

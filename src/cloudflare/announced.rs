@@ -174,7 +174,10 @@ mod tests {
         let mut h = HeaderMap::new();
         assert!(Announcement::from_headers(&h).is_empty());
         h.insert("ratelimit", r#""default";r=3;t=9"#.parse().unwrap());
-        h.insert("ratelimit-policy", r#""default";q=10;w=60"#.parse().unwrap());
+        h.insert(
+            "ratelimit-policy",
+            r#""default";q=10;w=60"#.parse().unwrap(),
+        );
         let a = Announcement::from_headers(&h);
         assert_eq!(a.remaining.map(|r| r.left), Some(3));
         assert_eq!(a.policies, vec![rl(10, 60)]);

@@ -277,7 +277,10 @@ impl Log {
         }
         let k = occupied - n + 1;
         if k <= occupying {
-            Verdict::Until(self.answered[first + k - 1] + rule.window, Cause::Window(*rule))
+            Verdict::Until(
+                self.answered[first + k - 1] + rule.window,
+                Cause::Window(*rule),
+            )
         } else {
             Verdict::Answer(Cause::Window(*rule))
         }
@@ -446,7 +449,10 @@ impl Limiter {
                     }
                 }
                 Verdict::Answer(cause) => {
-                    tracing::trace!(cause = cause.as_str(), "rate limiter: waiting for an answer");
+                    tracing::trace!(
+                        cause = cause.as_str(),
+                        "rate limiter: waiting for an answer"
+                    );
                     changed.await;
                 }
             }
@@ -473,7 +479,8 @@ impl Limiter {
         log.finish(seq, Instant::now(), said, longest);
         if log.announced != before {
             for p in &log.announced {
-                let stricter = p.per_second() < self.limit.per_second() || p.requests < self.limit.requests;
+                let stricter =
+                    p.per_second() < self.limit.per_second() || p.requests < self.limit.requests;
                 tracing::info!(
                     policy = %p,
                     configured = %self.limit,

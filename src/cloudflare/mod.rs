@@ -27,8 +27,8 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-pub use error::{ApiError, ApiMessage, Failure};
 pub use announced::{Announcement, Remaining};
+pub use error::{ApiError, ApiMessage, Failure};
 pub use limit::{Cause, Limiter, Permit, RateLimit};
 pub use retry::RetryPolicy;
 

@@ -40,6 +40,7 @@ pub(crate) struct Faults {
     fail_rate: f64,
     drop_rate: f64,
     rate_limit: Option<RateLimit>,
+    hide_headers: bool,
     ip_limit: Option<RateLimit>,
     other_clients: Option<RateLimit>,
     rng: Mutex<StdRng>,
@@ -104,10 +105,9 @@ impl Window {
             };
         }
         let left = (limit.requests as usize).saturating_sub(self.seen.len()) as u32;
-        let reset = self
-            .seen
-            .front()
-            .map_or(Duration::ZERO, |t| (*t + limit.window).saturating_duration_since(now));
+        let reset = self.seen.front().map_or(Duration::ZERO, |t| {
+            (*t + limit.window).saturating_duration_since(now)
+        });
         Left {
             left,
             reset_secs: ceil_secs(reset),
@@ -134,6 +134,7 @@ impl Faults {
             drop_rate: o.drop_rate.clamp(0.0, 1.0),
             rate_limit: o.rate_limit,
             ip_limit: o.ip_limit,
+            hide_headers: o.hide_rate_limit_headers,
             other_clients: o.other_clients,
             rng: Mutex::new(rng),
             window: Mutex::new(Window {
@@ -230,7 +231,7 @@ impl Faults {
 
     /// Cloudflare's two headers, on every answer while a limit is set.
     fn announce(&self, response: &mut Response, left: Left) {
-        let Some(limit) = self.rate_limit else {
+        let Some(limit) = self.rate_limit.filter(|_| !self.hide_headers) else {
             return;
         };
         let h = response.headers_mut();

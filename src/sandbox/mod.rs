@@ -89,6 +89,10 @@ pub struct SandboxOptions {
     /// address in any `window` gets HTTP 429 with `retry-after` (no block
     /// beyond the window). Not announced in headers, as at Cloudflare.
     pub ip_limit: Option<RateLimit>,
+    /// Keep `rate_limit` without announcing it (no `Ratelimit` headers),
+    /// as the API did before September 2025: for tests of what psk does
+    /// when it is not told, and of its 429 handling.
+    pub hide_rate_limit_headers: bool,
     /// Other clients of the same token spending its `rate_limit` budget at
     /// this steady rate (never past the limit themselves).
     pub other_clients: Option<RateLimit>,

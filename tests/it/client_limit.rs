@@ -182,7 +182,14 @@ const MS20: Duration = Duration::from_millis(20);
 #[tokio::test(start_paused = true)]
 async fn a_run_within_the_budget_never_waits() {
     let limiter = Limiter::new(RateLimit::CLOUDFLARE, RateLimit::CLOUDFLARE_IP, false);
-    let r = run(limiter, server("1200/300", Headers::Announced), 300, 64, MS20).await;
+    let r = run(
+        limiter,
+        server("1200/300", Headers::Announced),
+        300,
+        64,
+        MS20,
+    )
+    .await;
     assert_eq!((r.sent.len(), r.refused), (300, 0));
     // 300 requests at 93% of 200 a second (after a burst of 4) is 1.59 s;
     // one round trip more for the first answer and the last.
@@ -276,7 +283,14 @@ async fn a_stricter_announced_quota_wins() {
 #[tokio::test(start_paused = true)]
 async fn the_per_ip_ceiling_holds_over_every_second() {
     let limiter = Limiter::new(rate("1000000/1"), RateLimit::CLOUDFLARE_IP, false);
-    let r = run(limiter, server("1000000/1", Headers::Absent), 1000, 64, MS20).await;
+    let r = run(
+        limiter,
+        server("1000000/1", Headers::Absent),
+        1000,
+        64,
+        MS20,
+    )
+    .await;
     assert!(max_in_window(&r.sent, Duration::from_secs(1)) <= 200);
     // And it is what binds: close to 186 a second.
     assert!(r.elapsed <= Duration::from_secs_f64(996.0 / 186.0) + 3 * MS20);
