@@ -77,7 +77,7 @@ impl RateLimit {
     /// The window in words: "5-minute", "30-second".
     fn window_words(&self) -> String {
         let s = self.window.as_secs();
-        if s >= 60 && s % 60 == 0 {
+        if s >= 60 && s.is_multiple_of(60) {
             format!("{}-minute", s / 60)
         } else {
             format!("{}-second", self.window.as_secs_f64())
@@ -551,7 +551,7 @@ fn thousands(n: u32) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
