@@ -49,7 +49,7 @@ mkdir -p "$out"
 psk=$root/target/release/psk
 sandbox=$root/target/release/examples/bench_sandbox
 account=0123456789abcdef0123456789abcdef
-export CLOUDFLARE_API_TOKEN=bench-token
+export CLOUDFLARE_API_TOKEN=sandbox-token # the only token the sandbox accepts
 age-keygen -o "$out/identity.txt" 2>/dev/null
 recipient=$(age-keygen -y "$out/identity.txt")
 results=$out/results.tsv

@@ -9,7 +9,7 @@ root=$(dirname "$here")
 sizes=${*:-100 1000 10000}
 out=$(mktemp -d /tmp/psk-state-bytes.XXXXXX)
 (cd "$root" && cargo build --release --quiet --bin psk --example bench_sandbox)
-export CLOUDFLARE_API_TOKEN=bench-token
+export CLOUDFLARE_API_TOKEN=sandbox-token # the only token the sandbox accepts
 age-keygen -o "$out/identity.txt" 2>/dev/null
 recipient=$(age-keygen -y "$out/identity.txt")
 printf 'tunnels\tgenerator\tstate_bytes_written\tper_tunnel\tfinal_state_file\n'

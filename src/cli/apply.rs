@@ -88,8 +88,9 @@ async fn plan_to_apply(
             "--replace and --target shape a new plan; they cannot be used with a saved plan FILE"
         );
     }
-    let config = &session.config;
     let file = PlanFile::load(path)?;
+    let connection = session.resolve_online(state).await?;
+    let config = &session.config;
     let digest = planfile::digest_file(&config.path)
         .with_context(|| format!("cannot read {}", config.path.display()))?;
     file.check(config, &digest, state, Utc::now())
@@ -100,7 +101,7 @@ async fn plan_to_apply(
                 path.display()
             )
         })?;
-    Ok((file.plan, None))
+    Ok((file.plan, connection))
 }
 
 /// Shows the plan and settles whether to go on: `Some` is the status to

@@ -14,8 +14,9 @@ use super::status::Status;
 use crate::sandbox::{self, Sandbox, SandboxOptions};
 
 /// Serve a local stand-in for Cloudflare's Magic IPsec API, holding the
-/// tunnels of psk.yaml, until Ctrl-C. Prints the two `export` lines that
-/// point psk at it.
+/// tunnels of psk.yaml, until Ctrl-C. Prints the `export` lines that point
+/// psk at it: its URL and the only credentials it accepts (others are
+/// refused as Cloudflare refuses them).
 #[derive(Debug, Args)]
 pub struct SandboxArgs {
     /// Address to listen on.
@@ -106,12 +107,14 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
         other_clients: args.other_clients,
         seed: args.seed,
         refuse_changes: args.refuse_changes.iter().cloned().collect(),
+        ..SandboxOptions::default()
     };
+    let credentials = options.credentials.clone();
     let sb = Sandbox::from_config(config, state.as_ref(), &options)
         .context("cannot open the ledger file")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .map_err(|e| cannot_listen(args.listen, &e))?;
     let running = sandbox::spawn(listener, Arc::new(sb))?;
     // The server keeps serving even if nobody reads this (a closed pipe):
     // write errors are ignored rather than ending the process.
@@ -134,11 +137,32 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
         running.base_url()
     );
     let _ = writeln!(out, "export CLOUDFLARE_BASE_URL={}", running.base_url());
-    let _ = writeln!(out, "export CLOUDFLARE_API_TOKEN=sandbox-token");
+    // The only credentials it accepts; nothing real, so they may be shown.
+    let _ = writeln!(out, "export CLOUDFLARE_API_TOKEN={}", credentials.token);
+    let _ = writeln!(
+        out,
+        "# or, as an email and key: export CLOUDFLARE_EMAIL={} CLOUDFLARE_API_KEY={}",
+        credentials.email, credentials.key
+    );
     let _ = writeln!(out, "Press Ctrl-C to stop.");
     let _ = out.flush();
     drop(out);
     tokio::signal::ctrl_c().await?;
     running.stop().await;
     Ok(Status::Success)
+}
+
+/// Why the sandbox cannot take its address, and the option that picks
+/// another: a port in use is the usual case (another `psk sandbox`).
+fn cannot_listen(addr: SocketAddr, e: &std::io::Error) -> anyhow::Error {
+    let why = match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "the port is in use (another `psk sandbox`, or another program, holds it)".to_string()
+        }
+        _ => e.to_string(),
+    };
+    let other = SocketAddr::new(addr.ip(), addr.port().wrapping_add(1).max(1024));
+    anyhow::anyhow!(
+        "cannot listen on {addr}: {why}\nhint: choose another address with `--listen`, e.g. `psk sandbox --listen {other}` (port 0 picks a free one)"
+    )
 }

@@ -92,7 +92,8 @@ impl<'g> Session<'g> {
                 _sandbox: None,
             });
         }
-        let sb = Sandbox::from_config(&self.config, state, &SandboxOptions::default())
+        let sandbox_options = SandboxOptions::default();
+        let sb = Sandbox::from_config(&self.config, state, &sandbox_options)
             .context("cannot start the sandbox")?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -102,7 +103,8 @@ impl<'g> Session<'g> {
             base_url: running.base_url(),
             ..network.client_options()
         };
-        let client = Client::new(&Credentials::Token("sandbox".into()), options)?;
+        let token = Credentials::Token(sandbox_options.credentials.token);
+        let client = Client::new(&token, options)?;
         Ok(Connection {
             client,
             _sandbox: Some(running),
@@ -126,6 +128,22 @@ impl<'g> Session<'g> {
             now,
             options,
         ))
+    }
+
+    /// For a saved plan: tunnels psk.yaml names by name alone that the
+    /// state does not know yet get their ids from Cloudflare's list, as
+    /// when the plan was made, so the plan can be checked against them.
+    /// `None` (no request) when every tunnel already has its id.
+    pub async fn resolve_online(
+        &mut self,
+        state: Option<&State>,
+    ) -> anyhow::Result<Option<Connection>> {
+        if self.config.unresolved.is_empty() {
+            return Ok(None);
+        }
+        let connection = self.connect(state).await?;
+        remote::refresh(&connection.client, &mut self.config).await?;
+        Ok(Some(connection))
     }
 
     /// Connects, lists every account's tunnels (which gives tunnels named

@@ -12,6 +12,10 @@ use serde::Deserialize;
 pub struct ApiMessage {
     pub code: i64,
     pub message: String,
+    /// The causes Cloudflare chains under a general error: "Invalid request
+    /// headers" (6003) says which header in its chain.
+    #[serde(default)]
+    pub error_chain: Vec<ApiMessage>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +65,12 @@ fn retries(attempts: u32) -> String {
 const PERMISSIONS: &str =
     "an API token with the \"Magic WAN Write\" or \"Magic Transit Write\" permission";
 
+/// Cloudflare's codes for credentials it refused, whatever the status
+/// (400 for missing or malformed ones, 403 for unknown ones): 9106 missing,
+/// 6003 malformed headers, 10000 an unknown token, 9103 an unknown email
+/// and key.
+const CREDENTIAL_CODES: [i64; 4] = [9106, 6003, 10000, 9103];
+
 fn describe_api(
     status: u16,
     errors: &[ApiMessage],
@@ -82,12 +92,16 @@ fn describe_api(
     }
     for e in errors {
         s.push_str(&format!("\n  code {}: {}", e.code, e.message));
+        for cause in &e.error_chain {
+            s.push_str(&format!("\n    code {}: {}", cause.code, cause.message));
+        }
     }
     if errors.iter().any(|e| e.code == 1012) {
         s.push_str("\nhint: code 1012 means this account is not onboarded to Magic WAN or Magic Transit; check `account_id` in psk.yaml");
     }
+    let refused_credentials = errors.iter().any(|e| CREDENTIAL_CODES.contains(&e.code));
     match status {
-        401 => s.push_str(&format!("\nhint: the credentials were not accepted; set CLOUDFLARE_API_TOKEN to {PERMISSIONS} (or CLOUDFLARE_EMAIL and CLOUDFLARE_API_KEY)")),
+        _ if refused_credentials || status == 401 => s.push_str(&format!("\nhint: the credentials were not accepted; set CLOUDFLARE_API_TOKEN to {PERMISSIONS} (or CLOUDFLARE_EMAIL and CLOUDFLARE_API_KEY)")),
         403 => s.push_str(&format!("\nhint: the credentials lack permission for this account; psk needs {PERMISSIONS} on it")),
         429 => s.push_str("\nhint: Cloudflare's rate limit (1,200 requests per 5 minutes) was hit; wait 5 minutes before trying again"),
         _ => {}

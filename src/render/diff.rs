@@ -134,7 +134,7 @@ fn project(before: Value, plan: &Plan) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::{Action, DryRun, Reason};
+    use crate::reconcile::{Action, Reason};
     use crate::tunnel::TunnelKey;
 
     const ACCOUNT: &str = "023e105f4ecef8ad9ca31a8372d0c353";

@@ -1,7 +1,8 @@
-//! The API routes, as strict as Cloudflare's: credentials are required,
-//! `psk_generate` needs a JSON body, `validate_only` must be a boolean,
-//! unknown tunnels get the 404 envelope, accounts the token cannot use get
-//! 403, and only a real change moves `psk_metadata.last_generated_on`.
+//! The API routes, as strict as Cloudflare's: only the sandbox's own
+//! credentials are accepted (see `auth`), a `psk_generate` body, when there
+//! is one, must be JSON, `validate_only` must be a boolean, unknown tunnels
+//! get the 404 envelope, accounts the credentials cannot use get 403, and
+//! only a real change moves `psk_metadata.last_generated_on`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -16,7 +17,7 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{failure, faults, new_psk, success, EdgeTunnel, Sandbox};
+use super::{auth, failure, faults, new_psk, success, EdgeTunnel, Sandbox};
 use crate::state::format_time;
 use crate::tunnel::TunnelKey;
 
@@ -91,15 +92,21 @@ impl ValidateOnly {
 
 /// What both writes check first, in the API's order: credentials, a body of
 /// the expected shape (`shape` says which, in the error), `validate_only`.
+/// `when_empty` is what no body at all stands for, where the operation
+/// takes none (`psk_generate`); with `None`, no body is refused like any
+/// other that is not JSON.
 fn opening<T: serde::de::DeserializeOwned>(
     s: &Sandbox,
     headers: &HeaderMap,
     account_id: &str,
-    body: &[u8],
+    (body, when_empty): (&[u8], Option<T>),
     q: &ValidateOnly,
     shape: &str,
 ) -> Result<(T, bool), Box<Response>> {
     authorized(s, headers, account_id)?;
+    if let Some(nothing) = when_empty.filter(|_| body.is_empty()) {
+        return Ok((nothing, q.get()?));
+    }
     let parsed = serde_json::from_slice::<T>(body).map_err(|_| {
         Box::new(failure(
             StatusCode::BAD_REQUEST,
@@ -110,28 +117,13 @@ fn opening<T: serde::de::DeserializeOwned>(
     Ok((parsed, q.get()?))
 }
 
-/// Like Cloudflare: a bearer token, or an email and key pair; and an
-/// account this token may use (the sandbox's accounts are those of its
-/// tunnels).
+/// Like Cloudflare: the sandbox's own token, or its email and key (see
+/// `auth`); and an account these credentials may use (the sandbox's
+/// accounts are those of its tunnels).
 fn authorized(s: &Sandbox, headers: &HeaderMap, account_id: &str) -> Result<(), Box<Response>> {
-    let h = |k: &str| {
-        headers
-            .get(k)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .unwrap_or("")
-    };
-    let bearer = h("authorization")
-        .strip_prefix("Bearer ")
-        .is_some_and(|t| !t.trim().is_empty());
-    let key = !h("x-auth-email").is_empty() && !h("x-auth-key").is_empty();
-    if !(bearer || key) {
+    if let Err(refusal) = auth::check(&s.credentials, headers) {
         s.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
-        return Err(Box::new(failure(
-            StatusCode::UNAUTHORIZED,
-            10000,
-            "Authentication error",
-        )));
+        return Err(Box::new(refusal.response()));
     }
     if !s.knows_account(account_id) {
         return Err(Box::new(failure(
@@ -203,14 +195,16 @@ async fn generate(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    // The schema requires a JSON request body, even if it is only `{}`.
+    // The schema excerpt marks a JSON body required and the API page sends
+    // `{}`, yet Cloudflare's own Python SDK (5.9.0) sends none: the API
+    // takes both. A body that is there must be JSON.
     let (_, validate_only) = match opening::<Value>(
         &s,
         &headers,
         &account_id,
-        &body,
+        (&body, Some(Value::Null)),
         &q,
-        "a JSON body is required",
+        "expected a JSON body (such as {}) or none",
     ) {
         Ok(v) => v,
         Err(r) => return *r,
@@ -277,7 +271,7 @@ async fn bulk_set(
         &s,
         &headers,
         &account_id,
-        &body,
+        (&body, None),
         &q,
         "expected {\"psks\": [{\"id\", \"psk\"}]}",
     ) {

@@ -4,7 +4,8 @@
 //! (list, get, `psk_generate`, the bulk PSK set, `validate_only`, the error
 //! envelope, auth) for the tunnels of a psk.yaml, so a new user can run the
 //! whole flow with no account, and tests talk real HTTP to a real server.
-//! It is as strict as the real API (see `api`), and misbehaves on request
+//! It is as strict as the real API (see `api`; it accepts only its own
+//! credentials, see `auth`), and misbehaves on request
 //! (see `faults`): latency, server errors, Cloudflare's rate limit and
 //! connections dropped after the change was made.
 //!
@@ -12,6 +13,7 @@
 //! ledger, which lets tests prove that no key was lost.
 
 mod api;
+mod auth;
 mod faults;
 
 use std::collections::BTreeMap;
@@ -35,6 +37,7 @@ use crate::state::{format_time, State as PskState};
 use crate::tunnel::TunnelKey;
 
 pub use api::router;
+pub use auth::SandboxCredentials;
 
 /// One tunnel as the sandbox's "edge" knows it.
 #[derive(Debug, Clone)]
@@ -59,6 +62,7 @@ pub struct Counters {
     pub generate_validate: AtomicU64,
     pub bulk_set: AtomicU64,
     pub bulk_validate: AtomicU64,
+    /// Refused for their credentials: missing, malformed or unknown.
     pub unauthorized: AtomicU64,
     /// Answered 429, by `rate_limit` or `ip_limit`.
     pub rate_limited: AtomicU64,
@@ -104,6 +108,9 @@ pub struct SandboxOptions {
     /// `psk_generate` answers 409 without retry, and the bulk set lists
     /// them in `unapplied_psks`. For partial-failure drills.
     pub refuse_changes: std::collections::BTreeSet<String>,
+    /// The only credentials accepted; any other is refused as Cloudflare
+    /// refuses it (see `auth`).
+    pub credentials: SandboxCredentials,
 }
 
 pub struct Sandbox {
@@ -111,6 +118,7 @@ pub struct Sandbox {
     ledger: Option<Mutex<std::fs::File>>,
     faults: faults::Faults,
     refuse_changes: std::collections::BTreeSet<String>,
+    credentials: SandboxCredentials,
     pub counters: Counters,
 }
 
@@ -183,6 +191,7 @@ impl Sandbox {
                 .iter()
                 .map(|id| id.to_ascii_lowercase())
                 .collect(),
+            credentials: options.credentials.clone(),
             counters: Counters::default(),
         })
     }

@@ -18,7 +18,7 @@ fn client(env: &TestEnv, retries: u32) -> Client {
         },
         ..ClientOptions::default()
     };
-    Client::new(&Credentials::Token("t".into()), options).unwrap()
+    Client::new(&Credentials::Token(TOKEN.into()), options).unwrap()
 }
 
 fn entries(n: usize) -> Vec<PskEntry> {

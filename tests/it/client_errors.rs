@@ -199,7 +199,7 @@ fn the_binary_explains_a_403_from_the_sandbox() {
             .await
             .unwrap()
     });
-    assert_eq!(raw.status(), 401);
+    assert_eq!(raw.status(), 400, "no credentials: Cloudflare's code 9106");
 }
 
 #[tokio::test]
@@ -216,4 +216,35 @@ async fn a_password_in_the_base_url_is_never_shown() {
     let t = text(&err);
     assert!(!t.contains("pr0xy-pa55"), "{t}");
     assert!(t.contains("proxy-user:****@127.0.0.1"), "{t}");
+}
+
+/// psk's whole message for credentials the sandbox does not accept, as
+/// Cloudflare refuses them: a wrong token (403, code 10000) and a malformed
+/// one (400, code 6003 with its chain). Neither is retried.
+#[test]
+fn the_binary_explains_refused_credentials_from_the_sandbox() {
+    let mut env = TestEnv::new(1);
+    env.start_sandbox();
+    let mut shown = String::new();
+    for token in ["someone-elses-token", "two words"] {
+        let run = to_run(
+            env.command(&["plan"])
+                .env("CLOUDFLARE_API_TOKEN", token)
+                .output()
+                .unwrap(),
+        )
+        .with_args(&["plan"])
+        .failure();
+        assert!(!run.all().contains(token), "{run:?}");
+        shown.push_str(&env.snapshot(&run));
+    }
+    insta::assert_snapshot!("refused_credentials", shown);
+    assert_eq!(
+        env.sandbox()
+            .counters
+            .unauthorized
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2,
+        "one request each: a refusal is final"
+    );
 }

@@ -116,6 +116,27 @@ fn a_tunnel_named_by_name_follows_its_policy_at_apply() {
     );
 }
 
+/// A saved plan names the tunnel's id; at `apply FILE` the state does not
+/// know it yet, so psk asks Cloudflare's list again before checking the
+/// plan (once refused as "psk.yaml changed since the plan was made").
+#[test]
+fn a_saved_plan_applies_to_a_tunnel_named_by_name() {
+    let mut env = TestEnv::new(0);
+    env.write_config(&config(
+        &env.recipient,
+        "    rotate_every: 90d\n",
+        "  - name: edge-by-name\n",
+    ));
+    env.start_sandbox();
+    env.run(&["plan", "--out", "plan.json"]).success();
+    let run = env.run(&["apply", "plan.json"]).success();
+    assert!(run.stdout.contains("edge-by-name"), "{run:?}");
+    let id = psk::sandbox::id_for_name(ACCOUNT, "edge-by-name");
+    let rec = &env.state_json()["tunnels"][format!("{ACCOUNT}/{id}")];
+    assert_eq!(rec["name"], "edge-by-name");
+    assert!(rec["psk"].is_string(), "a sealed PSK is recorded: {rec}");
+}
+
 #[test]
 fn a_tunnel_named_by_a_name_cloudflare_does_not_have_is_an_error() {
     let mut env = TestEnv::new(1);

@@ -131,7 +131,7 @@ fn a_dropped_generate_commits_the_key_and_loses_the_answer() {
     let result = env.block_on(async {
         reqwest::Client::new()
             .post(url)
-            .bearer_auth("t")
+            .bearer_auth(TOKEN)
             .json(&serde_json::json!({}))
             .send()
             .await
@@ -178,7 +178,7 @@ fn fail_rate_gives_5xx_before_doing_anything() {
     let (status, body) = env.block_on(async {
         let r = reqwest::Client::new()
             .post(url)
-            .bearer_auth("t")
+            .bearer_auth(TOKEN)
             .json(&serde_json::json!({}))
             .send()
             .await
@@ -207,7 +207,7 @@ fn the_same_seed_gives_the_same_faults() {
             let http = reqwest::Client::new();
             let mut v = Vec::new();
             for _ in 0..24 {
-                let r = http.get(&url).bearer_auth("t").send().await.unwrap();
+                let r = http.get(&url).bearer_auth(TOKEN).send().await.unwrap();
                 v.push(r.status().as_u16());
             }
             v
@@ -233,7 +233,7 @@ fn the_sandbox_rate_limit_blocks_like_cloudflare() {
         let http = reqwest::Client::new();
         let mut v = Vec::new();
         for _ in 0..5 {
-            let r = http.get(&url).bearer_auth("t").send().await.unwrap();
+            let r = http.get(&url).bearer_auth(TOKEN).send().await.unwrap();
             let retry_after = r
                 .headers()
                 .get("retry-after")
@@ -341,7 +341,7 @@ fn the_client_limiter_keeps_fifty_tasks_under_the_server_limit() {
             },
             ..ClientOptions::default()
         };
-        let client = Client::new(&Credentials::Token("t".into()), options).unwrap();
+        let client = Client::new(&Credentials::Token(TOKEN.into()), options).unwrap();
         let results = env.block_on(async {
             let mut set = tokio::task::JoinSet::new();
             for _ in 0..50 {

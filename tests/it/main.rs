@@ -34,4 +34,5 @@ mod planner_props;
 mod render_snapshots;
 mod sandbox_api;
 mod sandbox_cli;
+mod sdk_conformance;
 mod state_store;

@@ -337,8 +337,8 @@ fn the_sandbox_command_prints_no_psk() {
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut text = String::new();
-    let mut url = None;
-    while url.is_none() {
+    let (mut url, mut token) = (None, None);
+    while url.is_none() || token.is_none() {
         let mut line = String::new();
         if out.read_line(&mut line).unwrap() == 0 {
             break;
@@ -346,13 +346,18 @@ fn the_sandbox_command_prints_no_psk() {
         if let Some(rest) = line.strip_prefix("export CLOUDFLARE_BASE_URL=") {
             url = Some(rest.trim().trim_matches('\'').trim_matches('"').to_string());
         }
+        if let Some(rest) = line.strip_prefix("export CLOUDFLARE_API_TOKEN=") {
+            token = Some(rest.trim().to_string());
+        }
         text.push_str(&line);
     }
     let url = url.unwrap_or_else(|| panic!("no base URL printed:\n{text}"));
+    // The sandbox's own token, which it prints: it accepts no other.
+    let token = token.unwrap_or_else(|| panic!("no token printed:\n{text}"));
     // Rotate through it, so the sandbox has PSKs it could print.
     let mut run = env.command(&["apply", "--auto-approve", "-vvv"]);
     run.env("CLOUDFLARE_BASE_URL", &url)
-        .env("CLOUDFLARE_API_TOKEN", TOKEN);
+        .env("CLOUDFLARE_API_TOKEN", &token);
     let r = to_run(run.output().unwrap()).success();
     assert_logged("apply", &r);
     assert!(r.stderr.contains("psk_generate status=200"), "{r:?}");

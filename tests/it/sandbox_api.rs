@@ -2,6 +2,7 @@
 //! client in between, so its own rules are what is tested.
 
 use crate::common::*;
+use psk::sandbox::SandboxCredentials;
 use serde_json::{json, Value};
 
 struct Api<'a> {
@@ -29,7 +30,7 @@ impl Api<'_> {
         let mut req = self
             .http
             .post(self.url(&format!("/{tunnel}/psk_generate{query}")))
-            .bearer_auth("t");
+            .bearer_auth(TOKEN);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -40,7 +41,7 @@ impl Api<'_> {
         let (s, v) = self.send(
             self.http
                 .get(self.url(&format!("/{tunnel}")))
-                .bearer_auth("t"),
+                .bearer_auth(TOKEN),
         );
         assert_eq!(s, 200, "{v}");
         v["result"]["ipsec_tunnel"]["psk_metadata"]["last_generated_on"]
@@ -98,27 +99,38 @@ fn last_generated_on_moves_on_every_generation_and_never_on_validate_only() {
     );
 }
 
+/// Cloudflare's Python SDK sends no body, psk and the API page send `{}`:
+/// both generate. A body that is not JSON is refused.
 #[test]
-fn psk_generate_needs_a_json_body() {
+fn psk_generate_takes_no_body_or_a_json_one() {
     let mut env = TestEnv::new(1);
     env.start_sandbox();
     let a = api(&env);
     let t = tunnel_id(0);
-    let (s, v) = a.generate(&t, "", None);
-    assert_eq!(s, 400, "{v}");
-    assert_eq!(v["success"], false);
-    assert!(v["errors"][0]["message"]
-        .as_str()
-        .unwrap()
-        .contains("JSON body is required"));
-    let raw = a.send(
-        a.http
-            .post(a.url(&format!("/{t}/psk_generate")))
-            .bearer_auth("t")
-            .body("not json"),
-    );
-    assert_eq!(raw.0, 400);
-    assert!(env.ledger().is_empty());
+    for (query, expected_keys) in [("", 1), ("?validate_only=true", 1)] {
+        let (s, v) = a.generate(&t, query, None);
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["result"]["ipsec_tunnel_id"], t.as_str(), "{v}");
+        assert_eq!(env.ledger()[&t].len(), expected_keys);
+    }
+    let (s, v) = a.generate(&t, "", Some(json!({})));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(env.ledger()[&t].len(), 2);
+    for body in ["not json", " ", "{"] {
+        let (s, v) = a.send(
+            a.http
+                .post(a.url(&format!("/{t}/psk_generate")))
+                .bearer_auth(TOKEN)
+                .body(body),
+        );
+        assert_eq!(s, 400, "{body:?}: {v}");
+        assert_eq!(v["errors"][0]["code"], 1001, "{v}");
+        assert!(v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Invalid request body"));
+    }
+    assert_eq!(env.ledger()[&t].len(), 2, "a refused body changes nothing");
 }
 
 #[test]
@@ -129,7 +141,7 @@ fn unknown_tunnels_get_the_404_envelope() {
     let unknown = "0123456789abcdef0123456789abcdef";
     for (s, v) in [
         a.generate(unknown, "", Some(json!({}))),
-        a.send(a.http.get(a.url(&format!("/{unknown}"))).bearer_auth("t")),
+        a.send(a.http.get(a.url(&format!("/{unknown}"))).bearer_auth(TOKEN)),
     ] {
         assert_eq!(s, 404, "{v}");
         assert_eq!(
@@ -140,35 +152,65 @@ fn unknown_tunnels_get_the_404_envelope() {
     }
 }
 
+/// Only the sandbox's own credentials pass; the others are refused with
+/// Cloudflare's status, code and message (the whole table is a unit test
+/// in `sandbox::auth`).
 #[test]
-fn credentials_are_required_and_either_scheme_works() {
+fn only_its_own_credentials_pass_and_others_get_cloudflares_answers() {
     let mut env = TestEnv::new(1);
     env.start_sandbox();
     let a = api(&env);
-    let (s, v) = a.send(a.http.get(a.url("")));
-    assert_eq!(s, 401, "{v}");
-    assert_eq!(v["errors"][0]["code"], 10000);
-    let (s, _) = a.send(
-        a.http
-            .get(a.url(""))
-            .header("X-Auth-Email", "ops@example.com"),
+    let key = SandboxCredentials::default();
+    let list = || a.http.get(a.url(""));
+    let refusals = [
+        (list(), 400, 9106, None),
+        (list().bearer_auth("wrong-token"), 403, 10000, None),
+        (list().header("Authorization", TOKEN), 400, 6003, Some(6111)),
+        (
+            list().header("X-Auth-Email", &key.email),
+            400,
+            6003,
+            Some(6103),
+        ),
+        (
+            list()
+                .header("X-Auth-Email", "ops@example.com")
+                .header("X-Auth-Key", &key.key),
+            403,
+            9103,
+            None,
+        ),
+    ];
+    let n = refusals.len();
+    for (req, status, code, chained) in refusals {
+        let (s, v) = a.send(req);
+        assert_eq!(
+            (s, v["errors"][0]["code"].as_i64()),
+            (status, Some(code)),
+            "{v}"
+        );
+        assert_eq!(v["success"], false, "{v}");
+        assert!(v["result"].is_null(), "{v}");
+        assert_eq!(
+            v["errors"][0]["error_chain"][0]["code"].as_i64(),
+            chained,
+            "{v}"
+        );
+    }
+    let (s, v) = a.send(
+        list()
+            .header("X-Auth-Email", &key.email)
+            .header("X-Auth-Key", &key.key),
     );
-    assert_eq!(s, 401, "an email without a key is not enough");
-    let (s, _) = a.send(
-        a.http
-            .get(a.url(""))
-            .header("X-Auth-Email", "ops@example.com")
-            .header("X-Auth-Key", "k"),
-    );
-    assert_eq!(s, 200);
-    let (s, _) = a.send(a.http.get(a.url("")).bearer_auth("t"));
-    assert_eq!(s, 200);
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = a.send(list().bearer_auth(TOKEN));
+    assert_eq!(s, 200, "{v}");
     assert_eq!(
         env.sandbox()
             .counters
             .unauthorized
             .load(std::sync::atomic::Ordering::Relaxed),
-        2
+        n as u64
     );
 }
 
@@ -184,7 +226,7 @@ fn bulk_set_rejects_malformed_bodies() {
         json!({"psks": [{"id": t}]}),
         json!({"psks": [{"id": t, "psk": "aaaaaaaaaa"}, {"id": t.to_uppercase(), "psk": "bbbbbbbbbb"}]}),
     ] {
-        let (s, v) = a.send(a.http.post(a.url("/psk")).bearer_auth("t").json(&body));
+        let (s, v) = a.send(a.http.post(a.url("/psk")).bearer_auth(TOKEN).json(&body));
         assert_eq!(s, 400, "{body}: {v}");
         assert_eq!(v["success"], false);
     }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use age::secrecy::ExposeSecret;
 use psk::config::Config;
-use psk::sandbox::{self, Running, Sandbox, SandboxOptions};
+use psk::sandbox::{self, Running, Sandbox, SandboxCredentials, SandboxOptions};
 
 pub use run::{to_run, Run};
 
@@ -140,11 +140,16 @@ impl TestEnv {
     }
 
     /// Starts the sandbox with `options` (latency, faults, rate limit, seed);
-    /// the ledger is always `ledger_path()`.
+    /// the ledger is always `ledger_path()`, and the token it accepts is
+    /// always `TOKEN`, which `command` gives psk.
     pub fn start_sandbox_with(&mut self, options: SandboxOptions) {
         let config = Config::load(&self.config_path()).unwrap();
         let options = SandboxOptions {
             ledger: Some(self.ledger_path()),
+            credentials: SandboxCredentials {
+                token: TOKEN.into(),
+                ..options.credentials
+            },
             ..options
         };
         let sb = Arc::new(Sandbox::from_config(&config, None, &options).unwrap());
@@ -165,7 +170,7 @@ impl TestEnv {
         let status = self.runtime.block_on(async {
             reqwest::Client::new()
                 .post(url)
-                .bearer_auth("someone-else")
+                .bearer_auth(TOKEN)
                 .json(&serde_json::json!({}))
                 .send()
                 .await
