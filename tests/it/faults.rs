@@ -269,7 +269,7 @@ fn the_sandbox_announces_its_budget_and_enforces_the_per_ip_limit() {
         let http = reqwest::Client::new();
         let mut v = Vec::new();
         for _ in 0..4 {
-            let r = http.get(&url).bearer_auth("t").send().await.unwrap();
+            let r = http.get(&url).bearer_auth(TOKEN).send().await.unwrap();
             let h = |k: &str| r.headers().get(k).map(|v| v.to_str().unwrap().to_string());
             v.push((r.status().as_u16(), h("ratelimit"), h("ratelimit-policy")));
         }
@@ -303,7 +303,7 @@ fn the_sandbox_announces_its_budget_and_enforces_the_per_ip_limit() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let r = reqwest::Client::new()
             .get(&url)
-            .bearer_auth("t")
+            .bearer_auth(TOKEN)
             .send()
             .await
             .unwrap();
