@@ -505,7 +505,12 @@ impl Limiter {
             return;
         }
         let mut log = self.log.lock().expect("limiter lock");
-        if log.shown_until.is_some_and(|s| s >= until) {
+        // Each answer moves the end a little; a wait already shown is not
+        // news unless it grew by more than a couple of seconds.
+        if log
+            .shown_until
+            .is_some_and(|s| now < s && until <= s + Duration::from_secs(2))
+        {
             return;
         }
         log.shown_until = Some(until);

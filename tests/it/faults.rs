@@ -406,6 +406,11 @@ fn a_budget_spent_by_another_client_draws_no_429_and_the_wait_shows() {
             run.stderr.contains("note: waiting ") && run.stderr.contains(" s for API budget"),
             "{run:?}"
         );
+        assert_eq!(
+            run.stderr.matches("note: waiting").count(),
+            1,
+            "once: {run:?}"
+        );
     }
     assert_eq!(
         env.sandbox().counters.rate_limited.load(Ordering::Relaxed),
