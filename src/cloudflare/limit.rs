@@ -310,11 +310,12 @@ impl Log {
             let newer = self.budget.is_none_or(|b| seq > b.seq || now >= b.until);
             if newer {
                 // Every other request in flight may not have been counted
-                // yet; `t` is whole seconds, so a second more covers its
-                // rounding.
+                // yet. `t` counts from when the server answered, so from
+                // now it errs on the safe side; whole seconds, taken as
+                // rounded up, as HTTP's delta-seconds are.
                 self.budget = Some(Budget {
                     left: r.left.saturating_sub(self.in_flight),
-                    until: now + r.reset + Duration::from_secs(1),
+                    until: now + r.reset,
                     seq,
                 });
             }

@@ -235,20 +235,30 @@ async fn concurrency_never_overshoots_what_is_left() {
 /// never more than the limit in any window.
 #[tokio::test(start_paused = true)]
 async fn a_run_beyond_the_budget_holds_95_percent_of_it() {
-    for headers in [Headers::Announced, Headers::Absent] {
-        let limiter = Limiter::new(RateLimit::CLOUDFLARE, RateLimit::CLOUDFLARE_IP, false);
-        let r = run(limiter, server("1200/300", headers), 4001, 64, MS20).await;
-        assert_eq!(r.refused, 0);
-        assert!(max_in_window(&r.sent, Duration::from_secs(300)) <= 1200);
-        // Sliding-window optimum: 1,200 at once, then 1,200 every 300 s,
-        // so 4,001 need 900 s and a bit; 95% of the rate allows 1,053 s.
-        let rate = 4001.0 / r.elapsed.as_secs_f64();
-        assert!(
-            rate >= 0.95 * 4.0,
-            "{:.2} requests/s over {:?}",
-            rate,
-            r.elapsed
-        );
+    // Sliding-window optimum: 1,200 at once, then 1,200 every 300 s, so
+    // 4,001 need 900 s and a bit (95% of the rate allows 1,053 s); and
+    // issue 9's run, 601 requests at 120 per 30 s, 150 s (158 s at 95%).
+    for (limit, requests) in [("1200/300", 4001), ("120/30", 601)] {
+        for headers in [Headers::Announced, Headers::Absent] {
+            let limit = rate(limit);
+            let limiter = Limiter::new(limit, RateLimit::CLOUDFLARE_IP, false);
+            let r = run(
+                limiter,
+                server(&limit.to_string().replace('s', ""), headers),
+                requests,
+                64,
+                MS20,
+            )
+            .await;
+            assert_eq!(r.refused, 0);
+            assert!(max_in_window(&r.sent, limit.window) <= limit.requests as usize);
+            let achieved = requests as f64 / r.elapsed.as_secs_f64();
+            assert!(
+                achieved >= 0.95 * limit.per_second(),
+                "{limit}: {achieved:.2} requests/s over {:?}",
+                r.elapsed
+            );
+        }
     }
 }
 
