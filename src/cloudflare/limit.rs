@@ -536,10 +536,16 @@ impl Limiter {
                 thousands(rule.requests),
                 rule.window_words()
             ),
-            Cause::Announced => format!(
-                "waiting {secs} s for API budget: the API reports {} requests left for this token (other clients share it)",
-                log.budget.map_or(0, |b| b.left)
-            ),
+            Cause::Announced => match log.announced.iter().min_by_key(|p| p.requests) {
+                Some(p) => format!(
+                    "waiting {secs} s for API budget: 0 of {} left in this {} window (the API's count, other clients of the token included)",
+                    thousands(p.requests),
+                    p.window_words()
+                ),
+                None => format!(
+                    "waiting {secs} s for API budget: the API reports 0 requests left for this token (other clients share it)"
+                ),
+            },
             Cause::IpCeiling => format!(
                 "waiting {secs} s under the per-IP ceiling of {} requests per second",
                 thousands(self.ip.requests)
