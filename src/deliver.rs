@@ -15,7 +15,7 @@ use crate::seal::Psk;
 
 /// Variables never passed on to a delivery command: credentials it does
 /// not need.
-const WITHHELD: &[&str] = &[
+pub(crate) const WITHHELD: &[&str] = &[
     "CLOUDFLARE_API_TOKEN",
     "CLOUDFLARE_API_KEY",
     "CLOUDFLARE_EMAIL",

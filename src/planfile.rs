@@ -24,8 +24,10 @@ use crate::state::State;
 
 pub const PLAN_FORMAT: &str = "psk-plan";
 /// The newest plan file format this psk reads and writes. Version 2 added
-/// the dry-run result `no_verdict`.
-pub const PLAN_FORMAT_VERSION: u64 = 2;
+/// the dry-run result `no_verdict`, version 3 the deferral `sibling_down`,
+/// the reasons `unknown_live_key` and `not_listed` and the deferrals
+/// `still_listed` and `not_asked`.
+pub const PLAN_FORMAT_VERSION: u64 = 3;
 /// The oldest version this psk still reads.
 pub const PLAN_FORMAT_OLDEST: u64 = 1;
 
@@ -34,7 +36,22 @@ pub const PLAN_FORMAT_OLDEST: u64 = 1;
 /// still applies it, and one with it tells an older psk to plan again
 /// rather than failing on a value it does not know.
 fn version_needed(plan: &Plan) -> u64 {
-    if plan.no_verdicts() > 0 {
+    let version_3 = |r: &crate::reconcile::Reason| {
+        use crate::reconcile::Reason;
+        matches!(r, Reason::UnknownLiveKey { .. } | Reason::NotListed)
+    };
+    let reasons = (plan.actions.iter().flat_map(|a| &a.reasons))
+        .chain(plan.deferred.iter().flat_map(|d| &d.reasons));
+    let new_deferral = |d: &crate::reconcile::Deferred| {
+        use crate::reconcile::Deferral;
+        matches!(
+            d.why,
+            Deferral::StillListed | Deferral::NotAsked | Deferral::SiblingDown { .. }
+        )
+    };
+    if reasons.clone().any(version_3) || plan.deferred.iter().any(new_deferral) {
+        3
+    } else if plan.no_verdicts() > 0 {
         2
     } else {
         1
@@ -449,6 +466,10 @@ tunnels:
         use crate::reconcile::Reason;
         vec![
             Reason::NeverRotated,
+            Reason::NotListed,
+            Reason::UnknownLiveKey {
+                since: t("2026-08-01T00:00:00Z"),
+            },
             Reason::Due {
                 last_rotated: t("2026-08-01T10:00:00Z"),
                 days_ago: 117,
@@ -560,6 +581,11 @@ tunnels:
                     site: "fra".into(),
                     rotating: "t1".into(),
                 }),
+                deferred(Deferral::SiblingDown {
+                    site: "fra".into(),
+                    sibling: "t2".into(),
+                    health: "down in AMS, FRA".into(),
+                }),
             ],
             upcoming: vec![Upcoming {
                 name: "soon".into(),
@@ -628,8 +654,25 @@ tunnels:
             Err(Stale::NotApplyable)
         );
 
-        let future = text.replace("\"format_version\": 2", "\"format_version\": 3");
+        let future = text.replace("\"format_version\": 2", "\"format_version\": 4");
         let e = PlanFile::parse(Path::new("p.json"), future.as_bytes()).unwrap_err();
-        assert!(e.to_string().contains("reads versions 1 to 2"), "{e}");
+        assert!(e.to_string().contains("reads versions 1 to 3"), "{e}");
+
+        // A live key psk does not hold needs the version that added it.
+        let mut live = back.clone();
+        live.plan.actions[0].reasons = vec![crate::reconcile::Reason::UnknownLiveKey {
+            since: t("2026-08-01T00:00:00Z"),
+        }];
+        let live = PlanFile::new(
+            live.plan,
+            "sha256:aa".into(),
+            Some(&state),
+            String::new(),
+            now,
+            chrono::TimeDelta::hours(24),
+        );
+        assert_eq!(live.format_version, 3);
+        let back = PlanFile::parse(Path::new("p.json"), &live.to_bytes()).unwrap();
+        assert_eq!(back, live);
     }
 }

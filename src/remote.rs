@@ -9,11 +9,12 @@
 //! failed in passing. So they live here, with typed errors; the commands
 //! add what the user should do.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use crate::cloudflare::{ApiError, BulkOutcome, BulkResult, Client, PskEntry};
 use crate::config::Config;
+use crate::health::{PathHealth, NOW_WINDOW_SECONDS};
 use crate::policy::Generator;
 use crate::reconcile::{resolve_names, Action, DryRun, NameError, Plan, Remote};
 use crate::tunnel::TunnelKey;
@@ -65,7 +66,63 @@ pub async fn refresh(client: &Client, config: &mut Config) -> Result<Remote, Ref
     }
     resolve_names(config, None, Some(&remote))?;
     check_listed(config, &remote)?;
+    read_health(client, config, &mut remote, chrono::Utc::now()).await;
     Ok(remote)
+}
+
+/// `verify`'s preflight needs the health now of every path of each site
+/// where some policy verifies with health checks: one GraphQL query per
+/// account, over the last [`NOW_WINDOW_SECONDS`]. A failed query leaves
+/// those paths of unknown health, which holds their siblings back: psk
+/// rotates nothing it cannot show to be safe.
+async fn read_health(
+    client: &Client,
+    config: &Config,
+    remote: &mut Remote,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    let verified_sites: BTreeSet<&str> = config
+        .tunnels
+        .iter()
+        .filter(|t| {
+            let v = config.policy_of(t).verify.as_ref();
+            v.is_some_and(|v| v.health_checks)
+        })
+        .filter_map(|t| t.site.as_deref())
+        .collect();
+    // Per account: the tunnels to ask about, by their name at Cloudflare.
+    let mut asked: BTreeMap<String, BTreeMap<String, TunnelKey>> = BTreeMap::new();
+    for t in &config.tunnels {
+        if !t
+            .site
+            .as_deref()
+            .is_some_and(|s| verified_sites.contains(s))
+        {
+            continue;
+        }
+        let key = t.key();
+        let name = remote.tunnels.get(&key).map_or(&t.name, |r| &r.name);
+        asked
+            .entry(t.account_id.clone())
+            .or_default()
+            .insert(name.clone(), key);
+    }
+    let start = now - chrono::TimeDelta::seconds(NOW_WINDOW_SECONDS);
+    for (account, tunnels) in asked {
+        let names: Vec<String> = tunnels.keys().cloned().collect();
+        let answer = client.tunnel_health(&account, &names, start, now).await;
+        if let Err(e) = &answer {
+            tracing::warn!(account = %account, error = %e, "tunnel health unknown");
+        }
+        for (name, key) in tunnels {
+            let health = match &answer {
+                Ok(h) => PathHealth::judge(h.get(&name)),
+                Err(e) => PathHealth::Unknown(e.to_string()),
+            };
+            tracing::info!(tunnel = %name, health = %health.describe(), "tunnel health");
+            remote.health.insert(key, health);
+        }
+    }
 }
 
 /// Every tunnel of psk.yaml is in `remote`: those it lists by id, and

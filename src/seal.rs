@@ -32,6 +32,54 @@ impl Psk {
     }
 }
 
+/// The shortest and longest PSK Cloudflare's bulk set accepts (printable
+/// ASCII, no spaces, as the sandbox models it). Common IKE peers agree on
+/// that range: AWS Site-to-Site VPN takes 8 to 64, Cisco IOS and strongSwan
+/// up to 128, and a space or a non-ASCII character is read differently by
+/// different routers. A key outside it cannot be a tunnel's current PSK.
+pub const PSK_MIN_LEN: usize = 8;
+/// See [`PSK_MIN_LEN`].
+pub const PSK_MAX_LEN: usize = 128;
+/// The shortest PSK psk adopts without `--force`: below it a key can be
+/// guessed offline from one captured IKE exchange (16 random printable
+/// characters are about 100 bits). Keys Cloudflare or psk make are 32
+/// random letters and digits.
+pub const PSK_STRONG_LEN: usize = 16;
+
+/// How a PSK falls short of the rule at [`PSK_MIN_LEN`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PskFault {
+    /// Cloudflare would refuse it: it cannot be any tunnel's key.
+    Unusable(String),
+    /// Usable, but short enough to be guessed.
+    Weak(String),
+}
+
+impl Psk {
+    /// Why this PSK breaks the rule at [`PSK_MIN_LEN`], or `None` when it
+    /// meets it. The answer names lengths and classes, never a character.
+    pub fn rule_fault(&self) -> Option<PskFault> {
+        let len = self.0.len();
+        if !self.0.bytes().all(|b| b.is_ascii_graphic()) {
+            return Some(PskFault::Unusable(
+                "it holds a space, a control or a non-ASCII character".into(),
+            ));
+        }
+        if !(PSK_MIN_LEN..=PSK_MAX_LEN).contains(&len) {
+            return Some(PskFault::Unusable(format!(
+                "it is {len} characters long, and Cloudflare and common routers take \
+                 {PSK_MIN_LEN} to {PSK_MAX_LEN}"
+            )));
+        }
+        (len < PSK_STRONG_LEN).then(|| {
+            PskFault::Weak(format!(
+                "it is {len} characters long; below {PSK_STRONG_LEN} a key can be guessed \
+                 offline from one captured IKE exchange"
+            ))
+        })
+    }
+}
+
 impl fmt::Debug for Psk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Psk(<redacted>)")
@@ -42,6 +90,13 @@ impl fmt::Debug for Psk {
 pub enum SealError {
     #[error("`{0}` is not an age recipient (age1...) or an SSH public key (ssh-ed25519 or ssh-rsa): {1}")]
     BadRecipient(String, String),
+    /// A private key where a public one belongs. It carries no part of the
+    /// text: CI logs keep what psk prints, and the key must not land there.
+    #[error("{0}")]
+    PrivateKey(PrivateKeyKind),
+    /// An `age1...` recipient that does not decode: a typo, most often.
+    #[error("`{text}` is not a valid age recipient: {why}")]
+    BadAgeRecipient { text: String, why: String },
     #[error("no recipients: a PSK sealed to nobody could never be opened")]
     NoRecipients,
     #[error("could not seal the PSK: {0}")]
@@ -102,9 +157,25 @@ impl Recipient {
 impl FromStr for Recipient {
     type Err = SealError;
 
-    /// Tries each recipient type in turn, as age's own CLI does.
+    /// Tries each recipient type in turn, as age's own CLI does. A private
+    /// key is refused before anything else, without a byte of it in the
+    /// error; an `age1...` that does not decode says why.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(kind) = PrivateKeyKind::detect(s) {
+            return Err(SealError::PrivateKey(kind));
+        }
         let text = s.trim().to_string();
+        if text.to_ascii_lowercase().starts_with("age1") {
+            return age::x25519::Recipient::from_str(&text)
+                .map(|r| Recipient {
+                    text: text.clone(),
+                    inner: Box::new(r),
+                })
+                .map_err(|_| SealError::BadAgeRecipient {
+                    why: age_recipient_fault(&text),
+                    text,
+                });
+        }
         if let Ok(r) = age::x25519::Recipient::from_str(&text) {
             return Ok(Recipient {
                 text,
@@ -139,6 +210,78 @@ impl FromStr for Recipient {
             }
         }
     }
+}
+
+/// What kind of private key was found where a recipient belongs, and so
+/// where its public half comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrivateKeyKind {
+    /// `AGE-SECRET-KEY-1...` (or an `AGE-PLUGIN-...` identity).
+    Age,
+    /// A PEM block: `-----BEGIN OPENSSH PRIVATE KEY-----` and its kin.
+    Ssh,
+}
+
+impl PrivateKeyKind {
+    /// Recognises a private key anywhere in `text` (pasted with a comment
+    /// line, or as a YAML block with its armor lines).
+    pub fn detect(text: &str) -> Option<Self> {
+        let upper = text.to_ascii_uppercase();
+        if upper.contains("AGE-SECRET-KEY-") || upper.contains("AGE-PLUGIN-") {
+            Some(PrivateKeyKind::Age)
+        } else if upper.contains("PRIVATE KEY") || upper.contains("PUTTY-USER-KEY-FILE") {
+            Some(PrivateKeyKind::Ssh)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for PrivateKeyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrivateKeyKind::Age => f.write_str(
+                "this is an age private key (AGE-SECRET-KEY-1...), not a recipient; \
+                 psk.yaml takes its public half, the `# public key: age1...` line of the \
+                 identity file or the output of `age-keygen -y FILE`. \
+                 Remove it, and treat the key as exposed if this file was ever committed",
+            ),
+            PrivateKeyKind::Ssh => f.write_str(
+                "this is an SSH private key, not a recipient; psk.yaml takes its public \
+                 half, the one line of the `.pub` file beside it or the output of \
+                 `ssh-keygen -y -f FILE`. Remove it, and treat the key as exposed if this \
+                 file was ever committed",
+            ),
+        }
+    }
+}
+
+/// Why an `age1...` string is not an age recipient, in words that point at
+/// the typo: a character bech32 never uses, a wrong length, or a checksum
+/// that does not match (a character changed, missing or swapped).
+fn age_recipient_fault(text: &str) -> String {
+    const CHARSET: &str = "qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+    const LEN: usize = 62;
+    let data = &text[4..];
+    if text.chars().any(char::is_uppercase) && text.chars().any(char::is_lowercase) {
+        return "it mixes upper and lower case; an age recipient is all lower case".into();
+    }
+    let lower = data.to_ascii_lowercase();
+    if let Some(c) = lower.chars().find(|c| !CHARSET.contains(*c)) {
+        return format!(
+            "`{c}` never appears in an age recipient after `age1` (there is no b, i, o or 1); \
+             copy it again from `age-keygen -y`"
+        );
+    }
+    if text.len() != LEN {
+        return format!(
+            "it is {} characters long, an age recipient is {LEN}; copy it again from `age-keygen -y`",
+            text.len()
+        );
+    }
+    "its checksum is wrong: a character is mistyped or two are swapped; \
+     copy it again from `age-keygen -y`"
+        .into()
 }
 
 fn sha2_hex(bytes: &[u8]) -> String {
@@ -306,6 +449,30 @@ mod tests {
     }
 
     #[test]
+    fn the_psk_rule_takes_8_to_128_printable_characters_and_wants_16() {
+        let fault = |s: &str| Psk::new(s.into()).rule_fault();
+        let unusable = |s: &str| match fault(s) {
+            Some(PskFault::Unusable(why)) => why,
+            other => panic!("{s:?}: {other:?}"),
+        };
+        let weak = |s: &str| match fault(s) {
+            Some(PskFault::Weak(why)) => why,
+            other => panic!("{s:?}: {other:?}"),
+        };
+        assert_eq!(fault("O3bwKSjnaoCxDoUxjcq4Rk8ZKkezQUiy"), None);
+        assert_eq!(fault(&"x".repeat(16)), None);
+        assert_eq!(fault(&"x".repeat(128)), None);
+        assert!(weak("12345678").contains("8 characters long"));
+        assert!(weak(&"x".repeat(15)).contains("below 16"));
+        assert!(unusable("short").contains("5 characters long"));
+        assert!(unusable("1234567").contains("8 to 128"));
+        assert!(unusable(&"x".repeat(129)).contains("129 characters"));
+        assert!(unusable("has space inside").contains("space"));
+        assert!(unusable("caf\u{e9}-au-lait-key").contains("non-ASCII"));
+        assert!(!unusable("short").contains("short"));
+    }
+
+    #[test]
     fn psk_debug_is_redacted() {
         let psk = Psk::new("supersecret".into());
         assert_eq!(format!("{psk:?}"), "Psk(<redacted>)");
@@ -318,6 +485,64 @@ mod tests {
         let long = "x".repeat(200);
         let err = long.parse::<Recipient>().unwrap_err().to_string();
         assert!(err.len() < 200, "{err}");
+    }
+
+    #[test]
+    fn private_keys_are_refused_without_a_byte_of_them() {
+        let (_, age_secret) = keypair();
+        let ssh = "-----BEGIN OPENSSH PRIVATE KEY-----\n\
+                   b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n\
+                   -----END OPENSSH PRIVATE KEY-----\n";
+        let pem =
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----";
+        for (text, kind, public_half) in [
+            (age_secret.as_str(), PrivateKeyKind::Age, "age-keygen -y"),
+            (ssh, PrivateKeyKind::Ssh, "ssh-keygen -y"),
+            (pem, PrivateKeyKind::Ssh, "ssh-keygen -y"),
+        ] {
+            let err = text.parse::<Recipient>().unwrap_err();
+            assert!(matches!(err, SealError::PrivateKey(k) if k == kind));
+            let msg = err.to_string();
+            assert!(msg.contains("private key"), "{msg}");
+            assert!(msg.contains(public_half), "{msg}");
+            // The body, without the prefix every such key shares.
+            let body = text.trim_start_matches("AGE-SECRET-KEY-1");
+            for line in body
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.starts_with("-----"))
+            {
+                for piece in line.as_bytes().chunks(8).filter(|c| c.len() == 8) {
+                    let piece = std::str::from_utf8(piece).unwrap();
+                    assert!(!msg.contains(piece), "echoes `{piece}`: {msg}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_broken_age_recipient_says_what_is_wrong() {
+        let (good, _) = keypair();
+        let why = |text: &str| text.parse::<Recipient>().unwrap_err().to_string();
+        // One character changed to another bech32 character: the checksum.
+        let mut typo = good.clone().into_bytes();
+        let i = 20;
+        typo[i] = if typo[i] == b'q' { b'p' } else { b'q' };
+        let typo = String::from_utf8(typo).unwrap();
+        let msg = why(&typo);
+        assert!(msg.contains("checksum is wrong"), "{msg}");
+        assert!(!msg.contains("SSH"), "{msg}");
+        // Swapped neighbours.
+        let mut swapped = good.clone().into_bytes();
+        swapped.swap(30, 31);
+        if swapped != good.as_bytes() {
+            let msg = why(std::str::from_utf8(&swapped).unwrap());
+            assert!(msg.contains("checksum is wrong"), "{msg}");
+        }
+        assert!(why(&good[..61]).contains("61 characters long"));
+        let with_b = format!("{}b{}", &good[..10], &good[11..]);
+        assert!(why(&with_b).contains("`b` never appears"));
+        assert!(why("age1notakey").contains("`age1notakey` is not a valid age recipient"));
     }
 
     #[test]

@@ -13,6 +13,8 @@ psk="$root/target/debug/psk"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp "$here/psk.yaml" "$work/psk.yaml"
+# An identity file is private, like an SSH key (psk warns otherwise).
+install -m 600 "$here/demo-identity.txt" "$work/demo-identity.txt"
 cd "$work"
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
@@ -35,7 +37,10 @@ step psk --sandbox plan --detailed-exitcode
 step "psk plan --offline --at $(date -u -d '+100 days' +%Y-%m-%d)   # what is due in 100 days?"
 "$psk" plan --offline --at "$(date -u -d '+100 days' +%Y-%m-%d)"
 
+step "psk status --at $(date -u -d '+100 days' +%Y-%m-%d)   # where every key stands then"
+"$psk" status --at "$(date -u -d '+100 days' +%Y-%m-%d)"
+
 step "psk show fra-primary --identity demo-identity.txt | wc -c   # the PSK opens (not printed here)"
-"$psk" show fra-primary --identity "$here/demo-identity.txt" | wc -c
+"$psk" show fra-primary --identity demo-identity.txt | wc -c
 
 printf '\nThe quick start worked. The state it wrote (PSKs sealed with age) was in %s and is now removed.\n' "$work"

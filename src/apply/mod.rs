@@ -22,8 +22,10 @@
 //! `state::TunnelState`, the same ones `import`, `reseal` and `deliver` use.
 
 mod bulk;
+mod room;
 mod site;
 mod stream;
+mod verify;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -35,7 +37,7 @@ use tokio::sync::Notify;
 
 use crate::cloudflare::Client;
 use crate::config::{Config, Tunnel};
-use crate::policy::{Deliver, Generator};
+use crate::policy::{Deliver, Generator, Verify};
 use crate::reconcile::{Action, ActionKind, Plan, Reason};
 use crate::seal::Psk;
 use crate::state::{Journal, State, StateError};
@@ -68,6 +70,13 @@ pub enum Outcome {
         last_rotated: DateTime<Utc>,
         message: String,
     },
+    /// The new PSK is recorded (and delivered), but the tunnel did not
+    /// come back within `verify.timeout`: its site stops, the key stays
+    /// sealed, nothing is rolled back.
+    Unverified {
+        last_rotated: DateTime<Utc>,
+        message: String,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -79,7 +88,14 @@ impl Report {
     pub fn failed(&self) -> usize {
         self.results
             .iter()
-            .filter(|(_, o)| matches!(o, Outcome::Failed { .. } | Outcome::Undelivered { .. }))
+            .filter(|(_, o)| {
+                matches!(
+                    o,
+                    Outcome::Failed { .. }
+                        | Outcome::Undelivered { .. }
+                        | Outcome::Unverified { .. }
+                )
+            })
             .count()
     }
 
@@ -103,6 +119,10 @@ impl Report {
             0 => String::new(),
             n => format!(" ({n} of the failures: new PSK recorded, delivery failed)"),
         };
+        let unverified = match self.count(|o| matches!(o, Outcome::Unverified { .. })) {
+            0 => String::new(),
+            n => format!(" ({n} of the failures: new PSK recorded, tunnel did not come back)"),
+        };
         let forgotten = self.count(|o| matches!(o, Outcome::Forgotten));
         let deferred = match self.count(|o| matches!(o, Outcome::Deferred { .. })) {
             0 => String::new(),
@@ -120,7 +140,7 @@ impl Report {
         } else {
             "Apply finished with errors."
         };
-        format!("{head} {rotated} rotated, {generated} generated, {forgotten} forgotten, {failed} failed{undelivered}{deferred}{not_started}.")
+        format!("{head} {rotated} rotated, {generated} generated, {forgotten} forgotten, {failed} failed{undelivered}{unverified}{deferred}{not_started}.")
     }
 }
 
@@ -186,6 +206,8 @@ pub enum Event<'a> {
     },
     /// A `deliver` command finished for this action's new PSK.
     Delivered(&'a Action, Result<(), &'a str>),
+    /// `verify` showed this action's tunnel back up with its new PSK.
+    Verified(&'a Action),
 }
 
 /// Carries out `plan`, making each change to `state` durable in the journal
@@ -205,7 +227,11 @@ pub async fn apply(
     options: &Options,
     mut on_event: impl FnMut(Event<'_>),
 ) -> Result<Report, ApplyError> {
-    let journal = Journal::open(state_path, state)?;
+    let mut journal = Journal::open(state_path, state)?;
+    let room = room::needed(config, plan, state);
+    if room > 0 {
+        journal.reserve(room)?;
+    }
     // New keys are sealed to psk.yaml's recipients; a record says so when
     // the state's header (not yet re-sealed) names others.
     let sealed_to = state.sealed_to_for(&config.recipient_fingerprints());
@@ -303,6 +329,40 @@ impl<'a> Run<'a> {
         let t = self.by_key.get(key)?;
         let how = self.config.policy_of(t).deliver.clone()?;
         Some((how, (*t).clone()))
+    }
+
+    /// The policy's `verify` and the tunnel it is for, if any.
+    fn verify_of(&self, key: &TunnelKey) -> Option<(Verify, Tunnel)> {
+        let t = self.by_key.get(key)?;
+        let how = self.config.policy_of(t).verify.clone()?;
+        Some((how, (*t).clone()))
+    }
+
+    /// How a verification went: a tunnel that did not come back turns the
+    /// outcome into [`Outcome::Unverified`] and stops its site at once.
+    fn record_verification(
+        &mut self,
+        idx: usize,
+        result: Result<(), String>,
+        outcome: Outcome,
+    ) -> Outcome {
+        let action = self.action(idx);
+        tracing::info!(tunnel = %action.name, ok = result.is_ok(), "verification finished");
+        if result.is_ok() {
+            self.event(Event::Verified(action));
+        }
+        let outcome = match (result, outcome) {
+            (
+                Err(message),
+                Outcome::Generated { last_rotated } | Outcome::Rotated { last_rotated },
+            ) => Outcome::Unverified {
+                last_rotated,
+                message,
+            },
+            (_, o) => o,
+        };
+        self.sites.delivered(action, &outcome);
+        outcome
     }
 
     /// Stages how a delivery went; a failed one turns the rotation's

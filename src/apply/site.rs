@@ -1,7 +1,8 @@
 //! The per-site rule both paths follow, written once: a site's redundant
 //! tunnels never change their PSK at the same time, and once a new key of a
-//! site failed to reach its router, none of the site's other tunnels
-//! starts (both paths could be down at once).
+//! site failed to reach its router, or its tunnel did not come back
+//! (`verify`), none of the site's other tunnels starts (both paths could
+//! be down at once).
 
 use std::collections::{HashMap, HashSet};
 
@@ -25,8 +26,9 @@ pub(super) enum Gate {
 pub(super) struct SiteGate {
     site_of: HashMap<TunnelKey, String>,
     busy: HashSet<String>,
-    /// Blocked sites, each with the tunnel whose delivery failed.
-    blocked: HashMap<String, String>,
+    /// Blocked sites, each with the tunnel whose delivery failed, or
+    /// (`true`) that did not come back.
+    blocked: HashMap<String, (String, bool)>,
 }
 
 impl SiteGate {
@@ -48,8 +50,8 @@ impl SiteGate {
             Some(s) if action.kind.changes_psk() => s,
             _ => return Gate::Open,
         };
-        if let Some(failed) = self.blocked.get(site) {
-            return Gate::Blocked(site_blocked(failed));
+        if let Some((failed, unverified)) = self.blocked.get(site) {
+            return Gate::Blocked(site_blocked(failed, *unverified));
         }
         if self.busy.contains(site) {
             return Gate::Busy;
@@ -74,18 +76,33 @@ impl SiteGate {
     /// A new key that did not reach its router blocks its site for the
     /// rest of the apply.
     pub(super) fn delivered(&mut self, action: &Action, outcome: &Outcome) {
-        if let (Outcome::Undelivered { .. }, Some(s)) = (outcome, self.site_of.get(&action.key)) {
-            self.blocked.insert(s.clone(), action.name.clone());
+        let stops = matches!(
+            outcome,
+            Outcome::Undelivered { .. } | Outcome::Unverified { .. }
+        );
+        if let (true, Some(s)) = (stops, self.site_of.get(&action.key)) {
+            self.blocked.insert(
+                s.clone(),
+                (
+                    action.name.clone(),
+                    matches!(outcome, Outcome::Unverified { .. }),
+                ),
+            );
         }
     }
 }
 
 /// Why a tunnel was not started: `failed`, of the same site, has a new PSK
 /// its router may not have.
-fn site_blocked(failed: &str) -> Outcome {
-    Outcome::Deferred {
-        message: format!(
+fn site_blocked(failed: &str, unverified: bool) -> Outcome {
+    let message = if unverified {
+        format!(
+            "not started: {failed}, on the same site, did not come back after its new PSK; rotating this path too could cut the site off. Bring {failed} back up, then apply again"
+        )
+    } else {
+        format!(
             "not started: the new PSK of {failed}, on the same site, was not delivered; fix that and run `psk deliver {failed}`, then apply again"
-        ),
-    }
+        )
+    };
+    Outcome::Deferred { message }
 }

@@ -10,14 +10,14 @@
 
 use std::collections::HashMap;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::task::{Id, JoinError, JoinSet};
 
 use super::site::Gate;
 use super::{changed, was_uncertain, ApplyError, Delivered, Event, Outcome, Run};
 use crate::cloudflare::{ApiError, Generated};
 use crate::config::Tunnel;
-use crate::policy::Deliver;
+use crate::policy::{Deliver, Verify};
 use crate::reconcile::ActionKind;
 use crate::seal::{self, Psk};
 
@@ -57,12 +57,16 @@ enum TaskResult {
     Rotation(usize, Result<Generated, ApiError>),
     /// A delivery finished; carries the rotation's outcome to report.
     Delivery(usize, Delivered, Outcome),
+    /// A verification finished (`Err`: why the tunnel is not back).
+    Verification(usize, Result<(), String>, Outcome),
 }
 
 impl TaskResult {
     fn index(&self) -> usize {
         match self {
-            TaskResult::Rotation(i, _) | TaskResult::Delivery(i, _, _) => *i,
+            TaskResult::Rotation(i, _)
+            | TaskResult::Delivery(i, _, _)
+            | TaskResult::Verification(i, _, _) => *i,
         }
     }
 }
@@ -79,6 +83,14 @@ enum AfterCommit {
         how: Deliver,
         tunnel: Tunnel,
         psk: Psk,
+        outcome: Outcome,
+    },
+    /// Wait for the rotated tunnel to come back (`verify`).
+    Verify {
+        idx: usize,
+        how: Verify,
+        tunnel: Tunnel,
+        since: DateTime<Utc>,
         outcome: Outcome,
     },
     Report(usize, Outcome),
@@ -199,6 +211,22 @@ impl Stream<'_, '_> {
                     });
                     self.task_of.insert(handle.id(), idx);
                 }
+                AfterCommit::Verify {
+                    idx,
+                    how,
+                    tunnel,
+                    since,
+                    outcome,
+                } => {
+                    let client = self.run.client.clone();
+                    let stop = self.run.options.stop.clone();
+                    let handle = self.tasks.spawn(async move {
+                        let r = super::verify::until_back_up(&client, &how, &tunnel, since, &stop)
+                            .await;
+                        TaskResult::Verification(idx, r, outcome)
+                    });
+                    self.task_of.insert(handle.id(), idx);
+                }
                 AfterCommit::Report(idx, o) => self.run.finish(idx, o),
             }
         }
@@ -249,6 +277,10 @@ impl Stream<'_, '_> {
                         });
                         return;
                     }
+                    (Some(_), None) => match self.verify_next(idx, outcome) {
+                        Some(o) => o,
+                        None => return,
+                    },
                     _ => outcome,
                 }
             }
@@ -256,7 +288,14 @@ impl Stream<'_, '_> {
                 tracing::debug!(tunnel = %action.name, outcome_unknown = e.outcome_unknown(), "rotation failed");
                 settle_failure(self.run, idx, e)
             }
-            Ok(TaskResult::Delivery(_, r, outcome)) => self.run.record_delivery(idx, r, outcome),
+            Ok(TaskResult::Delivery(_, r, outcome)) => {
+                let outcome = self.run.record_delivery(idx, r, outcome);
+                match self.verify_next(idx, outcome) {
+                    Some(o) => o,
+                    None => return,
+                }
+            }
+            Ok(TaskResult::Verification(_, r, outcome)) => self.run.record_verification(idx, r, outcome),
             // A task that died mid-call: the edge may have changed.
             Err(_) => Outcome::Failed {
                 message: "the rotation task stopped unexpectedly; the next plan rotates this tunnel again".into(),
@@ -265,6 +304,29 @@ impl Stream<'_, '_> {
         };
         self.run.sites.release(&action.key);
         self.after.push(AfterCommit::Report(idx, outcome));
+    }
+
+    /// With `verify`, a new key that is recorded (and delivered) is waited
+    /// on before its site moves on: the verification is queued and `None`
+    /// returned (the site stays busy). Otherwise the outcome to report.
+    fn verify_next(&mut self, idx: usize, outcome: Outcome) -> Option<Outcome> {
+        let since = match &outcome {
+            Outcome::Generated { last_rotated } | Outcome::Rotated { last_rotated } => {
+                *last_rotated
+            }
+            _ => return Some(outcome),
+        };
+        let Some((how, tunnel)) = self.run.verify_of(&self.run.action(idx).key) else {
+            return Some(outcome);
+        };
+        self.after.push(AfterCommit::Verify {
+            idx,
+            how,
+            tunnel,
+            since,
+            outcome,
+        });
+        None
     }
 }
 

@@ -7,10 +7,10 @@ use anyhow::{anyhow, bail, Context as _};
 use chrono::Utc;
 use clap::Args;
 
-use super::args::{Global, LockWait, Selection};
+use super::args::{Global, LockWait, Selection, StateOverrides};
+use super::exit::Status;
 use super::progress::Progress;
 use super::session::{Connection, Session, Writable};
-use super::status::Status;
 use crate::apply;
 use crate::cloudflare::Client;
 use crate::planfile::{self, PlanFile};
@@ -41,11 +41,15 @@ pub struct ApplyArgs {
     json: bool,
 
     #[command(flatten)]
+    overrides: StateOverrides,
+
+    #[command(flatten)]
     lock: LockWait,
 }
 
 pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
     let mut session = Session::open(global)?;
+    session.overrides(&args.overrides);
     let Writable {
         path: state_path,
         lock: _lock,
@@ -169,7 +173,7 @@ async fn execute(
         |event| progress.event(event),
     )
     .await?;
-    progress.finish(&report, state_path, state.serial);
+    progress.finish(&report, plan, state_path, state.serial);
     Ok(if report.is_failure() {
         Status::Failure
     } else {

@@ -104,8 +104,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     no_color: bool,
 
-    /// Log what psk does on stderr: -v info (state, lock, dry-run
-    /// verdicts, retries), -vv debug (each HTTP request, rate-limiter
+    /// Log what psk does on stderr: -v info (state, lock, the API's URL
+    /// and proxy, dry-run verdicts, retries), -vv debug (each HTTP request, rate-limiter
     /// waits), -vvv trace. Without it, PSK_LOG=LEVEL (off, error, warn,
     /// info, debug, trace). Never logs a PSK, a credential or a body.
     #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
@@ -191,6 +191,24 @@ impl Network {
         o.announce_waits = true;
         o
     }
+}
+
+/// `--new-state` and `--foreign-state`, shared by the commands that may
+/// start or rewrite a state: plan, apply and import.
+#[derive(Debug, Args, Default)]
+pub struct StateOverrides {
+    /// Start a new state here although the backup or lock file of a state
+    /// that is now missing is beside it. Restore that state instead if you
+    /// can: without it every live key on Cloudflare is replaced (or must be
+    /// adopted with `psk import`).
+    #[arg(long)]
+    pub new_state: bool,
+
+    /// Use a state that shares no account or no tunnel with psk.yaml. Only
+    /// when psk.yaml really replaces that whole fleet: every record in the
+    /// state is then planned as no longer in psk.yaml.
+    #[arg(long)]
+    pub foreign_state: bool,
 }
 
 /// `--replace` and `--target`, shared by plan and apply.

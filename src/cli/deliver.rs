@@ -8,8 +8,8 @@ use chrono::Utc;
 use clap::Args;
 
 use super::args::{Global, LockWait};
+use super::exit::Status;
 use super::session::{identities, Session};
-use super::status::Status;
 use crate::seal;
 use crate::state;
 

@@ -8,8 +8,8 @@ use clap::{Args, ValueEnum};
 use zeroize::Zeroizing;
 
 use super::args::Global;
+use super::exit::Status;
 use super::session::{identities, Session};
-use super::status::Status;
 use crate::config::Config;
 use crate::seal::{self, Psk, Recipient};
 use crate::state::{format_time, State, TunnelState};

@@ -6,8 +6,8 @@ use anyhow::bail;
 use clap::Args;
 
 use super::args::Global;
+use super::exit::Status;
 use super::session::Session;
-use super::status::Status;
 use crate::state::{self, Unlock};
 
 /// Remove the lock record a killed psk left beside the state. psk's lock

@@ -6,10 +6,10 @@ use anyhow::{anyhow, bail, Context as _};
 use clap::Args;
 use zeroize::Zeroizing;
 
-use super::args::{Global, LockWait};
+use super::args::{Global, LockWait, StateOverrides};
+use super::exit::Status;
 use super::session::{Session, Writable};
-use super::status::Status;
-use crate::seal::{self, Psk};
+use crate::seal::{self, Psk, PskFault};
 use crate::state::{self, format_time, State};
 
 /// Adopt a tunnel whose current PSK you know, so a fleet need not be
@@ -22,9 +22,15 @@ pub struct ImportArgs {
     /// The tunnel's name in psk.yaml.
     name: String,
 
-    /// Replace a PSK psk already holds for this tunnel.
+    /// Replace a PSK psk already holds for this tunnel, or adopt a PSK
+    /// shorter than 16 characters. A PSK Cloudflare would refuse (outside
+    /// 8 to 128 printable ASCII characters, or with a space) is refused
+    /// even so: it cannot be the tunnel's current key.
     #[arg(long)]
     force: bool,
+
+    #[command(flatten)]
+    overrides: StateOverrides,
 
     #[command(flatten)]
     lock: LockWait,
@@ -60,8 +66,33 @@ fn read_psk() -> anyhow::Result<Psk> {
     Ok(Psk::new(line.to_string()))
 }
 
+/// Holds an imported PSK to the rule at [`seal::PSK_MIN_LEN`]. A key
+/// Cloudflare would refuse cannot be the tunnel's current one, so it is
+/// refused even with --force (a typo or the wrong file); a usable but weak
+/// key is adopted only with --force, and a warning says so even then.
+fn check_rule(psk: &Psk, force: bool) -> anyhow::Result<()> {
+    match psk.rule_fault() {
+        None => Ok(()),
+        Some(PskFault::Unusable(why)) => bail!(
+            "the PSK on stdin cannot be a tunnel's current key: {why}.\nCheck what you piped in \
+             (the whole key, on one line, with nothing else); rotate the tunnel with \
+             `psk apply --replace NAME` if its key is lost"
+        ),
+        Some(PskFault::Weak(why)) if !force => bail!(
+            "the PSK on stdin is weaker than psk adopts without --force: {why}.\nRotate the \
+             tunnel with `psk apply --replace NAME` for a strong key, or pass --force to adopt \
+             this one as it is"
+        ),
+        Some(PskFault::Weak(why)) => {
+            eprintln!("warning: adopting a weak PSK because of --force: {why}");
+            Ok(())
+        }
+    }
+}
+
 pub async fn run(global: &Global, args: ImportArgs) -> anyhow::Result<Status> {
-    let session = Session::open(global)?;
+    let mut session = Session::open(global)?;
+    session.overrides(&args.overrides);
     let config = &session.config;
     let tunnel = config.tunnel_by_name(&args.name).ok_or_else(|| {
         anyhow!(
@@ -72,6 +103,7 @@ pub async fn run(global: &Global, args: ImportArgs) -> anyhow::Result<Status> {
     })?;
     let key = tunnel.key();
     let psk = read_psk()?;
+    check_rule(&psk, args.force)?;
     let Writable {
         path: state_path,
         lock,

@@ -11,8 +11,10 @@
 mod apply;
 mod args;
 mod deliver;
+mod exit;
 mod export;
 mod force_unlock;
+mod identity_perms;
 mod import;
 mod log;
 mod plan;
@@ -31,7 +33,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use status::{Status, EXIT_HELP};
+use exit::{Status, EXIT_HELP};
 
 /// Keep the IPsec pre-shared keys of Cloudflare Magic WAN / Magic Transit
 /// tunnels rotated: `psk plan` shows what is due and why, `psk apply`
@@ -60,6 +62,7 @@ enum Command {
     Reseal(reseal::ResealArgs),
     Import(import::ImportArgs),
     ForceUnlock(force_unlock::ForceUnlockArgs),
+    Status(status::StatusArgs),
 }
 
 /// The binary's entry point.
@@ -115,6 +118,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             Command::Reseal(a) => reseal::run(&global, a),
             Command::Import(a) => import::run(&global, a).await,
             Command::ForceUnlock(a) => force_unlock::run(&global, a),
+            Command::Status(a) => status::run(&global, a).await,
         }
     })
 }

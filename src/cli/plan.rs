@@ -7,9 +7,11 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use clap::Args;
 
-use super::args::{parse_at, parse_forecast, parse_span, Forecast, Format, Global, Selection};
+use super::args::{
+    parse_at, parse_forecast, parse_span, Forecast, Format, Global, Selection, StateOverrides,
+};
+use super::exit::Status;
 use super::session::Session;
-use super::status::Status;
 use crate::planfile::{self, PlanFile};
 use crate::policy::Span;
 use crate::reconcile::{Plan, PlanOptions};
@@ -47,6 +49,9 @@ pub struct PlanArgs {
     expires_in: Span,
 
     #[command(flatten)]
+    overrides: StateOverrides,
+
+    #[command(flatten)]
     selection: Selection,
 
     /// List tunnels falling due within this span as information (not
@@ -57,6 +62,7 @@ pub struct PlanArgs {
 
 pub async fn run(global: &Global, args: PlanArgs) -> anyhow::Result<Status> {
     let mut session = Session::open(global)?;
+    session.overrides(&args.overrides);
     let state = session.read_state()?;
     let options = PlanOptions {
         horizon: args.forecast.0,

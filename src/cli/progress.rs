@@ -7,6 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::apply::{Event, Outcome, Report};
+use crate::reconcile::Plan;
 use crate::state::format_time;
 
 pub enum Progress {
@@ -69,6 +70,10 @@ impl Progress {
                             Outcome::Undelivered {
                                 last_rotated,
                                 message,
+                            }
+                            | Outcome::Unverified {
+                                last_rotated,
+                                message,
                             } => {
                                 v["last_rotated"] = json!(format_time(last_rotated));
                                 v["message"] = json!(message);
@@ -80,6 +85,11 @@ impl Progress {
                     Event::Stopping { in_flight } => {
                         json!({"type": "stopping", "in_flight": in_flight})
                     }
+                    Event::Verified(a) => json!({
+                        "type": "verified",
+                        "name": a.name,
+                        "tunnel_id": a.key.tunnel_id,
+                    }),
                     Event::Delivered(a, r) => json!({
                         "type": "delivered",
                         "name": a.name,
@@ -103,7 +113,7 @@ impl Progress {
                 match &event {
                     Event::Started(a) => bar.set_message(format!("{} {}", a.kind.as_str(), a.name)),
                     Event::Finished(..) => bar.inc(1),
-                    Event::Stopping { .. } | Event::Delivered(..) => {}
+                    Event::Stopping { .. } | Event::Delivered(..) | Event::Verified(_) => {}
                 }
                 if let Some(line) = line(&event) {
                     bar.println(line);
@@ -113,7 +123,13 @@ impl Progress {
     }
 
     /// The closing summary, in the progress's own form.
-    pub fn finish(&mut self, report: &Report, state_path: &std::path::Path, serial: u64) {
+    pub fn finish(
+        &mut self,
+        report: &Report,
+        plan: &Plan,
+        state_path: &std::path::Path,
+        serial: u64,
+    ) {
         match self {
             Progress::Json => {
                 let count = |c: &str| {
@@ -131,6 +147,7 @@ impl Progress {
                     "deferred": count("deferred"),
                     "failed": count("failed"),
                     "not_started": count("not_started"),
+                    "replace_again": NotStarted::of(report, plan).replace_again,
                     "state": state_path.display().to_string(),
                     "serial": serial,
                 });
@@ -138,24 +155,65 @@ impl Progress {
             }
             Progress::Bar(bar) => {
                 bar.finish_and_clear();
-                print_summary(report, state_path, serial);
+                print_summary(report, plan, state_path, serial);
             }
-            Progress::Lines => print_summary(report, state_path, serial),
+            Progress::Lines => print_summary(report, plan, state_path, serial),
         }
     }
 }
 
-fn print_summary(report: &Report, state_path: &std::path::Path, serial: u64) {
+/// The actions an apply never started, split by whether the next plan
+/// proposes them again: a due key or a drift is still there tomorrow, but
+/// `--replace` lives only on the command line (or in the saved plan) that
+/// asked for it.
+struct NotStarted<'a> {
+    next_apply: Vec<&'a str>,
+    replace_again: Vec<&'a str>,
+}
+
+impl<'a> NotStarted<'a> {
+    fn of(report: &'a Report, plan: &'a Plan) -> Self {
+        let mut out = NotStarted {
+            next_apply: Vec::new(),
+            replace_again: Vec::new(),
+        };
+        for ((name, outcome), action) in report.results.iter().zip(&plan.actions) {
+            if !matches!(outcome, Outcome::NotStarted) {
+                continue;
+            }
+            if action.proposed_again() {
+                out.next_apply.push(name);
+            } else {
+                out.replace_again.push(name);
+            }
+        }
+        out
+    }
+}
+
+fn print_summary(report: &Report, plan: &Plan, state_path: &std::path::Path, serial: u64) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "\n{}", report.summary_line());
-    let not_started: Vec<&str> = report
-        .results
-        .iter()
-        .filter(|(_, o)| matches!(o, Outcome::NotStarted))
-        .map(|(n, _)| n.as_str())
-        .collect();
-    if !not_started.is_empty() {
-        let _ = writeln!(out, "Left for the next apply: {}.", not_started.join(", "));
+    let not_started = NotStarted::of(report, plan);
+    if !not_started.next_apply.is_empty() {
+        let _ = writeln!(
+            out,
+            "Left for the next apply: {}.",
+            not_started.next_apply.join(", ")
+        );
+    }
+    if !not_started.replace_again.is_empty() {
+        let flags: Vec<String> = not_started
+            .replace_again
+            .iter()
+            .map(|n| format!("--replace {n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "Not rotated: {}; --replace is not remembered, so run `psk apply {}` again.",
+            not_started.replace_again.join(", "),
+            flags.join(" ")
+        );
     }
     let _ = writeln!(
         out,
@@ -172,6 +230,7 @@ fn outcome_code(o: &Outcome) -> &'static str {
         Outcome::Deferred { .. } => "deferred",
         Outcome::Failed { .. } => "failed",
         Outcome::Undelivered { .. } => "undelivered",
+        Outcome::Unverified { .. } => "unverified",
         Outcome::NotStarted => "not_started",
     }
 }
@@ -182,6 +241,7 @@ fn line(event: &Event<'_>) -> Option<String> {
         Event::Started(_) => None,
         Event::Delivered(a, Ok(())) => Some(format!("{}: new PSK delivered to its router", a.name)),
         Event::Delivered(_, Err(_)) => None,
+        Event::Verified(a) => Some(format!("{}: back up with its new PSK (verified)", a.name)),
         Event::Stopping { in_flight } => Some(format!(
             "Stopping: finishing {in_flight} rotation(s) in flight, starting no new ones."
         )),
@@ -197,11 +257,20 @@ fn line(event: &Event<'_>) -> Option<String> {
                 format_time(last_rotated)
             ),
             Outcome::Forgotten => format!("{}: forgotten (state only)", a.name),
+            // A site stopped by a failed delivery or verification.
+            Outcome::Deferred { message } if message.starts_with("not started") => {
+                format!("{}: {message}", a.name)
+            }
             Outcome::Deferred { message } => format!("{}: not re-sealed: {message}", a.name),
             Outcome::Failed { message, .. } => {
                 format!("{}: FAILED: {}", a.name, message.replace('\n', "\n    "))
             }
             Outcome::NotStarted => format!("{}: not started", a.name),
+            Outcome::Unverified { last_rotated, message } => format!(
+                "{}: new PSK recorded (Cloudflare dates it {}), but DID NOT COME BACK: {message}; the new PSK stays sealed, its site stops here",
+                a.name,
+                format_time(last_rotated)
+            ),
             Outcome::Undelivered { last_rotated, message } => format!(
                 "{}: rotated (Cloudflare dates it {}), but DELIVERY FAILED: {message}; `psk deliver {}` retries",
                 a.name,

@@ -7,8 +7,8 @@ use anyhow::{bail, Context as _};
 use clap::Args;
 
 use super::args::{Global, LockWait};
+use super::exit::Status;
 use super::session::{identities, Session};
-use super::status::Status;
 use crate::seal::{self, Psk};
 use crate::state::{self, Slot, State, TunnelState};
 use crate::tunnel::TunnelKey;

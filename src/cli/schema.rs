@@ -4,7 +4,7 @@ use std::io::Write;
 
 use clap::Args;
 
-use super::status::Status;
+use super::exit::Status;
 use crate::config::schema;
 
 /// Print the JSON Schema of psk.yaml (the same as schema/psk.schema.json),

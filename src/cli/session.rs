@@ -14,20 +14,27 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use chrono::{DateTime, Utc};
 
-use super::args::{Global, LockWait};
+use super::args::{Global, LockWait, StateOverrides};
+use super::identity_perms::warn_if_loose;
 use crate::cloudflare::{Client, ClientOptions, Credentials};
 use crate::config::Config;
 use crate::reconcile::{self, resolve_names, Plan, PlanOptions};
 use crate::remote;
 use crate::sandbox::{self, Running, Sandbox, SandboxOptions};
 use crate::seal::Identities;
-use crate::state::{self, State, StateLock};
+use crate::state::{self, NewState, State, StateLock};
 
 /// A command's view of psk.yaml and where its state lives.
 pub struct Session<'g> {
     pub global: &'g Global,
     pub config: Config,
     pub state_path: PathBuf,
+    /// `--new-state`: the operator means to start a state even where psk
+    /// left a backup or lock file of a state that is now missing.
+    new_state: bool,
+    /// `--foreign-state`: the operator means to use a state that shares
+    /// nothing with psk.yaml.
+    foreign_state: bool,
 }
 
 impl<'g> Session<'g> {
@@ -44,7 +51,7 @@ impl<'g> Session<'g> {
         let state_path = global.state_path(&config);
         if !config.unresolved.is_empty() {
             // A state that does not load is reported by the command itself.
-            if let Ok(Some(state)) = state::load(&state_path) {
+            if let Ok(Some(state)) = state::load(&state_path, NewState::IfNoTraces) {
                 resolve_names(&mut config, Some(&state), None)?;
             }
         }
@@ -52,12 +59,42 @@ impl<'g> Session<'g> {
             global,
             config,
             state_path,
+            new_state: false,
+            foreign_state: false,
         })
     }
 
-    /// Reads the state, or `None` when there is none yet.
+    /// What the operator allowed with `--new-state` and `--foreign-state`.
+    pub fn overrides(&mut self, overrides: &StateOverrides) {
+        self.new_state = overrides.new_state;
+        self.foreign_state = overrides.foreign_state;
+    }
+
+    /// Reads the state, or `None` when there is none yet. A state that
+    /// went missing (its backup or lock file is still there), or that is
+    /// another psk.yaml's, is refused with the way back, unless
+    /// `--new-state` or `--foreign-state` said otherwise.
     pub fn read_state(&self) -> anyhow::Result<Option<State>> {
-        Ok(state::load(&self.state_path)?)
+        let state = state::load(&self.state_path, self.new_state())?;
+        self.check_belongs(state.as_ref())?;
+        Ok(state)
+    }
+
+    fn check_belongs(&self, state: Option<&State>) -> anyhow::Result<()> {
+        match state {
+            Some(s) if !self.foreign_state => {
+                Ok(state::check_belongs(s, &self.state_path, &self.config)?)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn new_state(&self) -> NewState {
+        if self.new_state {
+            NewState::Allowed
+        } else {
+            NewState::IfNoTraces
+        }
     }
 
     /// Reads the state for a command that needs one (show, export).
@@ -76,7 +113,8 @@ impl<'g> Session<'g> {
     pub fn lock(&self, operation: &str, wait: &LockWait) -> anyhow::Result<Writable> {
         let path = self.state_path.clone();
         let lock = StateLock::acquire(&path, operation, wait.timeout())?;
-        let state = state::load_for_write(&path, &lock)?;
+        let state = state::load_for_write(&path, &lock, self.new_state())?;
+        self.check_belongs(state.as_ref())?;
         Ok(Writable { path, lock, state })
     }
 
@@ -164,15 +202,18 @@ impl<'g> Session<'g> {
 }
 
 /// Every age identity the user offered, from every source at once: the
-/// key that opens sealed PSKs (show, export, deliver, reseal).
+/// key that opens sealed PSKs (show, export, deliver, reseal). A file
+/// others may read is warned about, as `ssh` does for a private key.
 pub fn identities(files: &[PathBuf]) -> anyhow::Result<Identities> {
     let mut ids = Identities::default();
     for f in files {
         ids.add_file(f)?;
+        warn_if_loose(f);
     }
     if let Some(f) = std::env::var_os("PSK_AGE_KEY_FILE").filter(|v| !v.is_empty()) {
-        ids.add_file(std::path::Path::new(&f))
-            .context("from PSK_AGE_KEY_FILE")?;
+        let f = std::path::Path::new(&f);
+        ids.add_file(f).context("from PSK_AGE_KEY_FILE")?;
+        warn_if_loose(f);
     }
     if let Ok(k) = std::env::var("PSK_AGE_KEY") {
         if !k.trim().is_empty() {

@@ -7,8 +7,8 @@ use anyhow::{anyhow, Context as _};
 use clap::Args;
 
 use super::args::Global;
+use super::exit::Status;
 use super::session::{identities, Session};
-use super::status::Status;
 use crate::seal;
 
 /// Print one tunnel's PSK, decrypted, alone on stdout. Needs an age

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::args::{Format, Global};
+use super::exit::Status;
 use super::plan::print;
-use super::status::Status;
 use crate::planfile::PlanFile;
 
 /// Render a plan saved with `psk plan --out FILE`, in any format. Reads

@@ -1,35 +1,109 @@
-//! psk's exit codes, decided once.
-//!
-//! Every command ends with a [`Status`] and `main` turns it into the
-//! process's exit code here, the same table `--help` prints. A leaf module:
-//! commands name their outcome without importing the dispatcher that
-//! imports them.
+//! `psk status`.
 
-use std::process::ExitCode;
+use std::io::Write;
+use std::path::PathBuf;
 
-/// The table `psk --help` ends with.
-pub const EXIT_HELP: &str = "\
-Exit codes:
-  0  success, or no changes
-  1  any error, usage errors included
-  2  changes present (only with `psk plan --detailed-exitcode`)";
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use clap::{Args, ValueEnum};
 
-/// What a command wants the process to exit with, when it did not fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Success,
-    /// `plan --detailed-exitcode` found changes.
-    Changes,
-    /// The command ran but something it did failed (reported already).
-    Failure,
+use super::args::{parse_at, Global};
+use super::exit::Status;
+use super::session::Session;
+use crate::remote;
+use crate::status::metrics::{self, Exposition};
+use crate::status::{self, textfile, Report};
+
+/// Show where every tunnel's key stands: last rotated, next due (spread
+/// and window included), overdue, interrupted, pending, failed delivery.
+/// Reads psk.yaml and the state only, unless --refresh; changes nothing.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Output format: human (a table), json (versioned; see the README),
+    /// openmetrics (OpenMetrics text, e.g. for a Pushgateway) or prometheus
+    /// (the Prometheus text format node_exporter's textfile collector
+    /// reads). Default: human, or nothing with --textfile.
+    #[arg(long, value_enum)]
+    format: Option<StatusFormat>,
+
+    /// Also write the metrics (Prometheus text format) to FILE, atomically,
+    /// for node_exporter's textfile collector: name it `*.prom` in the
+    /// collector's folder.
+    #[arg(long, value_name = "FILE")]
+    textfile: Option<PathBuf>,
+
+    /// Ask Cloudflare for each tunnel's current key date (needs the token):
+    /// shows keys changed outside psk. One list call per account.
+    #[arg(long)]
+    refresh: bool,
+
+    /// Exit 2 when a tunnel needs attention (overdue, never rotated,
+    /// interrupted, pending, failed delivery, changed outside psk), 0 when
+    /// none does, 1 on error: for cron.
+    #[arg(long)]
+    exit_code: bool,
+
+    /// Evaluate policies at this time instead of now (RFC 3339 or a date).
+    #[arg(long, value_name = "TIME", value_parser = parse_at)]
+    at: Option<DateTime<Utc>>,
 }
 
-impl Status {
-    pub fn exit_code(self) -> ExitCode {
-        match self {
-            Status::Success => ExitCode::SUCCESS,
-            Status::Changes => ExitCode::from(2),
-            Status::Failure => ExitCode::from(1),
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    Human,
+    Json,
+    Openmetrics,
+    Prometheus,
+}
+
+pub async fn run(global: &Global, args: StatusArgs) -> anyhow::Result<Status> {
+    let mut session = Session::open(global)?;
+    let state = session.read_state()?;
+    let now = args.at.unwrap_or_else(Utc::now);
+    let remote = if args.refresh {
+        let connection = session.connect(state.as_ref()).await?;
+        Some(remote::refresh(&connection.client, &mut session.config).await?)
+    } else {
+        session.config.require_resolved(
+            "the state does not record its id; `psk status --refresh` asks Cloudflare",
+        )?;
+        None
+    };
+    let report = status::report(&session.config, state.as_ref(), remote.as_ref(), now);
+
+    if let Some(path) = &args.textfile {
+        textfile::write(path, &metrics::encode(&report, Exposition::Prometheus))
+            .with_context(|| format!("cannot write the metrics to {}", path.display()))?;
+    }
+    let format = match (args.format, &args.textfile) {
+        (Some(f), _) => Some(f),
+        (None, Some(_)) => None,
+        (None, None) => Some(StatusFormat::Human),
+    };
+    if let Some(format) = format {
+        print(&report, format)?;
+    }
+    Ok(if args.exit_code && report.attention() > 0 {
+        Status::Changes
+    } else {
+        Status::Success
+    })
+}
+
+/// Renders in one buffer, then writes once.
+fn print(report: &Report, format: StatusFormat) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    match format {
+        StatusFormat::Human => status::human::human(report, &mut buf)?,
+        StatusFormat::Json => status::json::json(report, &mut buf)?,
+        StatusFormat::Openmetrics => {
+            buf = metrics::encode(report, Exposition::OpenMetrics).into_bytes()
+        }
+        StatusFormat::Prometheus => {
+            buf = metrics::encode(report, Exposition::Prometheus).into_bytes()
         }
     }
+    let mut out = std::io::stdout().lock();
+    out.write_all(&buf)?;
+    out.flush()
 }

@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use super::args::Global;
-use super::status::Status;
+use super::exit::Status;
 use crate::config::{Config, ConfigError, Diagnostic};
 use crate::state::{self, StateError};
 
@@ -82,7 +82,7 @@ impl Problem {
 pub fn run(global: &Global, args: ValidateArgs) -> anyhow::Result<Status> {
     let loaded = Config::load(&global.config);
     let state_path = loaded.as_ref().ok().map(|c| global.state_path(c));
-    let state = state_path.as_deref().map(state::load);
+    let state = (state_path.as_deref()).map(|p| state::load(p, state::NewState::IfNoTraces));
     match args.format {
         Format::Json => json(
             &global.config,

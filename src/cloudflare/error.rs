@@ -38,7 +38,7 @@ pub enum ApiError {
     },
     #[error("Cloudflare account {account_id} was not found, or has no Magic IPsec tunnels API (HTTP 404).\nhint: check `account_id` in psk.yaml, and that the token's permissions cover this account")]
     AccountNotFound { account_id: String },
-    #[error("request to {url} failed{}: {message}", retries(*attempts))]
+    #[error("request to {url} failed{}: {message}{}", retries(*attempts), connect_hint(url, *sent))]
     Transport {
         url: String,
         message: String,
@@ -52,6 +52,25 @@ pub enum ApiError {
         status: u16,
         message: String,
     },
+    /// A 3xx: never followed. Cloudflare's API does not redirect, so
+    /// something between psk and Cloudflare answered, and whether it passed
+    /// the request on is unknown.
+    #[error("{url} answered with a redirect (HTTP {status}) to {}, which psk does not follow: the API token and PSKs go only where CLOUDFLARE_BASE_URL points.\nhint: Cloudflare's API never redirects; check CLOUDFLARE_BASE_URL and any proxy between psk and Cloudflare", location.as_deref().unwrap_or("nowhere (no Location header)"))]
+    Redirected {
+        url: String,
+        status: u16,
+        /// The `Location` header, any password masked.
+        location: Option<String>,
+    },
+    /// Refused before any request: see `endpoint.rs`.
+    #[error("refusing to send the API token to {url}: {reason}.\nhint: set CLOUDFLARE_BASE_URL to an https:// URL (Cloudflare's is {}), or unset it; http:// is for a sandbox on this machine (`psk sandbox`, or `--sandbox`)", super::DEFAULT_BASE_URL)]
+    InsecureBaseUrl { url: String, reason: String },
+    #[error("cannot use the proxy in {var} ({url}): {reason}.\nhint: set {var} to http://HOST:PORT or https://HOST:PORT, or unset it")]
+    Proxy {
+        var: &'static str,
+        url: String,
+        reason: String,
+    },
 }
 
 fn retries(attempts: u32) -> String {
@@ -59,6 +78,19 @@ fn retries(attempts: u32) -> String {
         format!(" after {} retries", attempts - 1)
     } else {
         String::new()
+    }
+}
+
+/// What to check when no connection could be made: the network for
+/// Cloudflare's own URL, else the `CLOUDFLARE_BASE_URL` that points psk
+/// elsewhere (most often at a sandbox that is not running).
+fn connect_hint(url: &str, sent: bool) -> String {
+    if sent {
+        String::new()
+    } else if url.starts_with(super::DEFAULT_BASE_URL) {
+        "\nhint: check the network connection, and HTTPS_PROXY if api.cloudflare.com is reached through a proxy".into()
+    } else {
+        "\nhint: nothing accepted the connection. CLOUDFLARE_BASE_URL points psk there; for the sandbox, start `psk sandbox` and export the CLOUDFLARE_BASE_URL it prints (or run with --sandbox), or unset CLOUDFLARE_BASE_URL to talk to Cloudflare".into()
     }
 }
 
@@ -102,7 +134,7 @@ fn describe_api(
     let refused_credentials = errors.iter().any(|e| CREDENTIAL_CODES.contains(&e.code));
     match status {
         _ if refused_credentials || status == 401 => s.push_str(&format!("\nhint: the credentials were not accepted; set CLOUDFLARE_API_TOKEN to {PERMISSIONS} (or CLOUDFLARE_EMAIL and CLOUDFLARE_API_KEY)")),
-        403 => s.push_str(&format!("\nhint: the credentials lack permission for this account; psk needs {PERMISSIONS} on it")),
+        403 => s.push_str(&format!("\nhint: Cloudflare refused these credentials for this account: check `account_id` in psk.yaml (a token of another account is refused the same way), and that the token is {PERMISSIONS} on this account")),
         429 => s.push_str("\nhint: Cloudflare's rate limit (1,200 requests per 5 minutes) was hit; wait 5 minutes before trying again"),
         _ => {}
     }
@@ -142,9 +174,14 @@ impl ApiError {
     /// The HTTP status of an answer, if there was one.
     pub fn status(&self) -> Option<u16> {
         match self {
-            ApiError::Api { status, .. } | ApiError::Decode { status, .. } => Some(*status),
+            ApiError::Api { status, .. }
+            | ApiError::Decode { status, .. }
+            | ApiError::Redirected { status, .. } => Some(*status),
             ApiError::TunnelNotFound { .. } | ApiError::AccountNotFound { .. } => Some(404),
-            ApiError::MissingCredentials(_) | ApiError::Transport { .. } => None,
+            ApiError::MissingCredentials(_)
+            | ApiError::Transport { .. }
+            | ApiError::InsecureBaseUrl { .. }
+            | ApiError::Proxy { .. } => None,
         }
     }
 
@@ -156,7 +193,10 @@ impl ApiError {
             ApiError::Api { status, .. } => Failure::of_status(*status),
             ApiError::Decode { status, .. } if (200..300).contains(status) => Failure::Unreadable,
             ApiError::Decode { status, .. } => Failure::of_status(*status),
+            ApiError::Redirected { .. } => Failure::Redirected,
             ApiError::MissingCredentials(_)
+            | ApiError::InsecureBaseUrl { .. }
+            | ApiError::Proxy { .. }
             | ApiError::TunnelNotFound { .. }
             | ApiError::AccountNotFound { .. } => Failure::Final,
         }
@@ -189,7 +229,8 @@ impl ApiError {
 /// | `TurnedAway`: no connection, 409, 429 | yes | no |
 /// | `Lost`: no answer after sending, 408, 5xx | yes | yes |
 /// | `Unreadable`: a 2xx psk cannot read | no | yes |
-/// | `Final`: any other answer, 404, `success: false`, no credentials | no | no |
+/// | `Redirected`: a 3xx, never followed | no | yes |
+/// | `Final`: any other answer, 404, `success: false`, no credentials, a refused base URL or proxy | no | no |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
     /// Refused for now, before Cloudflare did anything: the connection was
@@ -203,6 +244,12 @@ pub enum Failure {
     Lost,
     /// Cloudflare said it succeeded, in an answer psk cannot read.
     Unreadable,
+    /// A redirect (3xx), which psk never follows. Cloudflare's API does not
+    /// redirect, so whatever answered stood between psk and Cloudflare, and
+    /// may have passed the request on: for a rotation this is a dropped
+    /// answer (the PSK on the edge is unknown). Sending it again would only
+    /// be redirected again.
+    Redirected,
     /// Cloudflare's answer about the request itself (or no request could
     /// be made): the same request fails the same way, and nothing changed.
     Final,
@@ -212,6 +259,7 @@ impl Failure {
     /// The row of an error answer with this HTTP status.
     pub fn of_status(status: u16) -> Failure {
         match status {
+            300..=399 => Failure::Redirected,
             409 | 429 => Failure::TurnedAway,
             408 | 500..=599 => Failure::Lost,
             _ => Failure::Final,
@@ -223,7 +271,22 @@ impl Failure {
     }
 
     pub fn may_have_acted(self) -> bool {
-        matches!(self, Failure::Lost | Failure::Unreadable)
+        matches!(
+            self,
+            Failure::Lost | Failure::Unreadable | Failure::Redirected
+        )
+    }
+}
+
+/// A 3xx answer to `url`, as an error naming its `Location` (masked).
+pub(crate) fn redirected(status: u16, headers: &reqwest::header::HeaderMap, url: &str) -> ApiError {
+    let location = headers
+        .get(reqwest::header::LOCATION)
+        .map(|v| redact_url(&String::from_utf8_lossy(v.as_bytes())));
+    ApiError::Redirected {
+        url: redact_url(url),
+        status,
+        location,
     }
 }
 
@@ -345,6 +408,11 @@ mod tests {
             status,
             message: "m".into(),
         };
+        let redirect = |status| ApiError::Redirected {
+            url: "u".into(),
+            status,
+            location: None,
+        };
         let cases = [
             (transport(false), Failure::TurnedAway),
             (ApiError::answer(409), Failure::TurnedAway),
@@ -355,6 +423,24 @@ mod tests {
             (ApiError::answer(503), Failure::Lost),
             (decode(503), Failure::Lost),
             (decode(200), Failure::Unreadable),
+            (redirect(307), Failure::Redirected),
+            (redirect(301), Failure::Redirected),
+            (ApiError::answer(302), Failure::Redirected),
+            (
+                ApiError::InsecureBaseUrl {
+                    url: "u".into(),
+                    reason: "r".into(),
+                },
+                Failure::Final,
+            ),
+            (
+                ApiError::Proxy {
+                    var: "HTTPS_PROXY",
+                    url: "u".into(),
+                    reason: "r".into(),
+                },
+                Failure::Final,
+            ),
             (ApiError::answer(200), Failure::Final),
             (ApiError::answer(400), Failure::Final),
             (ApiError::answer(403), Failure::Final),
@@ -372,10 +458,28 @@ mod tests {
             );
             assert_eq!(
                 e.outcome_unknown(),
-                matches!(row, Failure::Lost | Failure::Unreadable),
+                matches!(
+                    row,
+                    Failure::Lost | Failure::Unreadable | Failure::Redirected
+                ),
                 "{e:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_redirect_names_its_status_and_masked_location() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(
+            reqwest::header::LOCATION,
+            "https://u:hunter2@elsewhere.example/x".parse().unwrap(),
+        );
+        let e = redirected(307, &h, "https://api.example/client/v4/a").to_string();
+        assert!(e.contains("HTTP 307"), "{e}");
+        assert!(e.contains("https://u:****@elsewhere.example/x"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        let e = redirected(301, &reqwest::header::HeaderMap::new(), "u").to_string();
+        assert!(e.contains("no Location header"), "{e}");
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! the error's [`Failure`] row whether to try again.
 
 mod announced;
+mod endpoint;
 mod error;
+mod graphql;
 mod limit;
 mod retry;
 
@@ -29,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub use announced::{Announcement, Remaining};
 pub use error::{ApiError, ApiMessage, Failure};
+pub use graphql::{GraphqlError, HealthByTunnel, GRAPHQL_RATE_LIMIT, HEALTH_QUERY};
 pub use limit::{Cause, Limiter, Permit, RateLimit};
 pub use retry::RetryPolicy;
 
@@ -334,6 +337,8 @@ pub struct Client {
     base: String,
     retry: RetryPolicy,
     limiter: Arc<Limiter>,
+    /// GraphQL's own budget, apart from the REST one.
+    graphql_limiter: Arc<Limiter>,
     parallelism: usize,
     announce_waits: bool,
 }
@@ -351,16 +356,29 @@ impl fmt::Debug for Client {
 }
 
 impl Client {
+    /// A client for `options.base_url`, refused (before any request) unless
+    /// the token would travel inside TLS: see [`endpoint`]. Redirects are
+    /// never followed, and the proxy is the one the environment names.
     pub fn new(credentials: &Credentials, options: ClientOptions) -> Result<Client, ApiError> {
+        let base = endpoint::check_base_url(&options.base_url)?;
+        let route = endpoint::Route::from_env(&base)?;
+        tracing::info!(
+            base_url = %error::redact_url(&options.base_url),
+            proxy = %route.describe(),
+            "API endpoint"
+        );
         let mut headers = credentials.headers()?;
         headers.insert(
             USER_AGENT,
             HeaderValue::from_static(concat!("psk/", env!("CARGO_PKG_VERSION"))),
         );
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .default_headers(headers)
             .connect_timeout(options.connect_timeout)
             .timeout(options.request_timeout)
+            .redirect(reqwest::redirect::Policy::none());
+        let http = route
+            .configure(builder)?
             .build()
             .map_err(|e| ApiError::Transport {
                 url: error::redact_url(&options.base_url),
@@ -374,6 +392,11 @@ impl Client {
             retry: options.retry,
             limiter: Arc::new(Limiter::new(
                 options.rate_limit,
+                options.ip_limit,
+                options.announce_waits,
+            )),
+            graphql_limiter: Arc::new(Limiter::new(
+                GRAPHQL_RATE_LIMIT,
                 options.ip_limit,
                 options.announce_waits,
             )),
@@ -648,7 +671,9 @@ impl Client {
                 );
                 Err((transport(url, message, true, attempt), None))
             }
-            Ok(bytes) => decode::<T>(status, &bytes, url).map_err(|err| (err, Some(headers))),
+            Ok(bytes) => {
+                decode::<T>(status, &headers, &bytes, url).map_err(|err| (err, Some(headers)))
+            }
         }
     }
 
@@ -671,9 +696,9 @@ impl Client {
             "retrying"
         );
         if self.announce_waits && wait >= Duration::from_secs(1) {
-            let why = match err {
-                ApiError::Api { status, .. } => format!("HTTP {status}"),
-                _ => "no answer".to_string(),
+            let why = match err.status() {
+                Some(status) => format!("HTTP {status}"),
+                None => "no answer".to_string(),
             };
             eprintln!(
                 "note: {why} from the API; retrying in {} s (retry {attempt} of {})",
@@ -699,10 +724,14 @@ impl Client {
 /// transport failure, never Cloudflare's message (which is in the error).
 fn retry_reason(err: &ApiError) -> String {
     match err {
-        ApiError::Api { status, .. } | ApiError::Decode { status, .. } => format!("HTTP {status}"),
         ApiError::Transport { message, .. } => format!("no answer: {message}"),
-        ApiError::TunnelNotFound { .. } | ApiError::AccountNotFound { .. } => "HTTP 404".into(),
         ApiError::MissingCredentials(_) => "no credentials".into(),
+        ApiError::InsecureBaseUrl { .. } => "base URL refused".into(),
+        ApiError::Proxy { .. } => "proxy refused".into(),
+        _ => match err.status() {
+            Some(status) => format!("HTTP {status}"),
+            None => "failed".into(),
+        },
     }
 }
 
@@ -799,7 +828,16 @@ struct FailureEnvelope {
 }
 
 /// Turns a status and body into `result` or an error, never quoting the body.
-fn decode<T: DeserializeOwned>(status: StatusCode, bytes: &[u8], url: &str) -> Result<T, ApiError> {
+/// A redirect is an error of its own, never followed (see [`Failure`]).
+fn decode<T: DeserializeOwned>(
+    status: StatusCode,
+    headers: &HeaderMap,
+    bytes: &[u8],
+    url: &str,
+) -> Result<T, ApiError> {
+    if status.is_redirection() {
+        return Err(error::redirected(status.as_u16(), headers, url));
+    }
     if !status.is_success() {
         let (errors, note) = match serde_json::from_slice::<FailureEnvelope>(bytes) {
             Ok(f) => (f.errors, None),

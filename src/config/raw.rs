@@ -114,6 +114,41 @@ pub struct RawPolicy {
     /// failed; default `60s`.
     #[serde(default)]
     pub deliver_timeout: Option<String>,
+    /// Check that each rotated tunnel carries traffic again before the next
+    /// path of its site changes, and never rotate a path while another path
+    /// of its site is down. With it, one apply rotates all due paths of a
+    /// site one after another: rotate, deliver, verify, next.
+    #[serde(default)]
+    #[schemars(with = "RawVerify")]
+    pub verify: Option<RawVerify>,
+}
+
+/// How psk decides that a rotated tunnel is back up.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Verify")]
+pub struct RawVerify {
+    /// Read Cloudflare's own tunnel health checks (GraphQL Analytics API;
+    /// the token needs "Account Analytics: Read"): back up means healthy in
+    /// every reporting data center for `settle`. Default true.
+    #[serde(default)]
+    pub health_checks: Option<bool>,
+    /// A probe of your own (argv list, no shell), run until it exits 0 (the
+    /// tunnel carries traffic again); `PSK_TUNNEL_NAME`, `PSK_TUNNEL_ID`,
+    /// `PSK_ACCOUNT_ID`, `PSK_SITE` in the environment, never the PSK.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// How long one run of `command` may take; default `30s`.
+    #[serde(default)]
+    pub command_timeout: Option<String>,
+    /// How long a tunnel must stay healthy to count as back up; default
+    /// `2m`.
+    #[serde(default)]
+    pub settle: Option<String>,
+    /// How long psk waits for a tunnel to come back before it stops its
+    /// site; default `15m`. Longer than `settle`.
+    #[serde(default)]
+    pub timeout: Option<String>,
 }
 
 /// The API path that makes a new key.

@@ -306,6 +306,7 @@ mod tests {
                 "rotate_every",
                 "site_parallel",
                 "spread",
+                "verify",
                 "window"
             ]
         );

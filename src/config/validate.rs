@@ -13,10 +13,14 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-use super::raw::{RawConfig, RawGenerator, RawPolicy, RawTunnel, RawWindow};
+use super::raw::{RawConfig, RawGenerator, RawPolicy, RawTunnel, RawVerify, RawWindow};
 use super::{Config, Diagnostic, Locations, Tunnel, Unresolved, CONFIG_VERSION};
 use crate::policy::window::{self, Window};
-use crate::policy::{Deliver, Generator, Policy, Span, DEFAULT_DELIVER_TIMEOUT_SECONDS};
+use crate::policy::{
+    Deliver, Generator, Policy, Span, Verify, DEFAULT_DELIVER_TIMEOUT_SECONDS,
+    DEFAULT_VERIFY_COMMAND_TIMEOUT_SECONDS, DEFAULT_VERIFY_SETTLE_SECONDS,
+    DEFAULT_VERIFY_TIMEOUT_SECONDS,
+};
 use crate::seal::Recipient;
 use crate::suggest::did_you_mean;
 use crate::tunnel::{is_cloudflare_id, TunnelKey};
@@ -212,6 +216,7 @@ impl<'r> Validator<'r> {
             .as_ref()
             .and_then(|w| self.window(&format!("{key}.window"), w));
         let deliver = self.deliver(&key, p);
+        let verify = p.verify.as_ref().and_then(|v| self.verify(&key, p, v));
         Some(Policy {
             name: name.to_string(),
             rotate_every: rotate_every?,
@@ -223,7 +228,81 @@ impl<'r> Validator<'r> {
             spread,
             site_parallel: p.site_parallel.unwrap_or(false),
             deliver,
+            verify,
         })
+    }
+
+    /// The policy's `verify`: something to check with, a settle time
+    /// shorter than the timeout, and no `site_parallel` (a site whose paths
+    /// change together cannot be verified one path at a time).
+    fn verify(&mut self, policy: &str, p: &RawPolicy, v: &RawVerify) -> Option<Verify> {
+        let key = format!("{policy}.verify");
+        let span_or = |this: &mut Self, field: &str, text: &Option<String>, default: i64| match text
+        {
+            None => Span::from_seconds(default),
+            Some(t) => this.span(&format!("{key}.{field}"), t),
+        };
+        let settle = span_or(self, "settle", &v.settle, DEFAULT_VERIFY_SETTLE_SECONDS);
+        let timeout = span_or(self, "timeout", &v.timeout, DEFAULT_VERIFY_TIMEOUT_SECONDS);
+        let command_timeout = span_or(
+            self,
+            "command_timeout",
+            &v.command_timeout,
+            DEFAULT_VERIFY_COMMAND_TIMEOUT_SECONDS,
+        );
+        let health_checks = v.health_checks.unwrap_or(true);
+        let mut ok = true;
+        if let (Some(s), Some(t)) = (settle, timeout) {
+            if s >= t {
+                self.push(
+                    &format!("{key}.settle"),
+                    format!("settle {s} is not shorter than timeout {t}; a tunnel must be able to stay healthy for `settle` before psk gives up on it"),
+                );
+                ok = false;
+            }
+        }
+        if v.command_timeout.is_some() && v.command.is_none() {
+            self.push(
+                &format!("{key}.command_timeout"),
+                "`command_timeout` without `command`: add the probe or remove the timeout".into(),
+            );
+        }
+        let command = match &v.command {
+            Some(argv) if argv.is_empty() || argv[0].trim().is_empty() => {
+                self.push(
+                    &format!("{key}.command"),
+                    "`command` needs a program: a list whose first item is the program, e.g. [\"/usr/local/bin/ping-through\", \"fra\"]".into(),
+                );
+                ok = false;
+                None
+            }
+            Some(argv) => command_timeout.map(|timeout| Deliver {
+                argv: argv.clone(),
+                timeout,
+            }),
+            None => None,
+        };
+        if !health_checks && v.command.is_none() {
+            self.push(
+                &key,
+                "nothing to verify with: `health_checks: false` and no `command`; keep the health checks or add a probe".into(),
+            );
+            ok = false;
+        }
+        if p.site_parallel == Some(true) {
+            self.push(
+                &format!("{policy}.site_parallel"),
+                "`site_parallel: true` with `verify`: a site's paths that change together cannot be verified one at a time; remove one of them".into(),
+            );
+            ok = false;
+        }
+        Some(Verify {
+            health_checks,
+            command,
+            settle: settle?,
+            timeout: timeout?,
+        })
+        .filter(|_| ok)
     }
 
     fn span(&mut self, key: &str, text: &str) -> Option<Span> {
@@ -681,6 +760,66 @@ impl<'r> Validator<'r> {
 mod tests {
     use super::super::fixtures::{errors, parse, FLEET, GOOD};
     use crate::policy::{Generator, Span};
+
+    fn with_verify(verify: &str) -> String {
+        GOOD.replace(
+            "    rotate_every: 90d\n",
+            &format!("    rotate_every: 90d\n{verify}"),
+        )
+    }
+
+    #[test]
+    fn verify_defaults_and_settings() {
+        let c = parse(&with_verify("    verify: {}\n")).unwrap();
+        let v = c.policies["default"].verify.clone().unwrap();
+        assert!(v.health_checks);
+        assert_eq!(v.command, None);
+        assert_eq!((v.settle.seconds(), v.timeout.seconds()), (120, 900));
+        let c = parse(&with_verify(
+            "    verify:\n      health_checks: false\n      command: [probe, fra]\n      command_timeout: 5s\n      settle: 30s\n      timeout: 10m\n",
+        ))
+        .unwrap();
+        let v = c.policies["default"].verify.clone().unwrap();
+        assert!(!v.health_checks);
+        let probe = v.command.unwrap();
+        assert_eq!(
+            (probe.argv, probe.timeout.seconds()),
+            (vec!["probe".to_string(), "fra".to_string()], 5)
+        );
+        assert_eq!((v.settle.seconds(), v.timeout.seconds()), (30, 600));
+        assert_eq!(parse(GOOD).unwrap().policies["default"].verify, None);
+    }
+
+    #[test]
+    fn verify_mistakes_are_named_with_their_lines() {
+        let e = errors(&with_verify(
+            "    site_parallel: true\n    verify:\n      health_checks: false\n      settle: 20m\n      timeout: 10m\n      command_timeout: 5s\n",
+        ));
+        let text: Vec<&str> = e.iter().map(|(_, m)| m.as_str()).collect();
+        assert_eq!(e.len(), 4, "{e:?}");
+        assert!(
+            text.iter()
+                .any(|m| m.contains("`site_parallel: true` with `verify`")),
+            "{e:?}"
+        );
+        assert!(
+            text.iter().any(|m| m.contains("nothing to verify with")),
+            "{e:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|m| m.contains("settle 20m is not shorter than timeout 10m")),
+            "{e:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|m| m.contains("`command_timeout` without `command`")),
+            "{e:?}"
+        );
+        let e = errors(&with_verify("    verify: {command: [], settle: soon}\n"));
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e.iter().all(|(line, _)| *line == 8), "{e:?}");
+    }
 
     #[test]
     fn semantic_errors_all_reported_with_lines() {

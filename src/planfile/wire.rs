@@ -88,6 +88,9 @@ enum ActionKind {
 #[serde(tag = "code", rename_all = "snake_case", deny_unknown_fields)]
 enum Reason {
     NeverRotated,
+    UnknownLiveKey {
+        since: DateTime<Utc>,
+    },
     Due {
         last_rotated: DateTime<Utc>,
         days_ago: i64,
@@ -104,6 +107,7 @@ enum Reason {
         on: DateTime<Utc>,
     },
     NotInConfig,
+    NotListed,
     Forced,
     Pending {
         generated: DateTime<Utc>,
@@ -159,6 +163,13 @@ enum Deferral {
     Site {
         site: String,
         rotating: String,
+    },
+    StillListed,
+    NotAsked,
+    SiblingDown {
+        site: String,
+        sibling: String,
+        health: String,
     },
 }
 
@@ -230,6 +241,7 @@ impl From<&model::Reason> for Reason {
         use model::Reason as M;
         match r.clone() {
             M::NeverRotated => Reason::NeverRotated,
+            M::UnknownLiveKey { since } => Reason::UnknownLiveKey { since },
             M::Due {
                 last_rotated,
                 days_ago,
@@ -246,6 +258,7 @@ impl From<&model::Reason> for Reason {
             M::Interrupted { started } => Reason::Interrupted { started },
             M::ChangedOutside { on } => Reason::ChangedOutside { on },
             M::NotInConfig => Reason::NotInConfig,
+            M::NotListed => Reason::NotListed,
             M::Forced => Reason::Forced,
             M::Pending {
                 generated,
@@ -294,6 +307,17 @@ impl From<&model::Deferred> for Deferred {
                 window,
             },
             model::Deferral::Site { site, rotating } => Deferral::Site { site, rotating },
+            model::Deferral::StillListed => Deferral::StillListed,
+            model::Deferral::NotAsked => Deferral::NotAsked,
+            model::Deferral::SiblingDown {
+                site,
+                sibling,
+                health,
+            } => Deferral::SiblingDown {
+                site,
+                sibling,
+                health,
+            },
         };
         Deferred {
             name: d.name.clone(),
@@ -376,6 +400,7 @@ impl From<Reason> for model::Reason {
         use model::Reason as M;
         match r {
             Reason::NeverRotated => M::NeverRotated,
+            Reason::UnknownLiveKey { since } => M::UnknownLiveKey { since },
             Reason::Due {
                 last_rotated,
                 days_ago,
@@ -392,6 +417,7 @@ impl From<Reason> for model::Reason {
             Reason::Interrupted { started } => M::Interrupted { started },
             Reason::ChangedOutside { on } => M::ChangedOutside { on },
             Reason::NotInConfig => M::NotInConfig,
+            Reason::NotListed => M::NotListed,
             Reason::Forced => M::Forced,
             Reason::Pending {
                 generated,
@@ -440,6 +466,17 @@ impl From<Deferred> for model::Deferred {
                 window,
             },
             Deferral::Site { site, rotating } => model::Deferral::Site { site, rotating },
+            Deferral::StillListed => model::Deferral::StillListed,
+            Deferral::NotAsked => model::Deferral::NotAsked,
+            Deferral::SiblingDown {
+                site,
+                sibling,
+                health,
+            } => model::Deferral::SiblingDown {
+                site,
+                sibling,
+                health,
+            },
         };
         model::Deferred {
             name: d.name,

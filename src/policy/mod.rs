@@ -52,7 +52,31 @@ pub struct Policy {
     pub site_parallel: bool,
     /// The command that hands a new PSK to its router, if any.
     pub deliver: Option<Deliver>,
+    /// How a rotated tunnel is proven back up; without it, psk does not
+    /// wait for one.
+    pub verify: Option<Verify>,
 }
+
+/// A policy's `verify`: Cloudflare's health checks, a probe of the user's,
+/// or both, and how long to wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verify {
+    /// Read Cloudflare's tunnel health checks over GraphQL.
+    pub health_checks: bool,
+    /// The user's probe (exit 0 = carrying traffic), with its timeout per run.
+    pub command: Option<Deliver>,
+    /// Healthy continuously for this long counts as back up.
+    pub settle: Span,
+    /// Give up on a tunnel after this long.
+    pub timeout: Span,
+}
+
+/// `verify.settle` when psk.yaml gives none.
+pub const DEFAULT_VERIFY_SETTLE_SECONDS: i64 = 120;
+/// `verify.timeout` when psk.yaml gives none.
+pub const DEFAULT_VERIFY_TIMEOUT_SECONDS: i64 = 900;
+/// `verify.command_timeout` when psk.yaml gives none.
+pub const DEFAULT_VERIFY_COMMAND_TIMEOUT_SECONDS: i64 = 30;
 
 /// A delivery command from psk.yaml: argv, run without a shell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +100,7 @@ impl Policy {
             spread: None,
             site_parallel: false,
             deliver: None,
+            verify: None,
         }
     }
 

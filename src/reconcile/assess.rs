@@ -115,7 +115,12 @@ pub fn assess(
                 });
             }
         }
-        (None, None) => reasons.push(Reason::NeverRotated),
+        // Every tunnel on Cloudflare has a PSK from its creation on, so
+        // online this is a live key psk is about to replace: said aloud.
+        (None, None) => reasons.push(match remote_on {
+            Some(since) => Reason::UnknownLiveKey { since },
+            None => Reason::NeverRotated,
+        }),
     }
     if options.replace.contains(&tunnel.name) {
         reasons.push(Reason::Forced);

@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use super::plan::{Action, ActionKind, PlanOptions, Reason};
+use super::plan::{Action, ActionKind, Deferral, Deferred, PlanOptions, Reason, Remote};
 use crate::config::{Config, Tunnel};
 use crate::state::{canonical, State, TunnelState};
 use crate::tunnel::TunnelKey;
@@ -71,25 +71,50 @@ pub fn redeliveries(desired: &Config, state: &State, changing: &HashSet<TunnelKe
 }
 
 /// A forget for every record of a tunnel psk.yaml no longer lists, in state
-/// order: the state record goes, the tunnel itself is never touched.
-pub fn forgets(desired: &Config, state: &State, options: &PlanOptions) -> Vec<Action> {
+/// order: the state record goes, the tunnel itself is never touched. Only
+/// once Cloudflare no longer lists the tunnel, though: until then its key
+/// may still be live, and the record (with the only copy of that key) is
+/// kept, listed as deferred with the reason.
+pub fn forgets(
+    desired: &Config,
+    state: &State,
+    remote: Option<&Remote>,
+    options: &PlanOptions,
+) -> (Vec<Action>, Vec<Deferred>) {
     let listed: HashSet<TunnelKey> = desired.tunnels.iter().map(Tunnel::key).collect();
-    state
-        .tunnels
-        .values()
+    let asked: HashSet<String> = desired.accounts().into_iter().collect();
+    let (mut forgets, mut kept) = (Vec::new(), Vec::new());
+    let gone = (state.tunnels.values())
         .filter(|rec| options.includes(&rec.name))
         .map(|rec| (rec, rec.key()))
-        .filter(|(_, key)| !listed.contains(key))
-        .map(|(rec, key)| Action {
-            last_rotated: rec.last_rotated,
-            ..Action::new(
-                &rec.name,
+        .filter(|(_, key)| !listed.contains(key));
+    for (rec, key) in gone {
+        let why = match remote {
+            Some(r) if r.tunnels.contains_key(&key) => Some(Deferral::StillListed),
+            Some(_) if asked.contains(&key.account_id) => None,
+            _ => Some(Deferral::NotAsked),
+        };
+        match why {
+            None => forgets.push(Action {
+                last_rotated: rec.last_rotated,
+                ..Action::new(
+                    &rec.name,
+                    key,
+                    ActionKind::Forget,
+                    vec![Reason::NotInConfig, Reason::NotListed],
+                )
+            }),
+            Some(why) => kept.push(Deferred {
+                name: rec.name.clone(),
                 key,
-                ActionKind::Forget,
-                vec![Reason::NotInConfig],
-            )
-        })
-        .collect()
+                kind: ActionKind::Forget,
+                reasons: vec![Reason::NotInConfig],
+                policy: String::new(),
+                why,
+            }),
+        }
+    }
+    (forgets, kept)
 }
 
 fn follow_up(

@@ -1,5 +1,6 @@
-//! The two gates between "this PSK must change" and "this apply changes
-//! it": the policy's change window, and one change per site.
+//! The gates between "this PSK must change" and "this apply changes it":
+//! the policy's change window, `verify`'s preflight (every other path of
+//! the site healthy now), and one change per site.
 //!
 //! A gate never drops a change: what it holds back is listed in the plan as
 //! [`Deferred`], with the reason it waits, so nothing waits silently. The
@@ -11,8 +12,9 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use super::assess::{Change, Urgency};
-use super::plan::{Action, Deferral, Deferred};
+use super::plan::{Action, Deferral, Deferred, Remote};
 use crate::config::Config;
+use crate::health::PathHealth;
 use crate::policy::Policy;
 
 /// Why `change` must wait for its policy's window, or `None` when it may
@@ -64,6 +66,67 @@ pub fn hold_back_sites(desired: &Config, actions: &mut Vec<Action>) -> Vec<Defer
         }
     }
 
+    take_held(actions, held)
+}
+
+/// `verify`'s preflight: a PSK change of a path whose policy verifies with
+/// Cloudflare's health checks waits while any other path of its site is
+/// not healthy now (down, degraded, unreported, or of unknown health),
+/// since the new key drops this path until its far end holds it. Returns
+/// the held changes as deferred. Without health (offline) nothing is held:
+/// apply always plans online.
+pub fn hold_unhealthy_sites(
+    desired: &Config,
+    remote: Option<&Remote>,
+    actions: &mut Vec<Action>,
+) -> Vec<Deferred> {
+    let Some(remote) = remote else {
+        return Vec::new();
+    };
+    let mut held: HashMap<usize, Deferral> = HashMap::new();
+    for (i, a) in actions.iter().enumerate() {
+        let Some(tunnel) = desired.tunnels.iter().find(|t| t.key() == a.key) else {
+            continue;
+        };
+        let verifies = desired
+            .policy_of(tunnel)
+            .verify
+            .as_ref()
+            .is_some_and(|v| v.health_checks);
+        let Some(site) = tunnel
+            .site
+            .as_deref()
+            .filter(|_| verifies && a.kind.changes_psk())
+        else {
+            continue;
+        };
+        let unhealthy = desired
+            .tunnels
+            .iter()
+            .filter(|t| t.site.as_deref() == Some(site) && t.key() != a.key)
+            .find_map(|t| {
+                let health = remote
+                    .health
+                    .get(&t.key())
+                    .cloned()
+                    .unwrap_or_else(|| PathHealth::Unknown("its health was not read".into()));
+                (!health.is_healthy()).then(|| (t.name.clone(), health))
+            });
+        if let Some((sibling, health)) = unhealthy {
+            let why = Deferral::SiblingDown {
+                site: site.to_string(),
+                sibling,
+                health: health.describe(),
+            };
+            held.insert(i, why);
+        }
+    }
+    take_held(actions, held)
+}
+
+/// Moves the actions at the keys of `held` out of `actions`, as deferred
+/// for the reason held with each.
+fn take_held(actions: &mut Vec<Action>, mut held: HashMap<usize, Deferral>) -> Vec<Deferred> {
     let mut deferred = Vec::new();
     let mut kept = Vec::new();
     for (i, a) in std::mem::take(actions).into_iter().enumerate() {
@@ -94,9 +157,14 @@ fn sites(desired: &Config) -> HashMap<&str, (&str, bool)> {
         .filter_map(|t| {
             let site = t.site.as_deref()?;
             let p = desired.policy_of(t);
+            // With `verify`, apply waits for each path to come back before
+            // the next; the bulk path (`generator: local`) does not wait,
+            // so there it stays one per apply.
+            let verified =
+                p.verify.is_some() && p.generator == crate::policy::Generator::Cloudflare;
             Some((
                 t.name.as_str(),
-                (site, p.site_parallel || p.deliver.is_some()),
+                (site, p.site_parallel || p.deliver.is_some() || verified),
             ))
         })
         .collect()

@@ -78,6 +78,8 @@ pub fn reconcile_with(
             },
         }
     }
+    let unhealthy = gate::hold_unhealthy_sites(desired, remote, &mut plan.actions);
+    plan.deferred.extend(unhealthy);
     let held = gate::hold_back_sites(desired, &mut plan.actions);
     plan.deferred.extend(held);
     let order: HashMap<&str, usize> = (desired.tunnels.iter().enumerate())
@@ -96,8 +98,9 @@ pub fn reconcile_with(
         plan.actions.extend(follow_ups::reseals(desired, state));
         let redeliveries = follow_ups::redeliveries(desired, state, &changing);
         plan.actions.extend(redeliveries);
-        plan.actions
-            .extend(follow_ups::forgets(desired, state, options));
+        let (forgets, kept) = follow_ups::forgets(desired, state, remote, options);
+        plan.actions.extend(forgets);
+        plan.deferred.extend(kept);
     }
     plan
 }

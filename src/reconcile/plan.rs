@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::cloudflare::RemoteTunnel;
+use crate::health::PathHealth;
 use crate::policy::Span;
 use crate::tunnel::TunnelKey;
 
@@ -24,6 +25,9 @@ use crate::tunnel::TunnelKey;
 #[derive(Debug, Default, Clone)]
 pub struct Remote {
     pub tunnels: BTreeMap<TunnelKey, RemoteTunnel>,
+    /// The health now of every tunnel of a site whose policy verifies with
+    /// Cloudflare's health checks (see [`crate::remote::refresh`]).
+    pub health: BTreeMap<TunnelKey, PathHealth>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -64,8 +68,12 @@ impl ActionKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "code", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Reason {
-    /// psk has no sealed PSK for the tunnel.
+    /// psk has no sealed PSK for the tunnel (and Cloudflare was not asked,
+    /// or reports no PSK).
     NeverRotated,
+    /// psk has no sealed PSK for the tunnel, but Cloudflare has held one
+    /// since `since`: a key the router uses now, which apply would replace.
+    UnknownLiveKey { since: DateTime<Utc> },
     /// The policy's period has passed.
     Due {
         last_rotated: DateTime<Utc>,
@@ -83,6 +91,9 @@ pub enum Reason {
     ChangedOutside { on: DateTime<Utc> },
     /// In the state but no longer in psk.yaml.
     NotInConfig,
+    /// Cloudflare no longer lists the tunnel: its key is live nowhere, so
+    /// the record may go (with [`Reason::NotInConfig`]).
+    NotListed,
     /// Asked for with `--replace`.
     Forced,
     /// A PSK psk generated itself is sealed in the state as pending, and
@@ -110,10 +121,12 @@ impl Reason {
     pub fn code(&self) -> &'static str {
         match self {
             Reason::NeverRotated => "never_rotated",
+            Reason::UnknownLiveKey { .. } => "unknown_live_key",
             Reason::Due { .. } => "due",
             Reason::Interrupted { .. } => "interrupted",
             Reason::ChangedOutside { .. } => "drift",
             Reason::NotInConfig => "not_in_config",
+            Reason::NotListed => "not_listed",
             Reason::Forced => "forced",
             Reason::Pending { .. } => "pending",
             Reason::RecipientsChanged { .. } => "recipients_changed",
@@ -125,6 +138,11 @@ impl Reason {
     pub fn describe(&self) -> String {
         match self {
             Reason::NeverRotated => "psk holds no sealed PSK for it yet".to_string(),
+            Reason::UnknownLiveKey { since } => format!(
+                "Cloudflare has held a PSK since {} that psk does not hold: apply replaces it and \
+                 the router needs the new key; `psk import NAME` adopts the current one instead",
+                since.format("%Y-%m-%d")
+            ),
             Reason::Due {
                 last_rotated,
                 days_ago,
@@ -150,9 +168,11 @@ impl Reason {
                 on.format("%Y-%m-%d")
             ),
             Reason::NotInConfig => {
-                "no longer in psk.yaml; only the state record is dropped, the tunnel is not touched"
-                    .to_string()
+                "no longer in psk.yaml; the tunnel on Cloudflare is never touched".to_string()
             }
+            Reason::NotListed => "Cloudflare no longer lists the tunnel, so its key is live \
+                 nowhere: the record and its sealed PSK leave the state"
+                .to_string(),
             Reason::Forced => "replacement requested with --replace".to_string(),
             Reason::Pending {
                 generated,
@@ -224,6 +244,18 @@ pub struct Action {
 }
 
 impl Action {
+    /// Whether this action replaces a PSK Cloudflare holds and psk does not.
+    pub fn replaces_unknown_key(&self) -> bool {
+        (self.reasons.iter()).any(|r| matches!(r, Reason::UnknownLiveKey { .. }))
+    }
+
+    /// Whether the next plan proposes this action again by itself: true
+    /// unless `--replace` is its only reason, which lives only on the
+    /// command line (or saved plan) that asked for it.
+    pub fn proposed_again(&self) -> bool {
+        self.reasons.iter().any(|r| !matches!(r, Reason::Forced))
+    }
+
     /// An action as the planner makes it: no policy, dates or dry run yet.
     /// Callers fill in what they know with struct update syntax; the dry
     /// run is the CLI's, online, after planning.
@@ -301,6 +333,20 @@ pub enum Deferral {
     },
     /// Another tunnel of the same site changes its PSK in this apply.
     Site { site: String, rotating: String },
+    /// Gone from psk.yaml, but Cloudflare still lists the tunnel: its key
+    /// may still be live, so the record and its sealed PSK stay.
+    StillListed,
+    /// Gone from psk.yaml, and Cloudflare was not asked whether it still
+    /// lists the tunnel (offline, or its account is no longer in psk.yaml).
+    NotAsked,
+    /// `verify`'s preflight: another path of the site is not healthy now,
+    /// so rotating this one could cut the site off.
+    SiblingDown {
+        site: String,
+        sibling: String,
+        /// The sibling's health in words, e.g. `down in AMS, FRA`.
+        health: String,
+    },
 }
 
 impl Deferral {
@@ -309,6 +355,9 @@ impl Deferral {
         match self {
             Deferral::Window { .. } => "window",
             Deferral::Site { .. } => "site",
+            Deferral::StillListed => "still_listed",
+            Deferral::NotAsked => "not_asked",
+            Deferral::SiblingDown { .. } => "sibling_down",
         }
     }
 
@@ -322,6 +371,21 @@ impl Deferral {
             } => format!("waiting for window (opens {opens_local}; window {window})"),
             Deferral::Site { site, rotating } => format!(
                 "waiting for a later apply: {rotating} of site \"{site}\" changes in this one, and tunnels of one site change one per apply (`site_parallel: true` on their policies allows more)"
+            ),
+            Deferral::StillListed => "kept: Cloudflare still lists the tunnel, so its key may still be live; \
+                 the record and its sealed PSK stay in the state (`psk show NAME` opens it) until \
+                 the tunnel is deleted on Cloudflare"
+                .to_string(),
+            Deferral::NotAsked => "kept: psk forgets a record only once Cloudflare no longer lists \
+                 its tunnel, and Cloudflare was not asked (offline, or its account is no longer in \
+                 psk.yaml); the record and its sealed PSK stay in the state"
+                .to_string(),
+            Deferral::SiblingDown {
+                site,
+                sibling,
+                health,
+            } => format!(
+                "held by verify's preflight: {sibling} is {health}; rotating this path now would cut site \"{site}\" off (psk waits until every other path of the site is healthy)"
             ),
         }
     }

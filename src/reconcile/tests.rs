@@ -45,6 +45,29 @@ fn empty_state_generates_everything() {
     assert_eq!(plan.actions[0].reasons, vec![Reason::NeverRotated]);
 }
 
+/// No sealed PSK, but Cloudflare reports one: replacing it is said aloud,
+/// with its own code, and `psk import` is offered instead.
+#[test]
+fn a_live_key_psk_does_not_hold_has_its_own_reason() {
+    let mut remote = listed(&[(A, "a"), (B, "b")]);
+    let since = t("2026-08-01T09:00:00Z");
+    let a = TunnelKey::new(ACCOUNT, A);
+    remote.tunnels.get_mut(&a).unwrap().last_generated_on = Some(since);
+    let plan = reconcile(&config(), None, Some(&remote), t("2026-11-26T00:00:00Z"));
+    assert_eq!(plan.count(ActionKind::Generate), 2);
+    let r = &plan.actions[0].reasons;
+    assert_eq!(r, &vec![Reason::UnknownLiveKey { since }]);
+    assert_eq!(r[0].code(), "unknown_live_key");
+    assert!(plan.actions[0].replaces_unknown_key());
+    assert_eq!(
+        r[0].describe(),
+        "Cloudflare has held a PSK since 2026-08-01 that psk does not hold: apply replaces it \
+         and the router needs the new key; `psk import NAME` adopts the current one instead"
+    );
+    // Cloudflare reports no date for b: nothing says a key is live.
+    assert_eq!(plan.actions[1].reasons, vec![Reason::NeverRotated]);
+}
+
 #[test]
 fn due_exactly_at_the_period() {
     let s = state_with("a", A, "2026-11-01T00:00:00Z");
@@ -93,20 +116,58 @@ fn drift_and_interruption() {
 
 #[test]
 fn removed_tunnels_are_forgotten_not_touched() {
-    let s = state_with(
-        "gone",
-        "99999999999999999999999999999999",
-        "2026-11-01T00:00:00Z",
-    );
-    let plan = reconcile(&config(), Some(&s), None, t("2026-11-02T00:00:00Z"));
-    let forget: Vec<_> = plan
+    const GONE: &str = "99999999999999999999999999999999";
+    let s = state_with("gone", GONE, "2026-11-01T00:00:00Z");
+    let now = t("2026-11-02T00:00:00Z");
+    let forgets = |plan: &Plan| -> Vec<String> {
+        (plan.actions.iter())
+            .filter(|a| a.kind == ActionKind::Forget)
+            .map(|a| a.name.clone())
+            .collect()
+    };
+    let kept = |plan: &Plan| -> Vec<(String, Deferral)> {
+        (plan.deferred.iter())
+            .filter(|d| d.kind == ActionKind::Forget)
+            .map(|d| (d.name.clone(), d.why.clone()))
+            .collect()
+    };
+    // Cloudflare no longer lists it: the key is live nowhere, so it goes.
+    let plan = reconcile(&config(), Some(&s), Some(&listed(&[(A, "a")])), now);
+    assert_eq!(forgets(&plan), vec!["gone"]);
+    assert!(!plan
         .actions
         .iter()
-        .filter(|a| a.kind == ActionKind::Forget)
-        .collect();
-    assert_eq!(forget.len(), 1);
-    assert_eq!(forget[0].name, "gone");
-    assert!(!forget[0].kind.changes_psk());
+        .any(|a| a.kind.changes_psk() && a.name == "gone"));
+    let reasons = &plan
+        .actions
+        .iter()
+        .find(|a| a.name == "gone")
+        .unwrap()
+        .reasons;
+    assert_eq!(reasons, &vec![Reason::NotInConfig, Reason::NotListed]);
+    assert!(reasons[1]
+        .describe()
+        .contains("Cloudflare no longer lists the tunnel"));
+    // Cloudflare still lists it: its key may be live, the record stays.
+    let plan = reconcile(&config(), Some(&s), Some(&listed(&[(GONE, "gone")])), now);
+    assert!(forgets(&plan).is_empty());
+    assert_eq!(kept(&plan), vec![("gone".into(), Deferral::StillListed)]);
+    assert!(Deferral::StillListed
+        .describe()
+        .contains("`psk show NAME` opens it"));
+    // Offline, Cloudflare was not asked: kept too.
+    let plan = reconcile(&config(), Some(&s), None, now);
+    assert!(forgets(&plan).is_empty());
+    assert_eq!(kept(&plan), vec![("gone".into(), Deferral::NotAsked)]);
+    // Its account is no longer in psk.yaml, so Cloudflare was not asked.
+    let mut other = State::new(vec![]);
+    let r = other.entry(
+        &TunnelKey::new("11111111111111111111111111111111", GONE),
+        "gone",
+    );
+    r.psk = Some("sealed".into());
+    let plan = reconcile(&config(), Some(&other), Some(&listed(&[(A, "a")])), now);
+    assert_eq!(kept(&plan), vec![("gone".into(), Deferral::NotAsked)]);
 }
 
 #[test]
@@ -457,4 +518,48 @@ fn a_name_that_means_several_tunnels_or_a_listed_one_is_refused() {
         e.to_string(),
         format!("psk.yaml:7: tunnel `edge-1` is Cloudflare's tunnel {A} in account {ACCOUNT}, which psk.yaml also lists as `again`; list each tunnel once")
     );
+}
+
+#[test]
+fn verify_holds_a_path_while_its_sibling_is_not_healthy() {
+    use crate::health::PathHealth;
+    let c = config_with("{rotate_every: 30d, verify: {}}", &pair("fra", "fra"));
+    let now = t("2026-11-26T00:00:00Z");
+    let mut remote = listed(&[(A, "a"), (B, "b")]);
+    remote.health.insert(
+        TunnelKey::new(ACCOUNT, B),
+        PathHealth::Down {
+            colos: vec!["FRA".into()],
+        },
+    );
+    remote
+        .health
+        .insert(TunnelKey::new(ACCOUNT, A), PathHealth::Healthy);
+    let plan = reconcile(&c, None, Some(&remote), now);
+    // a waits for b; b (already down) may change.
+    assert_eq!(plan.actions.len(), 1);
+    assert_eq!(plan.actions[0].name, "b");
+    assert_eq!(
+        plan.deferred[0].why,
+        Deferral::SiblingDown {
+            site: "fra".into(),
+            sibling: "b".into(),
+            health: "down in FRA".into()
+        }
+    );
+    // Unread health holds too; healthy siblings hold nothing back but the
+    // one-per-site rule.
+    remote.health.remove(&TunnelKey::new(ACCOUNT, B));
+    let plan = reconcile(&c, None, Some(&remote), now);
+    assert_eq!(plan.deferred[0].why.code(), "sibling_down");
+    remote
+        .health
+        .insert(TunnelKey::new(ACCOUNT, B), PathHealth::Healthy);
+    let plan = reconcile(&c, None, Some(&remote), now);
+    assert!(plan.deferred.iter().all(|d| d.why.code() != "sibling_down"));
+    // Without verify, health is not consulted.
+    let c = config_with("{rotate_every: 30d}", &pair("fra", "fra"));
+    remote.health.clear();
+    let plan = reconcile(&c, None, Some(&remote), now);
+    assert!(plan.deferred.iter().all(|d| d.why.code() == "site"));
 }

@@ -52,6 +52,10 @@ fn symbol(kind: ActionKind) -> char {
 
 fn headline(a: &Action) -> String {
     match a.kind {
+        ActionKind::Generate if a.replaces_unknown_key() => format!(
+            "{} will get a new PSK, replacing a live one psk does not hold",
+            a.name
+        ),
         ActionKind::Generate => format!("{} will get its first PSK from psk", a.name),
         ActionKind::Rotate => format!("{} will be rotated", a.name),
         ActionKind::Forget => format!("{} will be forgotten", a.name),
@@ -182,7 +186,9 @@ fn deferred_block(d: &Deferred, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "  # {}", deferred_headline(d))?;
     because(&d.reasons, out)?;
     ids(&d.key, out)?;
-    writeln!(out, "      policy:       {}", d.policy)?;
+    if !d.policy.is_empty() {
+        writeln!(out, "      policy:       {}", d.policy)?;
+    }
     writeln!(out)
 }
 

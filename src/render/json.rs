@@ -12,8 +12,9 @@ use crate::state::format_time;
 use crate::tunnel::TunnelKey;
 
 /// The JSON plan format's version; only additive changes within a major.
-/// 1.1 added `dry_run.status` `no_verdict` and `summary.no_verdict`.
-pub const JSON_FORMAT_VERSION: &str = "1.1";
+/// 1.1 added `dry_run.status` `no_verdict` and `summary.no_verdict`; 1.2
+/// the reason code `unknown_live_key`.
+pub const JSON_FORMAT_VERSION: &str = "1.2";
 
 #[derive(Serialize)]
 pub(super) struct JsonPlan<'a> {
@@ -242,6 +243,11 @@ struct JsonDeferral<'a> {
     site: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rotating: Option<&'a str>,
+    /// The path whose health holds this one (`sibling_down`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sibling: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health: Option<&'a str>,
 }
 
 impl<'a> JsonDeferral<'a> {
@@ -251,6 +257,14 @@ impl<'a> JsonDeferral<'a> {
             Deferral::Site { site, rotating } => {
                 (None, Some(site.as_str()), Some(rotating.as_str()))
             }
+            Deferral::StillListed | Deferral::NotAsked => (None, None, None),
+            Deferral::SiblingDown { site, .. } => (None, Some(site.as_str()), None),
+        };
+        let (sibling, health) = match why {
+            Deferral::SiblingDown {
+                sibling, health, ..
+            } => (Some(sibling.as_str()), Some(health.as_str())),
+            _ => (None, None),
         };
         JsonDeferral {
             code: why.code(),
@@ -258,6 +272,8 @@ impl<'a> JsonDeferral<'a> {
             opens,
             site,
             rotating,
+            sibling,
+            health,
         }
     }
 }

@@ -51,6 +51,7 @@ pub fn summary_line(plan: &Plan) -> String {
 pub(crate) fn deferred_headline(d: &Deferred) -> String {
     let due = match d.kind {
         ActionKind::Generate => "first PSK due",
+        ActionKind::Forget => "not forgotten",
         _ => "due",
     };
     format!("{}: {due}, {}", d.name, d.why.describe())

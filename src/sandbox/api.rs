@@ -31,6 +31,11 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
             &format!("{base}/{{tunnel_id}}/psk_generate"),
             post(generate),
         )
+        .route("/client/v4/graphql", post(super::graphql::graphql))
+        .route(
+            "/sandbox/accounts/{account_id}/tunnels/{tunnel_id}/far_end",
+            post(super::health::deliver_far_end),
+        )
         .fallback(|| async { failure(StatusCode::NOT_FOUND, 7003, "No route for the URI") })
         .layer(axum::middleware::from_fn_with_state(
             sandbox.clone(),
@@ -120,7 +125,11 @@ fn opening<T: serde::de::DeserializeOwned>(
 /// Like Cloudflare: the sandbox's own token, or its email and key (see
 /// `auth`); and an account these credentials may use (the sandbox's
 /// accounts are those of its tunnels).
-fn authorized(s: &Sandbox, headers: &HeaderMap, account_id: &str) -> Result<(), Box<Response>> {
+pub(super) fn authorized(
+    s: &Sandbox,
+    headers: &HeaderMap,
+    account_id: &str,
+) -> Result<(), Box<Response>> {
     if let Err(refusal) = auth::check(&s.credentials, headers) {
         s.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
         return Err(Box::new(refusal.response()));

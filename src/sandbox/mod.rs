@@ -15,6 +15,8 @@
 mod api;
 mod auth;
 mod faults;
+mod graphql;
+mod health;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -38,6 +40,7 @@ use crate::tunnel::TunnelKey;
 
 pub use api::router;
 pub use auth::SandboxCredentials;
+pub use health::{HealthOptions, COLOS};
 
 /// One tunnel as the sandbox's "edge" knows it.
 #[derive(Debug, Clone)]
@@ -48,6 +51,8 @@ struct EdgeTunnel {
     created_on: DateTime<Utc>,
     last_generated_on: DateTime<Utc>,
     index: usize,
+    /// The router at the far end, whose key decides the tunnel's health.
+    far: health::FarEnd,
 }
 
 /// Counters that tests read to prove request patterns (e.g. one list call
@@ -72,6 +77,12 @@ pub struct Counters {
     pub failed: AtomicU64,
     /// Handled, then dropped unanswered by `drop_rate`.
     pub dropped: AtomicU64,
+    /// GraphQL queries, answered or refused.
+    pub graphql: AtomicU64,
+    /// GraphQL queries answered with `errors[]`.
+    pub graphql_refused: AtomicU64,
+    /// Keys handed to a far end.
+    pub far_end_deliveries: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -108,6 +119,8 @@ pub struct SandboxOptions {
     /// `psk_generate` answers 409 without retry, and the bulk set lists
     /// them in `unapplied_psks`. For partial-failure drills.
     pub refuse_changes: std::collections::BTreeSet<String>,
+    /// The tunnels' far ends and their health (see `health`).
+    pub health: HealthOptions,
     /// The only credentials accepted; any other is refused as Cloudflare
     /// refuses it (see `auth`).
     pub credentials: SandboxCredentials,
@@ -118,6 +131,9 @@ pub struct Sandbox {
     ledger: Option<Mutex<std::fs::File>>,
     faults: faults::Faults,
     refuse_changes: std::collections::BTreeSet<String>,
+    health: HealthOptions,
+    graphql_budget: Mutex<health::Budget>,
+    graphql_rng: Mutex<rand::rngs::StdRng>,
     credentials: SandboxCredentials,
     pub counters: Counters,
 }
@@ -148,28 +164,35 @@ impl Sandbox {
                 .and_then(|s| s.get(&key))
                 .and_then(|r| r.last_rotated)
                 .unwrap_or(created);
+            let psk = new_psk();
+            let far = far_end(&options.health, &key, &psk, created);
             edge.insert(
                 key,
                 EdgeTunnel {
                     name: t.name.clone(),
-                    psk: new_psk(),
+                    psk,
                     created_on: created,
                     last_generated_on: last,
                     index,
+                    far,
                 },
             );
         }
         // Tunnels psk.yaml names only by name exist here under an id made
         // from their name, so psk finds them by listing, as at Cloudflare.
         for (offset, u) in config.unresolved.iter().enumerate() {
+            let key = TunnelKey::new(&u.account_id, &id_for_name(&u.account_id, &u.name));
+            let psk = new_psk();
+            let far = far_end(&options.health, &key, &psk, created);
             edge.insert(
-                TunnelKey::new(&u.account_id, &id_for_name(&u.account_id, &u.name)),
+                key,
                 EdgeTunnel {
                     name: u.name.clone(),
-                    psk: new_psk(),
+                    psk,
                     created_on: created,
                     last_generated_on: created,
                     index: config.tunnels.len() + offset,
+                    far,
                 },
             );
         }
@@ -191,6 +214,12 @@ impl Sandbox {
                 .iter()
                 .map(|id| id.to_ascii_lowercase())
                 .collect(),
+            health: options.health.clone(),
+            graphql_budget: Mutex::new(health::Budget::default()),
+            graphql_rng: Mutex::new(match options.seed {
+                Some(seed) => rand::SeedableRng::seed_from_u64(seed.wrapping_add(1)),
+                None => rand::SeedableRng::from_entropy(),
+            }),
             credentials: options.credentials.clone(),
             counters: Counters::default(),
         })
@@ -242,9 +271,23 @@ impl Sandbox {
             .max(t.last_generated_on + TimeDelta::microseconds(1));
         t.psk = psk;
         t.last_generated_on = at;
+        t.far.edge_changed(&t.psk, at, self.health.far_end_follows);
         self.record(key, &t.psk, at);
         at
     }
+}
+
+/// A tunnel's far end as the health options set it up.
+fn far_end(
+    o: &HealthOptions,
+    key: &TunnelKey,
+    psk: &str,
+    created: DateTime<Utc>,
+) -> health::FarEnd {
+    let listed = |ids: &std::collections::BTreeSet<String>| {
+        ids.iter().any(|id| id.eq_ignore_ascii_case(&key.tunnel_id))
+    };
+    health::FarEnd::new(psk, created, listed(&o.down), listed(&o.never_up))
 }
 
 /// A stable tunnel id for a tunnel the sandbox knows only by name.
@@ -276,6 +319,19 @@ fn success(result: Value) -> Response {
     Json(json!({"success": true, "errors": [], "messages": [], "result": result})).into_response()
 }
 
+/// The URL for a server listening on `addr`: an unspecified address
+/// (`0.0.0.0`, `::`) is reached through loopback, because psk sends its
+/// token over plain HTTP only to a loopback host.
+fn base_url_of(mut addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{addr}/client/v4")
+}
+
 /// A running sandbox server, stopped when dropped.
 pub struct Running {
     pub addr: SocketAddr,
@@ -285,8 +341,9 @@ pub struct Running {
 }
 
 impl Running {
+    /// The URL psk reaches it at; see [`base_url_of`].
     pub fn base_url(&self) -> String {
-        format!("http://{}/client/v4", self.addr)
+        base_url_of(self.addr)
     }
 
     pub async fn stop(mut self) {
@@ -371,4 +428,17 @@ pub fn spawn(listener: tokio::net::TcpListener, sandbox: Arc<Sandbox>) -> std::i
         shutdown: Some(tx),
         task: Some(task),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sandbox_on_every_interface_is_reached_through_loopback() {
+        let url = |a: &str| base_url_of(a.parse().unwrap());
+        assert_eq!(url("127.0.0.1:8787"), "http://127.0.0.1:8787/client/v4");
+        assert_eq!(url("0.0.0.0:8787"), "http://127.0.0.1:8787/client/v4");
+        assert_eq!(url("[::]:8787"), "http://[::1]:8787/client/v4");
+    }
 }

@@ -68,6 +68,12 @@ pub enum LockError {
 pub struct StateLock {
     file: File,
     path: PathBuf,
+    state: PathBuf,
+    /// This process created the lock file: none was there before.
+    created: bool,
+    /// The lock file was there, empty, before this process took the lock:
+    /// the mark of a psk that ended normally (see [`super::missing`]).
+    found_released: bool,
 }
 
 impl StateLock {
@@ -90,19 +96,19 @@ impl StateLock {
             lock: path.clone(),
             source,
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io_err)?;
+        let (mut file, mut created) = open_lock_file(&path).map_err(io_err)?;
         let deadline = Instant::now() + timeout;
         let mut wait = Duration::from_millis(50);
         let mut told = false;
-        loop {
+        let found_released = loop {
             match file.try_lock() {
-                Ok(()) => break,
+                // A holder that wrote no state removes its lock file as it
+                // lets go (see Drop): a lock on that removed file excludes
+                // no one, so open the file now at the path and lock again.
+                Ok(()) if !is_at(&file, &path) => {
+                    (file, created) = open_lock_file(&path).map_err(io_err)?;
+                }
+                Ok(()) => break !created && file.metadata().is_ok_and(|m| m.len() == 0),
                 Err(std::fs::TryLockError::WouldBlock) => {
                     let holder = read_holder(&mut file);
                     if Instant::now() >= deadline {
@@ -123,7 +129,7 @@ impl StateLock {
                 }
                 Err(std::fs::TryLockError::Error(e)) => return Err(io_err(e)),
             }
-        }
+        };
         let holder = LockHolder {
             id: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
             who: format!("{}@{}", user(), host()),
@@ -143,11 +149,75 @@ impl StateLock {
             operation,
             "state lock acquired"
         );
-        Ok(StateLock { file, path })
+        Ok(StateLock {
+            file,
+            path,
+            state: state.to_path_buf(),
+            created,
+            found_released,
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the lock file was there and empty before this process took
+    /// the lock: a psk ran here and ended normally (see [`super::missing`]).
+    pub fn found_released(&self) -> bool {
+        self.found_released
+    }
+}
+
+/// Opens (or creates) the lock file; true when it was created.
+fn open_lock_file(path: &Path) -> io::Result<(File, bool)> {
+    let open = |create_new| {
+        let mut o = OpenOptions::new();
+        o.read(true).write(true);
+        if create_new {
+            o.create_new(true);
+        }
+        o.open(path)
+    };
+    loop {
+        match open(true) {
+            Ok(f) => return Ok((f, true)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        match open(false) {
+            Ok(f) => return Ok((f, false)),
+            // Removed between the two calls by a holder letting go.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether `file` is still the file at `path` (not one removed since).
+#[cfg(unix)]
+fn is_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn is_at(_file: &File, path: &Path) -> bool {
+    path.exists()
+}
+
+impl StateLock {
+    /// A run that took the lock on a fresh directory and wrote no state
+    /// (a first apply refused for a missing token, say) leaves nothing
+    /// behind: its lock file would later look like the trace of a state
+    /// that went missing.
+    fn remove_if_nothing_written(&self) {
+        if self.created && !self.state.exists() {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -225,6 +295,7 @@ pub fn force_unlock(
 
 impl Drop for StateLock {
     fn drop(&mut self) {
+        self.remove_if_nothing_written();
         let _ = self.file.set_len(0);
         let _ = self.file.unlock();
         tracing::info!(lock = %self.path.display(), "state lock released");

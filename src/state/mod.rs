@@ -13,7 +13,9 @@
 //! `deliver` can never disagree on what a new key resets. Records are
 //! keyed by [`TunnelKey`]; the file writes the key as `account_id/tunnel_id`.
 
+mod belongs;
 mod lock;
+mod missing;
 mod perms;
 mod store;
 
@@ -23,14 +25,19 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::tunnel::TunnelKey;
+pub use belongs::{check_belongs, Foreign};
 pub use lock::{force_unlock, LockError, LockHolder, StateLock, Unlock};
+pub use missing::{NewState, Traces};
 pub use perms::{warn_if_world_writable, world_writable_warning};
-pub use store::{backup_path, journal_path, parse, write_atomic, Journal, StateError};
+pub use store::{
+    backup_path, journal_path, parse, reserve_path, write_atomic, Journal, StateError,
+};
 
 /// Reads the state, replaying any journal an interrupted apply left;
-/// `Ok(None)` when there is no state file yet. (Logs what it read.)
-pub fn load(path: &std::path::Path) -> Result<Option<State>, StateError> {
-    let state = store::load(path)?;
+/// `Ok(None)` when there is no state file yet and `new_state` allows one.
+/// (Logs what it read.)
+pub fn load(path: &std::path::Path, new_state: NewState) -> Result<Option<State>, StateError> {
+    let state = store::load(path, new_state)?;
     log_loaded(path, state.as_ref(), "state loaded");
     Ok(state)
 }
@@ -40,8 +47,9 @@ pub fn load(path: &std::path::Path) -> Result<Option<State>, StateError> {
 pub fn load_for_write(
     path: &std::path::Path,
     lock: &StateLock,
+    new_state: NewState,
 ) -> Result<Option<State>, StateError> {
-    let state = store::load_for_write(path, lock)?;
+    let state = store::load_for_write(path, lock, new_state)?;
     log_loaded(path, state.as_ref(), "state loaded for writing");
     Ok(state)
 }

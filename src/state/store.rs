@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::missing::{NewState, Traces};
 use super::{State, StateFile, TunnelState, STATE_VERSION};
 use crate::tunnel::TunnelKey;
 
@@ -51,11 +52,27 @@ pub enum StateError {
     },
     #[error("cannot write state file {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
+    /// No room beside the state for what an apply will write.
+    #[error("not enough room beside {path} for this apply: its journal and final write need {needed} bytes ({source}).\nNothing was changed on Cloudflare. Free space on that filesystem (or raise the quota) and apply again")]
+    NoRoom {
+        path: PathBuf,
+        needed: u64,
+        source: io::Error,
+    },
+    /// The state is gone but psk's files beside it are not.
+    #[error("{0}")]
+    Missing(super::missing::Traces),
 }
 
 /// The backup kept beside the state: the version before the last write.
 pub fn backup_path(path: &Path) -> PathBuf {
     sibling(path, ".backup")
+}
+
+/// Space an apply holds for its journal from before its first API call,
+/// released when a write finds the disk full (see [`Journal::reserve`]).
+pub fn reserve_path(path: &Path) -> PathBuf {
+    sibling(path, ".reserve")
 }
 
 /// Where an apply appends its changes until it folds them into the state.
@@ -70,8 +87,9 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Reads the state, replaying any journal an interrupted apply left;
-/// `Ok(None)` when there is no state file yet.
-pub fn load(path: &Path) -> Result<Option<State>, StateError> {
+/// `Ok(None)` when there is no state file yet and `new_state` allows one
+/// (see [`super::missing`]).
+pub fn load(path: &Path, new_state: NewState) -> Result<Option<State>, StateError> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -82,6 +100,10 @@ pub fn load(path: &Path) -> Result<Option<State>, StateError> {
                     journal,
                     backup: backup_path(path),
                 });
+            }
+            let traces = Traces::find(path, backup_path(path), new_state);
+            if new_state != NewState::Allowed && !traces.is_empty() {
+                return Err(StateError::Missing(traces));
             }
             return Ok(None);
         }
@@ -100,9 +122,17 @@ pub fn load(path: &Path) -> Result<Option<State>, StateError> {
 /// [`load`] for a writer, which proves it holds the lock: a journal left by
 /// an interrupted apply is folded into the state file right away (and
 /// stale temp files removed), so the writer starts from one whole file.
-pub fn load_for_write(path: &Path, _lock: &super::StateLock) -> Result<Option<State>, StateError> {
+pub fn load_for_write(
+    path: &Path,
+    lock: &super::StateLock,
+    new_state: NewState,
+) -> Result<Option<State>, StateError> {
     super::warn_if_world_writable(path);
-    let mut state = load(path)?;
+    let new_state = match new_state {
+        NewState::IfNoTraces => NewState::IfNoTracesLockWasReleased(lock.found_released()),
+        other => other,
+    };
+    let mut state = load(path, new_state)?;
     if let Some(s) = state.as_mut() {
         Journal::open(path, s)?;
     }
@@ -471,9 +501,65 @@ pub struct Journal {
     records: u64,
     commits: u64,
     bytes_written: u64,
+    /// Space held for the journal, while it is held.
+    reserve: Option<PathBuf>,
+}
+
+impl Drop for Journal {
+    /// A reservation never outlives its apply, however it ends.
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 impl Journal {
+    /// Holds `bytes` on the state's filesystem before the first call that
+    /// makes a key, so an answered key always has room to be recorded: the
+    /// reservation is a file of that size beside the state, removed the
+    /// moment a journal write finds no room (and at the end). Without the
+    /// room, apply refuses to start: nothing has changed on Cloudflare yet.
+    pub fn reserve(&mut self, bytes: u64) -> Result<(), StateError> {
+        let path = reserve_path(&self.path);
+        let fill = || -> io::Result<()> {
+            let mut f = create_private(&path, true)?;
+            let chunk = vec![0u8; 64 * 1024];
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                f.write_all(&chunk[..n])?;
+                left -= n as u64;
+            }
+            f.sync_all()
+        };
+        match fill() {
+            Ok(()) => {
+                tracing::info!(reserve = %path.display(), bytes, "room for the journal reserved");
+                self.reserve = Some(path);
+                Ok(())
+            }
+            Err(source) => {
+                let _ = fs::remove_file(&path);
+                Err(StateError::NoRoom {
+                    path: self.path.clone(),
+                    needed: bytes,
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Gives the reserved room back to the filesystem; true if there was any.
+    fn release(&mut self) -> bool {
+        match self.reserve.take() {
+            Some(p) => {
+                let _ = fs::remove_file(&p);
+                tracing::info!(reserve = %p.display(), "reserved room released");
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Starts a journal on top of `state` as loaded (journal replayed).
     /// A state that does not exist yet, or that a replayed journal changed,
     /// is first written whole, so the new journal extends a file on disk.
@@ -507,7 +593,10 @@ impl Journal {
             }
             Some(_) => {}
         }
+        // Room a killed apply held is free again.
+        let _ = fs::remove_file(reserve_path(path));
         Ok(Journal {
+            reserve: None,
             path: path.to_path_buf(),
             file: None,
             lineage: state.lineage.clone(),
@@ -559,11 +648,20 @@ impl Journal {
                 .map_err(werr)?;
             self.file = Some(f);
         }
-        let f = self.file.as_mut().expect("opened above");
         let started = std::time::Instant::now();
-        f.write_all(&line)
-            .and_then(|_| f.sync_data())
-            .map_err(werr)?;
+        if let Err(e) = self.append(&line) {
+            // Full (or failing): the reserved room goes back to the
+            // filesystem, and the line is written again into it.
+            if !self.release() {
+                state.serial -= 1;
+                return Err(werr(e));
+            }
+            tracing::warn!(error = %e, "journal write failed; retrying in the reserved room");
+            if let Err(e) = self.append(&line) {
+                state.serial -= 1;
+                return Err(werr(e));
+            }
+        }
         tracing::debug!(
             serial = state.serial,
             changes = self.staged.len(),
@@ -576,6 +674,21 @@ impl Journal {
         self.staged.clear();
         self.bytes_written += line.len() as u64;
         Ok(())
+    }
+
+    /// Appends one whole line and makes it durable; on failure the file is
+    /// cut back to where it was, so a half-written line never sits before
+    /// the next one (which replay would refuse as damage).
+    fn append(&mut self, line: &[u8]) -> io::Result<()> {
+        let f = self.file.as_mut().expect("opened by commit");
+        let before = f.metadata()?.len();
+        let result = f.write_all(line).and_then(|_| f.sync_data());
+        if result.is_err() {
+            let _ = f.set_len(before).and_then(|_| f.sync_data());
+            use std::io::Seek;
+            let _ = f.seek(io::SeekFrom::End(0));
+        }
+        result
     }
 
     /// Stages and commits one change: for callers that change one tunnel
@@ -591,6 +704,8 @@ impl Journal {
     pub fn finish(mut self, state: &mut State) -> Result<u64, StateError> {
         self.commit(state)?;
         self.file = None;
+        // The final write takes the room the journal held.
+        self.release();
         // Replaying the journal gives the same keys with per-record lists.
         state.compact_recipients();
         if self.records > 0 {
@@ -623,11 +738,33 @@ impl Journal {
 mod tests {
     use super::*;
 
+    /// The room held for an apply is a file of that size beside the state,
+    /// gone when the journal finishes or is dropped, and left by no one.
+    #[test]
+    fn reserved_room_never_outlives_its_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("psk.state.json");
+        let mut s = State::new(vec![]);
+        let mut j = Journal::open(&path, &mut s).unwrap();
+        j.reserve(100_000).unwrap();
+        assert_eq!(fs::metadata(reserve_path(&path)).unwrap().len(), 100_000);
+        j.finish(&mut s).unwrap();
+        assert!(!reserve_path(&path).exists());
+        let mut j = Journal::open(&path, &mut s).unwrap();
+        j.reserve(10).unwrap();
+        drop(j);
+        assert!(!reserve_path(&path).exists());
+        // One a killed apply left is removed by the next.
+        fs::write(reserve_path(&path), b"x").unwrap();
+        let _j = Journal::open(&path, &mut s).unwrap();
+        assert!(!reserve_path(&path).exists());
+    }
+
     #[test]
     fn save_load_backup_and_serial() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("psk.state.json");
-        assert!(load(&path).unwrap().is_none());
+        assert!(load(&path, NewState::IfNoTraces).unwrap().is_none());
         let mut s = State::new(vec![]);
         save(&path, &mut s).unwrap();
         assert_eq!(s.serial, 1);
@@ -636,7 +773,7 @@ mod tests {
         save(&path, &mut s).unwrap();
         assert_eq!(s.serial, 2);
         assert_eq!(fs::read(backup_path(&path)).unwrap(), first);
-        assert_eq!(load(&path).unwrap().unwrap(), s);
+        assert_eq!(load(&path, NewState::IfNoTraces).unwrap().unwrap(), s);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -660,16 +797,16 @@ mod tests {
         let good = fs::read(&path).unwrap();
 
         fs::write(&path, &good[..good.len() / 2]).unwrap();
-        let e = load(&path).unwrap_err().to_string();
+        let e = load(&path, NewState::IfNoTraces).unwrap_err().to_string();
         assert!(e.contains("truncated") && e.contains("line"), "{e}");
         assert!(e.contains("psk.state.json.backup"), "{e}");
 
         fs::write(&path, b"{\"version\": 1, \"lineage\": 5}").unwrap();
-        let e = load(&path).unwrap_err().to_string();
+        let e = load(&path, NewState::IfNoTraces).unwrap_err().to_string();
         assert!(e.contains("wrong type"), "{e}");
 
         fs::write(&path, b"{\n  \"lineage\": \"x\",\n  \"version\": 99\n}").unwrap();
-        let e = load(&path).unwrap_err().to_string();
+        let e = load(&path, NewState::IfNoTraces).unwrap_err().to_string();
         assert!(e.contains("version 99 (line 3)"), "{e}");
         assert!(e.contains("psk.state.json.backup"), "{e}");
     }
@@ -706,12 +843,12 @@ mod tests {
         j.record(&mut s, &key(1)).unwrap();
         // Until finish, the state file is untouched and load replays.
         assert_eq!(fs::read(&path).unwrap(), base);
-        assert_eq!(load(&path).unwrap().unwrap(), s);
+        assert_eq!(load(&path, NewState::IfNoTraces).unwrap().unwrap(), s);
         assert_eq!(s.serial, 5);
         drop(j); // as if psk died here
 
         // The next writer folds the replayed journal in before its own.
-        let mut again = load(&path).unwrap().unwrap();
+        let mut again = load(&path, NewState::IfNoTraces).unwrap().unwrap();
         let j = Journal::open(&path, &mut again).unwrap();
         assert!(!journal_path(&path).exists());
         assert_eq!(fs::read(backup_path(&path)).unwrap(), base);
@@ -724,7 +861,7 @@ mod tests {
             "nothing new to write"
         );
 
-        let mut s = load(&path).unwrap().unwrap();
+        let mut s = load(&path, NewState::IfNoTraces).unwrap().unwrap();
         let mut j = Journal::open(&path, &mut s).unwrap();
         change(&mut s, 7);
         j.record(&mut s, &key(7)).unwrap();
@@ -748,18 +885,24 @@ mod tests {
 
         // A crash in the middle of the second append.
         fs::write(&jp, &full[..first_len + 10]).unwrap();
-        assert_eq!(load(&path).unwrap().unwrap(), after_first);
+        assert_eq!(
+            load(&path, NewState::IfNoTraces).unwrap().unwrap(),
+            after_first
+        );
         // Or a second line the disk filled with zeros.
         let mut zeroed = full[..first_len].to_vec();
         zeroed.extend(std::iter::repeat_n(0u8, 20));
         zeroed.push(b'\n');
         fs::write(&jp, &zeroed).unwrap();
-        assert_eq!(load(&path).unwrap().unwrap(), after_first);
+        assert_eq!(
+            load(&path, NewState::IfNoTraces).unwrap().unwrap(),
+            after_first
+        );
         // A damaged first line before a good one is not a torn write.
         let mut damaged = b"{garbage}\n".to_vec();
         damaged.extend_from_slice(&full[first_len..]);
         fs::write(&jp, &damaged).unwrap();
-        let e = load(&path).unwrap_err().to_string();
+        let e = load(&path, NewState::IfNoTraces).unwrap_err().to_string();
         assert!(
             e.contains("psk.state.json.journal is damaged at line 1"),
             "{e}"
@@ -775,13 +918,13 @@ mod tests {
             j.stage(&key(i));
         }
         // Staged is not durable: a reader sees nothing yet.
-        assert_eq!(load(&path).unwrap().unwrap(), before);
+        assert_eq!(load(&path, NewState::IfNoTraces).unwrap().unwrap(), before);
         j.commit(&mut s).unwrap();
         assert_eq!(s.serial, before.serial + 1, "one serial per commit");
         assert_eq!(j.commits(), 1);
         let journal = fs::read(journal_path(&path)).unwrap();
         assert_eq!(journal.iter().filter(|b| **b == b'\n').count(), 1);
-        assert_eq!(load(&path).unwrap().unwrap(), s);
+        assert_eq!(load(&path, NewState::IfNoTraces).unwrap().unwrap(), s);
         // Nothing staged, nothing written.
         j.commit(&mut s).unwrap();
         assert_eq!(fs::read(journal_path(&path)).unwrap(), journal);
@@ -799,7 +942,10 @@ mod tests {
         };
         j.finish(&mut s).unwrap();
         assert_eq!(s, expected);
-        assert_eq!(load(&path).unwrap().unwrap(), expected);
+        assert_eq!(
+            load(&path, NewState::IfNoTraces).unwrap().unwrap(),
+            expected
+        );
         assert!(!journal_path(&path).exists());
     }
 
@@ -822,7 +968,11 @@ mod tests {
         // its fsync never returned and nothing acted on it.
         for cut in [first_len + 1, (first_len + full.len()) / 2, full.len() - 1] {
             fs::write(&jp, &full[..cut]).unwrap();
-            assert_eq!(load(&path).unwrap().unwrap(), after_first, "cut at {cut}");
+            assert_eq!(
+                load(&path, NewState::IfNoTraces).unwrap().unwrap(),
+                after_first,
+                "cut at {cut}"
+            );
         }
     }
 
@@ -836,7 +986,7 @@ mod tests {
         // As if psk died after the final rename, before removing the journal.
         fs::write(journal_path(&path), journal).unwrap();
         change(&mut s, 0);
-        assert_eq!(load(&path).unwrap().unwrap(), s);
+        assert_eq!(load(&path, NewState::IfNoTraces).unwrap().unwrap(), s);
     }
 
     #[test]
@@ -844,7 +994,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("psk.state.json");
         fs::write(journal_path(&path), b"{}\n").unwrap();
-        let e = load(&path).unwrap_err().to_string();
+        let e = load(&path, NewState::IfNoTraces).unwrap_err().to_string();
         assert!(e.contains("no state file"), "{e}");
     }
 

@@ -67,6 +67,25 @@ async fn a_403_names_the_permissions_needed() {
         t.contains("\"Magic WAN Write\" or \"Magic Transit Write\""),
         "{t}"
     );
+    // A token of another account is refused alike: the hint says so.
+    assert!(t.contains("check `account_id` in psk.yaml"), "{t}");
+}
+
+#[tokio::test]
+async fn a_refused_connection_points_at_the_base_url_and_the_sandbox() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let err = client(&format!("http://{closed}/client/v4"))
+        .list_tunnels(ACCOUNT)
+        .await
+        .unwrap_err();
+    let t = text(&err);
+    assert!(t.contains("could not connect"), "{t}");
+    assert!(t.contains("CLOUDFLARE_BASE_URL"), "{t}");
+    assert!(t.contains("`psk sandbox`"), "{t}");
+    assert!(t.contains("--sandbox"), "{t}");
 }
 
 #[tokio::test]

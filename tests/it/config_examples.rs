@@ -137,31 +137,47 @@ fn the_fleet_is_three_accounts_of_site_pairs_with_windows_and_both_generators() 
     );
 }
 
+/// What the GitHub example promises in its README. The flags of every psk
+/// command line in it are checked by `workflows.rs`, the workflows
+/// themselves by actionlint (.ci/run).
 #[test]
-fn the_github_workflows_use_commands_psk_has() {
+fn the_github_workflows_do_what_their_readme_says() {
     let dir = root().join("examples/github-actions/.github/workflows");
-    let plan = std::fs::read_to_string(dir.join("psk-plan.yml")).unwrap();
-    let apply = std::fs::read_to_string(dir.join("psk-apply.yml")).unwrap();
-    for (name, text) in [("psk-plan.yml", &plan), ("psk-apply.yml", &apply)] {
+    let read = |name: &str| {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
         let doc: serde_yaml::Value =
-            serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(doc["jobs"].is_mapping(), "{name} has jobs");
-        assert!(text.contains("uses: actions/checkout@v4"), "{name}");
-    }
+        // psk comes from the cached install action, never built every run.
+        assert!(!text.contains("run: cargo install"), "{name}");
+        assert!(
+            text.contains("uses: ./.github/actions/install-psk"),
+            "{name}"
+        );
+        (text, doc)
+    };
+    let (plan, _) = read("psk-plan.yml");
+    let (apply, apply_doc) = read("psk-apply.yml");
+    let (rotate, rotate_doc) = read("psk-rotate.yml");
     assert!(plan.contains("psk plan --format markdown --out plan.json"));
-    assert!(plan.contains("uses: actions/upload-artifact@v4"));
     assert!(plan.contains("gh pr comment"));
     assert!(apply.contains("gh run download"));
     assert!(apply.contains("run: psk apply plan.json"));
     assert!(apply.contains("git add psk.state.json"));
 
-    // The flags the workflows pass exist in this psk.
-    let (code, help, _) = psk(&["plan", "--help"]);
-    assert_eq!(code, 0);
-    for flag in ["--format", "markdown", "--out", "--expires-in"] {
-        assert!(help.contains(flag), "psk plan --help lacks {flag}");
+    // The scheduled rotation: a cron, one concurrency group with apply,
+    // never cancelled, a documented switch, the state committed always.
+    assert!(rotate_doc["on"]["schedule"][0]["cron"].is_string());
+    for doc in [&apply_doc, &rotate_doc] {
+        assert_eq!(doc["concurrency"]["group"], "psk-apply");
+        assert_eq!(doc["concurrency"]["cancel-in-progress"], false);
     }
-    let (code, help, _) = psk(&["apply", "--help"]);
-    assert_eq!(code, 0);
-    assert!(help.contains("[FILE]"), "psk apply takes a saved plan");
+    assert!(rotate.contains("vars.PSK_ROTATION_MODE || 'apply'"));
+    assert!(rotate.contains("gh pr create"));
+    assert!(rotate.contains("if: always() && steps.plan.outputs.changes == 'true'"));
+    assert!(apply.contains("psk-rotation.plan.json"));
+
+    let action = root().join("examples/github-actions/.github/actions/install-psk/action.yml");
+    let action = std::fs::read_to_string(action).unwrap();
+    assert!(action.contains("key: psk-${{ runner.os }}-${{ runner.arch }}-${{ inputs.version }}"));
 }

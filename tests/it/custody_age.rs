@@ -141,7 +141,7 @@ fn a_wrong_identity_exits_1_says_what_to_do_and_changes_nothing() {
     {
         use age::secrecy::ExposeSecret;
         let id = age::x25519::Identity::generate();
-        std::fs::write(&other, format!("{}\n", id.to_string().expose_secret())).unwrap();
+        write_private(&other, &format!("{}\n", id.to_string().expose_secret()));
     }
     let o = other.to_str().unwrap();
     let mut messages = String::new();

@@ -270,13 +270,17 @@ fn keys_rotated_after_a_recipient_change_need_no_reseal() {
 fn import_adopts_a_known_psk_from_stdin() {
     let env = applied(2);
     let known = issued(&env, 1);
-    // Start over, as on day one: psk knows nothing of the fleet.
+    // Start over, as on day one: psk knows nothing of the fleet (its lock
+    // file is left, so starting over must be asked for).
     std::fs::remove_file(env.state_path()).unwrap();
     std::fs::remove_file(env.path("psk.state.json.backup")).unwrap();
     let lists = env.sandbox().counters.list.load(Ordering::Relaxed);
 
     let run = env
-        .run_stdin(&["import", "tunnel-01"], &format!("{known}\n"))
+        .run_stdin(
+            &["import", "tunnel-01", "--new-state"],
+            &format!("{known}\n"),
+        )
         .success();
     env.assert_no_secrets(&run.all());
     assert_eq!(
@@ -300,7 +304,7 @@ fn import_adopts_a_known_psk_from_stdin() {
     // A second import is refused unless forced; bad input changes nothing.
     let before = read(&env.state_path());
     let run = env
-        .run_stdin(&["import", "tunnel-01"], "other-key\n")
+        .run_stdin(&["import", "tunnel-01"], "other-key-0123456789\n")
         .failure();
     assert!(run.stderr.contains("--force"), "{run:?}");
     for (input, says) in [
@@ -315,10 +319,13 @@ fn import_adopts_a_known_psk_from_stdin() {
     assert!(run.stderr.contains("no tunnel named `nope`"), "{run:?}");
     assert_eq!(read(&env.state_path()), before);
 
-    env.run_stdin(&["import", "tunnel-01", "--force"], "replaced-key\n")
-        .success();
+    env.run_stdin(
+        &["import", "tunnel-01", "--force"],
+        "replaced-key-0123456789\n",
+    )
+    .success();
     let show = env.run(&["show", "tunnel-01", "-i", env.identity.to_str().unwrap()]);
-    assert_eq!(show.stdout, "replaced-key\n");
+    assert_eq!(show.stdout, "replaced-key-0123456789\n");
 }
 
 #[test]
@@ -331,10 +338,10 @@ fn reseal_and_import_take_the_lock() {
     let id = env.identity.to_str().unwrap();
     for run in [
         env.run(&["reseal", "-i", id]),
-        env.run_stdin(&["import", "tunnel-00", "--force"], "k\n"),
+        env.run_stdin(&["import", "tunnel-00", "--force"], "k0123456789abcdefgh\n"),
         env.run_stdin(
             &["import", "tunnel-00", "--force", "--lock-timeout", "1s"],
-            "k\n",
+            "k0123456789abcdefgh\n",
         ),
     ] {
         let run = run.failure();
@@ -360,8 +367,11 @@ fn import_resets_the_delivery_of_the_old_key() {
     bytes.push(b'\n');
     std::fs::write(env.state_path(), bytes).unwrap();
 
-    env.run_stdin(&["import", "tunnel-00", "--force"], "imported-key\n")
-        .success();
+    env.run_stdin(
+        &["import", "tunnel-00", "--force"],
+        "imported-key-0123456789\n",
+    )
+    .success();
     let rec = &env.state_json()["tunnels"][&key];
     assert!(rec.get("delivery").is_none(), "{rec}");
     assert!(

@@ -63,14 +63,14 @@ fn json_plan_has_the_documented_fields() {
     env.start_sandbox();
     let run = env.run(&["plan", "--format", "json"]).success();
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-    assert_eq!(v["format_version"], "1.1");
+    assert_eq!(v["format_version"], "1.2");
     let actions = v["actions"].as_array().unwrap();
     assert_eq!(actions.len(), 2);
     assert_eq!(actions[0]["name"], "tunnel-00");
     assert_eq!(actions[0]["tunnel_id"], tunnel_id(0));
     assert_eq!(actions[0]["account_id"], ACCOUNT);
     assert_eq!(actions[0]["action"], "generate");
-    assert_eq!(actions[0]["reasons"][0]["code"], "never_rotated");
+    assert_eq!(actions[0]["reasons"][0]["code"], "unknown_live_key");
     assert_eq!(actions[0]["dry_run"]["status"], "accepted");
     assert_eq!(v["summary"]["generate"], 2);
 }

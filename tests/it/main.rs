@@ -6,6 +6,7 @@
 
 mod common;
 
+mod alert_rules;
 mod apply_deliver;
 mod apply_exec;
 mod apply_generators;
@@ -22,10 +23,12 @@ mod config_policy;
 mod contract;
 mod custody_age;
 mod custody_commands;
+mod custody_mistakes;
 mod end_to_end;
 mod faults;
 #[cfg(unix)]
 mod file_modes;
+mod health;
 mod logging;
 mod no_secrets;
 mod plan_review;
@@ -36,3 +39,7 @@ mod sandbox_api;
 mod sandbox_cli;
 mod sdk_conformance;
 mod state_store;
+mod status;
+mod transport;
+mod verify;
+mod workflows;

@@ -82,7 +82,9 @@ fn assert_no_verdict_plan(env: &TestEnv, run: &Run, faulted: u64) {
     // The saved plan, in every format, says the same and is not refused.
     let file = env.path("plan.json");
     let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert_eq!(saved["format_version"], 2, "a plan holding no_verdict");
+    // 2 holds no_verdict; a first plan holds unknown_live_key too (3).
+    let version = saved["format_version"].as_u64().unwrap();
+    assert!(version >= 2, "a plan holding no_verdict: {version}");
     let human = env.run(&["show-plan", file.to_str().unwrap()]).success();
     assert!(human.stdout.contains("NO VERDICT:"), "{human:?}");
     assert!(

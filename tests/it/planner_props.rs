@@ -622,7 +622,7 @@ proptest! {
     }
 
     /// A tunnel psk.yaml does not list is only ever forgotten (state
-    /// only), and only such a tunnel is.
+    /// only) or kept, and only such a tunnel is.
     #[test]
     fn nothing_outside_psk_yaml_but_forget(f in fleet()) {
         let w = world(&f);
@@ -637,12 +637,30 @@ proptest! {
             }
         }
         for d in &p.deferred {
-            prop_assert!(listed.contains(&d.key), "defers outside psk.yaml: {:?}", d);
+            if d.kind == ActionKind::Forget {
+                prop_assert!(!listed.contains(&d.key), "keeps a listed tunnel: {:?}", d);
+            } else {
+                prop_assert!(listed.contains(&d.key), "defers outside psk.yaml: {:?}", d);
+            }
         }
-        // Every forgotten record is forgotten once, untargeted.
+        // Every record gone from psk.yaml (and from Cloudflare's list) is
+        // forgotten once, untargeted; offline (or with no tunnel of its
+        // account left to list), Cloudflare was not asked whether its key
+        // is still live, so each is kept instead.
         if w.options.target.is_none() {
             let forgets = p.actions.iter().filter(|a| a.kind == ActionKind::Forget).count();
-            prop_assert_eq!(forgets, f.gone);
+            let kept: Vec<&Deferral> = (p.deferred.iter())
+                .filter(|d| d.kind == ActionKind::Forget)
+                .map(|d| &d.why)
+                .collect();
+            if w.remote.is_some() && !w.config.tunnels.is_empty() {
+                prop_assert_eq!(forgets, f.gone);
+                prop_assert!(kept.is_empty());
+            } else {
+                prop_assert_eq!(forgets, 0);
+                prop_assert_eq!(kept.len(), f.gone);
+                prop_assert!(kept.iter().all(|w| **w == Deferral::NotAsked));
+            }
         }
     }
 
@@ -727,7 +745,11 @@ proptest! {
             prop_assert_eq!(codes(reasons), e.codes.clone(), "t{}", i);
             let window_opens = deferred.and_then(|d| match d.why {
                 Deferral::Window { opens, .. } => Some(opens),
-                Deferral::Site { .. } => None,
+                // Offline plans: no health, no preflight.
+                Deferral::Site { .. }
+                | Deferral::SiblingDown { .. }
+                | Deferral::StillListed
+                | Deferral::NotAsked => None,
             });
             prop_assert_eq!(window_opens, e.waits_until, "t{} now {}", i, w.now);
         }

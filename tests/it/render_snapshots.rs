@@ -52,6 +52,13 @@ fn full_plan() -> Plan {
             action(1, "fra-primary", ActionKind::Rotate, vec![due], DryRun::Accepted),
             action(2, "ams-new", ActionKind::Generate, vec![Reason::NeverRotated], DryRun::Accepted),
             action(
+                11,
+                "vie-unknown",
+                ActionKind::Generate,
+                vec![Reason::UnknownLiveKey { since: t("2026-08-01T09:00:00Z") }],
+                DryRun::Accepted,
+            ),
+            action(
                 3,
                 "par-drift",
                 ActionKind::Rotate,
@@ -72,7 +79,13 @@ fn full_plan() -> Plan {
                 vec![Reason::Forced],
                 DryRun::NoVerdict(NO_VERDICT.into()),
             ),
-            action(6, "old-site", ActionKind::Forget, vec![Reason::NotInConfig], DryRun::NotRun),
+            action(
+                6,
+                "old-site",
+                ActionKind::Forget,
+                vec![Reason::NotInConfig, Reason::NotListed],
+                DryRun::NotRun,
+            ),
             action(
                 8,
                 "osl-keys",
@@ -118,6 +131,14 @@ fn full_plan() -> Plan {
                     site: "fra".into(),
                     rotating: "fra-primary".into(),
                 },
+            },
+            Deferred {
+                name: "old-but-listed".into(),
+                key: key(12),
+                kind: ActionKind::Forget,
+                reasons: vec![Reason::NotInConfig],
+                policy: String::new(),
+                why: Deferral::StillListed,
             },
         ],
         upcoming: vec![Upcoming {
@@ -285,7 +306,7 @@ fn no_verdict_is_a_warning_in_every_format() {
     insta::assert_snapshot!("no_verdict_markdown", markdown(&plan, None));
     let j = json(&plan);
     let v: serde_json::Value = serde_json::from_str(&j).unwrap();
-    assert_eq!(v["format_version"], "1.1");
+    assert_eq!(v["format_version"], "1.2");
     assert_eq!(v["applyable"], true);
     assert_eq!(v["summary"]["no_verdict"], 1);
     assert_eq!(v["actions"][1]["dry_run"]["status"], "no_verdict");

@@ -61,6 +61,17 @@ pub fn local_config(env: &TestEnv, tunnels: usize) {
     env.write_config(&text);
 }
 
+/// Writes a file only its owner may read, as `age-keygen -o` writes an
+/// identity: psk warns about an identity file others can read.
+pub fn write_private(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
 /// The real binary run in `dir` with an empty environment (PATH aside):
 /// exit code, stdout and stderr.
 pub fn psk_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
@@ -94,7 +105,7 @@ impl TestEnv {
         let id = age::x25519::Identity::generate();
         let recipient = id.to_public().to_string();
         let identity = dir.path().join("identity.txt");
-        std::fs::write(&identity, format!("{}\n", id.to_string().expose_secret())).unwrap();
+        write_private(&identity, &format!("{}\n", id.to_string().expose_secret()));
         std::fs::write(
             dir.path().join("psk.yaml"),
             config_text(&recipient, tunnels, "90d"),
@@ -272,7 +283,9 @@ impl TestEnv {
         let text = std::fs::read_to_string(&self.identity).unwrap();
         let mut ids = psk::seal::Identities::default();
         ids.add_text(&text, "test").unwrap();
-        let Some(state) = psk::state::load(&self.state_path()).unwrap() else {
+        let Some(state) =
+            psk::state::load(&self.state_path(), psk::state::NewState::Allowed).unwrap()
+        else {
             return Default::default();
         };
         let mut sealed = BTreeMap::new();
@@ -308,6 +321,7 @@ pub fn require_tool(tool: &str) {
     let install = match tool {
         "age" | "age-keygen" => "the `age` package (`apt-get install age`)",
         "ssh-keygen" => "OpenSSH's client (`apt-get install openssh-client`)",
+        "promtool" => "Prometheus's `promtool` (`apt-get install prometheus`)",
         _ => panic!("require_tool: say how to install `{tool}`, and install it in .ci/run"),
     };
     assert!(
