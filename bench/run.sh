@@ -6,6 +6,8 @@
 #   bench/run.sh --baseline-max 1000  # largest fleet the bash loop runs on
 #   bench/run.sh --rate               # only the rate-limit run (120/30 s)
 #   bench/run.sh --rate-tunnels 300
+#   bench/run.sh --limits "300 2000" # the reviewed flow at psk's defaults
+#                                    # against Cloudflare's limits (issue 20)
 #
 # For each latency, fleet size and generator: a fresh sandbox, then
 # `plan --offline`, `plan --out FILE`, `apply FILE` (the saved plan), `plan
@@ -15,14 +17,17 @@
 # its peak RSS (/usr/bin/time) and the bytes it wrote (wchar from
 # /proc/PID/io, minus its stdout/stderr: state, backup, journal and lock).
 # The baseline loop (bench/baseline.sh) runs against the same sandbox.
-# psk runs with --rate-limit 1000000/1s in these runs, as the sandbox
-# limits nothing there; the rate-limit run uses the real pacing.
+# psk runs at its defaults against a sandbox with Cloudflare's limits
+# (1,200 per 5 minutes per token, announced in headers; 200/s per IP),
+# unless --lifted: then the sandbox limits nothing and psk runs with
+# --rate-limit 1000000/1s --ip-limit 1000000/1, to measure psk's own cost
+# (rows measured so must say so). --parallelism N overrides psk's default.
 # Output: one TSV line per measurement on stdout and in $OUT/results.tsv.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 sizes="100 1000" latencies="0 20" baseline_max=1000 rate_only=0 rate_tunnels=300
-parallelism=10 out=""
+parallelism="" out="" limits="" limits_latency=20 lifted=0
 while (($#)); do
   case $1 in
     --sizes) sizes=$2; shift 2 ;;
@@ -31,6 +36,9 @@ while (($#)); do
     --rate) rate_only=1; shift ;;
     --rate-tunnels) rate_tunnels=$2; shift 2 ;;
     --parallelism) parallelism=$2; shift 2 ;;
+    --limits) limits=$2; shift 2 ;;
+    --lifted) lifted=1; shift ;;
+    --limits-latency) limits_latency=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     *) echo "unknown option $1 (see the top of $0)" >&2; exit 1 ;;
   esac
@@ -48,9 +56,9 @@ results=$out/results.tsv
 printf 'tunnels\tlatency_ms\tgenerator\tcommand\twall_s\trequests\tstatus_429\tpeak_rss_kb\tbytes_written\n' | tee "$results"
 
 sandbox_pid=""
-start_sandbox() { # config latency rate counters
+start_sandbox() { # config latency rate counters [ip-rate]
   : >"$4"
-  "$sandbox" "$1" "$2" "$3" "$4" >"$4.url" &
+  "$sandbox" "$1" "$2" "$3" "$4" ${5:+"$5"} >"$4.url" &
   sandbox_pid=$!
   for _ in $(seq 200); do
     [[ -s "$4.url" && -s "$4" ]] && break
@@ -93,13 +101,37 @@ measure() {
     "$(echo "$t1 - $t0" | bc -l)" $((req1 - req0)) $((r4291 - r4290)) "$rss" "$wrote" | tee -a "$results"
 }
 
+if [[ -n $limits ]]; then
+  # psk's defaults (no --rate-limit, --parallelism or --ip-limit) against a
+  # sandbox with Cloudflare's limits: 1,200 per 5 minutes per token,
+  # announced in Ratelimit headers, and 200 per second per IP.
+  for n in $limits; do
+    dir=$out/limits-$n
+    mkdir -p "$dir"
+    "$here/fleet.sh" "$n" cloudflare "$recipient" >"$dir/psk.yaml"
+    start_sandbox "$dir/psk.yaml" "$limits_latency" 1200/300 "$dir/counters.json" 200/1
+    measure "$dir/plan" "$n" "$limits_latency" cloudflare plan@defaults "$dir/counters.json" -- \
+      "$psk" -c "$dir/psk.yaml" plan --out "$dir/saved.plan"
+    measure "$dir/apply-saved" "$n" "$limits_latency" cloudflare apply-saved-plan@defaults "$dir/counters.json" -- \
+      "$psk" -c "$dir/psk.yaml" apply "$dir/saved.plan" --json
+    stop_sandbox
+    # Requests / (time x the binding rate): 200/s while the run fits the
+    # 1,200-request window, 1,200 per 300 s beyond it.
+    tail -2 "$results" | awk -F'\t' -v n="$n" '{ w += $5; r += $6; e += $7 }
+      END { rate = (r <= 1200) ? 200 : 4;
+        printf "limits: %d tunnels, plan --out + apply FILE: %d requests in %.3f s, %d 429s, %.2f requests per rotated tunnel, %.0f%% of the binding limit (%s/s)\n",
+          n, r, w, e, r / n, 100 * r / (w * rate), rate }' | tee -a "$out/limits.txt"
+  done
+  exit 0
+fi
+
 if ((rate_only)); then
   dir=$out/rate-$rate_tunnels
   mkdir -p "$dir"
   "$here/fleet.sh" "$rate_tunnels" cloudflare "$recipient" >"$dir/psk.yaml"
   start_sandbox "$dir/psk.yaml" 0 120/30 "$dir/counters.json"
   measure "$dir/apply" "$rate_tunnels" 0 cloudflare "apply@120/30s" "$dir/counters.json" -- \
-    "$psk" -c "$dir/psk.yaml" --rate-limit 120/30s apply --auto-approve --json --parallelism "$parallelism"
+    "$psk" -c "$dir/psk.yaml" --rate-limit 120/30s apply --auto-approve --json ${parallelism:+--parallelism "$parallelism"}
   stop_sandbox
   line=$(tail -1 "$results")
   wall=$(cut -f5 <<<"$line") reqs=$(cut -f6 <<<"$line") r429=$(cut -f7 <<<"$line")
@@ -108,26 +140,38 @@ if ((rate_only)); then
   exit 0
 fi
 
+psk_limits=()
+((lifted)) && psk_limits=(--rate-limit 1000000/1s --ip-limit 1000000/1)
+start_fleet_sandbox() { # dir latency
+  if ((lifted)); then
+    start_sandbox "$1/psk.yaml" "$2" none "$1/counters.json"
+  else
+    start_sandbox "$1/psk.yaml" "$2" 1200/300 "$1/counters.json" 200/1
+  fi
+}
 for lat in $latencies; do
   for n in $sizes; do
     for gen in cloudflare local; do
       dir=$out/n$n-l$lat-$gen
       mkdir -p "$dir"
       "$here/fleet.sh" "$n" "$gen" "$recipient" >"$dir/psk.yaml"
-      start_sandbox "$dir/psk.yaml" "$lat" none "$dir/counters.json"
-      common=("$psk" -c "$dir/psk.yaml" --rate-limit 1000000/1s)
+      start_fleet_sandbox "$dir" "$lat"
+      common=("$psk" -c "$dir/psk.yaml" ${psk_limits[@]+"${psk_limits[@]}"} ${parallelism:+--parallelism "$parallelism"})
       measure "$dir/plan-offline" "$n" "$lat" "$gen" plan--offline "$dir/counters.json" -- "${common[@]}" plan --offline
       # The reviewed flow: a saved plan (refresh and dry runs), applied as is.
-      measure "$dir/plan" "$n" "$lat" "$gen" plan "$dir/counters.json" -- "${common[@]}" plan --parallelism "$parallelism" --out "$dir/saved.plan"
-      measure "$dir/apply-saved" "$n" "$lat" "$gen" apply-saved-plan "$dir/counters.json" -- "${common[@]}" apply "$dir/saved.plan" --json --parallelism "$parallelism"
+      measure "$dir/plan" "$n" "$lat" "$gen" plan "$dir/counters.json" -- "${common[@]}" plan --out "$dir/saved.plan"
+      measure "$dir/apply-saved" "$n" "$lat" "$gen" apply-saved-plan "$dir/counters.json" -- "${common[@]}" apply "$dir/saved.plan" --json
       measure "$dir/plan-offline-after" "$n" "$lat" "$gen" plan--offline-after-apply "$dir/counters.json" -- "${common[@]}" plan --offline
       # `apply` alone, on a fresh edge and no state: plans (refresh and dry
       # runs), then applies.
       stop_sandbox
       rm -f "$dir"/psk.state.json*
-      start_sandbox "$dir/psk.yaml" "$lat" none "$dir/counters.json"
-      measure "$dir/apply" "$n" "$lat" "$gen" apply "$dir/counters.json" -- "${common[@]}" apply --auto-approve --json --parallelism "$parallelism"
+      start_fleet_sandbox "$dir" "$lat"
+      measure "$dir/apply" "$n" "$lat" "$gen" apply "$dir/counters.json" -- "${common[@]}" apply --auto-approve --json
       if [[ $gen == cloudflare ]] && ((n <= baseline_max)); then
+        # A fresh budget for the loop too.
+        stop_sandbox
+        start_fleet_sandbox "$dir" "$lat"
         measure "$dir/baseline" "$n" "$lat" bash-loop baseline "$dir/counters.json" -- \
           "$here/baseline.sh" "$CLOUDFLARE_BASE_URL" "$account" "$n" "$recipient" "$dir/baseline-sealed"
       fi

@@ -3,7 +3,11 @@
 //! benchmark needs requests made and 429s sent per command and the real
 //! `psk sandbox` keeps its counters to itself.
 //!
-//! `bench_sandbox CONFIG LATENCY_MS RATE|none COUNTERS_FILE`
+//! `bench_sandbox CONFIG LATENCY_MS RATE|none COUNTERS_FILE [IP_RATE]`
+//!
+//! RATE is the token's limit (announced in `Ratelimit` headers, 429 past
+//! it), IP_RATE the per-IP limit (429 past it); Cloudflare's are 1200/300
+//! and 200/1.
 //!
 //! Prints `export CLOUDFLARE_BASE_URL=...` on stdout once listening on a
 //! free loopback port, then serves until killed.
@@ -29,6 +33,7 @@ fn snapshot(c: &Counters) -> String {
         "bulk_validate": g(&c.bulk_validate),
         "unauthorized": g(&c.unauthorized),
         "rate_limited": g(&c.rate_limited),
+        "ip_limited": g(&c.ip_limited),
         "failed": g(&c.failed),
         "dropped": g(&c.dropped),
     })
@@ -38,10 +43,20 @@ fn snapshot(c: &Counters) -> String {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [config, latency, rate, counters] = args.as_slice() else {
-        eprintln!("usage: bench_sandbox CONFIG LATENCY_MS RATE|none COUNTERS_FILE");
-        std::process::exit(1);
+    let (config, latency, rate, counters, ip) = match args.as_slice() {
+        [c, l, r, k] => (c, l, r, k, None),
+        [c, l, r, k, ip] => (c, l, r, k, Some(ip)),
+        _ => {
+            eprintln!("usage: bench_sandbox CONFIG LATENCY_MS RATE|none COUNTERS_FILE [IP_RATE]");
+            std::process::exit(1);
+        }
     };
+    let ip_limit = ip.map(|ip| {
+        ip.parse::<RateLimit>().unwrap_or_else(|e| {
+            eprintln!("{e}");
+            std::process::exit(1);
+        })
+    });
     let config = Config::load(std::path::Path::new(config)).unwrap_or_else(|e| {
         eprintln!("{e}");
         std::process::exit(1);
@@ -57,6 +72,7 @@ async fn main() {
     let options = SandboxOptions {
         latency: Duration::from_millis(latency.parse().expect("latency in ms")),
         rate_limit,
+        ip_limit,
         ..SandboxOptions::default()
     };
     let sb = Arc::new(Sandbox::from_config(&config, None, &options).expect("sandbox"));

@@ -189,7 +189,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            parallelism: 10,
+            parallelism: crate::cloudflare::DEFAULT_PARALLELISM,
             stop: Stop::default(),
         }
     }

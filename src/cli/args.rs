@@ -67,8 +67,11 @@ pub struct GlobalArgs {
     retries: u32,
 
     /// Most API requests psk sends in any window of this length, across all
-    /// its concurrent requests. The default is Cloudflare's own limit, which
-    /// a 429 turns into a 5-minute block of the whole token.
+    /// its concurrent requests and retries: an exact any-window limit, so a
+    /// run that fits goes at full speed. The default is Cloudflare's limit
+    /// per token, which a 429 turns into a 5-minute block of the whole
+    /// token. A stricter quota the API announces (`Ratelimit-Policy`), or
+    /// fewer requests left (`Ratelimit`), wins.
     #[arg(
         long,
         global = true,
@@ -78,10 +81,22 @@ pub struct GlobalArgs {
     )]
     rate_limit: RateLimit,
 
+    /// The per-IP ceiling: psk paces its requests at 95% of it. The
+    /// default is Cloudflare's 200 requests a second per client address.
+    #[arg(
+        long,
+        global = true,
+        value_name = "N/DURATION",
+        default_value = "200/1",
+        help_heading = "Network"
+    )]
+    ip_limit: RateLimit,
+
     /// Most API requests in flight at once (per-tunnel dry runs, rotations
-    /// in apply, chunks of a bulk PSK set). Tunnels of one site never
-    /// rotate at the same time.
-    #[arg(id = "api_parallelism", long = "parallelism", global = true, value_name = "N", default_value_t = 10,
+    /// in apply, chunks of a bulk PSK set). The default reaches the per-IP
+    /// ceiling at 300 ms per answer. Tunnels of one site never rotate at
+    /// the same time.
+    #[arg(id = "api_parallelism", long = "parallelism", global = true, value_name = "N", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Network")]
     parallelism: u32,
 
@@ -109,6 +124,7 @@ impl GlobalArgs {
                 request_timeout: self.request_timeout,
                 retries: self.retries,
                 rate_limit: self.rate_limit,
+                ip_limit: self.ip_limit,
                 parallelism: self.parallelism as usize,
             },
             no_color: self.no_color,
@@ -143,6 +159,7 @@ pub struct Network {
     /// Retries after the first try.
     pub retries: u32,
     pub rate_limit: RateLimit,
+    pub ip_limit: RateLimit,
     pub parallelism: usize,
 }
 
@@ -154,6 +171,7 @@ impl Default for Network {
             request_timeout: o.request_timeout,
             retries: o.retry.max_attempts - 1,
             rate_limit: o.rate_limit,
+            ip_limit: o.ip_limit,
             parallelism: o.parallelism,
         }
     }
@@ -168,6 +186,7 @@ impl Network {
         o.request_timeout = self.request_timeout;
         o.retry.max_attempts = self.retries.saturating_add(1);
         o.rate_limit = self.rate_limit;
+        o.ip_limit = self.ip_limit;
         o.parallelism = self.parallelism;
         o.announce_waits = true;
         o

@@ -50,11 +50,36 @@ pub struct SandboxArgs {
           help_heading = "Misbehaviour")]
     drop_rate: f64,
 
-    /// Allow N requests in any window of SECONDS; past that, answer 429
-    /// with `retry-after` and refuse everything for the next SECONDS, as
-    /// Cloudflare does (its limit is 1200/300).
+    /// The token's limit: N requests in any window of SECONDS, announced on
+    /// every answer in Cloudflare's `Ratelimit` and `Ratelimit-Policy`
+    /// headers; past it, answer 429 with `retry-after` and refuse
+    /// everything for the next SECONDS, as Cloudflare does (its limit is
+    /// 1200/300).
     #[arg(long, value_name = "N/SECONDS", help_heading = "Misbehaviour")]
     rate_limit: Option<crate::cloudflare::RateLimit>,
+
+    /// The per-IP limit: more than N requests from one address in any
+    /// window of SECONDS are answered 429 (Cloudflare's is 200/1). Not
+    /// announced in headers, as at Cloudflare.
+    #[arg(long, value_name = "N/SECONDS", help_heading = "Misbehaviour")]
+    ip_limit: Option<crate::cloudflare::RateLimit>,
+
+    /// Keep `--rate-limit` but do not announce it in headers, as the API
+    /// did before September 2025.
+    #[arg(long, requires = "rate_limit", help_heading = "Misbehaviour")]
+    no_rate_limit_headers: bool,
+
+    /// Other clients of the same token spend its `--rate-limit` budget at
+    /// this steady rate (they never go past it themselves). At any time,
+    /// `curl -X POST URL/sandbox/spend -d '{"requests":N}'` (URL without
+    /// /client/v4) makes them spend N at once.
+    #[arg(
+        long,
+        value_name = "N/SECONDS",
+        requires = "rate_limit",
+        help_heading = "Misbehaviour"
+    )]
+    other_clients: Option<crate::cloudflare::RateLimit>,
 
     /// Seed the misbehaviour's random choices, for a reproducible run.
     #[arg(long, value_name = "N", help_heading = "Misbehaviour")]
@@ -130,6 +155,9 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
         fail_rate: args.fail_rate,
         drop_rate: args.drop_rate,
         rate_limit: args.rate_limit,
+        ip_limit: args.ip_limit,
+        hide_rate_limit_headers: args.no_rate_limit_headers,
+        other_clients: args.other_clients,
         seed: args.seed,
         refuse_changes: args.refuse_changes.iter().cloned().collect(),
         health: sandbox::HealthOptions {

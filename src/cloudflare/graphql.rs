@@ -140,7 +140,8 @@ impl Client {
                 "tunnels": tunnel_names,
             },
         });
-        self.graphql_limiter.acquire().await;
+        // Held until the answer (or the end), so the window counts from it.
+        let _permit = self.graphql_limiter.acquire().await;
         let shown = error::redact_url(&url);
         let resp = self
             .http

@@ -6,9 +6,11 @@
 //! message or a log line: errors hold Cloudflare's codes and messages only.
 //!
 //! Every call goes through `call_counted`: one try at a time under the
-//! shared rate limiter (`limit`), and the retry policy (`retry`) deciding
-//! from the error's [`Failure`] row whether to try again.
+//! shared rate limiter (`limit`, fed by what each answer's headers say of
+//! the budget: `announced`), and the retry policy (`retry`) deciding from
+//! the error's [`Failure`] row whether to try again.
 
+mod announced;
 mod endpoint;
 mod error;
 mod graphql;
@@ -27,9 +29,10 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use announced::{Announcement, Remaining};
 pub use error::{ApiError, ApiMessage, Failure};
 pub use graphql::{GraphqlError, HealthByTunnel, GRAPHQL_RATE_LIMIT, HEALTH_QUERY};
-pub use limit::{Limiter, RateLimit};
+pub use limit::{Cause, Limiter, Permit, RateLimit};
 pub use retry::RetryPolicy;
 
 use crate::seal::Psk;
@@ -41,6 +44,11 @@ pub const DEFAULT_BASE_URL: &str = "https://api.cloudflare.com/client/v4";
 /// most 100 tunnels with an unknown outcome) while a 1,000-tunnel fleet
 /// still takes only 10 of the 1,200 requests per 5 minutes.
 pub const BULK_CHUNK: usize = 100;
+
+/// Requests in flight by default: enough to reach the per-IP ceiling of
+/// 200 a second at 300 ms per answer (Little's law: 200/s x 0.3 s = 60), so
+/// the binding limit is what stops psk, not its own parallelism.
+pub const DEFAULT_PARALLELISM: usize = 64;
 
 /// Environment variable that zeroes every retry delay; for tests.
 pub const NO_RETRY_DELAY_ENV: &str = "PSK_TEST_NO_RETRY_DELAY";
@@ -253,14 +261,17 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub retry: RetryPolicy,
-    /// Shared by every request of the client and of its clones.
+    /// The token's budget, shared by every request of the client and of
+    /// its clones.
     pub rate_limit: RateLimit,
+    /// The per-IP ceiling, kept as a pace.
+    pub ip_limit: RateLimit,
     /// At most this many requests in flight, for callers that pass
     /// [`Client::parallelism`] to [`concurrently`].
     pub parallelism: usize,
-    /// Say on stderr when psk waits a second or more before a retry, so a
-    /// long `Retry-After` does not look like a hang. The note names the
-    /// status and the wait, never a URL, body or header.
+    /// Say on stderr when psk waits a second or more, for budget or before
+    /// a retry, so a long wait does not look like a hang. The note names
+    /// the cause and the wait, never a URL, body or header.
     pub announce_waits: bool,
 }
 
@@ -272,7 +283,8 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(60),
             retry: RetryPolicy::default(),
             rate_limit: RateLimit::CLOUDFLARE,
-            parallelism: 10,
+            ip_limit: RateLimit::CLOUDFLARE_IP,
+            parallelism: DEFAULT_PARALLELISM,
             announce_waits: false,
         }
     }
@@ -378,8 +390,16 @@ impl Client {
             http,
             base: options.base_url.trim_end_matches('/').to_string(),
             retry: options.retry,
-            limiter: Arc::new(Limiter::new(options.rate_limit)),
-            graphql_limiter: Arc::new(Limiter::new(GRAPHQL_RATE_LIMIT)),
+            limiter: Arc::new(Limiter::new(
+                options.rate_limit,
+                options.ip_limit,
+                options.announce_waits,
+            )),
+            graphql_limiter: Arc::new(Limiter::new(
+                GRAPHQL_RATE_LIMIT,
+                options.ip_limit,
+                options.announce_waits,
+            )),
             parallelism: options.parallelism.max(1),
             announce_waits: options.announce_waits,
         })
@@ -562,7 +582,13 @@ impl Client {
                 Ok(v) => return Ok((v, attempt)),
                 Err(failed) => failed,
             };
-            match self.retry.wait_after(attempt, &err, headers.as_ref()) {
+            let wait = self.retry.wait_after(attempt, &err, headers.as_ref());
+            if err.status() == Some(429) {
+                // Cloudflare refuses every request of the token until then,
+                // not only this one.
+                self.limiter.block_for(wait.unwrap_or_default());
+            }
+            match wait {
                 Some(wait) => {
                     self.wait_to_retry(&method, &path, &err, attempt, wait)
                         .await
@@ -592,7 +618,7 @@ impl Client {
         body: Option<&B>,
         attempt: u32,
     ) -> Result<T, (ApiError, Option<HeaderMap>)> {
-        self.limiter.acquire().await;
+        let permit = self.limiter.acquire().await;
         // At trace, a request that hangs shows as a start with no end.
         tracing::trace!(%method, path = %path, attempt, "HTTP request sent");
         let started = std::time::Instant::now();
@@ -608,6 +634,7 @@ impl Client {
             Err(e) => {
                 // A connect error means the request never left; anything
                 // later may have reached Cloudflare.
+                permit.unanswered();
                 let sent = !e.is_connect();
                 let message = error::describe_reqwest(&e);
                 tracing::debug!(
@@ -624,6 +651,7 @@ impl Client {
         };
         let status = resp.status();
         let headers = resp.headers().clone();
+        permit.answered(&Announcement::from_headers(&headers));
         let body = resp.bytes().await;
         // Method, path, status and timing only: never a header or the body
         // (a `psk_generate` answer holds a PSK).

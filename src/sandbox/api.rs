@@ -41,10 +41,38 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
             sandbox.clone(),
             faults::misbehave,
         ))
+        // The sandbox's own controls: outside Cloudflare's paths, and past
+        // the misbehaviour (they are not API requests).
+        .route("/sandbox/spend", post(spend))
         .with_state(sandbox)
 }
 
 type Shared = State<Arc<Sandbox>>;
+
+#[derive(Deserialize)]
+struct Spend {
+    requests: u64,
+}
+
+/// `POST /sandbox/spend {"requests": N}`: other clients of the token spend
+/// N requests of its budget now (as many as it holds).
+async fn spend(State(s): Shared, body: Bytes) -> Response {
+    let Ok(Spend { requests }) = serde_json::from_slice(&body) else {
+        return failure(
+            StatusCode::BAD_REQUEST,
+            1001,
+            "Invalid request body: expected {\"requests\": N}",
+        );
+    };
+    match s.spend_budget(requests) {
+        Some((spent, left)) => success(json!({"spent": spent, "left": left})),
+        None => failure(
+            StatusCode::CONFLICT,
+            1002,
+            "The sandbox has no --rate-limit, so there is no budget to spend",
+        ),
+    }
+}
 
 #[derive(Deserialize)]
 struct ValidateOnly {

@@ -69,8 +69,10 @@ pub struct Counters {
     pub bulk_validate: AtomicU64,
     /// Refused for their credentials: missing, malformed or unknown.
     pub unauthorized: AtomicU64,
-    /// Answered 429 by `rate_limit`.
+    /// Answered 429, by `rate_limit` or `ip_limit`.
     pub rate_limited: AtomicU64,
+    /// Of those, answered 429 by `ip_limit`.
+    pub ip_limited: AtomicU64,
     /// Answered 5xx by `fail_rate`.
     pub failed: AtomicU64,
     /// Handled, then dropped unanswered by `drop_rate`.
@@ -98,6 +100,17 @@ pub struct SandboxOptions {
     /// Cloudflare's rule: more than `requests` in any `window` gets HTTP
     /// 429 with `retry-after`, and every request for the next `window` too.
     pub rate_limit: Option<RateLimit>,
+    /// Cloudflare's per-IP limit: more than `requests` from one client
+    /// address in any `window` gets HTTP 429 with `retry-after` (no block
+    /// beyond the window). Not announced in headers, as at Cloudflare.
+    pub ip_limit: Option<RateLimit>,
+    /// Keep `rate_limit` without announcing it (no `Ratelimit` headers),
+    /// as the API did before September 2025: for tests of what psk does
+    /// when it is not told, and of its 429 handling.
+    pub hide_rate_limit_headers: bool,
+    /// Other clients of the same token spending its `rate_limit` budget at
+    /// this steady rate (never past the limit themselves).
+    pub other_clients: Option<RateLimit>,
     /// Seed for the fault decisions, for reproducible runs. PSKs always come
     /// from the OS's generator.
     pub seed: Option<u64>,
@@ -210,6 +223,14 @@ impl Sandbox {
             credentials: options.credentials.clone(),
             counters: Counters::default(),
         })
+    }
+
+    /// Other clients of the token spend `requests` of its budget at once,
+    /// as far as it holds (they never draw a 429). Returns how many were
+    /// spent and how many are left; `None` when the sandbox has no
+    /// `rate_limit`. Also `POST /sandbox/spend` with `{"requests": N}`.
+    pub fn spend_budget(&self, requests: u64) -> Option<(u64, u32)> {
+        self.faults.spend(requests).map(|(n, left)| (n, left.left))
     }
 
     /// Whether a real change of this tunnel's PSK is to be refused.
@@ -371,10 +392,11 @@ pub fn spawn(listener: tokio::net::TcpListener, sandbox: Arc<Sandbox>) -> std::i
             tokio::select! {
                 _ = &mut rx => break,
                 accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
+                    let Ok((stream, peer)) = accepted else { continue };
                     let app = app.clone();
                     connections.spawn(async move {
-                        let service = hyper::service::service_fn(move |req| {
+                        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                            req.extensions_mut().insert(faults::Peer(peer.ip()));
                             let mut app = app.clone();
                             async move {
                                 let response =

@@ -253,16 +253,82 @@ fn the_sandbox_rate_limit_blocks_like_cloudflare() {
     );
 }
 
-/// psk's limiter keeps 50 concurrent requests under the sandbox's limit:
-/// no 429 at all (and so no 5-minute block). Without it (a limit far above the sandbox's), the same
-/// load is refused.
+/// The sandbox announces the token's budget on every answer, in
+/// Cloudflare's two headers, 429 included; other clients spend from it at
+/// their own rate; the per-IP limit answers 429 without being announced.
+#[test]
+fn the_sandbox_announces_its_budget_and_enforces_the_per_ip_limit() {
+    let mut env = TestEnv::new(1);
+    env.start_sandbox_with(SandboxOptions {
+        rate_limit: Some("5/60".parse().unwrap()),
+        ip_limit: Some("3/60".parse().unwrap()),
+        ..SandboxOptions::default()
+    });
+    let url = format!("{}/accounts/{ACCOUNT}/magic/ipsec_tunnels", env.base_url());
+    let answers = env.block_on(async {
+        let http = reqwest::Client::new();
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            let r = http.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+            let h = |k: &str| r.headers().get(k).map(|v| v.to_str().unwrap().to_string());
+            v.push((r.status().as_u16(), h("ratelimit"), h("ratelimit-policy")));
+        }
+        v
+    });
+    let policy = Some(r#""default";q=5;w=60"#.to_string());
+    for (i, (status, left, p)) in answers[..3].iter().enumerate() {
+        assert_eq!(*status, 200);
+        assert_eq!(left, &Some(format!(r#""default";r={};t=60"#, 4 - i)));
+        assert_eq!(p, &policy);
+    }
+    // The fourth from the same address: refused by the per-IP limit,
+    // which the headers do not announce.
+    assert_eq!(answers[3].0, 429);
+    assert_eq!(answers[3].1, None);
+    let c = &env.sandbox().counters;
+    assert_eq!(c.ip_limited.load(Ordering::Relaxed), 1);
+    // Other clients spend what is left, never more.
+    assert_eq!(env.sandbox().spend_budget(10), Some((2, 0)));
+
+    // Other clients at a steady 20 a second have spent about 10 of 1,000
+    // half a second later.
+    let mut env = TestEnv::new(1);
+    env.start_sandbox_with(SandboxOptions {
+        rate_limit: Some("1000/60".parse().unwrap()),
+        other_clients: Some("20/1".parse().unwrap()),
+        ..SandboxOptions::default()
+    });
+    let url = format!("{}/accounts/{ACCOUNT}/magic/ipsec_tunnels", env.base_url());
+    let left = env.block_on(async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let r = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        psk::cloudflare::Announcement::from_headers(r.headers())
+            .remaining
+            .unwrap()
+            .left
+    });
+    assert!((985..=991).contains(&left), "{left} left");
+}
+
+/// psk keeps 50 concurrent requests under the sandbox's limit with no
+/// margin: an exact limit of 10 per second against the server's 10 draws no
+/// 429 (a request holds its slot until a window after its answer, so jitter
+/// cannot squeeze two windows into one). Lifted, the same load is refused,
+/// unless the server announces its budget: then its word alone keeps psk
+/// under it.
 #[test]
 fn the_client_limiter_keeps_fifty_tasks_under_the_server_limit() {
     let limit: RateLimit = "10/1".parse().unwrap();
-    let fire = |client_limit: RateLimit| {
+    let fire = |client_limit: RateLimit, hide_rate_limit_headers: bool| {
         let mut env = TestEnv::new(1);
         env.start_sandbox_with(SandboxOptions {
             rate_limit: Some(limit),
+            hide_rate_limit_headers,
             ..SandboxOptions::default()
         });
         let options = ClientOptions {
@@ -291,15 +357,64 @@ fn the_client_limiter_keeps_fifty_tasks_under_the_server_limit() {
         let limited = env.sandbox().counters.rate_limited.load(Ordering::Relaxed);
         (results, limited)
     };
-    // The client paces at 8 per second against the sandbox's 10: a margin
-    // of two requests absorbs loopback and scheduling jitter between the
-    // client's clock and the server's.
-    let (ok, limited) = fire("8/1".parse().unwrap());
-    assert_eq!((ok, limited), (50, 0), "paced: every request went through");
-    let (ok, limited) = fire("100000/1".parse().unwrap());
+    let (ok, limited) = fire(limit, true);
+    assert_eq!(
+        (ok, limited),
+        (50, 0),
+        "limited: every request went through"
+    );
+    let (ok, limited) = fire("100000/1".parse().unwrap(), true);
     assert!(
         limited > 0 && ok < 50,
-        "unpaced: {ok} ok, {limited} limited"
+        "lifted, told nothing: {ok} ok, {limited} limited"
+    );
+    let (ok, limited) = fire("100000/1".parse().unwrap(), false);
+    assert_eq!((ok, limited), (50, 0), "lifted, but told the budget");
+}
+
+/// Another client of the token has spent most of its budget
+/// (`/sandbox/spend`): psk waits for what is left, says so, and draws no
+/// 429.
+#[test]
+fn a_budget_spent_by_another_client_draws_no_429_and_the_wait_shows() {
+    let mut env = TestEnv::new(3);
+    env.start_sandbox_with(SandboxOptions {
+        rate_limit: Some("4/2".parse().unwrap()),
+        ..SandboxOptions::default()
+    });
+    let root = env.base_url().trim_end_matches("/client/v4").to_string();
+    let spent: serde_json::Value = env.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{root}/sandbox/spend"))
+            .body(r#"{"requests": 3}"#)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(spent["result"], serde_json::json!({"spent": 3, "left": 1}));
+    for json in [false, true] {
+        let args: &[&str] = if json {
+            &["plan", "--format", "json"]
+        } else {
+            &["plan"]
+        };
+        let run = env.run(args).success();
+        assert!(
+            run.stderr.contains("note: waiting ") && run.stderr.contains(" s for API budget"),
+            "{run:?}"
+        );
+        assert_eq!(
+            run.stderr.matches("note: waiting").count(),
+            1,
+            "once: {run:?}"
+        );
+    }
+    assert_eq!(
+        env.sandbox().counters.rate_limited.load(Ordering::Relaxed),
+        0
     );
 }
 
@@ -329,6 +444,8 @@ fn a_rate_limited_plan_waits_out_the_block_and_says_so() {
     let mut env = TestEnv::new(1);
     env.start_sandbox_with(SandboxOptions {
         rate_limit: Some("1/2".parse().unwrap()),
+        // Told nothing, psk finds the limit the hard way.
+        hide_rate_limit_headers: true,
         ..SandboxOptions::default()
     });
     // Real delays here: the retry must wait out the 2-second block.

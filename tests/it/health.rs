@@ -256,8 +256,10 @@ fn graphql_errors_and_the_budget_are_refusals() {
     assert!(err.contains("budget"), "{err}");
 }
 
-/// psk's own pace keeps inside Cloudflare's GraphQL budget (320 per 5
-/// minutes): a burst of queries is spread out, never refused.
+/// psk's own limit keeps inside Cloudflare's GraphQL budget (320 per 5
+/// minutes): queries are never refused. (An exact any-window limit since
+/// issue 20: 8 queries fit the budget, so they are not spread out; the
+/// window itself is tested on paused time in `client_limit`.)
 #[test]
 fn psk_stays_inside_the_graphql_budget() {
     let env = sandbox_with(HealthOptions {
@@ -271,7 +273,6 @@ fn psk_stays_inside_the_graphql_budget() {
         (320, Duration::from_secs(300))
     );
     let now = Utc::now();
-    let started = std::time::Instant::now();
     for _ in 0..8 {
         env.block_on(c.tunnel_health(ACCOUNT, &names(2), now - TimeDelta::seconds(5), now))
             .unwrap();
@@ -280,12 +281,6 @@ fn psk_stays_inside_the_graphql_budget() {
     use std::sync::atomic::Ordering::Relaxed;
     assert_eq!(s.counters.graphql.load(Relaxed), 8);
     assert_eq!(s.counters.graphql_refused.load(Relaxed), 0);
-    // Past the burst, one query per 300/320 s.
-    assert!(
-        started.elapsed() >= Duration::from_millis(900),
-        "{:?}",
-        started.elapsed()
-    );
 }
 
 fn raw(env: &TestEnv, body: Value, token: bool) -> Value {

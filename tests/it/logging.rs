@@ -71,12 +71,13 @@ fn a_bad_psk_log_is_a_usage_error() {
 fn rate_limiter_waits_are_logged() {
     let mut env = TestEnv::new(2);
     env.start_sandbox();
-    // Two requests a second with a burst of one: the list goes at once,
-    // each dry run after it waits for its slot.
+    // Two requests a second: the list and the first dry run go at once,
+    // the second dry run waits for a slot, and the log names the cause.
     let r = env.run(&["plan", "-vv", "--rate-limit", "2/1"]).success();
     assert!(
         r.stderr
-            .contains("DEBUG psk::cloudflare::limit: rate limiter: waiting for a request slot"),
+            .contains("psk::cloudflare::limit: rate limiter: waiting")
+            && r.stderr.contains("cause=\"own rate limit\""),
         "{r:?}"
     );
 }

@@ -165,6 +165,8 @@ fn a_rate_limited_dry_run_is_no_verdict_with_the_exit_codes_of_a_plan() {
     let mut env = TestEnv::new(2);
     env.start_sandbox_with(SandboxOptions {
         rate_limit: Some("1/300".parse().unwrap()),
+        // Told nothing, psk finds the limit the hard way.
+        hide_rate_limit_headers: true,
         ..SandboxOptions::default()
     });
     let plain = run_fast(&env, &["plan", "--retries", "1"]).success();
@@ -186,6 +188,8 @@ fn a_rate_limited_dry_run_is_no_verdict_with_the_exit_codes_of_a_plan() {
     // A fresh sandbox: the first one now refuses everything for 300 s.
     env.start_sandbox_with(SandboxOptions {
         rate_limit: Some("1/300".parse().unwrap()),
+        // Told nothing, psk finds the limit the hard way.
+        hide_rate_limit_headers: true,
         ..SandboxOptions::default()
     });
     // Changes present: exit 2.
