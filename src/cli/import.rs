@@ -3,14 +3,17 @@
 use std::io::{IsTerminal, Read, Write};
 
 use anyhow::{anyhow, bail, Context as _};
+use chrono::{DateTime, Utc};
 use clap::Args;
 use zeroize::Zeroizing;
 
 use super::args::{Global, LockWait, StateOverrides};
 use super::exit::Status;
 use super::session::{Session, Writable};
+use crate::cloudflare::Client;
 use crate::seal::{self, Psk, PskFault};
 use crate::state::{self, format_time, State};
+use crate::tunnel::TunnelKey;
 
 /// Adopt a tunnel whose current PSK you know, so a fleet need not be
 /// rotated on day one. The PSK is read from stdin (never from an argument,
@@ -123,33 +126,7 @@ pub async fn run(global: &Global, args: ImportArgs) -> anyhow::Result<Status> {
     }
 
     let connection = session.connect(state.as_ref()).await?;
-    let remote = connection
-        .client
-        .list_tunnels(&key.account_id)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot list the IPsec tunnels of account {}",
-                key.account_id
-            )
-        })?;
-    let remote = remote
-        .into_iter()
-        .find(|t| t.id.eq_ignore_ascii_case(&key.tunnel_id))
-        .ok_or_else(|| {
-            anyhow!(
-                "tunnel `{}` (id {}) was not found in account {} at Cloudflare; check psk.yaml",
-                args.name,
-                key.tunnel_id,
-                key.account_id
-            )
-        })?;
-    let last = remote.last_generated_on.ok_or_else(|| {
-        anyhow!(
-            "Cloudflare reports no psk_metadata.last_generated_on for `{}`, so psk cannot date the PSK; rotate it with `psk apply` instead",
-            args.name
-        )
-    })?;
+    let last = dated_at_cloudflare(&connection.client, &key, &args.name).await?;
 
     let sealed = seal::seal(&psk, &config.recipients)?;
     drop(psk);
@@ -170,4 +147,39 @@ pub async fn run(global: &Global, args: ImportArgs) -> anyhow::Result<Status> {
         state.serial
     )?;
     Ok(Status::Success)
+}
+
+/// When Cloudflare says the tunnel's current PSK was made: the date the
+/// imported key is recorded with, so policies count from it.
+async fn dated_at_cloudflare(
+    client: &Client,
+    key: &TunnelKey,
+    name: &str,
+) -> anyhow::Result<DateTime<Utc>> {
+    let remote = client
+        .list_tunnels(&key.account_id)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot list the IPsec tunnels of account {}",
+                key.account_id
+            )
+        })?;
+    let remote = remote
+        .into_iter()
+        .find(|t| t.id.eq_ignore_ascii_case(&key.tunnel_id))
+        .ok_or_else(|| {
+            anyhow!(
+                "tunnel `{}` (id {}) was not found in account {} at Cloudflare; check psk.yaml",
+                name,
+                key.tunnel_id,
+                key.account_id
+            )
+        })?;
+    remote.last_generated_on.ok_or_else(|| {
+        anyhow!(
+            "Cloudflare reports no psk_metadata.last_generated_on for `{}`, so psk cannot date the PSK; rotate it with `psk apply` instead",
+            name
+        )
+    })
 }

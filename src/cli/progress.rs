@@ -37,67 +37,7 @@ impl Progress {
     pub fn event(&mut self, event: Event<'_>) {
         match self {
             Progress::Json => {
-                let v = match &event {
-                    Event::Started(a) => json!({
-                        "type": "started",
-                        "name": a.name,
-                        "tunnel_id": a.key.tunnel_id,
-                        "account_id": a.key.account_id,
-                        "action": a.kind.as_str(),
-                    }),
-                    Event::Finished(a, o) => {
-                        let mut v = json!({
-                            "type": "finished",
-                            "name": a.name,
-                            "tunnel_id": a.key.tunnel_id,
-                            "account_id": a.key.account_id,
-                            "action": a.kind.as_str(),
-                            "outcome": outcome_code(o),
-                        });
-                        match o {
-                            Outcome::Generated { last_rotated }
-                            | Outcome::Rotated { last_rotated } => {
-                                v["last_rotated"] = json!(format_time(last_rotated));
-                            }
-                            Outcome::Failed {
-                                message,
-                                interrupted,
-                            } => {
-                                v["message"] = json!(message);
-                                v["interrupted"] = json!(interrupted);
-                            }
-                            Outcome::Deferred { message } => v["message"] = json!(message),
-                            Outcome::Undelivered {
-                                last_rotated,
-                                message,
-                            }
-                            | Outcome::Unverified {
-                                last_rotated,
-                                message,
-                            } => {
-                                v["last_rotated"] = json!(format_time(last_rotated));
-                                v["message"] = json!(message);
-                            }
-                            Outcome::Forgotten | Outcome::NotStarted => {}
-                        }
-                        v
-                    }
-                    Event::Stopping { in_flight } => {
-                        json!({"type": "stopping", "in_flight": in_flight})
-                    }
-                    Event::Verified(a) => json!({
-                        "type": "verified",
-                        "name": a.name,
-                        "tunnel_id": a.key.tunnel_id,
-                    }),
-                    Event::Delivered(a, r) => json!({
-                        "type": "delivered",
-                        "name": a.name,
-                        "tunnel_id": a.key.tunnel_id,
-                        "ok": r.is_ok(),
-                        "message": r.err(),
-                    }),
-                };
+                let v = json_event(&event);
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{v}");
                 let _ = out.flush();
@@ -159,6 +99,71 @@ impl Progress {
             }
             Progress::Lines => print_summary(report, plan, state_path, serial),
         }
+    }
+}
+
+/// One `apply --json` progress line: the tunnel by name and ids, never a
+/// PSK; messages are psk's own words.
+fn json_event(event: &Event<'_>) -> serde_json::Value {
+    match event {
+        Event::Started(a) => json!({
+            "type": "started",
+            "name": a.name,
+            "tunnel_id": a.key.tunnel_id,
+            "account_id": a.key.account_id,
+            "action": a.kind.as_str(),
+        }),
+        Event::Finished(a, o) => {
+            let mut v = json!({
+                "type": "finished",
+                "name": a.name,
+                "tunnel_id": a.key.tunnel_id,
+                "account_id": a.key.account_id,
+                "action": a.kind.as_str(),
+                "outcome": outcome_code(o),
+            });
+            match o {
+                Outcome::Generated { last_rotated } | Outcome::Rotated { last_rotated } => {
+                    v["last_rotated"] = json!(format_time(last_rotated));
+                }
+                Outcome::Failed {
+                    message,
+                    interrupted,
+                } => {
+                    v["message"] = json!(message);
+                    v["interrupted"] = json!(interrupted);
+                }
+                Outcome::Deferred { message } => v["message"] = json!(message),
+                Outcome::Undelivered {
+                    last_rotated,
+                    message,
+                }
+                | Outcome::Unverified {
+                    last_rotated,
+                    message,
+                } => {
+                    v["last_rotated"] = json!(format_time(last_rotated));
+                    v["message"] = json!(message);
+                }
+                Outcome::Forgotten | Outcome::NotStarted => {}
+            }
+            v
+        }
+        Event::Stopping { in_flight } => {
+            json!({"type": "stopping", "in_flight": in_flight})
+        }
+        Event::Verified(a) => json!({
+            "type": "verified",
+            "name": a.name,
+            "tunnel_id": a.key.tunnel_id,
+        }),
+        Event::Delivered(a, r) => json!({
+            "type": "delivered",
+            "name": a.name,
+            "tunnel_id": a.key.tunnel_id,
+            "ok": r.is_ok(),
+            "message": r.err(),
+        }),
     }
 }
 
