@@ -238,16 +238,18 @@ impl Selection {
         for n in &self.replace {
             if !known(n) {
                 bail!(
-                    "--replace {n}: no tunnel named `{n}` in {}",
-                    config.path.display()
+                    "--replace {n}: no tunnel named `{n}` in {}{}",
+                    config.path.display(),
+                    config.did_you_mean(n)
                 );
             }
         }
         for n in &self.target {
             if !known(n) && state.and_then(|s| s.find_by_name(n)).is_none() {
                 bail!(
-                    "--target {n}: no tunnel named `{n}` in {} or in the state",
-                    config.path.display()
+                    "--target {n}: no tunnel named `{n}` in {} or in the state{}",
+                    config.path.display(),
+                    config.did_you_mean(n)
                 );
             }
         }

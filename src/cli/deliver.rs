@@ -55,9 +55,13 @@ pub async fn run(global: &Global, args: DeliverArgs) -> anyhow::Result<Status> {
         }
     } else {
         for n in &args.names {
-            let t = config
-                .tunnel_by_name(n)
-                .ok_or_else(|| anyhow!("no tunnel named `{n}` in {}", config.path.display()))?;
+            let t = config.tunnel_by_name(n).ok_or_else(|| {
+                anyhow!(
+                    "no tunnel named `{n}` in {}{}",
+                    config.path.display(),
+                    config.did_you_mean(n)
+                )
+            })?;
             todo.push(t.clone());
         }
     }

@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 
 use super::args::Global;
 use super::exit::Status;
-use super::session::{identities, Session};
+use super::session::{identities, no_record, Session};
 use crate::config::Config;
 use crate::seal::{self, Psk, Recipient};
 use crate::state::{format_time, State, TunnelState};
@@ -149,13 +149,7 @@ fn select<'a>(
             Some(t) => state.get(&t.key()),
             None => state.find_by_name(name),
         }
-        .ok_or_else(|| {
-            anyhow!(
-                "no tunnel named `{name}` in {} or {}",
-                config.path.display(),
-                state_path.display()
-            )
-        })?;
+        .ok_or_else(|| anyhow!("{}", no_record(config, state_path, name)))?;
         if record.psk.is_none() {
             bail!("psk holds no PSK for `{name}` yet; run `psk apply` to generate one");
         }

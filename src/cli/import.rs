@@ -99,9 +99,10 @@ pub async fn run(global: &Global, args: ImportArgs) -> anyhow::Result<Status> {
     let config = &session.config;
     let tunnel = config.tunnel_by_name(&args.name).ok_or_else(|| {
         anyhow!(
-            "no tunnel named `{}` in {}; add it there first",
+            "no tunnel named `{}` in {}{}; add it there first",
             args.name,
-            config.path.display()
+            config.path.display(),
+            config.did_you_mean(&args.name)
         )
     })?;
     let key = tunnel.key();

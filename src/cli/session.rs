@@ -8,7 +8,7 @@
 //! `apply` alike, so the two can never plan differently. The commands that
 //! open sealed PSKs gather the user's age identities here too.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
@@ -253,4 +253,25 @@ impl Writable {
             ),
         }
     }
+}
+
+/// Why `show` or `export` finds no record for `name`: a tunnel psk.yaml
+/// lists but psk holds no key for yet is not an unknown name, and a name
+/// close to one psk.yaml has is likely a typo.
+pub fn no_record(config: &Config, state_path: &Path, name: &str) -> String {
+    let listed =
+        config.tunnel_by_name(name).is_some() || config.unresolved.iter().any(|u| u.name == name);
+    if listed {
+        return format!(
+            "psk holds no PSK for `{name}` yet: it is in {}, but {} has no record of it; run `psk apply` to generate one, or `psk import {name}` to adopt the key its router uses now",
+            config.path.display(),
+            state_path.display()
+        );
+    }
+    format!(
+        "no tunnel named `{name}` in {} or {}{}",
+        config.path.display(),
+        state_path.display(),
+        config.did_you_mean(name)
+    )
 }

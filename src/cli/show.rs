@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::args::Global;
 use super::exit::Status;
-use super::session::{identities, Session};
+use super::session::{identities, no_record, Session};
 use crate::seal;
 
 /// Print one tunnel's PSK, decrypted, alone on stdout. Needs an age
@@ -31,14 +31,7 @@ pub fn run(global: &Global, args: ShowArgs) -> anyhow::Result<Status> {
         Some(t) => state.get(&t.key()),
         None => state.find_by_name(&args.name),
     }
-    .ok_or_else(|| {
-        anyhow!(
-            "no tunnel named `{}` in {} or {}",
-            args.name,
-            config.path.display(),
-            state_path.display()
-        )
-    })?;
+    .ok_or_else(|| anyhow!("{}", no_record(config, state_path, &args.name)))?;
     let sealed = record.psk.as_deref().ok_or_else(|| {
         anyhow!(
             "psk holds no PSK for `{}` yet; run `psk apply` to generate one",

@@ -72,6 +72,15 @@ impl Config {
     pub fn tunnel_by_name(&self, name: &str) -> Option<&Tunnel> {
         self.tunnels.iter().find(|t| t.name == name)
     }
+
+    /// ", did you mean `x`?" for a tunnel name psk.yaml does not have,
+    /// when one of its tunnels is named nearly so; empty otherwise. A
+    /// misspelled name on the command line is the likeliest cause.
+    pub fn did_you_mean(&self, name: &str) -> String {
+        let names = (self.tunnels.iter().map(|t| t.name.as_str()))
+            .chain(self.unresolved.iter().map(|u| u.name.as_str()));
+        crate::suggest::did_you_mean(name, names).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]

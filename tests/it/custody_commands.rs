@@ -379,3 +379,42 @@ fn import_resets_the_delivery_of_the_old_key() {
         "{rec}"
     );
 }
+
+/// A misspelled tunnel name gets the likely one, wherever a command takes
+/// a name; a tunnel psk.yaml lists but psk holds no key for yet is not
+/// called unknown.
+#[test]
+fn tunnel_names_get_a_suggestion_and_a_listed_tunnel_without_a_key_says_so() {
+    let env = applied(2);
+    let identity = env.identity.clone();
+    let id = identity.to_str().unwrap();
+    let runs = [
+        env.run(&["show", "tunel-01", "-i", id]),
+        env.run(&["export", "tunel-01", "-i", id]),
+        env.run(&["deliver", "tunel-01", "-i", id]),
+        env.run_stdin(&["import", "tunel-01"], "0123456789abcdef0123\n"),
+        env.run(&["plan", "--replace", "tunel-01"]),
+        env.run(&["plan", "--target", "tunel-01"]),
+    ];
+    for run in runs {
+        let run = run.failure();
+        assert!(
+            run.stderr.contains("no tunnel named `tunel-01`")
+                && run.stderr.contains("did you mean `tunnel-01`?"),
+            "{run:?}"
+        );
+    }
+    // Nothing close: no guess.
+    let run = env.run(&["show", "nope", "-i", id]).failure();
+    assert!(!run.stderr.contains("did you mean"), "{run:?}");
+
+    env.write_config(&config_text(&env.recipient, 3, "90d"));
+    let run = env.run(&["show", "tunnel-02", "-i", id]).failure();
+    assert!(
+        run.stderr
+            .contains("psk holds no PSK for `tunnel-02` yet: it is in psk.yaml"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("`psk import tunnel-02`"), "{run:?}");
+    assert!(!run.stderr.contains("no tunnel named"), "{run:?}");
+}
