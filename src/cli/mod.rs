@@ -10,6 +10,7 @@
 
 mod apply;
 mod args;
+mod completions;
 mod deliver;
 mod exit;
 mod export;
@@ -31,7 +32,7 @@ mod validate;
 use std::io::{self, Write};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use exit::{Status, EXIT_HELP};
 
@@ -63,6 +64,7 @@ enum Command {
     Import(import::ImportArgs),
     ForceUnlock(force_unlock::ForceUnlockArgs),
     Status(status::StatusArgs),
+    Completions(completions::CompletionsArgs),
 }
 
 /// The binary's entry point.
@@ -119,6 +121,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             Command::Import(a) => import::run(&global, a).await,
             Command::ForceUnlock(a) => force_unlock::run(&global, a),
             Command::Status(a) => status::run(&global, a).await,
+            Command::Completions(a) => completions::run(a, Cli::command()),
         }
     })
 }

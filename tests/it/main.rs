@@ -16,6 +16,7 @@ mod client_bulk;
 mod client_errors;
 mod client_limit;
 mod client_retry;
+mod completions;
 mod concurrent_apply;
 mod config_corpus;
 mod config_examples;
