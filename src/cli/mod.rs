@@ -40,7 +40,7 @@ use exit::{Status, EXIT_HELP};
 /// tunnels rotated: `psk plan` shows what is due and why, `psk apply`
 /// rotates, seals with age and records each key so none is ever lost.
 #[derive(Debug, Parser)]
-#[command(name = "psk", version, after_help = EXIT_HELP, max_term_width = 100)]
+#[command(name = "psk", version = env!("PSK_LONG_VERSION"), after_help = EXIT_HELP, max_term_width = 100)]
 pub struct Cli {
     #[command(flatten)]
     global: args::GlobalArgs,
