@@ -19,7 +19,7 @@ cd "$work"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$psk" sandbox --listen "127.0.0.1:$port" --health-delay 1 >sandbox.log &
 sandbox=$!
-trap 'kill "$sandbox" 2>/dev/null; wait "$sandbox" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill "$sandbox" 2>/dev/null; wait "$sandbox" 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 50); do grep -q "^export" sandbox.log 2>/dev/null && break; sleep 0.1; done
 
 export CLOUDFLARE_BASE_URL="http://127.0.0.1:$port/client/v4"
