@@ -26,8 +26,9 @@ pub const PLAN_FORMAT: &str = "psk-plan";
 /// The newest plan file format this psk reads and writes. Version 2 added
 /// the dry-run result `no_verdict`, version 3 the deferral `sibling_down`,
 /// the reasons `unknown_live_key` and `not_listed` and the deferrals
-/// `still_listed` and `not_asked`.
-pub const PLAN_FORMAT_VERSION: u64 = 3;
+/// `still_listed` and `not_asked`, version 4 the deferral `unhealthy` and
+/// the plan's `health` of the paths it touches (`verify`).
+pub const PLAN_FORMAT_VERSION: u64 = 4;
 /// The oldest version this psk still reads.
 pub const PLAN_FORMAT_OLDEST: u64 = 1;
 
@@ -49,7 +50,12 @@ fn version_needed(plan: &Plan) -> u64 {
             Deferral::StillListed | Deferral::NotAsked | Deferral::SiblingDown { .. }
         )
     };
-    if reasons.clone().any(version_3) || plan.deferred.iter().any(new_deferral) {
+    let version_4 = !plan.health.is_empty()
+        || (plan.deferred.iter())
+            .any(|d| matches!(d.why, crate::reconcile::Deferral::Unhealthy { .. }));
+    if version_4 {
+        4
+    } else if reasons.clone().any(version_3) || plan.deferred.iter().any(new_deferral) {
         3
     } else if plan.no_verdicts() > 0 {
         2
@@ -586,6 +592,13 @@ tunnels:
                     sibling: "t2".into(),
                     health: "down in AMS, FRA".into(),
                 }),
+                deferred(Deferral::Unhealthy {
+                    site: "fra".into(),
+                    sibling: "t3".into(),
+                    since: t("2026-11-26T10:42:00Z"),
+                    failed: Some(t("2026-11-26T10:52:00Z")),
+                    health: Some("down in AMS, FRA".into()),
+                }),
             ],
             upcoming: vec![Upcoming {
                 name: "soon".into(),
@@ -595,6 +608,15 @@ tunnels:
                 starts: t("2026-12-05T01:00:00Z"),
             }],
             horizon: Some(span("2w")),
+            health: vec![crate::reconcile::PathStatus {
+                name: "t3".into(),
+                key: key(13),
+                site: "fra".into(),
+                code: "down".into(),
+                health: "down in AMS, FRA".into(),
+                unverified_since: Some(t("2026-11-26T10:42:00Z")),
+                gave_up: Some(t("2026-11-26T10:52:00Z")),
+            }],
         };
         PlanFile::new(
             plan,

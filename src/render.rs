@@ -81,6 +81,7 @@ mod tests {
             deferred: vec![],
             upcoming: vec![],
             horizon: None,
+            health: vec![],
         };
         plan.actions[0].dry_run = DryRun::NoVerdict("HTTP 503".into());
         let mut line = Vec::new();

@@ -2,15 +2,20 @@
 //! is sealed into the state as pending and made durable before it is sent,
 //! then set with `POST .../ipsec_tunnels/psk`, many tunnels a request. A
 //! crash anywhere leaves the pending key in the state, and the next plan
-//! sends a fresh one: nothing is lost.
+//! sends a fresh one: nothing is lost. With `verify`, each round's tunnels
+//! (at most one per site) must come back before the next round starts, so
+//! a site's paths change one after another, each only once the previous
+//! one is back.
 
 use std::collections::BTreeMap;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::site::Gate;
 use super::{changed, deliver, was_uncertain, ApplyError, Event, Outcome, Run};
 use crate::cloudflare::{ApiError, BulkOutcome, BulkResult, PskEntry};
+use crate::config::Tunnel;
+use crate::policy::Verify;
 use crate::seal::{self, Psk};
 
 /// Sends the local keys of `remaining` (indices into the plan) in rounds
@@ -138,18 +143,51 @@ async fn deliver_settled(
         })
         .await;
     let mut reports = Vec::new();
+    let mut waits = Vec::new();
     for (idx, o, delivered) in deliveries {
         let o = match delivered {
             Some(r) => run.record_delivery(idx, r, o),
             None => o,
         };
-        reports.push((idx, o));
+        match run.begin_verification(idx, &o) {
+            Some(wait) => waits.push((idx, o, wait)),
+            None => reports.push((idx, o)),
+        }
     }
+    // Deliveries, and the start of each wait, are durable before the wait.
     run.commit()?;
+    if !waits.is_empty() {
+        reports.extend(verify_round(run, waits).await);
+        run.commit()?;
+    }
     for (idx, o) in reports {
         run.finish(idx, o);
     }
     Ok(())
+}
+
+/// With `verify`: waits for every tunnel of the round (at most one per
+/// site) to come back, side by side, before the next round rotates the
+/// next path of their sites; stages how each went.
+async fn verify_round(
+    run: &mut Run<'_>,
+    waits: Vec<(usize, Outcome, (Verify, Tunnel, DateTime<Utc>))>,
+) -> Vec<(usize, Outcome)> {
+    let watcher = run.watcher.clone();
+    let stop = run.options.stop.clone();
+    let results =
+        futures_util::future::join_all(waits.into_iter().map(|(idx, o, (how, tunnel, since))| {
+            let (watcher, stop) = (watcher.clone(), stop.clone());
+            async move {
+                let r = super::verify::until_back_up(&watcher, &how, &tunnel, since, &stop).await;
+                (idx, o, r)
+            }
+        }))
+        .await;
+    results
+        .into_iter()
+        .map(|(idx, o, r)| (idx, run.record_verification(idx, r, o)))
+        .collect()
 }
 
 /// Stages what Cloudflare's answer to the bulk set means for one tunnel.

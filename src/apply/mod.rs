@@ -27,6 +27,8 @@ mod site;
 mod stream;
 mod verify;
 
+pub use verify::check_once;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -243,15 +245,22 @@ pub async fn apply(
         client,
         by_key: config.tunnels_by_key(),
         sites: site::SiteGate::new(config),
+        watcher: verify::Watcher::new(client),
         sealed_to,
         outcomes: vec![None; plan.actions.len()],
         options,
         on_event: &mut on_event,
     };
-    let (local, streamed): (Vec<usize>, Vec<usize>) = (0..plan.actions.len()).partition(|&i| {
-        let a = &plan.actions[i];
-        a.kind.changes_psk() && run.generator_of(&a.key) == Generator::Local
-    });
+    // Paths whose site's health only a probe can show: probed first.
+    for (idx, outcome) in verify::preflight_probes(config, plan, run.parallelism()).await {
+        run.finish(idx, outcome);
+    }
+    let (local, streamed): (Vec<usize>, Vec<usize>) = (0..plan.actions.len())
+        .filter(|&i| run.outcomes[i].is_none())
+        .partition(|&i| {
+            let a = &plan.actions[i];
+            a.kind.changes_psk() && run.generator_of(&a.key) == Generator::Local
+        });
     bulk::run(&mut run, local).await?;
     stream::run(&mut run, streamed).await?;
     let Run {
@@ -280,6 +289,9 @@ struct Run<'a> {
     client: &'a Client,
     by_key: HashMap<TunnelKey, &'a Tunnel>,
     sites: site::SiteGate,
+    /// Reads the health of every tunnel being verified, one query per
+    /// account per poll.
+    watcher: verify::Watcher,
     /// What a newly sealed key's record says it is sealed to.
     sealed_to: Option<Vec<String>>,
     /// By action index; `None` is not started (yet).
@@ -338,8 +350,32 @@ impl<'a> Run<'a> {
         Some((how, (*t).clone()))
     }
 
-    /// How a verification went: a tunnel that did not come back turns the
-    /// outcome into [`Outcome::Unverified`] and stops its site at once.
+    /// With `verify`, a new key that is recorded (and delivered) is
+    /// waited on before its site moves on: stages the start of the wait
+    /// (so a crash leaves the next plan knowing the path may be down) and
+    /// returns what to wait for; `None` when there is nothing to verify.
+    fn begin_verification(
+        &mut self,
+        idx: usize,
+        outcome: &Outcome,
+    ) -> Option<(Verify, Tunnel, DateTime<Utc>)> {
+        let since = match outcome {
+            Outcome::Generated { last_rotated } | Outcome::Rotated { last_rotated } => {
+                *last_rotated
+            }
+            _ => return None,
+        };
+        let (how, tunnel) = self.verify_of(&self.action(idx).key)?;
+        let action = self.action(idx);
+        (self.state.entry(&action.key, &action.name)).begin_verification(since);
+        self.stage(idx);
+        Some((how, tunnel, since))
+    }
+
+    /// How a verification went, staged in the state: a tunnel that did not
+    /// come back turns the outcome into [`Outcome::Unverified`] and stops
+    /// its site at once; its record holds the site's other paths in later
+    /// plans too.
     fn record_verification(
         &mut self,
         idx: usize,
@@ -351,6 +387,8 @@ impl<'a> Run<'a> {
         if result.is_ok() {
             self.event(Event::Verified(action));
         }
+        (self.state.entry(&action.key, &action.name)).end_verification(result.clone(), Utc::now());
+        self.stage(idx);
         let outcome = match (result, outcome) {
             (
                 Err(message),

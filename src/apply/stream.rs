@@ -218,10 +218,10 @@ impl Stream<'_, '_> {
                     since,
                     outcome,
                 } => {
-                    let client = self.run.client.clone();
+                    let watcher = self.run.watcher.clone();
                     let stop = self.run.options.stop.clone();
                     let handle = self.tasks.spawn(async move {
-                        let r = super::verify::until_back_up(&client, &how, &tunnel, since, &stop)
+                        let r = super::verify::until_back_up(&watcher, &how, &tunnel, since, &stop)
                             .await;
                         TaskResult::Verification(idx, r, outcome)
                     });
@@ -310,13 +310,7 @@ impl Stream<'_, '_> {
     /// on before its site moves on: the verification is queued and `None`
     /// returned (the site stays busy). Otherwise the outcome to report.
     fn verify_next(&mut self, idx: usize, outcome: Outcome) -> Option<Outcome> {
-        let since = match &outcome {
-            Outcome::Generated { last_rotated } | Outcome::Rotated { last_rotated } => {
-                *last_rotated
-            }
-            _ => return Some(outcome),
-        };
-        let Some((how, tunnel)) = self.run.verify_of(&self.run.action(idx).key) else {
+        let Some((how, tunnel, since)) = self.run.begin_verification(idx, &outcome) else {
             return Some(outcome);
         };
         self.after.push(AfterCommit::Verify {

@@ -6,12 +6,18 @@
 //! Back up means: with `health_checks`, healthy in every data center that
 //! reports it for the whole `settle` window, a window that starts after the
 //! new key (an average reaching back before the rotation proves nothing);
-//! with a `command`, the probe exits 0. Both, when both are set.
+//! with a `command`, the probe exits 0. Both, when both are set. Every
+//! tunnel being verified shares one [`Watcher`], which asks Cloudflare
+//! about all of them in one query per account per poll.
 
+use std::collections::BTreeMap;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::watch;
 
 use crate::cloudflare::Client;
 use crate::config::Tunnel;
@@ -22,6 +28,9 @@ use crate::policy::{Deliver, Verify};
 /// budget too (the client's GraphQL limiter), whatever this says.
 const MAX_POLL: Duration = Duration::from_secs(30);
 
+/// The shortest pause between two polls.
+const MIN_POLL: Duration = Duration::from_millis(200);
+
 /// Waits until `tunnel`, whose new key is on the edge since `since`, is
 /// back up, or `Err` with why not once `verify.timeout` has passed.
 ///
@@ -29,14 +38,14 @@ const MAX_POLL: Duration = Duration::from_secs(30);
 /// shown back up, and its site stops like for a tunnel that did not come
 /// back, rather than holding the apply for up to `timeout`.
 pub(super) async fn until_back_up(
-    client: &Client,
+    watcher: &Watcher,
     verify: &Verify,
     tunnel: &Tunnel,
     since: DateTime<Utc>,
     stop: &super::Stop,
 ) -> Result<(), String> {
     tokio::select! {
-        r = wait(client, verify, tunnel, since) => r,
+        r = wait(watcher, verify, tunnel, since) => r,
         _ = stop.wait() => Err(format!(
             "the apply was stopped before {} was shown back up after its new key",
             tunnel.name
@@ -45,71 +54,260 @@ pub(super) async fn until_back_up(
 }
 
 async fn wait(
-    client: &Client,
+    watcher: &Watcher,
     verify: &Verify,
     tunnel: &Tunnel,
     since: DateTime<Utc>,
 ) -> Result<(), String> {
-    let settle = verify.settle.as_delta();
     let deadline = since + verify.timeout.as_delta();
-    let poll =
-        (settle.to_std().unwrap_or_default() / 4).clamp(Duration::from_millis(200), MAX_POLL);
+    let gave_up = |last: &str| {
+        format!(
+            "did not come back within {} of its new key (down since {}): {last}",
+            verify.timeout,
+            crate::state::format_time(&since)
+        )
+    };
+    if !verify.health_checks {
+        return probe_until(verify, tunnel, deadline)
+            .await
+            .map_err(|e| gave_up(&e));
+    }
+    let mut last = format!("not yet healthy for {} since its new key", verify.settle);
+    let mut verdicts = watcher.watch(tunnel, since, verify.settle.as_delta());
     loop {
-        let now = Utc::now();
-        let last = match check(client, verify, tunnel, since, now).await {
+        let left = (deadline - Utc::now()).to_std().unwrap_or_default();
+        match tokio::time::timeout(left, verdicts.next()).await {
+            Err(_) => return Err(gave_up(&last)),
+            Ok(verdict) => {
+                tracing::debug!(tunnel = %tunnel.name, health = %verdict.health.describe(), "verify: health");
+                if verdict.health.is_healthy() {
+                    match &verify.command {
+                        None => return Ok(()),
+                        Some(probe) => match probe_once(probe, tunnel).await {
+                            Ok(()) => return Ok(()),
+                            Err(e) => last = e,
+                        },
+                    }
+                } else {
+                    last = format!(
+                        "Cloudflare's health checks: {} over the last {}",
+                        verdict.health.describe(),
+                        crate::policy::Span::from_seconds(verdict.window.num_seconds())
+                            .map_or_else(|| verify.settle.to_string(), |s| s.to_string())
+                    );
+                }
+            }
+        }
+        if Utc::now() >= deadline {
+            return Err(gave_up(&last));
+        }
+    }
+}
+
+/// A probe-only `verify`: the probe, again and again, until it passes.
+async fn probe_until(
+    verify: &Verify,
+    tunnel: &Tunnel,
+    deadline: DateTime<Utc>,
+) -> Result<(), String> {
+    let Some(probe) = &verify.command else {
+        return Ok(());
+    };
+    let poll = poll_interval(verify.settle.as_delta());
+    loop {
+        let last = match probe_once(probe, tunnel).await {
             Ok(()) => return Ok(()),
-            Err(why) => why,
+            Err(e) => e,
         };
         if Utc::now() >= deadline {
-            return Err(format!(
-                "did not come back within {} of its new key (down since {}): {last}",
-                verify.timeout,
-                crate::state::format_time(&since)
-            ));
+            return Err(last);
         }
         tokio::time::sleep(poll).await;
     }
 }
 
-/// One poll: `Ok` when every check of `verify` says the tunnel is back.
-async fn check(
-    client: &Client,
-    verify: &Verify,
-    tunnel: &Tunnel,
+/// How often to poll for a path that must be healthy for `settle`.
+fn poll_interval(settle: TimeDelta) -> Duration {
+    (settle.to_std().unwrap_or_default() / 4).clamp(MIN_POLL, MAX_POLL)
+}
+
+/// One poll's judgement of one tunnel: its health over the `window` that
+/// ends at the poll.
+#[derive(Debug, Clone)]
+pub(super) struct Verdict {
+    pub health: PathHealth,
+    pub window: TimeDelta,
+}
+
+/// Reads Cloudflare's health checks for every tunnel being verified at
+/// once: one GraphQL query per account per poll, however many sites are
+/// rolling out side by side, so GraphQL's budget (320 queries per 5
+/// minutes) holds with any number of sites. Each tunnel waits on its own
+/// channel for the verdicts that concern it.
+///
+/// A poll's window reaches back the longest `settle` among the tunnels it
+/// judges, and judges only tunnels whose new key is older than the window:
+/// an average reaching back before a rotation would count the old key's
+/// health. A path whose own `settle` is shorter is judged over a longer
+/// window (stricter, never laxer: healthy over a window means healthy over
+/// every part of it) once its new key is that old.
+#[derive(Clone)]
+pub(super) struct Watcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    waiting: Mutex<Waiting>,
+    next_id: AtomicU64,
+}
+
+#[derive(Default)]
+struct Waiting {
+    tunnels: BTreeMap<u64, Waiter>,
+    /// A polling task is running.
+    polling: bool,
+}
+
+struct Waiter {
+    account: String,
+    name: String,
     since: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Result<(), String> {
-    if verify.health_checks {
-        let start = now - verify.settle.as_delta();
-        if start < since {
-            return Err(format!(
-                "not yet healthy for {} since its new key",
-                verify.settle
-            ));
+    settle: TimeDelta,
+    tx: watch::Sender<Option<Verdict>>,
+}
+
+/// The verdicts for one tunnel; it stops being polled when dropped.
+pub(super) struct Verdicts {
+    id: u64,
+    inner: Arc<Inner>,
+    rx: watch::Receiver<Option<Verdict>>,
+}
+
+impl Verdicts {
+    /// The next verdict (waits for the next poll that judges the tunnel).
+    async fn next(&mut self) -> Verdict {
+        loop {
+            if self.rx.changed().await.is_err() {
+                // Cannot happen: the sender lives until this is dropped.
+                std::future::pending::<()>().await;
+            }
+            if let Some(v) = self.rx.borrow_and_update().clone() {
+                return v;
+            }
         }
-        // A millisecond past the rotation: windows are read in milliseconds.
-        let start = start.max(since + TimeDelta::milliseconds(1));
-        let names = [tunnel.name.clone()];
-        let health = match client
-            .tunnel_health(&tunnel.account_id, &names, start, now)
-            .await
-        {
-            Ok(h) => PathHealth::judge(h.get(&tunnel.name)),
-            Err(e) => PathHealth::Unknown(e.to_string()),
+    }
+}
+
+impl Drop for Verdicts {
+    fn drop(&mut self) {
+        let mut w = self.inner.waiting.lock().expect("watcher lock");
+        w.tunnels.remove(&self.id);
+    }
+}
+
+impl Watcher {
+    pub(super) fn new(client: &Client) -> Watcher {
+        Watcher {
+            inner: Arc::new(Inner {
+                client: client.clone(),
+                waiting: Mutex::new(Waiting::default()),
+                next_id: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Starts judging `tunnel` (new key since `since`, healthy for
+    /// `settle` to be back) at every poll, from now until the returned
+    /// [`Verdicts`] is dropped.
+    pub(super) fn watch(
+        &self,
+        tunnel: &Tunnel,
+        since: DateTime<Utc>,
+        settle: TimeDelta,
+    ) -> Verdicts {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = watch::channel(None);
+        let start = {
+            let mut w = self.inner.waiting.lock().expect("watcher lock");
+            w.tunnels.insert(
+                id,
+                Waiter {
+                    account: tunnel.account_id.clone(),
+                    name: tunnel.name.clone(),
+                    since,
+                    settle,
+                    tx,
+                },
+            );
+            !std::mem::replace(&mut w.polling, true)
         };
-        tracing::debug!(tunnel = %tunnel.name, health = %health.describe(), "verify: health");
-        if !health.is_healthy() {
-            return Err(format!(
-                "Cloudflare's health checks: {} over the last {}",
-                health.describe(),
-                verify.settle
-            ));
+        if start {
+            tokio::spawn(poll(self.inner.clone()));
+        }
+        Verdicts {
+            id,
+            inner: self.inner.clone(),
+            rx,
         }
     }
-    if let Some(probe) = &verify.command {
-        probe_once(probe, tunnel).await?;
+}
+
+/// The polling task: runs while any tunnel is watched.
+async fn poll(inner: Arc<Inner>) {
+    loop {
+        let interval = {
+            let mut w = inner.waiting.lock().expect("watcher lock");
+            let Some(settle) = w.tunnels.values().map(|t| t.settle).min() else {
+                w.polling = false;
+                return;
+            };
+            poll_interval(settle)
+        };
+        tokio::time::sleep(interval).await;
+        let now = Utc::now();
+        for (account, window, names) in rounds(&inner, now) {
+            let start = now - window;
+            let answer = inner
+                .client
+                .tunnel_health(&account, &names, start, now)
+                .await;
+            let w = inner.waiting.lock().expect("watcher lock");
+            for t in w.tunnels.values() {
+                if t.account != account || !names.contains(&t.name) || t.since >= start {
+                    continue;
+                }
+                let health = match &answer {
+                    Ok(h) => PathHealth::judge(h.get(&t.name)),
+                    Err(e) => PathHealth::Unknown(e.to_string()),
+                };
+                t.tx.send_replace(Some(Verdict { health, window }));
+            }
+        }
     }
-    Ok(())
+}
+
+/// What one poll asks, per account: the window (the longest `settle` of the
+/// tunnels ready to be judged) and the tunnels whose new key predates it.
+fn rounds(inner: &Inner, now: DateTime<Utc>) -> Vec<(String, TimeDelta, Vec<String>)> {
+    let w = inner.waiting.lock().expect("watcher lock");
+    let mut by_account: BTreeMap<&str, Vec<&Waiter>> = BTreeMap::new();
+    for t in w.tunnels.values().filter(|t| now - t.settle >= t.since) {
+        by_account.entry(&t.account).or_default().push(t);
+    }
+    by_account
+        .into_iter()
+        .filter_map(|(account, ready)| {
+            let window = ready.iter().map(|t| t.settle).max()?;
+            let mut names: Vec<String> = (ready.iter())
+                .filter(|t| t.since < now - window)
+                .map(|t| t.name.clone())
+                .collect();
+            names.sort();
+            names.dedup();
+            (!names.is_empty()).then(|| (account.to_string(), window, names))
+        })
+        .collect()
 }
 
 /// Runs the user's probe once, with the tunnel (never its PSK) in its
@@ -135,4 +333,104 @@ async fn probe_once(probe: &Deliver, tunnel: &Tunnel) -> Result<(), String> {
             None => format!("the probe `{program}` was killed by a signal"),
         }),
     }
+}
+
+/// `verify`'s preflight for a policy that verifies by its probe alone
+/// (no `health_checks`, so the plan could not read the site's health):
+/// before a path is rotated, the policy's probe runs for every other path
+/// of its site, with that path in its environment. A path whose sibling's
+/// probe fails is not started, with why. Runs once, before any rotation;
+/// a sibling rotated earlier in the same apply is verified before the
+/// next path starts anyway. Returns the outcomes of the paths held, by
+/// action index.
+pub(super) async fn preflight_probes(
+    config: &crate::config::Config,
+    plan: &crate::reconcile::Plan,
+    parallelism: usize,
+) -> BTreeMap<usize, super::Outcome> {
+    // (action index, its probe, the sibling to probe)
+    let mut checks: Vec<(usize, Deliver, Tunnel)> = Vec::new();
+    for (idx, a) in plan.actions.iter().enumerate() {
+        let Some(t) = config.tunnels.iter().find(|t| t.key() == a.key) else {
+            continue;
+        };
+        let probe = (config.policy_of(t).verify.as_ref())
+            .filter(|v| !v.health_checks && a.kind.changes_psk())
+            .and_then(|v| v.command.clone());
+        let (Some(probe), Some(site)) = (probe, t.site.as_deref()) else {
+            continue;
+        };
+        for sibling in (config.tunnels.iter())
+            .filter(|s| s.site.as_deref() == Some(site) && s.key() != t.key())
+        {
+            checks.push((idx, probe.clone(), sibling.clone()));
+        }
+    }
+    let results =
+        crate::cloudflare::concurrently(parallelism, checks, |(idx, probe, sibling)| async move {
+            let r = probe_once(&probe, &sibling).await;
+            (idx, sibling, r)
+        })
+        .await;
+    let mut held = BTreeMap::new();
+    for (idx, sibling, r) in results {
+        let Err(why) = r else { continue };
+        let name = &plan.actions[idx].name;
+        tracing::info!(tunnel = %name, sibling = %sibling.name, "preflight probe failed");
+        held.entry(idx).or_insert_with(|| super::Outcome::Deferred {
+            message: format!(
+                "not started: verify's preflight ran the probe for {}, on the same site, and {why}; rotating {name} now could cut site \"{}\" off. Bring {} up, then apply again",
+                sibling.name,
+                sibling.site.as_deref().unwrap_or_default(),
+                sibling.name
+            ),
+        });
+    }
+    held
+}
+
+/// `psk verify`: checks once, now, whether `tunnel` (new key since
+/// `since`) is back up by every check of `verify`, the way one poll of
+/// apply's wait does. `Ok` says what showed it; `Err` why it is not.
+pub async fn check_once(
+    client: &Client,
+    verify: &Verify,
+    tunnel: &Tunnel,
+    since: DateTime<Utc>,
+) -> Result<String, String> {
+    let mut shown = Vec::new();
+    if verify.health_checks {
+        let now = Utc::now();
+        let start = now - verify.settle.as_delta();
+        if start <= since {
+            return Err(format!(
+                "its new key is not yet {} old, the time it must be healthy for",
+                verify.settle
+            ));
+        }
+        let names = [tunnel.name.clone()];
+        let health = match client
+            .tunnel_health(&tunnel.account_id, &names, start, now)
+            .await
+        {
+            Ok(h) => PathHealth::judge(h.get(&tunnel.name)),
+            Err(e) => PathHealth::Unknown(e.to_string()),
+        };
+        if !health.is_healthy() {
+            return Err(format!(
+                "Cloudflare's health checks: {} over the last {}",
+                health.describe(),
+                verify.settle
+            ));
+        }
+        shown.push(format!(
+            "healthy in every data center for the last {}",
+            verify.settle
+        ));
+    }
+    if let Some(probe) = &verify.command {
+        probe_once(probe, tunnel).await?;
+        shown.push(format!("the probe `{}` passed", probe.argv[0]));
+    }
+    Ok(shown.join(", "))
 }

@@ -28,6 +28,7 @@ mod show;
 mod show_plan;
 mod status;
 mod validate;
+mod verify;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -65,6 +66,7 @@ enum Command {
     ForceUnlock(force_unlock::ForceUnlockArgs),
     Status(status::StatusArgs),
     Completions(completions::CompletionsArgs),
+    Verify(verify::VerifyArgs),
 }
 
 /// The binary's entry point.
@@ -113,6 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             Command::Validate(a) => validate::run(&global, a),
             Command::Show(a) => show::run(&global, a),
             Command::Deliver(a) => deliver::run(&global, a).await,
+            Command::Verify(a) => verify::run(&global, a).await,
             Command::ShowPlan(a) => show_plan::run(&global, a),
             Command::Sandbox(a) => sandbox::run(&global, a).await,
             Command::Schema(a) => schema::run(a),

@@ -51,6 +51,51 @@ pub(super) struct Plan {
     upcoming: Vec<Upcoming>,
     #[serde(default)]
     horizon: Option<Span>,
+    /// Since format 4; absent when no path's health was shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    health: Vec<PathStatus>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PathStatus {
+    name: String,
+    key: Key,
+    site: String,
+    code: String,
+    health: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unverified_since: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gave_up: Option<DateTime<Utc>>,
+}
+
+impl From<&model::PathStatus> for PathStatus {
+    fn from(p: &model::PathStatus) -> Self {
+        PathStatus {
+            name: p.name.clone(),
+            key: Key::from(&p.key),
+            site: p.site.clone(),
+            code: p.code.clone(),
+            health: p.health.clone(),
+            unverified_since: p.unverified_since,
+            gave_up: p.gave_up,
+        }
+    }
+}
+
+impl From<PathStatus> for model::PathStatus {
+    fn from(p: PathStatus) -> Self {
+        model::PathStatus {
+            name: p.name,
+            key: p.key.into(),
+            site: p.site,
+            code: p.code,
+            health: p.health,
+            unverified_since: p.unverified_since,
+            gave_up: p.gave_up,
+        }
+    }
 }
 
 /// A tunnel, as every entry names it.
@@ -171,6 +216,15 @@ enum Deferral {
         sibling: String,
         health: String,
     },
+    Unhealthy {
+        site: String,
+        sibling: String,
+        since: DateTime<Utc>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failed: Option<DateTime<Utc>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        health: Option<String>,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -196,6 +250,7 @@ impl From<&model::Plan> for Plan {
             deferred: p.deferred.iter().map(Deferred::from).collect(),
             upcoming: p.upcoming.iter().map(Upcoming::from).collect(),
             horizon: p.horizon,
+            health: p.health.iter().map(PathStatus::from).collect(),
         }
     }
 }
@@ -318,6 +373,19 @@ impl From<&model::Deferred> for Deferred {
                 sibling,
                 health,
             },
+            model::Deferral::Unhealthy {
+                site,
+                sibling,
+                since,
+                failed,
+                health,
+            } => Deferral::Unhealthy {
+                site,
+                sibling,
+                since,
+                failed,
+                health,
+            },
         };
         Deferred {
             name: d.name.clone(),
@@ -355,6 +423,7 @@ impl From<Plan> for model::Plan {
             deferred: p.deferred.into_iter().map(Into::into).collect(),
             upcoming: p.upcoming.into_iter().map(Into::into).collect(),
             horizon: p.horizon,
+            health: p.health.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -475,6 +544,19 @@ impl From<Deferred> for model::Deferred {
             } => model::Deferral::SiblingDown {
                 site,
                 sibling,
+                health,
+            },
+            Deferral::Unhealthy {
+                site,
+                sibling,
+                since,
+                failed,
+                health,
+            } => model::Deferral::Unhealthy {
+                site,
+                sibling,
+                since,
+                failed,
                 health,
             },
         };

@@ -13,9 +13,10 @@ use chrono::{DateTime, Utc};
 
 use super::assess::{Change, Urgency};
 use super::plan::{Action, Deferral, Deferred, Remote};
-use crate::config::Config;
+use crate::config::{Config, Tunnel};
 use crate::health::PathHealth;
 use crate::policy::Policy;
+use crate::state::State;
 
 /// Why `change` must wait for its policy's window, or `None` when it may
 /// go now: the window is open, there is none, or the change cannot wait.
@@ -124,6 +125,70 @@ pub fn hold_unhealthy_sites(
     take_held(actions, held)
 }
 
+/// A path that got a new PSK and was not shown back up (its record's
+/// `verification`) holds every PSK change of the other paths of its site,
+/// whatever their policy: the site may hang on them alone. The hold lifts
+/// by itself once Cloudflare's health checks show the path healthy now,
+/// when that is all its policy's `verify` asks; a probe of the user's is
+/// run by `psk verify NAME`, which clears the record. Runs before the
+/// preflight, whose words it would otherwise take.
+pub fn hold_unverified_sites(
+    desired: &Config,
+    state: Option<&State>,
+    remote: Option<&Remote>,
+    actions: &mut Vec<Action>,
+) -> Vec<Deferred> {
+    let Some(state) = state else {
+        return Vec::new();
+    };
+    let mut held: HashMap<usize, Deferral> = HashMap::new();
+    for (i, a) in actions.iter().enumerate() {
+        let Some(site) = (desired.tunnels.iter())
+            .find(|t| t.key() == a.key)
+            .and_then(|t| t.site.as_deref())
+            .filter(|_| a.kind.changes_psk())
+        else {
+            continue;
+        };
+        let unverified = (desired.tunnels.iter())
+            .filter(|t| t.site.as_deref() == Some(site) && t.key() != a.key)
+            .find_map(|t| still_unverified(desired, state, remote, t).map(|why| (t, why)));
+        if let Some((sibling, (since, failed, health))) = unverified {
+            held.insert(
+                i,
+                Deferral::Unhealthy {
+                    site: site.to_string(),
+                    sibling: sibling.name.clone(),
+                    since,
+                    failed,
+                    health,
+                },
+            );
+        }
+    }
+    take_held(actions, held)
+}
+
+/// Whether `tunnel` still counts as not shown back up: its record's
+/// verification (down since, gave up at) and its health now in words, or
+/// `None` when there is no such record or health checks alone show it back.
+#[allow(clippy::type_complexity)]
+fn still_unverified(
+    desired: &Config,
+    state: &State,
+    remote: Option<&Remote>,
+    tunnel: &Tunnel,
+) -> Option<(DateTime<Utc>, Option<DateTime<Utc>>, Option<String>)> {
+    let v = state.get(&tunnel.key())?.verification.as_ref()?;
+    let health = remote.and_then(|r| r.health.get(&tunnel.key()));
+    let checks_only = (desired.policy_of(tunnel).verify.as_ref())
+        .is_some_and(|v| v.health_checks && v.command.is_none());
+    if checks_only && health.is_some_and(PathHealth::is_healthy) {
+        return None;
+    }
+    Some((v.since, v.failed, health.map(PathHealth::describe)))
+}
+
 /// Moves the actions at the keys of `held` out of `actions`, as deferred
 /// for the reason held with each.
 fn take_held(actions: &mut Vec<Action>, mut held: HashMap<usize, Deferral>) -> Vec<Deferred> {
@@ -158,13 +223,13 @@ fn sites(desired: &Config) -> HashMap<&str, (&str, bool)> {
             let site = t.site.as_deref()?;
             let p = desired.policy_of(t);
             // With `verify`, apply waits for each path to come back before
-            // the next; the bulk path (`generator: local`) does not wait,
-            // so there it stays one per apply.
-            let verified =
-                p.verify.is_some() && p.generator == crate::policy::Generator::Cloudflare;
+            // the next (the bulk path too, round by round).
             Some((
                 t.name.as_str(),
-                (site, p.site_parallel || p.deliver.is_some() || verified),
+                (
+                    site,
+                    p.site_parallel || p.deliver.is_some() || p.verify.is_some(),
+                ),
             ))
         })
         .collect()

@@ -20,6 +20,7 @@
 pub mod assess;
 pub mod follow_ups;
 pub mod gate;
+pub mod health;
 pub mod names;
 pub mod plan;
 #[cfg(test)]
@@ -36,8 +37,8 @@ use crate::tunnel::TunnelKey;
 use assess::{assess, Assessment};
 pub use names::{resolve_names, NameError};
 pub use plan::{
-    Action, ActionKind, Deferral, Deferred, DryRun, Plan, PlanOptions, Reason, Remote, Unchanged,
-    Upcoming, DEFAULT_HORIZON_DAYS,
+    Action, ActionKind, Deferral, Deferred, DryRun, PathStatus, Plan, PlanOptions, Reason, Remote,
+    Unchanged, Upcoming, DEFAULT_HORIZON_DAYS,
 };
 
 /// Decides what to do for every tunnel in `desired` and in `state`.
@@ -78,6 +79,8 @@ pub fn reconcile_with(
             },
         }
     }
+    let unverified = gate::hold_unverified_sites(desired, state, remote, &mut plan.actions);
+    plan.deferred.extend(unverified);
     let unhealthy = gate::hold_unhealthy_sites(desired, remote, &mut plan.actions);
     plan.deferred.extend(unhealthy);
     let held = gate::hold_back_sites(desired, &mut plan.actions);
@@ -102,6 +105,7 @@ pub fn reconcile_with(
         plan.actions.extend(forgets);
         plan.deferred.extend(kept);
     }
+    plan.health = health::path_statuses(desired, state, remote, &plan);
     plan
 }
 

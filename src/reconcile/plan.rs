@@ -303,6 +303,54 @@ pub struct Plan {
     /// How far ahead `upcoming` looks; `None` for no forecast.
     #[serde(default)]
     pub horizon: Option<Span>,
+    /// With `verify`: the health now of every path of each site the plan
+    /// would change (or holds back), and of every path not shown back up
+    /// after its last new PSK; psk.yaml order.
+    #[serde(default)]
+    pub health: Vec<PathStatus>,
+}
+
+/// One path's health as the plan saw it, for `verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathStatus {
+    pub name: String,
+    pub key: TunnelKey,
+    pub site: String,
+    /// `healthy`, `degraded`, `down`, `no_data`, `unknown`, or `not_read`
+    /// (offline, or a policy that verifies by its probe only).
+    pub code: String,
+    /// The health in words, e.g. `down in AMS, FRA`.
+    pub health: String,
+    /// The path got a new PSK and was not shown back up: down since.
+    pub unverified_since: Option<DateTime<Utc>>,
+    /// ... and psk gave up waiting then (`None`: stopped while waiting).
+    pub gave_up: Option<DateTime<Utc>>,
+}
+
+impl PathStatus {
+    /// `tunnel-00 (site fra): down in AMS, FRA; did not come back ...`.
+    pub fn describe(&self) -> String {
+        let mut line = format!("{} (site \"{}\"): {}", self.name, self.site, self.health);
+        if let Some(since) = &self.unverified_since {
+            let how = match &self.gave_up {
+                Some(at) => format!(
+                    "did not come back after its new PSK of {} (psk gave up at {})",
+                    crate::state::format_time(since),
+                    crate::state::format_time(at)
+                ),
+                None => format!(
+                    "not shown back up after its new PSK of {} (psk was stopped while waiting)",
+                    crate::state::format_time(since)
+                ),
+            };
+            line.push_str(&format!(
+                "; {how}; `psk verify {}` lifts the hold once it is up",
+                self.name
+            ));
+        }
+        line
+    }
 }
 
 /// A tunnel that needs a new PSK but does not get it in this apply: the
@@ -347,6 +395,20 @@ pub enum Deferral {
         /// The sibling's health in words, e.g. `down in AMS, FRA`.
         health: String,
     },
+    /// Another path of the site got a new PSK and was not shown back up
+    /// (its `verify` failed, or psk stopped while waiting): until it is
+    /// healthy again or the operator clears it (`psk verify`), rotating this
+    /// path could cut the site off.
+    Unhealthy {
+        site: String,
+        sibling: String,
+        /// When the sibling's new key reached the edge (down since).
+        since: DateTime<Utc>,
+        /// When psk gave up waiting; `None`: it was stopped while waiting.
+        failed: Option<DateTime<Utc>>,
+        /// The sibling's health now in words, when it was read.
+        health: Option<String>,
+    },
 }
 
 impl Deferral {
@@ -358,6 +420,7 @@ impl Deferral {
             Deferral::StillListed => "still_listed",
             Deferral::NotAsked => "not_asked",
             Deferral::SiblingDown { .. } => "sibling_down",
+            Deferral::Unhealthy { .. } => "unhealthy",
         }
     }
 
@@ -387,6 +450,32 @@ impl Deferral {
             } => format!(
                 "held by verify's preflight: {sibling} is {health}; rotating this path now would cut site \"{site}\" off (psk waits until every other path of the site is healthy)"
             ),
+            Deferral::Unhealthy {
+                site,
+                sibling,
+                since,
+                failed,
+                health,
+            } => {
+                let what = match failed {
+                    Some(at) => format!(
+                        "{sibling} did not come back after its new PSK (down since {}, psk gave up at {})",
+                        crate::state::format_time(since),
+                        crate::state::format_time(at)
+                    ),
+                    None => format!(
+                        "psk was stopped while waiting for {sibling} to come back after its new PSK (down since {})",
+                        crate::state::format_time(since)
+                    ),
+                };
+                let now = health
+                    .as_deref()
+                    .map(|h| format!("; it is {h} now"))
+                    .unwrap_or_default();
+                format!(
+                    "held: {what}{now}; rotating this path too could cut site \"{site}\" off. Once {sibling} is up, `psk verify {sibling}` checks it and lifts the hold; `psk apply --replace {sibling}` rotates it again"
+                )
+            }
         }
     }
 }
@@ -420,6 +509,7 @@ impl Plan {
             deferred: Vec::new(),
             upcoming: Vec::new(),
             horizon: options.horizon,
+            health: Vec::new(),
         }
     }
 

@@ -169,6 +169,7 @@ mod tests {
             deferred: vec![],
             upcoming: vec![],
             horizon: None,
+            health: vec![],
         }
     }
 

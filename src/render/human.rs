@@ -92,6 +92,16 @@ pub fn human_styled(plan: &Plan, out: &mut dyn Write, color: bool) -> io::Result
             deferred_block(d, out)?;
         }
     }
+    if !plan.health.is_empty() {
+        writeln!(
+            out,
+            "Health of the paths of the sites this plan touches (verify):"
+        )?;
+        for h in &plan.health {
+            writeln!(out, "  {}", h.describe())?;
+        }
+        writeln!(out)?;
+    }
     if !plan.upcoming.is_empty() {
         let horizon = plan
             .horizon

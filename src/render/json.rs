@@ -7,14 +7,15 @@
 use serde::Serialize;
 
 use crate::reconcile::{Action, ActionKind, Deferral, Deferred, DryRun, Plan, Reason};
-use crate::reconcile::{Unchanged, Upcoming};
+use crate::reconcile::{PathStatus, Unchanged, Upcoming};
 use crate::state::format_time;
 use crate::tunnel::TunnelKey;
 
 /// The JSON plan format's version; only additive changes within a major.
 /// 1.1 added `dry_run.status` `no_verdict` and `summary.no_verdict`; 1.2
-/// the reason code `unknown_live_key`.
-pub const JSON_FORMAT_VERSION: &str = "1.2";
+/// the reason code `unknown_live_key`; 1.3 the deferral code `unhealthy`
+/// and `health`, the paths' health with `verify`.
+pub const JSON_FORMAT_VERSION: &str = "1.3";
 
 #[derive(Serialize)]
 pub(super) struct JsonPlan<'a> {
@@ -28,7 +29,36 @@ pub(super) struct JsonPlan<'a> {
     deferred: Vec<JsonDeferred<'a>>,
     forecast_horizon: Option<String>,
     upcoming: Vec<JsonUpcoming<'a>>,
+    /// With `verify`: the health now of the paths of each site the plan
+    /// changes, and of paths not shown back up (since 1.3).
+    health: Vec<JsonPathHealth<'a>>,
     summary: JsonSummary,
+}
+
+#[derive(Serialize)]
+struct JsonPathHealth<'a> {
+    #[serde(flatten)]
+    tunnel: JsonTunnel<'a>,
+    site: &'a str,
+    code: &'a str,
+    health: &'a str,
+    /// The path got a new PSK and was not shown back up: down since.
+    unverified_since: Option<String>,
+    /// When psk gave up waiting (absent: it was stopped while waiting).
+    gave_up: Option<String>,
+}
+
+impl<'a> JsonPathHealth<'a> {
+    fn new(p: &'a PathStatus) -> Self {
+        JsonPathHealth {
+            tunnel: JsonTunnel::new(&p.name, &p.key),
+            site: &p.site,
+            code: &p.code,
+            health: &p.health,
+            unverified_since: p.unverified_since.as_ref().map(format_time),
+            gave_up: p.gave_up.as_ref().map(format_time),
+        }
+    }
 }
 
 impl<'a> JsonPlan<'a> {
@@ -44,6 +74,7 @@ impl<'a> JsonPlan<'a> {
             deferred: plan.deferred.iter().map(JsonDeferred::new).collect(),
             forecast_horizon: plan.horizon.map(|h| h.to_string()),
             upcoming: plan.upcoming.iter().map(JsonUpcoming::new).collect(),
+            health: plan.health.iter().map(JsonPathHealth::new).collect(),
             summary: JsonSummary {
                 counts: JsonCounts::new(plan),
                 unchanged: plan.unchanged.len(),
@@ -248,6 +279,13 @@ struct JsonDeferral<'a> {
     sibling: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     health: Option<&'a str>,
+    /// `unhealthy`: when the sibling's new key reached the edge (since 1.3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    down_since: Option<String>,
+    /// `unhealthy`: when psk gave up waiting for it; absent if psk was
+    /// stopped while waiting (since 1.3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gave_up: Option<String>,
 }
 
 impl<'a> JsonDeferral<'a> {
@@ -258,12 +296,23 @@ impl<'a> JsonDeferral<'a> {
                 (None, Some(site.as_str()), Some(rotating.as_str()))
             }
             Deferral::StillListed | Deferral::NotAsked => (None, None, None),
-            Deferral::SiblingDown { site, .. } => (None, Some(site.as_str()), None),
+            Deferral::SiblingDown { site, .. } | Deferral::Unhealthy { site, .. } => {
+                (None, Some(site.as_str()), None)
+            }
         };
         let (sibling, health) = match why {
             Deferral::SiblingDown {
                 sibling, health, ..
             } => (Some(sibling.as_str()), Some(health.as_str())),
+            Deferral::Unhealthy {
+                sibling, health, ..
+            } => (Some(sibling.as_str()), health.as_deref()),
+            _ => (None, None),
+        };
+        let (down_since, gave_up) = match why {
+            Deferral::Unhealthy { since, failed, .. } => {
+                (Some(format_time(since)), failed.as_ref().map(format_time))
+            }
             _ => (None, None),
         };
         JsonDeferral {
@@ -274,6 +323,8 @@ impl<'a> JsonDeferral<'a> {
             rotating,
             sibling,
             health,
+            down_since,
+            gave_up,
         }
     }
 }

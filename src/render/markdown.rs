@@ -164,6 +164,11 @@ fn foot(plan: &Plan) -> String {
         "**Deferred** (needed, but not in this apply):\n",
         deferred,
     );
+    capped_list(
+        &mut foot,
+        "**Path health** (`verify`: the paths of the sites this plan touches):\n",
+        plan.health.iter().map(|h| h.describe()),
+    );
     let title = format!(
         "**Falling due within {}** (information, not actions):\n",
         plan.horizon.map_or_else(String::new, |h| h.to_string())
@@ -307,6 +312,7 @@ mod tests {
             deferred: vec![],
             upcoming: vec![],
             horizon: None,
+            health: vec![],
         }
     }
 

@@ -87,8 +87,10 @@ fn log_loaded(path: &std::path::Path, state: Option<&State>, what: &str) {
 /// recipients it is sealed to when they are not the state's `recipients`.
 /// A state is written as version 2 only while some record has one, so a
 /// psk of version 1 keeps reading every other state, and refuses (rather
-/// than misreads) one it would not understand.
-pub const STATE_VERSION: u64 = 2;
+/// than misreads) one it would not understand. Version 3 adds a record's
+/// `verification` (a rotated tunnel not yet shown back up), written only
+/// while some record has one.
+pub const STATE_VERSION: u64 = 3;
 
 /// The version written when no record needs version 2.
 pub const BASE_STATE_VERSION: u64 = 1;
@@ -218,6 +220,32 @@ pub struct TunnelState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed_to: Option<Vec<String>>,
     pub tunnel_id: String,
+    /// A new PSK whose tunnel is not (yet) shown back up (a policy's
+    /// `verify`): see [`Verification`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+}
+
+/// Recorded (and made durable) when `verify` starts waiting for a rotated
+/// tunnel to come back, and kept when it did not: until the tunnel is shown
+/// healthy again (or the operator says so with `psk verify`), every other
+/// path of its site is held back, since the site may hang on its siblings
+/// alone. A record whose `failed` is empty is a wait that never finished
+/// (psk was killed): just as uncertain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verification {
+    /// Why it is not shown back up, when psk gave up waiting (never the
+    /// probe's output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When psk gave up waiting; absent while (or if killed while) waiting.
+    #[serde(default, with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub failed: Option<DateTime<Utc>>,
+    /// When the new key reached the edge: the path is down from then until
+    /// its far end holds the key.
+    #[serde(with = "rfc3339")]
+    pub since: DateTime<Utc>,
 }
 
 /// A key made by psk (the `local` generator) that Cloudflare has not yet
@@ -293,6 +321,7 @@ impl State {
                 psk: None,
                 sealed_to: None,
                 tunnel_id: key.tunnel_id.clone(),
+                verification: None,
             });
         rec.name = name.to_string();
         rec
@@ -343,8 +372,10 @@ impl State {
         let per_tunnel = self.tunnels.values().any(|t| {
             t.sealed_to.is_some() || t.pending.as_ref().is_some_and(|p| p.sealed_to.is_some())
         });
-        if per_tunnel {
+        if self.tunnels.values().any(|t| t.verification.is_some()) {
             STATE_VERSION
+        } else if per_tunnel {
+            2
         } else {
             BASE_STATE_VERSION
         }
@@ -471,7 +502,9 @@ impl TunnelState {
     ///   nowhere (it was never delivered: only a recorded key is), and
     ///   keeping it would make the next plan rotate again;
     /// - `delivery`: it said how the previous key reached its router; this
-    ///   one has not been handed over yet.
+    ///   one has not been handed over yet;
+    /// - `verification`: it was about the previous key; a policy with
+    ///   `verify` starts a new one ([`begin_verification`](Self::begin_verification)).
     pub fn record_key(
         &mut self,
         sealed: String,
@@ -484,6 +517,34 @@ impl TunnelState {
         self.intent = None;
         self.pending = None;
         self.delivery = None;
+        self.verification = None;
+    }
+
+    /// `verify` starts waiting for the tunnel, whose new key is on the edge
+    /// since `since`, to come back. Made durable before the wait, so a
+    /// crash leaves the next plan knowing the path may be down.
+    pub fn begin_verification(&mut self, since: DateTime<Utc>) {
+        self.verification = Some(Verification {
+            since,
+            failed: None,
+            error: None,
+        });
+    }
+
+    /// How the wait ended: shown back up (`Ok`, the record goes), or not
+    /// (`Err` with why; the record stays and holds the site's other paths).
+    pub fn end_verification(&mut self, result: Result<(), String>, at: DateTime<Utc>) {
+        match result {
+            Ok(()) => self.verification = None,
+            Err(error) => {
+                let since = self.verification.as_ref().map_or(at, |v| v.since);
+                self.verification = Some(Verification {
+                    since,
+                    failed: Some(at),
+                    error: Some(error),
+                });
+            }
+        }
     }
 
     /// Cloudflare confirmed the pending key: [`record_key`](Self::record_key)
@@ -775,6 +836,7 @@ mod tests {
             psk: Some("sealed-old".into()),
             sealed_to: Some(vec!["sha256:old".into()]),
             tunnel_id: "0123456789abcdef0123456789abcdef".into(),
+            verification: None,
         }
     }
 
@@ -803,6 +865,7 @@ mod tests {
                 psk: Some("sealed-new".into()),
                 sealed_to: Some(vec!["sha256:new".into()]),
                 tunnel_id: b.tunnel_id,
+                verification: None,
             }
         );
     }
@@ -824,6 +887,7 @@ mod tests {
                 psk: Some("sealed-pending".into()),
                 sealed_to: Some(vec!["sha256:pending".into()]),
                 tunnel_id: b.tunnel_id,
+                verification: None,
             }
         );
         let before = rec.clone();
@@ -851,6 +915,7 @@ mod tests {
                 psk: b.psk,
                 sealed_to: b.sealed_to,
                 tunnel_id: b.tunnel_id,
+                verification: None,
             }
         );
 
@@ -873,6 +938,7 @@ mod tests {
                 psk: b.psk,
                 sealed_to: b.sealed_to,
                 tunnel_id: b.tunnel_id,
+                verification: None,
             }
         );
     }
@@ -894,6 +960,7 @@ mod tests {
             psk: b.psk,
             sealed_to: b.sealed_to,
             tunnel_id: b.tunnel_id,
+            verification: None,
         };
         assert_eq!(s.get(&key), Some(&expected));
         s.withdraw_pending(&key);
@@ -947,6 +1014,7 @@ mod tests {
                 psk: b.psk,
                 sealed_to: b.sealed_to,
                 tunnel_id: b.tunnel_id,
+                verification: None,
             }
         );
         rec.record_delivery(Err("timed out".into()), at("2026-02-02T00:00:00Z"));
@@ -982,6 +1050,7 @@ mod tests {
                 psk: Some("resealed".into()),
                 sealed_to: None,
                 tunnel_id: b.tunnel_id,
+                verification: None,
             }
         );
         let mut empty = State::new(vec![]);

@@ -138,6 +138,7 @@ fn judge(
                 Some(
                     Deferral::Site { .. }
                     | Deferral::SiblingDown { .. }
+                    | Deferral::Unhealthy { .. }
                     | Deferral::StillListed
                     | Deferral::NotAsked,
                 )

@@ -748,6 +748,7 @@ proptest! {
                 // Offline plans: no health, no preflight.
                 Deferral::Site { .. }
                 | Deferral::SiblingDown { .. }
+                | Deferral::Unhealthy { .. }
                 | Deferral::StillListed
                 | Deferral::NotAsked => None,
             });

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use psk::reconcile::{
-    Action, ActionKind, Deferral, Deferred, DryRun, Plan, Reason, Unchanged, Upcoming,
+    Action, ActionKind, Deferral, Deferred, DryRun, PathStatus, Plan, Reason, Unchanged, Upcoming,
 };
 use psk::render;
 use psk::state::{Intent, State};
@@ -140,6 +140,20 @@ fn full_plan() -> Plan {
                 policy: String::new(),
                 why: Deferral::StillListed,
             },
+            Deferred {
+                name: "zrh-b".into(),
+                key: key(14),
+                kind: ActionKind::Rotate,
+                reasons: vec![Reason::Forced],
+                policy: "verified".into(),
+                why: Deferral::Unhealthy {
+                    site: "zrh".into(),
+                    sibling: "zrh-a".into(),
+                    since: t("2026-11-26T10:42:00Z"),
+                    failed: Some(t("2026-11-26T10:52:00Z")),
+                    health: Some("down in AMS, FRA".into()),
+                },
+            },
         ],
         upcoming: vec![Upcoming {
             name: "waw-ok".into(),
@@ -149,6 +163,26 @@ fn full_plan() -> Plan {
             starts: t("2027-01-16T01:00:00Z"),
         }],
         horizon: "60d".parse().ok(),
+        health: vec![
+            PathStatus {
+                name: "zrh-a".into(),
+                key: key(13),
+                site: "zrh".into(),
+                code: "down".into(),
+                health: "down in AMS, FRA".into(),
+                unverified_since: Some(t("2026-11-26T10:42:00Z")),
+                gave_up: Some(t("2026-11-26T10:52:00Z")),
+            },
+            PathStatus {
+                name: "zrh-b".into(),
+                key: key(14),
+                site: "zrh".into(),
+                code: "healthy".into(),
+                health: "healthy".into(),
+                unverified_since: None,
+                gave_up: None,
+            },
+        ],
     }
 }
 
