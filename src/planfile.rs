@@ -676,9 +676,9 @@ tunnels:
             Err(Stale::NotApplyable)
         );
 
-        let future = text.replace("\"format_version\": 2", "\"format_version\": 4");
+        let future = text.replace("\"format_version\": 2", "\"format_version\": 5");
         let e = PlanFile::parse(Path::new("p.json"), future.as_bytes()).unwrap_err();
-        assert!(e.to_string().contains("reads versions 1 to 3"), "{e}");
+        assert!(e.to_string().contains("reads versions 1 to 4"), "{e}");
 
         // A live key psk does not hold needs the version that added it.
         let mut live = back.clone();

@@ -266,7 +266,11 @@ async fn poll(inner: Arc<Inner>) {
         };
         tokio::time::sleep(interval).await;
         let now = Utc::now();
-        for (account, window, names) in rounds(&inner, now) {
+        let asks = {
+            let w = inner.waiting.lock().expect("watcher lock");
+            rounds(w.tunnels.values(), now)
+        };
+        for (account, window, names) in asks {
             let start = now - window;
             let answer = inner
                 .client
@@ -289,10 +293,12 @@ async fn poll(inner: Arc<Inner>) {
 
 /// What one poll asks, per account: the window (the longest `settle` of the
 /// tunnels ready to be judged) and the tunnels whose new key predates it.
-fn rounds(inner: &Inner, now: DateTime<Utc>) -> Vec<(String, TimeDelta, Vec<String>)> {
-    let w = inner.waiting.lock().expect("watcher lock");
+fn rounds<'w>(
+    waiting: impl Iterator<Item = &'w Waiter>,
+    now: DateTime<Utc>,
+) -> Vec<(String, TimeDelta, Vec<String>)> {
     let mut by_account: BTreeMap<&str, Vec<&Waiter>> = BTreeMap::new();
-    for t in w.tunnels.values().filter(|t| now - t.settle >= t.since) {
+    for t in waiting.filter(|t| now - t.settle >= t.since) {
         by_account.entry(&t.account).or_default().push(t);
     }
     by_account
@@ -433,4 +439,55 @@ pub async fn check_once(
         shown.push(format!("the probe `{}` passed", probe.argv[0]));
     }
     Ok(shown.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiter(account: &str, name: &str, since: &str, settle: i64) -> Waiter {
+        Waiter {
+            account: account.into(),
+            name: name.into(),
+            since: since.parse().unwrap(),
+            settle: TimeDelta::seconds(settle),
+            tx: watch::channel(None).0,
+        }
+    }
+
+    /// One query per account per poll, over every tunnel ready to judge;
+    /// a window never reaches back before a judged tunnel's new key.
+    #[test]
+    fn one_query_per_account_covers_every_ready_tunnel() {
+        let now: DateTime<Utc> = "2026-11-26T12:00:00Z".parse().unwrap();
+        let waiting = [
+            waiter("acc-1", "fra-a", "2026-11-26T11:58:00Z", 60),
+            waiter("acc-1", "ams-a", "2026-11-26T11:57:00Z", 60),
+            // Not yet `settle` old: not asked about.
+            waiter("acc-1", "lon-a", "2026-11-26T11:59:30Z", 60),
+            // Ready for its own 10s, but younger than the 60s window.
+            waiter("acc-1", "par-a", "2026-11-26T11:59:30Z", 10),
+            waiter("acc-2", "vie-a", "2026-11-26T11:59:00Z", 30),
+        ];
+        let asks = rounds(waiting.iter(), now);
+        assert_eq!(
+            asks,
+            vec![
+                (
+                    "acc-1".to_string(),
+                    TimeDelta::seconds(60),
+                    vec!["ams-a".to_string(), "fra-a".to_string()]
+                ),
+                (
+                    "acc-2".to_string(),
+                    TimeDelta::seconds(30),
+                    vec!["vie-a".to_string()]
+                ),
+            ]
+        );
+        // Alone, the short-settle path gets its own window.
+        let asks = rounds(waiting[3..4].iter(), now);
+        assert_eq!(asks[0].1, TimeDelta::seconds(10));
+        assert!(rounds(waiting[2..3].iter(), now).is_empty());
+    }
 }

@@ -563,3 +563,112 @@ fn verify_holds_a_path_while_its_sibling_is_not_healthy() {
     let plan = reconcile(&c, None, Some(&remote), now);
     assert!(plan.deferred.iter().all(|d| d.why.code() == "site"));
 }
+
+/// A path whose last new PSK was not shown back up (its record's
+/// `verification`) holds its siblings, even offline and whatever their
+/// policy, until health checks show it healthy (for a policy that reads
+/// only them) or the record is cleared; `--replace` of the path itself is
+/// not held. The plan lists the site's paths with their health.
+#[test]
+fn a_path_not_shown_back_up_holds_its_siblings() {
+    use crate::health::PathHealth;
+    let c = config_with("{rotate_every: 30d, verify: {}}", &pair("fra", "fra"));
+    let now = t("2026-11-26T00:00:00Z");
+    let mut state = State::new(c.recipient_fingerprints());
+    for (id, name) in [(A, "a"), (B, "b")] {
+        let r = state.entry(&TunnelKey::new(ACCOUNT, id), name);
+        r.psk = Some("sealed".into());
+        r.last_rotated = Some(t("2026-09-01T00:00:00Z"));
+    }
+    let b = TunnelKey::new(ACCOUNT, B);
+    let rec = state.entry(&b, "b");
+    rec.last_rotated = Some(t("2026-11-25T10:42:00Z"));
+    rec.begin_verification(t("2026-11-25T10:42:00Z"));
+    rec.end_verification(Err("did not come back".into()), t("2026-11-25T10:52:00Z"));
+
+    // Offline: a is due and held; b is not due.
+    let plan = reconcile(&c, Some(&state), None, now);
+    assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+    let why = &plan.deferred[0].why;
+    assert_eq!(why.code(), "unhealthy");
+    assert_eq!(
+        why,
+        &Deferral::Unhealthy {
+            site: "fra".into(),
+            sibling: "b".into(),
+            since: t("2026-11-25T10:42:00Z"),
+            failed: Some(t("2026-11-25T10:52:00Z")),
+            health: None,
+        }
+    );
+    assert!(
+        why.describe().contains("`psk verify b`"),
+        "{}",
+        why.describe()
+    );
+    let health: Vec<(&str, &str)> = (plan.health.iter())
+        .map(|h| (h.name.as_str(), h.code.as_str()))
+        .collect();
+    assert_eq!(health, [("a", "not_read"), ("b", "not_read")]);
+    assert_eq!(plan.health[1].gave_up, Some(t("2026-11-25T10:52:00Z")));
+
+    // Online, b still down: held, with b's health now.
+    let mut remote = listed(&[(A, "a"), (B, "b")]);
+    remote
+        .health
+        .insert(TunnelKey::new(ACCOUNT, A), PathHealth::Healthy);
+    remote.health.insert(
+        b.clone(),
+        PathHealth::Down {
+            colos: vec!["FRA".into()],
+        },
+    );
+    let plan = reconcile(&c, Some(&state), Some(&remote), now);
+    assert_eq!(plan.deferred.len(), 1);
+    assert!(
+        matches!(&plan.deferred[0].why, Deferral::Unhealthy { health: Some(h), .. } if h == "down in FRA")
+    );
+    assert_eq!(plan.health[1].code, "down");
+
+    // `--replace b`: b itself may rotate again (a stays held).
+    let options = PlanOptions {
+        replace: ["b".to_string()].into(),
+        ..PlanOptions::default()
+    };
+    let plan = reconcile_with(&c, Some(&state), Some(&remote), now, &options);
+    assert_eq!(plan.actions.len(), 1);
+    assert_eq!(plan.actions[0].name, "b");
+
+    // b healthy now, and its policy reads only health checks: the hold lifts.
+    remote.health.insert(b.clone(), PathHealth::Healthy);
+    let plan = reconcile(&c, Some(&state), Some(&remote), now);
+    assert_eq!(plan.actions.len(), 1, "{:?}", plan.deferred);
+    assert_eq!(plan.actions[0].name, "a");
+
+    // A probe is part of b's verify: only `psk verify` (which runs it) lifts it.
+    let probed = config_with(
+        "{rotate_every: 30d, verify: {command: [\"true\"]}}",
+        &pair("fra", "fra"),
+    );
+    let plan = reconcile(&probed, Some(&state), Some(&remote), now);
+    assert_eq!(plan.deferred[0].why.code(), "unhealthy");
+
+    // A wait that never finished (psk killed) holds just the same.
+    state
+        .entry(&b, "b")
+        .begin_verification(t("2026-11-25T10:42:00Z"));
+    let plan = reconcile(&probed, Some(&state), None, now);
+    let why = &plan.deferred[0].why;
+    assert!(
+        matches!(why, Deferral::Unhealthy { failed: None, .. }),
+        "{why:?}"
+    );
+    assert!(why
+        .describe()
+        .contains("psk was stopped while waiting for b"));
+    // Cleared: nothing held but the site rule's turn.
+    state.entry(&b, "b").end_verification(Ok(()), now);
+    let plan = reconcile(&probed, Some(&state), None, now);
+    assert!(plan.deferred.is_empty() && !plan.health.is_empty());
+    assert_eq!(plan.actions.len(), 1);
+}

@@ -701,6 +701,45 @@ mod tests {
         rec.sealed_to = sealed_to;
     }
 
+    /// A verification is recorded when the wait starts, kept with why when
+    /// it fails, dropped when the tunnel is back or gets a new key; only a
+    /// state holding one needs version 3.
+    #[test]
+    fn a_verification_lives_from_its_wait_to_its_tunnel_back_up() {
+        let key = TunnelKey::new(&"a".repeat(32), &"b".repeat(32));
+        let mut s = State::new(vec!["sha256:x".into()]);
+        let since = at("2026-02-01T00:00:00Z");
+        let rec = s.entry(&key, "fra-a");
+        rec.record_key("sealed".into(), None, since);
+        rec.begin_verification(since);
+        let text = String::from_utf8(s.to_bytes()).unwrap();
+        assert!(text.contains("\"version\": 3"), "{text}");
+        assert!(
+            text.contains(
+                "\"verification\": {\n        \"since\": \"2026-02-01T00:00:00Z\"\n      }"
+            ),
+            "{text}"
+        );
+        let rec = s.entry(&key, "fra-a");
+        rec.end_verification(Err("down in FRA".into()), at("2026-02-01T00:10:00Z"));
+        assert_eq!(
+            rec.verification,
+            Some(Verification {
+                since,
+                failed: Some(at("2026-02-01T00:10:00Z")),
+                error: Some("down in FRA".into()),
+            })
+        );
+        // A new key is a new story; a tunnel back up ends it.
+        rec.record_key("sealed-2".into(), None, at("2026-02-02T00:00:00Z"));
+        assert_eq!(rec.verification, None);
+        rec.begin_verification(at("2026-02-02T00:00:00Z"));
+        rec.end_verification(Ok(()), at("2026-02-02T00:01:00Z"));
+        assert_eq!(rec.verification, None);
+        let text = String::from_utf8(s.to_bytes()).unwrap();
+        assert!(text.contains("\"version\": 1"), "{text}");
+    }
+
     #[test]
     fn per_record_recipients_need_version_2_and_compact_away() {
         let old = vec!["sha256:old".to_string()];
