@@ -279,6 +279,7 @@ fn no_changes_in_every_format() {
     plan.actions.clear();
     plan.deferred.clear();
     plan.upcoming.clear();
+    plan.health.clear();
     insta::assert_snapshot!("no_changes_human", human(&plan, false));
     insta::assert_snapshot!("no_changes_markdown", markdown(&plan, Some(&state())));
     insta::assert_snapshot!("no_changes_json", json(&plan));
@@ -321,6 +322,7 @@ fn no_verdict_is_a_warning_in_every_format() {
     plan.actions[1].dry_run = DryRun::NoVerdict(NO_VERDICT.into());
     plan.deferred.clear();
     plan.upcoming.clear();
+    plan.health.clear();
     let text = human(&plan, false);
     assert!(
         text.contains("NO VERDICT: the dry run itself failed"),
@@ -340,7 +342,7 @@ fn no_verdict_is_a_warning_in_every_format() {
     insta::assert_snapshot!("no_verdict_markdown", markdown(&plan, None));
     let j = json(&plan);
     let v: serde_json::Value = serde_json::from_str(&j).unwrap();
-    assert_eq!(v["format_version"], "1.2");
+    assert_eq!(v["format_version"], "1.3");
     assert_eq!(v["applyable"], true);
     assert_eq!(v["summary"]["no_verdict"], 1);
     assert_eq!(v["actions"][1]["dry_run"]["status"], "no_verdict");
