@@ -9,13 +9,11 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
 use super::site::Gate;
-use super::{changed, deliver, was_uncertain, ApplyError, Event, Outcome, Run};
+use super::{changed, deliver, was_uncertain, ApplyError, Event, Outcome, Run, Wait};
 use crate::cloudflare::{ApiError, BulkOutcome, BulkResult, PskEntry};
-use crate::config::Tunnel;
-use crate::policy::Verify;
 use crate::seal::{self, Psk};
 
 /// Sends the local keys of `remaining` (indices into the plan) in rounds
@@ -171,7 +169,7 @@ async fn deliver_settled(
 /// next path of their sites; stages how each went.
 async fn verify_round(
     run: &mut Run<'_>,
-    waits: Vec<(usize, Outcome, (Verify, Tunnel, DateTime<Utc>))>,
+    waits: Vec<(usize, Outcome, Wait)>,
 ) -> Vec<(usize, Outcome)> {
     let watcher = run.watcher.clone();
     let stop = run.options.stop.clone();

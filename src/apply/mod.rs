@@ -354,11 +354,7 @@ impl<'a> Run<'a> {
     /// waited on before its site moves on: stages the start of the wait
     /// (so a crash leaves the next plan knowing the path may be down) and
     /// returns what to wait for; `None` when there is nothing to verify.
-    fn begin_verification(
-        &mut self,
-        idx: usize,
-        outcome: &Outcome,
-    ) -> Option<(Verify, Tunnel, DateTime<Utc>)> {
+    fn begin_verification(&mut self, idx: usize, outcome: &Outcome) -> Option<Wait> {
         let since = match outcome {
             Outcome::Generated { last_rotated } | Outcome::Rotated { last_rotated } => {
                 *last_rotated
@@ -448,6 +444,10 @@ fn was_uncertain(action: &Action) -> bool {
         .iter()
         .any(|r| matches!(r, Reason::Interrupted { .. } | Reason::Pending { .. }))
 }
+
+/// A verification to wait for: the policy's `verify`, its tunnel, and
+/// since when the new key is on the edge.
+type Wait = (Verify, Tunnel, DateTime<Utc>);
 
 /// How a `deliver` command ended: `Err` carries why it failed.
 type Delivered = Result<(), String>;

@@ -16,7 +16,7 @@ use super::plan::{Action, Deferral, Deferred, Remote};
 use crate::config::{Config, Tunnel};
 use crate::health::PathHealth;
 use crate::policy::Policy;
-use crate::state::State;
+use crate::state::{State, Verification};
 
 /// Why `change` must wait for its policy's window, or `None` when it may
 /// go now: the window is open, there is none, or the change cannot wait.
@@ -153,14 +153,14 @@ pub fn hold_unverified_sites(
         let unverified = (desired.tunnels.iter())
             .filter(|t| t.site.as_deref() == Some(site) && t.key() != a.key)
             .find_map(|t| still_unverified(desired, state, remote, t).map(|why| (t, why)));
-        if let Some((sibling, (since, failed, health))) = unverified {
+        if let Some((sibling, (v, health))) = unverified {
             held.insert(
                 i,
                 Deferral::Unhealthy {
                     site: site.to_string(),
                     sibling: sibling.name.clone(),
-                    since,
-                    failed,
+                    since: v.since,
+                    failed: v.failed,
                     health,
                 },
             );
@@ -170,15 +170,14 @@ pub fn hold_unverified_sites(
 }
 
 /// Whether `tunnel` still counts as not shown back up: its record's
-/// verification (down since, gave up at) and its health now in words, or
-/// `None` when there is no such record or health checks alone show it back.
-#[allow(clippy::type_complexity)]
-fn still_unverified(
+/// verification and its health now in words, or `None` when there is no
+/// such record or health checks alone show it back.
+fn still_unverified<'s>(
     desired: &Config,
-    state: &State,
+    state: &'s State,
     remote: Option<&Remote>,
     tunnel: &Tunnel,
-) -> Option<(DateTime<Utc>, Option<DateTime<Utc>>, Option<String>)> {
+) -> Option<(&'s Verification, Option<String>)> {
     let v = state.get(&tunnel.key())?.verification.as_ref()?;
     let health = remote.and_then(|r| r.health.get(&tunnel.key()));
     let checks_only = (desired.policy_of(tunnel).verify.as_ref())
@@ -186,7 +185,7 @@ fn still_unverified(
     if checks_only && health.is_some_and(PathHealth::is_healthy) {
         return None;
     }
-    Some((v.since, v.failed, health.map(PathHealth::describe)))
+    Some((v, health.map(PathHealth::describe)))
 }
 
 /// Moves the actions at the keys of `held` out of `actions`, as deferred
