@@ -251,8 +251,11 @@ pub async fn apply(
         options,
         on_event: &mut on_event,
     };
-    // Paths whose site's health only a probe can show: probed first.
-    for (idx, outcome) in verify::preflight_probes(config, plan, run.parallelism()).await {
+    // `verify`'s preflight, now: a saved plan may be old, and a path whose
+    // site's health only a probe can show was not checked by the plan.
+    let mut held = verify::preflight_health(client, config, plan).await;
+    held.extend(verify::preflight_probes(config, plan, run.parallelism()).await);
+    for (idx, outcome) in held {
         run.finish(idx, outcome);
     }
     let (local, streamed): (Vec<usize>, Vec<usize>) = (0..plan.actions.len())

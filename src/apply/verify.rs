@@ -341,6 +341,80 @@ async fn probe_once(probe: &Deliver, tunnel: &Tunnel) -> Result<(), String> {
     }
 }
 
+/// `verify`'s preflight again, at the moment apply starts: a saved plan may
+/// be hours old, and a sibling that went down since must still hold its
+/// path. For every path whose policy reads health checks, its site's other
+/// paths are read over the last minute, one GraphQL query per account (as
+/// the plan does); a path with a sibling not healthy now is not started.
+/// Returns the outcomes of the paths held, by action index.
+pub(super) async fn preflight_health(
+    client: &Client,
+    config: &crate::config::Config,
+    plan: &crate::reconcile::Plan,
+) -> BTreeMap<usize, super::Outcome> {
+    // (action index, the siblings to read)
+    let mut checks: Vec<(usize, Vec<&Tunnel>)> = Vec::new();
+    let mut asked: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (idx, a) in plan.actions.iter().enumerate() {
+        let Some(t) = config.tunnels.iter().find(|t| t.key() == a.key) else {
+            continue;
+        };
+        let checks_health = (config.policy_of(t).verify.as_ref()).is_some_and(|v| v.health_checks);
+        let Some(site) = t
+            .site
+            .as_deref()
+            .filter(|_| checks_health && a.kind.changes_psk())
+        else {
+            continue;
+        };
+        let siblings: Vec<&Tunnel> = (config.tunnels.iter())
+            .filter(|s| s.site.as_deref() == Some(site) && s.key() != t.key())
+            .collect();
+        for s in &siblings {
+            asked.entry(&s.account_id).or_default().push(s.name.clone());
+        }
+        checks.push((idx, siblings));
+    }
+    let now = Utc::now();
+    let start = now - TimeDelta::seconds(crate::health::NOW_WINDOW_SECONDS);
+    let mut health: BTreeMap<(&str, String), PathHealth> = BTreeMap::new();
+    for (account, mut names) in asked {
+        names.sort();
+        names.dedup();
+        let answer = client.tunnel_health(account, &names, start, now).await;
+        for name in names {
+            let h = match &answer {
+                Ok(h) => PathHealth::judge(h.get(&name)),
+                Err(e) => PathHealth::Unknown(e.to_string()),
+            };
+            health.insert((account, name), h);
+        }
+    }
+    let mut held = BTreeMap::new();
+    for (idx, siblings) in checks {
+        let down = siblings.iter().find_map(|s| {
+            let h = &health[&(s.account_id.as_str(), s.name.clone())];
+            (!h.is_healthy()).then_some((s, h))
+        });
+        if let Some((s, h)) = down {
+            let name = &plan.actions[idx].name;
+            tracing::info!(tunnel = %name, sibling = %s.name, "preflight: a sibling is not healthy");
+            held.insert(
+                idx,
+                super::Outcome::Deferred {
+                    message: format!(
+                        "not started: verify's preflight: {}, on the same site, is {} now; rotating {name} could cut site \"{}\" off. psk waits until every other path of the site is healthy; apply again then",
+                        s.name,
+                        h.describe(),
+                        s.site.as_deref().unwrap_or_default()
+                    ),
+                },
+            );
+        }
+    }
+    held
+}
+
 /// `verify`'s preflight for a policy that verifies by its probe alone
 /// (no `health_checks`, so the plan could not read the site's health):
 /// before a path is rotated, the policy's probe runs for every other path

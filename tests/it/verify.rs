@@ -672,3 +672,41 @@ fn the_bulk_path_verifies_path_by_path_per_site() {
             .is_string()
     );
 }
+
+/// A saved plan may be old: apply runs the preflight again when it starts,
+/// so a sibling that went down after the plan was made still holds its
+/// path, which keeps its key.
+#[test]
+fn apply_of_a_saved_plan_checks_the_siblings_again() {
+    let env = env_with(
+        2,
+        "    verify: {settle: 1s, timeout: 5s}\n",
+        HealthOptions::default(),
+    );
+    let saved = env.path("plan.json");
+    env.run(&[
+        "plan",
+        "--out",
+        saved.to_str().unwrap(),
+        "--target",
+        "tunnel-00",
+    ])
+    .success();
+    let plan = env.run(&["show-plan", saved.to_str().unwrap()]).success();
+    assert!(plan.stdout.contains("tunnel-00 will"), "{plan:?}");
+    // Since then, tunnel-01's key changed outside psk: its router does not
+    // have it, so it is down.
+    // (Down long enough for the health checks to see it.)
+    env.rotate_outside_psk(&tunnel_id(1));
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let run = env.run(&["apply", saved.to_str().unwrap()]).success();
+    assert!(
+        run.stdout.contains("tunnel-00: not started: verify's preflight: tunnel-01, on the same site, is degraded in AMS, FRA now; rotating tunnel-00 could cut site \"site-0\" off"),
+        "{run:?}"
+    );
+    assert!(
+        !env.ledger().contains_key(&tunnel_id(0)),
+        "{:?}",
+        env.ledger()
+    );
+}
