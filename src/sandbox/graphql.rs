@@ -291,9 +291,6 @@ fn health_rows(
     vars: &Map<String, Value>,
 ) -> Result<Vec<Value>, Refusal> {
     let filter = filter(groups, vars)?;
-    if let Some(names) = &filter.names {
-        (s.counters.graphql_widest).fetch_max(names.len() as u64, Ordering::Relaxed);
-    }
     let picks = fields(
         &groups.selection_set,
         &["avg", "dimensions", "count"],

@@ -81,8 +81,6 @@ pub struct Counters {
     pub graphql: AtomicU64,
     /// GraphQL queries answered with `errors[]`.
     pub graphql_refused: AtomicU64,
-    /// The most tunnels one GraphQL query named (`tunnelName_in`).
-    pub graphql_widest: AtomicU64,
     /// Keys handed to a far end.
     pub far_end_deliveries: AtomicU64,
 }

