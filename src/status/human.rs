@@ -102,6 +102,9 @@ pub fn conditions(t: &TunnelStatus, now: DateTime<Utc>) -> Vec<String> {
     if let Some((at, _)) = &t.delivery_failed {
         c.push(format!("delivery failed {}", minute(at)));
     }
+    if let Some((since, _)) = &t.unverified {
+        c.push(format!("not back up since {}", minute(since)));
+    }
     if c.is_empty() {
         c.push("ok".to_string());
     }
@@ -124,6 +127,7 @@ fn summary(report: &Report) -> String {
         ("interrupted", count(|t, _| t.interrupted().is_some())),
         ("pending", count(|t, _| t.pending().is_some())),
         ("delivery failed", count(|t, _| t.delivery_failed.is_some())),
+        ("not back up", count(|t, _| t.unverified.is_some())),
     ]
     .into_iter()
     .filter(|(_, k)| *k > 0)

@@ -11,7 +11,8 @@ use super::{human, Report, TunnelStatus};
 use crate::state::format_time;
 
 /// The JSON status format's version.
-pub const STATUS_FORMAT_VERSION: &str = "1.0";
+/// 1.1 added `unverified_since` and `summary.unverified` (`verify`).
+pub const STATUS_FORMAT_VERSION: &str = "1.1";
 
 /// Writes the status as one pretty JSON document.
 pub fn json(report: &Report, out: &mut dyn Write) -> io::Result<()> {
@@ -57,6 +58,8 @@ struct JsonTunnel<'a> {
     /// Only ever set with `--refresh`.
     changed_outside: Option<String>,
     delivery_failed: Option<JsonDelivery<'a>>,
+    /// Got a new PSK and was not shown back up (`verify`): down since.
+    unverified_since: Option<String>,
     needs_attention: bool,
     /// The planner's reasons to change its PSK now, as in the JSON plan.
     reasons: Vec<JsonReason>,
@@ -86,6 +89,7 @@ struct JsonSummary {
     pending: usize,
     changed_outside: usize,
     delivery_failed: usize,
+    unverified: usize,
 }
 
 impl<'a> JsonStatus<'a> {
@@ -105,6 +109,7 @@ impl<'a> JsonStatus<'a> {
             pending: count(|t| t.pending_since.is_some()),
             changed_outside: count(|t| t.changed_outside.is_some()),
             delivery_failed: count(|t| t.delivery_failed.is_some()),
+            unverified: count(|t| t.unverified_since.is_some()),
         };
         JsonStatus {
             format_version: STATUS_FORMAT_VERSION,
@@ -143,6 +148,7 @@ impl<'a> JsonTunnel<'a> {
                 at: format_time(at),
                 error: error.as_deref(),
             }),
+            unverified_since: t.unverified.as_ref().map(|(since, _)| format_time(since)),
             needs_attention: t.needs_attention(),
             reasons: t
                 .reasons

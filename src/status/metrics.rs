@@ -75,7 +75,7 @@ type TunnelGauge = (
     fn(&TunnelStatus, &Report) -> Option<i64>,
 );
 
-const TUNNEL_GAUGES: [TunnelGauge; 9] = [
+const TUNNEL_GAUGES: [TunnelGauge; 10] = [
     ("psk_tunnel_last_rotated_timestamp", "When the sealed PSK was made (Cloudflare's date), as a Unix time", true,
         |t, _| t.last_rotated.map(|d| d.timestamp())),
     ("psk_tunnel_next_due_timestamp", "When the PSK falls due by its policy, spread included, as a Unix time", true,
@@ -94,6 +94,8 @@ const TUNNEL_GAUGES: [TunnelGauge; 9] = [
         |t, _| Some(t.pending().is_some() as i64)),
     ("psk_tunnel_delivery_failed", "1 when the policy's deliver command failed for the sealed PSK", false,
         |t, _| Some(t.delivery_failed.is_some() as i64)),
+    ("psk_tunnel_unverified", "1 when the tunnel got a new PSK and was not shown back up (verify): its site's other paths are held", false,
+        |t, _| Some(t.unverified.is_some() as i64)),
 ];
 
 impl Collector for StatusCollector {

@@ -74,6 +74,10 @@ pub struct TunnelStatus {
     /// The policy's `deliver` command failed for the sealed PSK: when,
     /// and why (never the command's output).
     pub delivery_failed: Option<(DateTime<Utc>, Option<String>)>,
+    /// The tunnel got a new PSK and was not shown back up (policy
+    /// `verify`): down since, and when psk gave up waiting (`None`: it was
+    /// stopped while waiting). Its site's other paths are held meanwhile.
+    pub unverified: Option<(DateTime<Utc>, Option<DateTime<Utc>>)>,
 }
 
 /// Judges every tunnel of `desired` at `now`, from the state and (when
@@ -104,6 +108,8 @@ pub fn report(
                 .and_then(|r| r.last_rotated);
             let mut status = judge(tunnel, policy, assessment, sealed_on, now);
             status.delivery_failed = failed.get(&key).cloned();
+            status.unverified =
+                (record.and_then(|r| r.verification.as_ref())).map(|v| (v.since, v.failed));
             status
         })
         .collect();
@@ -158,6 +164,7 @@ fn judge(
         starts,
         reasons,
         delivery_failed: None,
+        unverified: None,
     }
 }
 
@@ -206,7 +213,7 @@ impl TunnelStatus {
     /// Whether someone should look: anything but "rotated, not yet due".
     /// What `--exit-code` exits 2 for.
     pub fn needs_attention(&self) -> bool {
-        !self.reasons.is_empty() || self.delivery_failed.is_some()
+        !self.reasons.is_empty() || self.delivery_failed.is_some() || self.unverified.is_some()
     }
 }
 

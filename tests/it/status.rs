@@ -54,7 +54,7 @@ fn json_status_says_what_each_tunnel_needs() {
     let env = fleet();
     let run = status(&env, &["--format", "json"]).success();
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-    assert_eq!(v["format_version"], "1.0");
+    assert_eq!(v["format_version"], "1.1");
     assert_eq!(v["state"]["serial"], 42);
     let by_name = |n: &str| {
         v["tunnels"]
@@ -91,7 +91,12 @@ fn json_status_says_what_each_tunnel_needs() {
     assert_eq!(waits["overdue"], true);
     assert_eq!(waits["rotation_may_start"], "2026-12-05T01:00:00Z");
     assert_eq!(waits["deadline"], "2026-12-01T12:00:00Z");
-    assert_eq!(v["summary"]["needs_attention"], 6);
+    // Rotated, and not shown back up (`verify`): its site is held.
+    let down = by_name("zrh-a");
+    assert_eq!(down["unverified_since"], "2026-11-30T10:00:00Z");
+    assert_eq!(down["needs_attention"], true);
+    assert_eq!(v["summary"]["unverified"], 1);
+    assert_eq!(v["summary"]["needs_attention"], 7);
 }
 
 /// A sample's value in a parsed family, by the tunnel's `name` label.
