@@ -126,9 +126,16 @@ impl Report {
             n => format!(" ({n} of the failures: new PSK recorded, tunnel did not come back)"),
         };
         let forgotten = self.count(|o| matches!(o, Outcome::Forgotten));
-        let deferred = match self.count(|o| matches!(o, Outcome::Deferred { .. })) {
+        // A path its site's rule held ("not started: ..."), or work left
+        // for a command that holds an identity.
+        let held = |o: &Outcome| matches!(o, Outcome::Deferred { message } if message.starts_with("not started"));
+        let deferred = match self.count(|o| matches!(o, Outcome::Deferred { .. }) && !held(o)) {
             0 => String::new(),
             n => format!(", {n} left for `psk reseal`"),
+        };
+        let deferred = match self.count(held) {
+            0 => deferred,
+            n => format!("{deferred}, {n} held back to keep a site up"),
         };
         let failed = self.failed();
         let not_started = match self.not_started() {

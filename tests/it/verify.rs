@@ -199,6 +199,11 @@ fn a_tunnel_that_never_comes_back_halts_its_site_only() {
             .contains("tunnel-01: not started: tunnel-00, on the same site, did not come back"),
         "{run:?}"
     );
+    assert!(
+        run.stdout
+            .contains("1 failed (1 of the failures: new PSK recorded, tunnel did not come back), 1 held back to keep a site up."),
+        "{run:?}"
+    );
     // The other site went on.
     let ledger = env.ledger();
     assert!(
@@ -442,7 +447,7 @@ fn deliver_far_end(env: &TestEnv, i: usize) {
         tunnel_id(i)
     );
     let status = env.block_on(async {
-        let r = reqwest::Client::new().post(url).body(key).send().await;
+        let r = psk::tls::client().post(url).body(key).send().await;
         r.unwrap().status().as_u16()
     });
     assert_eq!(status, 200);
