@@ -143,6 +143,9 @@ pub struct SandboxArgs {
         help_heading = "Tunnel health"
     )]
     graphql_rate_limit: crate::cloudflare::RateLimit,
+
+    #[command(flatten)]
+    pub files: super::args::Files,
 }
 
 pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {

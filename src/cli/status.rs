@@ -43,9 +43,16 @@ pub struct StatusArgs {
     #[arg(long)]
     exit_code: bool,
 
-    /// Evaluate policies at this time instead of now (RFC 3339 or a date).
-    #[arg(long, value_name = "TIME", value_parser = parse_at)]
+    /// Evaluate policies at this time instead of now: RFC 3339, a date
+    /// (midnight UTC), or a span from now like +30d or -2h.
+    #[arg(long, value_name = "TIME", value_parser = parse_at, allow_hyphen_values = true)]
     at: Option<DateTime<Utc>>,
+
+    #[command(flatten)]
+    pub files: super::args::Files,
+
+    #[command(flatten)]
+    pub api: super::args::Api,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
