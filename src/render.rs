@@ -10,6 +10,7 @@
 //! state file as apply would leave it; `text` the sentences several
 //! formats share. This module only gathers them: none of them imports it.
 
+pub mod codes;
 pub mod diff;
 mod human;
 mod json;

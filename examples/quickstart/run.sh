@@ -10,7 +10,7 @@ root=$(cd "$here/../.." && pwd)
 # Not --quiet: a first build takes minutes, and cargo shows how far it is.
 echo "Building psk (the first build takes a few minutes)..." >&2
 cargo build --locked --manifest-path "$root/Cargo.toml"
-psk="$root/target/debug/psk"
+psk="${CARGO_TARGET_DIR:-$root/target}/debug/psk"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -20,6 +20,7 @@ mod import;
 mod log;
 mod plan;
 mod progress;
+pub mod reference;
 mod reseal;
 mod sandbox;
 mod schema;
@@ -67,6 +68,8 @@ enum Command {
     ForceUnlock(force_unlock::ForceUnlockArgs),
     Status(status::StatusArgs),
     Completions(completions::CompletionsArgs),
+    #[command(hide = true)]
+    Man(reference::ManArgs),
 }
 
 impl Command {
@@ -86,7 +89,7 @@ impl Command {
             Command::Reseal(a) => Global::files(&a.files),
             Command::ForceUnlock(a) => Global::files(&a.files),
             Command::ShowPlan(a) => Global::default().color(&a.color),
-            Command::Schema(_) | Command::Completions(_) => Global::default(),
+            Command::Schema(_) | Command::Completions(_) | Command::Man(_) => Global::default(),
         }
     }
 }
@@ -152,6 +155,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             Command::ForceUnlock(a) => force_unlock::run(&global, a),
             Command::Status(a) => status::run(&global, a).await,
             Command::Completions(a) => completions::run(a, Cli::command()),
+            Command::Man(a) => reference::run(a, Cli::command()),
         }
     })
 }
@@ -184,6 +188,16 @@ fn misplaced_option(
             || a.get_short().is_some_and(|s| flag == &format!("-{s}"))
     });
     takes.then(|| format!("options go after the command: `psk {name} {flag} ...`"))
+}
+
+/// `docs/cli.md`, from the parser itself.
+pub fn reference_markdown() -> String {
+    reference::markdown(Cli::command())
+}
+
+/// The man pages (`psk.1`, `psk-plan.1`, ...), from the parser itself.
+pub fn man_pages() -> Vec<(String, String)> {
+    reference::man_pages(Cli::command())
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

@@ -19,6 +19,9 @@ use crate::sandbox::{self, Sandbox, SandboxOptions};
 /// refused as Cloudflare refuses them).
 #[derive(Debug, Args)]
 pub struct SandboxArgs {
+    #[command(flatten)]
+    pub files: super::args::Files,
+
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8787")]
     listen: SocketAddr,
@@ -143,9 +146,6 @@ pub struct SandboxArgs {
         help_heading = "Tunnel health"
     )]
     graphql_rate_limit: crate::cloudflare::RateLimit,
-
-    #[command(flatten)]
-    pub files: super::args::Files,
 }
 
 pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {

@@ -12,6 +12,7 @@ mod apply_exec;
 mod apply_generators;
 mod apply_interrupt;
 mod bad_input;
+mod cli;
 mod client_bulk;
 mod client_errors;
 mod client_limit;
@@ -25,6 +26,7 @@ mod contract;
 mod custody_age;
 mod custody_commands;
 mod custody_mistakes;
+mod docs;
 mod end_to_end;
 mod faults;
 #[cfg(unix)]
