@@ -159,15 +159,14 @@ fn pages() -> Vec<PathBuf> {
 #[test]
 fn every_psk_command_in_the_docs_parses() {
     use clap::Parser;
+    // A comment after a command is for the reader, not for psk.
+    let comment = regex::Regex::new(r"(?m)\s+#.*$").unwrap();
     let mut seen = 0;
     for page in pages() {
         let text = std::fs::read_to_string(&page).unwrap();
         for block in text.split("```sh\n").skip(1) {
             let block = block.split("```").next().unwrap();
-            // A comment after a command is for the reader, not for psk.
-            let block = regex::Regex::new(r"(?m)\s+#.*$")
-                .unwrap()
-                .replace_all(block, "");
+            let block = comment.replace_all(block, "");
             for args in crate::workflows::psk_commands(&block) {
                 let argv = std::iter::once("psk".to_string()).chain(args.iter().cloned());
                 if let Err(e) = psk::cli::Cli::try_parse_from(argv) {
