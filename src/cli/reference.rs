@@ -196,7 +196,11 @@ fn arg_markdown(md: &mut String, a: &Arg) {
         .or(a.get_help())
         .map(|h| h.to_string())
         .unwrap_or_default();
-    let help = help.replace("\n\n", " ").replace('\n', " ");
+    let mut help = help.replace("\n\n", " ").replace('\n', " ");
+    // clap drops a one-sentence help's full stop; the notes after it need one.
+    if !help.is_empty() && !help.ends_with('.') {
+        help.push('.');
+    }
     let _ = write!(md, "- `{name}`: {help}");
     if let Some(env) = a.get_env() {
         let _ = write!(md, " Environment: `{}`.", env.to_string_lossy());
