@@ -32,7 +32,7 @@ pub fn use_color(no_color_flag: bool, is_terminal: bool) -> bool {
     is_terminal && !no_color_flag && !env_off
 }
 
-/// Machine-readable plan; see README "JSON plan format".
+/// Machine-readable plan; see docs/formats.md "JSON plan format".
 pub fn json(plan: &Plan, out: &mut dyn Write) -> io::Result<()> {
     serde_json::to_writer_pretty(&mut *out, &json::JsonPlan::new(plan))?;
     writeln!(out)

@@ -26,7 +26,7 @@ pub struct PlanArgs {
     detailed_exitcode: bool,
 
     /// Output format: human (terminal), markdown (pull-request comment) or
-    /// json (machines; see the README for the schema).
+    /// json (machines; docs/formats.md describes it).
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
 

@@ -19,7 +19,7 @@ use crate::status::{self, textfile, Report};
 /// Reads psk.yaml and the state only, unless --refresh; changes nothing.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Output format: human (a table), json (versioned; see the README),
+    /// Output format: human (a table), json (versioned; docs/monitoring.md),
     /// openmetrics (OpenMetrics text, e.g. for a Pushgateway) or prometheus
     /// (the Prometheus text format node_exporter's textfile collector
     /// reads). Default: human, or nothing with --textfile.

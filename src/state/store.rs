@@ -410,7 +410,7 @@ fn remove_durably(path: &Path) -> io::Result<()> {
     }
 }
 
-/// The failpoint tests use to kill psk mid-write (see README, "Testing").
+/// The failpoint tests use to kill psk mid-write (see docs/testing.md).
 /// `PSK_FAILPOINT=state-before-rename` aborts the process after the new
 /// state is written and fsynced to its temp file but before the rename.
 fn failpoint(name: &str) {
