@@ -20,6 +20,7 @@ mod import;
 mod log;
 mod plan;
 mod progress;
+mod recover;
 mod reseal;
 mod sandbox;
 mod schema;
@@ -61,6 +62,7 @@ enum Command {
     Schema(schema::SchemaArgs),
     Export(export::ExportArgs),
     Reseal(reseal::ResealArgs),
+    Recover(recover::RecoverArgs),
     Import(import::ImportArgs),
     ForceUnlock(force_unlock::ForceUnlockArgs),
     Status(status::StatusArgs),
@@ -118,6 +120,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             Command::Schema(a) => schema::run(a),
             Command::Export(a) => export::run(&global, a),
             Command::Reseal(a) => reseal::run(&global, a),
+            Command::Recover(a) => recover::run(&global, a),
             Command::Import(a) => import::run(&global, a).await,
             Command::ForceUnlock(a) => force_unlock::run(&global, a),
             Command::Status(a) => status::run(&global, a).await,

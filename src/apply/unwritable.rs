@@ -1,0 +1,93 @@
+//! When the state cannot be written: retry, stop, rescue.
+//!
+//! A journal commit that fails (a full disk, EIO, a read-only remount, a
+//! quota) is tried again a few times, the keys staying sealed in memory.
+//! If it still fails, the apply makes no further call to Cloudflare: the
+//! rotations not yet started never start, those in flight are let answer
+//! (their keys exist on the edge now), and every change the disk does not
+//! hold goes, sealed as in the state, to a rescue file elsewhere
+//! (`state::rescue`), with the command that takes it back.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::Run;
+use crate::state::rescue::Rescue;
+use crate::state::StateError;
+
+/// Waits before each new attempt of a failed commit: a disk that was full
+/// for a moment (another writer, a log rotation) gets a little time.
+const RETRY_DELAYS: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(500),
+    Duration::from_secs(2),
+];
+
+/// Why an apply stopped because its state could not be written. Each says
+/// where every key it made is.
+#[derive(Debug, thiserror::Error)]
+pub enum Unwritable {
+    #[error("{source}\nThe apply stopped there: psk makes no call to Cloudflare it cannot record. {} new tunnel record{} the state could not take ({}) {} sealed in the rescue file {rescue}, as the state would hold them (no PSK in plaintext). Once the state's disk is writable again, take them back into the state with:\n  psk recover {rescue}", .names.len(), if .names.len() == 1 { "" } else { "s" }, .names.join(", "), if .names.len() == 1 { "is" } else { "are" })]
+    Rescued {
+        source: StateError,
+        rescue: PathBuf,
+        names: Vec<String>,
+    },
+    #[error("{source}\nThe apply stopped there: psk makes no call to Cloudflare it cannot record. Every change it made is in the journal beside the state, which the next psk command folds in: nothing was lost")]
+    Stopped { source: StateError },
+    #[error("{source}\nThe apply stopped there: psk makes no call to Cloudflare it cannot record. No rescue file could be written either:\n{tried}\nThe sealed records of {names} follow between the two marker lines (sealed with age, as the state holds them: no PSK in plaintext). Save them to a file and, once a disk is writable, run `psk recover FILE`:\n-----BEGIN PSK RESCUE-----\n{text}-----END PSK RESCUE-----")]
+    Nowhere {
+        source: StateError,
+        tried: String,
+        names: String,
+        text: String,
+    },
+    #[error("{source}\nEvery change of this apply is in the journal beside the state, which the next psk command folds in: nothing was lost. Free the disk (or make it writable) and run `psk plan`")]
+    Unfolded { source: StateError },
+}
+
+/// The delays between attempts; none in tests of faults.
+pub fn retry_delays() -> impl Iterator<Item = Duration> {
+    let none = crate::cloudflare::no_retry_delay_from_env();
+    RETRY_DELAYS
+        .into_iter()
+        .map(move |d| if none { Duration::ZERO } else { d })
+}
+
+/// After the apply stopped on `source`: one last commit (the disk may be
+/// back), else the rescue file.
+pub fn rescue(run: &mut Run<'_>, source: StateError) -> Unwritable {
+    if run.journal.commit(run.state).is_ok() {
+        return Unwritable::Stopped { source };
+    }
+    let unsaved = run.journal.unsaved(run.state);
+    if unsaved.is_empty() {
+        return Unwritable::Stopped { source };
+    }
+    let rescue = Rescue::new(
+        run.journal.state_path(),
+        run.state,
+        &unsaved,
+        chrono::Utc::now(),
+    );
+    let names = rescue.names();
+    match rescue.write() {
+        Ok(path) => {
+            tracing::warn!(rescue = %path.display(), tunnels = names.len(), "unsaved records written to a rescue file");
+            Unwritable::Rescued {
+                source,
+                rescue: path,
+                names,
+            }
+        }
+        Err(tried) => Unwritable::Nowhere {
+            source,
+            tried: (tried.iter())
+                .map(|(p, e)| format!("  {}: {e}", p.display()))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            names: names.join(", "),
+            text: String::from_utf8(rescue.to_bytes()).expect("JSON is UTF-8"),
+        },
+    }
+}
