@@ -269,14 +269,12 @@ pub async fn apply(
         return Err(unwritable::rescue(&mut run, e).into());
     }
     let Run {
-        journal,
+        mut journal,
         state,
         outcomes,
         ..
     } = run;
-    journal
-        .finish(state)
-        .map_err(|source| Unwritable::Unfolded { source })?;
+    unwritable::fold(&mut journal, state).await?;
     let results = plan
         .actions
         .iter()

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::Run;
 use crate::state::rescue::Rescue;
-use crate::state::StateError;
+use crate::state::{Journal, State, StateError};
 
 /// Waits before each new attempt of a failed commit: a disk that was full
 /// for a moment (another writer, a log rotation) gets a little time.
@@ -27,23 +27,23 @@ const RETRY_DELAYS: [Duration; 3] = [
 /// where every key it made is.
 #[derive(Debug, thiserror::Error)]
 pub enum Unwritable {
-    #[error("{source}\nThe apply stopped there: psk makes no call to Cloudflare it cannot record. {} new tunnel record{} the state could not take ({}) {} sealed in the rescue file {rescue}, as the state would hold them (no PSK in plaintext). Once the state's disk is writable again, take them back into the state with:\n  psk recover {rescue}", .names.len(), if .names.len() == 1 { "" } else { "s" }, .names.join(", "), if .names.len() == 1 { "is" } else { "are" })]
+    #[error("{error}\nThe apply stopped there: psk makes no call to Cloudflare it cannot record. {} new tunnel record{} the state could not take ({}) {} sealed in the rescue file {rescue}, as the state would hold them (no PSK in plaintext). Once the state's disk is writable again, take them back into the state with:\n  psk recover {rescue}", .names.len(), if .names.len() == 1 { "" } else { "s" }, .names.join(", "), if .names.len() == 1 { "is" } else { "are" })]
     Rescued {
-        source: StateError,
+        error: StateError,
         rescue: PathBuf,
         names: Vec<String>,
     },
-    #[error("{source}\nThe apply stopped there: psk makes no call to Cloudflare it cannot record. Every change it made is in the journal beside the state, which the next psk command folds in: nothing was lost")]
-    Stopped { source: StateError },
-    #[error("{source}\nThe apply stopped there: psk makes no call to Cloudflare it cannot record. No rescue file could be written either:\n{tried}\nThe sealed records of {names} follow between the two marker lines (sealed with age, as the state holds them: no PSK in plaintext). Save them to a file and, once a disk is writable, run `psk recover FILE`:\n-----BEGIN PSK RESCUE-----\n{text}-----END PSK RESCUE-----")]
+    #[error("{error}\nThe apply stopped there: psk makes no call to Cloudflare it cannot record. Every change it made is in the journal beside the state, which the next psk command folds in: nothing was lost")]
+    Stopped { error: StateError },
+    #[error("{error}\nThe apply stopped there: psk makes no call to Cloudflare it cannot record. No rescue file could be written either:\n{tried}\nThe sealed records of {names} follow between the two marker lines (sealed with age, as the state holds them: no PSK in plaintext). Save them to a file and, once a disk is writable, run `psk recover FILE`:\n-----BEGIN PSK RESCUE-----\n{text}-----END PSK RESCUE-----")]
     Nowhere {
-        source: StateError,
+        error: StateError,
         tried: String,
         names: String,
         text: String,
     },
-    #[error("{source}\nEvery change of this apply is in the journal beside the state, which the next psk command folds in: nothing was lost. Free the disk (or make it writable) and run `psk plan`")]
-    Unfolded { source: StateError },
+    #[error("{error}\nEvery change of this apply is in the journal beside the state, which the next psk command folds in: nothing was lost. Free the disk (or make it writable) and run `psk plan`")]
+    Unfolded { error: StateError },
 }
 
 /// The delays between attempts; none in tests of faults.
@@ -54,15 +54,31 @@ pub fn retry_delays() -> impl Iterator<Item = Duration> {
         .map(move |d| if none { Duration::ZERO } else { d })
 }
 
+/// Folds the journal into the state file, trying again as a commit does;
+/// when it cannot, every change is still in the journal.
+pub async fn fold(journal: &mut Journal, state: &mut State) -> Result<(), Unwritable> {
+    let mut delays = retry_delays();
+    loop {
+        let Err(source) = journal.finish(state) else {
+            return Ok(());
+        };
+        let Some(delay) = delays.next() else {
+            return Err(Unwritable::Unfolded { error: source });
+        };
+        tracing::warn!(error = %source, retry_in_ms = delay.as_millis() as u64, "state file not written; retrying");
+        tokio::time::sleep(delay).await;
+    }
+}
+
 /// After the apply stopped on `source`: one last commit (the disk may be
 /// back), else the rescue file.
 pub fn rescue(run: &mut Run<'_>, source: StateError) -> Unwritable {
     if run.journal.commit(run.state).is_ok() {
-        return Unwritable::Stopped { source };
+        return Unwritable::Stopped { error: source };
     }
     let unsaved = run.journal.unsaved(run.state);
     if unsaved.is_empty() {
-        return Unwritable::Stopped { source };
+        return Unwritable::Stopped { error: source };
     }
     let rescue = Rescue::new(
         run.journal.state_path(),
@@ -75,13 +91,13 @@ pub fn rescue(run: &mut Run<'_>, source: StateError) -> Unwritable {
         Ok(path) => {
             tracing::warn!(rescue = %path.display(), tunnels = names.len(), "unsaved records written to a rescue file");
             Unwritable::Rescued {
-                source,
+                error: source,
                 rescue: path,
                 names,
             }
         }
         Err(tried) => Unwritable::Nowhere {
-            source,
+            error: source,
             tried: (tried.iter())
                 .map(|(p, e)| format!("  {}: {e}", p.display()))
                 .collect::<Vec<_>>()

@@ -792,7 +792,9 @@ impl Journal {
     /// Commits anything still staged, then folds the journal into the
     /// state file (one whole write, previous version kept as the backup)
     /// and removes it.
-    pub fn finish(mut self, state: &mut State) -> Result<u64, StateError> {
+    /// A failed final write may be tried again: the journal stays until
+    /// one succeeds.
+    pub fn finish(&mut self, state: &mut State) -> Result<u64, StateError> {
         self.commit(state)?;
         self.file = None;
         // The final write takes the room the journal held.
@@ -970,7 +972,7 @@ mod tests {
 
         // The next writer folds the replayed journal in before its own.
         let mut again = load(&path, NewState::IfNoTraces).unwrap().unwrap();
-        let j = Journal::open(&path, &mut again).unwrap();
+        let mut j = Journal::open(&path, &mut again).unwrap();
         assert!(!journal_path(&path).exists());
         assert_eq!(fs::read(backup_path(&path)).unwrap(), base);
         assert_eq!(parse(&path, &fs::read(&path).unwrap()).unwrap(), s);
