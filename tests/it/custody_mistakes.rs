@@ -473,7 +473,7 @@ fn opened(env: &TestEnv, path: &std::path::Path) -> std::collections::BTreeMap<S
 /// the edge holds is one psk can open from its state (and journal).
 #[test]
 fn no_answered_key_is_lost_to_a_full_disk() {
-    for size_kib in [24u64, 64, 160, 256, 1024] {
+    for size_kib in [16u64, 24, 32, 48, 64, 96, 160, 256, 512, 1024] {
         let mut env = TestEnv::new(12);
         env.start_sandbox_with(psk::sandbox::SandboxOptions {
             latency: std::time::Duration::from_millis(40),
@@ -505,6 +505,17 @@ fn no_answered_key_is_lost_to_a_full_disk() {
         }
         fill(&disk);
         let run = crate::common::to_run(child.wait_with_output().unwrap());
+        // A rescued key comes back once the disk has room again.
+        let rescue = regex::Regex::new(r"(?m)^  psk recover (\S+)$").unwrap();
+        if let Some(c) = rescue.captures(&run.stderr) {
+            assert!(
+                !c[1].starts_with(disk.to_str().unwrap()),
+                "the rescue went to the full disk: {run:?}"
+            );
+            std::fs::remove_file(disk.join("filler")).unwrap();
+            let state_arg = state.to_str().unwrap();
+            env.run(&["recover", &c[1], "--state", state_arg]).success();
+        }
         let sealed = opened(&env, &state);
         for (id, psks) in env.ledger() {
             assert_eq!(
