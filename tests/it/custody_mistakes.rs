@@ -538,3 +538,72 @@ fn no_answered_key_is_lost_to_a_full_disk() {
         );
     }
 }
+
+/// psk.yaml with account `a` (tunnel-00, tunnel-01) and, when `b` lists
+/// any, account `b` with those of its tunnels.
+fn two_accounts(env: &TestEnv, b: &[usize]) -> String {
+    let mut s = format!(
+        "version: 1\nrecipients:\n  - {}\npolicies:\n  default:\n    rotate_every: 90d\n    site_parallel: true\naccounts:\n  a:\n    id: {}\n    tunnels:\n",
+        env.recipient,
+        crate::common::ACCOUNT
+    );
+    for i in 0..2 {
+        let id = crate::common::tunnel_id(i);
+        s.push_str(&format!("      - name: tunnel-{i:02}\n        id: {id}\n"));
+    }
+    if !b.is_empty() {
+        s.push_str("  b:\n    id: 99999999999999999999999999999999\n    tunnels:\n");
+        for i in b {
+            let id = crate::common::tunnel_id(10 + i);
+            s.push_str(&format!("      - name: b-{i:02}\n        id: {id}\n"));
+        }
+    }
+    s
+}
+
+/// A tunnel dropped from psk.yaml together with its whole account is not
+/// kept forever for want of asking: psk lists that account anyway when the
+/// token can, keeps the record while Cloudflare lists the tunnel, and
+/// forgets it once Cloudflare does not. Only when the token cannot list the
+/// account is the record kept, and the plan says why.
+#[test]
+fn a_record_whose_account_left_psk_yaml_is_forgotten_once_cloudflare_says_so() {
+    let mut env = TestEnv::new(0);
+    env.write_config(&two_accounts(&env, &[0, 1]));
+    env.start_sandbox();
+    env.run(&["apply", "--auto-approve"]).success();
+    let id = env.identity.to_str().unwrap().to_string();
+
+    // Account b leaves psk.yaml; Cloudflare still lists both its tunnels.
+    let without_b = two_accounts(&env, &[]);
+    env.write_config(&without_b);
+    let plan = env.run(&["plan"]).success();
+    assert_eq!(
+        plan.stdout
+            .matches("kept: Cloudflare still lists the tunnel")
+            .count(),
+        2,
+        "{plan:?}"
+    );
+
+    // b-01 is deleted on Cloudflare (the sandbox now holds only b-00).
+    env.write_config(&two_accounts(&env, &[0]));
+    env.start_sandbox();
+    env.write_config(&without_b);
+    let plan = env.run(&["plan"]).success();
+    assert!(plan.stdout.contains("b-01 will be forgotten"), "{plan:?}");
+    assert!(!plan.stdout.contains("b-00 will be forgotten"), "{plan:?}");
+    env.run(&["apply", "--auto-approve"]).success();
+    env.run(&["show", "b-01", "-i", &id]).failure();
+    env.run(&["show", "b-00", "-i", &id]).success();
+
+    // A token that cannot list account b: the record stays, and why.
+    env.start_sandbox();
+    let plan = env.run(&["plan"]).success();
+    assert!(
+        plan.stdout.contains("this token cannot list it"),
+        "{plan:?}"
+    );
+    assert!(!plan.stdout.contains("will be forgotten"), "{plan:?}");
+    env.run(&["show", "b-00", "-i", &id]).success();
+}
