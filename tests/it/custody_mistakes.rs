@@ -1,7 +1,7 @@
 //! Keys survive mistakes (issue 15): a private key under `recipients:`, a
 //! short PSK given to `import`, an interrupted run, a missing or foreign
 //! state, `forget`, and a failing disk. Each test here fails without the
-//! guard it names; README's "Reliability" section points at them.
+//! guard it names; docs/reliability.md points at them.
 
 use age::secrecy::ExposeSecret;
 
@@ -473,6 +473,7 @@ fn opened(env: &TestEnv, path: &std::path::Path) -> std::collections::BTreeMap<S
 /// the edge holds is one psk can open from its state (and journal).
 #[test]
 fn no_answered_key_is_lost_to_a_full_disk() {
+    let rescue = regex::Regex::new(r"(?m)^  psk recover (\S+)$").unwrap();
     for size_kib in [16u64, 24, 32, 48, 64, 96, 160, 256, 512, 1024] {
         let mut env = TestEnv::new(12);
         env.start_sandbox_with(psk::sandbox::SandboxOptions {
@@ -506,7 +507,6 @@ fn no_answered_key_is_lost_to_a_full_disk() {
         fill(&disk);
         let run = crate::common::to_run(child.wait_with_output().unwrap());
         // A rescued key comes back once the disk has room again.
-        let rescue = regex::Regex::new(r"(?m)^  psk recover (\S+)$").unwrap();
         if let Some(c) = rescue.captures(&run.stderr) {
             assert!(
                 !c[1].starts_with(disk.to_str().unwrap()),
