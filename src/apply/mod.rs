@@ -457,8 +457,9 @@ async fn deliver(how: Option<(Deliver, Tunnel)>, psk: &Psk) -> Option<Delivered>
 /// A PSK made here, from the OS's CSPRNG: 32 characters of `[A-Za-z0-9]`,
 /// about 190 bits.
 pub fn new_local_psk() -> Psk {
-    use rand::distributions::{Alphanumeric, DistString};
-    Psk::new(Alphanumeric.sample_string(&mut rand::rngs::OsRng, LOCAL_PSK_LEN))
+    use rand::distr::{Alphanumeric, SampleString};
+    let mut os = rand::rand_core::UnwrapErr(rand::rngs::SysRng);
+    Psk::new(Alphanumeric.sample_string(&mut os, LOCAL_PSK_LEN))
 }
 
 pub const LOCAL_PSK_LEN: usize = 32;
