@@ -379,7 +379,7 @@ fn forget_waits_until_cloudflare_no_longer_lists_the_tunnel() {
     assert_eq!(kept["deferred"]["code"], "still_listed", "{v}");
     let offline = env.run(&["plan", "--offline"]).success();
     assert!(
-        offline.stdout.contains("Cloudflare was not asked"),
+        offline.stdout.contains("Cloudflare could not be asked"),
         "{offline:?}"
     );
 
