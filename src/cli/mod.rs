@@ -15,6 +15,7 @@ mod deliver;
 mod exit;
 mod export;
 mod force_unlock;
+mod forget;
 mod identity_perms;
 mod import;
 mod log;
@@ -63,6 +64,7 @@ enum Command {
     Export(export::ExportArgs),
     Reseal(reseal::ResealArgs),
     Recover(recover::RecoverArgs),
+    Forget(forget::ForgetArgs),
     Import(import::ImportArgs),
     ForceUnlock(force_unlock::ForceUnlockArgs),
     Status(status::StatusArgs),
@@ -121,6 +123,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             Command::Export(a) => export::run(&global, a),
             Command::Reseal(a) => reseal::run(&global, a),
             Command::Recover(a) => recover::run(&global, a),
+            Command::Forget(a) => forget::run(&global, a),
             Command::Import(a) => import::run(&global, a).await,
             Command::ForceUnlock(a) => force_unlock::run(&global, a),
             Command::Status(a) => status::run(&global, a).await,

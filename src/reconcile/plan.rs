@@ -385,7 +385,8 @@ impl Deferral {
             Deferral::NotAsked => "kept: psk forgets a record only once Cloudflare no longer lists \
                  its tunnel, and Cloudflare could not be asked (offline, or its account is no longer \
                  in psk.yaml and this token cannot list it); the record and its sealed PSK stay in \
-                 the state until a token that can list the account shows the tunnel gone"
+                 the state until a token that can list the account shows the tunnel gone (or \
+                 `psk forget NAME` drops it now, if you know the tunnel is gone)"
                 .to_string(),
             Deferral::SiblingDown {
                 site,

@@ -605,5 +605,26 @@ fn a_record_whose_account_left_psk_yaml_is_forgotten_once_cloudflare_says_so() {
         "{plan:?}"
     );
     assert!(!plan.stdout.contains("will be forgotten"), "{plan:?}");
+    assert!(
+        plan.stdout.contains("`psk forget NAME` drops it now"),
+        "{plan:?}"
+    );
     env.run(&["show", "b-00", "-i", &id]).success();
+
+    // The explicit way out: a tunnel psk.yaml lists, or a name the state
+    // does not hold, is refused and nothing changes; b-00 is dropped.
+    let before = std::fs::read(env.state_path()).unwrap();
+    let listed = env.run(&["forget", "tunnel-00"]).failure();
+    assert!(
+        listed.stderr.contains("so psk keeps its record"),
+        "{listed:?}"
+    );
+    let typo = env.run(&["forget", "b-01", "b-0"]).failure();
+    assert!(typo.stderr.contains("no record named `b-01`"), "{typo:?}");
+    assert_eq!(std::fs::read(env.state_path()).unwrap(), before);
+    let forgot = env.run(&["forget", "b-00"]).success();
+    assert!(forgot.stdout.contains("Forgot 1: b-00"), "{forgot:?}");
+    env.run(&["show", "b-00", "-i", &id]).failure();
+    let plan = env.run(&["plan"]).success();
+    assert!(!plan.stdout.contains("b-00"), "{plan:?}");
 }
