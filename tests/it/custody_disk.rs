@@ -1,6 +1,6 @@
 //! No answered key is lost to a failing disk (issue 15): every write of
 //! the state (journal line, state file, backup, rescue) made to fail with
-//! EIO or EROFS, once or from then on, at every position an apply reaches.
+//! EIO, EROFS, EDQUOT (a quota) or ENOSPC, once or from then on, at every position an apply reaches.
 //! When apply exits, every PSK the sandbox's edge holds is one psk can
 //! open, from the state or, after `psk recover`, from the rescue file.
 
@@ -17,7 +17,12 @@ fn fleet(local: bool) -> TestEnv {
     if local {
         crate::common::local_config(&env, TUNNELS);
     }
-    env.start_sandbox();
+    // Answers come back at different times, so a commit can fail with
+    // calls still in flight.
+    env.start_sandbox_with(psk::sandbox::SandboxOptions {
+        latency: std::time::Duration::from_millis(20),
+        ..Default::default()
+    });
     env
 }
 
@@ -114,7 +119,8 @@ fn at_every_failing_write_every_edge_key_opens() {
                     run.code == 0 || (what, n) == ("state", 1),
                     "{once}: {run:?}"
                 );
-                let onwards = format!("{what}:{n}+:{}", if n % 2 == 0 { "EROFS" } else { "EIO" });
+                let errno = ["EIO", "EROFS", "EDQUOT", "ENOSPC"][n % 4];
+                let onwards = format!("{what}:{n}+:{errno}");
                 let run = one_position(local, &onwards);
                 if run.code == 0 {
                     // Past the apply's last write of this kind.
