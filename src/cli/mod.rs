@@ -15,11 +15,13 @@ mod deliver;
 mod exit;
 mod export;
 mod force_unlock;
+mod forget;
 mod identity_perms;
 mod import;
 mod log;
 mod plan;
 mod progress;
+mod recover;
 pub mod reference;
 mod reseal;
 mod sandbox;
@@ -64,6 +66,8 @@ enum Command {
     Schema(schema::SchemaArgs),
     Export(export::ExportArgs),
     Reseal(reseal::ResealArgs),
+    Recover(recover::RecoverArgs),
+    Forget(forget::ForgetArgs),
     Import(import::ImportArgs),
     ForceUnlock(force_unlock::ForceUnlockArgs),
     Status(status::StatusArgs),
@@ -88,6 +92,8 @@ impl Command {
             Command::Export(a) => Global::files(&a.files),
             Command::Reseal(a) => Global::files(&a.files),
             Command::ForceUnlock(a) => Global::files(&a.files),
+            Command::Recover(a) => Global::files(&a.files),
+            Command::Forget(a) => Global::files(&a.files),
             Command::ShowPlan(a) => Global::default().color(&a.color),
             Command::Schema(_) | Command::Completions(_) | Command::Man(_) => Global::default(),
         }
@@ -151,6 +157,8 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             Command::Schema(a) => schema::run(a),
             Command::Export(a) => export::run(&global, a),
             Command::Reseal(a) => reseal::run(&global, a),
+            Command::Recover(a) => recover::run(&global, a),
+            Command::Forget(a) => forget::run(&global, a),
             Command::Import(a) => import::run(&global, a).await,
             Command::ForceUnlock(a) => force_unlock::run(&global, a),
             Command::Status(a) => status::run(&global, a).await,

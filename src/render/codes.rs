@@ -139,7 +139,7 @@ const MEANINGS: &[(&str, &str, &str)] = &[
     ("deferred[].deferred.code", "window", "the policy's change window is shut; `opens` is when it opens next (RFC 3339, UTC)"),
     ("deferred[].deferred.code", "site", "another tunnel of the same site (`rotating`) changes in this apply"),
     ("deferred[].deferred.code", "still_listed", "(a `forget`) gone from psk.yaml, but Cloudflare still lists the tunnel: the record and its sealed PSK stay"),
-    ("deferred[].deferred.code", "not_asked", "(a `forget`) gone from psk.yaml, and Cloudflare was not asked (offline, or its account left psk.yaml): the record stays"),
+    ("deferred[].deferred.code", "not_asked", "(a `forget`) gone from psk.yaml, and Cloudflare could not be asked (offline, or its account left psk.yaml and the token cannot list it): the record stays"),
     ("deferred[].deferred.code", "sibling_down", "`verify`'s preflight: another path of the site (`sibling`) is not healthy now (`health`, e.g. `down in AMS, FRA`)"),
     ("actions[].dry_run.status", "not_run", "not attempted: offline, or an action that makes no API call"),
     ("actions[].dry_run.status", "accepted", "Cloudflare's `validate_only` would do it"),

@@ -25,6 +25,7 @@ mod config_policy;
 mod contract;
 mod custody_age;
 mod custody_commands;
+mod custody_disk;
 mod custody_mistakes;
 mod docs;
 mod end_to_end;
