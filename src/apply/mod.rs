@@ -25,6 +25,7 @@ mod bulk;
 mod room;
 mod site;
 mod stream;
+mod unwritable;
 mod verify;
 
 pub use verify::check_once;
@@ -44,6 +45,7 @@ use crate::reconcile::{Action, ActionKind, Plan, Reason};
 use crate::seal::Psk;
 use crate::state::{Journal, State, StateError};
 use crate::tunnel::TunnelKey;
+pub use unwritable::Unwritable;
 
 /// What happened to one planned action.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +160,9 @@ impl Report {
 pub enum ApplyError {
     #[error(transparent)]
     State(#[from] StateError),
+    /// The state stopped taking writes mid-apply (see `unwritable`).
+    #[error(transparent)]
+    Unwritable(#[from] Unwritable),
 }
 
 /// Asks a running apply to stop starting new work (Ctrl-C). Work already
@@ -271,15 +276,24 @@ pub async fn apply(
             let a = &plan.actions[i];
             a.kind.changes_psk() && run.generator_of(&a.key) == Generator::Local
         });
-    bulk::run(&mut run, local).await?;
-    stream::run(&mut run, streamed).await?;
+    let ran = match bulk::run(&mut run, local).await {
+        Ok(()) => stream::run(&mut run, streamed).await,
+        Err(e) => Err(e),
+    };
+    let ran = match ran {
+        Ok(()) => run.commit().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = ran {
+        return Err(unwritable::rescue(&mut run, e).into());
+    }
     let Run {
-        journal,
+        mut journal,
         state,
         outcomes,
         ..
     } = run;
-    journal.finish(state)?;
+    unwritable::fold(&mut journal, state).await?;
     let results = plan
         .actions
         .iter()
@@ -335,9 +349,29 @@ impl<'a> Run<'a> {
         self.journal.stage(&self.action(idx).key);
     }
 
-    /// Makes everything staged durable, with one fsync.
-    fn commit(&mut self) -> Result<(), StateError> {
-        self.journal.commit(self.state)
+    /// Makes everything staged durable, with one fsync. A failed write is
+    /// tried again after a pause (the keys wait in memory); the error is
+    /// returned only once those attempts failed too, and then the caller
+    /// stops the apply (see `unwritable`).
+    async fn commit(&mut self) -> Result<(), StateError> {
+        let mut delays = unwritable::retry_delays();
+        loop {
+            let Err(e) = self.journal.commit(self.state) else {
+                return Ok(());
+            };
+            let Some(delay) = delays.next() else {
+                return Err(e);
+            };
+            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "state journal not written; retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Undoes what was staged for action `idx`, which will not start now
+    /// that the state cannot be written: its record is what the disk holds.
+    fn revert(&mut self, idx: usize) {
+        let key = &self.action(idx).key;
+        self.journal.revert(self.state, key);
     }
 
     fn generator_of(&self, key: &TunnelKey) -> Generator {

@@ -30,6 +30,12 @@ pub struct VerifyArgs {
 
     #[command(flatten)]
     lock: LockWait,
+
+    #[command(flatten)]
+    pub files: super::args::Files,
+
+    #[command(flatten)]
+    pub api: super::args::Api,
 }
 
 pub async fn run(global: &Global, args: VerifyArgs) -> anyhow::Result<Status> {
