@@ -141,6 +141,7 @@ const MEANINGS: &[(&str, &str, &str)] = &[
     ("deferred[].deferred.code", "still_listed", "(a `forget`) gone from psk.yaml, but Cloudflare still lists the tunnel: the record and its sealed PSK stay"),
     ("deferred[].deferred.code", "not_asked", "(a `forget`) gone from psk.yaml, and Cloudflare could not be asked (offline, or its account left psk.yaml and the token cannot list it): the record stays"),
     ("deferred[].deferred.code", "sibling_down", "`verify`'s preflight: another path of the site (`sibling`) is not healthy now (`health`, e.g. `down in AMS, FRA`)"),
+    ("deferred[].deferred.code", "unhealthy", "another path of the site (`sibling`) got a new PSK and was not shown back up (`down_since`; `gave_up`, absent if psk was stopped while waiting; `health` now, when read): held until it is healthy again, `psk verify` clears it, or `--replace` rotates it again"),
     ("actions[].dry_run.status", "not_run", "not attempted: offline, or an action that makes no API call"),
     ("actions[].dry_run.status", "accepted", "Cloudflare's `validate_only` would do it"),
     ("actions[].dry_run.status", "refused", "Cloudflare said no (`message`): apply would fail the same way, so the plan is not applyable"),
