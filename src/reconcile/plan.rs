@@ -350,7 +350,7 @@ impl PathStatus {
                 ),
             };
             line.push_str(&format!(
-                "; {how}; `psk verify {}` lifts the hold once it is up",
+                "; {how}; `psk verify {}` checks it and clears the record",
                 self.name
             ));
         }
