@@ -64,7 +64,7 @@ fn read(path: &Path, text: &str) -> Result<(Locations, RawConfig), Vec<Diagnosti
     let raw = serde_yaml::from_str::<RawConfig>(text);
     if raw.is_err() {
         serde_yaml::from_str::<serde::de::IgnoredAny>(text)
-            .map_err(|e| vec![serde_diagnostic(&e)])?;
+            .map_err(|e| vec![syntax_diagnostic(text, &e)])?;
     }
     // Before anything builds a tree: loaders keep one of two equal keys.
     let duplicates: Vec<Diagnostic> = loc
@@ -98,20 +98,43 @@ fn structure(
         return Ok(());
     }
     let mut all = structural.diagnostics;
-    // Misspelled keys alone do not hide the other mistakes: check the
-    // meaning of the rest too, so every error shows at once.
-    let pruned = structural
-        .only_unknown_keys
-        .then(|| without_keys(text, loc, &structural.unknown_paths))
-        .flatten();
-    if let Some(pruned) = pruned {
-        if let Ok(raw) = serde_yaml::from_str::<RawConfig>(&pruned) {
-            if let Err(errors) = validate::config(path, &raw, loc) {
-                all.extend(errors);
-            }
-        }
-    }
+    all.extend(meaning_despite(path, text, loc, &structural.wrong_paths));
     Err(all)
+}
+
+/// The meaning errors of the rest of the file, checked with the wrong
+/// nodes (`wrong`) cut out, so a misspelled key or a window missing its
+/// `end` does not hide a bad id, time zone or duration elsewhere: one run
+/// shows every error. Nothing when the cut file is not whole (a required
+/// key was cut, or a node in flow style cannot be cut line by line). An
+/// error under a cut node, or naming one (a tunnel whose cut policy is now
+/// "unknown"), is an echo of the cut, not a mistake of its own: dropped.
+fn meaning_despite(path: &Path, text: &str, loc: &Locations, wrong: &[String]) -> Vec<Diagnostic> {
+    let mut cut: Vec<String> = wrong.to_vec();
+    cut.sort();
+    cut.dedup();
+    if cut.iter().any(String::is_empty) {
+        return Vec::new();
+    }
+    let Some(pruned) = without_keys(text, loc, &cut) else {
+        return Vec::new();
+    };
+    let Ok(raw) = serde_yaml::from_str::<RawConfig>(&pruned) else {
+        return Vec::new();
+    };
+    let Err(errors) = validate::config(path, &raw, loc) else {
+        return Vec::new();
+    };
+    let echoes = |d: &Diagnostic| {
+        cut.iter().any(|c| {
+            let under = d.key == *c
+                || d.key.starts_with(&format!("{c}."))
+                || d.key.starts_with(&format!("{c}["));
+            let name = c.rsplit('.').next().unwrap_or(c);
+            under || d.message.contains(&format!("`{name}`"))
+        })
+    };
+    errors.into_iter().filter(|d| !echoes(d)).collect()
 }
 
 /// `text` with the block-style lines of each key at `paths` turned into
@@ -145,6 +168,36 @@ fn without_keys(text: &str, loc: &Locations, paths: &[String]) -> Option<String>
     let mut out = lines.join("\n");
     out.push('\n');
     Some(out)
+}
+
+/// A syntax error as a diagnostic. YAML forbids tabs for indentation, and
+/// the parser's own words for one ("found character that cannot start any
+/// token") do not say so: a tab in the indentation of the failing line, or
+/// of a line before it, is named as what it is.
+fn syntax_diagnostic(text: &str, e: &serde_yaml::Error) -> Diagnostic {
+    let d = serde_diagnostic(e);
+    let tab = text
+        .lines()
+        .take(d.position.line.max(1))
+        .enumerate()
+        .find_map(|(i, line)| {
+            let indent = &line[..line.len() - line.trim_start().len()];
+            indent.find('\t').map(|col| Position {
+                line: i + 1,
+                column: indent[..col].chars().count() + 1,
+            })
+        });
+    match tab {
+        Some(position) => Diagnostic {
+            position,
+            key: String::new(),
+            message: format!(
+                "a tab in the indentation; YAML allows only spaces there, so replace the tab with spaces (the YAML parser said: {})",
+                d.message
+            ),
+        },
+        None => d,
+    }
 }
 
 /// A serde_yaml error (syntax, or a type serde found first) as a diagnostic.
@@ -229,6 +282,36 @@ mod tests {
         assert!(e[0].1.starts_with("unknown key `sight`"));
         assert_eq!(e[1].0, 12);
         assert!(e[1].1.starts_with("duplicate tunnel name"));
+    }
+
+    #[test]
+    fn a_tab_in_the_indentation_is_named() {
+        let text = GOOD.replace("    site: fra\n", "\tsite: fra\n");
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].0, 11);
+        assert!(e[0].1.starts_with("a tab in the indentation"), "{e:?}");
+        // A tab inside a value is no indentation: the parser's word stands.
+        let e = errors("version: 1\ntunnels: [\n");
+        assert!(!e[0].1.contains("tab"), "{e:?}");
+    }
+
+    #[test]
+    fn a_missing_key_does_not_hide_other_errors() {
+        let text = GOOD
+            .replace(
+                "    rotate_every: 90d\n",
+                "    rotate_every: 90dd\n    window:\n      days: [mon]\n      start: \"02:00\"\n      timezone: Europe/Berln\n",
+            )
+            .replace("0123456789abcdef0123456789abcdee", "0123456789abcdef0123456789abcdeZ")
+            .replace("    site: fra\n", "    sight: fra\n");
+        let e = errors(&text);
+        let lines: Vec<usize> = e.iter().map(|(l, _)| *l).collect();
+        assert_eq!(lines, [7, 8, 15, 17], "{e:?}");
+        assert!(e[0].1.contains("`90dd` is not a duration"), "{e:?}");
+        assert!(e[1].1.starts_with("missing key `end`"), "{e:?}");
+        assert!(e[2].1.starts_with("unknown key `sight`"), "{e:?}");
+        assert!(e[3].1.contains("is not a Cloudflare tunnel id"), "{e:?}");
     }
 
     #[test]
