@@ -31,7 +31,7 @@ pub fn markdown(plan: &Plan, state_diff: &str, out: &mut dyn Write) -> io::Resul
 /// holding one) cannot be paired safely: then everything is escaped.
 fn prose(s: &str) -> String {
     let parts: Vec<&str> = s.split('`').collect();
-    if parts.len() % 2 == 0 {
+    if parts.len().is_multiple_of(2) {
         return esc(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
