@@ -32,6 +32,7 @@ mod file_modes;
 mod health;
 mod logging;
 mod no_secrets;
+mod plan_progress;
 mod plan_review;
 mod plan_verdict;
 mod planner_props;

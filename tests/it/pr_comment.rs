@@ -105,9 +105,9 @@ fn a_small_plan_renders_as_github_shows_it() {
     assert!(html.contains("<b>Deferred: 3 tunnels</b>"), "{html}");
 }
 
-/// 2,000 tunnels: 400 rotations, 1,200 deferred for five reasons (two
-/// windows, sites, an unhealthy sibling, still listed), 300 falling due
-/// over two weeks, 100 up to date.
+/// 2,000 tunnels: 400 rotations, 1,200 deferred for 44 reasons (two
+/// windows, one change per site, 40 unhealthy siblings, still listed), 300
+/// falling due over two weeks, 100 up to date.
 fn fleet_plan() -> Plan {
     let due = |policy: &str| Reason::Due {
         last_rotated: t("2026-08-01T10:00:00Z"),
@@ -147,8 +147,8 @@ fn fleet_plan() -> Plan {
                     rotating: format!("edge-{:04}", i / 5),
                 },
                 3 => Deferral::SiblingDown {
-                    site: format!("site-{}", i / 5),
-                    sibling: format!("edge-{:04}", i / 5),
+                    site: format!("site-{}", (i / 5) % 40),
+                    sibling: format!("edge-{:04}", (i / 5) % 40),
                     health: "down in AMS, FRA".into(),
                 },
                 _ => Deferral::StillListed,
@@ -191,15 +191,23 @@ fn a_2000_tunnel_plan_stays_readable_and_under_the_limit() {
     let plan = fleet_plan();
     let md = markdown(&plan, None);
     let html = check_comment(&md, 3);
-    // Five reasons, not 1,200 bullets; 14 day-and-policy rows, not 300.
+    // 31 rows, not 1,200 bullets: the rows are capped, the rest counted;
+    // 14 day-and-policy rows, not 300.
     assert!(
         html.contains(
-            "<b>Deferred: 1200 tunnels</b> (needed, but not in this apply), for 5 reasons"
+            "<b>Deferred: 1200 tunnels</b> (needed, but not in this apply), for 44 reasons"
         ),
         "{html}"
     );
     let rows = tables(&html);
-    assert_eq!(rows[1].len(), 5, "{:?}", rows[1]);
+    assert_eq!(rows[1].len(), 31, "{:?}", rows[1]);
+    assert_eq!(rows[1][30][0], "and 14 more groups");
+    assert_eq!(rows[1][30][1], "84");
+    assert!(
+        rows[1][4][0].starts_with("held by verify's preflight: edge-0000 is down in AMS, FRA"),
+        "{:?}",
+        rows[1][4]
+    );
     assert_eq!(rows[1][0][1], "240 (34 generate, 206 rotate)");
     assert!(rows[1][0][2].ends_with("and 232 more"), "{:?}", rows[1][0]);
     assert!(

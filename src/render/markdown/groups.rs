@@ -72,9 +72,12 @@ fn short(name: &str) -> String {
 }
 
 /// The row label of a deferral: what the tunnels wait for, in markdown.
-/// Windows group by window and opening; a site's one-change-per-apply and
-/// a sibling's health by site, so a fleet of many sites stays a few rows.
-/// The key sorts windows by their opening, then the other reasons.
+/// Windows group by window and opening, a hold by verify's preflight by
+/// the sibling that is down and its health; one change per site is one
+/// row, so a fleet of many sites stays a few rows.
+/// The key sorts windows by their opening, then the reasons that are one
+/// row each, then the holds by sibling (many when many sites are down:
+/// the rows past the cap are theirs).
 fn why(d: &Deferred) -> (u8, Option<DateTime<Utc>>, String) {
     match &d.why {
         Deferral::Window {
@@ -91,23 +94,20 @@ fn why(d: &Deferred) -> (u8, Option<DateTime<Utc>>, String) {
                 format_time(opens)
             ),
         ),
-        Deferral::SiblingDown { .. } => (
-            1,
-            None,
-            prose("held by verify's preflight: another path of its site is not healthy now, and rotating this one could cut the site off"),
-        ),
+        // Few siblings are down at once, and which one is what to fix.
+        Deferral::SiblingDown { .. } => (4, None, prose(&d.why.describe())),
         Deferral::Site { .. } => (
-            2,
+            1,
             None,
             prose("another tunnel of its site changes in this apply, and a site changes one PSK per apply (`site_parallel: true` on its policy allows more)"),
         ),
         Deferral::StillListed => (
-            3,
+            2,
             None,
             prose("kept: gone from psk.yaml, but Cloudflare still lists the tunnel, so its key may still be live (`psk show NAME` opens it)"),
         ),
         Deferral::NotAsked => (
-            4,
+            3,
             None,
             prose("kept: gone from psk.yaml, and Cloudflare was not asked whether it still lists the tunnel"),
         ),
