@@ -8,6 +8,7 @@
 //! serde into the `raw` types. Then `validate` checks the meaning and
 //! builds the [`Config`].
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::guard;
@@ -16,6 +17,7 @@ use super::scan::{self, Scan};
 use super::schema;
 use super::validate;
 use super::{Config, ConfigError, Diagnostic, Locations, Position};
+use crate::seal::Recipient;
 
 impl Config {
     /// Reads and validates a config file.
@@ -38,8 +40,63 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let fail = |diagnostics| ConfigError::new(path, diagnostics);
         let (loc, raw) = read(path, text).map_err(fail)?;
-        validate::config(path, &raw, &loc).map_err(fail)
+        let mut config = validate::config(path, &raw, &loc).map_err(fail)?;
+        config.recipient_names = recipient_names(text, &loc, &config.recipients);
+        Ok(config)
     }
+}
+
+/// What people call each recipient, by fingerprint: the YAML comment on
+/// its own line (`  - age1... # alice`), else an SSH key's comment, else
+/// the key shortened (`age1ql3z7h…mcac8p`).
+fn recipient_names(
+    text: &str,
+    loc: &Locations,
+    recipients: &[Recipient],
+) -> BTreeMap<String, String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut names = BTreeMap::new();
+    for (i, r) in recipients.iter().enumerate() {
+        let line = loc.get(&format!("recipients[{i}]")).line;
+        let comment =
+            (lines.get(line.wrapping_sub(1))).and_then(|l| yaml_comment_after(l, r.as_str()));
+        let name = comment
+            .or_else(|| ssh_comment(r.as_str()))
+            .unwrap_or_else(|| shortened(r.as_str()));
+        names.insert(r.fingerprint(), name);
+    }
+    names
+}
+
+/// The comment that follows `value` on `line`, when `value` is the line's
+/// only item (in a flow list `[a, b] # c`, `c` names neither).
+fn yaml_comment_after(line: &str, value: &str) -> Option<String> {
+    let at = line.find(value)?;
+    let rest = line[at + value.len()..].trim_start();
+    let rest = rest.strip_prefix(['"', '\'']).unwrap_or(rest).trim_start();
+    let comment = rest.strip_prefix('#')?.trim();
+    (!comment.is_empty()).then(|| comment.to_string())
+}
+
+/// An SSH public key's own comment (`ssh-ed25519 AAAA... alice@laptop`).
+fn ssh_comment(key: &str) -> Option<String> {
+    if !key.starts_with("ssh-") {
+        return None;
+    }
+    let comment = key.split_whitespace().skip(2).collect::<Vec<_>>().join(" ");
+    (!comment.is_empty()).then_some(comment)
+}
+
+/// `age1ql3z7h…mcac8p`: enough of a key to tell it from the others.
+fn shortened(key: &str) -> String {
+    let key = key.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    let chars: Vec<char> = key.chars().collect();
+    if chars.len() <= 20 {
+        return key;
+    }
+    let head: String = chars[..10].iter().collect();
+    let tail: String = chars[chars.len() - 6..].iter().collect();
+    format!("{head}…{tail}")
 }
 
 /// psk.yaml as the raw types, with where each of its keys sits; or every
@@ -282,6 +339,25 @@ mod tests {
         assert!(e[0].1.starts_with("unknown key `sight`"));
         assert_eq!(e[1].0, 12);
         assert!(e[1].1.starts_with("duplicate tunnel name"));
+    }
+
+    #[test]
+    fn recipients_are_named_by_their_comment_or_a_short_key() {
+        let text = GOOD.replace(
+            "  - age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\n",
+            "  - age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p  # alice (laptop)\n  - \"age1hulcwrj8drla6mh0v9udwl0q98pgp45sn8l8c6483wg2ktqld38qershhj\"\n  - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN ops@bastion\n",
+        );
+        let c = parse(&text).unwrap();
+        let names: Vec<&str> = (c.recipients.iter())
+            .map(|r| c.recipient_name(&r.fingerprint()).unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["alice (laptop)", "age1hulcwr…ershhj", "ops@bastion"]
+        );
+        // A comment after a flow list names no one recipient.
+        assert_eq!(yaml_comment_after("recipients: [a, b] # c", "a"), None);
+        assert_eq!(yaml_comment_after("  - 'a' # c", "a"), Some("c".into()));
     }
 
     #[test]

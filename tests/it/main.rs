@@ -31,6 +31,7 @@ mod faults;
 mod file_modes;
 mod health;
 mod logging;
+mod messages;
 mod no_secrets;
 mod plan_progress;
 mod plan_review;

@@ -93,6 +93,8 @@ pub(crate) fn full_plan() -> Plan {
                 vec![Reason::RecipientsChanged {
                     added: vec!["sha256:aaaabbbbccccdddd".into()],
                     removed: vec!["sha256:1111222233334444".into()],
+                    names: [("sha256:aaaabbbbccccdddd".to_string(), "alice (laptop)".to_string())]
+                        .into(),
                 }],
                 DryRun::NotRun,
             ),
