@@ -155,7 +155,12 @@ fn structure(
         return Ok(());
     }
     let mut all = structural.diagnostics;
-    all.extend(meaning_despite(path, text, loc, &structural.wrong_paths));
+    all.extend(meaning_despite(
+        path,
+        (text, doc),
+        loc,
+        &structural.wrong_paths,
+    ));
     Err(all)
 }
 
@@ -163,20 +168,29 @@ fn structure(
 /// nodes (`wrong`) cut out, so a misspelled key or a window missing its
 /// `end` does not hide a bad id, time zone or duration elsewhere: one run
 /// shows every error. Nothing when the cut file is not whole (a required
-/// key was cut, or a node in flow style cannot be cut line by line). An
+/// key or a list item was cut). An
 /// error under a cut node, or naming one (a tunnel whose cut policy is now
 /// "unknown"), is an echo of the cut, not a mistake of its own: dropped.
-fn meaning_despite(path: &Path, text: &str, loc: &Locations, wrong: &[String]) -> Vec<Diagnostic> {
+fn meaning_despite(
+    path: &Path,
+    (text, doc): (&str, &serde_json::Value),
+    loc: &Locations,
+    wrong: &[String],
+) -> Vec<Diagnostic> {
     let mut cut: Vec<String> = wrong.to_vec();
     cut.sort();
     cut.dedup();
     if cut.iter().any(String::is_empty) {
         return Vec::new();
     }
-    let Some(pruned) = without_keys(text, loc, &cut) else {
-        return Vec::new();
+    // Block style is cut line by line, so the YAML reads as before; what
+    // that cannot cut (flow style) is cut from the values, where a plain
+    // scalar of digits is a number, which reads as a string only in YAML.
+    let raw = match without_lines(text, loc, &cut) {
+        Some(pruned) => serde_yaml::from_str::<RawConfig>(&pruned).ok(),
+        None => without_keys(doc, &cut).and_then(|v| serde_json::from_value(v).ok()),
     };
-    let Ok(raw) = serde_yaml::from_str::<RawConfig>(&pruned) else {
+    let Some(raw) = raw else {
         return Vec::new();
     };
     let Err(errors) = validate::config(path, &raw, loc) else {
@@ -197,7 +211,7 @@ fn meaning_despite(path: &Path, text: &str, loc: &Locations, wrong: &[String]) -
 /// `text` with the block-style lines of each key at `paths` turned into
 /// comments, so line numbers stay put; `None` when a key is not written
 /// alone at the start of its line (flow style), where that is not safe.
-fn without_keys(text: &str, loc: &Locations, paths: &[String]) -> Option<String> {
+fn without_lines(text: &str, loc: &Locations, paths: &[String]) -> Option<String> {
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     for path in paths {
         let key = path.rsplit('.').next()?;
@@ -224,6 +238,54 @@ fn without_keys(text: &str, loc: &Locations, paths: &[String]) -> Option<String>
     }
     let mut out = lines.join("\n");
     out.push('\n');
+    Some(out)
+}
+
+/// `doc` without the mapping keys at `paths` (e.g. `tunnels[0].sight`),
+/// in block or flow style alike; `None` when a path is a list item (taking
+/// it out would renumber the items after it, and their errors with them)
+/// or cannot be followed.
+fn without_keys(doc: &serde_json::Value, paths: &[String]) -> Option<serde_json::Value> {
+    let mut doc = doc.clone();
+    for path in paths {
+        let mut segments = key_segments(path)?;
+        let Some(Segment::Key(last)) = segments.pop() else {
+            return None;
+        };
+        let mut node = &mut doc;
+        for segment in segments {
+            node = match segment {
+                Segment::Key(k) => node.get_mut(k)?,
+                Segment::Index(i) => node.get_mut(i)?,
+            };
+        }
+        node.as_object_mut()?.remove(last)?;
+    }
+    Some(doc)
+}
+
+enum Segment<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// `accounts.eu.tunnels[2].id` as its keys and list indexes.
+fn key_segments(path: &str) -> Option<Vec<Segment<'_>>> {
+    let mut out = Vec::new();
+    for part in path.split('.') {
+        let (key, mut rest) = part.split_at(part.find('[').unwrap_or(part.len()));
+        if !key.is_empty() {
+            out.push(Segment::Key(key));
+        }
+        while let Some(r) = rest.strip_prefix('[') {
+            let (n, after) = r.split_once(']')?;
+            out.push(Segment::Index(n.parse().ok()?));
+            rest = after;
+        }
+        if !rest.is_empty() {
+            return None;
+        }
+    }
     Some(out)
 }
 
@@ -394,14 +456,63 @@ mod tests {
     fn pruning_a_misspelled_block_keeps_line_numbers() {
         let text = "version: 1\nrecipients: [x]\npolicis:\n  a:\n    rotate_every: 1d\n\nmore: 1\n";
         let loc = Locations::index(text);
-        let pruned = without_keys(text, &loc, &["policis".to_string()]).unwrap();
+        let pruned = without_lines(text, &loc, &["policis".to_string()]).unwrap();
         assert_eq!(pruned, "version: 1\nrecipients: [x]\n#\n#\n#\n#\nmore: 1\n");
         // A key inside a flow mapping cannot be cut out line by line.
         let flow = "tunnels:\n  - {name: a, sight: b}\n";
         let loc = Locations::index(flow);
         assert_eq!(
-            without_keys(flow, &loc, &["tunnels[0].sight".to_string()]),
+            without_lines(flow, &loc, &["tunnels[0].sight".to_string()]),
             None
+        );
+    }
+
+    #[test]
+    fn wrong_keys_are_cut_in_block_and_flow_style_alike() {
+        let doc = serde_json::json!({
+            "policis": {"a": {"rotate_every": "1d"}},
+            "tunnels": [{"name": "a", "sight": "b"}],
+        });
+        let cut = ["policis".to_string(), "tunnels[0].sight".to_string()];
+        assert_eq!(
+            without_keys(&doc, &cut),
+            Some(serde_json::json!({"tunnels": [{"name": "a"}]}))
+        );
+        // A list item cannot go: the items after it would be renumbered.
+        assert_eq!(without_keys(&doc, &["tunnels[0]".to_string()]), None);
+        assert_eq!(without_keys(&doc, &["tunnels[9].x".to_string()]), None);
+    }
+
+    #[test]
+    fn an_unknown_key_in_flow_style_does_not_hide_other_errors() {
+        let text = "version: 1
+account_id: 023e105f4ecef8ad9ca31a8372d0c353
+recipients: [age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p]
+policies:
+  default: {rotate_every: 90dd, window: {days: [mon], start: \"02:00\", end: \"04:00\", timezone: Europe/Berln}}
+tunnels:
+  - {name: fra-primary, id: 0123456789abcdef0123456789abcdeZ, sight: fra}
+";
+        let e = errors(text);
+        assert_eq!(e.len(), 4, "{e:?}");
+        assert!(
+            e.iter()
+                .any(|(_, m)| m.contains("`90dd` is not a duration")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|(_, m)| m.contains("unknown time zone `Europe/Berln`")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|(_, m)| m.contains("is not a Cloudflare tunnel id")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(|(_, m)| m.starts_with("unknown key `sight`")),
+            "{e:?}"
         );
     }
 }
