@@ -197,7 +197,8 @@ impl<'g> Session<'g> {
     ) -> anyhow::Result<(Plan, Connection)> {
         let connection = self.connect(state).await?;
         let client = &connection.client;
-        let remote = remote::refresh_watched(client, &mut self.config, watch).await?;
+        let mut remote = remote::refresh_watched(client, &mut self.config, watch).await?;
+        remote::list_departed(client, &self.config, state, &mut remote).await;
         let mut plan = reconcile::reconcile_with(&self.config, state, Some(&remote), now, options);
         remote::dry_run_watched(client, &self.config, &mut plan, watch).await;
         Ok((plan, connection))

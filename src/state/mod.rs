@@ -17,6 +17,7 @@ mod belongs;
 mod lock;
 mod missing;
 mod perms;
+pub mod rescue;
 mod store;
 
 use std::collections::BTreeMap;
@@ -30,7 +31,7 @@ pub use lock::{force_unlock, LockError, LockHolder, StateLock, Unlock};
 pub use missing::{NewState, Traces};
 pub use perms::{warn_if_world_writable, world_writable_warning};
 pub use store::{
-    backup_path, journal_path, parse, reserve_path, write_atomic, Journal, StateError,
+    backup_path, journal_path, parse, reserve_path, write_atomic, Journal, StateError, Unsaved,
 };
 
 /// Reads the state, replaying any journal an interrupted apply left;
