@@ -222,3 +222,40 @@ fn a_2000_tunnel_plan_stays_readable_and_under_the_limit() {
     // The action table was cut to fit, and says so.
     assert!(md.contains("Shortened to fit"), "{}", &md[..2_000]);
 }
+
+/// The 40-tunnel fleet example, planned by the real binary against its
+/// sandbox: 38 deferred tunnels were 38 bullets; now a few grouped rows.
+#[test]
+fn the_fleet_example_comment_groups_what_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(
+        root.join("examples/fleet/psk.yaml"),
+        dir.path().join("psk.yaml"),
+    )
+    .unwrap();
+    let (code, md, err) = crate::common::psk_in(
+        dir.path(),
+        &[
+            "plan",
+            "--sandbox",
+            "--at",
+            "2026-11-25",
+            "--format",
+            "markdown",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let html = check_comment(&md, 2);
+    let rows = tables(&html);
+    let deferred: usize = rows[1]
+        .iter()
+        .map(|r| r[1].split(' ').next().unwrap().parse::<usize>().unwrap())
+        .sum();
+    assert!(
+        html.contains(&format!("<b>Deferred: {deferred} tunnels</b>")),
+        "{html}"
+    );
+    assert!(rows[1].len() < 10, "{:?}", rows[1]);
+    assert!(deferred > 30, "{deferred}");
+}
