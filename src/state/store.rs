@@ -34,12 +34,13 @@ pub enum StateError {
     /// A merge or rebase left both sides of the state in the file.
     #[error("state file {path} has git conflict markers (`<<<<<<<` at line {line}, column 1): a merge or rebase left two versions of it in one file.\nIt was not changed. Take one side whole, never merge its keys by hand (a hand-merged record can pair a sealed PSK with the wrong tunnel, or lose one): `git checkout --theirs -- {path}` or `--ours`, usually the side with the higher `serial`, then `git add {path}`. `psk plan` then shows any tunnel the other side rotated as changed outside psk, and rotates it again")]
     Conflict { path: PathBuf, line: usize },
-    #[error("state file {path} has format version {found} (line {line}), but this psk reads up to version {STATE_VERSION}.\nUpgrade psk; the file was not changed. Do not restore {backup} over it: a newer psk wrote it, and the backup lacks its latest changes")]
+    #[error("state file {path} has format version {found} (line {line}), but this psk reads up to version {STATE_VERSION}.\nUpgrade psk; the file was not changed.{}", not_the_backup(.backup.as_deref()))]
     TooNew {
         path: PathBuf,
         found: u64,
         line: usize,
-        backup: PathBuf,
+        /// The backup beside the state, when there is one.
+        backup: Option<PathBuf>,
     },
     #[error("state journal {path} is damaged at line {line}: {message}.\nNeither it nor the state was changed. It holds changes an interrupted apply made after the last full write of {state}; keep a copy and ask for help before removing it")]
     Journal {
@@ -77,6 +78,18 @@ fn restore_hint(backup: Option<&Path>) -> String {
             b.display()
         ),
         None => "There is no backup beside it (psk keeps one from its second write on): restore the file from git only if you know this one is damaged".to_string(),
+    }
+}
+
+/// Why the backup of a state a newer psk wrote is no way out, when there
+/// is a backup to be tempted by.
+fn not_the_backup(backup: Option<&Path>) -> String {
+    match backup {
+        Some(b) => format!(
+            " Do not restore {} over it: a newer psk wrote it, and the backup lacks its latest changes",
+            b.display()
+        ),
+        None => String::new(),
     }
 }
 
@@ -198,7 +211,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
             path: path.to_path_buf(),
             found: header.version,
             line: bytes[..at].iter().filter(|b| **b == b'\n').count() + 1,
-            backup: backup_path(path),
+            backup: backup.clone(),
         });
     }
     let located = |needle: &str, message: String| {
