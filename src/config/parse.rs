@@ -157,7 +157,8 @@ fn structure(
     let mut all = structural.diagnostics;
     all.extend(meaning_despite(
         path,
-        (text, doc),
+        text,
+        doc,
         loc,
         &structural.wrong_paths,
     ));
@@ -173,7 +174,8 @@ fn structure(
 /// "unknown"), is an echo of the cut, not a mistake of its own: dropped.
 fn meaning_despite(
     path: &Path,
-    (text, doc): (&str, &serde_json::Value),
+    text: &str,
+    doc: &serde_json::Value,
     loc: &Locations,
     wrong: &[String],
 ) -> Vec<Diagnostic> {
