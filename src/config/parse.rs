@@ -136,11 +136,26 @@ fn read(path: &Path, text: &str) -> Result<(Locations, RawConfig), Vec<Diagnosti
         })
         .collect();
     if !duplicates.is_empty() {
-        return Err(duplicates);
+        return Err(despite_duplicates(path, text, duplicates));
     }
     structure(path, text, &doc, &loc)?;
     let raw = raw.map_err(|e| vec![serde_diagnostic(&e)])?;
     Ok((loc, raw))
+}
+
+/// The repeated keys, and every other problem of the file read without
+/// their second (and later) occurrences, so one run shows them all. Only
+/// the repeats when they cannot be cut line by line (flow style).
+fn despite_duplicates(path: &Path, text: &str, mut all: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let keys: Vec<(&str, Position)> = (all.iter())
+        .filter_map(|d| Some((d.key.rsplit('.').next()?, d.position)))
+        .collect();
+    let rest = cut_lines(text, &keys).map(|cut| match read(path, &cut) {
+        Ok((loc, raw)) => validate::config(path, &raw, &loc).err().unwrap_or_default(),
+        Err(more) => more,
+    });
+    all.extend(rest.unwrap_or_default());
+    all
 }
 
 /// The schema's verdict on `doc`, the file as YAML values.
@@ -214,10 +229,18 @@ fn meaning_despite(
 /// comments, so line numbers stay put; `None` when a key is not written
 /// alone at the start of its line (flow style), where that is not safe.
 fn without_lines(text: &str, loc: &Locations, paths: &[String]) -> Option<String> {
+    let at: Option<Vec<(&str, Position)>> = (paths.iter())
+        .map(|p| Some((p.rsplit('.').next()?, loc.get(p))))
+        .collect();
+    cut_lines(text, &at?)
+}
+
+/// `text` with the block-style key `key` at each position (and its value
+/// on the lines indented deeper) turned into comments; `None` when a key
+/// is not written alone at the start of its line.
+fn cut_lines(text: &str, keys: &[(&str, Position)]) -> Option<String> {
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-    for path in paths {
-        let key = path.rsplit('.').next()?;
-        let pos = loc.get(path);
+    for (key, pos) in keys {
         let at = pos.line.checked_sub(1)?;
         let indent = pos.column.checked_sub(1)?;
         let line = lines.get(at)?;
@@ -422,6 +445,25 @@ mod tests {
         // A comment after a flow list names no one recipient.
         assert_eq!(yaml_comment_after("recipients: [a, b] # c", "a"), None);
         assert_eq!(yaml_comment_after("  - 'a' # c", "a"), Some("c".into()));
+    }
+
+    #[test]
+    fn a_repeated_key_does_not_hide_other_errors() {
+        let text = GOOD
+            .replace(
+                "    rotate_every: 90d\n",
+                "    rotate_every: 90d\n    rotate_every: 9x\n",
+            )
+            .replace(
+                "0123456789abcdef0123456789abcdee",
+                "0123456789abcdef0123456789abcdeZ",
+            );
+        let e = errors(&text);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!(e[0].0, 8);
+        assert!(e[0].1.starts_with("appears twice in one mapping"), "{e:?}");
+        assert_eq!(e[1].0, 14);
+        assert!(e[1].1.contains("is not a Cloudflare tunnel id"), "{e:?}");
     }
 
     #[test]
