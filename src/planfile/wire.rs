@@ -11,6 +11,8 @@
 //! One set of structs reads every version: version 2 only added the
 //! dry-run status `no_verdict`.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -165,6 +167,9 @@ enum Reason {
     RecipientsChanged {
         added: Vec<String>,
         removed: Vec<String>,
+        /// What people call the fingerprints; older plans have none.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        names: BTreeMap<String, String>,
     },
 }
 
@@ -323,7 +328,15 @@ impl From<&model::Reason> for Reason {
                 remote_changed,
             },
             M::DeliveryFailed { at, error } => Reason::DeliveryFailed { at, error },
-            M::RecipientsChanged { added, removed } => Reason::RecipientsChanged { added, removed },
+            M::RecipientsChanged {
+                added,
+                removed,
+                names,
+            } => Reason::RecipientsChanged {
+                added,
+                removed,
+                names,
+            },
         }
     }
 }
@@ -496,7 +509,15 @@ impl From<Reason> for model::Reason {
                 remote_changed,
             },
             Reason::DeliveryFailed { at, error } => M::DeliveryFailed { at, error },
-            Reason::RecipientsChanged { added, removed } => M::RecipientsChanged { added, removed },
+            Reason::RecipientsChanged {
+                added,
+                removed,
+                names,
+            } => M::RecipientsChanged {
+                added,
+                removed,
+                names,
+            },
         }
     }
 }
