@@ -102,7 +102,13 @@ fn a_small_plan_renders_as_github_shows_it() {
     assert!(html.contains("<code>psk reseal</code>"), "{html}");
     assert!(html.contains("fra|primary"), "{html}");
     assert!(!html.contains("<b>*_"), "markup in a name was not escaped");
-    assert!(html.contains("<b>Deferred: 3 tunnels</b>"), "{html}");
+    assert!(html.contains("<b>Deferred: 4 tunnels</b>"), "{html}");
+    // `verify`'s path health is a list whose commands are code too.
+    assert!(html.contains("<strong>Path health</strong>"), "{html}");
+    assert!(
+        html.contains("<code>psk verify zrh-a</code> checks it"),
+        "{html}"
+    );
 }
 
 /// 2,000 tunnels: 400 rotations, 1,200 deferred for 44 reasons (two
