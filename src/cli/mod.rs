@@ -18,6 +18,7 @@ mod force_unlock;
 mod identity_perms;
 mod import;
 mod log;
+mod move_state;
 mod plan;
 mod progress;
 mod reseal;
@@ -63,6 +64,7 @@ enum Command {
     Reseal(reseal::ResealArgs),
     Import(import::ImportArgs),
     ForceUnlock(force_unlock::ForceUnlockArgs),
+    MoveState(move_state::MoveStateArgs),
     Status(status::StatusArgs),
     Completions(completions::CompletionsArgs),
 }
@@ -120,6 +122,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             Command::Reseal(a) => reseal::run(&global, a),
             Command::Import(a) => import::run(&global, a).await,
             Command::ForceUnlock(a) => force_unlock::run(&global, a),
+            Command::MoveState(a) => move_state::run(&global, a),
             Command::Status(a) => status::run(&global, a).await,
             Command::Completions(a) => completions::run(a, Cli::command()),
         }
