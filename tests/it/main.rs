@@ -35,6 +35,7 @@ mod no_secrets;
 mod plan_review;
 mod plan_verdict;
 mod planner_props;
+mod remote_state;
 mod render_snapshots;
 mod sandbox_api;
 mod sandbox_cli;

@@ -23,7 +23,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
 
@@ -91,6 +91,15 @@ impl Remote {
     /// Parses `s3://bucket/key` and builds the client from the AWS
     /// environment. No request is made yet.
     pub fn open(url: &str) -> Result<Remote, RemoteError> {
+        Remote::open_with(url, std::env::vars())
+    }
+
+    /// [`Remote::open`] with the AWS variables given instead of read from
+    /// the environment (for tests, which run several stores at once).
+    pub fn open_with(
+        url: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Remote, RemoteError> {
         let bad = |why: &str| RemoteError::Location {
             url: url.to_string(),
             why: why.to_string(),
@@ -103,7 +112,7 @@ impl Remote {
             .filter(|(b, k)| !b.is_empty() && !k.is_empty() && !k.ends_with('/'))
             .ok_or_else(|| bad("expected s3://BUCKET/PATH/psk.state.json, with an object name after the bucket"))?;
         let key = ObjectPath::parse(key).map_err(|e| bad(&format!("bad object name: {e}")))?;
-        let store = build_s3(bucket).map_err(|e| bad(&e))?;
+        let store = build_s3(bucket, vars).map_err(|e| bad(&e))?;
         Ok(Remote {
             url: url.to_string(),
             store,
@@ -125,13 +134,25 @@ impl Remote {
     }
 }
 
-/// The S3 client for `bucket`, configured from the AWS environment.
-fn build_s3(bucket: &str) -> Result<Arc<dyn ObjectStore>, String> {
-    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
-    let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
-        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
-        .or_else(|_| std::env::var("AWS_ENDPOINT"))
-        .ok();
+/// The S3 client for `bucket`, configured from the AWS variables (as
+/// `AmazonS3Builder::from_env` reads them).
+fn build_s3(
+    bucket: &str,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<Arc<dyn ObjectStore>, String> {
+    let vars: std::collections::BTreeMap<String, String> = vars
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("AWS_"))
+        .collect();
+    let mut builder = AmazonS3Builder::new().with_bucket_name(bucket);
+    for (k, v) in &vars {
+        if let Ok(key) = k.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+            builder = builder.with_config(key, v);
+        }
+    }
+    let endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+        .iter()
+        .find_map(|k| vars.get(*k).cloned());
     // Credentials travel in the clear over http: only to this machine.
     let loopback = endpoint.as_deref().is_some_and(is_loopback_http);
     if let Some(e) = endpoint.as_deref() {

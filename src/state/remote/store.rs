@@ -138,10 +138,11 @@ fn read_journal(remote: &Remote) -> Result<Vec<(ObjectPath, Entry)>, StateError>
 
 /// Applies the journal objects that extend `state`; returns how many.
 ///
-/// Objects of an earlier base of this lineage were already folded in (psk
-/// died between writing the state and removing them) and are ignored. Any
-/// other object extends a state that is not this one: refused, since it
-/// may hold the only record of a key.
+/// The objects of another base are either folded in already (psk died
+/// between writing the state and removing them), and then the state holds
+/// every record they wrote, so they are ignored; or they are not, and may
+/// hold the only record of a key (a writer whose lock was forced went on
+/// committing), so they are refused, never dropped.
 fn replay(
     remote: &Remote,
     state: &mut State,
@@ -154,18 +155,12 @@ fn replay(
         })
     };
     let base = state.serial;
-    let mut n = 0;
-    for (name, e) in journal {
-        if e.lineage == state.lineage && e.base_serial < base && e.serial <= base {
-            tracing::info!(object = %name, "journal object already folded into the state; ignored");
-            continue;
-        }
-        if e.lineage != state.lineage || e.base_serial != base {
-            return Err(jerr(format!(
-                "the object {name} extends serial {} of lineage {}, but the state is at serial {base} of lineage {}",
-                e.base_serial, e.lineage, state.lineage
-            )));
-        }
+    let (ours, others): (Vec<_>, Vec<_>) = journal
+        .into_iter()
+        .partition(|(_, e)| e.lineage == state.lineage && e.base_serial == base);
+    check_folded(state, others).map_err(&jerr)?;
+    let n = ours.len();
+    for (name, e) in ours {
         if e.serial != state.serial + 1 {
             return Err(jerr(format!(
                 "the object {name} has serial {}, but the commit before it left serial {}",
@@ -175,12 +170,42 @@ fn replay(
         state.serial = e.serial;
         file_store::apply_changes(state, e.changes)
             .map_err(|m| jerr(format!("the object {name}: {m}")))?;
-        n += 1;
     }
     if n > 0 {
         tracing::info!(state = %remote.url, commits = n, serial = state.serial, "journal of an interrupted apply replayed from the store");
     }
     Ok(n)
+}
+
+/// `Ok` when `state` already holds every record `objects` wrote: applying
+/// them again (in name order, which is commit order) changes nothing.
+fn check_folded(state: &State, objects: Vec<(ObjectPath, Entry)>) -> Result<(), String> {
+    let Some((first, _)) = objects.first() else {
+        return Ok(());
+    };
+    let first = first.clone();
+    let mut again = state.clone();
+    for (name, e) in objects {
+        if e.lineage != state.lineage {
+            return Err(format!(
+                "the object {name} belongs to another state (lineage {}, not {})",
+                e.lineage, state.lineage
+            ));
+        }
+        file_store::apply_changes(&mut again, e.changes)
+            .map_err(|m| format!("the object {name}: {m}"))?;
+    }
+    let mut held = state.clone();
+    held.compact_recipients();
+    again.compact_recipients();
+    if again.tunnels != held.tunnels {
+        return Err(format!(
+            "objects from {first} on hold changes the state (serial {}) does not: they were written after that state was read, by a writer whose lock was taken from it",
+            state.serial
+        ));
+    }
+    tracing::info!(object = %first, "journal objects already folded into the state; ignored");
+    Ok(())
 }
 
 /// [`load`] for a writer holding the lock: a journal an interrupted apply
@@ -227,14 +252,6 @@ fn write_whole(remote: &Remote, state: &State, extra: &[ObjectPath]) -> Result<u
 
 fn put_state(remote: &Remote, bytes: Vec<u8>) -> Result<u64, StateError> {
     let before = seen(&remote.url);
-    let mut written = 0u64;
-    if let Some(previous) = before.bytes.clone() {
-        written += previous.len() as u64;
-        let backup = remote.sibling(".backup");
-        block(remote.store.put(&backup, PutPayload::from(previous)))
-            .map_err(remote.store_err("write the backup of"))?;
-    }
-    written += bytes.len() as u64;
     let mode = match before.version.clone() {
         Some(v) => PutMode::Update(v),
         None => PutMode::Create,
@@ -256,6 +273,7 @@ fn put_state(remote: &Remote, bytes: Vec<u8>) -> Result<u64, StateError> {
         }
         Err(e) => return Err(remote.store_err("write the state")(e).into()),
     };
+    let mut written = bytes.len() as u64;
     remember(
         &remote.url,
         Seen {
@@ -264,9 +282,18 @@ fn put_state(remote: &Remote, bytes: Vec<u8>) -> Result<u64, StateError> {
                 version: result.version,
             }),
             bytes: Some(bytes),
-            ..before
+            ..before.clone()
         },
     );
+    // The version replaced, kept beside it once the swap succeeded (a
+    // refused writer must not touch it either). With bucket versioning
+    // on, every version is kept anyway.
+    if let Some(previous) = before.bytes {
+        written += previous.len() as u64;
+        let backup = remote.sibling(".backup");
+        block(remote.store.put(&backup, PutPayload::from(previous)))
+            .map_err(remote.store_err("write the backup of"))?;
+    }
     Ok(written)
 }
 
@@ -362,11 +389,30 @@ impl RemoteJournal {
             self.lineage, self.base_serial, state.serial
         ));
         let started = std::time::Instant::now();
-        let put = block(self.remote.store.put_opts(
-            &name,
-            PutPayload::from(body),
-            PutOptions::from(PutMode::Create),
-        ));
+        let known = seen(&self.remote.url).version.and_then(|v| v.e_tag);
+        let put = block(async {
+            // A writer whose lock was forced must stop before it acts on a
+            // change no one will read: the state it extends is still there.
+            let now = match self.remote.store.head(&self.remote.key).await {
+                Ok(meta) => meta.e_tag,
+                Err(object_store::Error::NotFound { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            if now.is_none() || now != known {
+                return Err(object_store::Error::Precondition {
+                    path: self.remote.key.to_string(),
+                    source: "the state object changed".into(),
+                });
+            }
+            self.remote
+                .store
+                .put_opts(
+                    &name,
+                    PutPayload::from(body),
+                    PutOptions::from(PutMode::Create),
+                )
+                .await
+        });
         if let Err(e) = put {
             state.serial -= 1;
             return Err(match e {
