@@ -756,6 +756,16 @@ impl<'r> Validator<'r> {
     }
 }
 
+/// Where psk.yaml's `state:` points: a file relative to psk.yaml, or an
+/// object-store URL (`s3://bucket/key`) taken as it is.
+fn state_location(base: &Path, state: Option<&str>) -> std::path::PathBuf {
+    let state = state.unwrap_or("psk.state.json");
+    if crate::state::remote::is_remote(Path::new(state)) {
+        return std::path::PathBuf::from(state);
+    }
+    base.join(state)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::fixtures::{errors, parse, FLEET, GOOD};
@@ -925,14 +935,4 @@ mod tests {
         assert_eq!(c.warnings[0].key, "policies.spare");
         assert_eq!(c.warnings[0].position.line, 8);
     }
-}
-
-/// Where psk.yaml's `state:` points: a file relative to psk.yaml, or an
-/// object-store URL (`s3://bucket/key`) taken as it is.
-fn state_location(base: &Path, state: Option<&str>) -> std::path::PathBuf {
-    let state = state.unwrap_or("psk.state.json");
-    if crate::state::remote::is_remote(Path::new(state)) {
-        return std::path::PathBuf::from(state);
-    }
-    base.join(state)
 }

@@ -46,7 +46,7 @@ impl Lock {
 /// Reads the state at `path`, file or object, replaying any journal.
 pub(super) fn load(path: &Path, new_state: NewState) -> Result<Option<State>, StateError> {
     match remote_of(path)? {
-        Some(r) => remote::store::load(&r),
+        Some(r) => remote::store::load_guarded(&r, new_state),
         None => store::load(path, new_state),
     }
 }
@@ -58,7 +58,7 @@ pub(super) fn load_for_write(
     new_state: NewState,
 ) -> Result<Option<State>, StateError> {
     match (remote_of(path)?, lock) {
-        (Some(r), Lock::Remote(_)) => remote::store::load_for_write(&r),
+        (Some(r), Lock::Remote(_)) => remote::store::load_for_write(&r, new_state),
         (None, Lock::File(l)) => store::load_for_write(path, l, new_state),
         _ => unreachable!("a lock is taken on the location it is loaded from"),
     }

@@ -348,6 +348,13 @@ fn a_stale_writer_is_refused_and_overwrites_nothing() {
     assert_eq!(sw.get(&key(&team)).unwrap(), written);
     assert!(sw.list(&format!("{}.journal", key(&team))).is_empty());
     check_settled(&env, &sw, &team);
+
+    // A state object removed by mistake is not silently started afresh:
+    // its backup says it existed.
+    sw.delete(&key(&team));
+    let missing = run(&env, &sw, env.dir.path(), &["apply", "--auto-approve"]).failure();
+    assert!(missing.stderr.contains("went missing"), "{missing:?}");
+    assert!(sw.get(&key(&team)).is_none(), "nothing was written");
 }
 
 #[test]

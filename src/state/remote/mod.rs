@@ -57,6 +57,8 @@ pub enum RemoteError {
     },
     #[error("the journal of {url} on the store cannot be replayed: {message}.\nNeither it nor the state was changed. It holds changes an interrupted apply made (maybe sealed PSKs); keep a copy of the objects under {url}.journal/ and ask for help before removing them")]
     Journal { url: String, message: String },
+    #[error("there is no state object {url}, but its backup {url}.backup is there: the state went missing.\nRestore it (from the bucket's versions, or copy the backup over it) rather than starting over: a new state would forget every key the old one held. Pass --new-state only if you mean to start afresh")]
+    Missing { url: String },
     #[error("found journal objects under {url}.journal/ but no state object {url}.\nThey hold changes to that state (maybe sealed PSKs): restore the state object (from the bucket's versions or {url}.backup) rather than starting over; remove them only if you mean to abandon those keys")]
     OrphanJournal { url: String },
 }
@@ -78,8 +80,7 @@ impl std::fmt::Debug for Remote {
 
 /// Whether `path` names a state on object storage rather than a file.
 pub fn is_remote(path: &Path) -> bool {
-    path.to_str()
-        .is_some_and(|s| s.starts_with("s3://") || s.contains("://"))
+    path.to_str().is_some_and(|s| s.contains("://"))
 }
 
 impl Remote {

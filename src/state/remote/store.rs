@@ -21,7 +21,7 @@ use object_store::{ObjectStoreExt as _, PutMode, PutOptions, PutPayload, UpdateV
 
 use super::{block, Remote, RemoteError};
 use crate::state::store::{self as file_store, Entry, EntryRef, StateError};
-use crate::state::State;
+use crate::state::{NewState, State};
 use crate::tunnel::TunnelKey;
 
 /// What this process last read of one remote state.
@@ -63,6 +63,35 @@ pub fn version_read(remote: &Remote) -> Option<String> {
 /// Reads the state object and replays its journal; `Ok(None)` when there
 /// is no state object (and no journal).
 pub fn load(remote: &Remote) -> Result<Option<State>, StateError> {
+    load_guarded(remote, NewState::Allowed)
+}
+
+/// [`load`], refusing to start afresh where a state went missing (its
+/// `<state>.backup` is still there) unless `new_state` allows it: a new
+/// state would forget every key the missing one held.
+pub fn load_guarded(remote: &Remote, new_state: NewState) -> Result<Option<State>, StateError> {
+    let state = load_unguarded(remote)?;
+    if state.is_none() && new_state != NewState::Allowed {
+        let backup = remote.sibling(".backup");
+        let found = block(async {
+            match remote.store.head(&backup).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+        .map_err(remote.store_err("look for the backup of"))?;
+        if found {
+            return Err(RemoteError::Missing {
+                url: remote.url.clone(),
+            }
+            .into());
+        }
+    }
+    Ok(state)
+}
+
+fn load_unguarded(remote: &Remote) -> Result<Option<State>, StateError> {
     let got = block(async {
         match remote.store.get(&remote.key).await {
             Ok(r) => {
@@ -210,8 +239,8 @@ fn check_folded(state: &State, objects: Vec<(ObjectPath, Entry)>) -> Result<(), 
 
 /// [`load`] for a writer holding the lock: a journal an interrupted apply
 /// left is folded into the state object right away.
-pub fn load_for_write(remote: &Remote) -> Result<Option<State>, StateError> {
-    let mut state = load(remote)?;
+pub fn load_for_write(remote: &Remote, new_state: NewState) -> Result<Option<State>, StateError> {
+    let mut state = load_guarded(remote, new_state)?;
     if let Some(s) = state.as_mut() {
         RemoteJournal::open(remote, s)?;
     }
@@ -464,5 +493,52 @@ impl RemoteJournal {
 
     pub fn commits(&self) -> u64 {
         self.commits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: usize) -> TunnelKey {
+        TunnelKey::new("023e105f4ecef8ad9ca31a8372d0c353", &format!("{i:032x}"))
+    }
+
+    /// A journal object changing tunnel `i` of `state` to hold `psk`.
+    fn object(state: &State, i: usize, psk: &str, serial: u64) -> (ObjectPath, Entry) {
+        let mut s = state.clone();
+        s.entry(&key(i), &format!("t{i}")).psk = Some(psk.into());
+        let record = s.tunnels.get(&key(i)).cloned();
+        let entry = Entry {
+            lineage: state.lineage.clone(),
+            base_serial: 1,
+            serial,
+            changes: [(key(i).to_string(), record)].into_iter().collect(),
+        };
+        (ObjectPath::from(format!("j/{serial:020}")), entry)
+    }
+
+    /// Leftover objects are ignored only when the state already holds what
+    /// they wrote; a change it lacks (a forced-out writer's) is refused.
+    #[test]
+    fn only_objects_already_folded_in_are_ignored() {
+        let mut state = State::new(vec![]);
+        state.serial = 5;
+        state.entry(&key(0), "t0").psk = Some("sealed-a".into());
+        let folded = vec![
+            object(&state, 0, "old", 2),
+            object(&state, 0, "sealed-a", 3),
+        ];
+        check_folded(&state, folded).unwrap();
+        let late = vec![
+            object(&state, 0, "sealed-a", 3),
+            object(&state, 1, "sealed-b", 6),
+        ];
+        let e = check_folded(&state, late).unwrap_err();
+        assert!(e.contains("changes the state (serial 5) does not"), "{e}");
+        let mut other = object(&state, 0, "sealed-a", 3);
+        other.1.lineage = "another".into();
+        let e = check_folded(&state, vec![other]).unwrap_err();
+        assert!(e.contains("another state"), "{e}");
     }
 }

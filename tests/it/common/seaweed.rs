@@ -188,6 +188,13 @@ impl Seaweed {
         })
     }
 
+    /// Removes the object `key`, as an operator's mistake might.
+    pub fn delete(&self, key: &str) {
+        self.runtime
+            .block_on(self.store().delete(&ObjectPath::from(key)))
+            .unwrap();
+    }
+
     /// The names of the objects under `prefix`, sorted.
     pub fn list(&self, prefix: &str) -> Vec<String> {
         use futures_util::TryStreamExt as _;
