@@ -111,9 +111,9 @@ if [[ -n $limits ]]; then
     "$here/fleet.sh" "$n" cloudflare "$recipient" >"$dir/psk.yaml"
     start_sandbox "$dir/psk.yaml" "$limits_latency" 1200/300 "$dir/counters.json" 200/1
     measure "$dir/plan" "$n" "$limits_latency" cloudflare plan@defaults "$dir/counters.json" -- \
-      "$psk" -c "$dir/psk.yaml" plan --out "$dir/saved.plan"
+      "$psk" plan -c "$dir/psk.yaml" --out "$dir/saved.plan"
     measure "$dir/apply-saved" "$n" "$limits_latency" cloudflare apply-saved-plan@defaults "$dir/counters.json" -- \
-      "$psk" -c "$dir/psk.yaml" apply "$dir/saved.plan" --json
+      "$psk" apply -c "$dir/psk.yaml" "$dir/saved.plan" --json
     stop_sandbox
     # Requests / (time x the binding rate): 200/s while the run fits the
     # 1,200-request window, 1,200 per 300 s beyond it.
@@ -131,7 +131,7 @@ if ((rate_only)); then
   "$here/fleet.sh" "$rate_tunnels" cloudflare "$recipient" >"$dir/psk.yaml"
   start_sandbox "$dir/psk.yaml" 0 120/30 "$dir/counters.json"
   measure "$dir/apply" "$rate_tunnels" 0 cloudflare "apply@120/30s" "$dir/counters.json" -- \
-    "$psk" -c "$dir/psk.yaml" --rate-limit 120/30s apply --auto-approve --json ${parallelism:+--parallelism "$parallelism"}
+    "$psk" apply -c "$dir/psk.yaml" --rate-limit 120/30s --auto-approve --json ${parallelism:+--parallelism "$parallelism"}
   stop_sandbox
   line=$(tail -1 "$results")
   wall=$(cut -f5 <<<"$line") reqs=$(cut -f6 <<<"$line") r429=$(cut -f7 <<<"$line")
@@ -156,18 +156,19 @@ for lat in $latencies; do
       mkdir -p "$dir"
       "$here/fleet.sh" "$n" "$gen" "$recipient" >"$dir/psk.yaml"
       start_fleet_sandbox "$dir" "$lat"
-      common=("$psk" -c "$dir/psk.yaml" ${psk_limits[@]+"${psk_limits[@]}"} ${parallelism:+--parallelism "$parallelism"})
-      measure "$dir/plan-offline" "$n" "$lat" "$gen" plan--offline "$dir/counters.json" -- "${common[@]}" plan --offline
+      # psk's options follow the command they belong to.
+      common=(-c "$dir/psk.yaml" ${psk_limits[@]+"${psk_limits[@]}"} ${parallelism:+--parallelism "$parallelism"})
+      measure "$dir/plan-offline" "$n" "$lat" "$gen" plan--offline "$dir/counters.json" -- "$psk" plan --offline "${common[@]}"
       # The reviewed flow: a saved plan (refresh and dry runs), applied as is.
-      measure "$dir/plan" "$n" "$lat" "$gen" plan "$dir/counters.json" -- "${common[@]}" plan --out "$dir/saved.plan"
-      measure "$dir/apply-saved" "$n" "$lat" "$gen" apply-saved-plan "$dir/counters.json" -- "${common[@]}" apply "$dir/saved.plan" --json
-      measure "$dir/plan-offline-after" "$n" "$lat" "$gen" plan--offline-after-apply "$dir/counters.json" -- "${common[@]}" plan --offline
+      measure "$dir/plan" "$n" "$lat" "$gen" plan "$dir/counters.json" -- "$psk" plan --out "$dir/saved.plan" "${common[@]}"
+      measure "$dir/apply-saved" "$n" "$lat" "$gen" apply-saved-plan "$dir/counters.json" -- "$psk" apply "$dir/saved.plan" --json "${common[@]}"
+      measure "$dir/plan-offline-after" "$n" "$lat" "$gen" plan--offline-after-apply "$dir/counters.json" -- "$psk" plan --offline "${common[@]}"
       # `apply` alone, on a fresh edge and no state: plans (refresh and dry
       # runs), then applies.
       stop_sandbox
       rm -f "$dir"/psk.state.json*
       start_fleet_sandbox "$dir" "$lat"
-      measure "$dir/apply" "$n" "$lat" "$gen" apply "$dir/counters.json" -- "${common[@]}" apply --auto-approve --json
+      measure "$dir/apply" "$n" "$lat" "$gen" apply "$dir/counters.json" -- "$psk" apply --auto-approve --json "${common[@]}"
       if [[ $gen == cloudflare ]] && ((n <= baseline_max)); then
         # A fresh budget for the loop too.
         stop_sandbox

@@ -24,7 +24,7 @@ CLOUDFLARE_BASE_URL=$(sed -n 's/^export CLOUDFLARE_BASE_URL=//p' "$out/url")
 curl -s -X POST "${CLOUDFLARE_BASE_URL%/client/v4}/sandbox/spend" -d '{"requests": 100}'
 echo
 t0=$(date +%s.%N)
-"$root/target/release/psk" -c "$out/psk.yaml" plan >"$out/plan.out" 2>"$out/plan.err"
+"$root/target/release/psk" plan -c "$out/psk.yaml" >"$out/plan.out" 2>"$out/plan.err"
 t1=$(date +%s.%N)
 sleep 0.12
 echo "psk plan of $n tunnels after another client spent 100 of 120/30s:" \

@@ -24,8 +24,8 @@ for n in $sizes; do
     export CLOUDFLARE_BASE_URL
     CLOUDFLARE_BASE_URL=$(sed -n 's/^export CLOUDFLARE_BASE_URL=//p' "$dir/url")
     strace -f -qq -s 0 -y -e trace=write,pwrite64,writev,pwritev -o "$dir/trace" \
-      "$root/target/release/psk" -c "$dir/psk.yaml" --rate-limit 1000000/1s \
-      apply --auto-approve --json >/dev/null
+      "$root/target/release/psk" apply -c "$dir/psk.yaml" --rate-limit 1000000/1s \
+      --auto-approve --json >/dev/null
     kill "$pid"; wait "$pid" 2>/dev/null || true
     bytes=$(grep -E '\(([0-9]+)<[^>]*psk\.state\.json[^>]*>' "$dir/trace" |
       sed -nE 's/.*= ([0-9]+)$/\1/p' | awk '{ s += $1 } END { print s + 0 }')

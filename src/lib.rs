@@ -20,4 +20,5 @@ pub mod seal;
 pub mod state;
 pub mod status;
 pub mod suggest;
+pub mod tls;
 pub mod tunnel;

@@ -70,6 +70,39 @@ pub async fn refresh(client: &Client, config: &mut Config) -> Result<Remote, Ref
     Ok(remote)
 }
 
+/// Lists the accounts that still hold records in `state` but are no longer
+/// in psk.yaml, when this token can: a tunnel psk.yaml dropped together with
+/// its account is then forgotten once Cloudflare no longer lists it, as any
+/// other, instead of being kept forever for want of asking. An account the
+/// token cannot list is left out (logged), and its records stay.
+pub async fn list_departed(
+    client: &Client,
+    config: &Config,
+    state: Option<&crate::state::State>,
+    remote: &mut Remote,
+) {
+    let asked: BTreeSet<String> = config.accounts().into_iter().collect();
+    let departed: BTreeSet<&str> = (state.iter())
+        .flat_map(|s| s.tunnels.keys())
+        .map(|k| k.account_id.as_str())
+        .filter(|a| !asked.contains(*a))
+        .collect();
+    for account in departed {
+        match client.list_tunnels(account).await {
+            Ok(tunnels) => {
+                tracing::info!(%account, tunnels = tunnels.len(), "listed an account psk.yaml no longer names, for its records in the state");
+                for t in tunnels {
+                    remote.tunnels.insert(TunnelKey::new(account, &t.id), t);
+                }
+                remote.departed.insert(account.to_string());
+            }
+            Err(e) => {
+                tracing::warn!(%account, error = %e, "cannot list an account psk.yaml no longer names; its records stay in the state");
+            }
+        }
+    }
+}
+
 /// `verify`'s preflight needs the health now of every path of each site
 /// where some policy verifies with health checks: one GraphQL query per
 /// account, over the last [`NOW_WINDOW_SECONDS`]. A failed query leaves

@@ -10,6 +10,7 @@
 //! state file as apply would leave it; `text` the sentences several
 //! formats share. This module only gathers them: none of them imports it.
 
+pub mod codes;
 pub mod diff;
 mod human;
 mod json;
@@ -31,7 +32,7 @@ pub fn use_color(no_color_flag: bool, is_terminal: bool) -> bool {
     is_terminal && !no_color_flag && !env_off
 }
 
-/// Machine-readable plan; see README "JSON plan format".
+/// Machine-readable plan; see docs/formats.md "JSON plan format".
 pub fn json(plan: &Plan, out: &mut dyn Write) -> io::Result<()> {
     serde_json::to_writer_pretty(&mut *out, &json::JsonPlan::new(plan))?;
     writeln!(out)

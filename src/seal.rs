@@ -200,6 +200,7 @@ impl FromStr for Recipient {
                     age::ssh::ParseRecipientKeyError::Unsupported(t) => {
                         format!("unsupported SSH key type {t}")
                     }
+                    _ => "not a valid SSH public key".to_string(),
                 };
                 let shown = if text.chars().count() > 40 {
                     format!("{}...", text.chars().take(40).collect::<String>())
@@ -317,7 +318,7 @@ pub fn seal(psk: &Psk, recipients: &[Recipient]) -> Result<String, SealError> {
 
 /// Private keys able to open sealed PSKs.
 #[derive(Default)]
-pub struct Identities(Vec<Box<dyn age::Identity>>);
+pub struct Identities(Vec<Box<dyn age::Identity + Send + Sync>>);
 
 impl fmt::Debug for Identities {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -7,8 +7,10 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
-cargo build --locked --quiet --manifest-path "$root/Cargo.toml"
-psk="$root/target/debug/psk"
+# Not --quiet: a first build takes minutes, and cargo shows how far it is.
+echo "Building psk (the first build takes a few minutes)..." >&2
+cargo build --locked --manifest-path "$root/Cargo.toml"
+psk="${CARGO_TARGET_DIR:-$root/target}/debug/psk"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -17,28 +19,34 @@ cp "$here/psk.yaml" "$work/psk.yaml"
 install -m 600 "$here/demo-identity.txt" "$work/demo-identity.txt"
 cd "$work"
 
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+# Each command in bold on a terminal; plain text in a log or a pipe, and
+# under NO_COLOR (no-color.org), as psk itself does.
+if [[ -t 1 && -z "${NO_COLOR:-}" ]]; then
+  step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+else
+  step() { printf '\n$ %s\n' "$*"; }
+fi
 
 step psk validate
 "$psk" validate
 
-step psk --sandbox plan
-"$psk" --sandbox plan
+step psk plan --sandbox
+"$psk" plan --sandbox
 
-step psk --sandbox apply --auto-approve
-"$psk" --sandbox apply --auto-approve
+step psk apply --sandbox --auto-approve
+"$psk" apply --sandbox --auto-approve
 
-step "psk --sandbox apply --auto-approve   # again: one tunnel of site fra per apply"
-"$psk" --sandbox apply --auto-approve
+step "psk apply --sandbox --auto-approve   # again: one tunnel of site fra per apply"
+"$psk" apply --sandbox --auto-approve
 
-step psk --sandbox plan --detailed-exitcode
-"$psk" --sandbox plan --detailed-exitcode
+step psk plan --sandbox --detailed-exitcode
+"$psk" plan --sandbox --detailed-exitcode
 
-step "psk plan --offline --at $(date -u -d '+100 days' +%Y-%m-%d)   # what is due in 100 days?"
-"$psk" plan --offline --at "$(date -u -d '+100 days' +%Y-%m-%d)"
+step "psk plan --offline --at +100d   # what is due in 100 days?"
+"$psk" plan --offline --at +100d
 
-step "psk status --at $(date -u -d '+100 days' +%Y-%m-%d)   # where every key stands then"
-"$psk" status --at "$(date -u -d '+100 days' +%Y-%m-%d)"
+step "psk status --at +100d   # where every key stands then"
+"$psk" status --at +100d
 
 step "psk show fra-primary --identity demo-identity.txt | wc -c   # the PSK opens (not printed here)"
 "$psk" show fra-primary --identity demo-identity.txt | wc -c

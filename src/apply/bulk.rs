@@ -9,16 +9,17 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 
 use super::site::Gate;
-use super::{changed, deliver, was_uncertain, ApplyError, Event, Outcome, Run};
+use super::{changed, deliver, was_uncertain, Event, Outcome, Run};
 use crate::cloudflare::{ApiError, BulkOutcome, BulkResult, PskEntry};
 use crate::seal::{self, Psk};
+use crate::state::StateError;
 
 /// Sends the local keys of `remaining` (indices into the plan) in rounds
 /// that hold at most one tunnel per site, so a site's tunnels never change
 /// together; a site whose delivery failed gets no further round. With one
 /// site per tunnel (or none) it is a single round. A stop request ends it
 /// between rounds.
-pub(super) async fn run(run: &mut Run<'_>, mut remaining: Vec<usize>) -> Result<(), ApplyError> {
+pub(super) async fn run(run: &mut Run<'_>, mut remaining: Vec<usize>) -> Result<(), StateError> {
     while !remaining.is_empty() && !run.options.stop.requested() {
         let mut round = Vec::new();
         let mut later = Vec::new();
@@ -49,14 +50,28 @@ pub(super) async fn run(run: &mut Run<'_>, mut remaining: Vec<usize>) -> Result<
 /// One round: make each key, seal it into the state as pending and commit
 /// them all, then set them in bulk, per account; promote what Cloudflare
 /// reports applied and commit that before any router gets its key.
-async fn rotate(run: &mut Run<'_>, indices: &[usize]) -> Result<(), ApplyError> {
+async fn rotate(run: &mut Run<'_>, indices: &[usize]) -> Result<(), StateError> {
     let by_account = stage_pending(run, indices);
-    // Every pending key is durable before any is sent.
-    run.commit()?;
+    // Every pending key is durable before any is sent. If the state cannot
+    // take them, none is sent: nothing changed on the edge.
+    if let Err(e) = run.commit().await {
+        for (idx, _) in by_account.values().flatten() {
+            run.revert(*idx);
+            run.finish(*idx, Outcome::NotStarted);
+        }
+        return Err(e);
+    }
     for (account, batch) in by_account {
         let settled = send(run, &account, &batch).await;
-        // Promotions are durable before any router is given its key.
-        run.commit()?;
+        // Promotions are durable before any router is given its key; if
+        // the state cannot take them, the apply stops here and they are
+        // rescued (no router gets a key the state does not hold).
+        if let Err(e) = run.commit().await {
+            for (idx, outcome, _) in settled {
+                run.finish(idx, outcome);
+            }
+            return Err(e);
+        }
         deliver_settled(run, settled).await?;
     }
     Ok(())
@@ -124,7 +139,7 @@ async fn send<'b>(
 async fn deliver_settled(
     run: &mut Run<'_>,
     settled: Vec<(usize, Outcome, &Psk)>,
-) -> Result<(), ApplyError> {
+) -> Result<(), StateError> {
     let shared: &Run<'_> = run;
     let deliveries =
         crate::cloudflare::concurrently(shared.parallelism(), settled, |(idx, o, psk)| {
@@ -145,11 +160,11 @@ async fn deliver_settled(
         };
         reports.push((idx, o));
     }
-    run.commit()?;
+    let committed = run.commit().await;
     for (idx, o) in reports {
         run.finish(idx, o);
     }
-    Ok(())
+    committed
 }
 
 /// Stages what Cloudflare's answer to the bulk set means for one tunnel.

@@ -25,6 +25,7 @@ mod bulk;
 mod room;
 mod site;
 mod stream;
+mod unwritable;
 mod verify;
 
 use std::collections::HashMap;
@@ -42,6 +43,7 @@ use crate::reconcile::{Action, ActionKind, Plan, Reason};
 use crate::seal::Psk;
 use crate::state::{Journal, State, StateError};
 use crate::tunnel::TunnelKey;
+pub use unwritable::Unwritable;
 
 /// What happened to one planned action.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +151,9 @@ impl Report {
 pub enum ApplyError {
     #[error(transparent)]
     State(#[from] StateError),
+    /// The state stopped taking writes mid-apply (see `unwritable`).
+    #[error(transparent)]
+    Unwritable(#[from] Unwritable),
 }
 
 /// Asks a running apply to stop starting new work (Ctrl-C). Work already
@@ -252,15 +257,24 @@ pub async fn apply(
         let a = &plan.actions[i];
         a.kind.changes_psk() && run.generator_of(&a.key) == Generator::Local
     });
-    bulk::run(&mut run, local).await?;
-    stream::run(&mut run, streamed).await?;
+    let ran = match bulk::run(&mut run, local).await {
+        Ok(()) => stream::run(&mut run, streamed).await,
+        Err(e) => Err(e),
+    };
+    let ran = match ran {
+        Ok(()) => run.commit().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = ran {
+        return Err(unwritable::rescue(&mut run, e).into());
+    }
     let Run {
-        journal,
+        mut journal,
         state,
         outcomes,
         ..
     } = run;
-    journal.finish(state)?;
+    unwritable::fold(&mut journal, state).await?;
     let results = plan
         .actions
         .iter()
@@ -313,9 +327,29 @@ impl<'a> Run<'a> {
         self.journal.stage(&self.action(idx).key);
     }
 
-    /// Makes everything staged durable, with one fsync.
-    fn commit(&mut self) -> Result<(), StateError> {
-        self.journal.commit(self.state)
+    /// Makes everything staged durable, with one fsync. A failed write is
+    /// tried again after a pause (the keys wait in memory); the error is
+    /// returned only once those attempts failed too, and then the caller
+    /// stops the apply (see `unwritable`).
+    async fn commit(&mut self) -> Result<(), StateError> {
+        let mut delays = unwritable::retry_delays();
+        loop {
+            let Err(e) = self.journal.commit(self.state) else {
+                return Ok(());
+            };
+            let Some(delay) = delays.next() else {
+                return Err(e);
+            };
+            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "state journal not written; retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Undoes what was staged for action `idx`, which will not start now
+    /// that the state cannot be written: its record is what the disk holds.
+    fn revert(&mut self, idx: usize) {
+        let key = &self.action(idx).key;
+        self.journal.revert(self.state, key);
     }
 
     fn generator_of(&self, key: &TunnelKey) -> Generator {
@@ -423,8 +457,9 @@ async fn deliver(how: Option<(Deliver, Tunnel)>, psk: &Psk) -> Option<Delivered>
 /// A PSK made here, from the OS's CSPRNG: 32 characters of `[A-Za-z0-9]`,
 /// about 190 bits.
 pub fn new_local_psk() -> Psk {
-    use rand::distributions::{Alphanumeric, DistString};
-    Psk::new(Alphanumeric.sample_string(&mut rand::rngs::OsRng, LOCAL_PSK_LEN))
+    use rand::distr::{Alphanumeric, SampleString};
+    let mut os = rand::rand_core::UnwrapErr(rand::rngs::SysRng);
+    Psk::new(Alphanumeric.sample_string(&mut os, LOCAL_PSK_LEN))
 }
 
 pub const LOCAL_PSK_LEN: usize = 32;

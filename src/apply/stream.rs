@@ -14,16 +14,17 @@ use chrono::{DateTime, Utc};
 use tokio::task::{Id, JoinError, JoinSet};
 
 use super::site::Gate;
-use super::{changed, was_uncertain, ApplyError, Delivered, Event, Outcome, Run};
+use super::{changed, was_uncertain, Delivered, Event, Outcome, Run};
 use crate::cloudflare::{ApiError, Generated};
 use crate::config::Tunnel;
 use crate::policy::{Deliver, Verify};
 use crate::reconcile::ActionKind;
 use crate::seal::{self, Psk};
+use crate::state::StateError;
 
 /// Runs the actions `waiting` (indices into the plan, in plan order) until
 /// all are done or a stop request has let the ones in flight finish.
-pub(super) async fn run(run: &mut Run<'_>, waiting: Vec<usize>) -> Result<(), ApplyError> {
+pub(super) async fn run(run: &mut Run<'_>, waiting: Vec<usize>) -> Result<(), StateError> {
     let stopping = run.options.stop.requested();
     if stopping {
         run.event(Event::Stopping { in_flight: 0 });
@@ -39,7 +40,10 @@ pub(super) async fn run(run: &mut Run<'_>, waiting: Vec<usize>) -> Result<(), Ap
     loop {
         stream.start_ready();
         // One fsync for everything staged this turn; then act on it.
-        stream.run.commit()?;
+        if let Err(e) = stream.run.commit().await {
+            stream.stop_unwritable().await;
+            return Err(e);
+        }
         stream.act_on_committed();
         if stream.tasks.is_empty() {
             // Done, stopped, or (cannot happen: only in-flight work blocks
@@ -229,6 +233,50 @@ impl Stream<'_, '_> {
                 }
                 AfterCommit::Report(idx, o) => self.run.finish(idx, o),
             }
+        }
+    }
+
+    /// The state cannot take this turn's commit: nothing more starts (a
+    /// rotation whose intent is not on disk is never sent, and no router is
+    /// given a key the disk does not hold), but the calls in flight are let
+    /// answer, since the edge holds their keys now: each is sealed and
+    /// staged, for the rescue.
+    async fn stop_unwritable(&mut self) {
+        self.stopping = true;
+        // Verifications in flight end now rather than at their timeout.
+        self.run.options.stop.request();
+        self.abandon_after();
+        while !self.tasks.is_empty() {
+            for joined in self.next_answers().await {
+                self.take_answer(joined);
+            }
+            self.abandon_after();
+        }
+    }
+
+    /// Settles the work staged this turn without acting on it.
+    fn abandon_after(&mut self) {
+        let not_recorded = |name: &str| {
+            Outcome::Failed {
+            message: format!(
+                "the state could not be written, so the apply stopped before {name}'s new PSK was delivered or verified; once `psk recover` took it back, `psk deliver {name}` delivers it"
+            ),
+            interrupted: false,
+        }
+        };
+        for work in std::mem::take(&mut self.after) {
+            let (idx, outcome) = match work {
+                AfterCommit::Rotate(idx) => {
+                    self.run.revert(idx);
+                    (idx, Outcome::NotStarted)
+                }
+                AfterCommit::Deliver { idx, .. } | AfterCommit::Verify { idx, .. } => {
+                    (idx, not_recorded(&self.run.action(idx).name))
+                }
+                AfterCommit::Report(idx, o) => (idx, o),
+            };
+            // Nothing starts any more, so the sites stay as they are.
+            self.run.finish(idx, outcome);
         }
     }
 

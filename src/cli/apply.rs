@@ -45,6 +45,15 @@ pub struct ApplyArgs {
 
     #[command(flatten)]
     lock: LockWait,
+
+    #[command(flatten)]
+    pub files: super::args::Files,
+
+    #[command(flatten)]
+    pub api: super::args::Api,
+
+    #[command(flatten)]
+    pub color: super::args::Color,
 }
 
 pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {

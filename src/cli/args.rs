@@ -1,11 +1,14 @@
 //! The arguments more than one command takes, and every value parser.
 //!
-//! Two stages, as in ripgrep's low and high arguments: [`GlobalArgs`] is
-//! what clap reads (its doc comments are the help text), [`Global`] is what
-//! a command works with once the flags are resolved. A parser's error is
-//! the message clap prints after `invalid value`, so each says what a good
-//! value looks like. Flags that only one command takes live in that
-//! command's file.
+//! Two stages, as in ripgrep's low and high arguments: the groups below
+//! ([`Files`], [`Api`], [`Color`], [`Verbosity`]) are what clap reads (their
+//! doc comments are the help text), [`Global`] is what a command works with
+//! once the flags are resolved. A command takes a group only when it uses
+//! it, so `psk schema --sandbox` is a usage error rather than a flag that
+//! does nothing; every group has its own help heading, so each command's
+//! help has one layout. A parser's error is the message clap prints after
+//! `invalid value`, so each says what a good value looks like. Flags that
+//! only one command takes live in that command's file.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -21,49 +24,79 @@ use crate::policy::Span;
 use crate::reconcile::PlanOptions;
 use crate::state::State;
 
-/// The flags every command takes, as clap reads them.
+/// The help heading of psk.yaml, the state and the state's guards.
+pub const FILES: &str = "Files";
+/// The help heading of how psk reaches Cloudflare (or the sandbox).
+pub const API: &str = "Cloudflare API";
+
+/// Where shared flags sit in a command's help: the command's own options
+/// first (clap numbers them from 0 in declaration order), then these, so
+/// every command's help has one layout whatever order its struct flattens
+/// them in.
+const ORDER_FILES: usize = 1000;
+const ORDER_API: usize = 2000;
+const ORDER_LAST: usize = 9000;
+
+/// `-v`: the one flag every command takes, since every command can log.
 #[derive(Debug, Args)]
-pub struct GlobalArgs {
+pub struct Verbosity {
+    /// Log what psk does on stderr: -v info (state, lock, the API's URL
+    /// and proxy, dry-run verdicts, retries), -vv debug (each HTTP request, rate-limiter
+    /// waits), -vvv trace. Without it, PSK_LOG=LEVEL (off, error, warn,
+    /// info, debug, trace). Never logs a PSK, a credential or a body.
+    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count, display_order = ORDER_LAST)]
+    pub verbose: u8,
+
+    /// Print help.
+    #[arg(short = 'h', long = "help", global = true, action = clap::ArgAction::Help, display_order = ORDER_LAST + 1)]
+    help: Option<bool>,
+}
+
+/// `-c/--config` and `--state`: for the commands that read psk.yaml.
+#[derive(Debug, Args)]
+pub struct Files {
     /// The desired-state file.
     #[arg(
         short = 'c',
         long = "config",
-        global = true,
+        value_name = "FILE",
         default_value = "psk.yaml",
-        env = "PSK_CONFIG"
+        env = "PSK_CONFIG",
+        help_heading = FILES,
+        display_order = ORDER_FILES
     )]
     config: PathBuf,
 
-    /// Use this state file instead of the one psk.yaml names.
-    #[arg(long = "state", global = true, value_name = "FILE")]
+    /// Use this state instead of the one psk.yaml names: a file, or
+    /// s3://BUCKET/PATH/psk.state.json.
+    #[arg(long = "state", value_name = "FILE", help_heading = FILES, display_order = ORDER_FILES + 1)]
     state: Option<PathBuf>,
+}
 
+/// `--sandbox` and the network options: for the commands that talk to
+/// Cloudflare (plan, apply, import, status).
+#[derive(Debug, Args)]
+pub struct Api {
     /// Talk to a sandbox started in-process on a free loopback port instead
     /// of Cloudflare: the whole flow with no account and no token.
-    #[arg(long, global = true)]
+    #[arg(long, help_heading = API, display_order = ORDER_API)]
     sandbox: bool,
 
     /// Give up connecting to the API after this long (e.g. 5s, 1m).
-    #[arg(long, global = true, value_name = "DURATION", default_value = "5s",
-          value_parser = parse_duration, help_heading = "Network")]
+    #[arg(long, value_name = "DURATION", default_value = "5s",
+          value_parser = parse_duration, help_heading = API, display_order = ORDER_API + 1)]
     connect_timeout: Duration,
 
     /// Give up on one API request (connect, send, answer) after this long;
     /// it is then retried like a dropped connection.
-    #[arg(long, global = true, value_name = "DURATION", default_value = "60s",
-          value_parser = parse_duration, help_heading = "Network")]
+    #[arg(long, value_name = "DURATION", default_value = "60s",
+          value_parser = parse_duration, help_heading = API, display_order = ORDER_API + 2)]
     request_timeout: Duration,
 
     /// Retries of a failed request (408, 409, 429, 5xx, a dropped or refused
     /// connection, a timeout) after the first try, with exponential backoff
     /// and jitter, or as long as Cloudflare's Retry-After says.
-    #[arg(
-        long,
-        global = true,
-        value_name = "N",
-        default_value_t = 3,
-        help_heading = "Network"
-    )]
+    #[arg(long, value_name = "N", default_value_t = 3, help_heading = API, display_order = ORDER_API + 3)]
     retries: u32,
 
     /// Most API requests psk sends in any window of this length, across all
@@ -72,67 +105,35 @@ pub struct GlobalArgs {
     /// per token, which a 429 turns into a 5-minute block of the whole
     /// token. A stricter quota the API announces (`Ratelimit-Policy`), or
     /// fewer requests left (`Ratelimit`), wins.
-    #[arg(
-        long,
-        global = true,
-        value_name = "N/DURATION",
-        default_value = "1200/5m",
-        help_heading = "Network"
-    )]
+    #[arg(long, value_name = "N/DURATION", default_value = "1200/5m", help_heading = API, display_order = ORDER_API + 4)]
     rate_limit: RateLimit,
 
     /// The per-IP ceiling: psk paces its requests at 95% of it. The
     /// default is Cloudflare's 200 requests a second per client address.
-    #[arg(
-        long,
-        global = true,
-        value_name = "N/DURATION",
-        default_value = "200/1",
-        help_heading = "Network"
-    )]
+    #[arg(long, value_name = "N/DURATION", default_value = "200/1", help_heading = API, display_order = ORDER_API + 5)]
     ip_limit: RateLimit,
 
     /// Most API requests in flight at once (per-tunnel dry runs, rotations
     /// in apply, chunks of a bulk PSK set). The default reaches the per-IP
     /// ceiling at 300 ms per answer. Tunnels of one site never rotate at
     /// the same time.
-    #[arg(id = "api_parallelism", long = "parallelism", global = true, value_name = "N", default_value_t = 64,
-          value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Network")]
+    #[arg(id = "api_parallelism", long = "parallelism", value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = API, display_order = ORDER_API + 6)]
     parallelism: u32,
+}
 
+/// `--no-color`: for the commands that colour a plan (plan, apply,
+/// show-plan).
+#[derive(Debug, Args)]
+pub struct Color {
     /// No colour in human output (also: the NO_COLOR environment variable).
-    #[arg(long, global = true)]
+    /// Without it, colour only when stdout is a terminal.
+    #[arg(long, display_order = ORDER_LAST - 1)]
     no_color: bool,
-
-    /// Log what psk does on stderr: -v info (state, lock, the API's URL
-    /// and proxy, dry-run verdicts, retries), -vv debug (each HTTP request, rate-limiter
-    /// waits), -vvv trace. Without it, PSK_LOG=LEVEL (off, error, warn,
-    /// info, debug, trace). Never logs a PSK, a credential or a body.
-    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
 }
 
-impl GlobalArgs {
-    /// The options commands work with (`-v` is the logger's, read apart).
-    pub fn resolve(self) -> Global {
-        Global {
-            config: self.config,
-            state: self.state,
-            sandbox: self.sandbox,
-            network: Network {
-                connect_timeout: self.connect_timeout,
-                request_timeout: self.request_timeout,
-                retries: self.retries,
-                rate_limit: self.rate_limit,
-                ip_limit: self.ip_limit,
-                parallelism: self.parallelism as usize,
-            },
-            no_color: self.no_color,
-        }
-    }
-}
-
-/// Options every command takes, resolved.
+/// Options a command works with, resolved from the groups it takes; a
+/// group it does not take leaves its defaults, which it never reads.
 #[derive(Debug)]
 pub struct Global {
     pub config: PathBuf,
@@ -142,7 +143,52 @@ pub struct Global {
     pub no_color: bool,
 }
 
+impl Default for Global {
+    fn default() -> Self {
+        Global {
+            config: PathBuf::from("psk.yaml"),
+            state: None,
+            sandbox: false,
+            network: Network::default(),
+            no_color: false,
+        }
+    }
+}
+
 impl Global {
+    /// A command that reads psk.yaml and the state.
+    pub fn files(files: &Files) -> Self {
+        Global {
+            config: files.config.clone(),
+            state: files.state.clone(),
+            ..Global::default()
+        }
+    }
+
+    /// The command talks to Cloudflare too.
+    pub fn api(self, api: &Api) -> Self {
+        Global {
+            sandbox: api.sandbox,
+            network: Network {
+                connect_timeout: api.connect_timeout,
+                request_timeout: api.request_timeout,
+                retries: api.retries,
+                rate_limit: api.rate_limit,
+                ip_limit: api.ip_limit,
+                parallelism: api.parallelism as usize,
+            },
+            ..self
+        }
+    }
+
+    /// The command colours its output.
+    pub fn color(self, color: &Color) -> Self {
+        Global {
+            no_color: color.no_color,
+            ..self
+        }
+    }
+
     /// `--state` wins over the state file psk.yaml names.
     pub fn state_path(&self, config: &Config) -> PathBuf {
         self.state
@@ -201,13 +247,13 @@ pub struct StateOverrides {
     /// that is now missing is beside it. Restore that state instead if you
     /// can: without it every live key on Cloudflare is replaced (or must be
     /// adopted with `psk import`).
-    #[arg(long)]
+    #[arg(long, help_heading = FILES, display_order = ORDER_FILES + 2)]
     pub new_state: bool,
 
     /// Use a state that shares no account or no tunnel with psk.yaml. Only
     /// when psk.yaml really replaces that whole fleet: every record in the
     /// state is then planned as no longer in psk.yaml.
-    #[arg(long)]
+    #[arg(long, help_heading = FILES, display_order = ORDER_FILES + 3)]
     pub foreign_state: bool,
 }
 
@@ -266,7 +312,7 @@ impl Selection {
 #[derive(Debug, Args, Default)]
 pub struct LockWait {
     /// How long to wait for another psk holding the state lock (e.g. 30s).
-    #[arg(long, value_name = "DURATION", value_parser = parse_lock_timeout)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_lock_timeout, help_heading = FILES, display_order = ORDER_FILES + 4)]
     lock_timeout: Option<Duration>,
 }
 
@@ -319,16 +365,41 @@ pub fn parse_lock_timeout(s: &str) -> Result<Duration, String> {
         .map_err(|e| e.to_string())
 }
 
-/// `--at`: an RFC 3339 instant, or a date meaning its midnight UTC.
+/// `--at`: an RFC 3339 instant, a date meaning its midnight UTC, or a
+/// span from now (`+100d`, `-2h`), so scripts need no `date -d` (GNU only).
 pub fn parse_at(s: &str) -> Result<DateTime<Utc>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+    parse_at_from(s, Utc::now())
+}
+
+/// [`parse_at`], with "now" given.
+pub fn parse_at_from(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let t = s.trim();
+    if t.starts_with("--") {
+        // `--at --offline`: the flag's value is missing.
+        return Err(format!(
+            "`{s}` is not a time: --at needs one, like 2027-01-31 or +100d"
+        ));
+    }
+    if let Some((sign, span)) = t
+        .strip_prefix('+')
+        .map(|r| (1, r))
+        .or_else(|| t.strip_prefix('-').map(|r| (-1, r)))
+    {
+        let span = span.parse::<Span>().map_err(|e| {
+            format!("`{s}`: {e}; a time from now is + or - and a duration, like +100d or -2h")
+        })?;
+        return now
+            .checked_add_signed(span.as_delta() * sign)
+            .ok_or_else(|| format!("`{s}` is out of range"));
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(t) {
         return Ok(t.with_timezone(&Utc));
     }
-    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+    if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
         return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
     }
     Err(format!(
-        "`{s}` is not a time; use RFC 3339 like 2027-01-31T00:00:00Z, or a date like 2027-01-31"
+        "`{s}` is not a time; use RFC 3339 like 2027-01-31T00:00:00Z, a date like 2027-01-31, or a time from now like +100d"
     ))
 }
 
@@ -358,6 +429,29 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn at_takes_times_dates_and_spans_from_now() {
+        let now = DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let at = |s| parse_at_from(s, now).map(|t| t.to_rfc3339());
+        assert_eq!(at("+100d").unwrap(), "2027-03-07T10:00:00+00:00");
+        assert_eq!(at("+2h").unwrap(), "2026-11-27T12:00:00+00:00");
+        assert_eq!(at("+1w2d").unwrap(), "2026-12-06T10:00:00+00:00");
+        assert_eq!(at("-7d").unwrap(), "2026-11-20T10:00:00+00:00");
+        assert_eq!(at("2027-01-31").unwrap(), "2027-01-31T00:00:00+00:00");
+        assert_eq!(
+            at("2027-01-31T08:00:00+01:00").unwrap(),
+            "2027-01-31T07:00:00+00:00"
+        );
+        let e = at("+100").unwrap_err();
+        assert!(e.contains("like +100d"), "{e}");
+        assert!(at("+0d").is_err(), "a zero span is refused as in psk.yaml");
+        assert!(at("--offline").unwrap_err().contains("needs one"));
+        let e = at("tomorrow").unwrap_err();
+        assert!(e.contains("+100d"), "{e}");
+    }
 
     #[test]
     fn lock_timeouts_parse() {

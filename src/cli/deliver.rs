@@ -28,6 +28,9 @@ pub struct DeliverArgs {
 
     #[command(flatten)]
     lock: LockWait,
+
+    #[command(flatten)]
+    pub files: super::args::Files,
 }
 
 pub async fn run(global: &Global, args: DeliverArgs) -> anyhow::Result<Status> {

@@ -36,6 +36,9 @@ pub struct ExportArgs {
     /// PSK_AGE_KEY_FILE and PSK_AGE_KEY are tried too.
     #[arg(short = 'i', long = "identity", value_name = "FILE")]
     identities: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub files: super::args::Files,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -21,6 +21,9 @@ pub struct ForceUnlockArgs {
     /// Do not ask for confirmation. Required when stdin is not a terminal.
     #[arg(long)]
     force: bool,
+
+    #[command(flatten)]
+    pub files: super::args::Files,
 }
 
 pub fn run(global: &Global, args: ForceUnlockArgs) -> anyhow::Result<Status> {

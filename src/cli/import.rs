@@ -37,6 +37,12 @@ pub struct ImportArgs {
 
     #[command(flatten)]
     lock: LockWait,
+
+    #[command(flatten)]
+    pub files: super::args::Files,
+
+    #[command(flatten)]
+    pub api: super::args::Api,
 }
 
 /// The PSK from stdin: one line, printable ASCII with no spaces.

@@ -15,12 +15,15 @@ mod deliver;
 mod exit;
 mod export;
 mod force_unlock;
+mod forget;
 mod identity_perms;
 mod import;
 mod log;
 mod move_state;
 mod plan;
 mod progress;
+mod recover;
+pub mod reference;
 mod reseal;
 mod sandbox;
 mod schema;
@@ -35,16 +38,18 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+use args::Global;
 use exit::{Status, EXIT_HELP};
 
 /// Keep the IPsec pre-shared keys of Cloudflare Magic WAN / Magic Transit
 /// tunnels rotated: `psk plan` shows what is due and why, `psk apply`
 /// rotates, seals with age and records each key so none is ever lost.
 #[derive(Debug, Parser)]
-#[command(name = "psk", version = env!("PSK_LONG_VERSION"), after_help = EXIT_HELP, max_term_width = 100)]
+#[command(name = "psk", version = env!("PSK_LONG_VERSION"), after_help = EXIT_HELP, max_term_width = 100,
+    disable_help_flag = true)]
 pub struct Cli {
     #[command(flatten)]
-    global: args::GlobalArgs,
+    verbosity: args::Verbosity,
 
     #[command(subcommand)]
     command: Command,
@@ -62,11 +67,40 @@ enum Command {
     Schema(schema::SchemaArgs),
     Export(export::ExportArgs),
     Reseal(reseal::ResealArgs),
+    Recover(recover::RecoverArgs),
+    Forget(forget::ForgetArgs),
     Import(import::ImportArgs),
     ForceUnlock(force_unlock::ForceUnlockArgs),
     MoveState(move_state::MoveStateArgs),
     Status(status::StatusArgs),
     Completions(completions::CompletionsArgs),
+    #[command(hide = true)]
+    Man(reference::ManArgs),
+}
+
+impl Command {
+    /// The shared options this command takes, resolved: only the groups
+    /// its arguments flatten in, so no command accepts a flag it ignores.
+    fn global(&self) -> Global {
+        match self {
+            Command::Plan(a) => Global::files(&a.files).api(&a.api).color(&a.color),
+            Command::Apply(a) => Global::files(&a.files).api(&a.api).color(&a.color),
+            Command::Import(a) => Global::files(&a.files).api(&a.api),
+            Command::Status(a) => Global::files(&a.files).api(&a.api),
+            Command::Validate(a) => Global::files(&a.files),
+            Command::Show(a) => Global::files(&a.files),
+            Command::Deliver(a) => Global::files(&a.files),
+            Command::Sandbox(a) => Global::files(&a.files),
+            Command::Export(a) => Global::files(&a.files),
+            Command::Reseal(a) => Global::files(&a.files),
+            Command::ForceUnlock(a) => Global::files(&a.files),
+            Command::MoveState(a) => Global::files(&a.files),
+            Command::Recover(a) => Global::files(&a.files),
+            Command::Forget(a) => Global::files(&a.files),
+            Command::ShowPlan(a) => Global::default().color(&a.color),
+            Command::Schema(_) | Command::Completions(_) | Command::Man(_) => Global::default(),
+        }
+    }
 }
 
 /// The binary's entry point.
@@ -80,10 +114,16 @@ pub fn main() -> ExitCode {
                 _ => 1,
             };
             let _ = e.print();
+            if let Some(hint) = misplaced_option(&e, std::env::args_os().skip(1)) {
+                let _ = writeln!(io::stderr(), "hint: {hint}");
+            }
             return ExitCode::from(code);
         }
     };
-    match log::level(cli.global.verbose, std::env::var(log::ENV).ok().as_deref()) {
+    match log::level(
+        cli.verbosity.verbose,
+        std::env::var(log::ENV).ok().as_deref(),
+    ) {
         Ok(level) => log::init(level),
         Err(e) => {
             let _ = writeln!(io::stderr(), "error: {e}");
@@ -107,7 +147,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
         .enable_all()
         .worker_threads(2)
         .build()?;
-    let global = cli.global.resolve();
+    let global = cli.command.global();
     runtime.block_on(async move {
         match cli.command {
             Command::Plan(a) => plan::run(&global, a).await,
@@ -120,13 +160,56 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             Command::Schema(a) => schema::run(a),
             Command::Export(a) => export::run(&global, a),
             Command::Reseal(a) => reseal::run(&global, a),
+            Command::Recover(a) => recover::run(&global, a),
+            Command::Forget(a) => forget::run(&global, a),
             Command::Import(a) => import::run(&global, a).await,
             Command::ForceUnlock(a) => force_unlock::run(&global, a),
             Command::MoveState(a) => move_state::run(&global, a),
             Command::Status(a) => status::run(&global, a).await,
             Command::Completions(a) => completions::run(a, Cli::command()),
+            Command::Man(a) => reference::run(a, Cli::command()),
         }
     })
+}
+
+/// An option written before the command (`psk -c x.yaml validate`, as
+/// `git -C` would have it) that the command itself takes: psk's options
+/// belong to the commands that use them, so say where it goes.
+fn misplaced_option(
+    e: &clap::Error,
+    argv: impl Iterator<Item = std::ffi::OsString>,
+) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument || e.get(ContextKind::Suggested).is_some() {
+        return None;
+    }
+    let Some(ContextValue::String(flag)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let root = Cli::command();
+    let argv: Vec<String> = argv.map(|a| a.to_string_lossy().into_owned()).collect();
+    let at = argv
+        .iter()
+        .position(|a| a.split_once('=').map_or(a.as_str(), |(f, _)| f) == flag)?;
+    let name = argv[at..]
+        .iter()
+        .find(|a| root.find_subcommand(a.as_str()).is_some())?;
+    let command = root.find_subcommand(name.as_str())?;
+    let takes = command.get_arguments().any(|a| {
+        a.get_long().is_some_and(|l| flag == &format!("--{l}"))
+            || a.get_short().is_some_and(|s| flag == &format!("-{s}"))
+    });
+    takes.then(|| format!("options go after the command: `psk {name} {flag} ...`"))
+}
+
+/// `docs/cli.md`, from the parser itself.
+pub fn reference_markdown() -> String {
+    reference::markdown(Cli::command())
+}
+
+/// The man pages (`psk.1`, `psk-plan.1`, ...), from the parser itself.
+pub fn man_pages() -> Vec<(String, String)> {
+    reference::man_pages(Cli::command())
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

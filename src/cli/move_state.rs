@@ -25,6 +25,9 @@ pub struct MoveStateArgs {
 
     #[command(flatten)]
     lock: LockWait,
+
+    #[command(flatten)]
+    pub files: super::args::Files,
 }
 
 pub fn run(global: &Global, args: MoveStateArgs) -> anyhow::Result<Status> {

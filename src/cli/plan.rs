@@ -26,7 +26,7 @@ pub struct PlanArgs {
     detailed_exitcode: bool,
 
     /// Output format: human (terminal), markdown (pull-request comment) or
-    /// json (machines; see the README for the schema).
+    /// json (machines; docs/formats.md describes it).
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
 
@@ -34,9 +34,10 @@ pub struct PlanArgs {
     #[arg(long)]
     offline: bool,
 
-    /// Evaluate policies at this time instead of now (RFC 3339 or a date):
-    /// "what is due next month?".
-    #[arg(long, value_name = "TIME", value_parser = parse_at)]
+    /// Evaluate policies at this time instead of now: RFC 3339, a date
+    /// (midnight UTC), or a span from now like +30d or -2h ("what is due
+    /// next month?").
+    #[arg(long, value_name = "TIME", value_parser = parse_at, allow_hyphen_values = true)]
     at: Option<DateTime<Utc>>,
 
     /// Save the plan to FILE for `psk apply FILE`. It holds no secrets and
@@ -58,6 +59,15 @@ pub struct PlanArgs {
     /// actions), e.g. 30d; 0 lists none.
     #[arg(long, value_name = "DURATION", default_value = "14d", value_parser = parse_forecast)]
     forecast: Forecast,
+
+    #[command(flatten)]
+    pub files: super::args::Files,
+
+    #[command(flatten)]
+    pub api: super::args::Api,
+
+    #[command(flatten)]
+    pub color: super::args::Color,
 }
 
 pub async fn run(global: &Global, args: PlanArgs) -> anyhow::Result<Status> {

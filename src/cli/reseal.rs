@@ -25,6 +25,9 @@ pub struct ResealArgs {
 
     #[command(flatten)]
     lock: LockWait,
+
+    #[command(flatten)]
+    pub files: super::args::Files,
 }
 
 pub fn run(global: &Global, args: ResealArgs) -> anyhow::Result<Status> {

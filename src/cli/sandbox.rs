@@ -19,6 +19,9 @@ use crate::sandbox::{self, Sandbox, SandboxOptions};
 /// refused as Cloudflare refuses them).
 #[derive(Debug, Args)]
 pub struct SandboxArgs {
+    #[command(flatten)]
+    pub files: super::args::Files,
+
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8787")]
     listen: SocketAddr,

@@ -194,7 +194,8 @@ impl<'g> Session<'g> {
         options: &PlanOptions,
     ) -> anyhow::Result<(Plan, Connection)> {
         let connection = self.connect(state).await?;
-        let remote = remote::refresh(&connection.client, &mut self.config).await?;
+        let mut remote = remote::refresh(&connection.client, &mut self.config).await?;
+        remote::list_departed(&connection.client, &self.config, state, &mut remote).await;
         let mut plan = reconcile::reconcile_with(&self.config, state, Some(&remote), now, options);
         remote::dry_run(&connection.client, &self.config, &mut plan).await;
         Ok((plan, connection))

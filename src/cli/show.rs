@@ -21,6 +21,9 @@ pub struct ShowArgs {
     /// An age identity file or an unencrypted SSH private key; repeatable.
     #[arg(short = 'i', long = "identity", value_name = "FILE")]
     identities: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub files: super::args::Files,
 }
 
 pub fn run(global: &Global, args: ShowArgs) -> anyhow::Result<Status> {

@@ -19,6 +19,9 @@ pub struct ShowPlanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
+
+    #[command(flatten)]
+    pub color: super::args::Color,
 }
 
 pub fn run(global: &Global, args: ShowPlanArgs) -> anyhow::Result<Status> {

@@ -19,7 +19,7 @@ use crate::status::{self, textfile, Report};
 /// Reads psk.yaml and the state only, unless --refresh; changes nothing.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Output format: human (a table), json (versioned; see the README),
+    /// Output format: human (a table), json (versioned; docs/monitoring.md),
     /// openmetrics (OpenMetrics text, e.g. for a Pushgateway) or prometheus
     /// (the Prometheus text format node_exporter's textfile collector
     /// reads). Default: human, or nothing with --textfile.
@@ -43,9 +43,16 @@ pub struct StatusArgs {
     #[arg(long)]
     exit_code: bool,
 
-    /// Evaluate policies at this time instead of now (RFC 3339 or a date).
-    #[arg(long, value_name = "TIME", value_parser = parse_at)]
+    /// Evaluate policies at this time instead of now: RFC 3339, a date
+    /// (midnight UTC), or a span from now like +30d or -2h.
+    #[arg(long, value_name = "TIME", value_parser = parse_at, allow_hyphen_values = true)]
     at: Option<DateTime<Utc>>,
+
+    #[command(flatten)]
+    pub files: super::args::Files,
+
+    #[command(flatten)]
+    pub api: super::args::Api,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -20,6 +20,9 @@ pub struct ValidateArgs {
     /// and CI.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
+
+    #[command(flatten)]
+    pub files: super::args::Files,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -372,6 +372,7 @@ impl Client {
             USER_AGENT,
             HeaderValue::from_static(concat!("psk/", env!("CARGO_PKG_VERSION"))),
         );
+        crate::tls::ensure_provider();
         let builder = reqwest::Client::builder()
             .default_headers(headers)
             .connect_timeout(options.connect_timeout)

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rand::Rng;
+use rand::RngExt as _;
 use reqwest::header::HeaderMap;
 
 use super::error::ApiError;
@@ -72,7 +72,7 @@ impl RetryPolicy {
             return full;
         }
         let half = full / 2;
-        half + rand::thread_rng().gen_range(Duration::ZERO..=half)
+        half + rand::rng().random_range(Duration::ZERO..=half)
     }
 
     /// The server's `Retry-After-Ms` or `Retry-After` (seconds or an HTTP

@@ -91,7 +91,9 @@ pub fn forgets(
     for (rec, key) in gone {
         let why = match remote {
             Some(r) if r.tunnels.contains_key(&key) => Some(Deferral::StillListed),
-            Some(_) if asked.contains(&key.account_id) => None,
+            Some(r) if asked.contains(&key.account_id) || r.departed.contains(&key.account_id) => {
+                None
+            }
             _ => Some(Deferral::NotAsked),
         };
         match why {

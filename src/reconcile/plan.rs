@@ -28,6 +28,11 @@ pub struct Remote {
     /// The health now of every tunnel of a site whose policy verifies with
     /// Cloudflare's health checks (see [`crate::remote::refresh`]).
     pub health: BTreeMap<TunnelKey, PathHealth>,
+    /// Accounts no longer in psk.yaml that still hold records in the state,
+    /// and that Cloudflare listed for this token anyway (see
+    /// [`crate::remote::list_departed`]): a record there whose tunnel is not
+    /// listed is gone for good.
+    pub departed: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -337,7 +342,8 @@ pub enum Deferral {
     /// may still be live, so the record and its sealed PSK stay.
     StillListed,
     /// Gone from psk.yaml, and Cloudflare was not asked whether it still
-    /// lists the tunnel (offline, or its account is no longer in psk.yaml).
+    /// lists the tunnel (offline), or could not be: its account is no longer
+    /// in psk.yaml and this token cannot list it.
     NotAsked,
     /// `verify`'s preflight: another path of the site is not healthy now,
     /// so rotating this one could cut the site off.
@@ -377,8 +383,10 @@ impl Deferral {
                  the tunnel is deleted on Cloudflare"
                 .to_string(),
             Deferral::NotAsked => "kept: psk forgets a record only once Cloudflare no longer lists \
-                 its tunnel, and Cloudflare was not asked (offline, or its account is no longer in \
-                 psk.yaml); the record and its sealed PSK stay in the state"
+                 its tunnel, and Cloudflare could not be asked (offline, or its account is no longer \
+                 in psk.yaml and this token cannot list it); the record and its sealed PSK stay in \
+                 the state until a token that can list the account shows the tunnel gone (or \
+                 `psk forget NAME` drops it now, if you know the tunnel is gone)"
                 .to_string(),
             Deferral::SiblingDown {
                 site,

@@ -168,6 +168,25 @@ fn removed_tunnels_are_forgotten_not_touched() {
     r.psk = Some("sealed".into());
     let plan = reconcile(&config(), Some(&other), Some(&listed(&[(A, "a")])), now);
     assert_eq!(kept(&plan), vec![("gone".into(), Deferral::NotAsked)]);
+    // Unless the token could list that account anyway: not listed there,
+    // the tunnel is gone and its record is forgotten; listed, it stays.
+    let mut asked = listed(&[(A, "a")]);
+    asked
+        .departed
+        .insert("11111111111111111111111111111111".into());
+    let plan = reconcile(&config(), Some(&other), Some(&asked), now);
+    assert!(kept(&plan).is_empty());
+    assert_eq!(forgets(&plan).len(), 1);
+    asked.tunnels.insert(
+        TunnelKey::new("11111111111111111111111111111111", GONE),
+        RemoteTunnel {
+            id: GONE.into(),
+            name: "gone".into(),
+            last_generated_on: None,
+        },
+    );
+    let plan = reconcile(&config(), Some(&other), Some(&asked), now);
+    assert_eq!(kept(&plan), vec![("gone".into(), Deferral::StillListed)]);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The JSON plan's wire types: what `psk plan --format json` and the first
 //! line of `apply --json` promise to scripts, kept apart from the planner's
 //! [`Plan`] so the planner can change without changing them, and apart from
-//! the printers. Versioned by [`JSON_FORMAT_VERSION`]; README "JSON plan
+//! the printers. Versioned by [`JSON_FORMAT_VERSION`]; docs/formats.md "JSON plan
 //! format" is their description.
 
 use serde::Serialize;

@@ -25,7 +25,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt as _, SeedableRng};
 use tokio::time::Instant;
 
 use super::{failure, Sandbox, SandboxOptions};
@@ -126,7 +126,7 @@ impl Faults {
     pub(crate) fn new(o: &SandboxOptions) -> Faults {
         let rng = match o.seed {
             Some(seed) => StdRng::seed_from_u64(seed),
-            None => StdRng::from_entropy(),
+            None => rand::make_rng(),
         };
         Faults {
             latency: o.latency,
@@ -195,11 +195,11 @@ impl Faults {
         let latency = if self.latency.is_zero() {
             Duration::ZERO
         } else {
-            self.latency.mul_f64(rng.gen_range(0.5..=1.5))
+            self.latency.mul_f64(rng.random_range(0.5..=1.5))
         };
-        let fail_roll: f64 = rng.gen();
-        let status = [500u16, 502, 503, 504][rng.gen_range(0..4)];
-        let drop_roll: f64 = rng.gen();
+        let fail_roll: f64 = rng.random();
+        let status = [500u16, 502, 503, 504][rng.random_range(0..4)];
+        let drop_roll: f64 = rng.random();
         Draw {
             latency,
             fail: (fail_roll < self.fail_rate)

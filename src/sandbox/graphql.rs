@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use graphql_parser::query::{
     Definition, Field, OperationDefinition, Selection, SelectionSet, Value as GqlValue,
 };
-use rand::Rng as _;
+use rand::RngExt as _;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -77,7 +77,7 @@ fn answer(s: &Sandbox, headers: &HeaderMap, body: &[u8]) -> Result<Value, Refusa
         ));
     }
     if s.health.graphql_error_rate > 0.0
-        && s.graphql_rng.lock().expect("rng lock").gen::<f64>() < s.health.graphql_error_rate
+        && s.graphql_rng.lock().expect("rng lock").random::<f64>() < s.health.graphql_error_rate
     {
         return Err((
             "internal",

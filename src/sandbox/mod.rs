@@ -30,7 +30,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, SubsecRound as _, TimeDelta, Utc};
-use rand::distributions::{Alphanumeric, DistString};
+use rand::distr::{Alphanumeric, SampleString};
 use serde_json::{json, Value};
 
 use crate::cloudflare::RateLimit;
@@ -218,7 +218,7 @@ impl Sandbox {
             graphql_budget: Mutex::new(health::Budget::default()),
             graphql_rng: Mutex::new(match options.seed {
                 Some(seed) => rand::SeedableRng::seed_from_u64(seed.wrapping_add(1)),
-                None => rand::SeedableRng::from_entropy(),
+                None => rand::make_rng(),
             }),
             credentials: options.credentials.clone(),
             counters: Counters::default(),
@@ -298,7 +298,7 @@ pub fn id_for_name(account_id: &str, name: &str) -> String {
 }
 
 fn new_psk() -> String {
-    Alphanumeric.sample_string(&mut rand::rngs::OsRng, 32)
+    Alphanumeric.sample_string(&mut rand::rand_core::UnwrapErr(rand::rngs::SysRng), 32)
 }
 
 /// Cloudflare's failure envelope.

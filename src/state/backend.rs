@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::remote::{self, Remote, RemoteError, RemoteJournal, RemoteLock};
-use super::store::{self, StateError};
+use super::store::{self, StateError, Unsaved};
 use super::{LockError, NewState, State, StateLock};
 use crate::tunnel::TunnelKey;
 
@@ -115,10 +115,31 @@ impl Journal {
         self.commit(state)
     }
 
-    pub fn finish(self, state: &mut State) -> Result<u64, StateError> {
+    pub fn finish(&mut self, state: &mut State) -> Result<u64, StateError> {
         match self {
             Journal::File(j) => j.finish(state),
             Journal::Remote(j) => j.finish(state),
+        }
+    }
+
+    pub fn unsaved(&self, state: &State) -> Vec<Unsaved> {
+        match self {
+            Journal::File(j) => j.unsaved(state),
+            Journal::Remote(j) => j.unsaved(state),
+        }
+    }
+
+    pub fn revert(&self, state: &mut State, key: &TunnelKey) {
+        match self {
+            Journal::File(j) => j.revert(state, key),
+            Journal::Remote(j) => j.revert(state, key),
+        }
+    }
+
+    pub fn state_path(&self) -> &Path {
+        match self {
+            Journal::File(j) => j.state_path(),
+            Journal::Remote(j) => j.state_path(),
         }
     }
 

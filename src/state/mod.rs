@@ -19,6 +19,7 @@ mod lock;
 mod missing;
 mod perms;
 pub mod remote;
+pub mod rescue;
 mod store;
 
 use std::collections::BTreeMap;
@@ -32,7 +33,9 @@ pub use belongs::{check_belongs, Foreign};
 pub use lock::{force_unlock, LockError, LockHolder, StateLock, Unlock};
 pub use missing::{NewState, Traces};
 pub use perms::{warn_if_world_writable, world_writable_warning};
-pub use store::{backup_path, journal_path, parse, reserve_path, write_atomic, StateError};
+pub use store::{
+    backup_path, journal_path, parse, reserve_path, write_atomic, StateError, Unsaved,
+};
 
 /// Reads the state, replaying any journal an interrupted apply left;
 /// `Ok(None)` when there is no state file yet and `new_state` allows one.

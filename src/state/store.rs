@@ -386,13 +386,17 @@ fn write_whole(path: &Path, state: &State) -> Result<u64, StateError> {
     let mut written = 0u64;
     match fs::read(path) {
         Ok(previous) => {
-            write_atomic(&backup_path(path), &previous, false).map_err(werr)?;
+            write_failpoint("backup")
+                .and_then(|_| write_atomic(&backup_path(path), &previous, false))
+                .map_err(werr)?;
             written += previous.len() as u64;
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(werr(e)),
     }
-    write_atomic(path, &bytes, true).map_err(werr)?;
+    write_failpoint("state")
+        .and_then(|_| write_atomic(path, &bytes, true))
+        .map_err(werr)?;
     written += bytes.len() as u64;
     remove_durably(&journal_path(path)).map_err(werr)?;
     Ok(written)
@@ -413,13 +417,79 @@ fn remove_durably(path: &Path) -> io::Result<()> {
     }
 }
 
-/// The failpoint tests use to kill psk mid-write (see README, "Testing").
+/// The failpoint tests use to kill psk mid-write (see docs/testing.md).
 /// `PSK_FAILPOINT=state-before-rename` aborts the process after the new
 /// state is written and fsynced to its temp file but before the rename.
 fn failpoint(name: &str) {
     if std::env::var("PSK_FAILPOINT").is_ok_and(|v| v == name) {
         eprintln!("psk: failpoint {name} reached; aborting (PSK_FAILPOINT is for tests)");
         std::process::abort();
+    }
+}
+
+/// The write failpoints, for tests of a failing disk:
+/// `PSK_FAILPOINT_WRITE=WHAT:N[+]:ERROR[,...]` makes the Nth write of WHAT
+/// (`journal` for each journal line, `state`, `backup`, `rescue`) fail
+/// with ERROR (`EIO`, `EROFS`, `ENOSPC`, `EDQUOT`); `N+` fails that one and
+/// every later one, as a disk that stays broken. Each write site calls
+/// this once per attempt, so a retry counts as a write too.
+pub(crate) fn write_failpoint(what: &str) -> io::Result<()> {
+    use std::sync::Mutex;
+    static COUNTS: Mutex<Vec<(String, u64)>> = Mutex::new(Vec::new());
+    let Ok(spec) = std::env::var("PSK_FAILPOINT_WRITE") else {
+        return Ok(());
+    };
+    let nth = {
+        let mut counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
+        let at = match counts.iter().position(|(w, _)| w == what) {
+            Some(i) => i,
+            None => {
+                counts.push((what.to_string(), 0));
+                counts.len() - 1
+            }
+        };
+        counts[at].1 += 1;
+        counts[at].1
+    };
+    for rule in spec.split(',') {
+        let mut parts = rule.trim().splitn(3, ':');
+        let (Some(w), Some(n), Some(err)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let (n, onwards) = match n.strip_suffix('+') {
+            Some(n) => (n, true),
+            None => (n, false),
+        };
+        let Ok(n) = n.parse::<u64>() else { continue };
+        if w == what && (nth == n || (onwards && nth > n)) {
+            tracing::warn!(
+                write = what,
+                nth,
+                error = err,
+                "write failpoint reached (PSK_FAILPOINT_WRITE is for tests)"
+            );
+            return Err(injected(err));
+        }
+    }
+    Ok(())
+}
+
+/// The error a write failpoint injects: the OS's own, so messages read as
+/// they would on a real failing disk.
+fn injected(name: &str) -> io::Error {
+    #[cfg(target_os = "linux")]
+    let code = match name {
+        "EROFS" => Some(30),
+        "ENOSPC" => Some(28),
+        "EDQUOT" => Some(122),
+        "EIO" => Some(5),
+        _ => None,
+    };
+    #[cfg(not(target_os = "linux"))]
+    let code: Option<i32> = None;
+    match code {
+        Some(c) => io::Error::from_raw_os_error(c),
+        None => io::Error::other(format!("injected {name}")),
     }
 }
 
@@ -506,6 +576,20 @@ pub struct Journal {
     bytes_written: u64,
     /// Space held for the journal, while it is held.
     reserve: Option<PathBuf>,
+    /// Each record as the disk last holds it (state file plus journal), so
+    /// a commit that cannot be written can say what it would have changed
+    /// (see [`Journal::unsaved`]).
+    durable: BTreeMap<TunnelKey, TunnelState>,
+}
+
+/// A change to one tunnel's record that is in memory but not on disk:
+/// the record as the disk holds it (`before`) and as it is now (`after`);
+/// `None` is no record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsaved {
+    pub key: TunnelKey,
+    pub before: Option<TunnelState>,
+    pub after: Option<TunnelState>,
 }
 
 impl Drop for Journal {
@@ -600,6 +684,7 @@ impl Journal {
         let _ = fs::remove_file(reserve_path(path));
         Ok(Journal {
             reserve: None,
+            durable: state.tunnels.clone(),
             path: path.to_path_buf(),
             file: None,
             lineage: state.lineage.clone(),
@@ -674,7 +759,12 @@ impl Journal {
         );
         self.records += self.staged.len() as u64;
         self.commits += 1;
-        self.staged.clear();
+        for k in std::mem::take(&mut self.staged) {
+            match state.tunnels.get(&k) {
+                Some(r) => self.durable.insert(k, r.clone()),
+                None => self.durable.remove(&k),
+            };
+        }
         self.bytes_written += line.len() as u64;
         Ok(())
     }
@@ -683,6 +773,7 @@ impl Journal {
     /// cut back to where it was, so a half-written line never sits before
     /// the next one (which replay would refuse as damage).
     fn append(&mut self, line: &[u8]) -> io::Result<()> {
+        write_failpoint("journal")?;
         let f = self.file.as_mut().expect("opened by commit");
         let before = f.metadata()?.len();
         let result = f.write_all(line).and_then(|_| f.sync_data());
@@ -704,7 +795,9 @@ impl Journal {
     /// Commits anything still staged, then folds the journal into the
     /// state file (one whole write, previous version kept as the backup)
     /// and removes it.
-    pub fn finish(mut self, state: &mut State) -> Result<u64, StateError> {
+    /// A failed final write may be tried again: the journal stays until
+    /// one succeeds.
+    pub fn finish(&mut self, state: &mut State) -> Result<u64, StateError> {
         self.commit(state)?;
         self.file = None;
         // The final write takes the room the journal held.
@@ -723,6 +816,36 @@ impl Journal {
             );
         }
         Ok(self.bytes_written)
+    }
+
+    /// The changes staged but not yet durable, each with the record the
+    /// disk still holds: what a rescue must keep when the journal cannot
+    /// be written (a staged record that is back to what the disk holds is
+    /// left out).
+    pub fn unsaved(&self, state: &State) -> Vec<Unsaved> {
+        (self.staged.iter())
+            .map(|k| Unsaved {
+                key: k.clone(),
+                before: self.durable.get(k).cloned(),
+                after: state.tunnels.get(k).cloned(),
+            })
+            .filter(|u| u.before != u.after)
+            .collect()
+    }
+
+    /// Puts the record of `key` back to what the disk holds: for a change
+    /// staged for work that will now never start (its intent, or a pending
+    /// key never sent), so it is neither written nor rescued.
+    pub fn revert(&self, state: &mut State, key: &TunnelKey) {
+        match self.durable.get(key) {
+            Some(r) => state.tunnels.insert(key.clone(), r.clone()),
+            None => state.tunnels.remove(key),
+        };
+    }
+
+    /// The state file this journal extends.
+    pub fn state_path(&self) -> &Path {
+        &self.path
     }
 
     /// Bytes written to disk so far by this journal (state, backup and
@@ -852,7 +975,7 @@ mod tests {
 
         // The next writer folds the replayed journal in before its own.
         let mut again = load(&path, NewState::IfNoTraces).unwrap().unwrap();
-        let j = Journal::open(&path, &mut again).unwrap();
+        let mut j = Journal::open(&path, &mut again).unwrap();
         assert!(!journal_path(&path).exists());
         assert_eq!(fs::read(backup_path(&path)).unwrap(), base);
         assert_eq!(parse(&path, &fs::read(&path).unwrap()).unwrap(), s);

@@ -1,7 +1,7 @@
 //! The JSON status's wire types: what `psk status --format json` promises
 //! to scripts, kept apart from [`Report`] so the model can change without
 //! changing them. Versioned by [`STATUS_FORMAT_VERSION`] (only additive
-//! changes within a major); README "JSON status format" describes them.
+//! changes within a major); docs/monitoring.md "JSON status format" describes them.
 
 use std::io::{self, Write};
 

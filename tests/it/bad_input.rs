@@ -293,9 +293,9 @@ fn bad_saved_plans() {
 fn bad_config_files() {
     let messages = run_kind("config-extra", 20, "case.yaml", |_| {
         vec![
-            vec!["-c", "case.yaml", "validate"],
-            vec!["-c", "case.yaml", "plan", "--offline"],
-            vec!["-c", "case.yaml", "apply", "--sandbox", "--auto-approve"],
+            vec!["validate", "-c", "case.yaml"],
+            vec!["plan", "-c", "case.yaml", "--offline"],
+            vec!["apply", "-c", "case.yaml", "--sandbox", "--auto-approve"],
         ]
     });
     insta::assert_snapshot!("config_messages", messages);
@@ -380,8 +380,8 @@ fn huge_inputs_stay_bounded() {
         "case.yaml",
         Some(line),
         &[
-            vec!["-c", "case.yaml", "validate"],
-            vec!["-c", "case.yaml", "plan", "--offline"],
+            vec!["validate", "-c", "case.yaml"],
+            vec!["plan", "-c", "case.yaml", "--offline"],
         ],
     )
     .peak_rss_kib;
@@ -400,8 +400,8 @@ fn huge_inputs_stay_bounded() {
         "case.yaml",
         Some(2),
         &[
-            vec!["-c", "case.yaml", "validate"],
-            vec!["-c", "case.yaml", "plan", "--offline"],
+            vec!["validate", "-c", "case.yaml"],
+            vec!["plan", "-c", "case.yaml", "--offline"],
         ],
     )
     .peak_rss_kib;

@@ -209,7 +209,7 @@ fn the_binary_explains_a_403_from_the_sandbox() {
     env.assert_no_secrets(&run.all());
 
     let raw = env.block_on(async {
-        reqwest::Client::new()
+        psk::tls::client()
             .get(format!(
                 "{}/accounts/{ACCOUNT}/magic/ipsec_tunnels",
                 env.base_url()

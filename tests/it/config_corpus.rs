@@ -57,8 +57,8 @@ fn every_broken_config_exits_1_at_the_right_line() {
         let before = std::fs::read_dir(tmp.path()).unwrap().count();
 
         for args in [&["validate"][..], &["plan", "--offline"]] {
-            let mut full = vec!["-c", e.file.as_str()];
-            full.extend_from_slice(args);
+            let mut full = args.to_vec();
+            full.extend_from_slice(&["-c", e.file.as_str()]);
             let (code, stdout, stderr) = psk(tmp.path(), &full);
             let all = format!("{stdout}{stderr}");
             assert_eq!(code, 1, "{} {args:?}: {all}", e.file);
@@ -80,7 +80,7 @@ fn every_broken_config_exits_1_at_the_right_line() {
 
         let (code, stdout, stderr) = psk(
             tmp.path(),
-            &["-c", e.file.as_str(), "validate", "--format", "json"],
+            &["validate", "-c", e.file.as_str(), "--format", "json"],
         );
         assert_eq!(code, 1, "{}: {stdout}{stderr}", e.file);
         let report: serde_json::Value = serde_json::from_str(&stdout)

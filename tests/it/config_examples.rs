@@ -85,12 +85,12 @@ fn every_example_passes_validate_and_the_committed_schema() {
             .collect();
         assert!(errors.is_empty(), "{rel} against the schema: {errors:#?}");
 
-        let (code, stdout, stderr) = psk(&["-c", &rel, "validate"]);
+        let (code, stdout, stderr) = psk(&["validate", "-c", &rel]);
         assert_eq!(code, 0, "{rel}: {stdout}{stderr}");
         assert!(stdout.contains("is valid"), "{rel}: {stdout}");
         assert!(!stderr.contains("warning"), "{rel}: {stderr}");
 
-        let (code, stdout, _) = psk(&["-c", &rel, "validate", "--format", "json"]);
+        let (code, stdout, _) = psk(&["validate", "-c", &rel, "--format", "json"]);
         assert_eq!(code, 0, "{rel}: {stdout}");
         let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
         assert_eq!(report["valid"], true, "{rel}");

@@ -409,7 +409,7 @@ fn checked(tunnels: usize) -> Checked {
                 .next()
                 .unwrap()
         ),
-        http: reqwest::Client::new(),
+        http: psk::tls::client(),
         seen: Mutex::new(Vec::new()),
     });
     let p = proxy.clone();
@@ -575,7 +575,7 @@ fn the_checker_flags_bad_requests() {
     let t0 = tunnel_id(0);
     let url = |p: &str| format!("{}/accounts/{ACCOUNT}/magic/ipsec_tunnels{p}", c.base_url);
     c.env.block_on(async {
-        let http = reqwest::Client::new();
+        let http = psk::tls::client();
         // psk_generate without the JSON body the excerpt requires. The
         // sandbox takes it, as Cloudflare does (its Python SDK sends no
         // body; see the sandbox's docs), but psk must send `{}`.

@@ -1,7 +1,7 @@
 //! Keys survive mistakes (issue 15): a private key under `recipients:`, a
 //! short PSK given to `import`, an interrupted run, a missing or foreign
 //! state, `forget`, and a failing disk. Each test here fails without the
-//! guard it names; README's "Reliability" section points at them.
+//! guard it names; docs/reliability.md points at them.
 
 use age::secrecy::ExposeSecret;
 
@@ -379,7 +379,7 @@ fn forget_waits_until_cloudflare_no_longer_lists_the_tunnel() {
     assert_eq!(kept["deferred"]["code"], "still_listed", "{v}");
     let offline = env.run(&["plan", "--offline"]).success();
     assert!(
-        offline.stdout.contains("Cloudflare was not asked"),
+        offline.stdout.contains("Cloudflare could not be asked"),
         "{offline:?}"
     );
 
@@ -473,7 +473,8 @@ fn opened(env: &TestEnv, path: &std::path::Path) -> std::collections::BTreeMap<S
 /// the edge holds is one psk can open from its state (and journal).
 #[test]
 fn no_answered_key_is_lost_to_a_full_disk() {
-    for size_kib in [24u64, 64, 160, 256, 1024] {
+    let rescue = regex::Regex::new(r"(?m)^  psk recover (\S+)$").unwrap();
+    for size_kib in [16u64, 24, 32, 48, 64, 96, 160, 256, 512, 1024] {
         let mut env = TestEnv::new(12);
         env.start_sandbox_with(psk::sandbox::SandboxOptions {
             latency: std::time::Duration::from_millis(40),
@@ -505,6 +506,16 @@ fn no_answered_key_is_lost_to_a_full_disk() {
         }
         fill(&disk);
         let run = crate::common::to_run(child.wait_with_output().unwrap());
+        // A rescued key comes back once the disk has room again.
+        if let Some(c) = rescue.captures(&run.stderr) {
+            assert!(
+                !c[1].starts_with(disk.to_str().unwrap()),
+                "the rescue went to the full disk: {run:?}"
+            );
+            std::fs::remove_file(disk.join("filler")).unwrap();
+            let state_arg = state.to_str().unwrap();
+            env.run(&["recover", &c[1], "--state", state_arg]).success();
+        }
         let sealed = opened(&env, &state);
         for (id, psks) in env.ledger() {
             assert_eq!(
@@ -526,4 +537,94 @@ fn no_answered_key_is_lost_to_a_full_disk() {
             env.ledger().len()
         );
     }
+}
+
+/// psk.yaml with account `a` (tunnel-00, tunnel-01) and, when `b` lists
+/// any, account `b` with those of its tunnels.
+fn two_accounts(env: &TestEnv, b: &[usize]) -> String {
+    let mut s = format!(
+        "version: 1\nrecipients:\n  - {}\npolicies:\n  default:\n    rotate_every: 90d\n    site_parallel: true\naccounts:\n  a:\n    id: {}\n    tunnels:\n",
+        env.recipient,
+        crate::common::ACCOUNT
+    );
+    for i in 0..2 {
+        let id = crate::common::tunnel_id(i);
+        s.push_str(&format!("      - name: tunnel-{i:02}\n        id: {id}\n"));
+    }
+    if !b.is_empty() {
+        s.push_str("  b:\n    id: 99999999999999999999999999999999\n    tunnels:\n");
+        for i in b {
+            let id = crate::common::tunnel_id(10 + i);
+            s.push_str(&format!("      - name: b-{i:02}\n        id: {id}\n"));
+        }
+    }
+    s
+}
+
+/// A tunnel dropped from psk.yaml together with its whole account is not
+/// kept forever for want of asking: psk lists that account anyway when the
+/// token can, keeps the record while Cloudflare lists the tunnel, and
+/// forgets it once Cloudflare does not. Only when the token cannot list the
+/// account is the record kept, and the plan says why.
+#[test]
+fn a_record_whose_account_left_psk_yaml_is_forgotten_once_cloudflare_says_so() {
+    let mut env = TestEnv::new(0);
+    env.write_config(&two_accounts(&env, &[0, 1]));
+    env.start_sandbox();
+    env.run(&["apply", "--auto-approve"]).success();
+    let id = env.identity.to_str().unwrap().to_string();
+
+    // Account b leaves psk.yaml; Cloudflare still lists both its tunnels.
+    let without_b = two_accounts(&env, &[]);
+    env.write_config(&without_b);
+    let plan = env.run(&["plan"]).success();
+    assert_eq!(
+        plan.stdout
+            .matches("kept: Cloudflare still lists the tunnel")
+            .count(),
+        2,
+        "{plan:?}"
+    );
+
+    // b-01 is deleted on Cloudflare (the sandbox now holds only b-00).
+    env.write_config(&two_accounts(&env, &[0]));
+    env.start_sandbox();
+    env.write_config(&without_b);
+    let plan = env.run(&["plan"]).success();
+    assert!(plan.stdout.contains("b-01 will be forgotten"), "{plan:?}");
+    assert!(!plan.stdout.contains("b-00 will be forgotten"), "{plan:?}");
+    env.run(&["apply", "--auto-approve"]).success();
+    env.run(&["show", "b-01", "-i", &id]).failure();
+    env.run(&["show", "b-00", "-i", &id]).success();
+
+    // A token that cannot list account b: the record stays, and why.
+    env.start_sandbox();
+    let plan = env.run(&["plan"]).success();
+    assert!(
+        plan.stdout.contains("this token cannot list it"),
+        "{plan:?}"
+    );
+    assert!(!plan.stdout.contains("will be forgotten"), "{plan:?}");
+    assert!(
+        plan.stdout.contains("`psk forget NAME` drops it now"),
+        "{plan:?}"
+    );
+    env.run(&["show", "b-00", "-i", &id]).success();
+
+    // The explicit way out: a tunnel psk.yaml lists, or a name the state
+    // does not hold, is refused and nothing changes; b-00 is dropped.
+    let before = std::fs::read(env.state_path()).unwrap();
+    let listed = env.run(&["forget", "tunnel-00"]).failure();
+    assert!(
+        listed.stderr.contains("so psk keeps its record"),
+        "{listed:?}"
+    );
+    let typo = env.run(&["forget", "b-01", "b-0"]).failure();
+    assert!(typo.stderr.contains("no record named `b-01`"), "{typo:?}");
+    assert_eq!(std::fs::read(env.state_path()).unwrap(), before);
+    let forgot = env.run(&["forget", "b-00"]).success();
+    assert!(forgot.stdout.contains("Forgot 1: b-00"), "{forgot:?}");
+    env.run(&["show", "b-00", "-i", &id]).failure();
+    let plan = env.run(&["plan"]).success();
+    assert!(!plan.stdout.contains("b-00"), "{plan:?}");
 }

@@ -171,10 +171,10 @@ fn exit_codes_for_usage_help_and_version() {
 #[test]
 fn in_process_sandbox_flag_runs_the_whole_flow() {
     let env = TestEnv::new(2);
-    let apply = env.run(&["--sandbox", "apply", "--auto-approve"]).success();
+    let apply = env.run(&["apply", "--sandbox", "--auto-approve"]).success();
     assert!(apply.stdout.contains("2 generated"));
     let plan = env
-        .run(&["--sandbox", "plan", "--detailed-exitcode"])
+        .run(&["plan", "--sandbox", "--detailed-exitcode"])
         .success();
     assert!(plan.stdout.contains("No changes."));
 }

@@ -129,7 +129,7 @@ fn a_dropped_generate_commits_the_key_and_loses_the_answer() {
         tunnel_id(0)
     );
     let result = env.block_on(async {
-        reqwest::Client::new()
+        psk::tls::client()
             .post(url)
             .bearer_auth(TOKEN)
             .json(&serde_json::json!({}))
@@ -176,7 +176,7 @@ fn fail_rate_gives_5xx_before_doing_anything() {
         tunnel_id(0)
     );
     let (status, body) = env.block_on(async {
-        let r = reqwest::Client::new()
+        let r = psk::tls::client()
             .post(url)
             .bearer_auth(TOKEN)
             .json(&serde_json::json!({}))
@@ -204,7 +204,7 @@ fn the_same_seed_gives_the_same_faults() {
         });
         let url = format!("{}/accounts/{ACCOUNT}/magic/ipsec_tunnels", env.base_url());
         env.block_on(async {
-            let http = reqwest::Client::new();
+            let http = psk::tls::client();
             let mut v = Vec::new();
             for _ in 0..24 {
                 let r = http.get(&url).bearer_auth(TOKEN).send().await.unwrap();
@@ -230,7 +230,7 @@ fn the_sandbox_rate_limit_blocks_like_cloudflare() {
     });
     let url = format!("{}/accounts/{ACCOUNT}/magic/ipsec_tunnels", env.base_url());
     let answers = env.block_on(async {
-        let http = reqwest::Client::new();
+        let http = psk::tls::client();
         let mut v = Vec::new();
         for _ in 0..5 {
             let r = http.get(&url).bearer_auth(TOKEN).send().await.unwrap();
@@ -266,7 +266,7 @@ fn the_sandbox_announces_its_budget_and_enforces_the_per_ip_limit() {
     });
     let url = format!("{}/accounts/{ACCOUNT}/magic/ipsec_tunnels", env.base_url());
     let answers = env.block_on(async {
-        let http = reqwest::Client::new();
+        let http = psk::tls::client();
         let mut v = Vec::new();
         for _ in 0..4 {
             let r = http.get(&url).bearer_auth(TOKEN).send().await.unwrap();
@@ -301,7 +301,7 @@ fn the_sandbox_announces_its_budget_and_enforces_the_per_ip_limit() {
     let url = format!("{}/accounts/{ACCOUNT}/magic/ipsec_tunnels", env.base_url());
     let left = env.block_on(async {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let r = reqwest::Client::new()
+        let r = psk::tls::client()
             .get(&url)
             .bearer_auth(TOKEN)
             .send()
@@ -384,7 +384,7 @@ fn a_budget_spent_by_another_client_draws_no_429_and_the_wait_shows() {
     });
     let root = env.base_url().trim_end_matches("/client/v4").to_string();
     let spent: serde_json::Value = env.block_on(async {
-        reqwest::Client::new()
+        psk::tls::client()
             .post(format!("{root}/sandbox/spend"))
             .body(r#"{"requests": 3}"#)
             .send()

@@ -98,7 +98,7 @@ fn deliver(env: &TestEnv, i: usize, key: &str) -> u16 {
         tunnel_id(i)
     );
     env.block_on(async {
-        reqwest::Client::new()
+        psk::tls::client()
             .post(url)
             .body(format!("{key}\n"))
             .send()
@@ -286,7 +286,7 @@ fn psk_stays_inside_the_graphql_budget() {
 fn raw(env: &TestEnv, body: Value, token: bool) -> Value {
     let url = format!("{}/graphql", env.base_url());
     env.block_on(async {
-        let mut req = reqwest::Client::new().post(url).json(&body);
+        let mut req = psk::tls::client().post(url).json(&body);
         if token {
             req = req.bearer_auth(TOKEN);
         }

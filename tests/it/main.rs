@@ -12,6 +12,7 @@ mod apply_exec;
 mod apply_generators;
 mod apply_interrupt;
 mod bad_input;
+mod cli;
 mod client_bulk;
 mod client_errors;
 mod client_limit;
@@ -24,7 +25,9 @@ mod config_policy;
 mod contract;
 mod custody_age;
 mod custody_commands;
+mod custody_disk;
 mod custody_mistakes;
+mod docs;
 mod end_to_end;
 mod faults;
 #[cfg(unix)]

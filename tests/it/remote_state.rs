@@ -235,7 +235,7 @@ fn a_state_moves_to_a_bucket_and_back_and_plans_bind_to_it() {
         &env,
         &sw,
         &here,
-        &["--state", "psk.state.json", "move-state", &team],
+        &["move-state", &team, "--state", "psk.state.json"],
     )
     .failure();
     assert!(behind.stderr.contains("newer version"), "{behind:?}");
@@ -247,7 +247,7 @@ fn a_state_moves_to_a_bucket_and_back_and_plans_bind_to_it() {
 
     // Another fleet's state never overwrites this one.
     let stranger = TestEnv::new(2);
-    let mut c = stranger.command(&["--sandbox", "apply", "--auto-approve"]);
+    let mut c = stranger.command(&["apply", "--sandbox", "--auto-approve"]);
     assert!(c.output().unwrap().status.success());
     let refused = run(&stranger, &sw, stranger.dir.path(), &["move-state", &team]).failure();
     assert!(refused.stderr.contains("another state"), "{refused:?}");

@@ -54,7 +54,7 @@ impl Api<'_> {
 fn api(env: &TestEnv) -> Api<'_> {
     Api {
         env,
-        http: reqwest::Client::new(),
+        http: psk::tls::client(),
     }
 }
 

@@ -58,7 +58,7 @@ fn stop(mut child: Child) {
 fn statuses(env: &TestEnv, base: &str, n: usize) -> Vec<(u16, Option<String>)> {
     let url = format!("{base}/accounts/{ACCOUNT}/magic/ipsec_tunnels");
     env.block_on(async {
-        let http = reqwest::Client::new();
+        let http = psk::tls::client();
         let mut v = Vec::new();
         for _ in 0..n {
             let r = http

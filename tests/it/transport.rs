@@ -190,7 +190,7 @@ fn redirected_change(generator: &str, said: &str, reason: &str) {
     let front = Arc::new(Redirecting {
         upstream: env.base_url().trim_end_matches("/client/v4").to_string(),
         location: location.clone(),
-        http: reqwest::Client::new(),
+        http: psk::tls::client(),
         redirected: AtomicUsize::new(0),
     });
     let state = front.clone();

@@ -79,7 +79,7 @@ fn words(line: &str) -> Vec<(String, bool)> {
 }
 
 /// The arguments of every psk command in a script.
-fn psk_commands(script: &str) -> Vec<Vec<String>> {
+pub(crate) fn psk_commands(script: &str) -> Vec<Vec<String>> {
     let joined = script.replace("\\\n", " ");
     let mut found = Vec::new();
     for line in joined

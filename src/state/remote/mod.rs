@@ -145,6 +145,8 @@ fn build_s3(
         .into_iter()
         .filter(|(k, _)| k.starts_with("AWS_"))
         .collect();
+    // https to the store goes through psk's one TLS stack (rustls, ring).
+    crate::tls::ensure_provider();
     let mut builder = AmazonS3Builder::new().with_bucket_name(bucket);
     for (k, v) in &vars {
         if let Ok(key) = k.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {

@@ -20,7 +20,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt as _, PutMode, PutOptions, PutPayload, UpdateVersion};
 
 use super::{block, Remote, RemoteError};
-use crate::state::store::{self as file_store, Entry, EntryRef, StateError};
+use crate::state::store::{self as file_store, Entry, EntryRef, StateError, Unsaved};
 use crate::state::{NewState, State};
 use crate::tunnel::TunnelKey;
 
@@ -350,6 +350,11 @@ pub struct RemoteJournal {
     staged: BTreeSet<TunnelKey>,
     /// The commit objects this journal wrote, removed by the final write.
     written: Vec<ObjectPath>,
+    /// Each record as the store holds it (state and commits): what a
+    /// rescue keeps when a commit cannot be written.
+    durable: BTreeMap<TunnelKey, crate::state::TunnelState>,
+    /// The location, as a path, for the rescue file's message.
+    path: std::path::PathBuf,
     records: u64,
     commits: u64,
     bytes_written: u64,
@@ -384,6 +389,8 @@ impl RemoteJournal {
             base_serial: state.serial,
             staged: BTreeSet::new(),
             written: Vec::new(),
+            durable: state.tunnels.clone(),
+            path: std::path::PathBuf::from(&remote.url),
             records: 0,
             commits: 0,
             bytes_written,
@@ -461,7 +468,13 @@ impl RemoteJournal {
             "journal commit on the store"
         );
         self.written.push(name);
-        self.records += self.staged.len() as u64;
+        for k in std::mem::take(&mut self.staged) {
+            match state.tunnels.get(&k) {
+                Some(r) => self.durable.insert(k, r.clone()),
+                None => self.durable.remove(&k),
+            };
+            self.records += 1;
+        }
         self.commits += 1;
         self.staged.clear();
         self.bytes_written += len;
@@ -470,11 +483,12 @@ impl RemoteJournal {
 
     /// Commits anything still staged, then folds the journal into the
     /// state object and removes its commit objects.
-    pub fn finish(mut self, state: &mut State) -> Result<u64, StateError> {
+    pub fn finish(&mut self, state: &mut State) -> Result<u64, StateError> {
         self.commit(state)?;
         state.compact_recipients();
-        if self.records > 0 {
+        if self.records > 0 && !self.written.is_empty() {
             self.bytes_written += write_whole(&self.remote, state, &self.written)?;
+            self.written.clear();
             tracing::info!(
                 state = %self.remote.url,
                 serial = state.serial,
@@ -485,6 +499,31 @@ impl RemoteJournal {
             );
         }
         Ok(self.bytes_written)
+    }
+
+    /// See [`crate::state::store::Journal::unsaved`].
+    pub fn unsaved(&self, state: &State) -> Vec<Unsaved> {
+        (self.staged.iter())
+            .map(|k| Unsaved {
+                key: k.clone(),
+                before: self.durable.get(k).cloned(),
+                after: state.tunnels.get(k).cloned(),
+            })
+            .filter(|u| u.before != u.after)
+            .collect()
+    }
+
+    /// See [`crate::state::store::Journal::revert`].
+    pub fn revert(&self, state: &mut State, key: &TunnelKey) {
+        match self.durable.get(key) {
+            Some(r) => state.tunnels.insert(key.clone(), r.clone()),
+            None => state.tunnels.remove(key),
+        };
+    }
+
+    /// The state this journal extends (its URL, as a path).
+    pub fn state_path(&self) -> &std::path::Path {
+        &self.path
     }
 
     pub fn bytes_written(&self) -> u64 {

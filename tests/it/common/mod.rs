@@ -180,7 +180,7 @@ impl TestEnv {
             self.sandbox.as_ref().expect("sandbox started").base_url()
         );
         let status = self.runtime.block_on(async {
-            reqwest::Client::new()
+            psk::tls::client()
                 .post(url)
                 .bearer_auth(TOKEN)
                 .json(&serde_json::json!({}))

@@ -162,6 +162,7 @@ impl Seaweed {
     }
 
     fn store(&self) -> AmazonS3 {
+        psk::tls::ensure_provider();
         AmazonS3Builder::new()
             .with_endpoint(self.endpoint())
             .with_bucket_name(BUCKET)
