@@ -62,7 +62,16 @@ impl RemoteLock {
             }
             let found = read_holder(remote)?;
             let Some(other) = found else {
-                // Released between our PUT and the read: try again now.
+                // Released between our PUT and the read: try again now
+                // (a store that keeps saying so still meets the deadline).
+                if Instant::now() >= deadline + Duration::from_secs(10) {
+                    return Err(RemoteError::Held {
+                        url: remote.url.clone(),
+                        holder: "another psk process (its lock record could not be read)".into(),
+                        id: "ID".into(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(50));
                 continue;
             };
             if Instant::now() >= deadline {

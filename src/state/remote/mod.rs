@@ -264,5 +264,18 @@ mod tests {
         assert!(e.contains("object name after the bucket"), "{e}");
         let e = Remote::open("gs://bucket/x").unwrap_err().to_string();
         assert!(e.contains("S3-compatible"), "{e}");
+        let far = [(
+            "AWS_ENDPOINT_URL".to_string(),
+            "http://10.1.2.3:9000".to_string(),
+        )];
+        let e = Remote::open_with("s3://bucket/psk.state.json", far)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("plain http"), "{e}");
+        let near = [(
+            "AWS_ENDPOINT_URL".to_string(),
+            "http://127.0.0.1:9000".to_string(),
+        )];
+        Remote::open_with("s3://bucket/psk.state.json", near).unwrap();
     }
 }
