@@ -26,8 +26,9 @@ pub const PLAN_FORMAT: &str = "psk-plan";
 /// The newest plan file format this psk reads and writes. Version 2 added
 /// the dry-run result `no_verdict`, version 3 the deferral `sibling_down`,
 /// the reasons `unknown_live_key` and `not_listed` and the deferrals
-/// `still_listed` and `not_asked`.
-pub const PLAN_FORMAT_VERSION: u64 = 3;
+/// `still_listed` and `not_asked`, version 4 the `names` of recipients in
+/// `recipients_changed`.
+pub const PLAN_FORMAT_VERSION: u64 = 4;
 /// The oldest version this psk still reads.
 pub const PLAN_FORMAT_OLDEST: u64 = 1;
 
@@ -49,7 +50,13 @@ fn version_needed(plan: &Plan) -> u64 {
             Deferral::StillListed | Deferral::NotAsked | Deferral::SiblingDown { .. }
         )
     };
-    if reasons.clone().any(version_3) || plan.deferred.iter().any(new_deferral) {
+    let named = |r: &crate::reconcile::Reason| {
+        use crate::reconcile::Reason;
+        matches!(r, Reason::RecipientsChanged { names, .. } if !names.is_empty())
+    };
+    if reasons.clone().any(named) {
+        4
+    } else if reasons.clone().any(version_3) || plan.deferred.iter().any(new_deferral) {
         3
     } else if plan.no_verdicts() > 0 {
         2
@@ -503,6 +510,7 @@ tunnels:
             Reason::RecipientsChanged {
                 added: vec!["age1new".into()],
                 removed: vec![],
+                names: Default::default(),
             },
         ]
     }
@@ -654,9 +662,9 @@ tunnels:
             Err(Stale::NotApplyable)
         );
 
-        let future = text.replace("\"format_version\": 2", "\"format_version\": 4");
+        let future = text.replace("\"format_version\": 2", "\"format_version\": 5");
         let e = PlanFile::parse(Path::new("p.json"), future.as_bytes()).unwrap_err();
-        assert!(e.to_string().contains("reads versions 1 to 3"), "{e}");
+        assert!(e.to_string().contains("reads versions 1 to 4"), "{e}");
 
         // A live key psk does not hold needs the version that added it.
         let mut live = back.clone();
@@ -674,5 +682,28 @@ tunnels:
         assert_eq!(live.format_version, 3);
         let back = PlanFile::parse(Path::new("p.json"), &live.to_bytes()).unwrap();
         assert_eq!(back, live);
+
+        // Recipients named as psk.yaml knows them need version 4; the
+        // names come back, so `show-plan` says who joined.
+        let mut named = back.clone();
+        named.plan.actions[0].reasons = vec![crate::reconcile::Reason::RecipientsChanged {
+            added: vec!["sha256:aa".into()],
+            removed: vec![],
+            names: [("sha256:aa".to_string(), "alice".to_string())].into(),
+        }];
+        let named = PlanFile::new(
+            named.plan,
+            "sha256:aa".into(),
+            Some(&state),
+            String::new(),
+            now,
+            chrono::TimeDelta::hours(24),
+        );
+        assert_eq!(named.format_version, 4);
+        let back = PlanFile::parse(Path::new("p.json"), &named.to_bytes()).unwrap();
+        assert_eq!(back, named);
+        assert!(back.plan.actions[0].reasons[0]
+            .describe()
+            .contains("added alice."));
     }
 }

@@ -43,11 +43,40 @@ pub enum RefreshError {
     Missing { path: PathBuf, missing: Vec<String> },
 }
 
+/// What a refresh and its dry runs report as they go, so a long plan is
+/// not minutes of blank screen (`cli::progress` shows it). Every method
+/// has a silent default.
+pub trait Watch: Sync {
+    /// About to list the tunnels of `account`.
+    fn listing(&self, _account: &str) {}
+    /// `account` lists `tunnels` IPsec tunnels.
+    fn listed(&self, _account: &str, _tunnels: usize) {}
+    /// About to dry-run `total` PSK changes.
+    fn dry_runs(&self, _total: usize) {}
+    /// The dry run of tunnel `name` has its answer.
+    fn answered(&self, _name: &str) {}
+}
+
+/// A [`Watch`] that shows nothing.
+pub struct Silent;
+
+impl Watch for Silent {}
+
 /// One list call per account; every tunnel of psk.yaml must be there.
 /// Tunnels named only by name get their ids from the list.
 pub async fn refresh(client: &Client, config: &mut Config) -> Result<Remote, RefreshError> {
+    refresh_watched(client, config, &Silent).await
+}
+
+/// [`refresh`], reporting each account to `watch`.
+pub async fn refresh_watched(
+    client: &Client,
+    config: &mut Config,
+    watch: &dyn Watch,
+) -> Result<Remote, RefreshError> {
     let mut remote = Remote::default();
     for account in config.accounts() {
+        watch.listing(&account);
         let tunnels = client
             .list_tunnels(&account)
             .await
@@ -60,6 +89,7 @@ pub async fn refresh(client: &Client, config: &mut Config) -> Result<Remote, Ref
             tunnels = tunnels.len(),
             "listed the account's IPsec tunnels"
         );
+        watch.listed(&account, tunnels.len());
         for t in tunnels {
             remote.tunnels.insert(TunnelKey::new(&account, &t.id), t);
         }
@@ -187,6 +217,11 @@ fn check_listed(config: &Config, remote: &Remote) -> Result<(), RefreshError> {
 /// `--parallelism` at a time. Results land on their own actions, so the
 /// plan reads the same whatever order the answers came in.
 pub async fn dry_run(client: &Client, config: &Config, plan: &mut Plan) {
+    dry_run_watched(client, config, plan, &Silent).await;
+}
+
+/// [`dry_run`], reporting each answer to `watch`.
+pub async fn dry_run_watched(client: &Client, config: &Config, plan: &mut Plan, watch: &dyn Watch) {
     let by_key = config.tunnels_by_key();
     let mut generated = Vec::new();
     let mut set_by_account: BTreeMap<String, Vec<usize>> = BTreeMap::new();
@@ -198,26 +233,34 @@ pub async fn dry_run(client: &Client, config: &Config, plan: &mut Plan) {
             .get(&a.key)
             .map_or(Generator::Cloudflare, |t| config.policy_of(t).generator);
         match generator {
-            Generator::Cloudflare => generated.push((i, a.key.clone())),
+            Generator::Cloudflare => generated.push((i, a.key.clone(), a.name.clone())),
             Generator::Local => set_by_account
                 .entry(a.key.account_id.clone())
                 .or_default()
                 .push(i),
         }
     }
-    dry_run_generate(client, plan, generated).await;
+    let total = generated.len() + set_by_account.values().map(Vec::len).sum::<usize>();
+    watch.dry_runs(total);
+    dry_run_generate(client, plan, generated, watch).await;
     for (account, idxs) in set_by_account {
-        dry_run_set(client, plan, &account, idxs).await;
+        dry_run_set(client, plan, &account, idxs, watch).await;
     }
 }
 
 /// `cloudflare` keys: one `psk_generate` with `validate_only` per tunnel.
-async fn dry_run_generate(client: &Client, plan: &mut Plan, todo: Vec<(usize, TunnelKey)>) {
+async fn dry_run_generate(
+    client: &Client,
+    plan: &mut Plan,
+    todo: Vec<(usize, TunnelKey, String)>,
+    watch: &dyn Watch,
+) {
     let results =
-        crate::cloudflare::concurrently(client.parallelism(), todo, |(i, key)| async move {
+        crate::cloudflare::concurrently(client.parallelism(), todo, |(i, key, name)| async move {
             let r = client
                 .psk_generate(&key.account_id, &key.tunnel_id, true)
                 .await;
+            watch.answered(&name);
             (i, r)
         })
         .await;
@@ -232,7 +275,13 @@ async fn dry_run_generate(client: &Client, plan: &mut Plan, todo: Vec<(usize, Tu
 
 /// `local` keys: the bulk set with `validate_only`, for one account, with
 /// throwaway keys of the shape apply will send (never stored or shown).
-async fn dry_run_set(client: &Client, plan: &mut Plan, account: &str, idxs: Vec<usize>) {
+async fn dry_run_set(
+    client: &Client,
+    plan: &mut Plan,
+    account: &str,
+    idxs: Vec<usize>,
+    watch: &dyn Watch,
+) {
     let entries: Vec<PskEntry> = idxs
         .iter()
         .map(|i| PskEntry {
@@ -244,6 +293,7 @@ async fn dry_run_set(client: &Client, plan: &mut Plan, account: &str, idxs: Vec<
     for i in idxs {
         plan.actions[i].dry_run = verdict_of_set(&outcome, &plan.actions[i].key.tunnel_id);
         log_verdict(&plan.actions[i], "local");
+        watch.answered(&plan.actions[i].name);
     }
 }
 

@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::args::{Global, LockWait, Selection, StateOverrides};
 use super::exit::Status;
-use super::progress::Progress;
+use super::progress::{PlanProgress, Progress};
 use super::session::{Connection, Session, Writable};
 use crate::apply;
 use crate::cloudflare::Client;
@@ -93,7 +93,10 @@ async fn plan_to_apply(
 ) -> anyhow::Result<(Plan, Option<Connection>)> {
     let Some(path) = &args.plan_file else {
         let options = args.selection.options(&session.config, state)?;
-        let (plan, connection) = session.plan_online(state, Utc::now(), &options).await?;
+        let progress = PlanProgress::new(args.json);
+        let planned = session.plan_online(state, Utc::now(), &options, &progress);
+        let (plan, connection) = planned.await?;
+        progress.finish();
         return Ok((plan, Some(connection)));
     };
     if !args.selection.is_empty() {

@@ -11,6 +11,7 @@ use super::args::{
     parse_at, parse_forecast, parse_span, Forecast, Format, Global, Selection, StateOverrides,
 };
 use super::exit::Status;
+use super::progress::PlanProgress;
 use super::session::Session;
 use crate::planfile::{self, PlanFile};
 use crate::policy::Span;
@@ -60,6 +61,11 @@ pub struct PlanArgs {
     #[arg(long, value_name = "DURATION", default_value = "14d", value_parser = parse_forecast)]
     forecast: Forecast,
 
+    /// Show no progress on stderr while Cloudflare is asked (as with
+    /// --format json): only the plan, and errors.
+    #[arg(short, long)]
+    quiet: bool,
+
     #[command(flatten)]
     pub files: super::args::Files,
 
@@ -82,7 +88,11 @@ pub async fn run(global: &Global, args: PlanArgs) -> anyhow::Result<Status> {
     let plan = if args.offline {
         session.plan_offline(state.as_ref(), now, &options)?
     } else {
-        session.plan_online(state.as_ref(), now, &options).await?.0
+        let progress = PlanProgress::new(args.quiet || args.format == Format::Json);
+        let plan = session.plan_online(state.as_ref(), now, &options, &progress);
+        let plan = plan.await?.0;
+        progress.finish();
+        plan
     };
     // Only markdown and a saved plan show the state diff; on a large fleet
     // it costs more than the plan itself.

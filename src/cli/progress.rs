@@ -1,7 +1,8 @@
-//! How apply reports progress: a bar on a terminal, one line per tunnel in
-//! logs, or one JSON object per line (`--json`) for CI.
+//! How long work reports progress: apply's rotations (a bar on a terminal,
+//! one line per tunnel in logs, or one JSON object per line with `--json`
+//! for CI), and the refresh and dry runs before a plan ([`PlanProgress`]).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -283,5 +284,160 @@ fn line(event: &Event<'_>) -> Option<String> {
                 a.name
             ),
         }),
+    }
+}
+
+/// What `plan` (and the plan phase of `apply`) shows while it refreshes
+/// and dry-runs, on stderr so stdout stays the plan: a bar on a terminal,
+/// a few plain lines otherwise (one per account, the dry runs' start, each
+/// quarter of a long run, their end), nothing when quiet. Counts, not
+/// names, in the lines: answers arrive in any order, the lines do not.
+pub struct PlanProgress {
+    show: Show,
+    /// Dry runs: (answered, total).
+    count: std::sync::Mutex<(usize, usize)>,
+}
+
+enum Show {
+    Bar(ProgressBar),
+    Lines,
+    Quiet,
+}
+
+impl PlanProgress {
+    /// A bar when a person watches stderr (and no log lines would tear it),
+    /// lines otherwise, nothing when `quiet`.
+    pub fn new(quiet: bool) -> PlanProgress {
+        let logging = tracing::level_filters::LevelFilter::current()
+            != tracing::level_filters::LevelFilter::OFF;
+        let show = if quiet {
+            Show::Quiet
+        } else if std::io::stderr().is_terminal() && !logging {
+            let bar = ProgressBar::new_spinner();
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            Show::Bar(bar)
+        } else {
+            Show::Lines
+        };
+        PlanProgress {
+            show,
+            count: std::sync::Mutex::new((0, 0)),
+        }
+    }
+
+    /// Lines only: the plain form, as in a CI log.
+    #[cfg(test)]
+    fn lines() -> PlanProgress {
+        PlanProgress {
+            show: Show::Lines,
+            count: std::sync::Mutex::new((0, 0)),
+        }
+    }
+
+    fn line(&self, text: &str) {
+        if matches!(self.show, Show::Lines) {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "{text}");
+        }
+    }
+
+    /// The bar goes before the plan is printed.
+    pub fn finish(&self) {
+        if let Show::Bar(bar) = &self.show {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for PlanProgress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// The line for `done` of `total` dry runs answered, at the quarters of a
+/// run of 100 or more and at its end.
+fn dry_run_line(done: usize, total: usize) -> Option<String> {
+    let quarter = total >= 100 && (1..4).any(|q| done == total * q / 4);
+    (done == total || quarter).then(|| format!("Dry runs: {done} of {total} answered."))
+}
+
+impl crate::remote::Watch for PlanProgress {
+    fn listing(&self, account: &str) {
+        if let Show::Bar(bar) = &self.show {
+            bar.set_message(format!("listing the IPsec tunnels of account {account}"));
+        }
+    }
+
+    fn listed(&self, account: &str, tunnels: usize) {
+        self.line(&format!(
+            "Refreshing: account {account} lists {tunnels} IPsec tunnel{}.",
+            if tunnels == 1 { "" } else { "s" }
+        ));
+    }
+
+    fn dry_runs(&self, total: usize) {
+        *self.count.lock().unwrap_or_else(|e| e.into_inner()) = (0, total);
+        if total == 0 {
+            return;
+        }
+        match &self.show {
+            Show::Bar(bar) => {
+                bar.set_length(total as u64);
+                bar.set_position(0);
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} dry runs [{bar:30}] {pos}/{len} {wide_msg}",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
+                );
+            }
+            Show::Lines => self.line(&format!(
+                "Dry-running {total} PSK change{} with Cloudflare (validate_only)...",
+                if total == 1 { "" } else { "s" }
+            )),
+            Show::Quiet => {}
+        }
+    }
+
+    fn answered(&self, name: &str) {
+        let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        count.0 += 1;
+        match &self.show {
+            Show::Bar(bar) => {
+                bar.inc(1);
+                bar.set_message(name.to_string());
+            }
+            Show::Lines => {
+                if let Some(l) = dry_run_line(count.0, count.1) {
+                    self.line(&l);
+                }
+            }
+            Show::Quiet => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::Watch as _;
+
+    #[test]
+    fn plain_lines_at_the_quarters_of_a_long_run_and_at_its_end() {
+        let shown: Vec<usize> = (1..=200)
+            .filter(|d| dry_run_line(*d, 200).is_some())
+            .collect();
+        assert_eq!(shown, [50, 100, 150, 200]);
+        let shown: Vec<usize> = (1..=7).filter(|d| dry_run_line(*d, 7).is_some()).collect();
+        assert_eq!(shown, [7]);
+        // Counting is safe from any order of answers.
+        let p = PlanProgress::lines();
+        p.dry_runs(3);
+        for n in ["c", "a", "b"] {
+            p.answered(n);
+        }
+        assert_eq!(*p.count.lock().unwrap(), (3, 3));
     }
 }

@@ -186,18 +186,21 @@ impl<'g> Session<'g> {
 
     /// Connects, lists every account's tunnels (which gives tunnels named
     /// by name their ids in `config`), plans, and dry-runs each PSK change.
-    /// The connection comes back too, for apply to go on with.
+    /// The connection comes back too, for apply to go on with. `watch`
+    /// sees each account listed and each dry run answered (progress).
     pub async fn plan_online(
         &mut self,
         state: Option<&State>,
         now: DateTime<Utc>,
         options: &PlanOptions,
+        watch: &dyn remote::Watch,
     ) -> anyhow::Result<(Plan, Connection)> {
         let connection = self.connect(state).await?;
-        let mut remote = remote::refresh(&connection.client, &mut self.config).await?;
-        remote::list_departed(&connection.client, &self.config, state, &mut remote).await;
+        let client = &connection.client;
+        let mut remote = remote::refresh_watched(client, &mut self.config, watch).await?;
+        remote::list_departed(client, &self.config, state, &mut remote).await;
         let mut plan = reconcile::reconcile_with(&self.config, state, Some(&remote), now, options);
-        remote::dry_run(&connection.client, &self.config, &mut plan).await;
+        remote::dry_run_watched(client, &self.config, &mut plan, watch).await;
         Ok((plan, connection))
     }
 }

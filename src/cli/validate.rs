@@ -70,6 +70,7 @@ impl Problem {
                 message,
                 ..
             } => (Some(*line), Some(*column), message.clone()),
+            StateError::Conflict { line, .. } => (Some(*line), Some(1), e.to_string()),
             other => (None, None, other.to_string()),
         };
         Problem {

@@ -55,6 +55,10 @@ pub struct Config {
     pub unresolved: Vec<Unresolved>,
     /// Problems that do not stop psk, such as a policy no tunnel uses.
     pub warnings: Vec<Diagnostic>,
+    /// What people call each recipient, by fingerprint: the YAML comment
+    /// on its line (`- age1... # alice`), an SSH key's own comment, or the
+    /// key shortened. Shown wherever a fingerprint alone would say nothing.
+    pub recipient_names: BTreeMap<String, String>,
     /// Each tunnel's place in the file, by name, to keep file order.
     order: HashMap<String, usize>,
 }
@@ -178,6 +182,11 @@ impl Config {
         a.sort();
         a.dedup();
         a
+    }
+
+    /// The name people know `fingerprint` by, when psk.yaml lists it.
+    pub fn recipient_name(&self, fingerprint: &str) -> Option<&str> {
+        self.recipient_names.get(fingerprint).map(String::as_str)
     }
 
     /// Recipient fingerprints, sorted: what the state header records.

@@ -40,11 +40,11 @@ pub fn schema() -> Value {
 #[derive(Debug, Default)]
 pub struct Structural {
     pub diagnostics: Vec<Diagnostic>,
-    /// The key paths of unknown keys, e.g. `tunnels[0].sight`.
-    pub unknown_paths: Vec<String>,
-    /// Whether unknown keys are all that is wrong: then the document minus
-    /// them can still be checked for meaning, and every error reported.
-    pub only_unknown_keys: bool,
+    /// The key path of every node found wrong: an unknown key (e.g.
+    /// `tunnels[0].sight`), a mapping missing a key, a value of the wrong
+    /// type. The document without them can still be checked for meaning,
+    /// so one run reports every error. Empty for the document itself.
+    pub wrong_paths: Vec<String>,
 }
 
 /// Every structural problem of `doc` (the file as YAML values), located.
@@ -56,10 +56,7 @@ pub fn check(doc: &Value, loc: &Locations) -> Structural {
         // ever fail to compile, serde's own check still runs after this.
         Err(_) => return Structural::default(),
     };
-    let mut found = Structural {
-        only_unknown_keys: true,
-        ..Structural::default()
-    };
+    let mut found = Structural::default();
     for error in validator.iter_errors(doc) {
         let pointer = error.instance_path().as_str();
         let path = key_path(doc, pointer);
@@ -73,7 +70,7 @@ pub fn check(doc: &Value, loc: &Locations) -> Structural {
         let Some(message) = describe(&error) else {
             continue;
         };
-        found.only_unknown_keys = false;
+        found.wrong_paths.push(path.clone());
         // The whole document has no key of its own: point at its start.
         let position = if path.is_empty() {
             Position::START
@@ -98,7 +95,7 @@ impl Structural {
             None => format!("; expected one of: {}", known.join(", ")),
         };
         let at = join(parent, key);
-        self.unknown_paths.push(at.clone());
+        self.wrong_paths.push(at.clone());
         self.diagnostics.push(Diagnostic {
             position: loc.get(&at),
             key: at,

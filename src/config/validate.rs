@@ -59,6 +59,7 @@ pub(super) fn config(
         tunnels: fleet.tunnels,
         unresolved: fleet.unresolved,
         warnings,
+        recipient_names: BTreeMap::new(),
         order: fleet.order,
     })
 }

@@ -11,6 +11,8 @@
 //! One set of structs reads every version: version 2 only added the
 //! dry-run status `no_verdict`.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -120,6 +122,9 @@ enum Reason {
     RecipientsChanged {
         added: Vec<String>,
         removed: Vec<String>,
+        /// What people call the fingerprints; older plans have none.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        names: BTreeMap<String, String>,
     },
 }
 
@@ -268,7 +273,15 @@ impl From<&model::Reason> for Reason {
                 remote_changed,
             },
             M::DeliveryFailed { at, error } => Reason::DeliveryFailed { at, error },
-            M::RecipientsChanged { added, removed } => Reason::RecipientsChanged { added, removed },
+            M::RecipientsChanged {
+                added,
+                removed,
+                names,
+            } => Reason::RecipientsChanged {
+                added,
+                removed,
+                names,
+            },
         }
     }
 }
@@ -427,7 +440,15 @@ impl From<Reason> for model::Reason {
                 remote_changed,
             },
             Reason::DeliveryFailed { at, error } => M::DeliveryFailed { at, error },
-            Reason::RecipientsChanged { added, removed } => M::RecipientsChanged { added, removed },
+            Reason::RecipientsChanged {
+                added,
+                removed,
+                names,
+            } => M::RecipientsChanged {
+                added,
+                removed,
+                names,
+            },
         }
     }
 }

@@ -31,9 +31,15 @@ pub fn reseals(desired: &Config, state: &State) -> Vec<Action> {
         }) else {
             continue;
         };
+        let added = missing_from(&wanted, &sealed_to);
+        let removed = missing_from(&sealed_to, &wanted);
+        let names = (added.iter().chain(&removed))
+            .filter_map(|f| Some((f.clone(), desired.recipient_name(f)?.to_string())))
+            .collect();
         let reason = Reason::RecipientsChanged {
-            added: missing_from(&wanted, &sealed_to),
-            removed: missing_from(&sealed_to, &wanted),
+            added,
+            removed,
+            names,
         };
         out.push(follow_up(desired, tunnel, rec, ActionKind::Reseal, reason));
     }

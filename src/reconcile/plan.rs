@@ -118,6 +118,10 @@ pub enum Reason {
     RecipientsChanged {
         added: Vec<String>,
         removed: Vec<String>,
+        /// What people call a fingerprint of `added` or `removed` that
+        /// psk.yaml lists (see [`crate::config::Config::recipient_name`]).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        names: BTreeMap<String, String>,
     },
 }
 
@@ -200,13 +204,29 @@ impl Reason {
                 crate::state::format_time(at),
                 error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
             ),
-            Reason::RecipientsChanged { added, removed } => {
+            Reason::RecipientsChanged {
+                added,
+                removed,
+                names,
+            } => {
+                // By name where psk.yaml gives one; a key gone from
+                // psk.yaml is known only by its fingerprint.
+                let named = |fps: &[String], gone: &str| -> String {
+                    let shown: Vec<String> = (fps.iter())
+                        .map(|f| match names.get(f) {
+                            Some(n) => n.clone(),
+                            None => format!("{f}{gone}"),
+                        })
+                        .collect();
+                    shown.join(", ")
+                };
                 let mut parts = Vec::new();
                 if !added.is_empty() {
-                    parts.push(format!("added {}", added.join(", ")));
+                    parts.push(format!("added {}", named(added, "")));
                 }
                 if !removed.is_empty() {
-                    parts.push(format!("removed {}", removed.join(", ")));
+                    let removed = named(removed, " (no longer in psk.yaml)");
+                    parts.push(format!("removed {removed}"));
                 }
                 format!(
                     "the recipients in psk.yaml changed: {}. `psk reseal` re-encrypts the sealed PSK to them (needs an identity, no API call)",

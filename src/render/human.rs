@@ -7,7 +7,9 @@ use std::io::{self, Write};
 
 use anstyle::{AnsiColor, Style};
 
-use super::text::{deferred_headline, next_due, no_verdict_note, summary_line, upcoming_line};
+use super::text::{
+    deferred_headline, no_verdict_note, summary_line, up_to_date_line, upcoming_line,
+};
 use crate::reconcile::{Action, ActionKind, Deferred, DryRun, Plan, Reason};
 use crate::state::format_time;
 use crate::tunnel::TunnelKey;
@@ -105,15 +107,8 @@ pub fn human_styled(plan: &Plan, out: &mut dyn Write, color: bool) -> io::Result
         }
         writeln!(out)?;
     }
-    if let Some(next) = next_due(plan) {
-        let n = plan.unchanged.len();
-        writeln!(
-            out,
-            "{n} tunnel{} up to date; next due: {} on {}.\n",
-            if n == 1 { " is" } else { "s are" },
-            next.name,
-            next.next_due.format("%Y-%m-%d")
-        )?;
+    if let Some(line) = up_to_date_line(plan, str::to_string) {
+        writeln!(out, "{line}\n")?;
     }
     closing(plan, out, p)
 }

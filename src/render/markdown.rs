@@ -8,6 +8,8 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
+mod groups;
+
 use super::text;
 use crate::reconcile::{ActionKind, DryRun, Plan};
 
@@ -22,6 +24,42 @@ const RESERVE: usize = 1_024;
 /// `state_diff` is the unified diff of the state file, if any.
 pub fn markdown(plan: &Plan, state_diff: &str, out: &mut dyn Write) -> io::Result<()> {
     out.write_all(render(plan, state_diff, GITHUB_COMMENT_LIMIT).as_bytes())
+}
+
+/// psk's own sentences, where `text` marks commands and keys: those become
+/// code spans, the rest is escaped. An odd number of backticks (a name
+/// holding one) cannot be paired safely: then everything is escaped.
+fn prose(s: &str) -> String {
+    let parts: Vec<&str> = s.split('`').collect();
+    if parts.len().is_multiple_of(2) {
+        return esc(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for (i, part) in parts.iter().enumerate() {
+        if i % 2 == 0 {
+            out.push_str(&esc(part));
+        } else {
+            out.push_str(&code(part));
+        }
+    }
+    out
+}
+
+/// `s` as a code span that shows it literally, in a table cell too: the
+/// fence is longer than any run of backticks inside, and `|` is escaped
+/// (GitHub splits cells on it even inside code).
+fn code(s: &str) -> String {
+    let s = s.replace(['\n', '\r'], " ").replace('|', "\\|");
+    let mut fence = "`".to_string();
+    while s.contains(&fence) {
+        fence.push('`');
+    }
+    let pad = if s.starts_with('`') || s.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    format!("{fence}{pad}{s}{pad}{fence}")
 }
 
 /// Escapes text for a table cell or summary line: no markup, no HTML, no
@@ -70,8 +108,8 @@ fn symbol(kind: ActionKind) -> &'static str {
 fn dry_run_cell(d: &DryRun, kind: ActionKind) -> String {
     match d {
         DryRun::Accepted => "accepted".into(),
-        DryRun::Refused(m) => format!("**refused**: {}", esc(m)),
-        DryRun::NoVerdict(m) => format!("no verdict: {}", esc(m)),
+        DryRun::Refused(m) => format!("**refused**: {}", prose(m)),
+        DryRun::NoVerdict(m) => format!("no verdict: {}", prose(m)),
         DryRun::NotRun if kind.changes_psk() => "not run (offline)".into(),
         DryRun::NotRun => "n/a".into(),
     }
@@ -153,54 +191,18 @@ fn head(plan: &Plan) -> String {
     head
 }
 
-/// Deferred and upcoming tunnels, capped so a fleet whose window is shut
-/// still fits in one comment (the JSON plan lists them all), and the next
-/// tunnel due.
+/// Deferred and upcoming tunnels, each in a collapsed block of groups
+/// (deferred by why: the window and its opening, the site, the health of
+/// a sibling; upcoming by day and policy) with counts, so a 2,000-tunnel
+/// plan reads as well as a 2-tunnel one; then the next tunnel due.
 fn foot(plan: &Plan) -> String {
     let mut foot = String::new();
-    let deferred = plan.deferred.iter().map(text::deferred_headline);
-    capped_list(
-        &mut foot,
-        "**Deferred** (needed, but not in this apply):\n",
-        deferred,
-    );
-    let title = format!(
-        "**Falling due within {}** (information, not actions):\n",
-        plan.horizon.map_or_else(String::new, |h| h.to_string())
-    );
-    capped_list(
-        &mut foot,
-        &title,
-        plan.upcoming.iter().map(text::upcoming_line),
-    );
-    if let Some(next) = text::next_due(plan) {
-        let _ = writeln!(
-            foot,
-            "{} tunnel(s) up to date; next due: {} on {}.",
-            plan.unchanged.len(),
-            esc(&next.name),
-            next.next_due.format("%Y-%m-%d")
-        );
+    groups::deferred(&mut foot, plan);
+    groups::upcoming(&mut foot, plan);
+    if let Some(line) = text::up_to_date_line(plan, esc) {
+        let _ = writeln!(foot, "{line}");
     }
     foot
-}
-
-/// A titled list of at most `LISTED` items and a count of the rest;
-/// nothing when there are no items.
-fn capped_list(out: &mut String, title: &str, items: impl ExactSizeIterator<Item = String>) {
-    const LISTED: usize = 50;
-    let n = items.len();
-    if n == 0 {
-        return;
-    }
-    let _ = writeln!(out, "{title}");
-    for item in items.take(LISTED) {
-        let _ = writeln!(out, "- {}", esc(&item));
-    }
-    if n > LISTED {
-        let _ = writeln!(out, "- and {} more", n - LISTED);
-    }
-    out.push('\n');
 }
 
 /// The part of the comment that is cut to fit: each piece is added only if
@@ -224,7 +226,7 @@ impl Body {
         self.text.push_str(header);
         let mut shown = 0;
         for a in &plan.actions {
-            let reasons: Vec<String> = a.reasons.iter().map(|r| esc(&r.describe())).collect();
+            let reasons: Vec<String> = a.reasons.iter().map(|r| prose(&r.describe())).collect();
             let row = format!(
                 "| `{}` | {} | {} | {} | {} |\n",
                 symbol(a.kind),

@@ -78,3 +78,31 @@ pub(crate) fn next_due(plan: &Plan) -> Option<&Unchanged> {
         .iter()
         .min_by(|x, y| x.next_due.cmp(&y.next_due).then(x.name.cmp(&y.name)))
 }
+
+/// How many tunnels need nothing at all, and the one falling due first,
+/// for the "N tunnels are up to date; next due" line. A tunnel whose PSK
+/// stays but that is resealed or redelivered is not up to date: counting
+/// it would print "4 tunnels are up to date" beside 4 reseals.
+pub(crate) fn up_to_date(plan: &Plan) -> Option<(usize, &Unchanged)> {
+    let busy: std::collections::HashSet<_> = plan.actions.iter().map(|a| &a.key).collect();
+    let n = (plan.unchanged.iter())
+        .filter(|u| !busy.contains(&u.key))
+        .count();
+    next_due(plan).map(|next| (n, next))
+}
+
+/// "3 tunnels are up to date; next due: NAME on DATE.", with the name as
+/// `name` gives it (escaped for markdown, plain for a terminal).
+pub(crate) fn up_to_date_line(plan: &Plan, name: impl Fn(&str) -> String) -> Option<String> {
+    let (n, next) = up_to_date(plan)?;
+    let due = format!(
+        "next due: {} on {}.",
+        name(&next.name),
+        next.next_due.format("%Y-%m-%d")
+    );
+    Some(match n {
+        0 => format!("N{}", &due[1..]),
+        1 => format!("1 tunnel is up to date; {due}"),
+        n => format!("{n} tunnels are up to date; {due}"),
+    })
+}

@@ -22,20 +22,25 @@ use crate::tunnel::TunnelKey;
 pub enum StateError {
     #[error("cannot read state file {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
-    #[error("state file {path} is not valid psk state: {message} (line {line}, column {column}).\nIt was not changed. The previous version is kept in {backup}: compare the two, and restore the backup (or the file from git) only if you know this one is damaged")]
+    #[error("state file {path} is not valid psk state: {message} (line {line}, column {column}).\nIt was not changed. {}", restore_hint(.backup.as_deref()))]
     Parse {
         path: PathBuf,
         line: usize,
         column: usize,
         message: String,
-        backup: PathBuf,
+        /// The backup beside the state, when there is one.
+        backup: Option<PathBuf>,
     },
-    #[error("state file {path} has format version {found} (line {line}), but this psk reads up to version {STATE_VERSION}.\nUpgrade psk; the file was not changed. Do not restore {backup} over it: a newer psk wrote it, and the backup lacks its latest changes")]
+    /// A merge or rebase left both sides of the state in the file.
+    #[error("state file {path} has git conflict markers (`<<<<<<<` at line {line}, column 1): a merge or rebase left two versions of it in one file.\nIt was not changed. Take one side whole, never merge its keys by hand (a hand-merged record can pair a sealed PSK with the wrong tunnel, or lose one): `git checkout --theirs -- {path}` or `--ours`, usually the side with the higher `serial`, then `git add {path}`. `psk plan` then shows any tunnel the other side rotated as changed outside psk, and rotates it again")]
+    Conflict { path: PathBuf, line: usize },
+    #[error("state file {path} has format version {found} (line {line}), but this psk reads up to version {STATE_VERSION}.\nUpgrade psk; the file was not changed.{}", not_the_backup(.backup.as_deref()))]
     TooNew {
         path: PathBuf,
         found: u64,
         line: usize,
-        backup: PathBuf,
+        /// The backup beside the state, when there is one.
+        backup: Option<PathBuf>,
     },
     #[error("state journal {path} is damaged at line {line}: {message}.\nNeither it nor the state was changed. It holds changes an interrupted apply made after the last full write of {state}; keep a copy and ask for help before removing it")]
     Journal {
@@ -65,6 +70,41 @@ pub enum StateError {
     /// The state on object storage (see [`super::remote`]).
     #[error(transparent)]
     Remote(#[from] super::remote::RemoteError),
+}
+
+/// What to restore a damaged state from: the backup beside it when there
+/// is one, else only git (a state written once has no backup yet).
+fn restore_hint(backup: Option<&Path>) -> String {
+    match backup {
+        Some(b) => format!(
+            "The previous version is kept in {}: compare the two, and restore the backup (or the file from git) only if you know this one is damaged",
+            b.display()
+        ),
+        None => "There is no backup beside it (psk keeps one from its second write on): restore the file from git only if you know this one is damaged".to_string(),
+    }
+}
+
+/// Why the backup of a state a newer psk wrote is no way out, when there
+/// is a backup to be tempted by.
+fn not_the_backup(backup: Option<&Path>) -> String {
+    match backup {
+        Some(b) => format!(
+            " Do not restore {} over it: a newer psk wrote it, and the backup lacks its latest changes",
+            b.display()
+        ),
+        None => String::new(),
+    }
+}
+
+/// The line of the first git conflict marker in `bytes`, if any. No valid
+/// state has one: psk's JSON never starts a line with `<`.
+fn conflict_marker(bytes: &[u8]) -> Option<usize> {
+    let at = if bytes.starts_with(b"<<<<<<<") {
+        0
+    } else {
+        bytes.windows(8).position(|w| w == b"\n<<<<<<<")? + 1
+    };
+    Some(bytes[..at].iter().filter(|b| **b == b'\n').count() + 1)
 }
 
 /// The backup kept beside the state: the version before the last write.
@@ -144,12 +184,19 @@ pub fn load_for_write(
 
 /// Parses state bytes, naming `path` in any error.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
-    let parse_err = |e: serde_json::Error| StateError::Parse {
-        path: path.to_path_buf(),
-        line: e.line(),
-        column: e.column(),
-        message: describe_json_error(&e),
-        backup: backup_path(path),
+    let backup = Some(backup_path(path)).filter(|b| b.exists());
+    let parse_err = |e: serde_json::Error| match conflict_marker(bytes) {
+        Some(line) => StateError::Conflict {
+            path: path.to_path_buf(),
+            line,
+        },
+        None => StateError::Parse {
+            path: path.to_path_buf(),
+            line: e.line(),
+            column: e.column(),
+            message: describe_json_error(&e),
+            backup: backup.clone(),
+        },
     };
     // Check the version first, so a newer format is named as such rather
     // than reported as an unknown field.
@@ -167,7 +214,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
             path: path.to_path_buf(),
             found: header.version,
             line: bytes[..at].iter().filter(|b| **b == b'\n').count() + 1,
-            backup: backup_path(path),
+            backup: backup.clone(),
         });
     }
     let located = |needle: &str, message: String| {
@@ -177,7 +224,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
             line,
             column,
             message,
-            backup: backup_path(path),
+            backup: backup.clone(),
         }
     };
     if header.version < super::BASE_STATE_VERSION {
@@ -925,7 +972,19 @@ mod tests {
         fs::write(&path, &good[..good.len() / 2]).unwrap();
         let e = load(&path, NewState::IfNoTraces).unwrap_err().to_string();
         assert!(e.contains("truncated") && e.contains("line"), "{e}");
-        assert!(e.contains("psk.state.json.backup"), "{e}");
+        // Written once: there is no backup to point at.
+        assert!(!backup_path(&path).exists());
+        assert!(!e.contains("psk.state.json.backup"), "{e}");
+        assert!(e.contains("There is no backup beside it"), "{e}");
+        fs::write(&path, &good).unwrap();
+        save(&path, &mut s).unwrap();
+        let good = fs::read(&path).unwrap();
+        fs::write(&path, &good[..good.len() / 2]).unwrap();
+        let e = load(&path, NewState::IfNoTraces).unwrap_err().to_string();
+        assert!(
+            e.contains("kept in") && e.contains("psk.state.json.backup"),
+            "{e}"
+        );
 
         fs::write(&path, b"{\"version\": 1, \"lineage\": 5}").unwrap();
         let e = load(&path, NewState::IfNoTraces).unwrap_err().to_string();
@@ -935,6 +994,36 @@ mod tests {
         let e = load(&path, NewState::IfNoTraces).unwrap_err().to_string();
         assert!(e.contains("version 99 (line 3)"), "{e}");
         assert!(e.contains("psk.state.json.backup"), "{e}");
+    }
+
+    #[test]
+    fn git_conflict_markers_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("psk.state.json");
+        let mut s = State::new(vec![]);
+        save(&path, &mut s).unwrap();
+        let good = String::from_utf8(fs::read(&path).unwrap()).unwrap();
+        let (head, tail) = good.split_at(good.find("  \"serial\"").unwrap());
+        let conflicted = format!(
+            "{head}<<<<<<< HEAD\n  \"serial\": 7,\n=======\n  \"serial\": 8,\n>>>>>>> other\n{}",
+            &tail[tail.find('\n').unwrap() + 1..]
+        );
+        fs::write(&path, &conflicted).unwrap();
+        let e = load(&path, NewState::IfNoTraces).unwrap_err();
+        let line = conflicted[..conflicted.find("<<<<<<<").unwrap()]
+            .lines()
+            .count()
+            + 1;
+        assert!(
+            matches!(e, StateError::Conflict { line: l, .. } if l == line),
+            "{e}"
+        );
+        let e = e.to_string();
+        assert!(e.contains("git conflict markers"), "{e}");
+        assert!(e.contains("never merge its keys by hand"), "{e}");
+        assert!(e.contains("git checkout --theirs"), "{e}");
+        assert!(!e.contains(".backup"), "{e}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), conflicted);
     }
 
     fn key(i: usize) -> TunnelKey {

@@ -14,11 +14,11 @@ const ACCOUNT: &str = "023e105f4ecef8ad9ca31a8372d0c353";
 
 const NO_VERDICT: &str = "the dry run itself failed: Cloudflare failed to handle .../psk_generate?validate_only=true (HTTP 503 after 3 retries)   code 1500: Internal error";
 
-fn t(s: &str) -> DateTime<Utc> {
+pub(crate) fn t(s: &str) -> DateTime<Utc> {
     s.parse().unwrap()
 }
 
-fn key(i: u32) -> TunnelKey {
+pub(crate) fn key(i: u32) -> TunnelKey {
     TunnelKey::new(ACCOUNT, &format!("{:032x}", 0xf00 + i))
 }
 
@@ -36,7 +36,7 @@ fn action(i: u32, name: &str, kind: ActionKind, reasons: Vec<Reason>, dry_run: D
     }
 }
 
-fn full_plan() -> Plan {
+pub(crate) fn full_plan() -> Plan {
     let due = Reason::Due {
         last_rotated: t("2026-08-01T10:00:00Z"),
         days_ago: 117,
@@ -93,6 +93,8 @@ fn full_plan() -> Plan {
                 vec![Reason::RecipientsChanged {
                     added: vec!["sha256:aaaabbbbccccdddd".into()],
                     removed: vec!["sha256:1111222233334444".into()],
+                    names: [("sha256:aaaabbbbccccdddd".to_string(), "alice (laptop)".to_string())]
+                        .into(),
                 }],
                 DryRun::NotRun,
             ),
@@ -152,7 +154,7 @@ fn full_plan() -> Plan {
     }
 }
 
-fn state() -> State {
+pub(crate) fn state() -> State {
     let mut s = State::new(vec!["sha256:1111222233334444".into()]);
     s.lineage = "3b1f6a52-0000-4000-8000-000000000000".into();
     s.serial = 12;
@@ -186,7 +188,7 @@ fn human(plan: &Plan, color: bool) -> String {
     String::from_utf8(b).unwrap()
 }
 
-fn markdown(plan: &Plan, state: Option<&State>) -> String {
+pub(crate) fn markdown(plan: &Plan, state: Option<&State>) -> String {
     let diff = render::diff::state_diff(state, plan, "psk.state.json");
     let mut b = Vec::new();
     render::markdown::markdown(plan, &diff, &mut b).unwrap();
@@ -311,4 +313,43 @@ fn no_verdict_is_a_warning_in_every_format() {
     assert_eq!(v["summary"]["no_verdict"], 1);
     assert_eq!(v["actions"][1]["dry_run"]["status"], "no_verdict");
     insta::assert_snapshot!("no_verdict_json", j);
+}
+
+/// A tunnel resealed or redelivered keeps its PSK but is not "up to
+/// date": the count beside the actions is of tunnels that need nothing.
+#[test]
+fn up_to_date_counts_only_tunnels_that_need_nothing() {
+    let mut plan = full_plan();
+    plan.deferred.clear();
+    plan.upcoming.clear();
+    let reseal = plan.actions.last().unwrap().clone();
+    plan.actions = (0..5)
+        .map(|i| Action {
+            name: format!("edge-{i}"),
+            key: key(100 + i),
+            ..reseal.clone()
+        })
+        .collect();
+    plan.unchanged = (0..5)
+        .map(|i| Unchanged {
+            name: format!("edge-{i}"),
+            key: key(100 + i),
+            next_due: t("2027-01-15T00:00:00Z"),
+        })
+        .collect();
+    for text in [human(&plan, false), markdown(&plan, None)] {
+        assert!(!text.contains("up to date"), "{text}");
+        assert!(text.contains("Next due: edge-0 on 2027-01-15."), "{text}");
+    }
+    plan.unchanged.push(Unchanged {
+        name: "quiet".into(),
+        key: key(200),
+        next_due: t("2027-02-01T00:00:00Z"),
+    });
+    for text in [human(&plan, false), markdown(&plan, None)] {
+        assert!(
+            text.contains("1 tunnel is up to date; next due: edge-0 on 2027-01-15."),
+            "{text}"
+        );
+    }
 }
