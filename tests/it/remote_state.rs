@@ -492,6 +492,13 @@ fn the_store_going_away_mid_apply_loses_no_key() {
         &["force-unlock", h["id"].as_str().unwrap(), "--force"],
     )
     .success();
+    // A key Cloudflare answered after the store went away went to a rescue
+    // file (sealed); `psk recover` takes it into the state in the bucket.
+    if let Some(rescue) = cut.stderr.split("psk recover ").nth(1) {
+        let rescue = rescue.lines().next().unwrap().trim();
+        let recovered = run(&env, &sw, env.dir.path(), &["recover", rescue]).success();
+        assert!(recovered.stdout.contains(&team), "{recovered:?}");
+    }
     run(&env, &sw, env.dir.path(), &["apply", "--auto-approve"]).success();
     assert!(sw.list(&journal).is_empty());
     check_settled(&env, &sw, &team);
