@@ -67,7 +67,8 @@ pub struct Files {
     )]
     config: PathBuf,
 
-    /// Use this state file instead of the one psk.yaml names.
+    /// Use this state instead of the one psk.yaml names: a file, or
+    /// s3://BUCKET/PATH/psk.state.json.
     #[arg(long = "state", value_name = "FILE", help_heading = FILES, display_order = ORDER_FILES + 1)]
     state: Option<PathBuf>,
 }

@@ -31,7 +31,8 @@ pub fn run(global: &Global, args: ForceUnlockArgs) -> anyhow::Result<Status> {
     let state_path = &session.state_path;
     let mut out = std::io::stdout().lock();
     let mut asked = None;
-    let (found, removed) = state::force_unlock(state_path, &args.id, |holder| {
+    let remote = state::remote::Remote::parse(state_path).transpose()?;
+    let confirm = |holder: &state::LockHolder| {
         if args.force {
             return true;
         }
@@ -39,16 +40,21 @@ pub fn run(global: &Global, args: ForceUnlockArgs) -> anyhow::Result<Status> {
             asked = Some(holder.to_string());
             return false;
         }
-        let _ = write!(
-            out,
-            "No running process holds the lock of {}, but {holder} left its record.\nRemove it? Only 'yes' will be accepted: ",
-            state_path.display()
-        );
+        let question = match remote {
+            // A remote holder may run on another machine: psk cannot tell.
+            Some(_) => format!("The lock of {} is held by {holder}.\nRemove it only if that process is gone: a live holder would go on writing (its writes would then be refused, not lost).\nRemove it? Only 'yes' will be accepted: ", state_path.display()),
+            None => format!("No running process holds the lock of {}, but {holder} left its record.\nRemove it? Only 'yes' will be accepted: ", state_path.display()),
+        };
+        let _ = write!(out, "{question}");
         let _ = out.flush();
         let mut answer = String::new();
         let _ = std::io::stdin().lock().read_line(&mut answer);
         answer.trim() == "yes"
-    })?;
+    };
+    let (found, removed) = match &remote {
+        Some(r) => state::remote::lock::force_unlock(r, &args.id, confirm)?,
+        None => state::force_unlock(state_path, &args.id, confirm)?,
+    };
     if let Some(holder) = asked {
         bail!("psk force-unlock needs confirmation, but stdin is not a terminal.\nThe lock record left by {holder} would be removed; run `psk force-unlock {} --force`", args.id);
     }
@@ -64,9 +70,14 @@ pub fn run(global: &Global, args: ForceUnlockArgs) -> anyhow::Result<Status> {
         (Unlock::Stale(holder), true) => {
             writeln!(
                 out,
-                "Removed the lock record of {holder}; that process had already ended."
+                "Removed the lock record of {holder}{}.",
+                if remote.is_none() {
+                    "; that process had already ended"
+                } else {
+                    ""
+                }
             )?;
-            if state::journal_path(state_path).exists() {
+            if remote.is_none() && state::journal_path(state_path).exists() {
                 writeln!(
                     out,
                     "It left a journal of the changes it made ({}); every psk command reads it, and the next apply, reseal or import folds it into the state.",

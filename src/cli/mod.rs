@@ -19,6 +19,7 @@ mod forget;
 mod identity_perms;
 mod import;
 mod log;
+mod move_state;
 mod plan;
 mod progress;
 mod recover;
@@ -71,6 +72,7 @@ enum Command {
     Forget(forget::ForgetArgs),
     Import(import::ImportArgs),
     ForceUnlock(force_unlock::ForceUnlockArgs),
+    MoveState(move_state::MoveStateArgs),
     Status(status::StatusArgs),
     Completions(completions::CompletionsArgs),
     Verify(verify::VerifyArgs),
@@ -94,6 +96,7 @@ impl Command {
             Command::Export(a) => Global::files(&a.files),
             Command::Reseal(a) => Global::files(&a.files),
             Command::ForceUnlock(a) => Global::files(&a.files),
+            Command::MoveState(a) => Global::files(&a.files),
             Command::Recover(a) => Global::files(&a.files),
             Command::Forget(a) => Global::files(&a.files),
             Command::Verify(a) => Global::files(&a.files).api(&a.api),
@@ -165,6 +168,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             Command::Forget(a) => forget::run(&global, a),
             Command::Import(a) => import::run(&global, a).await,
             Command::ForceUnlock(a) => force_unlock::run(&global, a),
+            Command::MoveState(a) => move_state::run(&global, a),
             Command::Status(a) => status::run(&global, a).await,
             Command::Completions(a) => completions::run(a, Cli::command()),
             Command::Man(a) => reference::run(a, Cli::command()),

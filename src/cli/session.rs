@@ -22,7 +22,7 @@ use crate::reconcile::{self, resolve_names, Plan, PlanOptions};
 use crate::remote;
 use crate::sandbox::{self, Running, Sandbox, SandboxOptions};
 use crate::seal::Identities;
-use crate::state::{self, NewState, State, StateLock};
+use crate::state::{self, Lock, NewState, State};
 
 /// A command's view of psk.yaml and where its state lives.
 pub struct Session<'g> {
@@ -112,7 +112,7 @@ impl<'g> Session<'g> {
     /// an interrupted apply left is folded in first.
     pub fn lock(&self, operation: &str, wait: &LockWait) -> anyhow::Result<Writable> {
         let path = self.state_path.clone();
-        let lock = StateLock::acquire(&path, operation, wait.timeout())?;
+        let lock = Lock::acquire(&path, operation, wait.timeout())?;
         let state = state::load_for_write(&path, &lock, self.new_state())?;
         self.check_belongs(state.as_ref())?;
         Ok(Writable { path, lock, state })
@@ -240,7 +240,7 @@ pub struct Connection {
 /// The state as a writer holds it: locked until this is dropped.
 pub struct Writable {
     pub path: PathBuf,
-    pub lock: StateLock,
+    pub lock: Lock,
     /// `None` when there is no state file yet.
     pub state: Option<State>,
 }
@@ -248,7 +248,7 @@ pub struct Writable {
 impl Writable {
     /// The state, for commands that need one to exist: `otherwise` says
     /// what to do instead (e.g. "run `psk apply` first").
-    pub fn existing(self, otherwise: &str) -> anyhow::Result<(PathBuf, StateLock, State)> {
+    pub fn existing(self, otherwise: &str) -> anyhow::Result<(PathBuf, Lock, State)> {
         match self.state {
             Some(state) => Ok((self.path, self.lock, state)),
             None => bail!(

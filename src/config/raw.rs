@@ -23,7 +23,9 @@ pub struct RawConfig {
     #[serde(default)]
     pub account_id: Option<String>,
     /// Where the state file lives, relative to this file. Default
-    /// `psk.state.json`.
+    /// `psk.state.json`. Or a state shared on S3-compatible object storage,
+    /// `s3://BUCKET/PATH/psk.state.json`, with the endpoint, region and
+    /// credentials from the AWS environment (see docs/remote-state.md).
     #[serde(default)]
     pub state: Option<String>,
     /// Who can open the sealed PSKs: age public keys (`age1...`) or SSH

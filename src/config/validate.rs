@@ -53,7 +53,7 @@ pub(super) fn config(
     let base = path.parent().unwrap_or(Path::new(""));
     Ok(Config {
         path: path.to_path_buf(),
-        state_path: base.join(raw.state.as_deref().unwrap_or("psk.state.json")),
+        state_path: state_location(base, raw.state.as_deref()),
         recipients,
         policies,
         tunnels: fleet.tunnels,
@@ -755,6 +755,16 @@ impl<'r> Validator<'r> {
             }
         }
     }
+}
+
+/// Where psk.yaml's `state:` points: a file relative to psk.yaml, or an
+/// object-store URL (`s3://bucket/key`) taken as it is.
+fn state_location(base: &Path, state: Option<&str>) -> std::path::PathBuf {
+    let state = state.unwrap_or("psk.state.json");
+    if crate::state::remote::is_remote(Path::new(state)) {
+        return std::path::PathBuf::from(state);
+    }
+    base.join(state)
 }
 
 #[cfg(test)]

@@ -321,13 +321,13 @@ fn holder_record(file: &mut File) -> Option<LockHolder> {
     serde_json::from_str::<LockHolder>(text.trim()).ok()
 }
 
-fn user() -> String {
+pub(super) fn user() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "unknown".into())
 }
 
-fn host() -> String {
+pub(super) fn host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|s| s.trim().to_string())

@@ -13,10 +13,12 @@
 //! `deliver` can never disagree on what a new key resets. Records are
 //! keyed by [`TunnelKey`]; the file writes the key as `account_id/tunnel_id`.
 
+mod backend;
 mod belongs;
 mod lock;
 mod missing;
 mod perms;
+pub mod remote;
 pub mod rescue;
 mod store;
 
@@ -26,19 +28,20 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::tunnel::TunnelKey;
+pub use backend::{Journal, Lock, LockFailed};
 pub use belongs::{check_belongs, Foreign};
 pub use lock::{force_unlock, LockError, LockHolder, StateLock, Unlock};
 pub use missing::{NewState, Traces};
 pub use perms::{warn_if_world_writable, world_writable_warning};
 pub use store::{
-    backup_path, journal_path, parse, reserve_path, write_atomic, Journal, StateError, Unsaved,
+    backup_path, journal_path, parse, reserve_path, write_atomic, StateError, Unsaved,
 };
 
 /// Reads the state, replaying any journal an interrupted apply left;
 /// `Ok(None)` when there is no state file yet and `new_state` allows one.
 /// (Logs what it read.)
 pub fn load(path: &std::path::Path, new_state: NewState) -> Result<Option<State>, StateError> {
-    let state = store::load(path, new_state)?;
+    let state = backend::load(path, new_state)?;
     log_loaded(path, state.as_ref(), "state loaded");
     Ok(state)
 }
@@ -47,10 +50,10 @@ pub fn load(path: &std::path::Path, new_state: NewState) -> Result<Option<State>
 /// interrupted apply is folded into the state file first.
 pub fn load_for_write(
     path: &std::path::Path,
-    lock: &StateLock,
+    lock: &Lock,
     new_state: NewState,
 ) -> Result<Option<State>, StateError> {
-    let state = store::load_for_write(path, lock, new_state)?;
+    let state = backend::load_for_write(path, lock, new_state)?;
     log_loaded(path, state.as_ref(), "state loaded for writing");
     Ok(state)
 }
@@ -58,7 +61,7 @@ pub fn load_for_write(
 /// Bumps the serial and writes the whole state durably, keeping the
 /// previous file as its backup.
 pub fn save(path: &std::path::Path, state: &mut State) -> Result<(), StateError> {
-    store::save(path, state)?;
+    backend::save(path, state)?;
     tracing::info!(
         path = %path.display(),
         serial = state.serial,

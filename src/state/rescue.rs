@@ -80,7 +80,10 @@ impl Rescue {
         unsaved: &[Unsaved],
         now: DateTime<Utc>,
     ) -> Rescue {
-        let state_path = std::path::absolute(state_path).unwrap_or_else(|_| state_path.into());
+        let state_path = match super::remote::is_remote(state_path) {
+            true => state_path.into(),
+            false => std::path::absolute(state_path).unwrap_or_else(|_| state_path.into()),
+        };
         Rescue {
             psk_rescue: RESCUE_VERSION,
             state: state_path,

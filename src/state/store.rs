@@ -67,6 +67,9 @@ pub enum StateError {
     /// The state is gone but psk's files beside it are not.
     #[error("{0}")]
     Missing(super::missing::Traces),
+    /// The state on object storage (see [`super::remote`]).
+    #[error(transparent)]
+    Remote(#[from] super::remote::RemoteError),
 }
 
 /// What to restore a damaged state from: the backup beside it when there
@@ -267,7 +270,7 @@ fn line_of(bytes: &[u8], needle: &str) -> (usize, usize) {
 
 /// serde_json's message, minus its position suffix and minus any quoted
 /// value: a corrupt state could put a sealed PSK's text in the message.
-fn describe_json_error(e: &serde_json::Error) -> String {
+pub(super) fn describe_json_error(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
     let text = e.to_string();
     let text = match text.rfind(" at line ") {
@@ -294,23 +297,23 @@ fn describe_json_error(e: &serde_json::Error) -> String {
 /// other damage is real damage.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Entry {
-    lineage: String,
+pub(super) struct Entry {
+    pub(super) lineage: String,
     /// The serial of the state file this journal extends.
-    base_serial: u64,
+    pub(super) base_serial: u64,
     /// The serial the state has once this entry is applied.
-    serial: u64,
-    changes: BTreeMap<String, Option<TunnelState>>,
+    pub(super) serial: u64,
+    pub(super) changes: BTreeMap<String, Option<TunnelState>>,
 }
 
 /// [`Entry`] as written: borrows the records instead of cloning them.
 #[derive(Serialize)]
-struct EntryRef<'a> {
-    lineage: &'a str,
-    base_serial: u64,
-    serial: u64,
+pub(super) struct EntryRef<'a> {
+    pub(super) lineage: &'a str,
+    pub(super) base_serial: u64,
+    pub(super) serial: u64,
     #[serde(serialize_with = "changes_by_key")]
-    changes: Vec<(&'a TunnelKey, Option<&'a TunnelState>)>,
+    pub(super) changes: Vec<(&'a TunnelKey, Option<&'a TunnelState>)>,
 }
 
 fn changes_by_key<S: serde::Serializer>(
@@ -395,7 +398,7 @@ fn replay(path: &Path, state: &mut State) -> Result<usize, StateError> {
 
 /// Applies one journal line's changes. psk writes each record under its
 /// own key; anything else is damage, and would act on the wrong tunnel.
-fn apply_changes(
+pub(super) fn apply_changes(
     state: &mut State,
     changes: BTreeMap<String, Option<TunnelState>>,
 ) -> Result<(), &'static str> {

@@ -41,6 +41,7 @@ mod plan_review;
 mod plan_verdict;
 mod planner_props;
 mod pr_comment;
+mod remote_state;
 mod render_snapshots;
 mod sandbox_api;
 mod sandbox_cli;

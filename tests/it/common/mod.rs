@@ -6,6 +6,7 @@
 
 mod run;
 pub mod script;
+pub mod seaweed;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,175 @@
+//! One writer at a time on a remote state, with no lock service: the lock
+//! is an object `<state>.lock` created with `If-None-Match: *` (as
+//! Terraform's S3 backend does since 1.10). Whoever's PUT succeeds holds
+//! it; everyone else reads the holder record in it to name the holder.
+//!
+//! Unlike the local flock, nothing removes the object when its holder is
+//! killed, or its machine is lost: `psk force-unlock ID` does, after the
+//! operator checked that holder is gone. The lock guards against a second
+//! writer; the compare-and-swap on every state write is what makes a lost
+//! update impossible even if the lock is forced while its holder lives.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use object_store::{ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
+
+use super::{block, Remote, RemoteError};
+use crate::state::lock::{host, user};
+use crate::state::{LockHolder, Unlock};
+
+/// Held for as long as this value lives; dropping it removes the object.
+#[derive(Debug)]
+pub struct RemoteLock {
+    remote: Remote,
+    holder: LockHolder,
+}
+
+impl RemoteLock {
+    /// Creates the lock object, waiting up to `timeout` with backoff while
+    /// another holder's is there.
+    pub fn acquire(
+        remote: &Remote,
+        operation: &str,
+        timeout: Duration,
+    ) -> Result<RemoteLock, RemoteError> {
+        let holder = LockHolder {
+            id: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
+            who: format!("{}@{}", user(), host()),
+            pid: std::process::id(),
+            operation: operation.to_string(),
+            since: crate::state::format_time(&Utc::now()),
+        };
+        let mut body = serde_json::to_vec(&holder).expect("holder serializes");
+        body.push(b'\n');
+        let key = remote.sibling(".lock");
+        let deadline = Instant::now() + timeout;
+        let mut wait = Duration::from_millis(100);
+        let mut told = false;
+        loop {
+            let put = block(remote.store.put_opts(
+                &key,
+                PutPayload::from(body.clone()),
+                PutOptions::from(PutMode::Create),
+            ));
+            match put {
+                Ok(_) => break,
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) => {}
+                Err(e) => return Err(remote.store_err("lock")(e)),
+            }
+            let found = read_holder(remote)?;
+            let Some(other) = found else {
+                // Released between our PUT and the read: try again now
+                // (a store that keeps saying so still meets the deadline).
+                if Instant::now() >= deadline + Duration::from_secs(10) {
+                    return Err(RemoteError::Held {
+                        url: remote.url.clone(),
+                        holder: "another psk process (its lock record could not be read)".into(),
+                        id: "ID".into(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            };
+            if Instant::now() >= deadline {
+                return Err(RemoteError::Held {
+                    url: remote.url.clone(),
+                    holder: other.to_string(),
+                    id: other.id,
+                });
+            }
+            if !told {
+                tracing::info!(state = %remote.url, holder = %other, "remote state lock is held; waiting");
+                eprintln!("psk: the state is locked by {other}; waiting...");
+                told = true;
+            }
+            std::thread::sleep(wait.min(deadline.saturating_duration_since(Instant::now())));
+            wait = (wait * 2).min(Duration::from_secs(2));
+        }
+        tracing::info!(state = %remote.url, id = %holder.id, operation, "remote state lock acquired");
+        Ok(RemoteLock {
+            remote: remote.clone(),
+            holder,
+        })
+    }
+}
+
+impl Drop for RemoteLock {
+    /// Removes the lock object, if it is still this holder's (a
+    /// force-unlock may have removed it, and another psk taken it since).
+    fn drop(&mut self) {
+        match read_holder(&self.remote) {
+            Ok(Some(h)) if h.id == self.holder.id => {
+                let key = self.remote.sibling(".lock");
+                match block(self.remote.store.delete(&key)) {
+                    Ok(()) => tracing::info!(state = %self.remote.url, "remote state lock released"),
+                    Err(e) => {
+                        tracing::warn!(state = %self.remote.url, error = %super::describe(&e), "cannot remove the lock object");
+                        eprintln!(
+                            "psk: warning: cannot remove the lock of {} (lock ID {}); the next psk will be refused until `psk force-unlock {}`",
+                            self.remote.url, self.holder.id, self.holder.id
+                        );
+                    }
+                }
+            }
+            Ok(_) => tracing::warn!(state = %self.remote.url, "the lock object is no longer this psk's; left as it is"),
+            Err(e) => eprintln!(
+                "psk: warning: cannot check the lock of {} ({e}); if it stays, run `psk force-unlock {}`",
+                self.remote.url, self.holder.id
+            ),
+        }
+    }
+}
+
+/// The record in the lock object; `None` when there is no lock object. A
+/// record that does not parse is named as such rather than hidden.
+fn read_holder(remote: &Remote) -> Result<Option<LockHolder>, RemoteError> {
+    let key = remote.sibling(".lock");
+    let got = block(async {
+        match remote.store.get(&key).await {
+            Ok(r) => r.bytes().await.map(Some),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    })
+    .map_err(remote.store_err("read the lock of"))?;
+    Ok(got.map(|b| {
+        serde_json::from_slice::<LockHolder>(&b).unwrap_or_else(|_| LockHolder {
+            id: "?".into(),
+            who: "an unreadable lock record".into(),
+            pid: 0,
+            operation: "?".into(),
+            since: "?".into(),
+        })
+    }))
+}
+
+/// Removes the lock object of `remote` if `id` matches its record and
+/// `confirm` (shown the record) agrees. A remote holder may run on another
+/// machine, so psk cannot check that it ended: the operator must.
+pub fn force_unlock(
+    remote: &Remote,
+    id: &str,
+    confirm: impl FnOnce(&LockHolder) -> bool,
+) -> Result<(Unlock, bool), RemoteError> {
+    let Some(holder) = read_holder(remote)? else {
+        return Ok((Unlock::NotLocked, false));
+    };
+    if holder.id != id {
+        return Err(RemoteError::WrongId {
+            url: remote.url.clone(),
+            given: id.to_string(),
+            found: holder.to_string(),
+        });
+    }
+    if !confirm(&holder) {
+        return Ok((Unlock::Stale(holder), false));
+    }
+    block(remote.store.delete(&remote.sibling(".lock")))
+        .map_err(remote.store_err("remove the lock of"))?;
+    tracing::info!(state = %remote.url, id = %holder.id, "remote lock removed by force-unlock");
+    Ok((Unlock::Stale(holder), true))
+}

@@ -1,0 +1,281 @@
+//! The state on object storage: `state: s3://bucket/prefix/psk.state.json`.
+//!
+//! Several operators and CI runners share one state with no extra service:
+//! the store's conditional writes do all the excluding.
+//!
+//! - The lock is an object `<state>.lock` created with `If-None-Match: *`
+//!   (see [`lock`]); it holds the same holder record as the local lock.
+//! - Every write of the state is a compare-and-swap on the ETag psk read
+//!   (`If-Match`), so a writer that lost the lock (or never took it) gets a
+//!   refusal and overwrites nothing (see [`store`]).
+//! - The journal is one conditionally created object per group commit under
+//!   `<state>.journal/`, durable on the store before psk goes on, folded
+//!   into the state at the end and replayed by the next run after a crash.
+//!
+//! Endpoint, region and credentials come from the usual AWS environment
+//! (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, ...), never from
+//! psk.yaml. Plain http is allowed for a loopback endpoint only.
+
+pub mod lock;
+pub mod store;
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::path::Path as ObjectPath;
+use object_store::{ClientOptions, ObjectStore, RetryConfig};
+
+pub use lock::RemoteLock;
+pub use store::RemoteJournal;
+
+/// What went wrong talking to the store, or with what is on it.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("the state location {url} is not usable: {why}")]
+    Location { url: String, why: String },
+    #[error("cannot {op} {url}: {message}.\nCheck the endpoint and credentials in the AWS environment (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and that the store is reachable; every change psk made before this is durable on the store")]
+    Store {
+        op: &'static str,
+        url: String,
+        message: String,
+    },
+    #[error("the state {url} was changed by another writer since psk read it (its ETag no longer matches).\nNothing was overwritten. Run psk again: it reads the new version (and any journal on the store)")]
+    Conflict { url: String },
+    #[error("the state {url} is locked by {holder}.\nWait for it to finish, or pass --lock-timeout DURATION to wait for it. If that process is gone (killed, its machine lost), remove its lock with `psk force-unlock {id}`")]
+    Held {
+        url: String,
+        holder: String,
+        id: String,
+    },
+    #[error("lock ID `{given}` does not match the lock of {url}: {found}.\nCheck the ID in the message that named the lock")]
+    WrongId {
+        url: String,
+        given: String,
+        found: String,
+    },
+    #[error("the journal of {url} on the store cannot be replayed: {message}.\nNeither it nor the state was changed. It holds changes an interrupted apply made (maybe sealed PSKs); keep a copy of the objects under {url}.journal/ and ask for help before removing them")]
+    Journal { url: String, message: String },
+    #[error("there is no state object {url}, but its backup {url}.backup is there: the state went missing.\nRestore it (from the bucket's versions, or copy the backup over it) rather than starting over: a new state would forget every key the old one held. Pass --new-state only if you mean to start afresh")]
+    Missing { url: String },
+    #[error("found journal objects under {url}.journal/ but no state object {url}.\nThey hold changes to that state (maybe sealed PSKs): restore the state object (from the bucket's versions or {url}.backup) rather than starting over; remove them only if you mean to abandon those keys")]
+    OrphanJournal { url: String },
+}
+
+/// A state object on a store, with the store's client.
+#[derive(Clone)]
+pub struct Remote {
+    /// The location as the user wrote it, for messages.
+    pub url: String,
+    store: Arc<dyn ObjectStore>,
+    key: ObjectPath,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote").field("url", &self.url).finish()
+    }
+}
+
+/// Whether `path` names a state on object storage rather than a file.
+pub fn is_remote(path: &Path) -> bool {
+    path.to_str().is_some_and(|s| s.contains("://"))
+}
+
+impl Remote {
+    /// The remote state `path` names, or `None` for a local file.
+    pub fn parse(path: &Path) -> Option<Result<Remote, RemoteError>> {
+        is_remote(path).then(|| Remote::open(path.to_str().expect("checked by is_remote")))
+    }
+
+    /// Parses `s3://bucket/key` and builds the client from the AWS
+    /// environment. No request is made yet.
+    pub fn open(url: &str) -> Result<Remote, RemoteError> {
+        Remote::open_with(url, std::env::vars())
+    }
+
+    /// [`Remote::open`] with the AWS variables given instead of read from
+    /// the environment (for tests, which run several stores at once).
+    pub fn open_with(
+        url: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Remote, RemoteError> {
+        let bad = |why: &str| RemoteError::Location {
+            url: url.to_string(),
+            why: why.to_string(),
+        };
+        let Some(rest) = url.strip_prefix("s3://") else {
+            return Err(bad("psk keeps remote state on S3-compatible storage only: write s3://BUCKET/PATH/psk.state.json"));
+        };
+        let (bucket, key) = rest
+            .split_once('/')
+            .filter(|(b, k)| !b.is_empty() && !k.is_empty() && !k.ends_with('/'))
+            .ok_or_else(|| bad("expected s3://BUCKET/PATH/psk.state.json, with an object name after the bucket"))?;
+        let key = ObjectPath::parse(key).map_err(|e| bad(&format!("bad object name: {e}")))?;
+        let store = build_s3(bucket, vars).map_err(|e| bad(&e))?;
+        Ok(Remote {
+            url: url.to_string(),
+            store,
+            key,
+        })
+    }
+
+    /// A sibling object: `<state><suffix>`.
+    fn sibling(&self, suffix: &str) -> ObjectPath {
+        ObjectPath::from(format!("{}{suffix}", self.key))
+    }
+
+    fn store_err(&self, op: &'static str) -> impl Fn(object_store::Error) -> RemoteError + '_ {
+        move |e| RemoteError::Store {
+            op,
+            url: self.url.clone(),
+            message: describe(&e),
+        }
+    }
+}
+
+/// The S3 client for `bucket`, configured from the AWS variables (as
+/// `AmazonS3Builder::from_env` reads them).
+fn build_s3(
+    bucket: &str,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<Arc<dyn ObjectStore>, String> {
+    let vars: std::collections::BTreeMap<String, String> = vars
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("AWS_"))
+        .collect();
+    // https to the store goes through psk's one TLS stack (rustls, ring).
+    crate::tls::ensure_provider();
+    let mut builder = AmazonS3Builder::new().with_bucket_name(bucket);
+    for (k, v) in &vars {
+        if let Ok(key) = k.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+            builder = builder.with_config(key, v);
+        }
+    }
+    let endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+        .iter()
+        .find_map(|k| vars.get(*k).cloned());
+    // Credentials travel in the clear over http: only to this machine.
+    let loopback = endpoint.as_deref().is_some_and(is_loopback_http);
+    if let Some(e) = endpoint.as_deref() {
+        if e.starts_with("http://") && !loopback {
+            return Err(format!("the endpoint {e} is plain http: psk sends credentials over https only (http is allowed to 127.0.0.1, ::1 and localhost)"));
+        }
+    }
+    let client = ClientOptions::new()
+        .with_allow_http(loopback)
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(Duration::from_secs(30));
+    // A few quick retries: an outage should stop psk in seconds, with
+    // everything before it durable, not hang an apply for minutes.
+    let retry = RetryConfig {
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(15),
+        ..RetryConfig::default()
+    };
+    builder = builder.with_client_options(client).with_retry(retry);
+    let store = builder.build().map_err(|e| describe(&e))?;
+    Ok(Arc::new(store))
+}
+
+fn is_loopback_http(endpoint: &str) -> bool {
+    let Some(rest) = endpoint.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split('/').next().unwrap_or("");
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The store's error in one line. object_store's messages name the URL and
+/// the HTTP status; they never hold the secret key.
+fn describe(e: &object_store::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let t = s.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        source = std::error::Error::source(s);
+    }
+    text.replace('\n', " ")
+}
+
+/// Runs `f` to completion on psk's own runtime for the store, from sync
+/// code that may itself be running inside a tokio task: the future runs on
+/// a scoped thread, so no runtime is ever entered twice.
+fn block<F>(f: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    let rt = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("psk-store")
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for the state store")
+    });
+    std::thread::scope(|s| {
+        s.spawn(|| rt.block_on(f))
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_may_be_plain_http() {
+        for ok in [
+            "http://127.0.0.1:8333",
+            "http://localhost:9000/",
+            "http://[::1]:80",
+        ] {
+            assert!(is_loopback_http(ok), "{ok}");
+        }
+        for no in [
+            "http://10.0.0.1:8333",
+            "http://s3.example.com",
+            "https://127.0.0.1",
+        ] {
+            assert!(!is_loopback_http(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn locations_are_checked_before_any_request() {
+        assert!(!is_remote(Path::new("psk.state.json")));
+        assert!(!is_remote(Path::new("/tmp/s3/psk.state.json")));
+        let e = Remote::open("s3://bucket").unwrap_err().to_string();
+        assert!(e.contains("object name after the bucket"), "{e}");
+        let e = Remote::open("gs://bucket/x").unwrap_err().to_string();
+        assert!(e.contains("S3-compatible"), "{e}");
+        let far = [(
+            "AWS_ENDPOINT_URL".to_string(),
+            "http://10.1.2.3:9000".to_string(),
+        )];
+        let e = Remote::open_with("s3://bucket/psk.state.json", far)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("plain http"), "{e}");
+        let near = [(
+            "AWS_ENDPOINT_URL".to_string(),
+            "http://127.0.0.1:9000".to_string(),
+        )];
+        Remote::open_with("s3://bucket/psk.state.json", near).unwrap();
+    }
+}

@@ -1,0 +1,583 @@
+//! Reading and writing the state object, and its journal on the store.
+//!
+//! Every write of the state is conditional on the version psk last read
+//! (`If-Match: <etag>`, or `If-None-Match: *` for a state that did not
+//! exist): a second writer gets [`RemoteError::Conflict`] and nothing is
+//! overwritten. The version read travels with the location (a table keyed
+//! by URL, for this process), so the [`State`] type and every command that
+//! loads then saves work unchanged on either store.
+//!
+//! The journal is one object per group commit, created with
+//! `If-None-Match: *` under `<state>.journal/`, named by lineage, base
+//! serial and serial. An object PUT is atomic, so there are no torn lines:
+//! an object either is there whole, and counts, or is not.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use futures_util::TryStreamExt as _;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt as _, PutMode, PutOptions, PutPayload, UpdateVersion};
+
+use super::{block, Remote, RemoteError};
+use crate::state::store::{self as file_store, Entry, EntryRef, StateError, Unsaved};
+use crate::state::{NewState, State};
+use crate::tunnel::TunnelKey;
+
+/// What this process last read of one remote state.
+#[derive(Debug, Default, Clone)]
+struct Seen {
+    /// The version to make the next write conditional on; `None` when
+    /// there was no state object.
+    version: Option<UpdateVersion>,
+    /// The bytes read, kept as `<state>.backup` by the next write.
+    bytes: Option<Vec<u8>>,
+    /// Journal objects found: replayed ones and already folded ones.
+    journal: Vec<ObjectPath>,
+    /// How many of those were replayed into the state.
+    replayed: usize,
+}
+
+static SEEN: Mutex<BTreeMap<String, Seen>> = Mutex::new(BTreeMap::new());
+
+fn seen(url: &str) -> Seen {
+    SEEN.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(url)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn remember(url: &str, seen: Seen) {
+    SEEN.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(url.to_string(), seen);
+}
+
+/// The version of `remote` this process last read or wrote (`None`: it
+/// had no state object), for `move-state` and tests.
+pub fn version_read(remote: &Remote) -> Option<String> {
+    seen(&remote.url).version.and_then(|v| v.e_tag)
+}
+
+/// Reads the state object and replays its journal; `Ok(None)` when there
+/// is no state object (and no journal).
+pub fn load(remote: &Remote) -> Result<Option<State>, StateError> {
+    load_guarded(remote, NewState::Allowed)
+}
+
+/// [`load`], refusing to start afresh where a state went missing (its
+/// `<state>.backup` is still there) unless `new_state` allows it: a new
+/// state would forget every key the missing one held.
+pub fn load_guarded(remote: &Remote, new_state: NewState) -> Result<Option<State>, StateError> {
+    let state = load_unguarded(remote)?;
+    if state.is_none() && new_state != NewState::Allowed {
+        let backup = remote.sibling(".backup");
+        let found = block(async {
+            match remote.store.head(&backup).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+        .map_err(remote.store_err("look for the backup of"))?;
+        if found {
+            return Err(RemoteError::Missing {
+                url: remote.url.clone(),
+            }
+            .into());
+        }
+    }
+    Ok(state)
+}
+
+fn load_unguarded(remote: &Remote) -> Result<Option<State>, StateError> {
+    let got = block(async {
+        match remote.store.get(&remote.key).await {
+            Ok(r) => {
+                let meta = r.meta.clone();
+                r.bytes().await.map(|b| Some((b.to_vec(), meta)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    })
+    .map_err(remote.store_err("read the state"))?;
+    let journal = read_journal(remote)?;
+    let Some((bytes, meta)) = got else {
+        if !journal.is_empty() {
+            return Err(RemoteError::OrphanJournal {
+                url: remote.url.clone(),
+            }
+            .into());
+        }
+        remember(&remote.url, Seen::default());
+        return Ok(None);
+    };
+    let mut state = file_store::parse(std::path::Path::new(&remote.url), &bytes)?;
+    let names = journal.iter().map(|(n, _)| n.clone()).collect();
+    let replayed = replay(remote, &mut state, journal)?;
+    remember(
+        &remote.url,
+        Seen {
+            version: Some(UpdateVersion {
+                e_tag: meta.e_tag,
+                version: meta.version,
+            }),
+            bytes: Some(bytes),
+            journal: names,
+            replayed,
+        },
+    );
+    Ok(Some(state))
+}
+
+/// Every journal object, in name order (lineage, base serial, serial).
+fn read_journal(remote: &Remote) -> Result<Vec<(ObjectPath, Entry)>, StateError> {
+    let prefix = remote.sibling(".journal");
+    let objects = block(async {
+        let mut metas: Vec<_> = remote.store.list(Some(&prefix)).try_collect().await?;
+        metas.sort_by(|a: &object_store::ObjectMeta, b| a.location.cmp(&b.location));
+        let mut out = Vec::with_capacity(metas.len());
+        for m in metas {
+            let bytes = remote.store.get(&m.location).await?.bytes().await?;
+            out.push((m.location, bytes));
+        }
+        Ok::<_, object_store::Error>(out)
+    })
+    .map_err(remote.store_err("read the journal of"))?;
+    objects
+        .into_iter()
+        .map(|(name, bytes)| {
+            serde_json::from_slice::<Entry>(&bytes)
+                .map(|e| (name.clone(), e))
+                .map_err(|e| {
+                    RemoteError::Journal {
+                        url: remote.url.clone(),
+                        message: format!(
+                            "the object {name} is not a journal commit: {}",
+                            file_store::describe_json_error(&e)
+                        ),
+                    }
+                    .into()
+                })
+        })
+        .collect()
+}
+
+/// Applies the journal objects that extend `state`; returns how many.
+///
+/// The objects of another base are either folded in already (psk died
+/// between writing the state and removing them), and then the state holds
+/// every record they wrote, so they are ignored; or they are not, and may
+/// hold the only record of a key (a writer whose lock was forced went on
+/// committing), so they are refused, never dropped.
+fn replay(
+    remote: &Remote,
+    state: &mut State,
+    journal: Vec<(ObjectPath, Entry)>,
+) -> Result<usize, StateError> {
+    let jerr = |message: String| {
+        StateError::from(RemoteError::Journal {
+            url: remote.url.clone(),
+            message,
+        })
+    };
+    let base = state.serial;
+    let (ours, others): (Vec<_>, Vec<_>) = journal
+        .into_iter()
+        .partition(|(_, e)| e.lineage == state.lineage && e.base_serial == base);
+    check_folded(state, others).map_err(&jerr)?;
+    let n = ours.len();
+    for (name, e) in ours {
+        if e.serial != state.serial + 1 {
+            return Err(jerr(format!(
+                "the object {name} has serial {}, but the commit before it left serial {}",
+                e.serial, state.serial
+            )));
+        }
+        state.serial = e.serial;
+        file_store::apply_changes(state, e.changes)
+            .map_err(|m| jerr(format!("the object {name}: {m}")))?;
+    }
+    if n > 0 {
+        tracing::info!(state = %remote.url, commits = n, serial = state.serial, "journal of an interrupted apply replayed from the store");
+    }
+    Ok(n)
+}
+
+/// `Ok` when `state` already holds every record `objects` wrote: applying
+/// them again (in name order, which is commit order) changes nothing.
+fn check_folded(state: &State, objects: Vec<(ObjectPath, Entry)>) -> Result<(), String> {
+    let Some((first, _)) = objects.first() else {
+        return Ok(());
+    };
+    let first = first.clone();
+    let mut again = state.clone();
+    for (name, e) in objects {
+        if e.lineage != state.lineage {
+            return Err(format!(
+                "the object {name} belongs to another state (lineage {}, not {})",
+                e.lineage, state.lineage
+            ));
+        }
+        file_store::apply_changes(&mut again, e.changes)
+            .map_err(|m| format!("the object {name}: {m}"))?;
+    }
+    let mut held = state.clone();
+    held.compact_recipients();
+    again.compact_recipients();
+    if again.tunnels != held.tunnels {
+        return Err(format!(
+            "objects from {first} on hold changes the state (serial {}) does not: they were written after that state was read, by a writer whose lock was taken from it",
+            state.serial
+        ));
+    }
+    tracing::info!(object = %first, "journal objects already folded into the state; ignored");
+    Ok(())
+}
+
+/// [`load`] for a writer holding the lock: a journal an interrupted apply
+/// left is folded into the state object right away.
+pub fn load_for_write(remote: &Remote, new_state: NewState) -> Result<Option<State>, StateError> {
+    let mut state = load_guarded(remote, new_state)?;
+    if let Some(s) = state.as_mut() {
+        RemoteJournal::open(remote, s)?;
+    }
+    Ok(state)
+}
+
+/// Bumps the serial and writes the whole state, conditional on the
+/// version read.
+pub fn save(remote: &Remote, state: &mut State) -> Result<(), StateError> {
+    state.compact_recipients();
+    state.serial += 1;
+    write_whole(remote, state, &[]).map(|_| ())
+}
+
+/// Writes `bytes` as the state object as they are (no serial bump), for
+/// `move-state`: conditional on the version read, like every write.
+pub fn write_bytes(remote: &Remote, bytes: Vec<u8>) -> Result<u64, StateError> {
+    put_state(remote, bytes)
+}
+
+/// Keeps the version read as `<state>.backup`, writes the state on the
+/// condition that it is still that version, then removes the journal
+/// objects it folds in (`extra` and those read). Returns bytes written.
+fn write_whole(remote: &Remote, state: &State, extra: &[ObjectPath]) -> Result<u64, StateError> {
+    let written = put_state(remote, state.to_bytes())?;
+    let mut gone = std::mem::take(
+        &mut SEEN
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(remote.url.clone())
+            .or_default()
+            .journal,
+    );
+    gone.extend_from_slice(extra);
+    remove(remote, &gone)?;
+    Ok(written)
+}
+
+fn put_state(remote: &Remote, bytes: Vec<u8>) -> Result<u64, StateError> {
+    let before = seen(&remote.url);
+    let mode = match before.version.clone() {
+        Some(v) => PutMode::Update(v),
+        None => PutMode::Create,
+    };
+    let put = block(remote.store.put_opts(
+        &remote.key,
+        PutPayload::from(bytes.clone()),
+        PutOptions::from(mode),
+    ));
+    let result = match put {
+        Ok(r) => r,
+        Err(
+            object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. },
+        ) => {
+            return Err(RemoteError::Conflict {
+                url: remote.url.clone(),
+            }
+            .into())
+        }
+        Err(e) => return Err(remote.store_err("write the state")(e).into()),
+    };
+    let mut written = bytes.len() as u64;
+    remember(
+        &remote.url,
+        Seen {
+            version: Some(UpdateVersion {
+                e_tag: result.e_tag,
+                version: result.version,
+            }),
+            bytes: Some(bytes),
+            ..before.clone()
+        },
+    );
+    // The version replaced, kept beside it once the swap succeeded (a
+    // refused writer must not touch it either). With bucket versioning
+    // on, every version is kept anyway.
+    if let Some(previous) = before.bytes {
+        written += previous.len() as u64;
+        let backup = remote.sibling(".backup");
+        block(remote.store.put(&backup, PutPayload::from(previous)))
+            .map_err(remote.store_err("write the backup of"))?;
+    }
+    Ok(written)
+}
+
+fn remove(remote: &Remote, objects: &[ObjectPath]) -> Result<(), StateError> {
+    block(async {
+        for o in objects {
+            match remote.store.delete(o).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| remote.store_err("remove the folded journal of")(e).into())
+}
+
+/// The journal of one apply on the store: see [`crate::state::store::Journal`],
+/// whose contract it keeps. A commit is one object, created with
+/// `If-None-Match: *`, and durable when the PUT returns.
+#[derive(Debug)]
+pub struct RemoteJournal {
+    remote: Remote,
+    lineage: String,
+    base_serial: u64,
+    staged: BTreeSet<TunnelKey>,
+    /// The commit objects this journal wrote, removed by the final write.
+    written: Vec<ObjectPath>,
+    /// Each record as the store holds it (state and commits): what a
+    /// rescue keeps when a commit cannot be written.
+    durable: BTreeMap<TunnelKey, crate::state::TunnelState>,
+    /// The location, as a path, for the rescue file's message.
+    path: std::path::PathBuf,
+    records: u64,
+    commits: u64,
+    bytes_written: u64,
+}
+
+impl RemoteJournal {
+    /// Starts a journal on top of `state` as [`load`] read it. A state that
+    /// does not exist yet, or that a replayed journal changed, is first
+    /// written whole, so the new journal extends an object on the store.
+    pub fn open(remote: &Remote, state: &mut State) -> Result<RemoteJournal, StateError> {
+        let before = seen(&remote.url);
+        let mut bytes_written = 0;
+        if before.version.is_none() {
+            state.serial += 1;
+            bytes_written += write_whole(remote, state, &[])?;
+        } else if before.replayed > 0 {
+            tracing::info!(state = %remote.url, "folding the journal an interrupted apply left on the store");
+            bytes_written += write_whole(remote, state, &[])?;
+        } else if !before.journal.is_empty() {
+            remove(remote, &before.journal)?;
+            remember(
+                &remote.url,
+                Seen {
+                    journal: vec![],
+                    ..before
+                },
+            );
+        }
+        Ok(RemoteJournal {
+            remote: remote.clone(),
+            lineage: state.lineage.clone(),
+            base_serial: state.serial,
+            staged: BTreeSet::new(),
+            written: Vec::new(),
+            durable: state.tunnels.clone(),
+            path: std::path::PathBuf::from(&remote.url),
+            records: 0,
+            commits: 0,
+            bytes_written,
+        })
+    }
+
+    pub fn stage(&mut self, key: &TunnelKey) {
+        self.staged.insert(key.clone());
+    }
+
+    /// Makes every staged change durable with one conditional PUT, bumping
+    /// the serial; on failure the serial is as before and nothing counts.
+    pub fn commit(&mut self, state: &mut State) -> Result<(), StateError> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        state.serial += 1;
+        let entry = EntryRef {
+            lineage: &self.lineage,
+            base_serial: self.base_serial,
+            serial: state.serial,
+            changes: self
+                .staged
+                .iter()
+                .map(|k| (k, state.tunnels.get(k)))
+                .collect(),
+        };
+        let body = serde_json::to_vec(&entry).expect("journal entry serializes");
+        let len = body.len() as u64;
+        let name = self.remote.sibling(&format!(
+            ".journal/{}-{:020}-{:020}.json",
+            self.lineage, self.base_serial, state.serial
+        ));
+        let started = std::time::Instant::now();
+        let known = seen(&self.remote.url).version.and_then(|v| v.e_tag);
+        let put = block(async {
+            // A writer whose lock was forced must stop before it acts on a
+            // change no one will read: the state it extends is still there.
+            let now = match self.remote.store.head(&self.remote.key).await {
+                Ok(meta) => meta.e_tag,
+                Err(object_store::Error::NotFound { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            if now.is_none() || now != known {
+                return Err(object_store::Error::Precondition {
+                    path: self.remote.key.to_string(),
+                    source: "the state object changed".into(),
+                });
+            }
+            self.remote
+                .store
+                .put_opts(
+                    &name,
+                    PutPayload::from(body),
+                    PutOptions::from(PutMode::Create),
+                )
+                .await
+        });
+        if let Err(e) = put {
+            state.serial -= 1;
+            return Err(match e {
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. } => RemoteError::Conflict {
+                    url: self.remote.url.clone(),
+                },
+                e => self.remote.store_err("write a journal commit of")(e),
+            }
+            .into());
+        }
+        tracing::debug!(
+            serial = state.serial,
+            changes = self.staged.len(),
+            bytes = len,
+            put_ms = started.elapsed().as_millis() as u64,
+            "journal commit on the store"
+        );
+        self.written.push(name);
+        for k in std::mem::take(&mut self.staged) {
+            match state.tunnels.get(&k) {
+                Some(r) => self.durable.insert(k, r.clone()),
+                None => self.durable.remove(&k),
+            };
+            self.records += 1;
+        }
+        self.commits += 1;
+        self.staged.clear();
+        self.bytes_written += len;
+        Ok(())
+    }
+
+    /// Commits anything still staged, then folds the journal into the
+    /// state object and removes its commit objects.
+    pub fn finish(&mut self, state: &mut State) -> Result<u64, StateError> {
+        self.commit(state)?;
+        state.compact_recipients();
+        if self.records > 0 && !self.written.is_empty() {
+            self.bytes_written += write_whole(&self.remote, state, &self.written)?;
+            self.written.clear();
+            tracing::info!(
+                state = %self.remote.url,
+                serial = state.serial,
+                commits = self.commits,
+                changes = self.records,
+                bytes = self.bytes_written,
+                "journal folded into the state on the store"
+            );
+        }
+        Ok(self.bytes_written)
+    }
+
+    /// See [`crate::state::store::Journal::unsaved`].
+    pub fn unsaved(&self, state: &State) -> Vec<Unsaved> {
+        (self.staged.iter())
+            .map(|k| Unsaved {
+                key: k.clone(),
+                before: self.durable.get(k).cloned(),
+                after: state.tunnels.get(k).cloned(),
+            })
+            .filter(|u| u.before != u.after)
+            .collect()
+    }
+
+    /// See [`crate::state::store::Journal::revert`].
+    pub fn revert(&self, state: &mut State, key: &TunnelKey) {
+        match self.durable.get(key) {
+            Some(r) => state.tunnels.insert(key.clone(), r.clone()),
+            None => state.tunnels.remove(key),
+        };
+    }
+
+    /// The state this journal extends (its URL, as a path).
+    pub fn state_path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written
+    }
+
+    pub fn commits(&self) -> u64 {
+        self.commits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: usize) -> TunnelKey {
+        TunnelKey::new("023e105f4ecef8ad9ca31a8372d0c353", &format!("{i:032x}"))
+    }
+
+    /// A journal object changing tunnel `i` of `state` to hold `psk`.
+    fn object(state: &State, i: usize, psk: &str, serial: u64) -> (ObjectPath, Entry) {
+        let mut s = state.clone();
+        s.entry(&key(i), &format!("t{i}")).psk = Some(psk.into());
+        let record = s.tunnels.get(&key(i)).cloned();
+        let entry = Entry {
+            lineage: state.lineage.clone(),
+            base_serial: 1,
+            serial,
+            changes: [(key(i).to_string(), record)].into_iter().collect(),
+        };
+        (ObjectPath::from(format!("j/{serial:020}")), entry)
+    }
+
+    /// Leftover objects are ignored only when the state already holds what
+    /// they wrote; a change it lacks (a forced-out writer's) is refused.
+    #[test]
+    fn only_objects_already_folded_in_are_ignored() {
+        let mut state = State::new(vec![]);
+        state.serial = 5;
+        state.entry(&key(0), "t0").psk = Some("sealed-a".into());
+        let folded = vec![
+            object(&state, 0, "old", 2),
+            object(&state, 0, "sealed-a", 3),
+        ];
+        check_folded(&state, folded).unwrap();
+        let late = vec![
+            object(&state, 0, "sealed-a", 3),
+            object(&state, 1, "sealed-b", 6),
+        ];
+        let e = check_folded(&state, late).unwrap_err();
+        assert!(e.contains("changes the state (serial 5) does not"), "{e}");
+        let mut other = object(&state, 0, "sealed-a", 3);
+        other.1.lineage = "another".into();
+        let e = check_folded(&state, vec![other]).unwrap_err();
+        assert!(e.contains("another state"), "{e}");
+    }
+}
