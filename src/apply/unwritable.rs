@@ -27,7 +27,7 @@ const RETRY_DELAYS: [Duration; 3] = [
 /// where every key it made is.
 #[derive(Debug, thiserror::Error)]
 pub enum Unwritable {
-    #[error("{error}\nThe apply stopped there: psk makes no call to Cloudflare it cannot record. {} new tunnel record{} the state could not take ({}) {} sealed in the rescue file {rescue}, as the state would hold them (no PSK in plaintext). Once the state's disk is writable again, take them back into the state with:\n  psk recover {rescue}", .names.len(), if .names.len() == 1 { "" } else { "s" }, .names.join(", "), if .names.len() == 1 { "is" } else { "are" })]
+    #[error("{error}\nThe apply stopped there: psk makes no call to Cloudflare it cannot record. {} new tunnel record{} the state could not take ({}) {} sealed in the rescue file {rescue}, as the state would hold them (no PSK in plaintext). Once the state can be written again (its disk has room and is writable, or its bucket answers), take them back into the state with:\n  psk recover {rescue}", .names.len(), if .names.len() == 1 { "" } else { "s" }, .names.join(", "), if .names.len() == 1 { "is" } else { "are" })]
     Rescued {
         error: StateError,
         rescue: PathBuf,
@@ -42,7 +42,7 @@ pub enum Unwritable {
         names: String,
         text: String,
     },
-    #[error("{error}\nEvery change of this apply is in the journal beside the state, which the next psk command folds in: nothing was lost. Free the disk (or make it writable) and run `psk plan`")]
+    #[error("{error}\nEvery change of this apply is in the journal beside the state, which the next psk command folds in: nothing was lost. Once the state can be written again (free or remount the disk, or wait for the bucket), run `psk plan`")]
     Unfolded { error: StateError },
 }
 

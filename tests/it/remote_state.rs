@@ -503,3 +503,55 @@ fn the_store_going_away_mid_apply_loses_no_key() {
     assert!(sw.list(&journal).is_empty());
     check_settled(&env, &sw, &team);
 }
+
+/// An operator's laptop: no AWS variable, a named profile in `~/.aws`
+/// written by `aws configure` (keys in `credentials`, region and endpoint
+/// in `config`), chosen with AWS_PROFILE. A profile that is not there is
+/// named, and nothing is written.
+#[test]
+fn a_named_aws_profile_in_the_home_folder_reaches_the_bucket() {
+    let sw = Seaweed::start();
+    let mut env = TestEnv::new(2);
+    env.start_sandbox();
+    let aws = env.dir.path().join(".aws");
+    std::fs::create_dir_all(&aws).unwrap();
+    write_private(
+        &aws.join("credentials"),
+        &format!(
+            "[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n[team]\naws_access_key_id = {}\naws_secret_access_key = {SECRET_KEY}\n",
+            crate::common::seaweed::ACCESS_KEY
+        ),
+    );
+    std::fs::write(
+        aws.join("config"),
+        format!(
+            "[profile team]\nregion = us-east-1\nendpoint_url = {}\n",
+            sw.endpoint()
+        ),
+    )
+    .unwrap();
+    let team = url("profile");
+    point_at(env.dir.path(), &team);
+    let with_profile = |profile: &str, args: &[&str]| {
+        let out = env
+            .command(args)
+            .env("AWS_PROFILE", profile)
+            .output()
+            .unwrap();
+        let run = to_run(out).with_args(args);
+        assert!(!run.all().contains(SECRET_KEY), "{}", run.all());
+        run
+    };
+
+    let missing = with_profile("nope", &["apply", "--auto-approve"]).failure();
+    assert!(
+        missing.stderr.contains("\"nope\"") && missing.stderr.contains(".aws"),
+        "{missing:?}"
+    );
+    assert!(sw.get(&key(&team)).is_none(), "nothing was written");
+
+    with_profile("team", &["apply", "--auto-approve"]).success();
+    assert!(sw.get(&key(&team)).is_some(), "the state is in the bucket");
+    let plan = with_profile("team", &["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+}

@@ -13,10 +13,11 @@
 //!   into the state at the end and replayed by the next run after a crash.
 //!
 //! Endpoint, region and credentials come from the usual AWS environment
-//! (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, ...), never from
-//! psk.yaml. Plain http is allowed for a loopback endpoint only.
+//! (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, ...) or a named
+//! profile (see [`profile`]), never from psk.yaml. Plain http is allowed for a loopback endpoint only.
 
 pub mod lock;
+mod profile;
 pub mod store;
 
 use std::path::Path;
@@ -35,7 +36,7 @@ pub use store::RemoteJournal;
 pub enum RemoteError {
     #[error("the state location {url} is not usable: {why}")]
     Location { url: String, why: String },
-    #[error("cannot {op} {url}: {message}.\nCheck the endpoint and credentials in the AWS environment (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and that the store is reachable; every change psk made before this is durable on the store")]
+    #[error("cannot {op} {url}: {message}.\nCheck the endpoint and credentials in the AWS environment (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) and that the store is reachable; every change psk made before this is durable on the store")]
     Store {
         op: &'static str,
         url: String,
@@ -141,10 +142,14 @@ fn build_s3(
     bucket: &str,
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Arc<dyn ObjectStore>, String> {
-    let vars: std::collections::BTreeMap<String, String> = vars
+    let mut vars: std::collections::BTreeMap<String, String> = vars
         .into_iter()
-        .filter(|(k, _)| k.starts_with("AWS_"))
+        .filter(|(k, _)| k.starts_with("AWS_") || k == "HOME")
         .collect();
+    // A named profile fills in what the variables leave out.
+    let from_profile = profile::from_profile(&vars)?;
+    vars.extend(from_profile);
+    vars.remove("HOME");
     // https to the store goes through psk's one TLS stack (rustls, ring).
     crate::tls::ensure_provider();
     let mut builder = AmazonS3Builder::new().with_bucket_name(bucket);
