@@ -15,7 +15,7 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use sfv::{BareItem, ListEntry, Parameters, Parser};
 
-use super::limit::RateLimit;
+use super::rate::RateLimit;
 
 /// The budget the server announced with one answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -15,6 +15,7 @@ mod endpoint;
 mod error;
 mod graphql;
 mod limit;
+mod rate;
 mod retry;
 
 use std::collections::BTreeMap;

@@ -17,7 +17,8 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{auth, failure, faults, new_psk, success, EdgeTunnel, Sandbox};
+use super::auth::authorized;
+use super::{failure, faults, new_psk, success, EdgeTunnel, Sandbox};
 use crate::state::format_time;
 use crate::tunnel::TunnelKey;
 
@@ -120,28 +121,6 @@ fn opening<T: serde::de::DeserializeOwned>(
         ))
     })?;
     Ok((parsed, q.get()?))
-}
-
-/// Like Cloudflare: the sandbox's own token, or its email and key (see
-/// `auth`); and an account these credentials may use (the sandbox's
-/// accounts are those of its tunnels).
-pub(super) fn authorized(
-    s: &Sandbox,
-    headers: &HeaderMap,
-    account_id: &str,
-) -> Result<(), Box<Response>> {
-    if let Err(refusal) = auth::check(&s.credentials, headers) {
-        s.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
-        return Err(Box::new(refusal.response()));
-    }
-    if !s.knows_account(account_id) {
-        return Err(Box::new(failure(
-            StatusCode::FORBIDDEN,
-            9109,
-            "Unauthorized to access requested resource",
-        )));
-    }
-    Ok(())
 }
 
 fn tunnel_json(key: &TunnelKey, t: &EdgeTunnel) -> Value {

@@ -22,7 +22,31 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::failure;
+use super::{failure, Sandbox};
+
+/// Like Cloudflare: the sandbox's own token, or its email and key (see
+/// `auth`); and an account these credentials may use (the sandbox's
+/// accounts are those of its tunnels).
+pub(super) fn authorized(
+    s: &Sandbox,
+    headers: &HeaderMap,
+    account_id: &str,
+) -> Result<(), Box<Response>> {
+    if let Err(refusal) = check(&s.credentials, headers) {
+        s.counters
+            .unauthorized
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Err(Box::new(refusal.response()));
+    }
+    if !s.knows_account(account_id) {
+        return Err(Box::new(failure(
+            StatusCode::FORBIDDEN,
+            9109,
+            "Unauthorized to access requested resource",
+        )));
+    }
+    Ok(())
+}
 
 /// The credentials a sandbox accepts, and prints for its user. They guard
 /// nothing (the sandbox holds no real key) but are checked exactly, so a

@@ -99,7 +99,7 @@ fn answer(s: &Sandbox, headers: &HeaderMap, body: &[u8]) -> Result<Value, Refusa
         let mut out = Map::new();
         for accounts in fields(&viewer.selection_set, &["accounts"], "viewer")? {
             let account = account_tag(accounts, &vars)?;
-            super::api::authorized(s, headers, &account).map_err(|_| {
+            super::auth::authorized(s, headers, &account).map_err(|_| {
                 (
                     "authz",
                     format!("not authorized for that account: {account}"),
