@@ -33,6 +33,7 @@ mod faults;
 #[cfg(unix)]
 mod file_modes;
 mod health;
+mod init;
 mod logging;
 mod messages;
 mod no_secrets;
@@ -49,5 +50,6 @@ mod sdk_conformance;
 mod state_store;
 mod status;
 mod transport;
+mod unmanaged;
 mod verify;
 mod workflows;
