@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod actions;
 mod run;
 pub mod script;
 pub mod seaweed;
