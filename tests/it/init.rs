@@ -79,7 +79,7 @@ fn init_never_overwrites_and_prints_on_request() {
     let run = env.run(&["init", "--sandbox", "--recipient", &env.recipient]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(
-        run.stderr.contains("error: psk.yaml exists, and psk init never overwrites a file.\nhint: `psk init --stdout` prints the draft"),
+        run.stderr.contains("error: psk.yaml exists, and psk init never overwrites a file.\nhint: `psk init --sandbox --stdout` prints the draft"),
         "{}",
         run.stderr
     );
