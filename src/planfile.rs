@@ -706,9 +706,9 @@ tunnels:
             Err(Stale::NotApplyable)
         );
 
-        let future = text.replace("\"format_version\": 2", "\"format_version\": 6");
+        let future = text.replace("\"format_version\": 2", "\"format_version\": 7");
         let e = PlanFile::parse(Path::new("p.json"), future.as_bytes()).unwrap_err();
-        assert!(e.to_string().contains("reads versions 1 to 5"), "{e}");
+        assert!(e.to_string().contains("reads versions 1 to 6"), "{e}");
 
         // A live key psk does not hold needs the version that added it.
         let mut live = back.clone();
