@@ -94,58 +94,9 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "TUNNEL_ID", help_heading = "Misbehaviour")]
     refuse_changes: Vec<String>,
 
-    /// How long a tunnel takes, once both ends hold the same key, to be
-    /// reported healthy by every data center (degraded from half of it).
-    #[arg(
-        long,
-        value_name = "SECONDS",
-        default_value_t = 5,
-        help_heading = "Tunnel health"
-    )]
-    health_delay: u64,
-
-    /// Extra delay of the slowest data center before it reports a tunnel
-    /// healthy.
-    #[arg(
-        long,
-        value_name = "SECONDS",
-        default_value_t = 0,
-        help_heading = "Tunnel health"
-    )]
-    slow_colo: u64,
-
-    /// Far ends take each new key on their own this long after it changed
-    /// (as if other tooling delivered it). Without it, a tunnel comes back
-    /// only when a key is POSTed to
-    /// `/sandbox/accounts/{account}/tunnels/{id}/far_end` (what a `deliver`
-    /// command can do).
-    #[arg(long, value_name = "SECONDS", help_heading = "Tunnel health")]
-    far_end_follows: Option<u64>,
-
-    /// This tunnel id's far end never takes a new key: once rotated, it
-    /// stays down (repeatable).
-    #[arg(long, value_name = "TUNNEL_ID", help_heading = "Tunnel health")]
-    never_up: Vec<String>,
-
-    /// This tunnel id is down from the start: its far end holds another
-    /// key until one is delivered (repeatable).
-    #[arg(long, value_name = "TUNNEL_ID", help_heading = "Tunnel health")]
-    down: Vec<String>,
-
-    /// Answer this share of GraphQL queries (0 to 1) with an error.
-    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_rate,
-          help_heading = "Tunnel health")]
-    graphql_error_rate: f64,
-
-    /// GraphQL's own budget: N queries in any window of SECONDS, then an
-    /// error in `errors[]` (Cloudflare's is 320/300).
-    #[arg(
-        long,
-        value_name = "N/SECONDS",
-        default_value = "320/300",
-        help_heading = "Tunnel health"
-    )]
-    graphql_rate_limit: crate::cloudflare::RateLimit,
+    /// The far ends and their health (shared with `--sandbox`).
+    #[command(flatten)]
+    far_end: super::far_end::FarEnd,
 }
 
 pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
@@ -163,15 +114,7 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
         other_clients: args.other_clients,
         seed: args.seed,
         refuse_changes: args.refuse_changes.iter().cloned().collect(),
-        health: sandbox::HealthOptions {
-            delay: std::time::Duration::from_secs(args.health_delay),
-            slow_colo: std::time::Duration::from_secs(args.slow_colo),
-            far_end_follows: args.far_end_follows.map(std::time::Duration::from_secs),
-            never_up: args.never_up.iter().cloned().collect(),
-            down: args.down.iter().cloned().collect(),
-            graphql_error_rate: args.graphql_error_rate,
-            graphql_rate_limit: Some(args.graphql_rate_limit),
-        },
+        health: args.far_end.health(),
         ..SandboxOptions::default()
     };
     let credentials = options.credentials.clone();
