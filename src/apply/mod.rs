@@ -57,8 +57,15 @@ pub enum Outcome {
     },
     Forgotten,
     /// Left for another command: apply holds no identity, so it cannot
-    /// open a sealed PSK to re-seal it (`psk reseal` does that).
+    /// open a sealed PSK to re-seal it (`psk reseal` does that) or hand it
+    /// to its router again (`psk deliver`). `command` is that command.
     Deferred {
+        message: String,
+        command: &'static str,
+    },
+    /// Not started, to keep a site up: another path of the site may be
+    /// down (or `verify`'s preflight found one not healthy).
+    Held {
         message: String,
     },
     Failed {
@@ -127,14 +134,16 @@ impl Report {
             n => format!(" ({n} of the failures: new PSK recorded, tunnel did not come back)"),
         };
         let forgotten = self.count(|o| matches!(o, Outcome::Forgotten));
-        // A path its site's rule held ("not started: ..."), or work left
-        // for a command that holds an identity.
-        let held = |o: &Outcome| matches!(o, Outcome::Deferred { message } if message.starts_with("not started"));
-        let deferred = match self.count(|o| matches!(o, Outcome::Deferred { .. }) && !held(o)) {
-            0 => String::new(),
-            n => format!(", {n} left for `psk reseal`"),
-        };
-        let deferred = match self.count(held) {
+        // Work left for a command that holds an identity, by command.
+        let mut deferred = String::new();
+        for command in ["psk deliver", "psk reseal"] {
+            let n =
+                self.count(|o| matches!(o, Outcome::Deferred { command: c, .. } if *c == command));
+            if n > 0 {
+                deferred.push_str(&format!(", {n} left for `{command}`"));
+            }
+        }
+        let deferred = match self.count(|o| matches!(o, Outcome::Held { .. })) {
             0 => deferred,
             n => format!("{deferred}, {n} held back to keep a site up"),
         };
@@ -336,9 +345,11 @@ impl<'a> Run<'a> {
         (self.on_event)(event);
     }
 
-    /// Reports an action's outcome.
+    /// Reports an action's outcome (a path that may be down after it
+    /// blocks its site, if that was not already said).
     fn finish(&mut self, idx: usize, outcome: Outcome) {
         let action = self.action(idx);
+        self.sites.settled(action, &outcome);
         self.event(Event::Finished(action, &outcome));
         self.outcomes[idx] = Some(outcome);
     }
@@ -438,7 +449,7 @@ impl<'a> Run<'a> {
             },
             (_, o) => o,
         };
-        self.sites.delivered(action, &outcome);
+        self.sites.settled(action, &outcome);
         outcome
     }
 
@@ -467,7 +478,7 @@ impl<'a> Run<'a> {
             },
             (Err(_), o) => o,
         };
-        self.sites.delivered(action, &outcome);
+        self.sites.settled(action, &outcome);
         outcome
     }
 }
