@@ -89,7 +89,7 @@ fn plan_names_unmanaged_tunnels_in_every_format() {
 
     let json = env.run(&["plan", "--format", "json"]).success();
     let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
-    assert_eq!(v["format_version"], "1.4");
+    assert_eq!(v["format_version"], "1.5");
     assert_eq!(v["summary"]["unmanaged"], 8);
     assert_eq!(v["summary"]["ignored"], 2);
     let listed: Vec<&str> = (v["unmanaged"].as_array().unwrap().iter())
