@@ -94,6 +94,28 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "TUNNEL_ID", help_heading = "Misbehaviour")]
     refuse_changes: Vec<String>,
 
+    /// What answers at the far end of each tunnel. `model`: keys compared
+    /// as strings. `strongswan`: real IKEv2 peers, a strongSwan charon on
+    /// Cloudflare's side holding the sandbox's key and one on the router's
+    /// side, per tunnel, in network namespaces (needs root, `ip`, charon
+    /// and swanctl); health is then whether the edge's IKE SA is up, and
+    /// keys reach a router only by a delivery to its swanctl directory
+    /// (examples/strongswan).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "model",
+        help_heading = "Tunnel health"
+    )]
+    far_end: FarEnd,
+
+    /// With `--far-end strongswan`: the directory for the charons' files,
+    /// `DIR/<tunnel id>/{edge,router}/` (default: a new temp directory,
+    /// removed at the end). A router's swanctl directory is
+    /// `DIR/<tunnel id>/router/swanctl`, its strongswan.conf beside it.
+    #[arg(long, value_name = "DIR", help_heading = "Tunnel health")]
+    far_end_dir: Option<PathBuf>,
+
     /// How long a tunnel takes, once both ends hold the same key, to be
     /// reported healthy by every data center (degraded from half of it).
     #[arg(
@@ -148,6 +170,13 @@ pub struct SandboxArgs {
     graphql_rate_limit: crate::cloudflare::RateLimit,
 }
 
+/// `--far-end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FarEnd {
+    Model,
+    Strongswan,
+}
+
 pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
     let session = Session::open(global)?;
     let config = &session.config;
@@ -172,11 +201,28 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
             graphql_error_rate: args.graphql_error_rate,
             graphql_rate_limit: Some(args.graphql_rate_limit),
         },
+        far_end: match args.far_end {
+            FarEnd::Model => sandbox::FarEndKind::Model,
+            FarEnd::Strongswan => sandbox::FarEndKind::Strongswan {
+                dir: args.far_end_dir.clone(),
+            },
+        },
         ..SandboxOptions::default()
     };
+    if args.far_end_dir.is_some() && args.far_end != FarEnd::Strongswan {
+        anyhow::bail!("--far-end-dir is for `--far-end strongswan` only");
+    }
+    if args.far_end == FarEnd::Strongswan {
+        sandbox::strongswan::check_prerequisites()?;
+    }
     let credentials = options.credentials.clone();
-    let sb = Sandbox::from_config(config, state.as_ref(), &options)
-        .context("cannot open the ledger file")?;
+    let sb = Sandbox::from_config(config, state.as_ref(), &options).with_context(|| {
+        if args.far_end == FarEnd::Strongswan {
+            "cannot start the sandbox's strongSwan far ends".to_string()
+        } else {
+            "cannot open the ledger file".to_string()
+        }
+    })?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| cannot_listen(args.listen, &e))?;
@@ -209,10 +255,35 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
         "# or, as an email and key: export CLOUDFLARE_EMAIL={} CLOUDFLARE_API_KEY={}",
         credentials.email, credentials.key
     );
+    if let Some(fleet) = running.sandbox.fleet() {
+        // Where a delivery finds each tunnel's router (examples/strongswan).
+        let _ = writeln!(
+            out,
+            "export PSK_SANDBOX_FAR_ENDS={}",
+            fleet.dir().display()
+        );
+        for t in &config.tunnels {
+            if let Some((conf, swanctl)) = fleet.router(&t.key()) {
+                let _ = writeln!(
+                    out,
+                    "# {}: its router is STRONGSWAN_CONF={} SWANCTL_DIR={}",
+                    t.name,
+                    conf.display(),
+                    swanctl.display()
+                );
+            }
+        }
+    }
     let _ = writeln!(out, "Press Ctrl-C to stop.");
     let _ = out.flush();
     drop(out);
-    tokio::signal::ctrl_c().await?;
+    // SIGTERM too (`kill`, `timeout`, a service manager): the far ends'
+    // namespaces and charons outlive a process that ends without stopping.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
     running.stop().await;
     Ok(Status::Success)
 }
