@@ -257,11 +257,7 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
     );
     if let Some(fleet) = running.sandbox.fleet() {
         // Where a delivery finds each tunnel's router (examples/strongswan).
-        let _ = writeln!(
-            out,
-            "export PSK_SANDBOX_FAR_ENDS={}",
-            fleet.dir().display()
-        );
+        let _ = writeln!(out, "export PSK_SANDBOX_FAR_ENDS={}", fleet.dir().display());
         for t in &config.tunnels {
             if let Some((conf, swanctl)) = fleet.router(&t.key()) {
                 let _ = writeln!(

@@ -224,7 +224,11 @@ impl Sandbox {
                 }
                 let mut psks = Vec::new();
                 for (key, t) in edge.iter_mut() {
-                    let down = options.health.down.iter().any(|id| id.eq_ignore_ascii_case(&key.tunnel_id));
+                    let down = options
+                        .health
+                        .down
+                        .iter()
+                        .any(|id| id.eq_ignore_ascii_case(&key.tunnel_id));
                     t.far = health::FarEnd::real(created, !down);
                     let router = if down { new_psk() } else { t.psk.clone() };
                     psks.push((key.clone(), t.name.clone(), t.psk.clone(), router));
@@ -238,7 +242,10 @@ impl Sandbox {
                         router_psk,
                     })
                     .collect();
-                Some(strongswan::Fleet::start(dir.as_deref(), &peers).map_err(std::io::Error::other)?)
+                Some(
+                    strongswan::Fleet::start(dir.as_deref(), &peers)
+                        .map_err(std::io::Error::other)?,
+                )
             }
         };
         let ledger = match &options.ledger {
@@ -349,7 +356,13 @@ impl Sandbox {
                 return;
             }
             for key in fleet.tunnels() {
-                let Some(changes) = s.edge.lock().expect("edge lock").get(key).map(|t| t.far.changes()) else {
+                let Some(changes) = s
+                    .edge
+                    .lock()
+                    .expect("edge lock")
+                    .get(key)
+                    .map(|t| t.far.changes())
+                else {
                     continue;
                 };
                 let up = fleet.edge_established(key);

@@ -115,7 +115,9 @@ pub fn check_prerequisites() -> Result<PathBuf, FarEndError> {
     }
     for (tool, package) in [("ip", "iproute2"), ("swanctl", "strongswan-swanctl")] {
         if find_on_path(tool).is_none() {
-            missing.push(format!("`{tool}` on PATH (Debian: `apt-get install {package}`)"));
+            missing.push(format!(
+                "`{tool}` on PATH (Debian: `apt-get install {package}`)"
+            ));
         }
     }
     let charon = CHARON_PATHS.iter().map(PathBuf::from).find(|p| p.is_file());
@@ -148,10 +150,14 @@ impl Fleet {
         let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
         let (dir, owns_dir) = match dir {
             Some(d) => (d.to_path_buf(), false),
-            None => (std::env::temp_dir().join(format!("psk-far-end-{run}")), true),
+            None => (
+                std::env::temp_dir().join(format!("psk-far-end-{run}")),
+                true,
+            ),
         };
         let io = |what: &str, e: std::io::Error| FarEndError::Failed(format!("{what}: {e}"));
-        std::fs::create_dir_all(&dir).map_err(|e| io(&format!("cannot make {}", dir.display()), e))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| io(&format!("cannot make {}", dir.display()), e))?;
         let mut fleet = Fleet {
             dir: dir.clone(),
             owns_dir,
@@ -182,9 +188,14 @@ impl Fleet {
             link(&edge_ns, &router_ns)?;
             let pair = fleet.pairs.get_mut(peer.key).expect("just inserted");
             let id = remote_id(peer.key);
-            pair.edge.configure(&edge_conf(&id), EDGE_CONN, &id, peer.edge_psk)?;
-            pair.router
-                .configure(&router_conf(peer.name, &id), peer.name, &id, peer.router_psk)?;
+            pair.edge
+                .configure(&edge_conf(&id), EDGE_CONN, &id, peer.edge_psk)?;
+            pair.router.configure(
+                &router_conf(peer.name, &id),
+                peer.name,
+                &id,
+                peer.router_psk,
+            )?;
             pair.edge.spawn(&charon)?;
             pair.router.spawn(&charon)?;
         }
@@ -200,7 +211,9 @@ impl Fleet {
                 .expect("every pair has a peer");
             // A router holding another key fails here; that is its
             // tunnel being down from the start, not an error.
-            let _ = pair.router.swanctl(&["--initiate", "--ike", name, "--timeout", "5"]);
+            let _ = pair
+                .router
+                .swanctl(&["--initiate", "--ike", name, "--timeout", "5"]);
         }
         Ok(fleet)
     }
@@ -228,22 +241,41 @@ impl Fleet {
         let Some(pair) = self.pairs.get(key) else {
             return Ok(());
         };
-        write_secret(&pair.edge.dir.join("swanctl"), EDGE_CONN, &remote_id(key), psk)?;
+        write_secret(
+            &pair.edge.dir.join("swanctl"),
+            EDGE_CONN,
+            &remote_id(key),
+            psk,
+        )?;
         pair.edge.swanctl(&["--load-creds", "--noprompt"])?;
         // Nothing to end is fine: the tunnel may be down already.
-        let _ = pair
-            .edge
-            .swanctl(&["--terminate", "--ike", EDGE_CONN, "--force", "--timeout", "2"]);
+        let _ = pair.edge.swanctl(&[
+            "--terminate",
+            "--ike",
+            EDGE_CONN,
+            "--force",
+            "--timeout",
+            "2",
+        ]);
         Ok(())
     }
 
     /// Whether the edge of `key` has an IKE SA established.
     pub fn edge_established(&self, key: &TunnelKey) -> bool {
-        !self.is_stopped() && self.pairs.get(key).is_some_and(|p| {
-            p.edge
-                .swanctl(&["--list-sas", "--ike", EDGE_CONN, "--raw", "--noblock"])
-                .is_ok_and(|out| out.contains("state=ESTABLISHED"))
-        })
+        !self.is_stopped()
+            && self.pairs.get(key).is_some_and(|p| {
+                p.edge
+                    .swanctl(&["--list-sas", "--ike", EDGE_CONN, "--raw", "--noblock"])
+                    .is_ok_and(|out| out.contains("state=ESTABLISHED"))
+            })
+    }
+
+    /// The names of its network namespaces.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.pairs
+            .values()
+            .flat_map(|p| [p.edge.netns.clone(), p.router.netns.clone()])
+            .collect()
     }
 
     /// The tunnels, for the poller.
@@ -311,7 +343,10 @@ fn link(edge_ns: &str, router_ns: &str) -> Result<(), FarEndError> {
         "link", "add", "name", "cf0", "netns", edge_ns, "type", "veth", "peer", "name", "cpe0",
         "netns", router_ns,
     ])?;
-    for (ns, dev, addr) in [(edge_ns, "cf0", EDGE_ADDR), (router_ns, "cpe0", ROUTER_ADDR)] {
+    for (ns, dev, addr) in [
+        (edge_ns, "cf0", EDGE_ADDR),
+        (router_ns, "cpe0", ROUTER_ADDR),
+    ] {
         ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev])?;
         ip(&["-n", ns, "link", "set", dev, "up"])?;
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
@@ -362,9 +397,8 @@ fn secret_conf(section: &str, id: &str, psk: &str) -> String {
 fn write_secret(swanctl: &Path, conn: &str, id: &str, psk: &str) -> Result<(), FarEndError> {
     let path = &swanctl.join(format!("conf.d/psk-{conn}.conf"));
     let tmp = path.with_extension("tmp");
-    let failed = |e: std::io::Error| {
-        FarEndError::Failed(format!("cannot write {}: {e}", path.display()))
-    };
+    let failed =
+        |e: std::io::Error| FarEndError::Failed(format!("cannot write {}: {e}", path.display()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -372,7 +406,8 @@ fn write_secret(swanctl: &Path, conn: &str, id: &str, psk: &str) -> Result<(), F
         .mode(0o600)
         .open(&tmp)
         .map_err(failed)?;
-    f.write_all(secret_conf(conn, id, psk).as_bytes()).map_err(failed)?;
+    f.write_all(secret_conf(conn, id, psk).as_bytes())
+        .map_err(failed)?;
     f.sync_all().map_err(failed)?;
     std::fs::rename(&tmp, path).map_err(failed)
 }
@@ -393,7 +428,7 @@ impl Charon {
         // The vici socket outside /run, so swanctl reaches it from outside
         // the namespace; retransmits short, since both ends are local.
         let conf = format!(
-            "charon {{\n  load = random nonce openssl pem pkcs1 x509 revocation constraints pubkey aes sha1 sha2 hmac gcm gmp kdf kernel-netlink socket-default vici\n  install_routes = no\n  retransmit_tries = 2\n  retransmit_timeout = 1.0\n  retransmit_base = 1.4\n  plugins {{\n    vici {{\n      socket = unix://{vici}\n    }}\n  }}\n  filelog {{\n    log {{\n      path = {log}\n      time_format = %F %T\n      default = 1\n    }}\n  }}\n  syslog {{\n    daemon {{\n      default = -1\n    }}\n  }}\n}}\nswanctl {{\n  load = pem\n  socket = unix://{vici}\n}}\n",
+            "charon {{\n  load = random nonce openssl pem pkcs1 x509 revocation constraints pubkey aes sha1 sha2 hmac gcm gmp kdf kernel-netlink socket-default vici\n  install_routes = no\n  retransmit_tries = 2\n  retransmit_timeout = 1.0\n  retransmit_base = 1.4\n  plugins {{\n    vici {{\n      socket = unix://{vici}\n    }}\n  }}\n  filelog {{\n    log {{\n      path = {log}\n      time_format = %F %T\n      flush_line = yes\n      default = 1\n    }}\n  }}\n  syslog {{\n    daemon {{\n      default = -1\n    }}\n  }}\n}}\nswanctl {{\n  load = pem\n  socket = unix://{vici}\n}}\n",
             vici = vici.display(),
             log = log.display()
         );

@@ -7,6 +7,7 @@
 mod run;
 pub mod script;
 pub mod seaweed;
+pub mod strongswan;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
