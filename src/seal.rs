@@ -378,15 +378,49 @@ impl Identities {
                 }
             }
         } else {
-            let file =
-                age::IdentityFile::from_buffer(BufReader::new(bytes)).map_err(|e| e.to_string())?;
-            let ids = file.into_identities().map_err(|e| e.to_string())?;
-            if ids.is_empty() {
-                return Err("no AGE-SECRET-KEY-1 line found".into());
+            let parsed = age::IdentityFile::from_buffer(BufReader::new(bytes))
+                .map_err(|e| e.to_string())
+                .and_then(|file| file.into_identities().map_err(|e| e.to_string()));
+            match parsed {
+                Ok(ids) if !ids.is_empty() => {
+                    self.0.extend(ids);
+                    Ok(())
+                }
+                // age's own words ("non-identity data on line 1") do not
+                // say that the file holds the other half of the key pair.
+                _ if public_key_line(text).is_some() => Err(public_key_given(text)),
+                Ok(_) => Err("no AGE-SECRET-KEY-1 line found".into()),
+                Err(e) => Err(e),
             }
-            self.0.extend(ids);
-            Ok(())
         }
+    }
+}
+
+/// The first line (1-based) of `text` that is a public key: an age
+/// recipient or an SSH public key.
+fn public_key_line(text: &str) -> Option<(usize, bool)> {
+    text.lines().enumerate().find_map(|(i, line)| {
+        let line = line.trim();
+        if line.starts_with("age1") && line.parse::<age::x25519::Recipient>().is_ok() {
+            Some((i + 1, false))
+        } else if line.starts_with("ssh-") && line.parse::<age::ssh::Recipient>().is_ok() {
+            Some((i + 1, true))
+        } else {
+            None
+        }
+    })
+}
+
+/// What to say when a public key was given where the private one belongs.
+fn public_key_given(text: &str) -> String {
+    match public_key_line(text) {
+        Some((line, false)) => format!(
+            "line {line} is an age recipient (a public key, age1...), not an identity: recipients go in psk.yaml's `recipients`; to open PSKs give the identity file that `age-keygen -o` wrote (its AGE-SECRET-KEY-1... line)"
+        ),
+        Some((line, true)) => format!(
+            "line {line} is an SSH public key, not an identity: it can be a recipient in psk.yaml's `recipients`; to open PSKs give the private key file (e.g. ~/.ssh/id_ed25519, not id_ed25519.pub)"
+        ),
+        None => "no AGE-SECRET-KEY-1 line found".into(),
     }
 }
 
@@ -424,6 +458,21 @@ mod tests {
             id.to_public().to_string(),
             id.to_string().expose_secret().to_string(),
         )
+    }
+
+    #[test]
+    fn a_public_key_given_as_identity_is_named_as_such() {
+        let (public, _) = keypair();
+        let mut ids = Identities::default();
+        let e = ids
+            .add_text(&format!("# mine\n{public}\n"), "test")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2 is an age recipient"), "{e}");
+        assert!(!e.contains("non-identity"), "{e}");
+        let ssh = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN alice@example\n";
+        let e = ids.add_text(ssh, "test").unwrap_err().to_string();
+        assert!(e.contains("line 1 is an SSH public key"), "{e}");
     }
 
     #[test]

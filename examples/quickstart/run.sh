@@ -10,7 +10,11 @@ root=$(cd "$here/../.." && pwd)
 # Not --quiet: a first build takes minutes, and cargo shows how far it is.
 echo "Building psk (the first build takes a few minutes)..." >&2
 cargo build --locked --manifest-path "$root/Cargo.toml"
-psk="${CARGO_TARGET_DIR:-$root/target}/debug/psk"
+# Where cargo put it: CARGO_TARGET_DIR (relative to where cargo runs, as
+# cargo reads it), a `build.target-dir` in a cargo config, or target/.
+target=$(cargo metadata --locked --format-version 1 --no-deps --manifest-path "$root/Cargo.toml" |
+  sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+psk="$target/debug/psk"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

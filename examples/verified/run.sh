@@ -9,7 +9,11 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
 cargo build --locked --quiet --manifest-path "$root/Cargo.toml"
-psk="$root/target/debug/psk"
+# Where cargo put it: CARGO_TARGET_DIR (relative to where cargo runs, as
+# cargo reads it), a `build.target-dir` in a cargo config, or target/.
+target=$(cargo metadata --locked --format-version 1 --no-deps --manifest-path "$root/Cargo.toml" |
+  sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+psk="$target/debug/psk"
 
 work=$(mktemp -d)
 cp "$here/psk.yaml" "$work/psk.yaml"

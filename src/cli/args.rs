@@ -120,6 +120,10 @@ pub struct Api {
     #[arg(id = "api_parallelism", long = "parallelism", value_name = "N", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = API, display_order = ORDER_API + 6)]
     parallelism: u32,
+
+    /// The in-process sandbox's far ends, as `psk sandbox` takes them.
+    #[command(flatten)]
+    far_end: super::far_end::FarEnd,
 }
 
 /// `--no-color`: for the commands that colour a plan (plan, apply,
@@ -139,6 +143,8 @@ pub struct Global {
     pub config: PathBuf,
     pub state: Option<PathBuf>,
     pub sandbox: bool,
+    /// The in-process sandbox's far ends (only with `sandbox`).
+    pub far_end: super::far_end::FarEnd,
     pub network: Network,
     pub no_color: bool,
 }
@@ -149,6 +155,7 @@ impl Default for Global {
             config: PathBuf::from("psk.yaml"),
             state: None,
             sandbox: false,
+            far_end: Default::default(),
             network: Network::default(),
             no_color: false,
         }
@@ -169,6 +176,7 @@ impl Global {
     pub fn api(self, api: &Api) -> Self {
         Global {
             sandbox: api.sandbox,
+            far_end: api.far_end.clone(),
             network: Network {
                 connect_timeout: api.connect_timeout,
                 request_timeout: api.request_timeout,
@@ -187,6 +195,17 @@ impl Global {
             no_color: color.no_color,
             ..self
         }
+    }
+
+    /// Options that mean nothing without another: the sandbox's far ends
+    /// without `--sandbox` would be silently ignored against Cloudflare.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if !self.sandbox && !self.far_end.is_default() {
+            anyhow::bail!(
+                "the tunnel health options (--health-delay, --far-end-follows, ...) set up the in-process sandbox; add --sandbox, or leave them out to talk to Cloudflare"
+            );
+        }
+        Ok(())
     }
 
     /// `--state` wins over the state file psk.yaml names.

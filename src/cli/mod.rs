@@ -14,8 +14,10 @@ mod completions;
 mod deliver;
 mod exit;
 mod export;
+mod far_end;
 mod force_unlock;
 mod forget;
+mod hint;
 mod identity_perms;
 mod import;
 mod log;
@@ -76,7 +78,6 @@ enum Command {
     Status(status::StatusArgs),
     Completions(completions::CompletionsArgs),
     Verify(verify::VerifyArgs),
-    #[command(hide = true)]
     Man(reference::ManArgs),
 }
 
@@ -133,13 +134,14 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    let carried = hint::Carried::from(&cli.command.global());
     match run(cli) {
         Ok(status) => status.exit_code(),
         Err(e) => {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
-            print_error(&e);
+            print_error(&e, &carried);
             ExitCode::from(1)
         }
     }
@@ -151,6 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
         .worker_threads(2)
         .build()?;
     let global = cli.command.global();
+    global.check()?;
     runtime.block_on(async move {
         match cli.command {
             Command::Plan(a) => plan::run(&global, a).await,
@@ -223,11 +226,17 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-/// `error: ...`, then each cause under `Caused by:`.
-fn print_error(e: &anyhow::Error) {
+/// `error: ...`, then each cause under `Caused by:`; every command they
+/// suggest carries this run's `-c`, `--state` and `--sandbox` (`hint`).
+fn print_error(e: &anyhow::Error, carried: &hint::Carried) {
+    let root = Cli::command();
     let mut err = io::stderr().lock();
-    let _ = writeln!(err, "error: {e}");
-    let causes: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
+    let _ = writeln!(err, "error: {}", carried.apply(&e.to_string(), &root));
+    let causes: Vec<String> = e
+        .chain()
+        .skip(1)
+        .map(|c| carried.apply(&c.to_string(), &root))
+        .collect();
     if !causes.is_empty() {
         let _ = writeln!(err, "\nCaused by:");
         for c in causes {

@@ -17,7 +17,8 @@ use super::exit::Status;
 /// (psk.1, psk-plan.1, ...): `psk man --dir ~/.local/share/man/man1`.
 #[derive(Debug, Args)]
 pub struct ManArgs {
-    /// Write psk.1 and a page for every command into this folder.
+    /// Write psk.1 and a page for every command into this folder, made
+    /// if it does not exist yet.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
 }
@@ -31,6 +32,10 @@ pub fn run(args: ManArgs, cli: Command) -> anyhow::Result<Status> {
             out.flush()?;
         }
         Some(dir) => {
+            // `~/.local/share/man/man1` often does not exist yet; `man`
+            // finds it once it does.
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
             for (name, text) in &pages {
                 let path = dir.join(name);
                 std::fs::write(&path, text)

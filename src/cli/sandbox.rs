@@ -94,87 +94,9 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "TUNNEL_ID", help_heading = "Misbehaviour")]
     refuse_changes: Vec<String>,
 
-    /// What answers at the far end of each tunnel. `model`: keys compared
-    /// as strings. `strongswan`: real IKEv2 peers, a strongSwan charon on
-    /// Cloudflare's side holding the sandbox's key and one on the router's
-    /// side, per tunnel, in network namespaces (needs root, `ip`, charon
-    /// and swanctl); health is then whether the edge's IKE SA is up, and
-    /// keys reach a router only by a delivery to its swanctl directory
-    /// (examples/strongswan).
-    #[arg(
-        long,
-        value_enum,
-        default_value = "model",
-        help_heading = "Tunnel health"
-    )]
-    far_end: FarEnd,
-
-    /// With `--far-end strongswan`: the directory for the charons' files,
-    /// `DIR/<tunnel id>/{edge,router}/` (default: a new temp directory,
-    /// removed at the end). A router's swanctl directory is
-    /// `DIR/<tunnel id>/router/swanctl`, its strongswan.conf beside it.
-    #[arg(long, value_name = "DIR", help_heading = "Tunnel health")]
-    far_end_dir: Option<PathBuf>,
-
-    /// How long a tunnel takes, once both ends hold the same key, to be
-    /// reported healthy by every data center (degraded from half of it).
-    #[arg(
-        long,
-        value_name = "SECONDS",
-        default_value_t = 5,
-        help_heading = "Tunnel health"
-    )]
-    health_delay: u64,
-
-    /// Extra delay of the slowest data center before it reports a tunnel
-    /// healthy.
-    #[arg(
-        long,
-        value_name = "SECONDS",
-        default_value_t = 0,
-        help_heading = "Tunnel health"
-    )]
-    slow_colo: u64,
-
-    /// Far ends take each new key on their own this long after it changed
-    /// (as if other tooling delivered it). Without it, a tunnel comes back
-    /// only when a key is POSTed to
-    /// `/sandbox/accounts/{account}/tunnels/{id}/far_end` (what a `deliver`
-    /// command can do).
-    #[arg(long, value_name = "SECONDS", help_heading = "Tunnel health")]
-    far_end_follows: Option<u64>,
-
-    /// This tunnel id's far end never takes a new key: once rotated, it
-    /// stays down (repeatable).
-    #[arg(long, value_name = "TUNNEL_ID", help_heading = "Tunnel health")]
-    never_up: Vec<String>,
-
-    /// This tunnel id is down from the start: its far end holds another
-    /// key until one is delivered (repeatable).
-    #[arg(long, value_name = "TUNNEL_ID", help_heading = "Tunnel health")]
-    down: Vec<String>,
-
-    /// Answer this share of GraphQL queries (0 to 1) with an error.
-    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_rate,
-          help_heading = "Tunnel health")]
-    graphql_error_rate: f64,
-
-    /// GraphQL's own budget: N queries in any window of SECONDS, then an
-    /// error in `errors[]` (Cloudflare's is 320/300).
-    #[arg(
-        long,
-        value_name = "N/SECONDS",
-        default_value = "320/300",
-        help_heading = "Tunnel health"
-    )]
-    graphql_rate_limit: crate::cloudflare::RateLimit,
-}
-
-/// `--far-end`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum FarEnd {
-    Model,
-    Strongswan,
+    /// The far ends and their health (shared with `--sandbox`).
+    #[command(flatten)]
+    far_end: super::far_end::FarEnd,
 }
 
 pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
@@ -192,35 +114,20 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
         other_clients: args.other_clients,
         seed: args.seed,
         refuse_changes: args.refuse_changes.iter().cloned().collect(),
-        health: sandbox::HealthOptions {
-            delay: std::time::Duration::from_secs(args.health_delay),
-            slow_colo: std::time::Duration::from_secs(args.slow_colo),
-            far_end_follows: args.far_end_follows.map(std::time::Duration::from_secs),
-            never_up: args.never_up.iter().cloned().collect(),
-            down: args.down.iter().cloned().collect(),
-            graphql_error_rate: args.graphql_error_rate,
-            graphql_rate_limit: Some(args.graphql_rate_limit),
-        },
-        far_end: match args.far_end {
-            FarEnd::Model => sandbox::FarEndKind::Model,
-            FarEnd::Strongswan => sandbox::FarEndKind::Strongswan {
-                dir: args.far_end_dir.clone(),
-            },
-        },
+        health: args.far_end.health(),
+        far_end: args.far_end.kind(),
         ..SandboxOptions::default()
     };
-    if args.far_end_dir.is_some() && args.far_end != FarEnd::Strongswan {
-        anyhow::bail!("--far-end-dir is for `--far-end strongswan` only");
-    }
-    if args.far_end == FarEnd::Strongswan {
+    let strongswan = matches!(options.far_end, sandbox::FarEndKind::Strongswan { .. });
+    if strongswan {
         sandbox::strongswan::check_prerequisites()?;
     }
     let credentials = options.credentials.clone();
     let sb = Sandbox::from_config(config, state.as_ref(), &options).with_context(|| {
-        if args.far_end == FarEnd::Strongswan {
-            "cannot start the sandbox's strongSwan far ends".to_string()
+        if strongswan {
+            "cannot start the sandbox's strongSwan far ends"
         } else {
-            "cannot open the ledger file".to_string()
+            "cannot open the ledger file"
         }
     })?;
     let listener = tokio::net::TcpListener::bind(args.listen)

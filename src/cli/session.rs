@@ -130,7 +130,11 @@ impl<'g> Session<'g> {
                 _sandbox: None,
             });
         }
-        let sandbox_options = SandboxOptions::default();
+        let sandbox_options = SandboxOptions {
+            health: self.global.far_end.health(),
+            far_end: self.global.far_end.kind(),
+            ..SandboxOptions::default()
+        };
         let sb = Sandbox::from_config(&self.config, state, &sandbox_options)
             .context("cannot start the sandbox")?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -20,7 +20,7 @@ pub struct ApiMessage {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("no Cloudflare credentials: {0}.\nSet CLOUDFLARE_API_TOKEN to an API token with the \"Magic WAN Write\" or \"Magic Transit Write\" permission (or CLOUDFLARE_EMAIL and CLOUDFLARE_API_KEY); or run `psk plan --offline`, or try everything with `psk --sandbox`")]
+    #[error("no Cloudflare credentials: {0}.\nSet CLOUDFLARE_API_TOKEN to an API token with the \"Magic WAN Write\" or \"Magic Transit Write\" permission (or CLOUDFLARE_EMAIL and CLOUDFLARE_API_KEY); or run `psk plan --offline`, or rehearse the whole flow against a local sandbox with `--sandbox` (`psk plan --sandbox`)")]
     MissingCredentials(String),
     #[error("{}", describe_api(*status, errors, url, *attempts, note.as_deref()))]
     Api {

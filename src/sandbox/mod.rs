@@ -175,13 +175,18 @@ impl Sandbox {
     ) -> std::io::Result<Sandbox> {
         let now = Utc::now();
         let created = now - TimeDelta::days(365);
+        // The live keys are a day old, as on a fleet whose keys were just
+        // set up: `psk import` adopts a key that is not yet due, so "nothing
+        // changes on day one" can be rehearsed. A key psk never held is
+        // still planned at once ("never rotated by psk").
+        let generated = now - TimeDelta::days(1);
         let mut edge = BTreeMap::new();
         for (index, t) in config.tunnels.iter().enumerate() {
             let key = t.key();
             let last = state
                 .and_then(|s| s.get(&key))
                 .and_then(|r| r.last_rotated)
-                .unwrap_or(created);
+                .unwrap_or(generated);
             let psk = new_psk();
             let far = far_end(&options.health, &key, &psk, created);
             edge.insert(
@@ -208,7 +213,7 @@ impl Sandbox {
                     name: u.name.clone(),
                     psk,
                     created_on: created,
-                    last_generated_on: created,
+                    last_generated_on: generated,
                     index: config.tunnels.len() + offset,
                     far,
                 },

@@ -160,21 +160,28 @@ fn the_github_workflows_do_what_their_readme_says() {
     let (apply, apply_doc) = read("psk-apply.yml");
     let (rotate, rotate_doc) = read("psk-rotate.yml");
     assert!(plan.contains("psk plan --format markdown --out plan.json"));
-    assert!(plan.contains("gh pr comment"));
+    // One comment, edited in place (tests/it/workflows.rs runs it).
+    assert!(plan.contains("<!-- psk-plan -->") && plan.contains("--method PATCH"));
     assert!(apply.contains("gh run download"));
-    assert!(apply.contains("run: psk apply plan.json"));
-    assert!(apply.contains("git add psk.state.json"));
-
-    // The scheduled rotation: a cron, one concurrency group with apply,
-    // never cancelled, a documented switch, the state committed always.
-    assert!(rotate_doc["on"]["schedule"][0]["cron"].is_string());
-    for doc in [&apply_doc, &rotate_doc] {
-        assert_eq!(doc["concurrency"]["group"], "psk-apply");
-        assert_eq!(doc["concurrency"]["cancel-in-progress"], false);
+    assert!(apply.contains("psk apply plan.json"));
+    // The state is kept as an artifact and committed by the script that
+    // rebases and retries (tests/it/workflows.rs runs both).
+    for text in [&apply, &rotate] {
+        assert!(text.contains("name: psk-state-${{ github.run_id }}"));
+        assert!(text.contains("retention-days: 90"));
+        assert!(text.contains("run: bash .github/scripts/commit-state.sh"));
+        assert!(text.contains("run: bash .github/scripts/wait-turn.sh"));
     }
+
+    // The scheduled rotation: a cron, its own group that never cancels a
+    // running rotation, a documented switch; no group for apply, whose
+    // pending runs GitHub would cancel.
+    assert!(rotate_doc["on"]["schedule"][0]["cron"].is_string());
+    assert!(apply_doc.get("concurrency").is_none());
+    assert_eq!(rotate_doc["concurrency"]["group"], "psk-rotate");
+    assert_eq!(rotate_doc["concurrency"]["cancel-in-progress"], false);
     assert!(rotate.contains("vars.PSK_ROTATION_MODE || 'apply'"));
     assert!(rotate.contains("gh pr create"));
-    assert!(rotate.contains("if: always() && steps.plan.outputs.changes == 'true'"));
     assert!(apply.contains("psk-rotation.plan.json"));
 
     let action = root().join("examples/github-actions/.github/actions/install-psk/action.yml");

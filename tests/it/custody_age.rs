@@ -34,7 +34,7 @@ fn apply_to(env: &mut TestEnv, recipient: &str) -> String {
 }
 
 fn age_decrypt(identity: &Path, sealed: &Path) -> String {
-    ok(Command::new("age")
+    ok(Command::new(tool("age"))
         .arg("--decrypt")
         .arg("-i")
         .arg(identity)
@@ -43,12 +43,10 @@ fn age_decrypt(identity: &Path, sealed: &Path) -> String {
 
 #[test]
 fn x25519_from_age_keygen_both_ways() {
-    require_tool("age");
-    require_tool("age-keygen");
     let mut env = TestEnv::new(1);
     let id = env.path("keygen.txt");
-    ok(Command::new("age-keygen").arg("-o").arg(&id));
-    let recipient = ok(Command::new("age-keygen").arg("-y").arg(&id));
+    ok(Command::new(tool("age-keygen")).arg("-o").arg(&id));
+    let recipient = ok(Command::new(tool("age-keygen")).arg("-y").arg(&id));
     let issued = apply_to(&mut env, recipient.trim());
 
     assert_eq!(age_decrypt(&id, &env.path("sealed.age")), issued);
@@ -87,11 +85,9 @@ fn x25519_from_age_keygen_both_ways() {
 
 #[test]
 fn ssh_ed25519_recipient_opens_with_age_and_with_psk() {
-    require_tool("age");
-    require_tool("ssh-keygen");
     let mut env = TestEnv::new(1);
     let key = env.path("id_ed25519");
-    ok(Command::new("ssh-keygen")
+    ok(Command::new(tool("ssh-keygen"))
         .args([
             "-q",
             "-t",
@@ -115,11 +111,9 @@ fn ssh_ed25519_recipient_opens_with_age_and_with_psk() {
 
 #[test]
 fn ssh_rsa_identity_opens_what_psk_sealed() {
-    require_tool("age");
-    require_tool("ssh-keygen");
     let mut env = TestEnv::new(1);
     let key = env.path("id_rsa");
-    ok(Command::new("ssh-keygen")
+    ok(Command::new(tool("ssh-keygen"))
         .args(["-q", "-t", "rsa", "-b", "2048", "-N", "", "-f"])
         .arg(&key));
     let public = std::fs::read_to_string(env.path("id_rsa.pub")).unwrap();

@@ -83,7 +83,6 @@ fn export_prints_every_psk_in_three_formats() {
 
 #[test]
 fn export_with_recipient_reseals_instead_of_printing() {
-    require_tool("age");
     let env = applied(2);
     let (theirs, their_recipient) = new_identity(&env, "router-team.txt");
     let run = env
@@ -107,7 +106,7 @@ fn export_with_recipient_reseals_instead_of_printing() {
         assert_eq!(opened.expose(), issued(&env, i));
         let f = env.path(&format!("export-{i}.age"));
         std::fs::write(&f, armor).unwrap();
-        let out = std::process::Command::new("age")
+        let out = std::process::Command::new(tool("age"))
             .arg("-d")
             .arg("-i")
             .arg(&theirs)

@@ -94,12 +94,14 @@ fn man_pages_are_generated_from_the_parser() {
             );
         }
     }
-    // `psk man` prints the same page the docs hold, and writes them all.
+    // `psk man` prints the same page the docs hold, and writes them all,
+    // into a folder it makes when it is not there yet (the README's
+    // `~/.local/share/man/man1` often is not).
     let env = TestEnv::new(0);
     let run = env.run(&["man"]).success();
     assert_eq!(run.stdout, pages[0].1);
-    let out = env.path("man1");
-    std::fs::create_dir(&out).unwrap();
+    let out = env.path("share/man/man1");
+    assert!(!env.path("share").exists());
     env.run(&["man", "--dir", out.to_str().unwrap()]).success();
     for (name, text) in &pages {
         assert_eq!(
@@ -108,6 +110,18 @@ fn man_pages_are_generated_from_the_parser() {
             "{name}"
         );
     }
+}
+
+/// `psk --help` lists `man` with the other commands, so the README's
+/// `psk man --dir` is found from the binary alone.
+#[test]
+fn man_is_listed_in_help() {
+    let env = TestEnv::new(0);
+    let help = env.run(&["--help"]).success().stdout;
+    assert!(
+        help.lines().any(|l| l.trim_start().starts_with("man ")),
+        "{help}"
+    );
 }
 
 /// The tables of `docs/formats.md` between the `generated` markers.

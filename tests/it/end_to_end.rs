@@ -87,7 +87,6 @@ fn offline_plan_needs_no_credentials_and_says_so() {
 
 #[test]
 fn sealed_psk_opens_with_the_reference_age_cli() {
-    require_tool("age");
     let mut env = TestEnv::new(1);
     env.start_sandbox();
     env.run(&["apply", "--auto-approve"]).success();
@@ -96,7 +95,7 @@ fn sealed_psk_opens_with_the_reference_age_cli() {
     let sealed = state["tunnels"][&key]["psk"].as_str().unwrap();
     let sealed_path = env.path("sealed.age");
     std::fs::write(&sealed_path, sealed).unwrap();
-    let out = std::process::Command::new("age")
+    let out = std::process::Command::new(tool("age"))
         .args(["--decrypt", "-i"])
         .arg(&env.identity)
         .arg(&sealed_path)

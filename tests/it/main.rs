@@ -32,6 +32,8 @@ mod end_to_end;
 mod faults;
 #[cfg(unix)]
 mod file_modes;
+#[cfg(unix)]
+mod first_hour;
 mod health;
 mod logging;
 mod messages;

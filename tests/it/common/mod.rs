@@ -4,10 +4,12 @@
 
 #![allow(dead_code)]
 
+pub mod actions;
 mod run;
 pub mod script;
 pub mod seaweed;
 pub mod strongswan;
+pub mod tools;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +21,7 @@ use psk::config::Config;
 use psk::sandbox::{self, Running, Sandbox, SandboxCredentials, SandboxOptions};
 
 pub use run::{to_run, Run};
+pub use tools::tool;
 
 pub const ACCOUNT: &str = "023e105f4ecef8ad9ca31a8372d0c353";
 pub const TOKEN: &str = "test-token-5ecret-do-not-print";
@@ -307,29 +310,6 @@ impl TestEnv {
     pub fn state_json(&self) -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(self.state_path()).unwrap()).unwrap()
     }
-}
-
-fn has_program(name: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-        .unwrap_or(false)
-}
-
-/// Fails the test, saying how to install it, when `tool` is not on PATH.
-/// A missing tool must not let a test pass unchecked: .ci/run installs
-/// every tool named here.
-#[track_caller]
-pub fn require_tool(tool: &str) {
-    let install = match tool {
-        "age" | "age-keygen" => "the `age` package (`apt-get install age`)",
-        "ssh-keygen" => "OpenSSH's client (`apt-get install openssh-client`)",
-        "promtool" => "Prometheus's `promtool` (`apt-get install prometheus`)",
-        _ => panic!("require_tool: say how to install `{tool}`, and install it in .ci/run"),
-    };
-    assert!(
-        has_program(tool),
-        "this test needs `{tool}`, which is not on PATH: install {install}; .ci/run installs it when missing"
-    );
 }
 
 pub fn read(p: &Path) -> Vec<u8> {

