@@ -230,6 +230,19 @@ enum Deferral {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         health: Option<String>,
     },
+    Undelivered {
+        site: String,
+        sibling: String,
+        at: DateTime<Utc>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    Uncertain {
+        site: String,
+        sibling: String,
+        since: DateTime<Utc>,
+        pending: bool,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -398,6 +411,28 @@ impl From<&model::Deferred> for Deferred {
                 since,
                 failed,
                 health,
+            },
+            model::Deferral::Undelivered {
+                site,
+                sibling,
+                at,
+                error,
+            } => Deferral::Undelivered {
+                site,
+                sibling,
+                at,
+                error,
+            },
+            model::Deferral::Uncertain {
+                site,
+                sibling,
+                since,
+                pending,
+            } => Deferral::Uncertain {
+                site,
+                sibling,
+                since,
+                pending,
             },
         };
         Deferred {
@@ -579,6 +614,28 @@ impl From<Deferred> for model::Deferred {
                 since,
                 failed,
                 health,
+            },
+            Deferral::Undelivered {
+                site,
+                sibling,
+                at,
+                error,
+            } => model::Deferral::Undelivered {
+                site,
+                sibling,
+                at,
+                error,
+            },
+            Deferral::Uncertain {
+                site,
+                sibling,
+                since,
+                pending,
+            } => model::Deferral::Uncertain {
+                site,
+                sibling,
+                since,
+                pending,
             },
         };
         model::Deferred {

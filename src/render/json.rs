@@ -14,8 +14,10 @@ use crate::tunnel::TunnelKey;
 /// The JSON plan format's version; only additive changes within a major.
 /// 1.1 added `dry_run.status` `no_verdict` and `summary.no_verdict`; 1.2
 /// the reason code `unknown_live_key`; 1.3 the deferral code `unhealthy`
-/// and `health`, the paths' health with `verify`.
-pub const JSON_FORMAT_VERSION: &str = "1.3";
+/// and `health`, the paths' health with `verify`; 1.4 the deferral codes
+/// `undelivered` (with `delivery_failed_at`) and `uncertain` (with
+/// `uncertain_since`): a sibling that may be down holds its site.
+pub const JSON_FORMAT_VERSION: &str = "1.4";
 
 #[derive(Serialize)]
 pub(super) struct JsonPlan<'a> {
@@ -286,6 +288,13 @@ struct JsonDeferral<'a> {
     /// stopped while waiting (since 1.3).
     #[serde(skip_serializing_if = "Option::is_none")]
     gave_up: Option<String>,
+    /// `undelivered`: when the sibling's delivery failed (since 1.4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivery_failed_at: Option<String>,
+    /// `uncertain`: when the sibling's rotation of unknown outcome started
+    /// (since 1.4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uncertain_since: Option<String>,
 }
 
 impl<'a> JsonDeferral<'a> {
@@ -296,9 +305,10 @@ impl<'a> JsonDeferral<'a> {
                 (None, Some(site.as_str()), Some(rotating.as_str()))
             }
             Deferral::StillListed | Deferral::NotAsked => (None, None, None),
-            Deferral::SiblingDown { site, .. } | Deferral::Unhealthy { site, .. } => {
-                (None, Some(site.as_str()), None)
-            }
+            Deferral::SiblingDown { site, .. }
+            | Deferral::Unhealthy { site, .. }
+            | Deferral::Undelivered { site, .. }
+            | Deferral::Uncertain { site, .. } => (None, Some(site.as_str()), None),
         };
         let (sibling, health) = match why {
             Deferral::SiblingDown {
@@ -307,6 +317,9 @@ impl<'a> JsonDeferral<'a> {
             Deferral::Unhealthy {
                 sibling, health, ..
             } => (Some(sibling.as_str()), health.as_deref()),
+            Deferral::Undelivered { sibling, .. } | Deferral::Uncertain { sibling, .. } => {
+                (Some(sibling.as_str()), None)
+            }
             _ => (None, None),
         };
         let (down_since, gave_up) = match why {
@@ -314,6 +327,14 @@ impl<'a> JsonDeferral<'a> {
                 (Some(format_time(since)), failed.as_ref().map(format_time))
             }
             _ => (None, None),
+        };
+        let delivery_failed_at = match why {
+            Deferral::Undelivered { at, .. } => Some(format_time(at)),
+            _ => None,
+        };
+        let uncertain_since = match why {
+            Deferral::Uncertain { since, .. } => Some(format_time(since)),
+            _ => None,
         };
         JsonDeferral {
             code: why.code(),
@@ -325,6 +346,8 @@ impl<'a> JsonDeferral<'a> {
             health,
             down_since,
             gave_up,
+            delivery_failed_at,
+            uncertain_since,
         }
     }
 }

@@ -145,6 +145,8 @@ fn judge(
                     Deferral::Site { .. }
                     | Deferral::SiblingDown { .. }
                     | Deferral::Unhealthy { .. }
+                    | Deferral::Undelivered { .. }
+                    | Deferral::Uncertain { .. }
                     | Deferral::StillListed
                     | Deferral::NotAsked,
                 )

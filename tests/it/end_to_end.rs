@@ -63,7 +63,7 @@ fn json_plan_has_the_documented_fields() {
     env.start_sandbox();
     let run = env.run(&["plan", "--format", "json"]).success();
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-    assert_eq!(v["format_version"], "1.3");
+    assert_eq!(v["format_version"], "1.4");
     assert_eq!(v["health"], serde_json::json!([]));
     let actions = v["actions"].as_array().unwrap();
     assert_eq!(actions.len(), 2);

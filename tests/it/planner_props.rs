@@ -749,6 +749,8 @@ proptest! {
                 Deferral::Site { .. }
                 | Deferral::SiblingDown { .. }
                 | Deferral::Unhealthy { .. }
+                | Deferral::Undelivered { .. }
+                | Deferral::Uncertain { .. }
                 | Deferral::StillListed
                 | Deferral::NotAsked => None,
             });

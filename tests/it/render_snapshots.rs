@@ -344,7 +344,7 @@ fn no_verdict_is_a_warning_in_every_format() {
     insta::assert_snapshot!("no_verdict_markdown", markdown(&plan, None));
     let j = json(&plan);
     let v: serde_json::Value = serde_json::from_str(&j).unwrap();
-    assert_eq!(v["format_version"], "1.3");
+    assert_eq!(v["format_version"], "1.4");
     assert_eq!(v["applyable"], true);
     assert_eq!(v["summary"]["no_verdict"], 1);
     assert_eq!(v["actions"][1]["dry_run"]["status"], "no_verdict");
