@@ -193,7 +193,7 @@ async fn connect(global: &Global) -> anyhow::Result<(Client, Option<sandbox::Run
         return Ok((Client::new(&credentials, network.client_options())?, None));
     }
     let options = SandboxOptions::default();
-    let sb = Sandbox::fleet(&options).context("cannot start the sandbox")?;
+    let sb = Sandbox::own_fleet(&options).context("cannot start the sandbox")?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("cannot bind the sandbox to a loopback port")?;

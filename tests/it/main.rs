@@ -51,6 +51,8 @@ mod sandbox_cli;
 mod sdk_conformance;
 mod state_store;
 mod status;
+#[cfg(unix)]
+mod strongswan;
 mod transport;
 mod unmanaged;
 mod verify;
