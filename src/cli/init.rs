@@ -192,7 +192,13 @@ async fn connect(global: &Global) -> anyhow::Result<(Client, Option<sandbox::Run
         let credentials = Credentials::from_env()?;
         return Ok((Client::new(&credentials, network.client_options())?, None));
     }
-    let options = SandboxOptions::default();
+    // The far-end options every --sandbox takes hold here too, though
+    // init only lists.
+    let options = SandboxOptions {
+        health: global.far_end.health(),
+        far_end: global.far_end.kind(),
+        ..SandboxOptions::default()
+    };
     let sb = Sandbox::own_fleet(&options).context("cannot start the sandbox")?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
