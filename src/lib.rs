@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod backoff;
+pub mod calendar;
 pub mod cli;
 pub mod cloudflare;
 pub mod config;
