@@ -791,3 +791,146 @@ fn a_key_made_in_the_window_after_the_fence_is_found_and_kept() {
     assert!(sw.list(&format!("{}.journal", key(&team))).is_empty());
     check_settled(&env, &sw, &team);
 }
+
+/// An apply of tunnels 00..=05 with one rotation at a time, through the
+/// fault proxy.
+fn six_through(env: &TestEnv, proxy: &FaultProxy, sw: &Seaweed) -> Command {
+    let mut args = vec!["apply", "--auto-approve", "--parallelism", "1"];
+    for t in [
+        "tunnel-00",
+        "tunnel-01",
+        "tunnel-02",
+        "tunnel-03",
+        "tunnel-04",
+        "tunnel-05",
+    ] {
+        args.extend(["--replace", t]);
+    }
+    let mut c = via(env, proxy, sw, &args);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    c
+}
+
+/// A store that stops answering (not refusing) mid-apply: psk stops
+/// within the documented bound, with what it could not write rescued, and
+/// nothing is lost once the store is back.
+#[test]
+fn a_hung_store_stops_psk_within_15_seconds_and_loses_no_key() {
+    let sw = Seaweed::start();
+    let proxy = FaultProxy::start(&sw.endpoint());
+    let env = slow_env(8);
+    let team = url("hung");
+    point_at(env.dir.path(), &team);
+    run(&env, &sw, env.dir.path(), &["apply", "--auto-approve"]).success();
+    let rescue_dir = tempfile::tempdir().unwrap();
+    let child = six_through(&env, &proxy, &sw)
+        .env("PSK_RESCUE_DIR", rescue_dir.path())
+        .spawn()
+        .unwrap();
+    let journal = format!("{}.journal", key(&team));
+    wait_for(
+        || sw.list(&journal).len() >= 2,
+        "journal commits on the store",
+    );
+    proxy.arm(None, None, Action::Hang, None);
+    let hung = Instant::now();
+    let cut = to_run(child.wait_with_output().unwrap());
+    let took = hung.elapsed();
+    eprintln!("psk stopped {took:?} after the store hung");
+    assert_eq!(cut.code, 1, "{cut:?}");
+    assert!(
+        took < Duration::from_secs(15),
+        "psk took {took:?} to stop against a hung store: {cut:?}"
+    );
+    assert!(cut.stderr.contains("no answer"), "{cut:?}");
+    env.assert_no_secrets(&cut.all());
+
+    // The store is back (psk goes to it directly now): nothing was lost.
+    check_no_key_lost(&env, &sw, &team);
+    let id = lock_id(&sw, &team);
+    run(&env, &sw, env.dir.path(), &["force-unlock", &id, "--force"]).success();
+    if let Some(rescue) = cut.stderr.split("psk recover ").nth(1) {
+        let rescue = rescue.lines().next().unwrap().trim();
+        run(&env, &sw, env.dir.path(), &["recover", rescue]).success();
+    }
+    run(&env, &sw, env.dir.path(), &["apply", "--auto-approve"]).success();
+    assert!(sw.list(&journal).is_empty());
+    check_settled(&env, &sw, &team);
+}
+
+/// Slow PUTs, a 412 and 5xx answers injected between psk and the store:
+/// each apply either goes through or stops with every key kept, and no
+/// journal commit is replayed twice (each key on the edge is the sealed
+/// one, each journal object is gone after the fold).
+#[test]
+fn slow_puts_412s_and_5xx_from_the_store_lose_nothing_and_replay_nothing_twice() {
+    let sw = Seaweed::start();
+    let proxy = FaultProxy::start(&sw.endpoint());
+    let mut env = TestEnv::new(6);
+    env.start_sandbox();
+    let team = url("faults");
+    point_at(env.dir.path(), &team);
+    run(&env, &sw, env.dir.path(), &["apply", "--auto-approve"]).success();
+    let journal = format!("{}.journal", key(&team));
+    let cases: [(&str, Option<&str>, Action, usize); 4] = [
+        (
+            "slow journal PUTs",
+            Some(".journal/"),
+            Action::Slow(Duration::from_millis(1500)),
+            3,
+        ),
+        (
+            "503 on journal PUTs",
+            Some(".journal/"),
+            Action::Status(503),
+            2,
+        ),
+        (
+            "412 on a journal PUT",
+            Some(".journal/"),
+            Action::Status(412),
+            1,
+        ),
+        (
+            "500 on the final state PUT",
+            Some("psk.state.json"),
+            Action::Status(500),
+            2,
+        ),
+    ];
+    for (what, path, action, times) in cases {
+        let method = Some("PUT");
+        proxy.arm(method, path, action.clone(), Some(times));
+        let before = proxy.faulted();
+        let out = to_run(
+            six_through(&env, &proxy, &sw)
+                .spawn()
+                .unwrap()
+                .wait_with_output()
+                .unwrap(),
+        );
+        proxy.disarm();
+        assert!(proxy.faulted() > before, "{what}: the fault never applied");
+        env.assert_no_secrets(&out.all());
+        if out.code != 0 {
+            // Stopped: everything it made is on the store or flagged.
+            check_no_key_lost(&env, &sw, &team);
+            if let Some(rescue) = out.stderr.split("psk recover ").nth(1) {
+                let rescue = rescue.lines().next().unwrap().trim();
+                run(&env, &sw, env.dir.path(), &["recover", rescue]).success();
+            }
+            if let Some(record) = sw.get(&format!("{}.lock", key(&team))) {
+                let h: serde_json::Value = serde_json::from_slice(&record).unwrap();
+                let id = h["id"].as_str().unwrap();
+                run(&env, &sw, env.dir.path(), &["force-unlock", id, "--force"]).success();
+            }
+            run(&env, &sw, env.dir.path(), &["apply", "--auto-approve"]).success();
+        }
+        assert!(
+            sw.list(&journal).is_empty(),
+            "{what}: {:?}",
+            sw.list(&journal)
+        );
+        check_settled(&env, &sw, &team);
+    }
+}

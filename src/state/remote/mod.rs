@@ -30,15 +30,16 @@ use object_store::{ClientOptions, ObjectStore, RetryConfig, UpdateVersion};
 pub use lock::RemoteLock;
 pub use store::RemoteJournal;
 
-/// How long one request to the store may take before it counts as
-/// unanswered: the state and its journal objects are small.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(6);
-
 /// How long one call to the store (its retries included) may take before
 /// psk takes the store as gone for the rest of the run. With the apply's
 /// commit retries (under 3 s) and a rescue that asks the store nothing,
 /// a hung store stops psk in about 10 s (docs/remote-state.md).
 pub const CALL_BUDGET: Duration = Duration::from_secs(7);
+
+/// The client's own timeout per request: above [`CALL_BUDGET`], so the
+/// budget is what ends a wait, and a store that does not answer is known
+/// as such (rather than as one failed request among others).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What went wrong talking to the store, or with what is on it.
 #[derive(Debug, thiserror::Error)]
