@@ -9,6 +9,7 @@ pub mod fault_proxy;
 mod run;
 pub mod script;
 pub mod seaweed;
+pub mod strongswan;
 pub mod tools;
 
 use std::collections::BTreeMap;
