@@ -160,7 +160,7 @@ fn a_small_fleet_calendar_passes_mermaids_parser() {
     // Windows shown; held and waiting tunnels marked.
     assert!(
         gantt.contains(
-            "    section Windows\n    weekend window :2026-12-05T01:00, 2026-12-05T05:00\n"
+            "    section Windows\n    weekend window :2026-12-05 01:00, 2026-12-05 05:00\n"
         ),
         "{gantt}"
     );

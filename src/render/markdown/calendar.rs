@@ -69,7 +69,7 @@ pub fn block(cal: &Calendar) -> String {
     };
     let _ = writeln!(
         out,
-        "{}: {how}. _now_ rotates in this apply, _held_ waits for another path of its site, _waits for window_ for its policy's window; each bar starts on the day the key may change. Times UTC.{windows}\n",
+        "{}: {how}. _now_ rotates in this apply, _held_ waits for another path of its site, _waits for window_ for its policy's window; each bar is the day (UTC) the key may change.{windows}\n",
         if tunnels == 0 {
             "No key falls due in this span".to_string()
         } else {
@@ -88,7 +88,7 @@ fn gantt(cal: &Calendar, grouping: Grouping) -> (String, usize) {
         cal.from.format("%Y-%m-%d"),
         cal.until.format("%Y-%m-%d")
     );
-    out.push_str("    dateFormat YYYY-MM-DDTHH:mm\n    axisFormat %b %d\n    todayMarker off\n");
+    out.push_str("    dateFormat YYYY-MM-DD HH:mm\n    axisFormat %b %d\n    todayMarker off\n");
     if !cal.windows.is_empty() {
         out.push_str("    section Windows\n");
         for w in &cal.windows {
@@ -146,15 +146,18 @@ fn by_tunnel(bars: &[Bar]) -> Rows {
     for b in bars {
         let section = site_of(b);
         let label = labelled(&b.name, b.mark);
+        let start = day(b.start);
         match rows.last_mut() {
-            Some((s, r)) if *s == section => r.push((label, b.mark, b.start)),
-            _ => rows.push((section, vec![(label, b.mark, b.start)])),
+            Some((s, r)) if *s == section => r.push((label, b.mark, start)),
+            _ => rows.push((section, vec![(label, b.mark, start)])),
         }
     }
     rows
 }
 
-/// Midnight UTC of `t`'s day.
+/// Midnight UTC of `t`'s day: a bar covers the day a key may change (the
+/// hour is in the plan's tables), and the same plan draws the same bars
+/// whenever during the day it is made.
 fn day(t: DateTime<Utc>) -> DateTime<Utc> {
     t.date_naive()
         .and_hms_opt(0, 0, 0)
@@ -211,7 +214,7 @@ fn by_day(bars: &[Bar]) -> Rows {
 }
 
 fn time(t: &DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M").to_string()
+    t.format("%Y-%m-%d %H:%M").to_string()
 }
 
 /// A name as Mermaid's gantt grammar takes it in a task or section: `:`
