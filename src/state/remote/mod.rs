@@ -117,7 +117,7 @@ pub struct Remote {
     /// Where psk looked for credentials, when none was given outright
     /// (the client then asks the EC2 instance metadata service): what a
     /// failure to get one says.
-    no_credentials: Option<(String, String)>,
+    no_credentials: Option<Looked>,
     /// What this process last read or wrote of the state object (its
     /// ETag above all), shared by every clone: each write is conditional
     /// on it.
@@ -259,10 +259,13 @@ impl Remote {
     }
 }
 
+/// Where psk looked for credentials: the profile's name and its files.
+type Looked = (String, String);
+
 /// `None` when the variables give credentials outright (keys, a web
 /// identity, container credentials); else the profile and files psk
 /// looked in, for the message when the instance metadata service has none.
-fn looked_for_credentials(vars: &[(String, String)]) -> Option<(String, String)> {
+fn looked_for_credentials(vars: &[(String, String)]) -> Option<Looked> {
     let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let given = [
         "AWS_ACCESS_KEY_ID",
@@ -301,7 +304,7 @@ fn looked_for_credentials(vars: &[(String, String)]) -> Option<(String, String)>
 fn build_s3(
     bucket: &str,
     vars: impl IntoIterator<Item = (String, String)>,
-) -> Result<(Arc<dyn ObjectStore>, Option<(String, String)>), String> {
+) -> Result<(Arc<dyn ObjectStore>, Option<Looked>), String> {
     let mut vars: std::collections::BTreeMap<String, String> = vars
         .into_iter()
         .filter(|(k, _)| k.starts_with("AWS_") || k == "HOME")
