@@ -124,6 +124,10 @@ pub struct SandboxOptions {
     /// The only credentials accepted; any other is refused as Cloudflare
     /// refuses it (see `auth`).
     pub credentials: SandboxCredentials,
+    /// Cloudflare's clock minus the runner's: every date the sandbox gives
+    /// (`Date` headers, `last_generated_on`, health-check windows) is on a
+    /// clock this far off, as Cloudflare's is from a runner without NTP.
+    pub clock_offset: TimeDelta,
 }
 
 pub struct Sandbox {
@@ -135,6 +139,8 @@ pub struct Sandbox {
     graphql_budget: Mutex<health::Budget>,
     graphql_rng: Mutex<rand::rngs::StdRng>,
     credentials: SandboxCredentials,
+    /// See [`SandboxOptions::clock_offset`].
+    clock_offset: TimeDelta,
     pub counters: Counters,
 }
 
@@ -147,6 +153,11 @@ impl std::fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
+    /// Now on the sandbox's (Cloudflare's) clock.
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.clock_offset
+    }
+
     /// An edge holding every tunnel of `config`. Where `state` knows a
     /// tunnel, its PSK is dated as the state says, so a sandbox started
     /// next to an existing state shows no drift.
@@ -155,7 +166,7 @@ impl Sandbox {
         state: Option<&PskState>,
         options: &SandboxOptions,
     ) -> std::io::Result<Sandbox> {
-        let now = Utc::now();
+        let now = Utc::now() + options.clock_offset;
         let created = now - TimeDelta::days(365);
         // The live keys are a day old, as on a fleet whose keys were just
         // set up: `psk import` adopts a key that is not yet due, so "nothing
@@ -226,6 +237,7 @@ impl Sandbox {
                 None => rand::make_rng(),
             }),
             credentials: options.credentials.clone(),
+            clock_offset: options.clock_offset,
             counters: Counters::default(),
         })
     }
@@ -271,7 +283,8 @@ impl Sandbox {
     /// Makes `psk` the valid key of a tunnel and returns its new date.
     fn commit(&self, key: &TunnelKey, t: &mut EdgeTunnel, psk: String) -> DateTime<Utc> {
         // Strictly increasing, even for two changes within one clock tick.
-        let at = Utc::now()
+        let at = self
+            .now()
             .trunc_subsecs(6)
             .max(t.last_generated_on + TimeDelta::microseconds(1));
         t.psk = psk;
