@@ -5,6 +5,7 @@
 //! `psk` binary is a thin shell over [`cli::main`].
 
 pub mod apply;
+pub mod backoff;
 pub mod cli;
 pub mod cloudflare;
 pub mod config;

@@ -31,7 +31,6 @@ mod verify;
 pub use verify::check_once;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -43,7 +42,7 @@ use crate::config::{Config, Tunnel};
 use crate::policy::{Deliver, Generator, Verify};
 use crate::reconcile::{Action, ActionKind, Plan, Reason};
 use crate::seal::Psk;
-use crate::state::{Journal, State, StateError};
+use crate::state::{Journal, Lock, State, StateError};
 use crate::tunnel::TunnelKey;
 pub use unwritable::Unwritable;
 
@@ -234,7 +233,7 @@ pub enum Event<'a> {
 }
 
 /// Carries out `plan`, making each change to `state` durable in the journal
-/// beside `state_path` before anything depends on it, and folding the
+/// of the state `lock` holds before anything depends on it, and folding the
 /// journal into the state at the end. Returning early with an error leaves
 /// the journal, which the next load replays.
 ///
@@ -245,12 +244,12 @@ pub async fn apply(
     config: &Config,
     plan: &Plan,
     state: &mut State,
-    state_path: &Path,
+    lock: &Lock,
     client: &Client,
     options: &Options,
     mut on_event: impl FnMut(Event<'_>),
 ) -> Result<Report, ApplyError> {
-    let mut journal = Journal::open(state_path, state)?;
+    let mut journal = Journal::open(lock, state)?;
     let room = room::needed(config, plan, state);
     if room > 0 {
         journal.reserve(room)?;

@@ -53,7 +53,7 @@ pub const BULK_CHUNK: usize = 100;
 pub const DEFAULT_PARALLELISM: usize = 64;
 
 /// Environment variable that zeroes every retry delay; for tests.
-pub const NO_RETRY_DELAY_ENV: &str = "PSK_TEST_NO_RETRY_DELAY";
+pub const NO_RETRY_DELAY_ENV: &str = crate::backoff::NO_DELAY_ENV;
 
 /// How psk authenticates. `Debug` never shows the secret.
 #[derive(Clone)]
@@ -309,9 +309,7 @@ impl ClientOptions {
 
 /// Whether `PSK_TEST_NO_RETRY_DELAY` asks for retries without delay.
 pub fn no_retry_delay_from_env() -> bool {
-    std::env::var(NO_RETRY_DELAY_ENV)
-        .map(|v| !v.is_empty() && v != "0" && v != "false")
-        .unwrap_or(false)
+    crate::backoff::no_delay_from_env()
 }
 
 /// Runs `f` over `items` with at most `limit` futures in flight, and

@@ -40,12 +40,16 @@ pub use locate::{Locations, Position};
 /// The only format version this build understands.
 pub const CONFIG_VERSION: u64 = 1;
 
+/// The state psk.yaml names when it says nothing: beside it.
+pub const DEFAULT_STATE: &str = "psk.state.json";
+
 #[derive(Debug)]
 pub struct Config {
     /// The file this was read from, as given.
     pub path: PathBuf,
-    /// Where the state lives: `state:` resolved against the config's folder.
-    pub state_path: PathBuf,
+    /// Where the state lives, as psk.yaml's `state:` says it (a file
+    /// relative to psk.yaml's folder, or a URL); the session resolves it.
+    pub state: String,
     pub recipients: Vec<Recipient>,
     pub policies: BTreeMap<String, Policy>,
     /// Tunnels whose Cloudflare id is known, in file order.

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use super::raw::{RawConfig, RawGenerator, RawPolicy, RawTunnel, RawVerify, RawWindow};
-use super::{Config, Diagnostic, Locations, Tunnel, Unresolved, CONFIG_VERSION};
+use super::{Config, Diagnostic, Locations, Tunnel, Unresolved, CONFIG_VERSION, DEFAULT_STATE};
 use crate::policy::window::{self, Window};
 use crate::policy::{
     Deliver, Generator, Policy, Span, Verify, DEFAULT_DELIVER_TIMEOUT_SECONDS,
@@ -50,10 +50,12 @@ pub(super) fn config(
     }
     let mut warnings = v.warnings;
     warnings.sort_by_key(|d| d.position);
-    let base = path.parent().unwrap_or(Path::new(""));
     Ok(Config {
         path: path.to_path_buf(),
-        state_path: state_location(base, raw.state.as_deref()),
+        state: raw
+            .state
+            .clone()
+            .unwrap_or_else(|| DEFAULT_STATE.to_string()),
         recipients,
         policies,
         tunnels: fleet.tunnels,
@@ -755,16 +757,6 @@ impl<'r> Validator<'r> {
             }
         }
     }
-}
-
-/// Where psk.yaml's `state:` points: a file relative to psk.yaml, or an
-/// object-store URL (`s3://bucket/key`) taken as it is.
-fn state_location(base: &Path, state: Option<&str>) -> std::path::PathBuf {
-    let state = state.unwrap_or("psk.state.json");
-    if crate::state::remote::is_remote(Path::new(state)) {
-        return std::path::PathBuf::from(state);
-    }
-    base.join(state)
 }
 
 #[cfg(test)]
