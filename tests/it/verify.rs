@@ -737,10 +737,10 @@ fn skewed_env(offset: i64, timeout: &str, health: HealthOptions) -> TestEnv {
 /// Issue 25: with Cloudflare's clock a minute or twenty off the runner's,
 /// a path that comes back is judged back within its settle time (plus
 /// polling), and one that never comes back is given up after `timeout` of
-/// the runner's time: never at once (the old deadline, `last_generated_on
-/// + timeout` against the local clock, had passed before the wait began
-/// when Cloudflare's clock was behind), never later (it waited the offset
-/// too when Cloudflare's was ahead). The offset is logged at `-v`, and
+/// the runner's time: never at once (the old deadline, `timeout` after
+/// `last_generated_on` read against the local clock, had passed before the
+/// wait began when Cloudflare's clock was behind), never later (it waited
+/// the offset too when Cloudflare's was ahead). The offset is logged at `-v`, and
 /// said aloud when it exceeds a few seconds.
 #[test]
 fn verification_is_safe_from_a_skewed_clock() {
