@@ -70,10 +70,23 @@ impl Clock {
     fn observe_date(&self, date: DateTime<Utc>, sent: DateTime<Utc>, received: DateTime<Utc>) {
         // Cloudflare's clock read `date` (to the second) at some instant
         // between `sent` and `received`.
-        let seen = Bounds {
+        self.narrow(Bounds {
             low: date - received,
             high: date + TimeDelta::seconds(1) - sent,
-        };
+        });
+    }
+
+    /// Cloudflare dated something `at` (to the microsecond: a new key's
+    /// `last_generated_on`) while answering a request sent at `sent` and
+    /// answered at `received`: bounds as tight as the round trip.
+    pub fn observe_event(&self, at: DateTime<Utc>, sent: DateTime<Utc>, received: DateTime<Utc>) {
+        self.narrow(Bounds {
+            low: at - received,
+            high: at - sent,
+        });
+    }
+
+    fn narrow(&self, seen: Bounds) {
         let mut bounds = self.bounds.lock().expect("clock lock");
         let before = *bounds;
         let next = match before {
@@ -104,9 +117,16 @@ impl Clock {
         self.bounds.lock().expect("clock lock").is_some()
     }
 
-    /// Now on Cloudflare's clock (the runner's, corrected).
+    /// An instant Cloudflare's clock has surely passed: the runner's clock
+    /// corrected by the lowest offset the answers allow (the runner's own
+    /// before any answer). A window that ends here holds no moment
+    /// Cloudflare has not lived yet, so "healthy over the last `settle`"
+    /// never covers less than `settle`; it costs at most the uncertainty
+    /// (a second from `Date` headers alone, a round trip once a key's date
+    /// was seen).
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + self.offset()
+        let bounds = *self.bounds.lock().expect("clock lock");
+        Utc::now() + bounds.map_or(TimeDelta::zero(), |b| b.low)
     }
 }
 
@@ -195,6 +215,17 @@ mod tests {
             (jumped - TimeDelta::minutes(20)).abs() < TimeDelta::seconds(1),
             "{jumped}"
         );
+        // A key dated by Cloudflare within a 40ms round trip pins it down,
+        // and "now" is never ahead of Cloudflare's.
+        clock.observe_event(
+            t("2026-11-26T12:03:30.250Z"),
+            t("2026-11-26T11:43:30.000Z"),
+            t("2026-11-26T11:43:30.040Z"),
+        );
+        let low = TimeDelta::milliseconds(20 * 60_000 + 210);
+        assert_eq!(clock.bounds.lock().unwrap().unwrap().low, low);
+        let before = Utc::now();
+        assert!(clock.now() >= before + low && clock.now() <= Utc::now() + low);
     }
 
     #[test]

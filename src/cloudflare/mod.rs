@@ -409,9 +409,9 @@ impl Client {
         })
     }
 
-    /// Now on Cloudflare's clock: the runner's, corrected by the offset the
-    /// answers so far show (see [`clock`]). For windows asked of Cloudflare
-    /// and compared with its dates, never for waits.
+    /// Now on Cloudflare's clock, never ahead of it: the runner's, corrected
+    /// by the offset the answers so far show (see [`clock`]). For windows
+    /// asked of Cloudflare and compared with its dates, never for waits.
     pub fn cloudflare_now(&self) -> DateTime<Utc> {
         self.clock.now()
     }
@@ -512,10 +512,12 @@ impl Client {
         if validate_only {
             url.push_str("?validate_only=true");
         }
+        let sent = Utc::now();
         let (result, attempt): (GenResult, u32) = self
             .call_counted(Method::POST, &url, Some(&serde_json::json!({})))
             .await
             .map_err(|e| e.for_tunnel(account_id, tunnel_id))?;
+        let received = Utc::now();
         if validate_only {
             return Ok(None);
         }
@@ -531,6 +533,10 @@ impl Client {
             Some(s) => Some(parse_time(&s, &url)?),
             None => None,
         };
+        // Cloudflare dated the key while answering: its clock, closely.
+        if let Some(at) = last_generated_on {
+            self.clock.observe_event(at, sent, received);
+        }
         Ok(Some(Generated {
             psk: Psk::new(psk),
             last_generated_on,
