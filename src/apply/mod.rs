@@ -19,16 +19,19 @@
 //!   `--parallelism` at a time, forgets, and what is left for other commands.
 //!
 //! Every change to a tunnel's record goes through the transitions on
-//! `state::TunnelState`, the same ones `import`, `reseal` and `deliver` use.
+//! `state::TunnelState`, the same ones `import` and `reseal` use. `psk
+//! deliver` and `psk verify` are entry points of this executor
+//! (`redeliver`, `reverify`): the same journal, and the same site rule
+//! (`reconcile::down`), so no command goes around it.
 
 mod bulk;
+pub mod redeliver;
+pub mod reverify;
 mod room;
 mod site;
 mod stream;
 mod unwritable;
 mod verify;
-
-pub use verify::check_once;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
