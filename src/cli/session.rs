@@ -137,6 +137,7 @@ impl<'g> Session<'g> {
         }
         let sandbox_options = SandboxOptions {
             health: self.global.far_end.health(),
+            far_end: self.global.far_end.kind(),
             ..SandboxOptions::default()
         };
         let sb = Sandbox::from_config(&self.config, state, &sandbox_options)

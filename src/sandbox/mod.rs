@@ -17,6 +17,7 @@ mod auth;
 mod faults;
 mod graphql;
 mod health;
+pub mod strongswan;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -128,6 +129,21 @@ pub struct SandboxOptions {
     /// (`Date` headers, `last_generated_on`, health-check windows) is on a
     /// clock this far off, as Cloudflare's is from a runner without NTP.
     pub clock_offset: TimeDelta,
+    /// What is at the far end of each tunnel: the model of `health`, or
+    /// real strongSwan charons.
+    pub far_end: FarEndKind,
+}
+
+/// What answers on Cloudflare's side of each tunnel, and at the router.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum FarEndKind {
+    /// Keys compared as strings (see `health`).
+    #[default]
+    Model,
+    /// A pair of strongSwan charons per tunnel in network namespaces (see
+    /// `strongswan`), the routers' files under `dir` (a temp dir when
+    /// `None`, removed at the end).
+    Strongswan { dir: Option<PathBuf> },
 }
 
 pub struct Sandbox {
@@ -142,6 +158,8 @@ pub struct Sandbox {
     /// See [`SandboxOptions::clock_offset`].
     clock_offset: TimeDelta,
     pub counters: Counters,
+    /// The real far ends, under `FarEndKind::Strongswan`.
+    fleet: Option<strongswan::Fleet>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -212,6 +230,40 @@ impl Sandbox {
                 },
             );
         }
+        let fleet = match &options.far_end {
+            FarEndKind::Model => None,
+            FarEndKind::Strongswan { dir } => {
+                if !options.health.never_up.is_empty() || options.health.far_end_follows.is_some() {
+                    return Err(std::io::Error::other(
+                        "the strongSwan far end takes keys only by delivery: `never_up` and `far_end_follows` are the model's",
+                    ));
+                }
+                let mut psks = Vec::new();
+                for (key, t) in edge.iter_mut() {
+                    let down = options
+                        .health
+                        .down
+                        .iter()
+                        .any(|id| id.eq_ignore_ascii_case(&key.tunnel_id));
+                    t.far = health::FarEnd::real(created, !down);
+                    let router = if down { new_psk() } else { t.psk.clone() };
+                    psks.push((key.clone(), t.name.clone(), t.psk.clone(), router));
+                }
+                let peers: Vec<strongswan::Peer<'_>> = psks
+                    .iter()
+                    .map(|(key, name, edge_psk, router_psk)| strongswan::Peer {
+                        key,
+                        name,
+                        edge_psk,
+                        router_psk,
+                    })
+                    .collect();
+                Some(
+                    strongswan::Fleet::start(dir.as_deref(), &peers)
+                        .map_err(std::io::Error::other)?,
+                )
+            }
+        };
         let ledger = match &options.ledger {
             Some(path) => Some(Mutex::new(
                 std::fs::OpenOptions::new()
@@ -239,7 +291,13 @@ impl Sandbox {
             credentials: options.credentials.clone(),
             clock_offset: options.clock_offset,
             counters: Counters::default(),
+            fleet,
         })
+    }
+
+    /// The real far ends, if the sandbox runs them.
+    pub fn fleet(&self) -> Option<&strongswan::Fleet> {
+        self.fleet.as_ref()
     }
 
     /// Other clients of the token spend `requests` of its budget at once,
@@ -290,8 +348,60 @@ impl Sandbox {
         t.psk = psk;
         t.last_generated_on = at;
         t.far.edge_changed(&t.psk, at, self.health.far_end_follows);
+        if let Some(fleet) = &self.fleet {
+            // A charon that refuses the key leaves the tunnel down, which
+            // its health then shows; the API's answer stays Cloudflare's.
+            if let Err(e) = fleet.set_edge_key(key, &t.psk) {
+                tracing::warn!(tunnel = %key.tunnel_id, "{e}");
+            }
+        }
         self.record(key, &t.psk, at);
         at
+    }
+
+    /// Watches the real far ends' IKE SAs, as Cloudflare's health checks
+    /// watch a tunnel, until the sandbox is gone: each tunnel's timeline
+    /// records when an IKE SA was seen established on the edge or not.
+    fn watch_far_ends(sandbox: &Arc<Sandbox>) {
+        if sandbox.fleet.is_none() {
+            return;
+        }
+        let weak = Arc::downgrade(sandbox);
+        std::thread::spawn(move || loop {
+            let Some(s) = weak.upgrade() else { return };
+            let Some(fleet) = &s.fleet else { return };
+            if fleet.is_stopped() {
+                return;
+            }
+            for key in fleet.tunnels() {
+                let Some(changes) = s
+                    .edge
+                    .lock()
+                    .expect("edge lock")
+                    .get(key)
+                    .map(|t| t.far.changes())
+                else {
+                    continue;
+                };
+                let up = fleet.edge_established(key);
+                if let Some(t) = s.edge.lock().expect("edge lock").get_mut(key) {
+                    t.far.observed(changes, s.now(), up);
+                }
+            }
+            drop(s);
+            std::thread::sleep(FAR_END_POLL);
+        });
+    }
+}
+
+/// How often the real far ends' IKE SAs are looked at.
+const FAR_END_POLL: Duration = Duration::from_millis(50);
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(fleet) = &self.fleet {
+            fleet.stop();
+        }
     }
 }
 
@@ -371,6 +481,14 @@ impl Running {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        self.stop_far_ends();
+    }
+
+    /// Stops the real far ends now, whoever else still holds the sandbox.
+    fn stop_far_ends(&self) {
+        if let Some(fleet) = self.sandbox.fleet() {
+            fleet.stop();
+        }
     }
 }
 
@@ -379,6 +497,7 @@ impl Drop for Running {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        self.stop_far_ends();
     }
 }
 
@@ -402,6 +521,7 @@ impl std::error::Error for Dropped {}
 /// in flight" case that psk's intents exist for.
 pub fn spawn(listener: tokio::net::TcpListener, sandbox: Arc<Sandbox>) -> std::io::Result<Running> {
     let addr = listener.local_addr()?;
+    Sandbox::watch_far_ends(&sandbox);
     let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
     let app = router(sandbox.clone());
     let task = tokio::spawn(async move {

@@ -50,6 +50,8 @@ mod sandbox_cli;
 mod sdk_conformance;
 mod state_store;
 mod status;
+#[cfg(unix)]
+mod strongswan;
 mod transport;
 mod verify;
 mod workflows;

@@ -8,6 +8,7 @@ pub mod actions;
 mod run;
 pub mod script;
 pub mod seaweed;
+pub mod strongswan;
 pub mod tools;
 
 use std::collections::BTreeMap;
