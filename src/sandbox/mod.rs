@@ -322,7 +322,7 @@ impl Sandbox {
     /// A sandbox holding only its own fleet (see [`FLEET_ACCOUNT`]), for
     /// `psk init --sandbox`, which has no psk.yaml to seed from.
     pub fn own_fleet(options: &SandboxOptions) -> std::io::Result<Sandbox> {
-        let now = Utc::now();
+        let now = Utc::now() + options.clock_offset;
         let mut edge = BTreeMap::new();
         seed_fleet(&mut edge, None, options, now);
         Sandbox::with_edge(edge, options, now - TimeDelta::days(365))
