@@ -128,6 +128,15 @@ impl Clock {
         let bounds = *self.bounds.lock().expect("clock lock");
         Utc::now() + bounds.map_or(TimeDelta::zero(), |b| b.low)
     }
+
+    /// An instant at or after now on Cloudflare's clock: the highest offset
+    /// the answers allow. A window that ends here reaches the latest moment
+    /// Cloudflare knows of, so "healthy now" cannot miss a path that just
+    /// went down (Cloudflare reads a window's end in the future as now).
+    pub fn latest(&self) -> DateTime<Utc> {
+        let bounds = *self.bounds.lock().expect("clock lock");
+        Utc::now() + bounds.map_or(TimeDelta::zero(), |b| b.high)
+    }
 }
 
 /// The warning for people about a large offset.
@@ -226,6 +235,8 @@ mod tests {
         assert_eq!(clock.bounds.lock().unwrap().unwrap().low, low);
         let before = Utc::now();
         assert!(clock.now() >= before + low && clock.now() <= Utc::now() + low);
+        let high = TimeDelta::milliseconds(20 * 60_000 + 250);
+        assert!(clock.latest() >= before + high && clock.latest() <= Utc::now() + high);
     }
 
     #[test]

@@ -419,6 +419,12 @@ impl Client {
         self.clock.now()
     }
 
+    /// Now on Cloudflare's clock, never behind it: for "healthy now"
+    /// windows, which must reach the latest moment (see [`clock`]).
+    pub fn cloudflare_latest(&self) -> DateTime<Utc> {
+        self.clock.latest()
+    }
+
     /// Whether an answer has shown Cloudflare's clock yet.
     pub fn clock_known(&self) -> bool {
         self.clock.known()
