@@ -23,5 +23,6 @@ pub mod seal;
 pub mod state;
 pub mod status;
 pub mod suggest;
+pub mod terraform;
 pub mod tls;
 pub mod tunnel;

@@ -36,6 +36,7 @@ mod file_modes;
 #[cfg(unix)]
 mod first_hour;
 mod health;
+mod import_terraform;
 mod init;
 mod logging;
 mod messages;
