@@ -7,9 +7,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::ledger::Unsaved;
 use super::location::Location;
 use super::remote::{self, RemoteError, RemoteJournal, RemoteLock};
-use super::store::{self, StateError, Unsaved};
+use super::store::{self, StateError};
 use super::{LockError, NewState, State, StateLock};
 use crate::tunnel::TunnelKey;
 

@@ -16,6 +16,7 @@
 mod backend;
 mod belongs;
 pub mod durable;
+mod ledger;
 pub mod location;
 mod lock;
 mod missing;
@@ -33,11 +34,12 @@ use crate::tunnel::TunnelKey;
 pub use backend::{Journal, Lock, LockFailed};
 pub use belongs::{check_belongs, Foreign};
 pub use durable::write_atomic;
+pub use ledger::Unsaved;
 pub use location::Location;
 pub use lock::{force_unlock, LockError, LockHolder, StateLock, Unlock};
 pub use missing::{NewState, Traces};
 pub use perms::{warn_if_world_writable, world_writable_warning};
-pub use store::{backup_path, journal_path, parse, reserve_path, StateError, Unsaved};
+pub use store::{backup_path, journal_path, parse, reserve_path, StateError};
 
 /// Reads the state, replaying any journal an interrupted apply left;
 /// `Ok(None)` when there is no state file yet and `new_state` allows one.
