@@ -8,7 +8,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Args;
 
-use super::args::{parse_rate, Global};
+use super::args::Global;
+use super::far_end::parse_rate;
 use super::exit::Status;
 use super::session::Session;
 use crate::sandbox::{self, Sandbox, SandboxOptions};
