@@ -211,6 +211,7 @@ fn settle(run: &mut Run<'_>, idx: usize, answer: &BulkOutcome) -> Outcome {
     let action = run.action(idx);
     match answer.for_tunnel(&action.key.tunnel_id) {
         BulkResult::Applied(applied) => {
+            run.edge_took(idx);
             let on = applied.last_generated_on.unwrap_or_else(Utc::now);
             run.state
                 .entry(&action.key, &action.name)

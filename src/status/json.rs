@@ -11,8 +11,9 @@ use super::{human, Report, TunnelStatus};
 use crate::state::format_time;
 
 /// The JSON status format's version.
-/// 1.1 added `unverified_since` and `summary.unverified` (`verify`).
-pub const STATUS_FORMAT_VERSION: &str = "1.1";
+/// 1.1 added `unverified_since` and `summary.unverified` (`verify`);
+/// 1.2 `last_outage_seconds` and `summary.outages`.
+pub const STATUS_FORMAT_VERSION: &str = "1.2";
 
 /// Writes the status as one pretty JSON document.
 pub fn json(report: &Report, out: &mut dyn Write) -> io::Result<()> {
@@ -60,6 +61,9 @@ struct JsonTunnel<'a> {
     delivery_failed: Option<JsonDelivery<'a>>,
     /// Got a new PSK and was not shown back up (`verify`): down since.
     unverified_since: Option<String>,
+    /// The outage of the rotation that made its PSK, as `verify` measured
+    /// it, in seconds (to the millisecond); `null` when not measured.
+    last_outage_seconds: Option<f64>,
     needs_attention: bool,
     /// The planner's reasons to change its PSK now, as in the JSON plan.
     reasons: Vec<JsonReason>,
@@ -90,6 +94,16 @@ struct JsonSummary {
     changed_outside: usize,
     delivery_failed: usize,
     unverified: usize,
+    /// Over the tunnels' last measured outages; `null` when none is.
+    outages: Option<JsonOutages>,
+}
+
+#[derive(Serialize)]
+struct JsonOutages {
+    tunnels: usize,
+    p50_seconds: f64,
+    p95_seconds: f64,
+    max_seconds: f64,
 }
 
 impl<'a> JsonStatus<'a> {
@@ -110,6 +124,12 @@ impl<'a> JsonStatus<'a> {
             changed_outside: count(|t| t.changed_outside.is_some()),
             delivery_failed: count(|t| t.delivery_failed.is_some()),
             unverified: count(|t| t.unverified_since.is_some()),
+            outages: report.outages().map(|o| JsonOutages {
+                tunnels: o.tunnels,
+                p50_seconds: super::outage_seconds(o.p50),
+                p95_seconds: super::outage_seconds(o.p95),
+                max_seconds: super::outage_seconds(o.max),
+            }),
         };
         JsonStatus {
             format_version: STATUS_FORMAT_VERSION,
@@ -149,6 +169,7 @@ impl<'a> JsonTunnel<'a> {
                 error: error.as_deref(),
             }),
             unverified_since: t.unverified.as_ref().map(|(since, _)| format_time(since)),
+            last_outage_seconds: t.last_outage.map(super::outage_seconds),
             needs_attention: t.needs_attention(),
             reasons: t
                 .reasons
