@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cloudflare;
 pub mod config;
 pub mod deliver;
+pub mod draft;
 pub mod health;
 pub mod planfile;
 pub mod policy;

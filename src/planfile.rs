@@ -29,8 +29,9 @@ pub const PLAN_FORMAT: &str = "psk-plan";
 /// `still_listed` and `not_asked`, version 4 the `names` of recipients in
 /// `recipients_changed`, version 5 the deferral `unhealthy` and the plan's
 /// `health` of the paths it touches (`verify`), version 6 the deferrals
-/// `undelivered` and `uncertain` (a sibling that may be down).
-pub const PLAN_FORMAT_VERSION: u64 = 6;
+/// `undelivered` and `uncertain` (a sibling that may be down), version 7
+/// the tunnels psk.yaml leaves out (`unmanaged`, `ignored`).
+pub const PLAN_FORMAT_VERSION: u64 = 7;
 /// The oldest version this psk still reads.
 pub const PLAN_FORMAT_OLDEST: u64 = 1;
 
@@ -66,7 +67,9 @@ fn version_needed(plan: &Plan) -> u64 {
             Deferral::Undelivered { .. } | Deferral::Uncertain { .. }
         )
     });
-    if version_6 {
+    if !plan.unmanaged.is_empty() || plan.ignored > 0 {
+        7
+    } else if version_6 {
         6
     } else if version_5 {
         5
@@ -647,6 +650,12 @@ tunnels:
                 unverified_since: Some(t("2026-11-26T10:42:00Z")),
                 gave_up: Some(t("2026-11-26T10:52:00Z")),
             }],
+            unmanaged: vec![crate::reconcile::unmanaged::UnmanagedTunnel {
+                name: "elsewhere".into(),
+                key: key(14),
+                add: format!("- {{ name: elsewhere, id: {} }}", key(14).tunnel_id),
+            }],
+            ignored: 2,
         };
         PlanFile::new(
             plan,
@@ -706,9 +715,9 @@ tunnels:
             Err(Stale::NotApplyable)
         );
 
-        let future = text.replace("\"format_version\": 2", "\"format_version\": 7");
+        let future = text.replace("\"format_version\": 2", "\"format_version\": 8");
         let e = PlanFile::parse(Path::new("p.json"), future.as_bytes()).unwrap_err();
-        assert!(e.to_string().contains("reads versions 1 to 6"), "{e}");
+        assert!(e.to_string().contains("reads versions 1 to 7"), "{e}");
 
         // A live key psk does not hold needs the version that added it.
         let mut live = back.clone();

@@ -133,6 +133,7 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| cannot_listen(args.listen, &e))?;
+    let tunnels = sb.tunnel_count();
     let running = sandbox::spawn(listener, Arc::new(sb))?;
     // The server keeps serving even if nobody reads this (a closed pipe):
     // write errors are ignored rather than ending the process.
@@ -140,12 +141,8 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
     let _ = writeln!(
         out,
         "psk sandbox: {} tunnel{} in {} account{} at {}",
-        config.tunnels.len() + config.unresolved.len(),
-        if config.tunnels.len() + config.unresolved.len() == 1 {
-            ""
-        } else {
-            "s"
-        },
+        tunnels,
+        if tunnels == 1 { "" } else { "s" },
         config.accounts().len(),
         if config.accounts().len() == 1 {
             ""

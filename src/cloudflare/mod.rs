@@ -131,6 +131,9 @@ pub struct RemoteTunnel {
     pub name: String,
     /// When its PSK last changed, however it was changed.
     pub last_generated_on: Option<DateTime<Utc>>,
+    /// The customer router's address for this tunnel: tunnels that share
+    /// one are redundant paths of one site (what `psk init` proposes).
+    pub customer_endpoint: Option<String>,
 }
 
 /// A freshly generated PSK, as Cloudflare returned it once.
@@ -783,6 +786,8 @@ struct WireTunnel {
     id: String,
     name: String,
     #[serde(default)]
+    customer_endpoint: Option<String>,
+    #[serde(default)]
     psk_metadata: Option<WireMeta>,
 }
 
@@ -796,6 +801,7 @@ impl WireTunnel {
             id: self.id.to_ascii_lowercase(),
             name: self.name,
             last_generated_on,
+            customer_endpoint: self.customer_endpoint.filter(|e| !e.is_empty()),
         })
     }
 }

@@ -12,7 +12,7 @@
 //! 3. [`follow_ups`]: reseals, redeliveries and forgets, which leave the
 //!    PSK on Cloudflare's edge alone.
 //! 4. [`reconcile_with`] puts them together in a [`Plan`] (its types are
-//!    in [`plan`]).
+//!    in [`plan`]), with the tunnels psk.yaml leaves out ([`unmanaged`]).
 //!
 //! Tunnels psk.yaml names only by name get their ids before this, once,
 //! from [`resolve_names`]: the planner takes the config as it is and plans
@@ -27,6 +27,7 @@ pub mod names;
 pub mod plan;
 #[cfg(test)]
 mod tests;
+pub mod unmanaged;
 
 use std::collections::{HashMap, HashSet};
 
@@ -109,6 +110,10 @@ pub fn reconcile_with(
         plan.deferred.extend(kept);
     }
     plan.health = health::path_statuses(desired, state, remote, &plan);
+    if let Some(remote) = remote {
+        let found = unmanaged::find(desired, remote);
+        (plan.unmanaged, plan.ignored) = (found.tunnels, found.ignored);
+    }
     plan
 }
 

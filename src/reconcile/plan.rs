@@ -333,6 +333,42 @@ pub struct Plan {
     /// after its last new PSK; psk.yaml order.
     #[serde(default)]
     pub health: Vec<PathStatus>,
+    /// Tunnels Cloudflare lists for psk.yaml's accounts that psk.yaml
+    /// neither lists nor ignores (empty offline); see [`super::unmanaged`].
+    #[serde(default)]
+    pub unmanaged: Vec<UnmanagedTunnel>,
+    /// How many more psk.yaml's `ignore:` left out.
+    #[serde(default)]
+    pub ignored: usize,
+}
+
+/// A tunnel psk.yaml does not list and does not ignore.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnmanagedTunnel {
+    /// Its name at Cloudflare.
+    pub name: String,
+    pub key: TunnelKey,
+    /// The entry that adds it to psk.yaml (a YAML flow mapping, one
+    /// line), under a name valid and unused there.
+    pub add: String,
+}
+
+impl UnmanagedTunnel {
+    /// Its line for psk.yaml, with its Cloudflare name in a comment when
+    /// psk.yaml could not take it as it is.
+    pub fn line(&self) -> String {
+        let plain = crate::config::write::scalar(&self.name);
+        if self.add.starts_with(&format!("- {{ name: {plain}, ")) {
+            self.add.clone()
+        } else {
+            format!(
+                "{}  # {} at Cloudflare",
+                self.add,
+                crate::config::write::quoted(&self.name)
+            )
+        }
+    }
 }
 
 /// One path's health as the plan saw it, for `verify`.
@@ -617,6 +653,8 @@ impl Plan {
             upcoming: Vec::new(),
             horizon: options.horizon,
             health: Vec::new(),
+            unmanaged: Vec::new(),
+            ignored: 0,
         }
     }
 

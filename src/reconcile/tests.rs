@@ -92,6 +92,7 @@ fn drift_and_interruption() {
             id: A.into(),
             name: "a".into(),
             last_generated_on: Some(t("2026-11-10T00:00:00Z")),
+            customer_endpoint: None,
         },
     );
     let now = t("2026-11-20T00:00:00Z");
@@ -183,6 +184,7 @@ fn removed_tunnels_are_forgotten_not_touched() {
             id: GONE.into(),
             name: "gone".into(),
             last_generated_on: None,
+            customer_endpoint: None,
         },
     );
     let plan = reconcile(&config(), Some(&other), Some(&asked), now);
@@ -202,6 +204,7 @@ fn a_pending_key_is_sent_again_whatever_else_is_due() {
             id: A.into(),
             name: "a".into(),
             last_generated_on: Some(t("2026-11-10T00:00:01Z")),
+            customer_endpoint: None,
         },
     );
     let plan = reconcile(
@@ -481,6 +484,7 @@ fn listed(tunnels: &[(&str, &str)]) -> Remote {
                 id: id.to_string(),
                 name: name.to_string(),
                 last_generated_on: None,
+                customer_endpoint: None,
             },
         );
     }

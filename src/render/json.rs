@@ -16,8 +16,9 @@ use crate::tunnel::TunnelKey;
 /// the reason code `unknown_live_key`; 1.3 the deferral code `unhealthy`
 /// and `health`, the paths' health with `verify`; 1.4 the deferral codes
 /// `undelivered` (with `delivery_failed_at`) and `uncertain` (with
-/// `uncertain_since`): a sibling that may be down holds its site.
-pub const JSON_FORMAT_VERSION: &str = "1.4";
+/// `uncertain_since`): a sibling that may be down holds its site; 1.5 `unmanaged`, the
+/// tunnels psk.yaml leaves out, and `summary.unmanaged`, `summary.ignored`.
+pub const JSON_FORMAT_VERSION: &str = "1.5";
 
 #[derive(Serialize)]
 pub(super) struct JsonPlan<'a> {
@@ -34,7 +35,18 @@ pub(super) struct JsonPlan<'a> {
     /// With `verify`: the health now of the paths of each site the plan
     /// changes, and of paths not shown back up (since 1.3).
     health: Vec<JsonPathHealth<'a>>,
+    /// Tunnels Cloudflare lists for psk.yaml's accounts that psk.yaml
+    /// neither lists nor ignores (since 1.5).
+    unmanaged: Vec<JsonUnmanaged<'a>>,
     summary: JsonSummary,
+}
+
+#[derive(Serialize)]
+struct JsonUnmanaged<'a> {
+    #[serde(flatten)]
+    tunnel: JsonTunnel<'a>,
+    /// The entry that adds it under `tunnels:` in psk.yaml.
+    add: &'a str,
 }
 
 #[derive(Serialize)]
@@ -77,12 +89,20 @@ impl<'a> JsonPlan<'a> {
             forecast_horizon: plan.horizon.map(|h| h.to_string()),
             upcoming: plan.upcoming.iter().map(JsonUpcoming::new).collect(),
             health: plan.health.iter().map(JsonPathHealth::new).collect(),
+            unmanaged: (plan.unmanaged.iter())
+                .map(|u| JsonUnmanaged {
+                    tunnel: JsonTunnel::new(&u.name, &u.key),
+                    add: &u.add,
+                })
+                .collect(),
             summary: JsonSummary {
                 counts: JsonCounts::new(plan),
                 unchanged: plan.unchanged.len(),
                 deferred: plan.deferred.len(),
                 upcoming: plan.upcoming.len(),
                 no_verdict: plan.no_verdicts(),
+                unmanaged: plan.unmanaged.len(),
+                ignored: plan.ignored,
             },
         }
     }
@@ -144,6 +164,10 @@ struct JsonSummary {
     upcoming: usize,
     /// Dry runs that failed in passing (since 1.1).
     no_verdict: usize,
+    /// Tunnels psk.yaml leaves out, and those of them `ignore:` names
+    /// (since 1.5).
+    unmanaged: usize,
+    ignored: usize,
 }
 
 /// The fields that open every tunnel's entry, whichever list it is in.

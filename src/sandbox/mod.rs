@@ -4,6 +4,8 @@
 //! (list, get, `psk_generate`, the bulk PSK set, `validate_only`, the error
 //! envelope, auth) for the tunnels of a psk.yaml, so a new user can run the
 //! whole flow with no account, and tests talk real HTTP to a real server.
+//! Beside them it holds a fleet of its own (see `fleet`), for `psk init`
+//! to find and for a psk.yaml that lists only part of an account.
 //! It is as strict as the real API (see `api`; it accepts only its own
 //! credentials, see `auth`), and misbehaves on request
 //! (see `faults`): latency, server errors, Cloudflare's rate limit and
@@ -15,6 +17,7 @@
 mod api;
 mod auth;
 mod faults;
+mod fleet;
 mod graphql;
 mod health;
 pub mod strongswan;
@@ -41,6 +44,7 @@ use crate::tunnel::TunnelKey;
 
 pub use api::router;
 pub use auth::SandboxCredentials;
+pub use fleet::{FLEET_ACCOUNT, FLEET_SIZE};
 pub use health::{HealthOptions, COLOS};
 
 /// One tunnel as the sandbox's "edge" knows it.
@@ -52,6 +56,9 @@ struct EdgeTunnel {
     created_on: DateTime<Utc>,
     last_generated_on: DateTime<Utc>,
     index: usize,
+    /// The customer router's address, as Cloudflare reports it (optional
+    /// there): tunnels sharing one are paths of one site.
+    customer_endpoint: Option<String>,
     /// The router at the far end, whose key decides the tunnel's health.
     far: health::FarEnd,
 }
@@ -197,6 +204,7 @@ impl Sandbox {
                     created_on: created,
                     last_generated_on: last,
                     index,
+                    customer_endpoint: Some(format!("198.51.100.{}", index % 250 + 1)),
                     far,
                 },
             );
@@ -215,10 +223,26 @@ impl Sandbox {
                     created_on: created,
                     last_generated_on: generated,
                     index: config.tunnels.len() + offset,
+                    customer_endpoint: Some(format!(
+                        "198.51.100.{}",
+                        (config.tunnels.len() + offset) % 250 + 1
+                    )),
                     far,
                 },
             );
         }
+        if config.accounts().iter().any(|a| a == FLEET_ACCOUNT) {
+            seed_fleet(&mut edge, state, options, now);
+        }
+        Sandbox::with_edge(edge, options, created)
+    }
+
+    /// A sandbox whose edge holds `edge`, with far ends made `created`.
+    fn with_edge(
+        mut edge: BTreeMap<TunnelKey, EdgeTunnel>,
+        options: &SandboxOptions,
+        created: DateTime<Utc>,
+    ) -> std::io::Result<Sandbox> {
         let fleet = match &options.far_end {
             FarEndKind::Model => None,
             FarEndKind::Strongswan { dir } => {
@@ -283,6 +307,15 @@ impl Sandbox {
         })
     }
 
+    /// A sandbox holding only its own fleet (see [`FLEET_ACCOUNT`]), for
+    /// `psk init --sandbox`, which has no psk.yaml to seed from.
+    pub fn own_fleet(options: &SandboxOptions) -> std::io::Result<Sandbox> {
+        let now = Utc::now();
+        let mut edge = BTreeMap::new();
+        seed_fleet(&mut edge, None, options, now);
+        Sandbox::with_edge(edge, options, now - TimeDelta::days(365))
+    }
+
     /// The real far ends, if the sandbox runs them.
     pub fn fleet(&self) -> Option<&strongswan::Fleet> {
         self.fleet.as_ref()
@@ -294,6 +327,11 @@ impl Sandbox {
     /// `rate_limit`. Also `POST /sandbox/spend` with `{"requests": N}`.
     pub fn spend_budget(&self, requests: u64) -> Option<(u64, u32)> {
         self.faults.spend(requests).map(|(n, left)| (n, left.left))
+    }
+
+    /// How many tunnels the edge holds.
+    pub fn tunnel_count(&self) -> usize {
+        self.edge.lock().expect("edge lock").len()
     }
 
     /// Whether a real change of this tunnel's PSK is to be refused.
@@ -388,6 +426,45 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         if let Some(fleet) = &self.fleet {
             fleet.stop();
+        }
+    }
+}
+
+/// Adds the sandbox's own fleet to `edge`, leaving any tunnel psk.yaml
+/// already put there as it is; dated as `state` says where it knows one.
+fn seed_fleet(
+    edge: &mut BTreeMap<TunnelKey, EdgeTunnel>,
+    state: Option<&PskState>,
+    options: &SandboxOptions,
+    now: DateTime<Utc>,
+) {
+    let created = now - TimeDelta::days(365);
+    let first = edge.len();
+    for (i, t) in fleet::seeds(now).into_iter().enumerate() {
+        let psk = new_psk();
+        let far = far_end(&options.health, &t.key, &psk, created);
+        let last = (state.and_then(|s| s.get(&t.key)))
+            .and_then(|r| r.last_rotated)
+            .unwrap_or(t.last_generated_on);
+        let seeded = EdgeTunnel {
+            name: t.name,
+            psk,
+            created_on: created,
+            last_generated_on: last,
+            index: first + i,
+            customer_endpoint: Some(t.customer_endpoint),
+            far,
+        };
+        match edge.get_mut(&t.key) {
+            // psk.yaml lists it: Cloudflare's name and endpoint are the
+            // fleet's, whatever psk.yaml calls it.
+            Some(listed) => {
+                listed.name = seeded.name;
+                listed.customer_endpoint = seeded.customer_endpoint;
+            }
+            None => {
+                edge.insert(t.key, seeded);
+            }
         }
     }
 }

@@ -35,6 +35,7 @@ mod file_modes;
 #[cfg(unix)]
 mod first_hour;
 mod health;
+mod init;
 mod logging;
 mod messages;
 mod no_secrets;
@@ -53,5 +54,6 @@ mod status;
 #[cfg(unix)]
 mod strongswan;
 mod transport;
+mod unmanaged;
 mod verify;
 mod workflows;
