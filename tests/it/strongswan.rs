@@ -328,3 +328,41 @@ fn sigkill_while_waiting_for_the_ike_sa_loses_nothing() {
     assert!(!ledger.contains_key(&tunnel_id(1)), "{ledger:?}");
     assert!(edge_up(&far, &tunnel_id(1)), "the sibling lost its SA");
 }
+
+/// Without root the strongSwan far end refuses, naming what is missing
+/// and what to do; the model stays the default.
+#[test]
+fn without_root_the_strongswan_far_end_says_what_it_needs() {
+    let env = TestEnv::new(2);
+    // The test's directory, readable by the unprivileged user.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(env.config_path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_psk"))
+        .args([
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--far-end",
+            "strongswan",
+        ])
+        .current_dir(env.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .output()
+        .expect("this test drops root with `setpriv` (util-linux, in every Debian)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "the strongSwan far end needs root (it makes network namespaces): run it as root"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint:") || stderr.contains("apt-get") || stderr.contains("run it as root"),
+        "{stderr}"
+    );
+}
