@@ -91,14 +91,14 @@ pub(super) fn save(lock: &Lock, state: &mut State) -> Result<(), StateError> {
 #[derive(Debug)]
 pub enum Journal {
     File(store::Journal),
-    Remote(RemoteJournal),
+    Remote(Box<RemoteJournal>),
 }
 
 impl Journal {
     /// Starts the journal of one apply on the state `lock` holds.
     pub fn open(lock: &Lock, state: &mut State) -> Result<Journal, StateError> {
         Ok(match &lock.guard {
-            Guard::Bucket(l) => Journal::Remote(RemoteJournal::open(l, state)?),
+            Guard::Bucket(l) => Journal::Remote(Box::new(RemoteJournal::open(l, state)?)),
             Guard::File(l) => Journal::File(store::Journal::open(l.state_path(), state)?),
         })
     }
