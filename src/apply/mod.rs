@@ -19,16 +19,19 @@
 //!   `--parallelism` at a time, forgets, and what is left for other commands.
 //!
 //! Every change to a tunnel's record goes through the transitions on
-//! `state::TunnelState`, the same ones `import`, `reseal` and `deliver` use.
+//! `state::TunnelState`, the same ones `import` and `reseal` use. `psk
+//! deliver` and `psk verify` are entry points of this executor
+//! (`redeliver`, `reverify`): the same journal, and the same site rule
+//! (`reconcile::down`), so no command goes around it.
 
 mod bulk;
+pub mod redeliver;
+pub mod reverify;
 mod room;
 mod site;
 mod stream;
 mod unwritable;
 mod verify;
-
-pub use verify::check_once;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -268,6 +271,7 @@ pub async fn apply(
         sites: site::SiteGate::new(config),
         watcher: verify::Watcher::new(client),
         sealed_to,
+        arrived: HashMap::new(),
         outcomes: vec![None; plan.actions.len()],
         edge_took: HashMap::new(),
         options,
@@ -328,6 +332,9 @@ struct Run<'a> {
     watcher: verify::Watcher,
     /// What a newly sealed key's record says it is sealed to.
     sealed_to: Option<Vec<String>>,
+    /// When the answer that brought each action's new key arrived, on the
+    /// runner's monotonic clock: `verify`'s deadline counts from it.
+    arrived: HashMap<usize, std::time::Instant>,
     /// By action index; `None` is not started (yet).
     outcomes: Vec<Option<Outcome>>,
     /// By action index: when Cloudflare's answer said the edge took the
@@ -424,7 +431,8 @@ impl<'a> Run<'a> {
         let action = self.action(idx);
         (self.state.entry(&action.key, &action.name)).begin_verification(since);
         self.stage(idx);
-        Some((how, tunnel, since))
+        let arrived = (self.arrived.remove(&idx)).unwrap_or_else(std::time::Instant::now);
+        Some((how, tunnel, since, arrived))
     }
 
     /// How a verification went, staged in the state: a tunnel that did not
@@ -519,9 +527,10 @@ fn was_uncertain(action: &Action) -> bool {
         .any(|r| matches!(r, Reason::Interrupted { .. } | Reason::Pending { .. }))
 }
 
-/// A verification to wait for: the policy's `verify`, its tunnel, and
-/// since when the new key is on the edge.
-type Wait = (Verify, Tunnel, DateTime<Utc>);
+/// A verification to wait for: the policy's `verify`, its tunnel, since
+/// when the new key is on the edge (Cloudflare's date), and when its answer
+/// arrived (the runner's monotonic clock, for the deadline).
+type Wait = (Verify, Tunnel, DateTime<Utc>, std::time::Instant);
 
 /// How a `deliver` command ended: `Err` carries why it failed.
 type Delivered = Result<(), String>;

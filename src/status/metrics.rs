@@ -75,7 +75,7 @@ type TunnelGauge = (
     fn(&TunnelStatus, &Report) -> Option<i64>,
 );
 
-const TUNNEL_GAUGES: [TunnelGauge; 10] = [
+const TUNNEL_GAUGES: [TunnelGauge; 11] = [
     ("psk_tunnel_last_rotated_timestamp", "When the sealed PSK was made (Cloudflare's date), as a Unix time", true,
         |t, _| t.last_rotated.map(|d| d.timestamp())),
     ("psk_tunnel_next_due_timestamp", "When the PSK falls due by its policy, spread included, as a Unix time", true,
@@ -96,6 +96,8 @@ const TUNNEL_GAUGES: [TunnelGauge; 10] = [
         |t, _| Some(t.delivery_failed.is_some() as i64)),
     ("psk_tunnel_unverified", "1 when the tunnel got a new PSK and was not shown back up (verify): its site's other paths are held", false,
         |t, _| Some(t.unverified.is_some() as i64)),
+    ("psk_tunnel_window", "1 when the tunnel's policy has a change window (the rotation start is then the window's opening)", false,
+        |t, _| Some(t.window as i64)),
 ];
 
 impl Collector for StatusCollector {

@@ -87,6 +87,9 @@ pub struct TunnelStatus {
     /// `verify`): down since, and when psk gave up waiting (`None`: it was
     /// stopped while waiting). Its site's other paths are held meanwhile.
     pub unverified: Option<(DateTime<Utc>, Option<DateTime<Utc>>)>,
+    /// Its policy has a change window: `starts` is then the window's
+    /// opening, which may fall after `deadline` (the window opens too late).
+    pub window: bool,
     /// The outage of the rotation that made the sealed PSK, as `verify`
     /// measured it (see `TunnelState::outage_ms`); `None` when not
     /// measured.
@@ -217,6 +220,12 @@ fn judge(
             (change.next_due, starts, change.reasons)
         }
     };
+    // A live key psk never rotated (`status --refresh`) runs out by its
+    // policy too, from the date Cloudflare gives it.
+    let live_since = reasons.iter().find_map(|r| match r {
+        Reason::UnknownLiveKey { since } => Some(*since),
+        _ => None,
+    });
     TunnelStatus {
         name: tunnel.name.clone(),
         key: tunnel.key(),
@@ -224,23 +233,30 @@ fn judge(
         policy: policy.name.clone(),
         last_rotated: sealed_on,
         next_due,
-        deadline: sealed_on.map(|l| policy.next_due(l)),
+        deadline: sealed_on.or(live_since).map(|l| policy.next_due(l)),
         starts,
         reasons,
         delivery_failed: None,
         unverified: None,
         last_outage: None,
+        window: policy.window.is_some(),
     }
 }
 
 impl TunnelStatus {
-    /// How long past its due date the key is, when it is.
+    /// How long past its due date the key is, when it is: a sealed key
+    /// past its due date, or a live key psk never rotated that Cloudflare
+    /// dates older than the policy allows (only with `--refresh`).
     pub fn overdue_by(&self, now: DateTime<Utc>) -> Option<TimeDelta> {
-        self.reasons
-            .iter()
-            .any(|r| matches!(r, Reason::Due { .. }))
-            .then(|| self.next_due.map(|due| now - due))
-            .flatten()
+        let has = |f: fn(&Reason) -> bool| self.reasons.iter().any(f);
+        let due = if has(|r| matches!(r, Reason::Due { .. })) {
+            self.next_due
+        } else if has(|r| matches!(r, Reason::UnknownLiveKey { .. })) {
+            self.deadline.filter(|d| *d <= now)
+        } else {
+            None
+        };
+        due.map(|due| now - due)
     }
 
     /// psk holds no sealed PSK for it.
