@@ -214,6 +214,7 @@ fn settle(run: &mut Run<'_>, idx: usize, answer: &BulkOutcome) -> Outcome {
     let action = run.action(idx);
     match answer.for_tunnel(&action.key.tunnel_id) {
         BulkResult::Applied(applied) => {
+            run.edge_took(idx);
             let on = (applied.last_generated_on).unwrap_or_else(|| run.client.cloudflare_now());
             run.arrived.insert(idx, std::time::Instant::now());
             run.state

@@ -231,8 +231,9 @@ pub enum Event<'a> {
     },
     /// A `deliver` command finished for this action's new PSK.
     Delivered(&'a Action, Result<(), &'a str>),
-    /// `verify` showed this action's tunnel back up with its new PSK.
-    Verified(&'a Action),
+    /// `verify` showed this action's tunnel back up with its new PSK, this
+    /// long after the edge took it (the rotation's outage).
+    Verified(&'a Action, Option<std::time::Duration>),
 }
 
 /// Carries out `plan`, making each change to `state` durable in the journal
@@ -272,6 +273,7 @@ pub async fn apply(
         sealed_to,
         arrived: HashMap::new(),
         outcomes: vec![None; plan.actions.len()],
+        edge_took: HashMap::new(),
         options,
         on_event: &mut on_event,
     };
@@ -335,6 +337,9 @@ struct Run<'a> {
     arrived: HashMap<usize, std::time::Instant>,
     /// By action index; `None` is not started (yet).
     outcomes: Vec<Option<Outcome>>,
+    /// By action index: when Cloudflare's answer said the edge took the
+    /// new key, on the monotonic clock; a rotation's outage runs from here.
+    edge_took: HashMap<usize, std::time::Instant>,
     options: &'a Options,
     on_event: &'a mut dyn FnMut(Event<'_>),
 }
@@ -442,10 +447,20 @@ impl<'a> Run<'a> {
     ) -> Outcome {
         let action = self.action(idx);
         tracing::info!(tunnel = %action.name, ok = result.is_ok(), "verification finished");
+        let outage = result
+            .as_ref()
+            .ok()
+            .and_then(|()| self.edge_took.get(&idx))
+            .map(|took| took.elapsed());
         if result.is_ok() {
-            self.event(Event::Verified(action));
+            self.event(Event::Verified(action, outage));
         }
-        (self.state.entry(&action.key, &action.name)).end_verification(result.clone(), Utc::now());
+        let entry = self.state.entry(&action.key, &action.name);
+        entry.end_verification(result.clone(), Utc::now());
+        if let Some(outage) = outage {
+            tracing::info!(tunnel = %action.name, outage_ms = outage.as_millis() as u64, "outage measured");
+            entry.record_outage(outage);
+        }
         self.stage(idx);
         let outcome = match (result, outcome) {
             (
@@ -459,6 +474,11 @@ impl<'a> Run<'a> {
         };
         self.sites.settled(action, &outcome);
         outcome
+    }
+
+    /// Cloudflare answered that the edge took the new key of `idx` now.
+    fn edge_took(&mut self, idx: usize) {
+        self.edge_took.insert(idx, std::time::Instant::now());
     }
 
     /// Stages how a delivery went; a failed one turns the rotation's

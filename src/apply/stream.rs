@@ -384,6 +384,7 @@ impl Stream<'_, '_> {
 /// Seals a PSK Cloudflare generated and stages it with its date. Returns
 /// the PSK too, for a delivery once the change is committed.
 fn record_generated(run: &mut Run<'_>, idx: usize, generated: Generated) -> (Outcome, Option<Psk>) {
+    run.edge_took(idx);
     let action = run.action(idx);
     let sealed = match seal::seal(&generated.psk, &run.config.recipients) {
         Ok(s) => s,
