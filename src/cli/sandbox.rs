@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::args::Global;
-use super::far_end::parse_rate;
 use super::exit::Status;
+use super::far_end::parse_rate;
 use super::session::Session;
 use crate::sandbox::{self, Sandbox, SandboxOptions};
 
