@@ -173,7 +173,7 @@ measure() {
   if [[ $place == proxy ]]; then
     store=$((s1 - s0))
     kinds=$(jq -rn --argjson a "$k0" --argjson b "$k1" \
-      '[$b | to_entries[] | select(.key != "requests") | "\(.key)=\(.value - ($a[.key] // 0))"] | join(",")')
+      '[$b | to_entries[] | select(.key != "requests") | {key, n: (.value - ($a[.key] // 0))} | select(.n > 0) | "\(.key)=\(.n)"] | join(",")')
   fi
   # The apply's last journal log line says how many commits it made.
   commits=$( (grep -o 'commits=[0-9]*' "$prefix.err" || true) | tail -1 | cut -d= -f2)
