@@ -38,7 +38,10 @@ fn main() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("psk.state.json");
         let mut state = State::new(vec!["sha256:0000000000000000".into()]);
-        let mut journal = Journal::open(&path, &mut state).expect("open journal");
+        let location = psk::state::Location::File(path.clone());
+        let lock =
+            psk::state::Lock::acquire(&location, "bench", std::time::Duration::ZERO).expect("lock");
+        let mut journal = Journal::open(&lock, &mut state).expect("open journal");
         let mut whole: u64 = 0;
         let mut previous = state.to_bytes().len() as u64;
         let start = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap();

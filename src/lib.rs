@@ -5,10 +5,12 @@
 //! `psk` binary is a thin shell over [`cli::main`].
 
 pub mod apply;
+pub mod backoff;
 pub mod cli;
 pub mod cloudflare;
 pub mod config;
 pub mod deliver;
+pub mod draft;
 pub mod health;
 pub mod planfile;
 pub mod policy;

@@ -28,8 +28,10 @@ pub const PLAN_FORMAT: &str = "psk-plan";
 /// the reasons `unknown_live_key` and `not_listed` and the deferrals
 /// `still_listed` and `not_asked`, version 4 the `names` of recipients in
 /// `recipients_changed`, version 5 the deferral `unhealthy` and the plan's
-/// `health` of the paths it touches (`verify`).
-pub const PLAN_FORMAT_VERSION: u64 = 5;
+/// `health` of the paths it touches (`verify`), version 6 the deferrals
+/// `undelivered` and `uncertain` (a sibling that may be down), version 7
+/// the tunnels psk.yaml leaves out (`unmanaged`, `ignored`).
+pub const PLAN_FORMAT_VERSION: u64 = 7;
 /// The oldest version this psk still reads.
 pub const PLAN_FORMAT_OLDEST: u64 = 1;
 
@@ -58,7 +60,18 @@ fn version_needed(plan: &Plan) -> u64 {
         use crate::reconcile::Reason;
         matches!(r, Reason::RecipientsChanged { names, .. } if !names.is_empty())
     };
-    if version_5 {
+    let version_6 = (plan.deferred.iter()).any(|d| {
+        use crate::reconcile::Deferral;
+        matches!(
+            d.why,
+            Deferral::Undelivered { .. } | Deferral::Uncertain { .. }
+        )
+    });
+    if !plan.unmanaged.is_empty() || plan.ignored > 0 {
+        7
+    } else if version_6 {
+        6
+    } else if version_5 {
         5
     } else if reasons.clone().any(named) {
         4
@@ -607,6 +620,18 @@ tunnels:
                     failed: Some(t("2026-11-26T10:52:00Z")),
                     health: Some("down in AMS, FRA".into()),
                 }),
+                deferred(Deferral::Undelivered {
+                    site: "fra".into(),
+                    sibling: "t4".into(),
+                    at: t("2026-11-26T10:43:00Z"),
+                    error: Some("`deliver.sh` exited with status 3".into()),
+                }),
+                deferred(Deferral::Uncertain {
+                    site: "fra".into(),
+                    sibling: "t5".into(),
+                    since: t("2026-11-26T10:44:00Z"),
+                    pending: true,
+                }),
             ],
             upcoming: vec![Upcoming {
                 name: "soon".into(),
@@ -625,6 +650,12 @@ tunnels:
                 unverified_since: Some(t("2026-11-26T10:42:00Z")),
                 gave_up: Some(t("2026-11-26T10:52:00Z")),
             }],
+            unmanaged: vec![crate::reconcile::unmanaged::UnmanagedTunnel {
+                name: "elsewhere".into(),
+                key: key(14),
+                add: format!("- {{ name: elsewhere, id: {} }}", key(14).tunnel_id),
+            }],
+            ignored: 2,
         };
         PlanFile::new(
             plan,
@@ -684,9 +715,9 @@ tunnels:
             Err(Stale::NotApplyable)
         );
 
-        let future = text.replace("\"format_version\": 2", "\"format_version\": 6");
+        let future = text.replace("\"format_version\": 2", "\"format_version\": 8");
         let e = PlanFile::parse(Path::new("p.json"), future.as_bytes()).unwrap_err();
-        assert!(e.to_string().contains("reads versions 1 to 5"), "{e}");
+        assert!(e.to_string().contains("reads versions 1 to 7"), "{e}");
 
         // A live key psk does not hold needs the version that added it.
         let mut live = back.clone();

@@ -83,6 +83,8 @@ mod tests {
             upcoming: vec![],
             horizon: None,
             health: vec![],
+            unmanaged: vec![],
+            ignored: 0,
         };
         plan.actions[0].dry_run = DryRun::NoVerdict("HTTP 503".into());
         let mut line = Vec::new();

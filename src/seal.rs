@@ -396,6 +396,39 @@ impl Identities {
     }
 }
 
+/// The public keys (`age1...`) of every age identity in the file at
+/// `path`, for `psk init --identity`: what psk.yaml lists so the holder of
+/// the file can open the PSKs. The file's bytes are wiped after reading;
+/// only the public halves leave this function.
+pub fn public_keys_of(path: &Path) -> Result<Vec<String>, SealError> {
+    let fault = |message: String| SealError::IdentityFile {
+        path: path.to_path_buf(),
+        message,
+    };
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| fault(e.to_string()))?);
+    let text = std::str::from_utf8(&bytes).map_err(|_| fault("not UTF-8 text".into()))?;
+    if text.contains("PRIVATE KEY-----") {
+        return Err(fault(
+            "an SSH private key: list its public half with `--recipient \"$(cat KEY.pub)\"` instead"
+                .into(),
+        ));
+    }
+    let keys: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("AGE-SECRET-KEY-1"))
+        .map(|l| {
+            age::x25519::Identity::from_str(l)
+                .map(|id| id.to_public().to_string())
+                .map_err(|_| fault("holds an AGE-SECRET-KEY-1 line that is not a valid key".into()))
+        })
+        .collect::<Result<_, _>>()?;
+    if keys.is_empty() {
+        return Err(fault("no AGE-SECRET-KEY-1 line found".into()));
+    }
+    Ok(keys)
+}
+
 /// The first line (1-based) of `text` that is a public key: an age
 /// recipient or an SSH public key.
 fn public_key_line(text: &str) -> Option<(usize, bool)> {

@@ -31,7 +31,6 @@ mod verify;
 pub use verify::check_once;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -43,7 +42,7 @@ use crate::config::{Config, Tunnel};
 use crate::policy::{Deliver, Generator, Verify};
 use crate::reconcile::{Action, ActionKind, Plan, Reason};
 use crate::seal::Psk;
-use crate::state::{Journal, State, StateError};
+use crate::state::{Journal, Lock, State, StateError};
 use crate::tunnel::TunnelKey;
 pub use unwritable::Unwritable;
 
@@ -58,8 +57,15 @@ pub enum Outcome {
     },
     Forgotten,
     /// Left for another command: apply holds no identity, so it cannot
-    /// open a sealed PSK to re-seal it (`psk reseal` does that).
+    /// open a sealed PSK to re-seal it (`psk reseal` does that) or hand it
+    /// to its router again (`psk deliver`). `command` is that command.
     Deferred {
+        message: String,
+        command: &'static str,
+    },
+    /// Not started, to keep a site up: another path of the site may be
+    /// down (or `verify`'s preflight found one not healthy).
+    Held {
         message: String,
     },
     Failed {
@@ -128,14 +134,16 @@ impl Report {
             n => format!(" ({n} of the failures: new PSK recorded, tunnel did not come back)"),
         };
         let forgotten = self.count(|o| matches!(o, Outcome::Forgotten));
-        // A path its site's rule held ("not started: ..."), or work left
-        // for a command that holds an identity.
-        let held = |o: &Outcome| matches!(o, Outcome::Deferred { message } if message.starts_with("not started"));
-        let deferred = match self.count(|o| matches!(o, Outcome::Deferred { .. }) && !held(o)) {
-            0 => String::new(),
-            n => format!(", {n} left for `psk reseal`"),
-        };
-        let deferred = match self.count(held) {
+        // Work left for a command that holds an identity, by command.
+        let mut deferred = String::new();
+        for command in ["psk deliver", "psk reseal"] {
+            let n =
+                self.count(|o| matches!(o, Outcome::Deferred { command: c, .. } if *c == command));
+            if n > 0 {
+                deferred.push_str(&format!(", {n} left for `{command}`"));
+            }
+        }
+        let deferred = match self.count(|o| matches!(o, Outcome::Held { .. })) {
             0 => deferred,
             n => format!("{deferred}, {n} held back to keep a site up"),
         };
@@ -225,7 +233,7 @@ pub enum Event<'a> {
 }
 
 /// Carries out `plan`, making each change to `state` durable in the journal
-/// beside `state_path` before anything depends on it, and folding the
+/// of the state `lock` holds before anything depends on it, and folding the
 /// journal into the state at the end. Returning early with an error leaves
 /// the journal, which the next load replays.
 ///
@@ -236,12 +244,12 @@ pub async fn apply(
     config: &Config,
     plan: &Plan,
     state: &mut State,
-    state_path: &Path,
+    lock: &Lock,
     client: &Client,
     options: &Options,
     mut on_event: impl FnMut(Event<'_>),
 ) -> Result<Report, ApplyError> {
-    let mut journal = Journal::open(state_path, state)?;
+    let mut journal = Journal::open(lock, state)?;
     let room = room::needed(config, plan, state);
     if room > 0 {
         journal.reserve(room)?;
@@ -337,9 +345,11 @@ impl<'a> Run<'a> {
         (self.on_event)(event);
     }
 
-    /// Reports an action's outcome.
+    /// Reports an action's outcome (a path that may be down after it
+    /// blocks its site, if that was not already said).
     fn finish(&mut self, idx: usize, outcome: Outcome) {
         let action = self.action(idx);
+        self.sites.settled(action, &outcome);
         self.event(Event::Finished(action, &outcome));
         self.outcomes[idx] = Some(outcome);
     }
@@ -439,7 +449,7 @@ impl<'a> Run<'a> {
             },
             (_, o) => o,
         };
-        self.sites.delivered(action, &outcome);
+        self.sites.settled(action, &outcome);
         outcome
     }
 
@@ -468,7 +478,7 @@ impl<'a> Run<'a> {
             },
             (Err(_), o) => o,
         };
-        self.sites.delivered(action, &outcome);
+        self.sites.settled(action, &outcome);
         outcome
     }
 }

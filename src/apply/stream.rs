@@ -158,12 +158,14 @@ impl Stream<'_, '_> {
                 report(Outcome::Forgotten)
             }
             ActionKind::Redeliver => report(Outcome::Deferred {
+                command: "psk deliver",
                 message: format!(
                     "delivering again needs an identity to open the sealed PSK, which apply never holds; run `psk deliver {}`",
                     action.name
                 ),
             }),
             ActionKind::Reseal => report(Outcome::Deferred {
+                command: "psk reseal",
                 message: "re-sealing needs an identity, which apply never holds; run `psk reseal`"
                     .into(),
             }),
@@ -350,6 +352,8 @@ impl Stream<'_, '_> {
                 interrupted: true,
             },
         };
+        // A path that may be down blocks its site before the site frees up.
+        self.run.sites.settled(action, &outcome);
         self.run.sites.release(&action.key);
         self.after.push(AfterCommit::Report(idx, outcome));
     }

@@ -17,11 +17,8 @@ use crate::state::{Journal, State, StateError};
 
 /// Waits before each new attempt of a failed commit: a disk that was full
 /// for a moment (another writer, a log rotation) gets a little time.
-const RETRY_DELAYS: [Duration; 3] = [
-    Duration::from_millis(100),
-    Duration::from_millis(500),
-    Duration::from_secs(2),
-];
+const RETRY: crate::backoff::Backoff =
+    crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(2)).tries(3);
 
 /// Why an apply stopped because its state could not be written. Each says
 /// where every key it made is.
@@ -48,10 +45,7 @@ pub enum Unwritable {
 
 /// The delays between attempts; none in tests of faults.
 pub fn retry_delays() -> impl Iterator<Item = Duration> {
-    let none = crate::cloudflare::no_retry_delay_from_env();
-    RETRY_DELAYS
-        .into_iter()
-        .map(move |d| if none { Duration::ZERO } else { d })
+    RETRY.from_env().delays()
 }
 
 /// Folds the journal into the state file, trying again as a commit does;

@@ -401,7 +401,7 @@ pub(super) async fn preflight_health(
             tracing::info!(tunnel = %name, sibling = %s.name, "preflight: a sibling is not healthy");
             held.insert(
                 idx,
-                super::Outcome::Deferred {
+                super::Outcome::Held {
                     message: format!(
                         "not started: verify's preflight: {}, on the same site, is {} now; rotating {name} could cut site \"{}\" off. psk waits until every other path of the site is healthy; apply again then",
                         s.name,
@@ -457,7 +457,7 @@ pub(super) async fn preflight_probes(
         let Err(why) = r else { continue };
         let name = &plan.actions[idx].name;
         tracing::info!(tunnel = %name, sibling = %sibling.name, "preflight probe failed");
-        held.entry(idx).or_insert_with(|| super::Outcome::Deferred {
+        held.entry(idx).or_insert_with(|| super::Outcome::Held {
             message: format!(
                 "not started: verify's preflight ran the probe for {}, on the same site, and {why}; rotating {name} now could cut site \"{}\" off. Bring {} up, then apply again",
                 sibling.name,

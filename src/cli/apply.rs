@@ -1,7 +1,7 @@
 //! `psk apply`.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context as _};
 use chrono::Utc;
@@ -16,7 +16,7 @@ use crate::cloudflare::Client;
 use crate::planfile::{self, PlanFile};
 use crate::reconcile::Plan;
 use crate::render;
-use crate::state::State;
+use crate::state::{Lock, State};
 
 /// Rotate each due PSK: generate it (at Cloudflare, or locally for
 /// `generator: local`), seal it with age and record it durably as each
@@ -59,11 +59,7 @@ pub struct ApplyArgs {
 pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
     let mut session = Session::open(global)?;
     session.overrides(&args.overrides);
-    let Writable {
-        path: state_path,
-        lock: _lock,
-        state,
-    } = session.lock("apply", &args.lock)?;
+    let Writable { lock, state, .. } = session.lock("apply", &args.lock)?;
     let (plan, connection) = plan_to_apply(&mut session, &args, state.as_ref()).await?;
     if let Some(status) = review(&plan, &args, global.no_color)? {
         return Ok(status);
@@ -73,15 +69,7 @@ pub async fn run(global: &Global, args: ApplyArgs) -> anyhow::Result<Status> {
         None => session.connect(state.as_ref()).await?,
     };
     let state = state.unwrap_or_else(|| State::new(session.config.recipient_fingerprints()));
-    execute(
-        &session,
-        &plan,
-        state,
-        &state_path,
-        &connection.client,
-        args.json,
-    )
-    .await
+    execute(&session, &plan, state, &lock, &connection.client, args.json).await
 }
 
 /// The saved plan FILE, or a plan made now (with the connection it was
@@ -157,7 +145,7 @@ async fn execute(
     session: &Session<'_>,
     plan: &Plan,
     mut state: State,
-    state_path: &Path,
+    lock: &Lock,
     client: &Client,
     json: bool,
 ) -> anyhow::Result<Status> {
@@ -179,13 +167,13 @@ async fn execute(
         &session.config,
         plan,
         &mut state,
-        state_path,
+        lock,
         client,
         &options,
         |event| progress.event(event),
     )
     .await?;
-    progress.finish(&report, plan, state_path, state.serial);
+    progress.finish(&report, plan, lock.location().path(), state.serial);
     Ok(if report.is_failure() {
         Status::Failure
     } else {

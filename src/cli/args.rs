@@ -11,7 +11,7 @@
 //! only one command takes live in that command's file.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::bail;
@@ -22,7 +22,8 @@ use crate::cloudflare::{ClientOptions, RateLimit};
 use crate::config::Config;
 use crate::policy::Span;
 use crate::reconcile::PlanOptions;
-use crate::state::State;
+use crate::state::remote::RemoteError;
+use crate::state::{Location, State};
 
 /// The help heading of psk.yaml, the state and the state's guards.
 pub const FILES: &str = "Files";
@@ -208,11 +209,13 @@ impl Global {
         Ok(())
     }
 
-    /// `--state` wins over the state file psk.yaml names.
-    pub fn state_path(&self, config: &Config) -> PathBuf {
-        self.state
-            .clone()
-            .unwrap_or_else(|| config.state_path.clone())
+    /// Where the state lives: `--state` wins over psk.yaml's `state:`
+    /// (a file there is relative to psk.yaml's folder). Parsed here, once.
+    pub fn state_location(&self, config: &Config) -> Result<Location, RemoteError> {
+        match &self.state {
+            Some(given) => Location::given(given),
+            None => Location::resolve(config.path.parent().unwrap_or(Path::new("")), &config.state),
+        }
     }
 }
 

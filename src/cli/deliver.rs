@@ -37,7 +37,7 @@ pub async fn run(global: &Global, args: DeliverArgs) -> anyhow::Result<Status> {
     let session = Session::open(global)?;
     let config = &session.config;
     // Held until the end: the state is ours to write.
-    let (state_path, _lock, mut state) = session
+    let (_, lock, mut state) = session
         .lock("deliver", &args.lock)?
         .existing("run `psk apply` first")?;
 
@@ -106,7 +106,7 @@ pub async fn run(global: &Global, args: DeliverArgs) -> anyhow::Result<Status> {
             .entry(&t.key(), &t.name)
             .record_delivery(result, Utc::now());
         // Each outcome is durable before the next delivery starts.
-        state::save(&state_path, &mut state)?;
+        state::save(&lock, &mut state)?;
     }
     Ok(if failed > 0 {
         Status::Failure

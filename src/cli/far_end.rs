@@ -6,13 +6,14 @@
 //! `deliver` command can reach a server on a port psk picked), and apply
 //! would wait out verify's whole timeout.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 
 use super::args::parse_rate;
 use crate::cloudflare::RateLimit;
-use crate::sandbox::HealthOptions;
+use crate::sandbox::{FarEndKind, HealthOptions};
 
 /// The options' heading in `--help`: explicit on each, so the options
 /// that follow a flattened group keep their own.
@@ -30,6 +31,23 @@ const DEFAULT_GRAPHQL_RATE_LIMIT: RateLimit = RateLimit {
 /// Cloudflare's GraphQL reports for them.
 #[derive(Debug, Default, Clone, Args)]
 pub struct FarEnd {
+    /// What answers at the far end of each tunnel. `model` (the default):
+    /// keys compared as strings. `strongswan`: real IKEv2 peers, a
+    /// strongSwan charon on Cloudflare's side holding the sandbox's key and
+    /// one on the router's side, per tunnel, in network namespaces (needs
+    /// root, `ip`, charon and swanctl); a tunnel is then healthy while the
+    /// edge's IKE SA is up, and a key reaches a router only by a delivery
+    /// to its swanctl directory (examples/strongswan).
+    #[arg(long, value_enum, value_name = "KIND", help_heading = HEADING)]
+    far_end: Option<FarEndMode>,
+
+    /// With `--far-end strongswan`: the directory for the charons' files,
+    /// `DIR/<tunnel id>/{edge,router}/` (default: a new temp directory,
+    /// removed at the end). A router's swanctl directory is
+    /// `DIR/<tunnel id>/router/swanctl`, its strongswan.conf beside it.
+    #[arg(long, value_name = "DIR", requires = "far_end", help_heading = HEADING)]
+    far_end_dir: Option<PathBuf>,
+
     /// How long a tunnel takes, once both ends hold the same key, to be
     /// reported healthy by every data center (degraded from half of it).
     /// Default 5.
@@ -73,6 +91,8 @@ impl FarEnd {
     /// Nothing given: the sandbox's defaults.
     pub fn is_default(&self) -> bool {
         let FarEnd {
+            far_end,
+            far_end_dir,
             health_delay,
             slow_colo,
             far_end_follows,
@@ -81,13 +101,25 @@ impl FarEnd {
             graphql_error_rate,
             graphql_rate_limit,
         } = self;
-        health_delay.is_none()
+        far_end.is_none()
+            && far_end_dir.is_none()
+            && health_delay.is_none()
             && slow_colo.is_none()
             && far_end_follows.is_none()
             && never_up.is_empty()
             && down.is_empty()
             && graphql_error_rate.is_none()
             && graphql_rate_limit.is_none()
+    }
+
+    /// What is at the far ends (`--far-end`, `--far-end-dir`).
+    pub fn kind(&self) -> FarEndKind {
+        match self.far_end {
+            None | Some(FarEndMode::Model) => FarEndKind::Model,
+            Some(FarEndMode::Strongswan) => FarEndKind::Strongswan {
+                dir: self.far_end_dir.clone(),
+            },
+        }
     }
 
     /// The sandbox's settings, defaults filled in.
@@ -105,4 +137,11 @@ impl FarEnd {
             ),
         }
     }
+}
+
+/// `--far-end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FarEndMode {
+    Model,
+    Strongswan,
 }

@@ -8,7 +8,7 @@ use clap::Args;
 use super::args::Global;
 use super::exit::Status;
 use super::session::Session;
-use crate::state::{self, Unlock};
+use crate::state::{self, Location, Unlock};
 
 /// Remove the lock record a killed psk left beside the state. psk's lock
 /// is an operating-system lock that ends with its process, so a running
@@ -31,7 +31,10 @@ pub fn run(global: &Global, args: ForceUnlockArgs) -> anyhow::Result<Status> {
     let state_path = &session.state_path;
     let mut out = std::io::stdout().lock();
     let mut asked = None;
-    let remote = state::remote::Remote::parse(state_path).transpose()?;
+    let remote = match &session.location {
+        Location::Bucket(r) => Some(r),
+        Location::File(_) => None,
+    };
     let confirm = |holder: &state::LockHolder| {
         if args.force {
             return true;

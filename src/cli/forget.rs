@@ -62,7 +62,7 @@ pub fn run(global: &Global, args: ForgetArgs) -> anyhow::Result<Status> {
     for key in &keys {
         state.forget(key);
     }
-    state::save(&state_path, &mut state)?;
+    state::save(&lock, &mut state)?;
     drop(lock);
     writeln!(
         std::io::stdout().lock(),

@@ -142,7 +142,7 @@ pub async fn run(global: &Global, args: ImportArgs) -> anyhow::Result<Status> {
     state
         .entry(&key, &tunnel.name)
         .record_key(sealed, sealed_to, last);
-    state::save(&state_path, &mut state)?;
+    state::save(&lock, &mut state)?;
     drop(lock);
     let mut out = std::io::stdout().lock();
     writeln!(

@@ -20,6 +20,7 @@ mod forget;
 mod hint;
 mod identity_perms;
 mod import;
+mod init;
 mod log;
 mod move_state;
 mod plan;
@@ -60,6 +61,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Init(init::InitArgs),
     Plan(plan::PlanArgs),
     Apply(apply::ApplyArgs),
     Validate(validate::ValidateArgs),
@@ -86,6 +88,11 @@ impl Command {
     /// its arguments flatten in, so no command accepts a flag it ignores.
     fn global(&self) -> Global {
         match self {
+            Command::Init(a) => Global {
+                config: a.config().to_path_buf(),
+                ..Global::default()
+            }
+            .api(&a.api),
             Command::Plan(a) => Global::files(&a.files).api(&a.api).color(&a.color),
             Command::Apply(a) => Global::files(&a.files).api(&a.api).color(&a.color),
             Command::Import(a) => Global::files(&a.files).api(&a.api),
@@ -156,6 +163,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
     global.check()?;
     runtime.block_on(async move {
         match cli.command {
+            Command::Init(a) => init::run(&global, a).await,
             Command::Plan(a) => plan::run(&global, a).await,
             Command::Apply(a) => apply::run(&global, a).await,
             Command::Validate(a) => validate::run(&global, a),

@@ -9,7 +9,7 @@ use clap::Args;
 use super::args::{Global, LockWait};
 use super::exit::Status;
 use super::session::Session;
-use crate::state::{self, remote, Lock, NewState, State};
+use crate::state::{self, remote, Location, Lock, NewState, State};
 
 /// Copy the state psk.yaml (or --state) names to DESTINATION: a local file
 /// or `s3://BUCKET/PATH/psk.state.json`, so a team can move its state to a
@@ -43,8 +43,8 @@ pub fn run(global: &Global, args: MoveStateArgs) -> anyhow::Result<Status> {
     let (_, _source_lock, moved) = session
         .lock("move-state", &args.lock)?
         .existing("there is nothing to move")?;
-    let dest_lock = Lock::acquire(&dest, "move-state", args.lock.timeout())?;
-    let there = state::load_for_write(&dest, &dest_lock, NewState::Allowed)?;
+    let dest_lock = Lock::acquire(&Location::given(&dest)?, "move-state", args.lock.timeout())?;
+    let there = state::load_for_write(&dest_lock, NewState::Allowed)?;
     let mut out = std::io::stdout().lock();
     if let Some(there) = &there {
         if there.lineage != moved.lineage {
@@ -70,7 +70,7 @@ pub fn run(global: &Global, args: MoveStateArgs) -> anyhow::Result<Status> {
             return Ok(Status::Success);
         }
     }
-    write_copy(&dest, &moved)?;
+    write_copy(&dest_lock, &moved)?;
     drop(dest_lock);
     writeln!(
         out,
@@ -87,22 +87,22 @@ pub fn run(global: &Global, args: MoveStateArgs) -> anyhow::Result<Status> {
     Ok(Status::Success)
 }
 
-/// Writes `state` as it is (same lineage and serial) to `dest`, whose
-/// current version (if any) was just read under its lock.
-fn write_copy(dest: &Path, state: &State) -> anyhow::Result<()> {
+/// Writes `state` as it is (same lineage and serial) to the destination
+/// `lock` holds, whose current version (if any) was just read under it.
+fn write_copy(lock: &Lock, state: &State) -> anyhow::Result<()> {
     let bytes = state.to_bytes();
-    match remote::Remote::parse(dest).transpose()? {
-        Some(r) => {
-            remote::store::write_bytes(&r, bytes)?;
+    match lock.location() {
+        Location::Bucket(r) => {
+            remote::store::write_bytes(r, bytes)?;
         }
-        None => {
+        Location::File(dest) => {
             if let Ok(previous) = std::fs::read(dest) {
                 state::write_atomic(&state::backup_path(dest), &previous, false)?;
             }
             state::write_atomic(dest, &bytes, true)?;
         }
     }
-    tracing::info!(to = %dest.display(), serial = state.serial, "state copied");
+    tracing::info!(to = %lock.location(), serial = state.serial, "state copied");
     Ok(())
 }
 

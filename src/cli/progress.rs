@@ -134,7 +134,9 @@ fn json_event(event: &Event<'_>) -> serde_json::Value {
                     v["message"] = json!(message);
                     v["interrupted"] = json!(interrupted);
                 }
-                Outcome::Deferred { message } => v["message"] = json!(message),
+                Outcome::Deferred { message, .. } | Outcome::Held { message } => {
+                    v["message"] = json!(message)
+                }
                 Outcome::Undelivered {
                     last_rotated,
                     message,
@@ -233,7 +235,8 @@ fn outcome_code(o: &Outcome) -> &'static str {
         Outcome::Generated { .. } => "generated",
         Outcome::Rotated { .. } => "rotated",
         Outcome::Forgotten => "forgotten",
-        Outcome::Deferred { .. } => "deferred",
+        // A held path is deferred to a later apply, as the JSON always said.
+        Outcome::Deferred { .. } | Outcome::Held { .. } => "deferred",
         Outcome::Failed { .. } => "failed",
         Outcome::Undelivered { .. } => "undelivered",
         Outcome::Unverified { .. } => "unverified",
@@ -263,11 +266,13 @@ fn line(event: &Event<'_>) -> Option<String> {
                 format_time(last_rotated)
             ),
             Outcome::Forgotten => format!("{}: forgotten (state only)", a.name),
-            // A site stopped by a failed delivery or verification.
-            Outcome::Deferred { message } if message.starts_with("not started") => {
-                format!("{}: {message}", a.name)
-            }
-            Outcome::Deferred { message } => format!("{}: not re-sealed: {message}", a.name),
+            // A site held: one of its paths may be down.
+            Outcome::Held { message } => format!("{}: {message}", a.name),
+            Outcome::Deferred {
+                message,
+                command: "psk deliver",
+            } => format!("{}: not delivered again: {message}", a.name),
+            Outcome::Deferred { message, .. } => format!("{}: not re-sealed: {message}", a.name),
             Outcome::Failed { message, .. } => {
                 format!("{}: FAILED: {}", a.name, message.replace('\n', "\n    "))
             }

@@ -38,7 +38,7 @@ pub fn run(global: &Global, args: RecoverArgs) -> anyhow::Result<Status> {
         .existing("a rescue merges into the state it came from: pass that state with `--state`")?;
     let merged = rescue.merge_into(&args.file, &state_path, &mut state)?;
     if !merged.taken.is_empty() {
-        state::save(&state_path, &mut state)?;
+        state::save(&lock, &mut state)?;
     }
     drop(lock);
     let mut out = std::io::stdout().lock();

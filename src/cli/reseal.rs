@@ -62,7 +62,7 @@ pub fn run(global: &Global, args: ResealArgs) -> anyhow::Result<Status> {
     }
     // Every key is now sealed to `wanted`: say it once, in the header.
     state.adopt_recipients(wanted.clone());
-    state::save(&state_path, &mut state)?;
+    state::save(&lock, &mut state)?;
     drop(lock);
     writeln!(
         out,

@@ -115,14 +115,25 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
         seed: args.seed,
         refuse_changes: args.refuse_changes.iter().cloned().collect(),
         health: args.far_end.health(),
+        far_end: args.far_end.kind(),
         ..SandboxOptions::default()
     };
+    let strongswan = matches!(options.far_end, sandbox::FarEndKind::Strongswan { .. });
+    if strongswan {
+        sandbox::strongswan::check_prerequisites()?;
+    }
     let credentials = options.credentials.clone();
-    let sb = Sandbox::from_config(config, state.as_ref(), &options)
-        .context("cannot open the ledger file")?;
+    let sb = Sandbox::from_config(config, state.as_ref(), &options).with_context(|| {
+        if strongswan {
+            "cannot start the sandbox's strongSwan far ends"
+        } else {
+            "cannot open the ledger file"
+        }
+    })?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| cannot_listen(args.listen, &e))?;
+    let tunnels = sb.tunnel_count();
     let running = sandbox::spawn(listener, Arc::new(sb))?;
     // The server keeps serving even if nobody reads this (a closed pipe):
     // write errors are ignored rather than ending the process.
@@ -130,12 +141,8 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
     let _ = writeln!(
         out,
         "psk sandbox: {} tunnel{} in {} account{} at {}",
-        config.tunnels.len() + config.unresolved.len(),
-        if config.tunnels.len() + config.unresolved.len() == 1 {
-            ""
-        } else {
-            "s"
-        },
+        tunnels,
+        if tunnels == 1 { "" } else { "s" },
         config.accounts().len(),
         if config.accounts().len() == 1 {
             ""
@@ -152,10 +159,31 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
         "# or, as an email and key: export CLOUDFLARE_EMAIL={} CLOUDFLARE_API_KEY={}",
         credentials.email, credentials.key
     );
+    if let Some(fleet) = running.sandbox.fleet() {
+        // Where a delivery finds each tunnel's router (examples/strongswan).
+        let _ = writeln!(out, "export PSK_SANDBOX_FAR_ENDS={}", fleet.dir().display());
+        for t in &config.tunnels {
+            if let Some((conf, swanctl)) = fleet.router(&t.key()) {
+                let _ = writeln!(
+                    out,
+                    "# {}: its router is STRONGSWAN_CONF={} SWANCTL_DIR={}",
+                    t.name,
+                    conf.display(),
+                    swanctl.display()
+                );
+            }
+        }
+    }
     let _ = writeln!(out, "Press Ctrl-C to stop.");
     let _ = out.flush();
     drop(out);
-    tokio::signal::ctrl_c().await?;
+    // SIGTERM too (`kill`, `timeout`, a service manager): the far ends'
+    // namespaces and charons outlive a process that ends without stopping.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
     running.stop().await;
     Ok(Status::Success)
 }

@@ -22,12 +22,15 @@ use crate::reconcile::{self, resolve_names, Plan, PlanOptions};
 use crate::remote;
 use crate::sandbox::{self, Running, Sandbox, SandboxOptions};
 use crate::seal::Identities;
-use crate::state::{self, Lock, NewState, State};
+use crate::state::{self, Location, Lock, NewState, State};
 
 /// A command's view of psk.yaml and where its state lives.
 pub struct Session<'g> {
     pub global: &'g Global,
     pub config: Config,
+    /// Where the state lives, parsed once.
+    pub location: Location,
+    /// The location as written, for messages.
     pub state_path: PathBuf,
     /// `--new-state`: the operator means to start a state even where psk
     /// left a backup or lock file of a state that is now missing.
@@ -48,16 +51,18 @@ impl<'g> Session<'g> {
             by_name = config.unresolved.len(),
             "psk.yaml loaded"
         );
-        let state_path = global.state_path(&config);
+        let location = global.state_location(&config)?;
+        let state_path = location.path().to_path_buf();
         if !config.unresolved.is_empty() {
             // A state that does not load is reported by the command itself.
-            if let Ok(Some(state)) = state::load(&state_path, NewState::IfNoTraces) {
+            if let Ok(Some(state)) = state::load(&location, NewState::IfNoTraces) {
                 resolve_names(&mut config, Some(&state), None)?;
             }
         }
         Ok(Session {
             global,
             config,
+            location,
             state_path,
             new_state: false,
             foreign_state: false,
@@ -75,7 +80,7 @@ impl<'g> Session<'g> {
     /// another psk.yaml's, is refused with the way back, unless
     /// `--new-state` or `--foreign-state` said otherwise.
     pub fn read_state(&self) -> anyhow::Result<Option<State>> {
-        let state = state::load(&self.state_path, self.new_state())?;
+        let state = state::load(&self.location, self.new_state())?;
         self.check_belongs(state.as_ref())?;
         Ok(state)
     }
@@ -112,8 +117,8 @@ impl<'g> Session<'g> {
     /// an interrupted apply left is folded in first.
     pub fn lock(&self, operation: &str, wait: &LockWait) -> anyhow::Result<Writable> {
         let path = self.state_path.clone();
-        let lock = Lock::acquire(&path, operation, wait.timeout())?;
-        let state = state::load_for_write(&path, &lock, self.new_state())?;
+        let lock = Lock::acquire(&self.location, operation, wait.timeout())?;
+        let state = state::load_for_write(&lock, self.new_state())?;
         self.check_belongs(state.as_ref())?;
         Ok(Writable { path, lock, state })
     }
@@ -132,6 +137,7 @@ impl<'g> Session<'g> {
         }
         let sandbox_options = SandboxOptions {
             health: self.global.far_end.health(),
+            far_end: self.global.far_end.kind(),
             ..SandboxOptions::default()
         };
         let sb = Sandbox::from_config(&self.config, state, &sandbox_options)

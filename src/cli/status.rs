@@ -33,13 +33,15 @@ pub struct StatusArgs {
     textfile: Option<PathBuf>,
 
     /// Ask Cloudflare for each tunnel's current key date (needs the token):
-    /// shows keys changed outside psk. One list call per account.
+    /// shows keys changed outside psk, and tunnels psk.yaml leaves out. One
+    /// list call per account.
     #[arg(long)]
     refresh: bool,
 
     /// Exit 2 when a tunnel needs attention (overdue, never rotated,
-    /// interrupted, pending, failed delivery, changed outside psk), 0 when
-    /// none does, 1 on error: for cron.
+    /// interrupted, pending, failed delivery, changed outside psk; with
+    /// --refresh also a tunnel Cloudflare lists that psk.yaml leaves out),
+    /// 0 when none does, 1 on error: for cron.
     #[arg(long)]
     exit_code: bool,
 
@@ -90,11 +92,13 @@ pub async fn run(global: &Global, args: StatusArgs) -> anyhow::Result<Status> {
     if let Some(format) = format {
         print(&report, format)?;
     }
-    Ok(if args.exit_code && report.attention() > 0 {
-        Status::Changes
-    } else {
-        Status::Success
-    })
+    Ok(
+        if args.exit_code && report.attention() + report.unmanaged() > 0 {
+            Status::Changes
+        } else {
+            Status::Success
+        },
+    )
 }
 
 /// Renders in one buffer, then writes once.

@@ -1,7 +1,7 @@
 //! `psk validate`.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use serde::Serialize;
@@ -85,8 +85,18 @@ impl Problem {
 
 pub fn run(global: &Global, args: ValidateArgs) -> anyhow::Result<Status> {
     let loaded = Config::load(&global.config);
-    let state_path = loaded.as_ref().ok().map(|c| global.state_path(c));
-    let state = (state_path.as_deref()).map(|p| state::load(p, state::NewState::IfNoTraces));
+    let location = loaded.as_ref().ok().map(|c| global.state_location(c));
+    let state_path = loaded.as_ref().ok().map(|c| match &location {
+        Some(Ok(l)) => l.path().to_path_buf(),
+        _ => global
+            .state
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&c.state)),
+    });
+    let state = location.map(|l| {
+        l.map_err(state::StateError::from)
+            .and_then(|l| state::load(&l, state::NewState::IfNoTraces))
+    });
     match args.format {
         Format::Json => json(
             &global.config,

@@ -41,7 +41,7 @@ pub struct VerifyArgs {
 pub async fn run(global: &Global, args: VerifyArgs) -> anyhow::Result<Status> {
     let session = Session::open(global)?;
     let config = &session.config;
-    let (state_path, _lock, mut state) = session
+    let (_, lock, mut state) = session
         .lock("verify", &args.lock)?
         .existing("run `psk apply` first")?;
     let mut todo: Vec<Tunnel> = Vec::new();
@@ -106,7 +106,7 @@ pub async fn run(global: &Global, args: VerifyArgs) -> anyhow::Result<Status> {
                 let rec = state.entry(&t.key(), &t.name);
                 rec.end_verification(Ok(()), Utc::now());
                 // Each outcome is durable before the next check.
-                state::save(&state_path, &mut state)
+                state::save(&lock, &mut state)
                     .with_context(|| format!("cannot record that {} is back up", t.name))?;
             }
             Err(why) => {

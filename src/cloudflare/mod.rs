@@ -52,7 +52,7 @@ pub const BULK_CHUNK: usize = 100;
 pub const DEFAULT_PARALLELISM: usize = 64;
 
 /// Environment variable that zeroes every retry delay; for tests.
-pub const NO_RETRY_DELAY_ENV: &str = "PSK_TEST_NO_RETRY_DELAY";
+pub const NO_RETRY_DELAY_ENV: &str = crate::backoff::NO_DELAY_ENV;
 
 /// How psk authenticates. `Debug` never shows the secret.
 #[derive(Clone)]
@@ -131,6 +131,9 @@ pub struct RemoteTunnel {
     pub name: String,
     /// When its PSK last changed, however it was changed.
     pub last_generated_on: Option<DateTime<Utc>>,
+    /// The customer router's address for this tunnel: tunnels that share
+    /// one are redundant paths of one site (what `psk init` proposes).
+    pub customer_endpoint: Option<String>,
 }
 
 /// A freshly generated PSK, as Cloudflare returned it once.
@@ -308,9 +311,7 @@ impl ClientOptions {
 
 /// Whether `PSK_TEST_NO_RETRY_DELAY` asks for retries without delay.
 pub fn no_retry_delay_from_env() -> bool {
-    std::env::var(NO_RETRY_DELAY_ENV)
-        .map(|v| !v.is_empty() && v != "0" && v != "false")
-        .unwrap_or(false)
+    crate::backoff::no_delay_from_env()
 }
 
 /// Runs `f` over `items` with at most `limit` futures in flight, and
@@ -785,6 +786,8 @@ struct WireTunnel {
     id: String,
     name: String,
     #[serde(default)]
+    customer_endpoint: Option<String>,
+    #[serde(default)]
     psk_metadata: Option<WireMeta>,
 }
 
@@ -798,6 +801,7 @@ impl WireTunnel {
             id: self.id.to_ascii_lowercase(),
             name: self.name,
             last_generated_on,
+            customer_endpoint: self.customer_endpoint.filter(|e| !e.is_empty()),
         })
     }
 }

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rand::RngExt as _;
 use reqwest::header::HeaderMap;
 
 use super::error::ApiError;
@@ -58,21 +57,15 @@ impl RetryPolicy {
         })
     }
 
-    /// Exponential backoff with jitter: a random point in the upper half of
-    /// `base * 2^(attempt-1)`, so concurrent clients do not retry in step.
+    /// Exponential backoff with jitter (see [`crate::backoff`]): a random
+    /// point in the upper half of `base * 2^(attempt-1)`, so concurrent
+    /// clients do not retry in step.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        if self.no_delay {
-            return Duration::ZERO;
-        }
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-        let full = exp.min(self.max_delay);
-        if full.is_zero() {
-            return full;
-        }
-        let half = full / 2;
-        half + rand::rng().random_range(Duration::ZERO..=half)
+        let b = crate::backoff::Backoff {
+            no_delay: self.no_delay,
+            ..crate::backoff::Backoff::new(self.base_delay, self.max_delay)
+        };
+        b.nth(attempt)
     }
 
     /// The server's `Retry-After-Ms` or `Retry-After` (seconds or an HTTP

@@ -14,6 +14,9 @@
 //! - `resolve` finds the ids of tunnels named only by name, once psk has
 //!   Cloudflare's list or the state.
 //!
+//! `write` goes the other way: names and scalars as psk writes them into a
+//! psk.yaml (`psk init`, the line a plan offers for an unmanaged tunnel).
+//!
 //! Every problem found is reported with file, line, column and key path.
 
 mod guard;
@@ -24,6 +27,7 @@ mod resolve;
 mod scan;
 pub mod schema;
 mod validate;
+pub mod write;
 
 #[cfg(test)]
 mod fixtures;
@@ -40,12 +44,16 @@ pub use locate::{Locations, Position};
 /// The only format version this build understands.
 pub const CONFIG_VERSION: u64 = 1;
 
+/// The state psk.yaml names when it says nothing: beside it.
+pub const DEFAULT_STATE: &str = "psk.state.json";
+
 #[derive(Debug)]
 pub struct Config {
     /// The file this was read from, as given.
     pub path: PathBuf,
-    /// Where the state lives: `state:` resolved against the config's folder.
-    pub state_path: PathBuf,
+    /// Where the state lives, as psk.yaml's `state:` says it (a file
+    /// relative to psk.yaml's folder, or a URL); the session resolves it.
+    pub state: String,
     pub recipients: Vec<Recipient>,
     pub policies: BTreeMap<String, Policy>,
     /// Tunnels whose Cloudflare id is known, in file order.
@@ -59,8 +67,31 @@ pub struct Config {
     /// on its line (`- age1... # alice`), an SSH key's own comment, or the
     /// key shortened. Shown wherever a fingerprint alone would say nothing.
     pub recipient_names: BTreeMap<String, String>,
+    /// Tunnels psk.yaml leaves alone on purpose (`ignore:`): never
+    /// reported as unmanaged.
+    pub ignore: Vec<Ignored>,
     /// Each tunnel's place in the file, by name, to keep file order.
     order: HashMap<String, usize>,
+}
+
+/// An entry of `ignore:`: a tunnel psk.yaml's accounts hold that psk
+/// leaves to someone else, by its Cloudflare id or its name there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ignored {
+    /// 32 hexadecimal characters, lowercase.
+    Id(String),
+    /// The tunnel's name at Cloudflare, exactly.
+    Name(String),
+}
+
+impl Ignored {
+    /// Whether this entry names the tunnel `id` called `name` at Cloudflare.
+    pub fn matches(&self, id: &str, name: &str) -> bool {
+        match self {
+            Ignored::Id(i) => i.eq_ignore_ascii_case(id),
+            Ignored::Name(n) => n == name,
+        }
+    }
 }
 
 /// A tunnel named by its Cloudflare name alone, before its id is known.

@@ -393,7 +393,7 @@ mod tests {
         assert_eq!(c.tunnels[1].account_id, "99999999999999999999999999999999");
         assert_eq!(c.tunnels[0].policy, "default");
         assert_eq!(c.tunnels[0].site.as_deref(), Some("fra"));
-        assert_eq!(c.state_path, Path::new("conf/psk.state.json"));
+        assert_eq!(c.state, "psk.state.json");
         assert_eq!(c.accounts().len(), 2);
     }
 

@@ -47,6 +47,13 @@ pub struct RawConfig {
     /// Tunnels of the default account (or naming their own).
     #[serde(default)]
     pub tunnels: Vec<RawTunnel>,
+    /// Tunnels of these accounts that psk leaves to someone else (another
+    /// team, Terraform): each a Cloudflare tunnel id (32 hexadecimal
+    /// characters) or a tunnel's name at Cloudflare. `psk plan` and
+    /// `psk status --refresh` list every other tunnel the accounts hold
+    /// and psk.yaml does not, as unmanaged.
+    #[serde(default)]
+    pub ignore: Vec<String>,
 }
 
 /// Fallbacks for tunnels that do not say.

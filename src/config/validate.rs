@@ -14,7 +14,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use super::raw::{RawConfig, RawGenerator, RawPolicy, RawTunnel, RawVerify, RawWindow};
-use super::{Config, Diagnostic, Locations, Tunnel, Unresolved, CONFIG_VERSION};
+use super::{
+    Config, Diagnostic, Ignored, Locations, Tunnel, Unresolved, CONFIG_VERSION, DEFAULT_STATE,
+};
 use crate::policy::window::{self, Window};
 use crate::policy::{
     Deliver, Generator, Policy, Span, Verify, DEFAULT_DELIVER_TIMEOUT_SECONDS,
@@ -45,21 +47,25 @@ pub(super) fn config(
     let entries = v.entries(&scope.accounts);
     let fleet = v.tunnels(&entries, &scope);
     v.unused_policies(&fleet.used_policies);
+    let ignore = v.ignore(&fleet.tunnels);
     if !v.out.is_empty() {
         return Err(v.out);
     }
     let mut warnings = v.warnings;
     warnings.sort_by_key(|d| d.position);
-    let base = path.parent().unwrap_or(Path::new(""));
     Ok(Config {
         path: path.to_path_buf(),
-        state_path: state_location(base, raw.state.as_deref()),
+        state: raw
+            .state
+            .clone()
+            .unwrap_or_else(|| DEFAULT_STATE.to_string()),
         recipients,
         policies,
         tunnels: fleet.tunnels,
         unresolved: fleet.unresolved,
         warnings,
         recipient_names: BTreeMap::new(),
+        ignore,
         order: fleet.order,
     })
 }
@@ -744,6 +750,53 @@ impl<'r> Validator<'r> {
     }
 
     /// A policy no tunnel uses is likely a mistake, but breaks nothing.
+    /// `ignore:`: ids or Cloudflare names, each once, and no tunnel both
+    /// managed here and ignored.
+    fn ignore(&mut self, tunnels: &[Tunnel]) -> Vec<Ignored> {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut out = Vec::new();
+        for (i, raw) in self.raw.ignore.iter().enumerate() {
+            let key = format!("ignore[{i}]");
+            let text = raw.trim();
+            if text.is_empty() || text.chars().any(char::is_control) {
+                self.push(
+                    &key,
+                    "an ignored tunnel is its Cloudflare id (32 hexadecimal characters) or its name at Cloudflare, as non-empty printable text".into(),
+                );
+                continue;
+            }
+            let entry = if is_cloudflare_id(&text.to_ascii_lowercase()) {
+                Ignored::Id(text.to_ascii_lowercase())
+            } else {
+                Ignored::Name(text.to_string())
+            };
+            let norm = match &entry {
+                Ignored::Id(id) => id.clone(),
+                Ignored::Name(n) => n.clone(),
+            };
+            if let Some(&first) = seen.get(&norm) {
+                let first = self.first_used(&format!("ignore[{first}]"));
+                self.push(&key, format!("`{text}` is ignored twice ({first})"));
+                continue;
+            }
+            seen.insert(norm, i);
+            if let Ignored::Id(id) = &entry {
+                if let Some(t) = tunnels.iter().find(|t| &t.id == id) {
+                    self.push(
+                        &key,
+                        format!(
+                            "tunnel `{}` of psk.yaml has this id: a tunnel is either managed by psk or ignored; remove one of them",
+                            t.name
+                        ),
+                    );
+                    continue;
+                }
+            }
+            out.push(entry);
+        }
+        out
+    }
+
     fn unused_policies(&mut self, used: &HashSet<&str>) {
         let raw = self.raw;
         for name in raw.policies.keys() {
@@ -755,16 +808,6 @@ impl<'r> Validator<'r> {
             }
         }
     }
-}
-
-/// Where psk.yaml's `state:` points: a file relative to psk.yaml, or an
-/// object-store URL (`s3://bucket/key`) taken as it is.
-fn state_location(base: &Path, state: Option<&str>) -> std::path::PathBuf {
-    let state = state.unwrap_or("psk.state.json");
-    if crate::state::remote::is_remote(Path::new(state)) {
-        return std::path::PathBuf::from(state);
-    }
-    base.join(state)
 }
 
 #[cfg(test)]

@@ -56,6 +56,44 @@ pub(super) struct Plan {
     /// Since format 4; absent when no path's health was shown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     health: Vec<PathStatus>,
+    /// Since format 6; absent when the refresh found none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    unmanaged: Vec<Unmanaged>,
+    /// Since format 6; absent when `ignore:` left none out.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    ignored: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Unmanaged {
+    name: String,
+    key: Key,
+    add: String,
+}
+
+impl From<&model::unmanaged::UnmanagedTunnel> for Unmanaged {
+    fn from(u: &model::unmanaged::UnmanagedTunnel) -> Self {
+        Unmanaged {
+            name: u.name.clone(),
+            key: Key::from(&u.key),
+            add: u.add.clone(),
+        }
+    }
+}
+
+impl From<Unmanaged> for model::unmanaged::UnmanagedTunnel {
+    fn from(u: Unmanaged) -> Self {
+        model::unmanaged::UnmanagedTunnel {
+            name: u.name,
+            key: u.key.into(),
+            add: u.add,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -230,6 +268,19 @@ enum Deferral {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         health: Option<String>,
     },
+    Undelivered {
+        site: String,
+        sibling: String,
+        at: DateTime<Utc>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    Uncertain {
+        site: String,
+        sibling: String,
+        since: DateTime<Utc>,
+        pending: bool,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -256,6 +307,8 @@ impl From<&model::Plan> for Plan {
             upcoming: p.upcoming.iter().map(Upcoming::from).collect(),
             horizon: p.horizon,
             health: p.health.iter().map(PathStatus::from).collect(),
+            unmanaged: p.unmanaged.iter().map(Unmanaged::from).collect(),
+            ignored: p.ignored,
         }
     }
 }
@@ -399,6 +452,28 @@ impl From<&model::Deferred> for Deferred {
                 failed,
                 health,
             },
+            model::Deferral::Undelivered {
+                site,
+                sibling,
+                at,
+                error,
+            } => Deferral::Undelivered {
+                site,
+                sibling,
+                at,
+                error,
+            },
+            model::Deferral::Uncertain {
+                site,
+                sibling,
+                since,
+                pending,
+            } => Deferral::Uncertain {
+                site,
+                sibling,
+                since,
+                pending,
+            },
         };
         Deferred {
             name: d.name.clone(),
@@ -437,6 +512,8 @@ impl From<Plan> for model::Plan {
             upcoming: p.upcoming.into_iter().map(Into::into).collect(),
             horizon: p.horizon,
             health: p.health.into_iter().map(Into::into).collect(),
+            unmanaged: p.unmanaged.into_iter().map(Into::into).collect(),
+            ignored: p.ignored,
         }
     }
 }
@@ -579,6 +656,28 @@ impl From<Deferred> for model::Deferred {
                 since,
                 failed,
                 health,
+            },
+            Deferral::Undelivered {
+                site,
+                sibling,
+                at,
+                error,
+            } => model::Deferral::Undelivered {
+                site,
+                sibling,
+                at,
+                error,
+            },
+            Deferral::Uncertain {
+                site,
+                sibling,
+                since,
+                pending,
+            } => model::Deferral::Uncertain {
+                site,
+                sibling,
+                since,
+                pending,
             },
         };
         model::Deferred {

@@ -1,6 +1,7 @@
 //! The gates between "this PSK must change" and "this apply changes it":
-//! the policy's change window, `verify`'s preflight (every other path of
-//! the site healthy now), and one change per site.
+//! the policy's change window, a path of the site that may be down,
+//! `verify`'s preflight (every other path of the site healthy now), and
+//! one change per site.
 //!
 //! A gate never drops a change: what it holds back is listed in the plan as
 //! [`Deferred`], with the reason it waits, so nothing waits silently. The
@@ -12,11 +13,12 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use super::assess::{Change, Urgency};
+use super::down::may_be_down;
 use super::plan::{Action, Deferral, Deferred, Remote};
-use crate::config::{Config, Tunnel};
+use crate::config::Config;
 use crate::health::PathHealth;
 use crate::policy::Policy;
-use crate::state::{State, Verification};
+use crate::state::State;
 
 /// Why `change` must wait for its policy's window, or `None` when it may
 /// go now: the window is open, there is none, or the change cannot wait.
@@ -125,22 +127,23 @@ pub fn hold_unhealthy_sites(
     take_held(actions, held)
 }
 
-/// A path that got a new PSK and was not shown back up (its record's
-/// `verification`) holds every PSK change of the other paths of its site,
-/// whatever their policy: the site may hang on them alone. The hold lifts
-/// by itself once Cloudflare's health checks show the path healthy now,
-/// when that is all its policy's `verify` asks; a probe of the user's is
-/// run by `psk verify NAME`, which clears the record. Runs before the
-/// preflight, whose words it would otherwise take.
-pub fn hold_unverified_sites(
+/// A path that may be down ([`may_be_down`]: a failed delivery, a
+/// verification that failed or never finished, a rotation whose outcome is
+/// unknown) holds every PSK change of the other paths of its site, whatever
+/// their policy, with or without `verify`: the site may hang on them alone.
+/// It holds even when the path itself changes again in this plan: that
+/// change is what settles it, and the site's others wait for a later apply,
+/// when the state shows it settled. Runs before the preflight, whose words
+/// it would otherwise take.
+pub fn hold_sites_with_a_path_down(
     desired: &Config,
     state: Option<&State>,
     remote: Option<&Remote>,
     actions: &mut Vec<Action>,
 ) -> Vec<Deferred> {
-    let Some(state) = state else {
+    if state.is_none() {
         return Vec::new();
-    };
+    }
     let mut held: HashMap<usize, Deferral> = HashMap::new();
     for (i, a) in actions.iter().enumerate() {
         let Some(site) = (desired.tunnels.iter())
@@ -150,42 +153,14 @@ pub fn hold_unverified_sites(
         else {
             continue;
         };
-        let unverified = (desired.tunnels.iter())
+        let down = (desired.tunnels.iter())
             .filter(|t| t.site.as_deref() == Some(site) && t.key() != a.key)
-            .find_map(|t| still_unverified(desired, state, remote, t).map(|why| (t, why)));
-        if let Some((sibling, (v, health))) = unverified {
-            held.insert(
-                i,
-                Deferral::Unhealthy {
-                    site: site.to_string(),
-                    sibling: sibling.name.clone(),
-                    since: v.since,
-                    failed: v.failed,
-                    health,
-                },
-            );
+            .find_map(|t| may_be_down(desired, t, state, remote).map(|d| d.hold(site, &t.name)));
+        if let Some(why) = down {
+            held.insert(i, why);
         }
     }
     take_held(actions, held)
-}
-
-/// Whether `tunnel` still counts as not shown back up: its record's
-/// verification and its health now in words, or `None` when there is no
-/// such record or health checks alone show it back.
-fn still_unverified<'s>(
-    desired: &Config,
-    state: &'s State,
-    remote: Option<&Remote>,
-    tunnel: &Tunnel,
-) -> Option<(&'s Verification, Option<String>)> {
-    let v = state.get(&tunnel.key())?.verification.as_ref()?;
-    let health = remote.and_then(|r| r.health.get(&tunnel.key()));
-    let checks_only = (desired.policy_of(tunnel).verify.as_ref())
-        .is_some_and(|v| v.health_checks && v.command.is_none());
-    if checks_only && health.is_some_and(PathHealth::is_healthy) {
-        return None;
-    }
-    Some((v, health.map(PathHealth::describe)))
 }
 
 /// Moves the actions at the keys of `held` out of `actions`, as deferred

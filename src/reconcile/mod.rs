@@ -6,18 +6,20 @@
 //!
 //! 1. [`assess`](mod@assess): each tunnel of psk.yaml, judged alone:
 //!    unchanged until a date, or a change with its reasons.
-//! 2. [`gate`]: a change waits for its policy's window; then one change per
+//! 2. [`gate`]: a change waits for its policy's window; a site with a path
+//!    that may be down ([`down`]) changes nothing else; then one change per
 //!    site, the most urgent first. What waits is listed as deferred.
 //! 3. [`follow_ups`]: reseals, redeliveries and forgets, which leave the
 //!    PSK on Cloudflare's edge alone.
 //! 4. [`reconcile_with`] puts them together in a [`Plan`] (its types are
-//!    in [`plan`]).
+//!    in [`plan`]), with the tunnels psk.yaml leaves out ([`unmanaged`]).
 //!
 //! Tunnels psk.yaml names only by name get their ids before this, once,
 //! from [`resolve_names`]: the planner takes the config as it is and plans
 //! the tunnels whose id is known.
 
 pub mod assess;
+pub mod down;
 pub mod follow_ups;
 pub mod gate;
 pub mod health;
@@ -25,6 +27,7 @@ pub mod names;
 pub mod plan;
 #[cfg(test)]
 mod tests;
+pub mod unmanaged;
 
 use std::collections::{HashMap, HashSet};
 
@@ -35,6 +38,7 @@ use crate::policy::Policy;
 use crate::state::State;
 use crate::tunnel::TunnelKey;
 use assess::{assess, Assessment};
+pub use down::{may_be_down, MayBeDown};
 pub use names::{resolve_names, NameError};
 pub use plan::{
     Action, ActionKind, Deferral, Deferred, DryRun, PathStatus, Plan, PlanOptions, Reason, Remote,
@@ -79,8 +83,8 @@ pub fn reconcile_with(
             },
         }
     }
-    let unverified = gate::hold_unverified_sites(desired, state, remote, &mut plan.actions);
-    plan.deferred.extend(unverified);
+    let down = gate::hold_sites_with_a_path_down(desired, state, remote, &mut plan.actions);
+    plan.deferred.extend(down);
     let unhealthy = gate::hold_unhealthy_sites(desired, remote, &mut plan.actions);
     plan.deferred.extend(unhealthy);
     let held = gate::hold_back_sites(desired, &mut plan.actions);
@@ -106,6 +110,10 @@ pub fn reconcile_with(
         plan.deferred.extend(kept);
     }
     plan.health = health::path_statuses(desired, state, remote, &plan);
+    if let Some(remote) = remote {
+        let found = unmanaged::find(desired, remote);
+        (plan.unmanaged, plan.ignored) = (found.tunnels, found.ignored);
+    }
     plan
 }
 

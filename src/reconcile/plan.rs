@@ -333,6 +333,42 @@ pub struct Plan {
     /// after its last new PSK; psk.yaml order.
     #[serde(default)]
     pub health: Vec<PathStatus>,
+    /// Tunnels Cloudflare lists for psk.yaml's accounts that psk.yaml
+    /// neither lists nor ignores (empty offline); see [`super::unmanaged`].
+    #[serde(default)]
+    pub unmanaged: Vec<UnmanagedTunnel>,
+    /// How many more psk.yaml's `ignore:` left out.
+    #[serde(default)]
+    pub ignored: usize,
+}
+
+/// A tunnel psk.yaml does not list and does not ignore.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnmanagedTunnel {
+    /// Its name at Cloudflare.
+    pub name: String,
+    pub key: TunnelKey,
+    /// The entry that adds it to psk.yaml (a YAML flow mapping, one
+    /// line), under a name valid and unused there.
+    pub add: String,
+}
+
+impl UnmanagedTunnel {
+    /// Its line for psk.yaml, with its Cloudflare name in a comment when
+    /// psk.yaml could not take it as it is.
+    pub fn line(&self) -> String {
+        let plain = crate::config::write::scalar(&self.name);
+        if self.add.starts_with(&format!("- {{ name: {plain}, ")) {
+            self.add.clone()
+        } else {
+            format!(
+                "{}  # {} at Cloudflare",
+                self.add,
+                crate::config::write::quoted(&self.name)
+            )
+        }
+    }
 }
 
 /// One path's health as the plan saw it, for `verify`.
@@ -435,6 +471,26 @@ pub enum Deferral {
         /// The sibling's health now in words, when it was read.
         health: Option<String>,
     },
+    /// Another path of the site got a new PSK its router may not hold:
+    /// the policy's `deliver` command failed for it (at `at`). Until a
+    /// delivery succeeds, rotating this path could cut the site off.
+    Undelivered {
+        site: String,
+        sibling: String,
+        at: DateTime<Utc>,
+        error: Option<String>,
+    },
+    /// Another path of the site has a rotation whose outcome is unknown
+    /// (an interrupted call, or with `pending` a key psk made that
+    /// Cloudflare never confirmed): the key on its edge may be one no
+    /// router holds.
+    Uncertain {
+        site: String,
+        sibling: String,
+        /// When the rotation started (or the pending key was made).
+        since: DateTime<Utc>,
+        pending: bool,
+    },
 }
 
 impl Deferral {
@@ -447,6 +503,8 @@ impl Deferral {
             Deferral::NotAsked => "not_asked",
             Deferral::SiblingDown { .. } => "sibling_down",
             Deferral::Unhealthy { .. } => "unhealthy",
+            Deferral::Undelivered { .. } => "undelivered",
+            Deferral::Uncertain { .. } => "uncertain",
         }
     }
 
@@ -504,8 +562,65 @@ impl Deferral {
                     "held: {what}{now}; rotating this path too could cut site \"{site}\" off. Once {sibling} is up, `psk verify {sibling}` checks it and lifts the hold; `psk apply --replace {sibling}` rotates it again"
                 )
             }
+            Deferral::Undelivered {
+                site,
+                sibling,
+                at,
+                error,
+            } => format!(
+                "held: {}; rotating this path too could cut site \"{site}\" off. {}",
+                undelivered_words(sibling, at, error.as_deref()),
+                undelivered_lift(sibling)
+            ),
+            Deferral::Uncertain {
+                site,
+                sibling,
+                since,
+                pending,
+            } => format!(
+                "held: {}; rotating this path too could cut site \"{site}\" off. {}",
+                uncertain_words(sibling, since, *pending),
+                uncertain_lift(sibling)
+            ),
         }
     }
+}
+
+/// Why `sibling` may be down, in words, for a hold's sentence.
+fn uncertain_words(sibling: &str, since: &DateTime<Utc>, pending: bool) -> String {
+    match pending {
+        true => format!(
+            "a PSK psk made for {sibling} at {} was never confirmed by Cloudflare, so the key on its edge is unknown",
+            crate::state::format_time(since)
+        ),
+        false => format!(
+            "a rotation of {sibling} started {} never recorded its answer, so the key on its edge is unknown",
+            crate::state::format_time(since)
+        ),
+    }
+}
+
+/// What lifts a hold put by `sibling`, in words.
+fn uncertain_lift(sibling: &str) -> String {
+    format!(
+        "psk rotates {sibling} again (its own change is never held; `psk apply --target {sibling}` does only that), and once it is settled the hold lifts"
+    )
+}
+
+/// Why `sibling` may be down after a failed delivery, in words.
+fn undelivered_words(sibling: &str, at: &DateTime<Utc>, error: Option<&str>) -> String {
+    format!(
+        "the new PSK of {sibling} did not reach its router (delivery failed {}{}), so {sibling} may be down",
+        crate::state::format_time(at),
+        error.map(|e| format!(": {e}")).unwrap_or_default()
+    )
+}
+
+/// What lifts a hold put by a failed delivery of `sibling`, in words.
+fn undelivered_lift(sibling: &str) -> String {
+    format!(
+        "`psk deliver {sibling}` succeeding lifts the hold; `psk apply --replace {sibling}` rotates it again"
+    )
 }
 
 /// A tunnel falling due soon: information, not an action.
@@ -538,6 +653,8 @@ impl Plan {
             upcoming: Vec::new(),
             horizon: options.horizon,
             health: Vec::new(),
+            unmanaged: Vec::new(),
+            ignored: 0,
         }
     }
 

@@ -92,6 +92,7 @@ fn drift_and_interruption() {
             id: A.into(),
             name: "a".into(),
             last_generated_on: Some(t("2026-11-10T00:00:00Z")),
+            customer_endpoint: None,
         },
     );
     let now = t("2026-11-20T00:00:00Z");
@@ -183,6 +184,7 @@ fn removed_tunnels_are_forgotten_not_touched() {
             id: GONE.into(),
             name: "gone".into(),
             last_generated_on: None,
+            customer_endpoint: None,
         },
     );
     let plan = reconcile(&config(), Some(&other), Some(&asked), now);
@@ -202,6 +204,7 @@ fn a_pending_key_is_sent_again_whatever_else_is_due() {
             id: A.into(),
             name: "a".into(),
             last_generated_on: Some(t("2026-11-10T00:00:01Z")),
+            customer_endpoint: None,
         },
     );
     let plan = reconcile(
@@ -481,6 +484,7 @@ fn listed(tunnels: &[(&str, &str)]) -> Remote {
                 id: id.to_string(),
                 name: name.to_string(),
                 last_generated_on: None,
+                customer_endpoint: None,
             },
         );
     }
@@ -696,4 +700,80 @@ fn a_path_not_shown_back_up_holds_its_siblings() {
     let plan = reconcile(&probed, Some(&state), None, now);
     assert!(plan.deferred.is_empty() && !plan.health.is_empty());
     assert_eq!(plan.actions.len(), 1);
+}
+
+/// Every way a path may be down holds the site's other path, whatever the
+/// policy (no `verify`, no `deliver`, `site_parallel`), with a code of its
+/// own, and the path itself still changes (its change is what settles it).
+#[test]
+fn every_way_a_path_may_be_down_holds_its_site() {
+    let now = t("2026-11-26T00:00:00Z");
+    for policy in [
+        "{rotate_every: 30d}",
+        "{rotate_every: 30d, site_parallel: true}",
+        "{rotate_every: 30d, deliver: [\"true\"]}",
+        "{rotate_every: 30d, verify: {command: [\"true\"]}}",
+    ] {
+        let c = config_with(policy, &pair("fra", "fra"));
+        let sealed = |b_last: &str| {
+            let mut s = State::new(c.recipient_fingerprints());
+            for (id, name, last) in [(A, "a", "2026-09-01T00:00:00Z"), (B, "b", b_last)] {
+                let r = s.entry(&TunnelKey::new(ACCOUNT, id), name);
+                r.psk = Some("sealed".into());
+                r.last_rotated = Some(t(last));
+            }
+            s
+        };
+        let b = TunnelKey::new(ACCOUNT, B);
+        // b rotated yesterday, not due; a is due.
+        let fresh = "2026-11-25T10:00:00Z";
+
+        let mut s = sealed(fresh);
+        (s.entry(&b, "b")).record_delivery(Err("exit 3".into()), t(fresh));
+        let plan = reconcile(&c, Some(&s), None, now);
+        let why = &plan.deferred[0].why;
+        assert_eq!(
+            (plan.deferred[0].name.as_str(), why.code()),
+            ("a", "undelivered"),
+            "{policy}"
+        );
+        assert!(why
+            .describe()
+            .contains("`psk deliver b` succeeding lifts the hold"));
+        assert!(
+            plan.actions.iter().all(|a| !a.kind.changes_psk()),
+            "{policy}"
+        );
+        // A successful delivery lifts it.
+        (s.entry(&b, "b")).record_delivery(Ok(()), now);
+        let plan = reconcile(&c, Some(&s), None, now);
+        assert_eq!(plan.actions[0].name, "a", "{policy}");
+
+        // Interrupted: b rotates again first, a waits for a later apply.
+        let mut s = sealed(fresh);
+        (s.entry(&b, "b")).begin_rotation("psk_generate", t(fresh));
+        let plan = reconcile(&c, Some(&s), None, now);
+        let names: Vec<&str> = plan.actions.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["b"], "{policy}");
+        let why = &plan.deferred[0].why;
+        assert_eq!(why.code(), "uncertain");
+        assert!(why.describe().contains("`psk apply --target b`"));
+        // ... and under `--target a`, a is held all the same.
+        let options = PlanOptions {
+            target: Some(["a".to_string()].into()),
+            ..PlanOptions::default()
+        };
+        let plan = reconcile_with(&c, Some(&s), None, now, &options);
+        assert!(plan.actions.is_empty(), "{policy}");
+        assert_eq!(plan.deferred[0].why.code(), "uncertain");
+
+        // A pending key Cloudflare never confirmed: the same.
+        let mut s = sealed(fresh);
+        (s.entry(&b, "b")).stage_pending("sealed-2".into(), None, t(fresh));
+        let plan = reconcile_with(&c, Some(&s), None, now, &options);
+        assert!(matches!(
+            plan.deferred[0].why,
+            Deferral::Uncertain { pending: true, .. }
+        ));
+    }
 }

@@ -142,6 +142,8 @@ const MEANINGS: &[(&str, &str, &str)] = &[
     ("deferred[].deferred.code", "not_asked", "(a `forget`) gone from psk.yaml, and Cloudflare could not be asked (offline, or its account left psk.yaml and the token cannot list it): the record stays"),
     ("deferred[].deferred.code", "sibling_down", "`verify`'s preflight: another path of the site (`sibling`) is not healthy now (`health`, e.g. `down in AMS, FRA`)"),
     ("deferred[].deferred.code", "unhealthy", "another path of the site (`sibling`) got a new PSK and was not shown back up (`down_since`; `gave_up`, absent if psk was stopped while waiting; `health` now, when read): held until it is healthy again, `psk verify` clears it, or `--replace` rotates it again"),
+    ("deferred[].deferred.code", "undelivered", "another path of the site (`sibling`) got a new PSK that its `deliver` command failed to hand its router (`delivery_failed_at`): held until `psk deliver` succeeds for it, or `--replace` rotates it again"),
+    ("deferred[].deferred.code", "uncertain", "another path of the site (`sibling`) has a rotation whose outcome is unknown (interrupted, or a key psk made that Cloudflare never confirmed; `uncertain_since`): held until psk rotates it again and it settles"),
     ("actions[].dry_run.status", "not_run", "not attempted: offline, or an action that makes no API call"),
     ("actions[].dry_run.status", "accepted", "Cloudflare's `validate_only` would do it"),
     ("actions[].dry_run.status", "refused", "Cloudflare said no (`message`): apply would fail the same way, so the plan is not applyable"),

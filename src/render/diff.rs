@@ -170,6 +170,8 @@ mod tests {
             upcoming: vec![],
             horizon: None,
             health: vec![],
+            unmanaged: vec![],
+            ignored: 0,
         }
     }
 

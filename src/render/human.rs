@@ -10,6 +10,7 @@ use anstyle::{AnsiColor, Style};
 use super::text::{
     deferred_headline, no_verdict_note, summary_line, up_to_date_line, upcoming_line,
 };
+use crate::reconcile::unmanaged;
 use crate::reconcile::{Action, ActionKind, Deferred, DryRun, Plan, Reason};
 use crate::state::format_time;
 use crate::tunnel::TunnelKey;
@@ -114,6 +115,15 @@ pub fn human_styled(plan: &Plan, out: &mut dyn Write, color: bool) -> io::Result
         )?;
         for u in &plan.upcoming {
             writeln!(out, "  {}", upcoming_line(u))?;
+        }
+        writeln!(out)?;
+    }
+    if !plan.unmanaged.is_empty() {
+        let (n, ignored) = (plan.unmanaged.len(), plan.ignored);
+        let heading = unmanaged::heading(n, ignored, |k| format!("`{k}`"));
+        writeln!(out, "{heading}")?;
+        for u in &plan.unmanaged {
+            writeln!(out, "  {}", u.line())?;
         }
         writeln!(out)?;
     }

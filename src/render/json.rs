@@ -14,8 +14,11 @@ use crate::tunnel::TunnelKey;
 /// The JSON plan format's version; only additive changes within a major.
 /// 1.1 added `dry_run.status` `no_verdict` and `summary.no_verdict`; 1.2
 /// the reason code `unknown_live_key`; 1.3 the deferral code `unhealthy`
-/// and `health`, the paths' health with `verify`.
-pub const JSON_FORMAT_VERSION: &str = "1.3";
+/// and `health`, the paths' health with `verify`; 1.4 the deferral codes
+/// `undelivered` (with `delivery_failed_at`) and `uncertain` (with
+/// `uncertain_since`): a sibling that may be down holds its site; 1.5 `unmanaged`, the
+/// tunnels psk.yaml leaves out, and `summary.unmanaged`, `summary.ignored`.
+pub const JSON_FORMAT_VERSION: &str = "1.5";
 
 #[derive(Serialize)]
 pub(super) struct JsonPlan<'a> {
@@ -32,7 +35,18 @@ pub(super) struct JsonPlan<'a> {
     /// With `verify`: the health now of the paths of each site the plan
     /// changes, and of paths not shown back up (since 1.3).
     health: Vec<JsonPathHealth<'a>>,
+    /// Tunnels Cloudflare lists for psk.yaml's accounts that psk.yaml
+    /// neither lists nor ignores (since 1.5).
+    unmanaged: Vec<JsonUnmanaged<'a>>,
     summary: JsonSummary,
+}
+
+#[derive(Serialize)]
+struct JsonUnmanaged<'a> {
+    #[serde(flatten)]
+    tunnel: JsonTunnel<'a>,
+    /// The entry that adds it under `tunnels:` in psk.yaml.
+    add: &'a str,
 }
 
 #[derive(Serialize)]
@@ -75,12 +89,20 @@ impl<'a> JsonPlan<'a> {
             forecast_horizon: plan.horizon.map(|h| h.to_string()),
             upcoming: plan.upcoming.iter().map(JsonUpcoming::new).collect(),
             health: plan.health.iter().map(JsonPathHealth::new).collect(),
+            unmanaged: (plan.unmanaged.iter())
+                .map(|u| JsonUnmanaged {
+                    tunnel: JsonTunnel::new(&u.name, &u.key),
+                    add: &u.add,
+                })
+                .collect(),
             summary: JsonSummary {
                 counts: JsonCounts::new(plan),
                 unchanged: plan.unchanged.len(),
                 deferred: plan.deferred.len(),
                 upcoming: plan.upcoming.len(),
                 no_verdict: plan.no_verdicts(),
+                unmanaged: plan.unmanaged.len(),
+                ignored: plan.ignored,
             },
         }
     }
@@ -142,6 +164,10 @@ struct JsonSummary {
     upcoming: usize,
     /// Dry runs that failed in passing (since 1.1).
     no_verdict: usize,
+    /// Tunnels psk.yaml leaves out, and those of them `ignore:` names
+    /// (since 1.5).
+    unmanaged: usize,
+    ignored: usize,
 }
 
 /// The fields that open every tunnel's entry, whichever list it is in.
@@ -286,6 +312,13 @@ struct JsonDeferral<'a> {
     /// stopped while waiting (since 1.3).
     #[serde(skip_serializing_if = "Option::is_none")]
     gave_up: Option<String>,
+    /// `undelivered`: when the sibling's delivery failed (since 1.4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivery_failed_at: Option<String>,
+    /// `uncertain`: when the sibling's rotation of unknown outcome started
+    /// (since 1.4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uncertain_since: Option<String>,
 }
 
 impl<'a> JsonDeferral<'a> {
@@ -296,9 +329,10 @@ impl<'a> JsonDeferral<'a> {
                 (None, Some(site.as_str()), Some(rotating.as_str()))
             }
             Deferral::StillListed | Deferral::NotAsked => (None, None, None),
-            Deferral::SiblingDown { site, .. } | Deferral::Unhealthy { site, .. } => {
-                (None, Some(site.as_str()), None)
-            }
+            Deferral::SiblingDown { site, .. }
+            | Deferral::Unhealthy { site, .. }
+            | Deferral::Undelivered { site, .. }
+            | Deferral::Uncertain { site, .. } => (None, Some(site.as_str()), None),
         };
         let (sibling, health) = match why {
             Deferral::SiblingDown {
@@ -307,6 +341,9 @@ impl<'a> JsonDeferral<'a> {
             Deferral::Unhealthy {
                 sibling, health, ..
             } => (Some(sibling.as_str()), health.as_deref()),
+            Deferral::Undelivered { sibling, .. } | Deferral::Uncertain { sibling, .. } => {
+                (Some(sibling.as_str()), None)
+            }
             _ => (None, None),
         };
         let (down_since, gave_up) = match why {
@@ -314,6 +351,14 @@ impl<'a> JsonDeferral<'a> {
                 (Some(format_time(since)), failed.as_ref().map(format_time))
             }
             _ => (None, None),
+        };
+        let delivery_failed_at = match why {
+            Deferral::Undelivered { at, .. } => Some(format_time(at)),
+            _ => None,
+        };
+        let uncertain_since = match why {
+            Deferral::Uncertain { since, .. } => Some(format_time(since)),
+            _ => None,
         };
         JsonDeferral {
             code: why.code(),
@@ -325,6 +370,8 @@ impl<'a> JsonDeferral<'a> {
             health,
             down_since,
             gave_up,
+            delivery_failed_at,
+            uncertain_since,
         }
     }
 }

@@ -11,7 +11,7 @@ use std::io::{self, Write};
 mod groups;
 
 use super::text;
-use crate::reconcile::{ActionKind, DryRun, Plan};
+use crate::reconcile::{unmanaged, ActionKind, DryRun, Plan};
 
 /// GitHub's limit on an issue or pull-request comment body.
 pub const GITHUB_COMMENT_LIMIT: usize = 65_536;
@@ -200,6 +200,7 @@ fn foot(plan: &Plan) -> String {
     groups::deferred(&mut foot, plan);
     path_health(&mut foot, plan);
     groups::upcoming(&mut foot, plan);
+    unmanaged(&mut foot, plan);
     if let Some(line) = text::up_to_date_line(plan, esc) {
         let _ = writeln!(foot, "{line}");
     }
@@ -224,6 +225,36 @@ fn path_health(out: &mut String, plan: &Plan) {
         let _ = writeln!(out, "- and {} more", plan.health.len() - LISTED);
     }
     out.push('\n');
+}
+
+/// The tunnels psk.yaml leaves out, collapsed: their lines for psk.yaml,
+/// at most `LISTED` (the JSON plan lists them all).
+fn unmanaged(out: &mut String, plan: &Plan) {
+    const LISTED: usize = 50;
+    if plan.unmanaged.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "<details><summary>Not in psk.yaml: {}</summary>\n",
+        plan.unmanaged.len()
+    );
+    let heading = unmanaged::heading(plan.unmanaged.len(), plan.ignored, code);
+    let _ = writeln!(out, "{heading}\n");
+    let mut lines = String::new();
+    for u in plan.unmanaged.iter().take(LISTED) {
+        lines.push_str(&u.line());
+        lines.push('\n');
+    }
+    if plan.unmanaged.len() > LISTED {
+        let more = plan.unmanaged.len() - LISTED;
+        let _ = writeln!(
+            lines,
+            "# and {more} more: `psk plan --format json` lists them all"
+        );
+    }
+    out.push_str(&fenced("yaml", &lines));
+    out.push_str("\n</details>\n\n");
 }
 
 /// The part of the comment that is cut to fit: each piece is added only if
@@ -331,6 +362,8 @@ mod tests {
             upcoming: vec![],
             horizon: None,
             health: vec![],
+            unmanaged: vec![],
+            ignored: 0,
         }
     }
 

@@ -22,11 +22,15 @@ pub fn summary_line(plan: &Plan) -> String {
         0 => String::new(),
         n => format!(" {n} deferred."),
     };
+    let unmanaged = match plan.unmanaged.len() {
+        0 => String::new(),
+        n => format!(" {n} not in psk.yaml."),
+    };
     if !plan.has_changes() {
-        if deferred.is_empty() {
+        if deferred.is_empty() && unmanaged.is_empty() {
             return "No changes. Every PSK matches psk.yaml.".to_string();
         }
-        return format!("No changes.{deferred}");
+        return format!("No changes.{deferred}{unmanaged}");
     }
     let redeliver = match plan.count(ActionKind::Redeliver) {
         0 => String::new(),
@@ -38,7 +42,7 @@ pub fn summary_line(plan: &Plan) -> String {
         n => format!(" {n} dry runs gave no verdict."),
     };
     format!(
-        "Plan: {} to rotate, {} to generate, {} to reseal, {} to forget{redeliver}.{deferred}{no_verdict}",
+        "Plan: {} to rotate, {} to generate, {} to reseal, {} to forget{redeliver}.{deferred}{no_verdict}{unmanaged}",
         plan.count(ActionKind::Rotate),
         plan.count(ActionKind::Generate),
         plan.count(ActionKind::Reseal),

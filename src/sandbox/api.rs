@@ -124,16 +124,20 @@ fn opening<T: serde::de::DeserializeOwned>(
 }
 
 fn tunnel_json(key: &TunnelKey, t: &EdgeTunnel) -> Value {
-    json!({
+    let mut tunnel = json!({
         "id": key.tunnel_id,
         "name": t.name,
         "cloudflare_endpoint": "203.0.113.1",
-        "customer_endpoint": format!("198.51.100.{}", t.index % 250 + 1),
         "interface_address": format!("10.{}.{}.0/31", (t.index / 128) % 256, (t.index % 128) * 2),
         "created_on": format_time(&t.created_on),
         "modified_on": format_time(&t.last_generated_on),
         "psk_metadata": {"last_generated_on": format_time(&t.last_generated_on)},
-    })
+    });
+    // Optional at Cloudflare: absent, not empty, when unset.
+    if let Some(endpoint) = &t.customer_endpoint {
+        tunnel["customer_endpoint"] = json!(endpoint);
+    }
+    tunnel
 }
 
 fn not_found() -> Response {

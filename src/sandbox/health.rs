@@ -66,6 +66,12 @@ pub(crate) struct FarEnd {
     pending: Option<(DateTime<Utc>, String)>,
     /// Never takes a new key.
     stuck: bool,
+    /// A real router (see `strongswan`): the timeline is what its edge
+    /// charon was seen to hold, not a comparison of keys.
+    real: bool,
+    /// How many times the edge's key changed: an observation of a real far
+    /// end made across a change is dropped.
+    changes: u64,
 }
 
 impl FarEnd {
@@ -82,6 +88,41 @@ impl FarEnd {
             key,
             pending: None,
             stuck,
+            real: false,
+            changes: 0,
+        }
+    }
+
+    /// A far end that is a real strongSwan router, up at `created` or not.
+    pub(crate) fn real(created: DateTime<Utc>, up: bool) -> FarEnd {
+        FarEnd {
+            timeline: vec![(created, up)],
+            key: String::new(),
+            pending: None,
+            stuck: false,
+            real: true,
+            changes: 0,
+        }
+    }
+
+    /// Whether this far end is a real router, which takes keys only by a
+    /// delivery to it.
+    pub(crate) fn is_real(&self) -> bool {
+        self.real
+    }
+
+    /// The count of edge key changes so far (see [`FarEnd::observed`]).
+    pub(crate) fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// A real far end was seen up (an IKE SA established on the edge) or
+    /// not at `at`, by a look that started after `changes` key changes;
+    /// dropped if the key changed since, as it may have seen the old SA.
+    pub(crate) fn observed(&mut self, changes: u64, at: DateTime<Utc>, up: bool) {
+        if self.real && changes == self.changes {
+            let at = at.max(self.timeline.last().map_or(at, |(t, _)| *t));
+            self.push(at, up);
         }
     }
 
@@ -102,6 +143,12 @@ impl FarEnd {
         at: DateTime<Utc>,
         follows: Option<Duration>,
     ) {
+        self.changes += 1;
+        if self.real {
+            // The edge ended the SA of the old key.
+            self.push(at, false);
+            return;
+        }
         self.catch_up(edge_psk, at);
         self.push(at, self.key == edge_psk);
         self.pending = follows.filter(|_| !self.stuck).map(|d| {
@@ -223,6 +270,13 @@ pub(crate) async fn deliver_far_end(
     let Some(t) = edge.get_mut(&tunnel) else {
         return super::failure(StatusCode::NOT_FOUND, 1003, "IPsec tunnel not found");
     };
+    if t.far.is_real() {
+        return super::failure(
+            StatusCode::CONFLICT,
+            1002,
+            "this tunnel's far end is a real strongSwan router: deliver the key to it (see examples/strongswan)",
+        );
+    }
     s.counters
         .far_end_deliveries
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

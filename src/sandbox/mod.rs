@@ -4,6 +4,8 @@
 //! (list, get, `psk_generate`, the bulk PSK set, `validate_only`, the error
 //! envelope, auth) for the tunnels of a psk.yaml, so a new user can run the
 //! whole flow with no account, and tests talk real HTTP to a real server.
+//! Beside them it holds a fleet of its own (see `fleet`), for `psk init`
+//! to find and for a psk.yaml that lists only part of an account.
 //! It is as strict as the real API (see `api`; it accepts only its own
 //! credentials, see `auth`), and misbehaves on request
 //! (see `faults`): latency, server errors, Cloudflare's rate limit and
@@ -15,8 +17,10 @@
 mod api;
 mod auth;
 mod faults;
+mod fleet;
 mod graphql;
 mod health;
+pub mod strongswan;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -40,6 +44,7 @@ use crate::tunnel::TunnelKey;
 
 pub use api::router;
 pub use auth::SandboxCredentials;
+pub use fleet::{FLEET_ACCOUNT, FLEET_SIZE};
 pub use health::{HealthOptions, COLOS};
 
 /// One tunnel as the sandbox's "edge" knows it.
@@ -51,6 +56,9 @@ struct EdgeTunnel {
     created_on: DateTime<Utc>,
     last_generated_on: DateTime<Utc>,
     index: usize,
+    /// The customer router's address, as Cloudflare reports it (optional
+    /// there): tunnels sharing one are paths of one site.
+    customer_endpoint: Option<String>,
     /// The router at the far end, whose key decides the tunnel's health.
     far: health::FarEnd,
 }
@@ -124,6 +132,21 @@ pub struct SandboxOptions {
     /// The only credentials accepted; any other is refused as Cloudflare
     /// refuses it (see `auth`).
     pub credentials: SandboxCredentials,
+    /// What is at the far end of each tunnel: the model of `health`, or
+    /// real strongSwan charons.
+    pub far_end: FarEndKind,
+}
+
+/// What answers on Cloudflare's side of each tunnel, and at the router.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum FarEndKind {
+    /// Keys compared as strings (see `health`).
+    #[default]
+    Model,
+    /// A pair of strongSwan charons per tunnel in network namespaces (see
+    /// `strongswan`), the routers' files under `dir` (a temp dir when
+    /// `None`, removed at the end).
+    Strongswan { dir: Option<PathBuf> },
 }
 
 pub struct Sandbox {
@@ -136,6 +159,8 @@ pub struct Sandbox {
     graphql_rng: Mutex<rand::rngs::StdRng>,
     credentials: SandboxCredentials,
     pub counters: Counters,
+    /// The real far ends, under `FarEndKind::Strongswan`.
+    fleet: Option<strongswan::Fleet>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -179,6 +204,7 @@ impl Sandbox {
                     created_on: created,
                     last_generated_on: last,
                     index,
+                    customer_endpoint: Some(format!("198.51.100.{}", index % 250 + 1)),
                     far,
                 },
             );
@@ -197,10 +223,60 @@ impl Sandbox {
                     created_on: created,
                     last_generated_on: generated,
                     index: config.tunnels.len() + offset,
+                    customer_endpoint: Some(format!(
+                        "198.51.100.{}",
+                        (config.tunnels.len() + offset) % 250 + 1
+                    )),
                     far,
                 },
             );
         }
+        if config.accounts().iter().any(|a| a == FLEET_ACCOUNT) {
+            seed_fleet(&mut edge, state, options, now);
+        }
+        Sandbox::with_edge(edge, options, created)
+    }
+
+    /// A sandbox whose edge holds `edge`, with far ends made `created`.
+    fn with_edge(
+        mut edge: BTreeMap<TunnelKey, EdgeTunnel>,
+        options: &SandboxOptions,
+        created: DateTime<Utc>,
+    ) -> std::io::Result<Sandbox> {
+        let fleet = match &options.far_end {
+            FarEndKind::Model => None,
+            FarEndKind::Strongswan { dir } => {
+                if !options.health.never_up.is_empty() || options.health.far_end_follows.is_some() {
+                    return Err(std::io::Error::other(
+                        "the strongSwan far end takes keys only by delivery: `never_up` and `far_end_follows` are the model's",
+                    ));
+                }
+                let mut psks = Vec::new();
+                for (key, t) in edge.iter_mut() {
+                    let down = options
+                        .health
+                        .down
+                        .iter()
+                        .any(|id| id.eq_ignore_ascii_case(&key.tunnel_id));
+                    t.far = health::FarEnd::real(created, !down);
+                    let router = if down { new_psk() } else { t.psk.clone() };
+                    psks.push((key.clone(), t.name.clone(), t.psk.clone(), router));
+                }
+                let peers: Vec<strongswan::Peer<'_>> = psks
+                    .iter()
+                    .map(|(key, name, edge_psk, router_psk)| strongswan::Peer {
+                        key,
+                        name,
+                        edge_psk,
+                        router_psk,
+                    })
+                    .collect();
+                Some(
+                    strongswan::Fleet::start(dir.as_deref(), &peers)
+                        .map_err(std::io::Error::other)?,
+                )
+            }
+        };
         let ledger = match &options.ledger {
             Some(path) => Some(Mutex::new(
                 std::fs::OpenOptions::new()
@@ -227,7 +303,22 @@ impl Sandbox {
             }),
             credentials: options.credentials.clone(),
             counters: Counters::default(),
+            fleet,
         })
+    }
+
+    /// A sandbox holding only its own fleet (see [`FLEET_ACCOUNT`]), for
+    /// `psk init --sandbox`, which has no psk.yaml to seed from.
+    pub fn own_fleet(options: &SandboxOptions) -> std::io::Result<Sandbox> {
+        let now = Utc::now();
+        let mut edge = BTreeMap::new();
+        seed_fleet(&mut edge, None, options, now);
+        Sandbox::with_edge(edge, options, now - TimeDelta::days(365))
+    }
+
+    /// The real far ends, if the sandbox runs them.
+    pub fn fleet(&self) -> Option<&strongswan::Fleet> {
+        self.fleet.as_ref()
     }
 
     /// Other clients of the token spend `requests` of its budget at once,
@@ -236,6 +327,11 @@ impl Sandbox {
     /// `rate_limit`. Also `POST /sandbox/spend` with `{"requests": N}`.
     pub fn spend_budget(&self, requests: u64) -> Option<(u64, u32)> {
         self.faults.spend(requests).map(|(n, left)| (n, left.left))
+    }
+
+    /// How many tunnels the edge holds.
+    pub fn tunnel_count(&self) -> usize {
+        self.edge.lock().expect("edge lock").len()
     }
 
     /// Whether a real change of this tunnel's PSK is to be refused.
@@ -277,8 +373,99 @@ impl Sandbox {
         t.psk = psk;
         t.last_generated_on = at;
         t.far.edge_changed(&t.psk, at, self.health.far_end_follows);
+        if let Some(fleet) = &self.fleet {
+            // A charon that refuses the key leaves the tunnel down, which
+            // its health then shows; the API's answer stays Cloudflare's.
+            if let Err(e) = fleet.set_edge_key(key, &t.psk) {
+                tracing::warn!(tunnel = %key.tunnel_id, "{e}");
+            }
+        }
         self.record(key, &t.psk, at);
         at
+    }
+
+    /// Watches the real far ends' IKE SAs, as Cloudflare's health checks
+    /// watch a tunnel, until the sandbox is gone: each tunnel's timeline
+    /// records when an IKE SA was seen established on the edge or not.
+    fn watch_far_ends(sandbox: &Arc<Sandbox>) {
+        if sandbox.fleet.is_none() {
+            return;
+        }
+        let weak = Arc::downgrade(sandbox);
+        std::thread::spawn(move || loop {
+            let Some(s) = weak.upgrade() else { return };
+            let Some(fleet) = &s.fleet else { return };
+            if fleet.is_stopped() {
+                return;
+            }
+            for key in fleet.tunnels() {
+                let Some(changes) = s
+                    .edge
+                    .lock()
+                    .expect("edge lock")
+                    .get(key)
+                    .map(|t| t.far.changes())
+                else {
+                    continue;
+                };
+                let up = fleet.edge_established(key);
+                if let Some(t) = s.edge.lock().expect("edge lock").get_mut(key) {
+                    t.far.observed(changes, Utc::now(), up);
+                }
+            }
+            drop(s);
+            std::thread::sleep(FAR_END_POLL);
+        });
+    }
+}
+
+/// How often the real far ends' IKE SAs are looked at.
+const FAR_END_POLL: Duration = Duration::from_millis(50);
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(fleet) = &self.fleet {
+            fleet.stop();
+        }
+    }
+}
+
+/// Adds the sandbox's own fleet to `edge`, leaving any tunnel psk.yaml
+/// already put there as it is; dated as `state` says where it knows one.
+fn seed_fleet(
+    edge: &mut BTreeMap<TunnelKey, EdgeTunnel>,
+    state: Option<&PskState>,
+    options: &SandboxOptions,
+    now: DateTime<Utc>,
+) {
+    let created = now - TimeDelta::days(365);
+    let first = edge.len();
+    for (i, t) in fleet::seeds(now).into_iter().enumerate() {
+        let psk = new_psk();
+        let far = far_end(&options.health, &t.key, &psk, created);
+        let last = (state.and_then(|s| s.get(&t.key)))
+            .and_then(|r| r.last_rotated)
+            .unwrap_or(t.last_generated_on);
+        let seeded = EdgeTunnel {
+            name: t.name,
+            psk,
+            created_on: created,
+            last_generated_on: last,
+            index: first + i,
+            customer_endpoint: Some(t.customer_endpoint),
+            far,
+        };
+        match edge.get_mut(&t.key) {
+            // psk.yaml lists it: Cloudflare's name and endpoint are the
+            // fleet's, whatever psk.yaml calls it.
+            Some(listed) => {
+                listed.name = seeded.name;
+                listed.customer_endpoint = seeded.customer_endpoint;
+            }
+            None => {
+                edge.insert(t.key, seeded);
+            }
+        }
     }
 }
 
@@ -358,6 +545,14 @@ impl Running {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        self.stop_far_ends();
+    }
+
+    /// Stops the real far ends now, whoever else still holds the sandbox.
+    fn stop_far_ends(&self) {
+        if let Some(fleet) = self.sandbox.fleet() {
+            fleet.stop();
+        }
     }
 }
 
@@ -366,6 +561,7 @@ impl Drop for Running {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        self.stop_far_ends();
     }
 }
 
@@ -389,6 +585,7 @@ impl std::error::Error for Dropped {}
 /// in flight" case that psk's intents exist for.
 pub fn spawn(listener: tokio::net::TcpListener, sandbox: Arc<Sandbox>) -> std::io::Result<Running> {
     let addr = listener.local_addr()?;
+    Sandbox::watch_far_ends(&sandbox);
     let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
     let app = router(sandbox.clone());
     let task = tokio::spawn(async move {

@@ -1,27 +1,30 @@
 //! The seam between the state's two homes: a file beside psk.yaml
 //! ([`super::store`], [`super::lock`]) or an object on a store
-//! ([`super::remote`]). The location is a path either way (`s3://...` is a
-//! valid path), so commands keep one `state_path` and this module picks the
-//! store; each store keeps its own guarantees and tests.
+//! ([`super::remote`]). The [`Location`] was parsed once, by the session;
+//! the writer's [`Lock`] carries it (and with it the bucket's client and
+//! the version read), so every write goes to the store that was read.
 
 use std::path::Path;
 use std::time::Duration;
 
-use super::remote::{self, Remote, RemoteError, RemoteJournal, RemoteLock};
+use super::location::Location;
+use super::remote::{self, RemoteError, RemoteJournal, RemoteLock};
 use super::store::{self, StateError, Unsaved};
 use super::{LockError, NewState, State, StateLock};
 use crate::tunnel::TunnelKey;
 
-/// The remote state `path` names, if it names one.
-pub(super) fn remote_of(path: &Path) -> Result<Option<Remote>, RemoteError> {
-    Remote::parse(path).transpose()
+/// The writer's lock, held for as long as this value lives, on the
+/// location it was taken on.
+#[derive(Debug)]
+pub struct Lock {
+    location: Location,
+    guard: Guard,
 }
 
-/// The writer's lock, held for as long as this value lives.
 #[derive(Debug)]
-pub enum Lock {
+enum Guard {
     File(StateLock),
-    Remote(RemoteLock),
+    Bucket(RemoteLock),
 }
 
 /// Why the lock could not be taken.
@@ -34,41 +37,52 @@ pub enum LockFailed {
 }
 
 impl Lock {
-    /// Takes the lock of the state at `path`, waiting up to `timeout`.
-    pub fn acquire(path: &Path, operation: &str, timeout: Duration) -> Result<Lock, LockFailed> {
-        Ok(match remote_of(path)? {
-            Some(r) => Lock::Remote(RemoteLock::acquire(&r, operation, timeout)?),
-            None => Lock::File(StateLock::acquire(path, operation, timeout)?),
+    /// Takes the lock of the state at `location`, waiting up to `timeout`.
+    pub fn acquire(
+        location: &Location,
+        operation: &str,
+        timeout: Duration,
+    ) -> Result<Lock, LockFailed> {
+        let guard = match location {
+            Location::Bucket(r) => Guard::Bucket(RemoteLock::acquire(r, operation, timeout)?),
+            Location::File(p) => Guard::File(StateLock::acquire(p, operation, timeout)?),
+        };
+        Ok(Lock {
+            location: location.clone(),
+            guard,
         })
+    }
+
+    /// Where the locked state lives.
+    pub fn location(&self) -> &Location {
+        &self.location
     }
 }
 
-/// Reads the state at `path`, file or object, replaying any journal.
-pub(super) fn load(path: &Path, new_state: NewState) -> Result<Option<State>, StateError> {
-    match remote_of(path)? {
-        Some(r) => remote::store::load_guarded(&r, new_state),
-        None => store::load(path, new_state),
+/// Reads the state at `location`, file or object, replaying any journal.
+pub(super) fn load(location: &Location, new_state: NewState) -> Result<Option<State>, StateError> {
+    match location {
+        Location::Bucket(r) => remote::store::load_guarded(r, new_state),
+        Location::File(p) => store::load(p, new_state),
     }
 }
 
 /// [`load`] for the writer holding `lock`: a left journal is folded first.
 pub(super) fn load_for_write(
-    path: &Path,
     lock: &Lock,
     new_state: NewState,
 ) -> Result<Option<State>, StateError> {
-    match (remote_of(path)?, lock) {
-        (Some(r), Lock::Remote(_)) => remote::store::load_for_write(&r, new_state),
-        (None, Lock::File(l)) => store::load_for_write(path, l, new_state),
-        _ => unreachable!("a lock is taken on the location it is loaded from"),
+    match &lock.guard {
+        Guard::Bucket(l) => remote::store::load_for_write(l.remote(), new_state),
+        Guard::File(l) => store::load_for_write(l.state_path(), l, new_state),
     }
 }
 
-/// Bumps the serial and writes the whole state.
-pub(super) fn save(path: &Path, state: &mut State) -> Result<(), StateError> {
-    match remote_of(path)? {
-        Some(r) => remote::store::save(&r, state),
-        None => store::save(path, state),
+/// Bumps the serial and writes the whole state, under `lock`.
+pub(super) fn save(lock: &Lock, state: &mut State) -> Result<(), StateError> {
+    match &lock.guard {
+        Guard::Bucket(l) => remote::store::save(l.remote(), state),
+        Guard::File(l) => store::save(l.state_path(), state),
     }
 }
 
@@ -81,10 +95,11 @@ pub enum Journal {
 }
 
 impl Journal {
-    pub fn open(path: &Path, state: &mut State) -> Result<Journal, StateError> {
-        Ok(match remote_of(path)? {
-            Some(r) => Journal::Remote(RemoteJournal::open(&r, state)?),
-            None => Journal::File(store::Journal::open(path, state)?),
+    /// Starts the journal of one apply on the state `lock` holds.
+    pub fn open(lock: &Lock, state: &mut State) -> Result<Journal, StateError> {
+        Ok(match &lock.guard {
+            Guard::Bucket(l) => Journal::Remote(RemoteJournal::open(l.remote(), state)?),
+            Guard::File(l) => Journal::File(store::Journal::open(l.state_path(), state)?),
         })
     }
 

@@ -39,6 +39,62 @@ impl std::fmt::Display for LockHolder {
     }
 }
 
+impl LockHolder {
+    /// This process's record, for a lock it is taking for `operation`.
+    pub fn new(operation: &str) -> LockHolder {
+        LockHolder {
+            id: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
+            who: format!("{}@{}", user(), host()),
+            pid: std::process::id(),
+            operation: operation.to_string(),
+            since: crate::state::format_time(&Utc::now()),
+        }
+    }
+
+    /// The record as the lock file or object holds it.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut body = serde_json::to_vec(self).expect("holder serializes");
+        body.push(b'\n');
+        body
+    }
+}
+
+/// One try at a lock: taken, or held by someone (`H` says who).
+pub(super) enum Attempt<T, H> {
+    Taken(T),
+    Held(H),
+}
+
+/// The waiting both locks share: try, and only when the lock is taken say
+/// who holds it and that psk waits (as cargo does), backing off up to
+/// `timeout`; `timed_out` makes the error that names the holder.
+pub(super) fn wait_for_lock<T, H: std::fmt::Display, E>(
+    timeout: Duration,
+    first_wait: Duration,
+    mut attempt: impl FnMut() -> Result<Attempt<T, H>, E>,
+    timed_out: impl FnOnce(H) -> E,
+) -> Result<T, E> {
+    let deadline = Instant::now() + timeout;
+    let mut waits =
+        crate::backoff::Backoff::new(first_wait, Duration::from_secs(2)).until(deadline);
+    let mut told = false;
+    loop {
+        let holder = match attempt()? {
+            Attempt::Taken(t) => return Ok(t),
+            Attempt::Held(h) => h,
+        };
+        let Some(wait) = waits.next() else {
+            return Err(timed_out(holder));
+        };
+        if !told {
+            tracing::info!(%holder, "state lock is held; waiting");
+            eprintln!("psk: the state is locked by {holder}; waiting...");
+            told = true;
+        }
+        std::thread::sleep(wait);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("the state {state} is locked by {holder}.\nWait for it to finish, or pass --lock-timeout DURATION to wait for it; the lock is released as soon as that process ends")]
@@ -97,48 +153,35 @@ impl StateLock {
             source,
         };
         let (mut file, mut created) = open_lock_file(&path).map_err(io_err)?;
-        let deadline = Instant::now() + timeout;
-        let mut wait = Duration::from_millis(50);
-        let mut told = false;
-        let found_released = loop {
-            match file.try_lock() {
-                // A holder that wrote no state removes its lock file as it
-                // lets go (see Drop): a lock on that removed file excludes
-                // no one, so open the file now at the path and lock again.
-                Ok(()) if !is_at(&file, &path) => {
-                    (file, created) = open_lock_file(&path).map_err(io_err)?;
-                }
-                Ok(()) => break !created && file.metadata().is_ok_and(|m| m.len() == 0),
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    let holder = read_holder(&mut file);
-                    if Instant::now() >= deadline {
-                        return Err(LockError::Held {
-                            state: state.to_path_buf(),
-                            holder,
-                        });
+        let found_released = wait_for_lock(
+            timeout,
+            Duration::from_millis(50),
+            || loop {
+                match file.try_lock() {
+                    // A holder that wrote no state removes its lock file as
+                    // it lets go (see Drop): a lock on that removed file
+                    // excludes no one, so open the file now at the path and
+                    // lock again.
+                    Ok(()) if !is_at(&file, &path) => {
+                        (file, created) = open_lock_file(&path).map_err(io_err)?;
                     }
-                    if !told {
-                        tracing::info!(lock = %path.display(), %holder, "state lock is held; waiting");
-                        eprintln!("psk: the state is locked by {holder}; waiting...");
-                        told = true;
+                    Ok(()) => {
+                        let released = !created && file.metadata().is_ok_and(|m| m.len() == 0);
+                        return Ok(Attempt::Taken(released));
                     }
-                    std::thread::sleep(
-                        wait.min(deadline.saturating_duration_since(Instant::now())),
-                    );
-                    wait = (wait * 2).min(Duration::from_secs(2));
+                    Err(std::fs::TryLockError::WouldBlock) => {
+                        return Ok(Attempt::Held(read_holder(&mut file)))
+                    }
+                    Err(std::fs::TryLockError::Error(e)) => return Err(io_err(e)),
                 }
-                Err(std::fs::TryLockError::Error(e)) => return Err(io_err(e)),
-            }
-        };
-        let holder = LockHolder {
-            id: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
-            who: format!("{}@{}", user(), host()),
-            pid: std::process::id(),
-            operation: operation.to_string(),
-            since: crate::state::format_time(&Utc::now()),
-        };
-        let mut body = serde_json::to_vec(&holder).expect("holder serializes");
-        body.push(b'\n');
+            },
+            |holder| LockError::Held {
+                state: state.to_path_buf(),
+                holder,
+            },
+        )?;
+        let holder = LockHolder::new(operation);
+        let body = holder.to_bytes();
         file.set_len(0)
             .and_then(|_| file.rewind())
             .and_then(|_| file.write_all(&body))
@@ -160,6 +203,11 @@ impl StateLock {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The state file this lock guards.
+    pub fn state_path(&self) -> &Path {
+        &self.state
     }
 
     /// Whether the lock file was there and empty before this process took

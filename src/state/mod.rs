@@ -15,6 +15,8 @@
 
 mod backend;
 mod belongs;
+pub mod durable;
+pub mod location;
 mod lock;
 mod missing;
 mod perms;
@@ -30,40 +32,40 @@ use serde::{Deserialize, Serialize};
 use crate::tunnel::TunnelKey;
 pub use backend::{Journal, Lock, LockFailed};
 pub use belongs::{check_belongs, Foreign};
+pub use durable::write_atomic;
+pub use location::Location;
 pub use lock::{force_unlock, LockError, LockHolder, StateLock, Unlock};
 pub use missing::{NewState, Traces};
 pub use perms::{warn_if_world_writable, world_writable_warning};
-pub use store::{
-    backup_path, journal_path, parse, reserve_path, write_atomic, StateError, Unsaved,
-};
+pub use store::{backup_path, journal_path, parse, reserve_path, StateError, Unsaved};
 
 /// Reads the state, replaying any journal an interrupted apply left;
 /// `Ok(None)` when there is no state file yet and `new_state` allows one.
 /// (Logs what it read.)
-pub fn load(path: &std::path::Path, new_state: NewState) -> Result<Option<State>, StateError> {
-    let state = backend::load(path, new_state)?;
-    log_loaded(path, state.as_ref(), "state loaded");
+pub fn load(location: &Location, new_state: NewState) -> Result<Option<State>, StateError> {
+    let state = backend::load(location, new_state)?;
+    log_loaded(location.path(), state.as_ref(), "state loaded");
     Ok(state)
 }
 
 /// [`load`] for a writer holding the lock: a journal left by an
 /// interrupted apply is folded into the state file first.
-pub fn load_for_write(
-    path: &std::path::Path,
-    lock: &Lock,
-    new_state: NewState,
-) -> Result<Option<State>, StateError> {
-    let state = backend::load_for_write(path, lock, new_state)?;
-    log_loaded(path, state.as_ref(), "state loaded for writing");
+pub fn load_for_write(lock: &Lock, new_state: NewState) -> Result<Option<State>, StateError> {
+    let state = backend::load_for_write(lock, new_state)?;
+    log_loaded(
+        lock.location().path(),
+        state.as_ref(),
+        "state loaded for writing",
+    );
     Ok(state)
 }
 
-/// Bumps the serial and writes the whole state durably, keeping the
-/// previous file as its backup.
-pub fn save(path: &std::path::Path, state: &mut State) -> Result<(), StateError> {
-    backend::save(path, state)?;
+/// Bumps the serial and writes the whole state durably (to where `lock`
+/// was taken), keeping the previous version as its backup.
+pub fn save(lock: &Lock, state: &mut State) -> Result<(), StateError> {
+    backend::save(lock, state)?;
     tracing::info!(
-        path = %path.display(),
+        path = %lock.location().path().display(),
         serial = state.serial,
         tunnels = state.tunnels.len(),
         "state written"

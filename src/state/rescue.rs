@@ -14,13 +14,14 @@
 //! later apply changed (which rotated that tunnel again) is left alone.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::store::{write_failpoint, Unsaved};
+use super::durable::write_new_private;
+use super::store::Unsaved;
 use super::{State, TunnelState};
 
 /// The rescue format's version (`psk_rescue` in the file).
@@ -80,7 +81,7 @@ impl Rescue {
         unsaved: &[Unsaved],
         now: DateTime<Utc>,
     ) -> Rescue {
-        let state_path = match super::remote::is_remote(state_path) {
+        let state_path = match state_path.to_str().is_some_and(super::location::is_url) {
             true => state_path.into(),
             false => std::path::absolute(state_path).unwrap_or_else(|_| state_path.into()),
         };
@@ -160,7 +161,7 @@ impl Rescue {
         let mut tried = Vec::new();
         for dir in places() {
             let path = dir.join(&name);
-            match write_new_private(&dir, &path, &self.to_bytes()) {
+            match write_new_private(&dir, &path, &self.to_bytes(), "rescue") {
                 Ok(()) => return Ok(path),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "rescue file not written here");
@@ -252,36 +253,6 @@ pub fn places() -> Vec<PathBuf> {
     out.extend(env("HOME").map(|h| h.join(".local/state/psk")));
     out.push(std::env::temp_dir());
     out
-}
-
-/// A new file only its owner may read, made durable with its name.
-fn write_new_private(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_failpoint("rescue")?;
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir)?;
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let result = (|| {
-        let mut f = opts.open(path)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(path);
-    }
-    result
 }
 
 /// serde_json's error kind in words, never its text: that could quote a

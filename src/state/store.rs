@@ -8,12 +8,13 @@
 //! died before folding it, so every change that reached the disk counts.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::durable::{create_private, parent_dir, remove_durably, write_atomic, write_failpoint};
 use super::missing::{NewState, Traces};
 use super::{State, StateFile, TunnelState, STATE_VERSION};
 use crate::tunnel::TunnelKey;
@@ -447,140 +448,6 @@ fn write_whole(path: &Path, state: &State) -> Result<u64, StateError> {
     written += bytes.len() as u64;
     remove_durably(&journal_path(path)).map_err(werr)?;
     Ok(written)
-}
-
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-fn remove_durably(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => File::open(parent_dir(path))?.sync_all(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// The failpoint tests use to kill psk mid-write (see docs/testing.md).
-/// `PSK_FAILPOINT=state-before-rename` aborts the process after the new
-/// state is written and fsynced to its temp file but before the rename.
-fn failpoint(name: &str) {
-    if std::env::var("PSK_FAILPOINT").is_ok_and(|v| v == name) {
-        eprintln!("psk: failpoint {name} reached; aborting (PSK_FAILPOINT is for tests)");
-        std::process::abort();
-    }
-}
-
-/// The write failpoints, for tests of a failing disk:
-/// `PSK_FAILPOINT_WRITE=WHAT:N[+]:ERROR[,...]` makes the Nth write of WHAT
-/// (`journal` for each journal line, `state`, `backup`, `rescue`) fail
-/// with ERROR (`EIO`, `EROFS`, `ENOSPC`, `EDQUOT`); `N+` fails that one and
-/// every later one, as a disk that stays broken. Each write site calls
-/// this once per attempt, so a retry counts as a write too.
-pub(crate) fn write_failpoint(what: &str) -> io::Result<()> {
-    use std::sync::Mutex;
-    static COUNTS: Mutex<Vec<(String, u64)>> = Mutex::new(Vec::new());
-    let Ok(spec) = std::env::var("PSK_FAILPOINT_WRITE") else {
-        return Ok(());
-    };
-    let nth = {
-        let mut counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
-        let at = match counts.iter().position(|(w, _)| w == what) {
-            Some(i) => i,
-            None => {
-                counts.push((what.to_string(), 0));
-                counts.len() - 1
-            }
-        };
-        counts[at].1 += 1;
-        counts[at].1
-    };
-    for rule in spec.split(',') {
-        let mut parts = rule.trim().splitn(3, ':');
-        let (Some(w), Some(n), Some(err)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
-        let (n, onwards) = match n.strip_suffix('+') {
-            Some(n) => (n, true),
-            None => (n, false),
-        };
-        let Ok(n) = n.parse::<u64>() else { continue };
-        if w == what && (nth == n || (onwards && nth > n)) {
-            tracing::warn!(
-                write = what,
-                nth,
-                error = err,
-                "write failpoint reached (PSK_FAILPOINT_WRITE is for tests)"
-            );
-            return Err(injected(err));
-        }
-    }
-    Ok(())
-}
-
-/// The error a write failpoint injects: the OS's own, so messages read as
-/// they would on a real failing disk.
-fn injected(name: &str) -> io::Error {
-    #[cfg(target_os = "linux")]
-    let code = match name {
-        "EROFS" => Some(30),
-        "ENOSPC" => Some(28),
-        "EDQUOT" => Some(122),
-        "EIO" => Some(5),
-        _ => None,
-    };
-    #[cfg(not(target_os = "linux"))]
-    let code: Option<i32> = None;
-    match code {
-        Some(c) => io::Error::from_raw_os_error(c),
-        None => io::Error::other(format!("injected {name}")),
-    }
-}
-
-/// Temp file in the same folder (mode 0600), write, fsync, rename over the
-/// target, fsync the folder so the rename itself survives a power cut.
-pub fn write_atomic(path: &Path, bytes: &[u8], is_state: bool) -> io::Result<()> {
-    let dir = parent_dir(path);
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut f = create_private(&tmp, true)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        if is_state {
-            failpoint("state-before-rename");
-        }
-        fs::rename(&tmp, path)?;
-        File::open(&dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn create_private(path: &Path, truncate: bool) -> io::Result<File> {
-    let mut opts = OpenOptions::new();
-    if truncate {
-        opts.write(true).create(true).truncate(true);
-    } else {
-        opts.append(true).create(true);
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    opts.open(path)
 }
 
 /// Temp files of writers that died before their rename; only ever called

@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{Report, TunnelStatus};
+use crate::reconcile::unmanaged;
 
 const HEADERS: [&str; 7] = [
     "TUNNEL",
@@ -48,7 +49,34 @@ pub fn human(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     for r in &rows {
         write_row(out, r, &widths)?;
     }
-    writeln!(out, "\n{}", summary(report))
+    writeln!(out, "\n{}", summary(report))?;
+    unmanaged(report, out)
+}
+
+/// With `--refresh`: the tunnels psk.yaml leaves out, each with the line
+/// that adds it.
+fn unmanaged(report: &Report, out: &mut dyn Write) -> io::Result<()> {
+    let Some(u) = report.unmanaged.as_ref() else {
+        return Ok(());
+    };
+    if u.tunnels.is_empty() {
+        if u.ignored > 0 {
+            writeln!(
+                out,
+                "Cloudflare lists {} more tunnel{} that `ignore:` in psk.yaml leaves to others.",
+                u.ignored,
+                if u.ignored == 1 { "" } else { "s" }
+            )?;
+        }
+        return Ok(());
+    }
+    writeln!(out)?;
+    let heading = unmanaged::heading(u.tunnels.len(), u.ignored, |k| format!("`{k}`"));
+    writeln!(out, "{heading}")?;
+    for t in &u.tunnels {
+        writeln!(out, "  {}", t.line())?;
+    }
+    Ok(())
 }
 
 fn write_row(out: &mut dyn Write, cells: &[String; 7], widths: &[usize; 7]) -> io::Result<()> {

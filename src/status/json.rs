@@ -11,8 +11,9 @@ use super::{human, Report, TunnelStatus};
 use crate::state::format_time;
 
 /// The JSON status format's version.
-/// 1.1 added `unverified_since` and `summary.unverified` (`verify`).
-pub const STATUS_FORMAT_VERSION: &str = "1.1";
+/// 1.1 added `unverified_since` and `summary.unverified` (`verify`); 1.2
+/// `unmanaged` (with `--refresh`) and `summary.unmanaged`.
+pub const STATUS_FORMAT_VERSION: &str = "1.2";
 
 /// Writes the status as one pretty JSON document.
 pub fn json(report: &Report, out: &mut dyn Write) -> io::Result<()> {
@@ -27,7 +28,19 @@ struct JsonStatus<'a> {
     refreshed: bool,
     state: Option<JsonState<'a>>,
     tunnels: Vec<JsonTunnel<'a>>,
+    /// With `--refresh`: tunnels Cloudflare lists for psk.yaml's accounts
+    /// that psk.yaml neither lists nor ignores; `null` when not asked.
+    unmanaged: Option<Vec<JsonUnmanaged<'a>>>,
     summary: JsonSummary,
+}
+
+#[derive(Serialize)]
+struct JsonUnmanaged<'a> {
+    name: &'a str,
+    tunnel_id: &'a str,
+    account_id: &'a str,
+    /// The entry that adds it under `tunnels:` in psk.yaml.
+    add: &'a str,
 }
 
 #[derive(Serialize)]
@@ -90,6 +103,10 @@ struct JsonSummary {
     changed_outside: usize,
     delivery_failed: usize,
     unverified: usize,
+    /// Tunnels psk.yaml leaves out, and those `ignore:` names; `null`
+    /// without `--refresh`.
+    unmanaged: Option<usize>,
+    ignored: Option<usize>,
 }
 
 impl<'a> JsonStatus<'a> {
@@ -110,6 +127,8 @@ impl<'a> JsonStatus<'a> {
             changed_outside: count(|t| t.changed_outside.is_some()),
             delivery_failed: count(|t| t.delivery_failed.is_some()),
             unverified: count(|t| t.unverified_since.is_some()),
+            unmanaged: report.unmanaged.as_ref().map(|u| u.tunnels.len()),
+            ignored: report.unmanaged.as_ref().map(|u| u.ignored),
         };
         JsonStatus {
             format_version: STATUS_FORMAT_VERSION,
@@ -120,6 +139,16 @@ impl<'a> JsonStatus<'a> {
                 lineage,
             }),
             tunnels,
+            unmanaged: report.unmanaged.as_ref().map(|u| {
+                (u.tunnels.iter())
+                    .map(|t| JsonUnmanaged {
+                        name: &t.name,
+                        tunnel_id: &t.key.tunnel_id,
+                        account_id: &t.key.account_id,
+                        add: &t.add,
+                    })
+                    .collect()
+            }),
             summary,
         }
     }

@@ -115,6 +115,9 @@ impl Collector for StatusCollector {
                 |t, _| Some(t.changed_outside().is_some() as i64),
             )?;
         }
+        if let Some(u) = &report.unmanaged {
+            unmanaged_families(&mut encoder, report, u)?;
+        }
         if let Some((serial, _)) = &report.state {
             let mut m = encoder.encode_descriptor(
                 "psk_state_serial",
@@ -139,6 +142,50 @@ impl Collector for StatusCollector {
         )?;
         m.encode_info(&[("version", env!("CARGO_PKG_VERSION"))].as_slice())
     }
+}
+
+/// With `--refresh`: per account of psk.yaml, how many tunnels Cloudflare
+/// lists that psk.yaml leaves out (0 included, so an alert needs no
+/// `absent()`), and one series per such tunnel naming it.
+fn unmanaged_families(
+    encoder: &mut DescriptorEncoder,
+    report: &Report,
+    u: &crate::reconcile::unmanaged::Unmanaged,
+) -> Result<(), std::fmt::Error> {
+    let mut per_account: std::collections::BTreeMap<&str, i64> = (report.tunnels.iter())
+        .map(|t| (t.key.account_id.as_str(), 0))
+        .collect();
+    for t in &u.tunnels {
+        *per_account.entry(t.key.account_id.as_str()).or_default() += 1;
+    }
+    let mut m = encoder.encode_descriptor(
+        "psk_unmanaged_tunnels",
+        "Tunnels Cloudflare lists for the account that psk.yaml neither lists nor ignores: never rotated by psk (only with --refresh)",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (account, n) in &per_account {
+        let labels = [("account_id", *account)];
+        m.encode_family(&labels.as_slice())?.encode_gauge(n)?;
+    }
+    if u.tunnels.is_empty() {
+        return Ok(());
+    }
+    let mut m = encoder.encode_descriptor(
+        "psk_unmanaged_tunnel",
+        "1 for each tunnel Cloudflare lists that psk.yaml neither lists nor ignores, by its name at Cloudflare (only with --refresh)",
+        None,
+        MetricType::Gauge,
+    )?;
+    for t in &u.tunnels {
+        let labels = [
+            ("name", t.name.as_str()),
+            ("account_id", t.key.account_id.as_str()),
+            ("tunnel_id", t.key.tunnel_id.as_str()),
+        ];
+        m.encode_family(&labels.as_slice())?.encode_gauge(&1i64)?;
+    }
+    Ok(())
 }
 
 /// One gauge with a series per tunnel that has a value; no family at all

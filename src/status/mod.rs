@@ -16,6 +16,9 @@
 //! with `--refresh`) and `now`; the printers are [`human`], [`json`] and
 //! [`metrics`], and [`textfile`] writes the metrics for node_exporter.
 //!
+//! With `--refresh`, the report also names the tunnels psk.yaml leaves
+//! out ([`unmanaged`]), as the plan does.
+//!
 //! Health (policy `verify`) joins a tunnel's status as one more field of
 //! [`TunnelStatus`] beside `delivery_failed`, with its own JSON field and
 //! metric, and counts in [`TunnelStatus::needs_attention`].
@@ -32,6 +35,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use crate::config::{Config, Tunnel};
 use crate::policy::Policy;
 use crate::reconcile::assess::{assess, Assessment};
+use crate::reconcile::unmanaged::{self, Unmanaged};
 use crate::reconcile::{follow_ups, gate, Deferral, PlanOptions, Reason, Remote};
 use crate::state::State;
 use crate::tunnel::TunnelKey;
@@ -47,6 +51,10 @@ pub struct Report {
     /// The state's serial and lineage; `None` when there is no state yet.
     pub state: Option<(u64, String)>,
     pub tunnels: Vec<TunnelStatus>,
+    /// With `--refresh`: the tunnels Cloudflare lists for psk.yaml's
+    /// accounts that psk.yaml neither lists nor ignores, which psk never
+    /// rotates. `None` when Cloudflare was not asked.
+    pub unmanaged: Option<Unmanaged>,
 }
 
 /// Where one tunnel's key stands.
@@ -118,6 +126,7 @@ pub fn report(
         refreshed: remote.is_some(),
         state: state.map(|s| (s.serial, s.lineage.clone())),
         tunnels,
+        unmanaged: remote.map(|r| unmanaged::find(desired, r)),
     }
 }
 
@@ -145,6 +154,8 @@ fn judge(
                     Deferral::Site { .. }
                     | Deferral::SiblingDown { .. }
                     | Deferral::Unhealthy { .. }
+                    | Deferral::Undelivered { .. }
+                    | Deferral::Uncertain { .. }
                     | Deferral::StillListed
                     | Deferral::NotAsked,
                 )
@@ -221,6 +232,12 @@ impl Report {
     /// How many tunnels need attention.
     pub fn attention(&self) -> usize {
         self.tunnels.iter().filter(|t| t.needs_attention()).count()
+    }
+
+    /// How many tunnels Cloudflare lists that psk.yaml leaves out (0 when
+    /// Cloudflare was not asked).
+    pub fn unmanaged(&self) -> usize {
+        self.unmanaged.as_ref().map_or(0, |u| u.tunnels.len())
     }
 }
 

@@ -195,3 +195,128 @@ fn deliver_needs_a_command_and_a_sane_timeout() {
     assert!(run.stderr.contains("deliver"), "{run:?}");
     assert!(run.stderr.contains("deliver_timeout"), "{run:?}");
 }
+
+/// The daily schedule of issue 25: a site of two paths, a `deliver` that
+/// keeps failing (router unreachable), no `verify`, `psk apply` three times.
+/// The first apply rotates one path and cannot deliver it; every later
+/// apply holds the other path (reason `undelivered`, saying what lifts it)
+/// instead of rotating it too, so the edge never holds new keys for both
+/// routers at once. `psk deliver` succeeding lifts the hold.
+#[test]
+fn a_failed_delivery_holds_its_site_across_consecutive_applies() {
+    let mut env = TestEnv::new(0);
+    let (script, log, fail) = script(&env);
+    config_with_delivery_by(&env, 2, &script, "cloudflare");
+    env.start_sandbox();
+    std::fs::write(&fail, "").unwrap();
+
+    let first = env.run(&["apply", "--auto-approve"]).failure();
+    assert!(
+        first.stdout.contains("tunnel-00: rotated")
+            || first.stdout.contains("tunnel-00: generated"),
+        "{first:?}"
+    );
+    assert!(first.stdout.contains("DELIVERY FAILED"), "{first:?}");
+    for n in 2..=3 {
+        let apply = env.run(&["apply", "--auto-approve"]);
+        assert_eq!(
+            env.ledger().len(),
+            1,
+            "apply {n} changed a second path of the site: {apply:?}"
+        );
+        let out = apply.all();
+        assert!(
+            out.contains("the new PSK of tunnel-00 did not reach its router"),
+            "apply {n}: {apply:?}"
+        );
+        assert!(out.contains("`psk deliver tunnel-00` succeeding lifts the hold"));
+        // What is left is `psk deliver`'s work, not `psk reseal`'s.
+        assert!(out.contains("1 left for `psk deliver`"), "{apply:?}");
+        assert!(!out.contains("psk reseal"), "{apply:?}");
+        env.assert_no_secrets(&out);
+    }
+    let json = env.run(&["plan", "--format", "json"]).success();
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let held = &v["deferred"][0];
+    assert_eq!(held["name"], "tunnel-01", "{v}");
+    assert_eq!(held["deferred"]["code"], "undelivered");
+    assert_eq!(held["deferred"]["sibling"], "tunnel-00");
+    assert!(held["deferred"]["delivery_failed_at"].is_string());
+
+    std::fs::remove_file(&fail).unwrap();
+    env.run(&["deliver", "--identity", env.identity.to_str().unwrap()])
+        .success();
+    assert_eq!(delivered(&log).len(), 1);
+    env.run(&["apply", "--auto-approve"]).success();
+    assert_eq!(env.ledger().len(), 2, "the hold lifted");
+    env.run(&["plan", "--detailed-exitcode"]).success();
+}
+
+/// A rotation whose answer was never recorded (an intent left in the
+/// state) may have put a key on the edge that no router holds: the site's
+/// other path is held even when `--target` leaves the interrupted one out,
+/// with or without `deliver` and `verify`, and rotating the interrupted
+/// path again settles it and lifts the hold.
+#[test]
+fn an_interrupted_rotation_holds_its_site_even_under_target() {
+    let mut env = TestEnv::new(2);
+    env.start_sandbox();
+    env.run(&["apply", "--auto-approve"]).success();
+    let mut state = env.state_json();
+    let rec = state["tunnels"]
+        .as_object_mut()
+        .unwrap()
+        .values_mut()
+        .find(|r| r["name"] == "tunnel-00")
+        .unwrap();
+    rec["intent"] = serde_json::json!({
+        "operation": "psk_generate",
+        "started": "2026-11-01T00:00:00Z",
+    });
+    let mut bytes = serde_json::to_vec_pretty(&state).unwrap();
+    bytes.push(b'\n');
+    std::fs::write(env.state_path(), bytes).unwrap();
+    let before = env.ledger();
+
+    let apply = env
+        .run(&[
+            "apply",
+            "--auto-approve",
+            "--target",
+            "tunnel-01",
+            "--replace",
+            "tunnel-01",
+        ])
+        .success();
+    assert_eq!(env.ledger(), before, "tunnel-01 changed: {apply:?}");
+    assert!(
+        apply.all().contains(
+            "a rotation of tunnel-00 started 2026-11-01T00:00:00Z never recorded its answer"
+        ),
+        "{apply:?}"
+    );
+    let json = env
+        .run(&[
+            "plan",
+            "--format",
+            "json",
+            "--target",
+            "tunnel-01",
+            "--replace",
+            "tunnel-01",
+        ])
+        .success();
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["deferred"][0]["deferred"]["code"], "uncertain", "{v}");
+    assert_eq!(
+        v["deferred"][0]["deferred"]["uncertain_since"],
+        "2026-11-01T00:00:00Z"
+    );
+
+    // The interrupted path rotates again first; the other waits its turn.
+    env.run(&["apply", "--auto-approve"]).success();
+    assert!(env.state_json().to_string().find("\"intent\"").is_none());
+    env.run(&["apply", "--auto-approve", "--replace", "tunnel-01"])
+        .success();
+    assert_ne!(env.ledger()[&tunnel_id(1)], before[&tunnel_id(1)]);
+}

@@ -453,7 +453,8 @@ fn opened(env: &TestEnv, path: &std::path::Path) -> std::collections::BTreeMap<S
     let mut ids = psk::seal::Identities::default();
     ids.add_text(&std::fs::read_to_string(&env.identity).unwrap(), "test")
         .unwrap();
-    let Some(state) = psk::state::load(path, psk::state::NewState::Allowed).unwrap() else {
+    let location = psk::state::Location::File(path.to_path_buf());
+    let Some(state) = psk::state::load(&location, psk::state::NewState::Allowed).unwrap() else {
         return Default::default();
     };
     (state.tunnels.values())

@@ -63,8 +63,9 @@ fn json_plan_has_the_documented_fields() {
     env.start_sandbox();
     let run = env.run(&["plan", "--format", "json"]).success();
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-    assert_eq!(v["format_version"], "1.3");
+    assert_eq!(v["format_version"], "1.5");
     assert_eq!(v["health"], serde_json::json!([]));
+    assert_eq!(v["unmanaged"], serde_json::json!([]));
     let actions = v["actions"].as_array().unwrap();
     assert_eq!(actions.len(), 2);
     assert_eq!(actions[0]["name"], "tunnel-00");

@@ -35,6 +35,7 @@ mod file_modes;
 #[cfg(unix)]
 mod first_hour;
 mod health;
+mod init;
 mod logging;
 mod messages;
 mod no_secrets;
@@ -50,6 +51,9 @@ mod sandbox_cli;
 mod sdk_conformance;
 mod state_store;
 mod status;
+#[cfg(unix)]
+mod strongswan;
 mod transport;
+mod unmanaged;
 mod verify;
 mod workflows;

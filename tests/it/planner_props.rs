@@ -540,6 +540,7 @@ fn world(f: &Fleet) -> World {
                 id: id(i),
                 name: format!("t{i}"),
                 last_generated_on: on,
+                customer_endpoint: None,
             },
         );
     }
@@ -749,6 +750,8 @@ proptest! {
                 Deferral::Site { .. }
                 | Deferral::SiblingDown { .. }
                 | Deferral::Unhealthy { .. }
+                | Deferral::Undelivered { .. }
+                | Deferral::Uncertain { .. }
                 | Deferral::StillListed
                 | Deferral::NotAsked => None,
             });

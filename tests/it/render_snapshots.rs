@@ -3,6 +3,7 @@
 //! fixed bytes; any change in wording or layout shows up in review.
 
 use chrono::{DateTime, Utc};
+use psk::reconcile::unmanaged::UnmanagedTunnel;
 use psk::reconcile::{
     Action, ActionKind, Deferral, Deferred, DryRun, PathStatus, Plan, Reason, Unchanged, Upcoming,
 };
@@ -185,6 +186,22 @@ pub(crate) fn full_plan() -> Plan {
                 gave_up: None,
             },
         ],
+        unmanaged: vec![
+            UnmanagedTunnel {
+                name: "lis-forgotten".into(),
+                key: key(20),
+                add: format!("- {{ name: lis-forgotten, id: {} }}", key(20).tunnel_id),
+            },
+            UnmanagedTunnel {
+                name: "ber primary".into(),
+                key: key(21),
+                add: format!(
+                    "- {{ name: \"ber primary-00000000\", id: {} }}",
+                    key(21).tunnel_id
+                ),
+            },
+        ],
+        ignored: 1,
     }
 }
 
@@ -292,6 +309,9 @@ fn offline_and_targeted_warnings() {
     let mut plan = full_plan();
     plan.offline = true;
     plan.targeted = true;
+    // Offline, Cloudflare was not asked what else it lists.
+    plan.unmanaged.clear();
+    plan.ignored = 0;
     for a in &mut plan.actions {
         a.dry_run = DryRun::NotRun;
     }
@@ -325,6 +345,8 @@ fn no_verdict_is_a_warning_in_every_format() {
     plan.deferred.clear();
     plan.upcoming.clear();
     plan.health.clear();
+    plan.unmanaged.clear();
+    plan.ignored = 0;
     let text = human(&plan, false);
     assert!(
         text.contains("NO VERDICT: the dry run itself failed"),
@@ -344,7 +366,7 @@ fn no_verdict_is_a_warning_in_every_format() {
     insta::assert_snapshot!("no_verdict_markdown", markdown(&plan, None));
     let j = json(&plan);
     let v: serde_json::Value = serde_json::from_str(&j).unwrap();
-    assert_eq!(v["format_version"], "1.3");
+    assert_eq!(v["format_version"], "1.5");
     assert_eq!(v["applyable"], true);
     assert_eq!(v["summary"]["no_verdict"], 1);
     assert_eq!(v["actions"][1]["dry_run"]["status"], "no_verdict");

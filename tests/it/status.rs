@@ -54,7 +54,7 @@ fn json_status_says_what_each_tunnel_needs() {
     let env = fleet();
     let run = status(&env, &["--format", "json"]).success();
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-    assert_eq!(v["format_version"], "1.1");
+    assert_eq!(v["format_version"], "1.2");
     assert_eq!(v["state"]["serial"], 42);
     let by_name = |n: &str| {
         v["tunnels"]

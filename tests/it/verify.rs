@@ -479,7 +479,7 @@ fn a_failed_verification_holds_the_site_until_psk_verify_shows_it_back() {
 
     let plan = env.run(&["plan", "--format", "json"]).success();
     let plan: Value = serde_json::from_str(&plan.stdout).unwrap();
-    assert_eq!(plan["format_version"], "1.3");
+    assert_eq!(plan["format_version"], "1.5");
     let held = deferred(&plan);
     assert_eq!(held.len(), 1, "{held:?}");
     let (name, why) = &held[0];

@@ -95,7 +95,10 @@ fn why(d: &Deferred) -> (u8, Option<DateTime<Utc>>, String) {
             ),
         ),
         // Few siblings are down at once, and which one is what to fix.
-        Deferral::SiblingDown { .. } | Deferral::Unhealthy { .. } => {
+        Deferral::SiblingDown { .. }
+        | Deferral::Unhealthy { .. }
+        | Deferral::Undelivered { .. }
+        | Deferral::Uncertain { .. } => {
             (4, None, prose(&d.why.describe()))
         }
         Deferral::Site { .. } => (

@@ -9,14 +9,32 @@
 //! writer; the compare-and-swap on every state write is what makes a lost
 //! update impossible even if the lock is forced while its holder lives.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::Utc;
 use object_store::{ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
 
 use super::{block, Remote, RemoteError};
-use crate::state::lock::{host, user};
+use crate::state::lock::{wait_for_lock, Attempt};
 use crate::state::{LockHolder, Unlock};
+
+/// Who holds the lock object, as far as its record says.
+#[derive(Debug)]
+enum Other {
+    Named(LockHolder),
+    /// Removed between psk's PUT and its read: the next try likely takes it.
+    Unnamed,
+}
+
+impl std::fmt::Display for Other {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Other::Named(h) => h.fmt(f),
+            Other::Unnamed => {
+                f.write_str("another psk process (its lock record could not be read)")
+            }
+        }
+    }
+}
 
 /// Held for as long as this value lives; dropping it removes the object.
 #[derive(Debug)]
@@ -33,67 +51,51 @@ impl RemoteLock {
         operation: &str,
         timeout: Duration,
     ) -> Result<RemoteLock, RemoteError> {
-        let holder = LockHolder {
-            id: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
-            who: format!("{}@{}", user(), host()),
-            pid: std::process::id(),
-            operation: operation.to_string(),
-            since: crate::state::format_time(&Utc::now()),
-        };
-        let mut body = serde_json::to_vec(&holder).expect("holder serializes");
-        body.push(b'\n');
+        let holder = LockHolder::new(operation);
+        let body = holder.to_bytes();
         let key = remote.sibling(".lock");
-        let deadline = Instant::now() + timeout;
-        let mut wait = Duration::from_millis(100);
-        let mut told = false;
-        loop {
-            let put = block(remote.store.put_opts(
-                &key,
-                PutPayload::from(body.clone()),
-                PutOptions::from(PutMode::Create),
-            ));
-            match put {
-                Ok(_) => break,
-                Err(
-                    object_store::Error::AlreadyExists { .. }
-                    | object_store::Error::Precondition { .. },
-                ) => {}
-                Err(e) => return Err(remote.store_err("lock")(e)),
-            }
-            let found = read_holder(remote)?;
-            let Some(other) = found else {
-                // Released between our PUT and the read: try again now
-                // (a store that keeps saying so still meets the deadline).
-                if Instant::now() >= deadline + Duration::from_secs(10) {
-                    return Err(RemoteError::Held {
-                        url: remote.url.clone(),
-                        holder: "another psk process (its lock record could not be read)".into(),
-                        id: "ID".into(),
-                    });
+        wait_for_lock(
+            timeout,
+            Duration::from_millis(100),
+            || {
+                let put = block(remote.store.put_opts(
+                    &key,
+                    PutPayload::from(body.clone()),
+                    PutOptions::from(PutMode::Create),
+                ));
+                match put {
+                    Ok(_) => return Ok(Attempt::Taken(())),
+                    Err(
+                        object_store::Error::AlreadyExists { .. }
+                        | object_store::Error::Precondition { .. },
+                    ) => {}
+                    Err(e) => return Err(remote.store_err("lock")(e)),
                 }
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            };
-            if Instant::now() >= deadline {
-                return Err(RemoteError::Held {
-                    url: remote.url.clone(),
-                    holder: other.to_string(),
-                    id: other.id,
-                });
-            }
-            if !told {
-                tracing::info!(state = %remote.url, holder = %other, "remote state lock is held; waiting");
-                eprintln!("psk: the state is locked by {other}; waiting...");
-                told = true;
-            }
-            std::thread::sleep(wait.min(deadline.saturating_duration_since(Instant::now())));
-            wait = (wait * 2).min(Duration::from_secs(2));
-        }
+                Ok(Attempt::Held(
+                    read_holder(remote)?.map_or(Other::Unnamed, Other::Named),
+                ))
+            },
+            |other| RemoteError::Held {
+                url: remote.url.clone(),
+                holder: other.to_string(),
+                id: match other {
+                    Other::Named(h) => h.id,
+                    Other::Unnamed => "ID".to_string(),
+                },
+            },
+        )?;
         tracing::info!(state = %remote.url, id = %holder.id, operation, "remote state lock acquired");
         Ok(RemoteLock {
             remote: remote.clone(),
             holder,
         })
+    }
+}
+
+impl RemoteLock {
+    /// The state object this lock guards.
+    pub fn remote(&self) -> &Remote {
+        &self.remote
     }
 }
 

@@ -20,13 +20,12 @@ pub mod lock;
 mod profile;
 pub mod store;
 
-use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
-use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use object_store::{ClientOptions, ObjectStore, RetryConfig, UpdateVersion};
 
 pub use lock::RemoteLock;
 pub use store::RemoteJournal;
@@ -64,6 +63,20 @@ pub enum RemoteError {
     OrphanJournal { url: String },
 }
 
+/// What this process last read of one remote state.
+#[derive(Debug, Default, Clone)]
+struct Seen {
+    /// The version to make the next write conditional on; `None` when
+    /// there was no state object.
+    version: Option<UpdateVersion>,
+    /// The bytes read, kept as `<state>.backup` by the next write.
+    bytes: Option<Vec<u8>>,
+    /// Journal objects found: replayed ones and already folded ones.
+    journal: Vec<ObjectPath>,
+    /// How many of those were replayed into the state.
+    replayed: usize,
+}
+
 /// A state object on a store, with the store's client.
 #[derive(Clone)]
 pub struct Remote {
@@ -71,6 +84,10 @@ pub struct Remote {
     pub url: String,
     store: Arc<dyn ObjectStore>,
     key: ObjectPath,
+    /// What this process last read or wrote of the state object (its
+    /// ETag above all), shared by every clone: each write is conditional
+    /// on it.
+    seen: Arc<Mutex<Seen>>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -79,17 +96,7 @@ impl std::fmt::Debug for Remote {
     }
 }
 
-/// Whether `path` names a state on object storage rather than a file.
-pub fn is_remote(path: &Path) -> bool {
-    path.to_str().is_some_and(|s| s.contains("://"))
-}
-
 impl Remote {
-    /// The remote state `path` names, or `None` for a local file.
-    pub fn parse(path: &Path) -> Option<Result<Remote, RemoteError>> {
-        is_remote(path).then(|| Remote::open(path.to_str().expect("checked by is_remote")))
-    }
-
     /// Parses `s3://bucket/key` and builds the client from the AWS
     /// environment. No request is made yet.
     pub fn open(url: &str) -> Result<Remote, RemoteError> {
@@ -119,6 +126,7 @@ impl Remote {
             url: url.to_string(),
             store,
             key,
+            seen: Arc::default(),
         })
     }
 
@@ -263,8 +271,6 @@ mod tests {
 
     #[test]
     fn locations_are_checked_before_any_request() {
-        assert!(!is_remote(Path::new("psk.state.json")));
-        assert!(!is_remote(Path::new("/tmp/s3/psk.state.json")));
         let e = Remote::open("s3://bucket").unwrap_err().to_string();
         assert!(e.contains("object name after the bucket"), "{e}");
         let e = Remote::open("gs://bucket/x").unwrap_err().to_string();

@@ -13,51 +13,31 @@
 //! an object either is there whole, and counts, or is not.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
 
 use futures_util::TryStreamExt as _;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt as _, PutMode, PutOptions, PutPayload, UpdateVersion};
 
-use super::{block, Remote, RemoteError};
+use super::{block, Remote, RemoteError, Seen};
 use crate::state::store::{self as file_store, Entry, EntryRef, StateError, Unsaved};
 use crate::state::{NewState, State};
 use crate::tunnel::TunnelKey;
 
-/// What this process last read of one remote state.
-#[derive(Debug, Default, Clone)]
-struct Seen {
-    /// The version to make the next write conditional on; `None` when
-    /// there was no state object.
-    version: Option<UpdateVersion>,
-    /// The bytes read, kept as `<state>.backup` by the next write.
-    bytes: Option<Vec<u8>>,
-    /// Journal objects found: replayed ones and already folded ones.
-    journal: Vec<ObjectPath>,
-    /// How many of those were replayed into the state.
-    replayed: usize,
-}
+impl Remote {
+    /// What this process last read or wrote of the object.
+    fn seen(&self) -> Seen {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 
-static SEEN: Mutex<BTreeMap<String, Seen>> = Mutex::new(BTreeMap::new());
-
-fn seen(url: &str) -> Seen {
-    SEEN.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(url)
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn remember(url: &str, seen: Seen) {
-    SEEN.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(url.to_string(), seen);
+    fn remember(&self, seen: Seen) {
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = seen;
+    }
 }
 
 /// The version of `remote` this process last read or wrote (`None`: it
 /// had no state object), for `move-state` and tests.
 pub fn version_read(remote: &Remote) -> Option<String> {
-    seen(&remote.url).version.and_then(|v| v.e_tag)
+    remote.seen().version.and_then(|v| v.e_tag)
 }
 
 /// Reads the state object and replays its journal; `Ok(None)` when there
@@ -111,24 +91,21 @@ fn load_unguarded(remote: &Remote) -> Result<Option<State>, StateError> {
             }
             .into());
         }
-        remember(&remote.url, Seen::default());
+        remote.remember(Seen::default());
         return Ok(None);
     };
     let mut state = file_store::parse(std::path::Path::new(&remote.url), &bytes)?;
     let names = journal.iter().map(|(n, _)| n.clone()).collect();
     let replayed = replay(remote, &mut state, journal)?;
-    remember(
-        &remote.url,
-        Seen {
-            version: Some(UpdateVersion {
-                e_tag: meta.e_tag,
-                version: meta.version,
-            }),
-            bytes: Some(bytes),
-            journal: names,
-            replayed,
-        },
-    );
+    remote.remember(Seen {
+        version: Some(UpdateVersion {
+            e_tag: meta.e_tag,
+            version: meta.version,
+        }),
+        bytes: Some(bytes),
+        journal: names,
+        replayed,
+    });
     Ok(Some(state))
 }
 
@@ -267,11 +244,10 @@ pub fn write_bytes(remote: &Remote, bytes: Vec<u8>) -> Result<u64, StateError> {
 fn write_whole(remote: &Remote, state: &State, extra: &[ObjectPath]) -> Result<u64, StateError> {
     let written = put_state(remote, state.to_bytes())?;
     let mut gone = std::mem::take(
-        &mut SEEN
+        &mut remote
+            .seen
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(remote.url.clone())
-            .or_default()
             .journal,
     );
     gone.extend_from_slice(extra);
@@ -280,7 +256,7 @@ fn write_whole(remote: &Remote, state: &State, extra: &[ObjectPath]) -> Result<u
 }
 
 fn put_state(remote: &Remote, bytes: Vec<u8>) -> Result<u64, StateError> {
-    let before = seen(&remote.url);
+    let before = remote.seen();
     let mode = match before.version.clone() {
         Some(v) => PutMode::Update(v),
         None => PutMode::Create,
@@ -303,17 +279,14 @@ fn put_state(remote: &Remote, bytes: Vec<u8>) -> Result<u64, StateError> {
         Err(e) => return Err(remote.store_err("write the state")(e).into()),
     };
     let mut written = bytes.len() as u64;
-    remember(
-        &remote.url,
-        Seen {
-            version: Some(UpdateVersion {
-                e_tag: result.e_tag,
-                version: result.version,
-            }),
-            bytes: Some(bytes),
-            ..before.clone()
-        },
-    );
+    remote.remember(Seen {
+        version: Some(UpdateVersion {
+            e_tag: result.e_tag,
+            version: result.version,
+        }),
+        bytes: Some(bytes),
+        ..before.clone()
+    });
     // The version replaced, kept beside it once the swap succeeded (a
     // refused writer must not touch it either). With bucket versioning
     // on, every version is kept anyway.
@@ -365,7 +338,7 @@ impl RemoteJournal {
     /// does not exist yet, or that a replayed journal changed, is first
     /// written whole, so the new journal extends an object on the store.
     pub fn open(remote: &Remote, state: &mut State) -> Result<RemoteJournal, StateError> {
-        let before = seen(&remote.url);
+        let before = remote.seen();
         let mut bytes_written = 0;
         if before.version.is_none() {
             state.serial += 1;
@@ -375,13 +348,10 @@ impl RemoteJournal {
             bytes_written += write_whole(remote, state, &[])?;
         } else if !before.journal.is_empty() {
             remove(remote, &before.journal)?;
-            remember(
-                &remote.url,
-                Seen {
-                    journal: vec![],
-                    ..before
-                },
-            );
+            remote.remember(Seen {
+                journal: vec![],
+                ..before
+            });
         }
         Ok(RemoteJournal {
             remote: remote.clone(),
@@ -425,7 +395,7 @@ impl RemoteJournal {
             self.lineage, self.base_serial, state.serial
         ));
         let started = std::time::Instant::now();
-        let known = seen(&self.remote.url).version.and_then(|v| v.e_tag);
+        let known = self.remote.seen().version.and_then(|v| v.e_tag);
         let put = block(async {
             // A writer whose lock was forced must stop before it acts on a
             // change no one will read: the state it extends is still there.

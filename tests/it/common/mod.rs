@@ -8,6 +8,7 @@ pub mod actions;
 mod run;
 pub mod script;
 pub mod seaweed;
+pub mod strongswan;
 pub mod tools;
 
 use std::collections::BTreeMap;
@@ -287,9 +288,11 @@ impl TestEnv {
         let text = std::fs::read_to_string(&self.identity).unwrap();
         let mut ids = psk::seal::Identities::default();
         ids.add_text(&text, "test").unwrap();
-        let Some(state) =
-            psk::state::load(&self.state_path(), psk::state::NewState::Allowed).unwrap()
-        else {
+        let Some(state) = psk::state::load(
+            &psk::state::Location::File(self.state_path()),
+            psk::state::NewState::Allowed,
+        )
+        .unwrap() else {
             return Default::default();
         };
         let mut sealed = BTreeMap::new();
