@@ -175,7 +175,7 @@ fn run(cli: Cli) -> anyhow::Result<Status> {
             Command::Schema(a) => schema::run(a),
             Command::Export(a) => export::run(&global, a),
             Command::Reseal(a) => reseal::run(&global, a),
-            Command::Recover(a) => recover::run(&global, a),
+            Command::Recover(a) => recover::run(&global, a).await,
             Command::Forget(a) => forget::run(&global, a),
             Command::Import(a) => import::run(&global, a).await,
             Command::ForceUnlock(a) => force_unlock::run(&global, a),

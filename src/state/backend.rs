@@ -73,7 +73,7 @@ pub(super) fn load_for_write(
     new_state: NewState,
 ) -> Result<Option<State>, StateError> {
     match &lock.guard {
-        Guard::Bucket(l) => remote::store::load_for_write(l.remote(), new_state),
+        Guard::Bucket(l) => remote::store::load_for_write(l, new_state),
         Guard::File(l) => store::load_for_write(l.state_path(), l, new_state),
     }
 }
@@ -98,7 +98,7 @@ impl Journal {
     /// Starts the journal of one apply on the state `lock` holds.
     pub fn open(lock: &Lock, state: &mut State) -> Result<Journal, StateError> {
         Ok(match &lock.guard {
-            Guard::Bucket(l) => Journal::Remote(RemoteJournal::open(l.remote(), state)?),
+            Guard::Bucket(l) => Journal::Remote(RemoteJournal::open(l, state)?),
             Guard::File(l) => Journal::File(store::Journal::open(l.state_path(), state)?),
         })
     }

@@ -52,6 +52,24 @@ fn failpoint(name: &str) {
     }
 }
 
+/// The pause tests use to stop psk where no store can help:
+/// `PSK_FAILPOINT=stop-after-fence` stops the process (SIGSTOP, as a VM
+/// migration or a long GC would) the first time a journal commit on a
+/// bucket has proved that psk still holds the lock, just before the call
+/// that commit announces. The test resumes it with SIGCONT.
+pub fn stop_point(name: &str) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static STOPPED: AtomicBool = AtomicBool::new(false);
+    if std::env::var("PSK_FAILPOINT").is_ok_and(|v| v == name)
+        && !STOPPED.swap(true, Ordering::SeqCst)
+    {
+        eprintln!("psk: failpoint {name} reached; stopping (PSK_FAILPOINT is for tests)");
+        let _ = std::process::Command::new("kill")
+            .args(["-STOP", &std::process::id().to_string()])
+            .status();
+    }
+}
+
 /// The write failpoints, for tests of a failing disk:
 /// `PSK_FAILPOINT_WRITE=WHAT:N[+]:ERROR[,...]` makes the Nth write of WHAT
 /// (`journal` for each journal line, `state`, `backup`, `rescue`) fail

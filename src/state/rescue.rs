@@ -12,6 +12,14 @@
 //! should be (`after`). Merging takes `after` only where the state still
 //! holds `before`, so recovering twice changes nothing, and a record a
 //! later apply changed (which rotated that tunnel again) is left alone.
+//!
+//! One exception, decided by Cloudflare and not by guess: a writer whose
+//! lock was taken may have made a key after the state moved on, replacing
+//! the key the new writer had sealed (see docs/remote-state.md). Then the
+//! state holds a key the edge no longer uses, and the rescue holds the one
+//! it does. When Cloudflare says the tunnel's key was generated exactly
+//! when the rescued record says (`last_generated_on`), and not when the
+//! state's record says, the rescued record is taken: it is the live key.
 
 use std::fs;
 use std::io;
@@ -23,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::durable::write_new_private;
 use super::store::Unsaved;
 use super::{State, TunnelState};
+use crate::tunnel::TunnelKey;
 
 /// The rescue format's version (`psk_rescue` in the file).
 const RESCUE_VERSION: u64 = 1;
@@ -179,6 +188,7 @@ impl Rescue {
         path: &Path,
         target: &Path,
         state: &mut State,
+        edge: &Edge,
     ) -> Result<Merged, RescueError> {
         if self.lineage != state.lineage {
             return Err(RescueError::Lineage {
@@ -204,11 +214,28 @@ impl Rescue {
                     None => state.tunnels.remove(&key),
                 };
                 merged.taken.push(name);
+            } else if let Some(r) = after.filter(|r| edge_holds(edge, &key, r, now)) {
+                state.tunnels.insert(key, r);
+                merged.from_edge.push(name);
             } else {
                 merged.changed_since.push(name);
             }
         }
         Ok(merged)
+    }
+
+    /// The tunnels whose rescued key the state's record contradicts (it
+    /// changed since the rescue was written): only Cloudflare can say which
+    /// of the two keys its edge holds.
+    pub fn contested(&self, state: &State) -> Vec<TunnelKey> {
+        (self.changes.iter())
+            .filter_map(|c| {
+                let key = super::parse_key(&c.tunnel)?;
+                let now = state.tunnels.get(&key);
+                let after = c.after.as_ref().filter(|r| r.psk.is_some())?;
+                (now != c.before.as_ref() && now != Some(after)).then_some(key)
+            })
+            .collect()
     }
 
     /// A rescued record that relies on the rescue's header recipients says
@@ -227,11 +254,30 @@ impl Rescue {
     }
 }
 
+/// When Cloudflare says each tunnel's key was last generated, for the
+/// tunnels a merge must ask it about ([`Rescue::contested`]); empty when
+/// none was asked.
+pub type Edge = std::collections::BTreeMap<TunnelKey, Option<DateTime<Utc>>>;
+
+/// Whether the edge holds the key of the rescued record `r` and not the
+/// one of the state's record `now`.
+fn edge_holds(edge: &Edge, key: &TunnelKey, r: &TunnelState, now: Option<&TunnelState>) -> bool {
+    let Some(Some(on)) = edge.get(key) else {
+        return false;
+    };
+    r.psk.is_some()
+        && r.last_rotated.as_ref() == Some(on)
+        && now.and_then(|n| n.last_rotated.as_ref()) != Some(on)
+}
+
 /// What merging a rescue did, by tunnel name.
 #[derive(Debug, Default)]
 pub struct Merged {
     /// Records taken from the rescue.
     pub taken: Vec<String>,
+    /// Records taken from the rescue over a newer record of the state,
+    /// because Cloudflare's edge holds the rescued key.
+    pub from_edge: Vec<String>,
     /// Records the state already held as the rescue has them.
     pub already: Vec<String>,
     /// Records that changed in the state since the rescue was written (a
@@ -327,25 +373,71 @@ mod tests {
         let mut target = disk.clone();
         // A later apply rotated t1 again before the rescue came back.
         rec(&mut target, 1, "later-1");
-        let m = r.merge_into(&path, &path, &mut target).unwrap();
+        let m = r
+            .merge_into(&path, &path, &mut target, &Edge::new())
+            .unwrap();
         assert_eq!(m.taken, vec!["t0", "t2"]);
         assert_eq!(m.changed_since, vec!["t1"]);
         assert_eq!(target.tunnels[&key(0)], after0);
         assert_eq!(target.tunnels[&key(2)], after2);
         assert_eq!(target.tunnels[&key(1)].psk.as_deref(), Some("later-1"));
         let once = target.clone();
-        let m = r.merge_into(&path, &path, &mut target).unwrap();
+        let m = r
+            .merge_into(&path, &path, &mut target, &Edge::new())
+            .unwrap();
         assert!(m.taken.is_empty(), "{m:?}");
         assert_eq!(m.already, vec!["t0", "t2"]);
         assert_eq!(target, once);
 
         let mut other = State::new(vec![]);
         let e = r
-            .merge_into(&path, &path, &mut other)
+            .merge_into(&path, &path, &mut other, &Edge::new())
             .unwrap_err()
             .to_string();
         assert!(e.contains("belongs to another state"), "{e}");
         assert!(other.tunnels.is_empty());
+    }
+
+    /// A fenced-off writer's key replaced the one the state holds on the
+    /// edge: the rescue's record is taken when, and only when, Cloudflare's
+    /// `last_generated_on` is the rescued key's.
+    #[test]
+    fn a_contested_key_is_taken_when_the_edge_holds_it() {
+        let mut s = State::new(vec!["r1".into()]);
+        let t = |h: u32| chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 12, 6, h, 0, 0).unwrap();
+        let mut before = rec(&mut s, 0, "old");
+        before.last_rotated = Some(t(1));
+        let mut fenced = before.clone();
+        fenced.psk = Some("fenced-writers".into());
+        fenced.last_rotated = Some(t(3));
+        let unsaved = vec![Unsaved {
+            key: key(0),
+            before: Some(before.clone()),
+            after: Some(fenced.clone()),
+        }];
+        let r = Rescue::new(Path::new("s3://b/psk.state.json"), &s, &unsaved, Utc::now());
+        // The new writer sealed its own key in between.
+        let mut state = s.clone();
+        let mut newer = before.clone();
+        newer.psk = Some("new-writers".into());
+        newer.last_rotated = Some(t(2));
+        state.tunnels.insert(key(0), newer.clone());
+        assert_eq!(r.contested(&state), vec![key(0)]);
+        let p = Path::new("r.json");
+
+        let mut kept = state.clone();
+        let edge: Edge = [(key(0), Some(t(2)))].into_iter().collect();
+        let m = r.merge_into(p, p, &mut kept, &edge).unwrap();
+        assert_eq!((m.from_edge.len(), m.changed_since.len()), (0, 1));
+        assert_eq!(kept.tunnels[&key(0)], newer);
+
+        let edge: Edge = [(key(0), Some(t(3)))].into_iter().collect();
+        let m = r.merge_into(p, p, &mut state, &edge).unwrap();
+        assert_eq!(m.from_edge, vec!["t0"]);
+        assert_eq!(state.tunnels[&key(0)], fenced);
+        assert!(r.contested(&state).is_empty());
+        let m = r.merge_into(p, p, &mut state, &edge).unwrap();
+        assert_eq!(m.already, vec!["t0"]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::fault_proxy::{Action, FaultProxy};
 use crate::common::seaweed::{Seaweed, BUCKET, SECRET_KEY};
 use crate::common::*;
 use psk::sandbox::SandboxOptions;
@@ -321,10 +322,14 @@ fn a_stale_writer_is_refused_and_overwrites_nothing() {
     point_at(env.dir.path(), &team);
     run(&env, &sw, env.dir.path(), &["apply", "--auto-approve"]).success();
 
-    // This process reads the state (and its ETag), then another psk writes.
+    // This process takes the lock and reads the state (and its ETag); then
+    // another psk forces the lock and writes.
     let stale = open(&sw, &team);
+    let lock = remote::RemoteLock::acquire(&stale, "apply", Duration::ZERO).unwrap();
     let mut state = remote::store::load(&stale).unwrap().unwrap();
-    let mut journal = psk::state::remote::RemoteJournal::open(&stale, &mut state).unwrap();
+    let mut journal = remote::RemoteJournal::open(&lock, &mut state).unwrap();
+    let id = lock.id().to_string();
+    run(&env, &sw, env.dir.path(), &["force-unlock", &id, "--force"]).success();
     run(
         &env,
         &sw,
@@ -334,19 +339,33 @@ fn a_stale_writer_is_refused_and_overwrites_nothing() {
     .success();
     let written = sw.get(&key(&team)).unwrap();
 
-    // Neither a journal commit nor a whole write of the stale copy lands.
+    // Neither a journal commit nor a whole write of the stale copy counts:
+    // the commit finds its lock gone, the write its ETag.
     let k = state.tunnels.keys().next().unwrap().clone();
     state.tunnels.get_mut(&k).unwrap().psk = Some("stale".into());
     journal.stage(&k);
     let e = journal.commit(&mut state).unwrap_err().to_string();
-    assert!(e.contains("changed by another writer"), "{e}");
-    assert!(e.contains("Nothing was overwritten"), "{e}");
+    assert!(e.contains("lost the lock"), "{e}");
+    assert!(e.contains(&format!("lock ID {id}")), "{e}");
+    // Fenced once, fenced for good: no second try reaches the store.
+    let again = journal.commit(&mut state).unwrap_err().to_string();
+    assert!(again.contains("lost the lock"), "{again}");
     let e = remote::store::save(&stale, &mut state)
         .unwrap_err()
         .to_string();
     assert!(e.contains("changed by another writer"), "{e}");
+    assert!(e.contains("Nothing was overwritten"), "{e}");
     assert_eq!(sw.get(&key(&team)).unwrap(), written);
-    assert!(sw.list(&format!("{}.journal", key(&team))).is_empty());
+    drop(lock);
+    // The late commit is never replayed: readers skip it, the next writer
+    // sets it aside.
+    let journal_prefix = format!("{}.journal", key(&team));
+    assert_eq!(sw.list(&journal_prefix).len(), 1);
+    check_settled(&env, &sw, &team);
+    let next = run(&env, &sw, env.dir.path(), &["apply", "--auto-approve"]).success();
+    assert!(next.stderr.contains("kept under"), "{next:?}");
+    assert!(sw.list(&journal_prefix).is_empty());
+    assert_eq!(sw.list(&format!("{}.fenced", key(&team))).len(), 1);
     check_settled(&env, &sw, &team);
 
     // A state object removed by mistake is not silently started afresh:
@@ -554,4 +573,364 @@ fn a_named_aws_profile_in_the_home_folder_reaches_the_bucket() {
     assert!(sw.get(&key(&team)).is_some(), "the state is in the bucket");
     let plan = with_profile("team", &["plan", "--detailed-exitcode"]);
     assert_eq!(plan.code, 0, "{plan:?}");
+}
+
+/// The store behind a fault proxy, for one folder's psk.
+fn via(env: &TestEnv, proxy: &FaultProxy, sw: &Seaweed, args: &[&str]) -> Command {
+    let mut c = env.command(args);
+    c.current_dir(env.dir.path())
+        .envs(sw.aws_env())
+        .env("AWS_ENDPOINT_URL", proxy.endpoint());
+    c
+}
+
+fn lock_id(sw: &Seaweed, url: &str) -> String {
+    let record = sw
+        .get(&format!("{}.lock", key(url)))
+        .expect("a lock object");
+    let h: serde_json::Value = serde_json::from_slice(&record).unwrap();
+    h["id"].as_str().unwrap().to_string()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// Kleppmann's paused writer: A waits on the store (its journal commit
+/// held by the proxy) and is stopped there (SIGSTOP: a VM migration, a
+/// long GC); B is refused, forces the lock and applies; A resumes. A's
+/// commit lands, but A finds its lock gone and stops: no call to
+/// Cloudflare, nothing replayed over B's state, and the team's next plan
+/// and apply go on, the late object set aside.
+#[test]
+fn a_writer_paused_while_waiting_on_the_store_changes_nothing_after_its_lock_is_forced() {
+    let sw = Seaweed::start();
+    let proxy = FaultProxy::start(&sw.endpoint());
+    let env = slow_env(4);
+    let team = url("fence");
+    point_at(env.dir.path(), &team);
+    run(&env, &sw, env.dir.path(), &["apply", "--auto-approve"]).success();
+    let other = second_folder(&env);
+
+    // A's next journal commit waits in the proxy, as on a slow store.
+    proxy.arm(Some("PUT"), Some(".journal/"), Action::Hold, Some(1));
+    let a = via(
+        &env,
+        &proxy,
+        &sw,
+        &[
+            "apply",
+            "--auto-approve",
+            "--parallelism",
+            "1",
+            "--replace",
+            "tunnel-00",
+            "--replace",
+            "tunnel-01",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_for(|| proxy.held() == 1, "A's journal commit held by the proxy");
+    signal(a.id(), "-STOP");
+    let ledger_before_b = env.ledger();
+
+    // B is refused, forces A's lock (A looks dead) and applies.
+    let refused = run(&env, &sw, other.path(), &["apply", "--auto-approve"]).failure();
+    assert!(refused.stderr.contains("is locked by"), "{refused:?}");
+    let id = lock_id(&sw, &team);
+    run(&env, &sw, other.path(), &["force-unlock", &id, "--force"]).success();
+    run(
+        &env,
+        &sw,
+        other.path(),
+        &["apply", "--auto-approve", "--replace", "tunnel-02"],
+    )
+    .success();
+    assert_ne!(env.ledger(), ledger_before_b, "B rotated tunnel-02");
+    let after_b = env.ledger();
+    let state_after_b = sw.get(&key(&team)).unwrap();
+
+    // A resumes: its held commit reaches the store, then A finds its lock
+    // gone and stops without calling Cloudflare.
+    signal(a.id(), "-CONT");
+    proxy.release();
+    let a = to_run(a.wait_with_output().unwrap());
+    assert_eq!(a.code, 1, "{a:?}");
+    assert!(a.stderr.contains("lost the lock"), "{a:?}");
+    assert!(a.stderr.contains(&format!("lock ID {id}")), "{a:?}");
+    env.assert_no_secrets(&a.all());
+    assert_eq!(env.ledger(), after_b, "A made no call to Cloudflare");
+    assert_eq!(
+        sw.get(&key(&team)).unwrap(),
+        state_after_b,
+        "A overwrote nothing"
+    );
+    let journal = format!("{}.journal", key(&team));
+    assert_eq!(
+        sw.list(&journal).len(),
+        1,
+        "A's late commit is on the store"
+    );
+
+    // The team is not blocked: plan reads B's state (the late object is
+    // not replayed), and the next apply sets it aside with a word.
+    let plan = run(&env, &sw, env.dir.path(), &["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 0, "nothing is due after B's apply: {plan:?}");
+    check_settled(&env, &sw, &team);
+    let next = run(
+        &env,
+        &sw,
+        other.path(),
+        &["apply", "--auto-approve", "--replace", "tunnel-03"],
+    )
+    .success();
+    assert!(
+        next.stderr.contains("set aside") || next.stderr.contains("kept under"),
+        "{next:?}"
+    );
+    assert!(sw.list(&journal).is_empty(), "{:?}", sw.list(&journal));
+    assert_eq!(sw.list(&format!("{}.fenced", key(&team))).len(), 1);
+    check_settled(&env, &sw, &team);
+}
+
+/// Whether process `pid` is stopped (SIGSTOP).
+fn stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| r.trim_start().starts_with('T'))
+        })
+        .unwrap_or(false)
+}
+
+/// The window no store can close: A proved its lock and is paused right
+/// after (before its `psk_generate` goes out); B forces the lock and
+/// rotates the same tunnel; A resumes and its call replaces B's key on
+/// the edge. A's key commit is fenced, so A stops and its key goes to its
+/// rescue file; the team's plan still works, and `psk recover` takes A's
+/// key, because Cloudflare's edge holds it. No key is lost.
+#[test]
+fn a_key_made_in_the_window_after_the_fence_is_found_and_kept() {
+    let sw = Seaweed::start();
+    let mut env = TestEnv::new(3);
+    env.start_sandbox();
+    let team = url("window");
+    point_at(env.dir.path(), &team);
+    run(&env, &sw, env.dir.path(), &["apply", "--auto-approve"]).success();
+    let other = second_folder(&env);
+    let rescue_dir = tempfile::tempdir().unwrap();
+
+    let a = command(
+        &env,
+        &sw,
+        env.dir.path(),
+        &["apply", "--auto-approve", "--replace", "tunnel-00"],
+    )
+    .env("PSK_FAILPOINT", "stop-after-fence")
+    .env("PSK_RESCUE_DIR", rescue_dir.path())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_for(|| stopped(a.id()), "A stopped after proving its lock");
+
+    let id = lock_id(&sw, &team);
+    run(&env, &sw, other.path(), &["force-unlock", &id, "--force"]).success();
+    run(
+        &env,
+        &sw,
+        other.path(),
+        &["apply", "--auto-approve", "--replace", "tunnel-00"],
+    )
+    .success();
+    let b_key = env.ledger()[&tunnel_id(0)].last().unwrap().clone();
+
+    signal(a.id(), "-CONT");
+    let a = to_run(a.wait_with_output().unwrap());
+    assert_eq!(a.code, 1, "{a:?}");
+    assert!(a.stderr.contains("lost the lock"), "{a:?}");
+    env.assert_no_secrets(&a.all());
+    let a_key = env.ledger()[&tunnel_id(0)].last().unwrap().clone();
+    assert_ne!(a_key, b_key, "A's call in the window replaced B's key");
+
+    // The team's next plan works: the state holds B's key, the edge A's,
+    // which the plan shows as changed outside psk.
+    let plan = run(&env, &sw, env.dir.path(), &["plan"]).success();
+    assert!(plan.stdout.contains("tunnel-00"), "{plan:?}");
+    // A's rescue file holds its key; recover asks the edge and takes it.
+    let rescue = a
+        .stderr
+        .split("psk recover ")
+        .nth(1)
+        .and_then(|r| r.lines().next())
+        .unwrap_or_else(|| panic!("A names its rescue file: {a:?}"))
+        .trim()
+        .to_string();
+    let recovered = run(&env, &sw, env.dir.path(), &["recover", &rescue]).success();
+    assert!(
+        recovered
+            .stdout
+            .contains("Cloudflare's edge holds the rescued key"),
+        "{recovered:?}"
+    );
+    check_settled(&env, &sw, &team);
+    let plan = run(&env, &sw, env.dir.path(), &["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    // The next apply sets A's late objects aside and leaves nothing behind.
+    run(&env, &sw, other.path(), &["apply", "--auto-approve"]).success();
+    assert!(sw.list(&format!("{}.journal", key(&team))).is_empty());
+    check_settled(&env, &sw, &team);
+}
+
+/// An apply of tunnels 00..=05 with one rotation at a time, through the
+/// fault proxy.
+fn six_through(env: &TestEnv, proxy: &FaultProxy, sw: &Seaweed) -> Command {
+    let mut args = vec!["apply", "--auto-approve", "--parallelism", "1"];
+    for t in [
+        "tunnel-00",
+        "tunnel-01",
+        "tunnel-02",
+        "tunnel-03",
+        "tunnel-04",
+        "tunnel-05",
+    ] {
+        args.extend(["--replace", t]);
+    }
+    let mut c = via(env, proxy, sw, &args);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    c
+}
+
+/// A store that stops answering (not refusing) mid-apply: psk stops
+/// within the documented bound, with what it could not write rescued, and
+/// nothing is lost once the store is back.
+#[test]
+fn a_hung_store_stops_psk_within_15_seconds_and_loses_no_key() {
+    let sw = Seaweed::start();
+    let proxy = FaultProxy::start(&sw.endpoint());
+    let env = slow_env(8);
+    let team = url("hung");
+    point_at(env.dir.path(), &team);
+    run(&env, &sw, env.dir.path(), &["apply", "--auto-approve"]).success();
+    let rescue_dir = tempfile::tempdir().unwrap();
+    let child = six_through(&env, &proxy, &sw)
+        .env("PSK_RESCUE_DIR", rescue_dir.path())
+        .spawn()
+        .unwrap();
+    let journal = format!("{}.journal", key(&team));
+    wait_for(
+        || sw.list(&journal).len() >= 2,
+        "journal commits on the store",
+    );
+    proxy.arm(None, None, Action::Hang, None);
+    let hung = Instant::now();
+    let cut = to_run(child.wait_with_output().unwrap());
+    let took = hung.elapsed();
+    eprintln!("psk stopped {took:?} after the store hung");
+    assert_eq!(cut.code, 1, "{cut:?}");
+    assert!(
+        took < Duration::from_secs(15),
+        "psk took {took:?} to stop against a hung store: {cut:?}"
+    );
+    assert!(cut.stderr.contains("no answer"), "{cut:?}");
+    env.assert_no_secrets(&cut.all());
+
+    // The store is back (psk goes to it directly now): nothing was lost.
+    check_no_key_lost(&env, &sw, &team);
+    let id = lock_id(&sw, &team);
+    run(&env, &sw, env.dir.path(), &["force-unlock", &id, "--force"]).success();
+    if let Some(rescue) = cut.stderr.split("psk recover ").nth(1) {
+        let rescue = rescue.lines().next().unwrap().trim();
+        run(&env, &sw, env.dir.path(), &["recover", rescue]).success();
+    }
+    run(&env, &sw, env.dir.path(), &["apply", "--auto-approve"]).success();
+    assert!(sw.list(&journal).is_empty());
+    check_settled(&env, &sw, &team);
+}
+
+/// Slow PUTs, a 412 and 5xx answers injected between psk and the store:
+/// each apply either goes through or stops with every key kept, and no
+/// journal commit is replayed twice (each key on the edge is the sealed
+/// one, each journal object is gone after the fold).
+#[test]
+fn slow_puts_412s_and_5xx_from_the_store_lose_nothing_and_replay_nothing_twice() {
+    let sw = Seaweed::start();
+    let proxy = FaultProxy::start(&sw.endpoint());
+    let mut env = TestEnv::new(6);
+    env.start_sandbox();
+    let team = url("faults");
+    point_at(env.dir.path(), &team);
+    run(&env, &sw, env.dir.path(), &["apply", "--auto-approve"]).success();
+    let journal = format!("{}.journal", key(&team));
+    let cases: [(&str, Option<&str>, Action, usize); 4] = [
+        (
+            "slow journal PUTs",
+            Some(".journal/"),
+            Action::Slow(Duration::from_millis(1500)),
+            3,
+        ),
+        (
+            "503 on journal PUTs",
+            Some(".journal/"),
+            Action::Status(503),
+            2,
+        ),
+        (
+            "412 on a journal PUT",
+            Some(".journal/"),
+            Action::Status(412),
+            1,
+        ),
+        (
+            "500 on the final state PUT",
+            Some("psk.state.json"),
+            Action::Status(500),
+            2,
+        ),
+    ];
+    for (what, path, action, times) in cases {
+        let method = Some("PUT");
+        proxy.arm(method, path, action.clone(), Some(times));
+        let before = proxy.faulted();
+        let out = to_run(
+            six_through(&env, &proxy, &sw)
+                .spawn()
+                .unwrap()
+                .wait_with_output()
+                .unwrap(),
+        );
+        proxy.disarm();
+        assert!(proxy.faulted() > before, "{what}: the fault never applied");
+        env.assert_no_secrets(&out.all());
+        if out.code != 0 {
+            // Stopped: everything it made is on the store or flagged.
+            check_no_key_lost(&env, &sw, &team);
+            if let Some(rescue) = out.stderr.split("psk recover ").nth(1) {
+                let rescue = rescue.lines().next().unwrap().trim();
+                run(&env, &sw, env.dir.path(), &["recover", rescue]).success();
+            }
+            if let Some(record) = sw.get(&format!("{}.lock", key(&team))) {
+                let h: serde_json::Value = serde_json::from_slice(&record).unwrap();
+                let id = h["id"].as_str().unwrap();
+                run(&env, &sw, env.dir.path(), &["force-unlock", id, "--force"]).success();
+            }
+            run(&env, &sw, env.dir.path(), &["apply", "--auto-approve"]).success();
+        }
+        assert!(
+            sw.list(&journal).is_empty(),
+            "{what}: {:?}",
+            sw.list(&journal)
+        );
+        check_settled(&env, &sw, &team);
+    }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use object_store::{ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
 
-use super::{block, Remote, RemoteError};
+use super::{Remote, RemoteError};
 use crate::state::lock::{wait_for_lock, Attempt};
 use crate::state::{LockHolder, Unlock};
 
@@ -58,7 +58,7 @@ impl RemoteLock {
             timeout,
             Duration::from_millis(100),
             || {
-                let put = block(remote.store.put_opts(
+                let put = remote.call(remote.store.put_opts(
                     &key,
                     PutPayload::from(body.clone()),
                     PutOptions::from(PutMode::Create),
@@ -97,6 +97,11 @@ impl RemoteLock {
     pub fn remote(&self) -> &Remote {
         &self.remote
     }
+
+    /// The lock ID: what a journal commit proves it still holds.
+    pub fn id(&self) -> &str {
+        &self.holder.id
+    }
 }
 
 impl Drop for RemoteLock {
@@ -106,7 +111,7 @@ impl Drop for RemoteLock {
         match read_holder(&self.remote) {
             Ok(Some(h)) if h.id == self.holder.id => {
                 let key = self.remote.sibling(".lock");
-                match block(self.remote.store.delete(&key)) {
+                match self.remote.call(self.remote.store.delete(&key)) {
                     Ok(()) => tracing::info!(state = %self.remote.url, "remote state lock released"),
                     Err(e) => {
                         tracing::warn!(state = %self.remote.url, error = %super::describe(&e), "cannot remove the lock object");
@@ -129,15 +134,21 @@ impl Drop for RemoteLock {
 /// The record in the lock object; `None` when there is no lock object. A
 /// record that does not parse is named as such rather than hidden.
 fn read_holder(remote: &Remote) -> Result<Option<LockHolder>, RemoteError> {
+    remote
+        .call(read_holder_async(remote))
+        .map_err(remote.store_err("read the lock of"))
+}
+
+/// [`read_holder`], for callers that read other objects at the same time.
+pub(super) async fn read_holder_async(
+    remote: &Remote,
+) -> Result<Option<LockHolder>, object_store::Error> {
     let key = remote.sibling(".lock");
-    let got = block(async {
-        match remote.store.get(&key).await {
-            Ok(r) => r.bytes().await.map(Some),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
-    })
-    .map_err(remote.store_err("read the lock of"))?;
+    let got = match remote.store.get(&key).await {
+        Ok(r) => Some(r.bytes().await?),
+        Err(object_store::Error::NotFound { .. }) => None,
+        Err(e) => return Err(e),
+    };
     Ok(got.map(|b| {
         serde_json::from_slice::<LockHolder>(&b).unwrap_or_else(|_| LockHolder {
             id: "?".into(),
@@ -170,7 +181,8 @@ pub fn force_unlock(
     if !confirm(&holder) {
         return Ok((Unlock::Stale(holder), false));
     }
-    block(remote.store.delete(&remote.sibling(".lock")))
+    remote
+        .call(remote.store.delete(&remote.sibling(".lock")))
         .map_err(remote.store_err("remove the lock of"))?;
     tracing::info!(state = %remote.url, id = %holder.id, "remote lock removed by force-unlock");
     Ok((Unlock::Stale(holder), true))

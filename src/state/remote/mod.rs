@@ -30,6 +30,17 @@ use object_store::{ClientOptions, ObjectStore, RetryConfig, UpdateVersion};
 pub use lock::RemoteLock;
 pub use store::RemoteJournal;
 
+/// How long one call to the store (its retries included) may take before
+/// psk takes the store as gone for the rest of the run. With the apply's
+/// commit retries (under 3 s) and a rescue that asks the store nothing,
+/// a hung store stops psk in about 10 s (docs/remote-state.md).
+pub const CALL_BUDGET: Duration = Duration::from_secs(7);
+
+/// The client's own timeout per request: above [`CALL_BUDGET`], so the
+/// budget is what ends a wait, and a store that does not answer is known
+/// as such (rather than as one failed request among others).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// What went wrong talking to the store, or with what is on it.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
@@ -43,6 +54,12 @@ pub enum RemoteError {
     },
     #[error("the state {url} was changed by another writer since psk read it (its ETag no longer matches).\nNothing was overwritten. Run psk again: it reads the new version (and any journal on the store)")]
     Conflict { url: String },
+    #[error("this psk lost the lock of {url} while it waited on the store (lock ID {id}); it is now held by {now}.\nSomeone ran `psk force-unlock {id}` and the state moved on without this psk. It made no call to Cloudflare after that and changes nothing more: what it had not started stays undone, for the next plan to show. Its last journal object on the store is set aside by the next psk, never replayed")]
+    Fenced {
+        url: String,
+        id: String,
+        now: String,
+    },
     #[error("the state {url} is locked by {holder}.\nWait for it to finish, or pass --lock-timeout DURATION to wait for it. If that process is gone (killed, its machine lost), remove its lock with `psk force-unlock {id}`")]
     Held {
         url: String,
@@ -75,6 +92,9 @@ struct Seen {
     journal: Vec<ObjectPath>,
     /// How many of those were replayed into the state.
     replayed: usize,
+    /// Objects a writer whose lock was taken left after the state moved
+    /// on: never replayed, set aside by the next writer.
+    fenced: Vec<ObjectPath>,
 }
 
 /// A state object on a store, with the store's client.
@@ -88,6 +108,9 @@ pub struct Remote {
     /// ETag above all), shared by every clone: each write is conditional
     /// on it.
     seen: Arc<Mutex<Seen>>,
+    /// Set once a call went unanswered for [`CALL_BUDGET`]: every later
+    /// call fails at once, so a hung store stops psk in seconds.
+    silent: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -127,12 +150,50 @@ impl Remote {
             store,
             key,
             seen: Arc::default(),
+            silent: Arc::default(),
         })
     }
 
     /// A sibling object: `<state><suffix>`.
     fn sibling(&self, suffix: &str) -> ObjectPath {
         ObjectPath::from(format!("{}{suffix}", self.key))
+    }
+
+    /// Runs one call to the store (its own retries included) within
+    /// [`CALL_BUDGET`]. A store that does not answer in that time is taken
+    /// as gone for the rest of this run: psk stops (with every change
+    /// before it durable, or rescued) rather than waiting on it again.
+    fn call<T, F>(&self, f: F) -> Result<T, object_store::Error>
+    where
+        F: std::future::Future<Output = Result<T, object_store::Error>> + Send,
+        T: Send,
+    {
+        use std::sync::atomic::Ordering;
+        if self.silent.load(Ordering::SeqCst) {
+            return Err(object_store::Error::Generic {
+                store: "S3",
+                source: format!(
+                    "the store gave no answer to an earlier request within {} s; psk does not wait on it again",
+                    CALL_BUDGET.as_secs()
+                )
+                .into(),
+            });
+        }
+        match block(async { tokio::time::timeout(CALL_BUDGET, f).await }) {
+            Ok(r) => r,
+            Err(_) => {
+                self.silent.store(true, Ordering::SeqCst);
+                tracing::warn!(state = %self.url, budget_s = CALL_BUDGET.as_secs(), "the store did not answer");
+                Err(object_store::Error::Generic {
+                    store: "S3",
+                    source: format!(
+                        "the store gave no answer within {} s",
+                        CALL_BUDGET.as_secs()
+                    )
+                    .into(),
+                })
+            }
+        }
     }
 
     fn store_err(&self, op: &'static str) -> impl Fn(object_store::Error) -> RemoteError + '_ {
@@ -176,15 +237,16 @@ fn build_s3(
             return Err(format!("the endpoint {e} is plain http: psk sends credentials over https only (http is allowed to 127.0.0.1, ::1 and localhost)"));
         }
     }
+    // Quick retries of what the store refused (a 5xx, a reset), none of a
+    // request it left unanswered: an outage stops psk in seconds (see
+    // CALL_BUDGET), with everything before it durable, not in minutes.
     let client = ClientOptions::new()
         .with_allow_http(loopback)
-        .with_connect_timeout(Duration::from_secs(5))
-        .with_timeout(Duration::from_secs(30));
-    // A few quick retries: an outage should stop psk in seconds, with
-    // everything before it durable, not hang an apply for minutes.
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_timeout(REQUEST_TIMEOUT);
     let retry = RetryConfig {
         max_retries: 3,
-        retry_timeout: Duration::from_secs(15),
+        retry_timeout: Duration::from_secs(4),
         ..RetryConfig::default()
     };
     builder = builder.with_client_options(client).with_retry(retry);

@@ -18,7 +18,7 @@ use futures_util::TryStreamExt as _;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt as _, PutMode, PutOptions, PutPayload, UpdateVersion};
 
-use super::{block, Remote, RemoteError, Seen};
+use super::{Remote, RemoteError, RemoteLock, Seen};
 use crate::state::store::{self as file_store, Entry, EntryRef, StateError, Unsaved};
 use crate::state::{NewState, State};
 use crate::tunnel::TunnelKey;
@@ -53,14 +53,15 @@ pub fn load_guarded(remote: &Remote, new_state: NewState) -> Result<Option<State
     let state = load_unguarded(remote)?;
     if state.is_none() && new_state != NewState::Allowed {
         let backup = remote.sibling(".backup");
-        let found = block(async {
-            match remote.store.head(&backup).await {
-                Ok(_) => Ok(true),
-                Err(object_store::Error::NotFound { .. }) => Ok(false),
-                Err(e) => Err(e),
-            }
-        })
-        .map_err(remote.store_err("look for the backup of"))?;
+        let found = remote
+            .call(async {
+                match remote.store.head(&backup).await {
+                    Ok(_) => Ok(true),
+                    Err(object_store::Error::NotFound { .. }) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            })
+            .map_err(remote.store_err("look for the backup of"))?;
         if found {
             return Err(RemoteError::Missing {
                 url: remote.url.clone(),
@@ -72,17 +73,18 @@ pub fn load_guarded(remote: &Remote, new_state: NewState) -> Result<Option<State
 }
 
 fn load_unguarded(remote: &Remote) -> Result<Option<State>, StateError> {
-    let got = block(async {
-        match remote.store.get(&remote.key).await {
-            Ok(r) => {
-                let meta = r.meta.clone();
-                r.bytes().await.map(|b| Some((b.to_vec(), meta)))
+    let got = remote
+        .call(async {
+            match remote.store.get(&remote.key).await {
+                Ok(r) => {
+                    let meta = r.meta.clone();
+                    r.bytes().await.map(|b| Some((b.to_vec(), meta)))
+                }
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
             }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
-    })
-    .map_err(remote.store_err("read the state"))?;
+        })
+        .map_err(remote.store_err("read the state"))?;
     let journal = read_journal(remote)?;
     let Some((bytes, meta)) = got else {
         if !journal.is_empty() {
@@ -95,16 +97,20 @@ fn load_unguarded(remote: &Remote) -> Result<Option<State>, StateError> {
         return Ok(None);
     };
     let mut state = file_store::parse(std::path::Path::new(&remote.url), &bytes)?;
-    let names = journal.iter().map(|(n, _)| n.clone()).collect();
-    let replayed = replay(remote, &mut state, journal)?;
+    let names: Vec<ObjectPath> = journal.iter().map(|(n, _)| n.clone()).collect();
+    let (replayed, fenced) = replay(remote, &mut state, journal)?;
+    if !fenced.is_empty() {
+        tracing::warn!(state = %remote.url, objects = fenced.len(), "journal objects of a writer whose lock was taken; not replayed");
+    }
     remote.remember(Seen {
         version: Some(UpdateVersion {
             e_tag: meta.e_tag,
             version: meta.version,
         }),
         bytes: Some(bytes),
-        journal: names,
+        journal: names.into_iter().filter(|n| !fenced.contains(n)).collect(),
         replayed,
+        fenced,
     });
     Ok(Some(state))
 }
@@ -112,17 +118,18 @@ fn load_unguarded(remote: &Remote) -> Result<Option<State>, StateError> {
 /// Every journal object, in name order (lineage, base serial, serial).
 fn read_journal(remote: &Remote) -> Result<Vec<(ObjectPath, Entry)>, StateError> {
     let prefix = remote.sibling(".journal");
-    let objects = block(async {
-        let mut metas: Vec<_> = remote.store.list(Some(&prefix)).try_collect().await?;
-        metas.sort_by(|a: &object_store::ObjectMeta, b| a.location.cmp(&b.location));
-        let mut out = Vec::with_capacity(metas.len());
-        for m in metas {
-            let bytes = remote.store.get(&m.location).await?.bytes().await?;
-            out.push((m.location, bytes));
-        }
-        Ok::<_, object_store::Error>(out)
-    })
-    .map_err(remote.store_err("read the journal of"))?;
+    let objects = remote
+        .call(async {
+            let mut metas: Vec<_> = remote.store.list(Some(&prefix)).try_collect().await?;
+            metas.sort_by(|a: &object_store::ObjectMeta, b| a.location.cmp(&b.location));
+            let mut out = Vec::with_capacity(metas.len());
+            for m in metas {
+                let bytes = remote.store.get(&m.location).await?.bytes().await?;
+                out.push((m.location, bytes));
+            }
+            Ok::<_, object_store::Error>(out)
+        })
+        .map_err(remote.store_err("read the journal of"))?;
     objects
         .into_iter()
         .map(|(name, bytes)| {
@@ -142,18 +149,21 @@ fn read_journal(remote: &Remote) -> Result<Vec<(ObjectPath, Entry)>, StateError>
         .collect()
 }
 
-/// Applies the journal objects that extend `state`; returns how many.
+/// Applies the journal objects that extend `state`; returns how many, and
+/// the objects set apart as a fenced-off writer's.
 ///
 /// The objects of another base are either folded in already (psk died
 /// between writing the state and removing them), and then the state holds
-/// every record they wrote, so they are ignored; or they are not, and may
-/// hold the only record of a key (a writer whose lock was forced went on
-/// committing), so they are refused, never dropped.
+/// every record they wrote, so they are ignored; or they are not: a writer
+/// whose lock was taken went on committing after the state moved on. Those
+/// are never replayed over the newer state (they would undo its changes),
+/// nor dropped (they may hold the record of a key): the next writer moves
+/// them under `<state>.fenced/` (see [`RemoteJournal::open`]).
 fn replay(
     remote: &Remote,
     state: &mut State,
     journal: Vec<(ObjectPath, Entry)>,
-) -> Result<usize, StateError> {
+) -> Result<(usize, Vec<ObjectPath>), StateError> {
     let jerr = |message: String| {
         StateError::from(RemoteError::Journal {
             url: remote.url.clone(),
@@ -164,7 +174,20 @@ fn replay(
     let (ours, others): (Vec<_>, Vec<_>) = journal
         .into_iter()
         .partition(|(_, e)| e.lineage == state.lineage && e.base_serial == base);
-    check_folded(state, others).map_err(&jerr)?;
+    if let Some((name, e)) = others.iter().find(|(_, e)| e.lineage != state.lineage) {
+        return Err(jerr(format!(
+            "the object {name} belongs to another state (lineage {}, not {})",
+            e.lineage, state.lineage
+        )));
+    }
+    let other_names: Vec<ObjectPath> = others.iter().map(|(n, _)| n.clone()).collect();
+    let fenced = match check_folded(state, others) {
+        Ok(()) => Vec::new(),
+        Err(why) => {
+            tracing::warn!(state = %remote.url, %why, "journal objects set apart");
+            other_names
+        }
+    };
     let n = ours.len();
     for (name, e) in ours {
         if e.serial != state.serial + 1 {
@@ -180,7 +203,7 @@ fn replay(
     if n > 0 {
         tracing::info!(state = %remote.url, commits = n, serial = state.serial, "journal of an interrupted apply replayed from the store");
     }
-    Ok(n)
+    Ok((n, fenced))
 }
 
 /// `Ok` when `state` already holds every record `objects` wrote: applying
@@ -216,10 +239,10 @@ fn check_folded(state: &State, objects: Vec<(ObjectPath, Entry)>) -> Result<(), 
 
 /// [`load`] for a writer holding the lock: a journal an interrupted apply
 /// left is folded into the state object right away.
-pub fn load_for_write(remote: &Remote, new_state: NewState) -> Result<Option<State>, StateError> {
-    let mut state = load_guarded(remote, new_state)?;
+pub fn load_for_write(lock: &RemoteLock, new_state: NewState) -> Result<Option<State>, StateError> {
+    let mut state = load_guarded(lock.remote(), new_state)?;
     if let Some(s) = state.as_mut() {
-        RemoteJournal::open(remote, s)?;
+        RemoteJournal::open(lock, s)?;
     }
     Ok(state)
 }
@@ -261,7 +284,7 @@ fn put_state(remote: &Remote, bytes: Vec<u8>) -> Result<u64, StateError> {
         Some(v) => PutMode::Update(v),
         None => PutMode::Create,
     };
-    let put = block(remote.store.put_opts(
+    let put = remote.call(remote.store.put_opts(
         &remote.key,
         PutPayload::from(bytes.clone()),
         PutOptions::from(mode),
@@ -293,23 +316,57 @@ fn put_state(remote: &Remote, bytes: Vec<u8>) -> Result<u64, StateError> {
     if let Some(previous) = before.bytes {
         written += previous.len() as u64;
         let backup = remote.sibling(".backup");
-        block(remote.store.put(&backup, PutPayload::from(previous)))
+        remote
+            .call(remote.store.put(&backup, PutPayload::from(previous)))
             .map_err(remote.store_err("write the backup of"))?;
     }
     Ok(written)
 }
 
 fn remove(remote: &Remote, objects: &[ObjectPath]) -> Result<(), StateError> {
-    block(async {
-        for o in objects {
-            match remote.store.delete(o).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e),
+    remote
+        .call(async {
+            for o in objects {
+                match remote.store.delete(o).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
             }
-        }
-        Ok(())
-    })
-    .map_err(|e| remote.store_err("remove the folded journal of")(e).into())
+            Ok(())
+        })
+        .map_err(|e| remote.store_err("remove the folded journal of")(e).into())
+}
+
+/// Moves the journal objects a fenced-off writer left under
+/// `<state>.fenced/`, where no one replays them and nothing removes them:
+/// they may hold the record of a key that writer made (its rescue file
+/// holds it too, and `psk recover` takes it).
+fn set_aside(remote: &Remote, objects: &[ObjectPath]) -> Result<(), StateError> {
+    let aside = remote.sibling(".fenced");
+    remote
+        .call(async {
+            for o in objects {
+                let name = o.filename().unwrap_or("object");
+                let to = ObjectPath::from(format!("{aside}/{name}"));
+                remote.store.copy(o, &to).await?;
+                match remote.store.delete(o).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })
+        .map_err(remote.store_err("set aside the late journal objects of"))?;
+    tracing::warn!(state = %remote.url, objects = objects.len(), "late journal objects set aside");
+    eprintln!(
+        "psk: warning: {} journal object{} under {}.journal/ {} written by a psk whose lock was taken from it, after the state had moved on: never replayed, now kept under {}.fenced/. Any key that psk made after losing its lock is in its rescue file; take it back with `psk recover FILE` on that machine",
+        objects.len(),
+        if objects.len() == 1 { "" } else { "s" },
+        remote.url,
+        if objects.len() == 1 { "was" } else { "were" },
+        remote.url
+    );
+    Ok(())
 }
 
 /// The journal of one apply on the store: see [`crate::state::store::Journal`],
@@ -318,6 +375,11 @@ fn remove(remote: &Remote, objects: &[ObjectPath]) -> Result<(), StateError> {
 #[derive(Debug)]
 pub struct RemoteJournal {
     remote: Remote,
+    /// The lock ID this journal's writer holds: its fencing token.
+    owner: String,
+    /// Set once a commit found the lock taken: every later commit is
+    /// refused at once, with no request (a fenced writer stays fenced).
+    fenced: Option<RemoteError>,
     lineage: String,
     base_serial: u64,
     staged: BTreeSet<TunnelKey>,
@@ -334,10 +396,21 @@ pub struct RemoteJournal {
 }
 
 impl RemoteJournal {
-    /// Starts a journal on top of `state` as [`load`] read it. A state that
-    /// does not exist yet, or that a replayed journal changed, is first
-    /// written whole, so the new journal extends an object on the store.
-    pub fn open(remote: &Remote, state: &mut State) -> Result<RemoteJournal, StateError> {
+    /// Starts a journal on top of `state` as [`load`] read it, for the
+    /// holder of `lock`. Objects a fenced-off writer left are set aside
+    /// first; a state that does not exist yet, or that a replayed journal
+    /// changed, is written whole, so the new journal extends an object on
+    /// the store.
+    pub fn open(lock: &RemoteLock, state: &mut State) -> Result<RemoteJournal, StateError> {
+        let remote = lock.remote();
+        let before = remote.seen();
+        if !before.fenced.is_empty() {
+            set_aside(remote, &before.fenced)?;
+            remote.remember(Seen {
+                fenced: vec![],
+                ..before.clone()
+            });
+        }
         let before = remote.seen();
         let mut bytes_written = 0;
         if before.version.is_none() {
@@ -355,6 +428,8 @@ impl RemoteJournal {
         }
         Ok(RemoteJournal {
             remote: remote.clone(),
+            owner: lock.id().to_string(),
+            fenced: None,
             lineage: state.lineage.clone(),
             base_serial: state.serial,
             staged: BTreeSet::new(),
@@ -371,11 +446,58 @@ impl RemoteJournal {
         self.staged.insert(key.clone());
     }
 
+    /// Whether this writer still owns the state: its lock object is still
+    /// its own (a force-unlock removes it, the next writer's replaces it)
+    /// and the state object is still the version it read. Both are read at
+    /// once, so the fence costs one round trip.
+    fn prove_owner(&self) -> Result<(), RemoteError> {
+        let remote = &self.remote;
+        let known = remote.seen().version.and_then(|v| v.e_tag);
+        let (holder, head) = remote
+            .call(async {
+                Ok(futures_util::join!(
+                    super::lock::read_holder_async(remote),
+                    remote.store.head(&remote.key)
+                ))
+            })
+            .map_err(remote.store_err("read the lock of"))?;
+        let holder = holder.map_err(remote.store_err("read the lock of"))?;
+        if holder.as_ref().is_none_or(|h| h.id != self.owner) {
+            return Err(RemoteError::Fenced {
+                url: remote.url.clone(),
+                id: self.owner.clone(),
+                now: holder.map_or_else(
+                    || "no one: its lock object was removed (`psk force-unlock`)".to_string(),
+                    |h| h.to_string(),
+                ),
+            });
+        }
+        let now = match head {
+            Ok(meta) => meta.e_tag,
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => return Err(remote.store_err("read the state")(e)),
+        };
+        if now.is_none() || now != known {
+            return Err(RemoteError::Conflict {
+                url: remote.url.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// Makes every staged change durable with one conditional PUT, bumping
     /// the serial; on failure the serial is as before and nothing counts.
     pub fn commit(&mut self, state: &mut State) -> Result<(), StateError> {
         if self.staged.is_empty() {
             return Ok(());
+        }
+        if let Some(RemoteError::Fenced { url, id, now }) = &self.fenced {
+            return Err(RemoteError::Fenced {
+                url: url.clone(),
+                id: id.clone(),
+                now: now.clone(),
+            }
+            .into());
         }
         state.serial += 1;
         let entry = EntryRef {
@@ -395,30 +517,11 @@ impl RemoteJournal {
             self.lineage, self.base_serial, state.serial
         ));
         let started = std::time::Instant::now();
-        let known = self.remote.seen().version.and_then(|v| v.e_tag);
-        let put = block(async {
-            // A writer whose lock was forced must stop before it acts on a
-            // change no one will read: the state it extends is still there.
-            let now = match self.remote.store.head(&self.remote.key).await {
-                Ok(meta) => meta.e_tag,
-                Err(object_store::Error::NotFound { .. }) => None,
-                Err(e) => return Err(e),
-            };
-            if now.is_none() || now != known {
-                return Err(object_store::Error::Precondition {
-                    path: self.remote.key.to_string(),
-                    source: "the state object changed".into(),
-                });
-            }
-            self.remote
-                .store
-                .put_opts(
-                    &name,
-                    PutPayload::from(body),
-                    PutOptions::from(PutMode::Create),
-                )
-                .await
-        });
+        let put = self.remote.call(self.remote.store.put_opts(
+            &name,
+            PutPayload::from(body),
+            PutOptions::from(PutMode::Create),
+        ));
         if let Err(e) = put {
             state.serial -= 1;
             return Err(match e {
@@ -430,6 +533,24 @@ impl RemoteJournal {
             }
             .into());
         }
+        // The fence: only now that the commit is durable does psk check
+        // that it still owns the state. A writer that lost its lock while
+        // it waited on the store stops here, before the call the commit
+        // announces; its object is left for the next writer to set aside.
+        if let Err(e) = self.prove_owner() {
+            state.serial -= 1;
+            if let RemoteError::Fenced { url, id, now } = &e {
+                self.fenced = Some(RemoteError::Fenced {
+                    url: url.clone(),
+                    id: id.clone(),
+                    now: now.clone(),
+                });
+            }
+            return Err(e.into());
+        }
+        // Past the fence, before the call: the window docs/remote-state.md
+        // describes, where tests stop psk.
+        crate::state::durable::stop_point("stop-after-fence");
         tracing::debug!(
             serial = state.serial,
             changes = self.staged.len(),

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod actions;
+pub mod fault_proxy;
 mod run;
 pub mod script;
 pub mod seaweed;
