@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod backoff;
+pub mod calendar;
 pub mod cli;
 pub mod cloudflare;
 pub mod config;
@@ -22,5 +23,6 @@ pub mod seal;
 pub mod state;
 pub mod status;
 pub mod suggest;
+pub mod terraform;
 pub mod tls;
 pub mod tunnel;

@@ -96,7 +96,7 @@ pub async fn refresh_watched(
     }
     resolve_names(config, None, Some(&remote))?;
     check_listed(config, &remote)?;
-    read_health(client, config, &mut remote, chrono::Utc::now()).await;
+    read_health(client, config, &mut remote, client.cloudflare_latest()).await;
     Ok(remote)
 }
 

@@ -191,15 +191,18 @@ async fn verify_round(
 ) -> Vec<(usize, Outcome)> {
     let watcher = run.watcher.clone();
     let stop = run.options.stop.clone();
-    let results =
-        futures_util::future::join_all(waits.into_iter().map(|(idx, o, (how, tunnel, since))| {
+    let results = futures_util::future::join_all(waits.into_iter().map(
+        |(idx, o, (how, tunnel, since, arrived))| {
             let (watcher, stop) = (watcher.clone(), stop.clone());
             async move {
-                let r = super::verify::until_back_up(&watcher, &how, &tunnel, since, &stop).await;
+                let r =
+                    super::verify::until_back_up(&watcher, &how, &tunnel, since, arrived, &stop)
+                        .await;
                 (idx, o, r)
             }
-        }))
-        .await;
+        },
+    ))
+    .await;
     results
         .into_iter()
         .map(|(idx, o, r)| (idx, run.record_verification(idx, r, o)))
@@ -211,7 +214,9 @@ fn settle(run: &mut Run<'_>, idx: usize, answer: &BulkOutcome) -> Outcome {
     let action = run.action(idx);
     match answer.for_tunnel(&action.key.tunnel_id) {
         BulkResult::Applied(applied) => {
-            let on = applied.last_generated_on.unwrap_or_else(Utc::now);
+            run.edge_took(idx);
+            let on = (applied.last_generated_on).unwrap_or_else(|| run.client.cloudflare_now());
+            run.arrived.insert(idx, std::time::Instant::now());
             run.state
                 .entry(&action.key, &action.name)
                 .promote_pending(on);

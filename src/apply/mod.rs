@@ -19,16 +19,19 @@
 //!   `--parallelism` at a time, forgets, and what is left for other commands.
 //!
 //! Every change to a tunnel's record goes through the transitions on
-//! `state::TunnelState`, the same ones `import`, `reseal` and `deliver` use.
+//! `state::TunnelState`, the same ones `import` and `reseal` use. `psk
+//! deliver` and `psk verify` are entry points of this executor
+//! (`redeliver`, `reverify`): the same journal, and the same site rule
+//! (`reconcile::down`), so no command goes around it.
 
 mod bulk;
+pub mod redeliver;
+pub mod reverify;
 mod room;
 mod site;
 mod stream;
 mod unwritable;
 mod verify;
-
-pub use verify::check_once;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -228,8 +231,9 @@ pub enum Event<'a> {
     },
     /// A `deliver` command finished for this action's new PSK.
     Delivered(&'a Action, Result<(), &'a str>),
-    /// `verify` showed this action's tunnel back up with its new PSK.
-    Verified(&'a Action),
+    /// `verify` showed this action's tunnel back up with its new PSK, this
+    /// long after the edge took it (the rotation's outage).
+    Verified(&'a Action, Option<std::time::Duration>),
 }
 
 /// Carries out `plan`, making each change to `state` durable in the journal
@@ -267,7 +271,9 @@ pub async fn apply(
         sites: site::SiteGate::new(config),
         watcher: verify::Watcher::new(client),
         sealed_to,
+        arrived: HashMap::new(),
         outcomes: vec![None; plan.actions.len()],
+        edge_took: HashMap::new(),
         options,
         on_event: &mut on_event,
     };
@@ -326,8 +332,14 @@ struct Run<'a> {
     watcher: verify::Watcher,
     /// What a newly sealed key's record says it is sealed to.
     sealed_to: Option<Vec<String>>,
+    /// When the answer that brought each action's new key arrived, on the
+    /// runner's monotonic clock: `verify`'s deadline counts from it.
+    arrived: HashMap<usize, std::time::Instant>,
     /// By action index; `None` is not started (yet).
     outcomes: Vec<Option<Outcome>>,
+    /// By action index: when Cloudflare's answer said the edge took the
+    /// new key, on the monotonic clock; a rotation's outage runs from here.
+    edge_took: HashMap<usize, std::time::Instant>,
     options: &'a Options,
     on_event: &'a mut dyn FnMut(Event<'_>),
 }
@@ -419,7 +431,8 @@ impl<'a> Run<'a> {
         let action = self.action(idx);
         (self.state.entry(&action.key, &action.name)).begin_verification(since);
         self.stage(idx);
-        Some((how, tunnel, since))
+        let arrived = (self.arrived.remove(&idx)).unwrap_or_else(std::time::Instant::now);
+        Some((how, tunnel, since, arrived))
     }
 
     /// How a verification went, staged in the state: a tunnel that did not
@@ -434,10 +447,20 @@ impl<'a> Run<'a> {
     ) -> Outcome {
         let action = self.action(idx);
         tracing::info!(tunnel = %action.name, ok = result.is_ok(), "verification finished");
+        let outage = result
+            .as_ref()
+            .ok()
+            .and_then(|()| self.edge_took.get(&idx))
+            .map(|took| took.elapsed());
         if result.is_ok() {
-            self.event(Event::Verified(action));
+            self.event(Event::Verified(action, outage));
         }
-        (self.state.entry(&action.key, &action.name)).end_verification(result.clone(), Utc::now());
+        let entry = self.state.entry(&action.key, &action.name);
+        entry.end_verification(result.clone(), Utc::now());
+        if let Some(outage) = outage {
+            tracing::info!(tunnel = %action.name, outage_ms = outage.as_millis() as u64, "outage measured");
+            entry.record_outage(outage);
+        }
         self.stage(idx);
         let outcome = match (result, outcome) {
             (
@@ -451,6 +474,11 @@ impl<'a> Run<'a> {
         };
         self.sites.settled(action, &outcome);
         outcome
+    }
+
+    /// Cloudflare answered that the edge took the new key of `idx` now.
+    fn edge_took(&mut self, idx: usize) {
+        self.edge_took.insert(idx, std::time::Instant::now());
     }
 
     /// Stages how a delivery went; a failed one turns the rotation's
@@ -499,9 +527,10 @@ fn was_uncertain(action: &Action) -> bool {
         .any(|r| matches!(r, Reason::Interrupted { .. } | Reason::Pending { .. }))
 }
 
-/// A verification to wait for: the policy's `verify`, its tunnel, and
-/// since when the new key is on the edge.
-type Wait = (Verify, Tunnel, DateTime<Utc>);
+/// A verification to wait for: the policy's `verify`, its tunnel, since
+/// when the new key is on the edge (Cloudflare's date), and when its answer
+/// arrived (the runner's monotonic clock, for the deadline).
+type Wait = (Verify, Tunnel, DateTime<Utc>, std::time::Instant);
 
 /// How a `deliver` command ended: `Err` carries why it failed.
 type Delivered = Result<(), String>;

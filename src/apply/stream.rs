@@ -95,6 +95,7 @@ enum AfterCommit {
         how: Verify,
         tunnel: Tunnel,
         since: DateTime<Utc>,
+        arrived: std::time::Instant,
         outcome: Outcome,
     },
     Report(usize, Outcome),
@@ -222,13 +223,16 @@ impl Stream<'_, '_> {
                     how,
                     tunnel,
                     since,
+                    arrived,
                     outcome,
                 } => {
                     let watcher = self.run.watcher.clone();
                     let stop = self.run.options.stop.clone();
                     let handle = self.tasks.spawn(async move {
-                        let r = super::verify::until_back_up(&watcher, &how, &tunnel, since, &stop)
-                            .await;
+                        let r = super::verify::until_back_up(
+                            &watcher, &how, &tunnel, since, arrived, &stop,
+                        )
+                        .await;
                         TaskResult::Verification(idx, r, outcome)
                     });
                     self.task_of.insert(handle.id(), idx);
@@ -362,7 +366,7 @@ impl Stream<'_, '_> {
     /// on before its site moves on: the verification is queued and `None`
     /// returned (the site stays busy). Otherwise the outcome to report.
     fn verify_next(&mut self, idx: usize, outcome: Outcome) -> Option<Outcome> {
-        let Some((how, tunnel, since)) = self.run.begin_verification(idx, &outcome) else {
+        let Some((how, tunnel, since, arrived)) = self.run.begin_verification(idx, &outcome) else {
             return Some(outcome);
         };
         self.after.push(AfterCommit::Verify {
@@ -370,6 +374,7 @@ impl Stream<'_, '_> {
             how,
             tunnel,
             since,
+            arrived,
             outcome,
         });
         None
@@ -379,6 +384,7 @@ impl Stream<'_, '_> {
 /// Seals a PSK Cloudflare generated and stages it with its date. Returns
 /// the PSK too, for a delivery once the change is committed.
 fn record_generated(run: &mut Run<'_>, idx: usize, generated: Generated) -> (Outcome, Option<Psk>) {
+    run.edge_took(idx);
     let action = run.action(idx);
     let sealed = match seal::seal(&generated.psk, &run.config.recipients) {
         Ok(s) => s,
@@ -391,7 +397,8 @@ fn record_generated(run: &mut Run<'_>, idx: usize, generated: Generated) -> (Out
             return (o, None);
         }
     };
-    let last_rotated = generated.last_generated_on.unwrap_or_else(Utc::now);
+    let last_rotated = (generated.last_generated_on).unwrap_or_else(|| run.client.cloudflare_now());
+    run.arrived.insert(idx, std::time::Instant::now());
     run.state.entry(&action.key, &action.name).record_key(
         sealed,
         run.sealed_to.clone(),

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::watch;
@@ -31,8 +31,11 @@ const MAX_POLL: Duration = Duration::from_secs(30);
 /// The shortest pause between two polls.
 const MIN_POLL: Duration = Duration::from_millis(200);
 
-/// Waits until `tunnel`, whose new key is on the edge since `since`, is
-/// back up, or `Err` with why not once `verify.timeout` has passed.
+/// Waits until `tunnel`, whose new key is on the edge since `since`
+/// (Cloudflare's date), is back up, or `Err` with why not once
+/// `verify.timeout` has passed since `arrived`, when the answer that
+/// brought the new key arrived, on the runner's monotonic clock: a runner
+/// whose clock is off never gives up at once, nor later than `timeout`.
 ///
 /// A stop request (Ctrl-C) ends the wait at once: the tunnel is then not
 /// shown back up, and its site stops like for a tunnel that did not come
@@ -42,10 +45,11 @@ pub(super) async fn until_back_up(
     verify: &Verify,
     tunnel: &Tunnel,
     since: DateTime<Utc>,
+    arrived: Instant,
     stop: &super::Stop,
 ) -> Result<(), String> {
     tokio::select! {
-        r = wait(watcher, verify, tunnel, since) => r,
+        r = wait(watcher, verify, tunnel, since, arrived) => r,
         _ = stop.wait() => Err(format!(
             "the apply was stopped before {} was shown back up after its new key",
             tunnel.name
@@ -58,8 +62,9 @@ async fn wait(
     verify: &Verify,
     tunnel: &Tunnel,
     since: DateTime<Utc>,
+    arrived: Instant,
 ) -> Result<(), String> {
-    let deadline = since + verify.timeout.as_delta();
+    let deadline = arrived + verify.timeout.as_delta().to_std().unwrap_or_default();
     let gave_up = |last: &str| {
         format!(
             "did not come back within {} of its new key (down since {}): {last}",
@@ -75,7 +80,7 @@ async fn wait(
     let mut last = format!("not yet healthy for {} since its new key", verify.settle);
     let mut verdicts = watcher.watch(tunnel, since, verify.settle.as_delta());
     loop {
-        let left = (deadline - Utc::now()).to_std().unwrap_or_default();
+        let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, verdicts.next()).await {
             Err(_) => return Err(gave_up(&last)),
             Ok(verdict) => {
@@ -98,18 +103,14 @@ async fn wait(
                 }
             }
         }
-        if Utc::now() >= deadline {
+        if Instant::now() >= deadline {
             return Err(gave_up(&last));
         }
     }
 }
 
 /// A probe-only `verify`: the probe, again and again, until it passes.
-async fn probe_until(
-    verify: &Verify,
-    tunnel: &Tunnel,
-    deadline: DateTime<Utc>,
-) -> Result<(), String> {
+async fn probe_until(verify: &Verify, tunnel: &Tunnel, deadline: Instant) -> Result<(), String> {
     let Some(probe) = &verify.command else {
         return Ok(());
     };
@@ -119,7 +120,7 @@ async fn probe_until(
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
-        if Utc::now() >= deadline {
+        if Instant::now() >= deadline {
             return Err(last);
         }
         tokio::time::sleep(poll).await;
@@ -265,7 +266,8 @@ async fn poll(inner: Arc<Inner>) {
             poll_interval(settle)
         };
         tokio::time::sleep(interval).await;
-        let now = Utc::now();
+        // Windows in Cloudflare's time, as the new keys' dates are.
+        let now = inner.client.cloudflare_now();
         let asks = {
             let w = inner.waiting.lock().expect("watcher lock");
             rounds(w.tunnels.values(), now)
@@ -375,7 +377,8 @@ pub(super) async fn preflight_health(
         }
         checks.push((idx, siblings));
     }
-    let now = Utc::now();
+    // "Healthy now": the window reaches the latest moment Cloudflare knows.
+    let now = client.cloudflare_latest();
     let start = now - TimeDelta::seconds(crate::health::NOW_WINDOW_SECONDS);
     let mut health: BTreeMap<(&str, String), PathHealth> = BTreeMap::new();
     for (account, mut names) in asked {
@@ -480,7 +483,20 @@ pub async fn check_once(
 ) -> Result<String, String> {
     let mut shown = Vec::new();
     if verify.health_checks {
-        let now = Utc::now();
+        let names = [tunnel.name.clone()];
+        let query = |start, end| client.tunnel_health(&tunnel.account_id, &names, start, end);
+        let mut now = client.cloudflare_now();
+        let mut answer = None;
+        if !client.clock_known() {
+            // Nothing has shown Cloudflare's clock yet: its first answer
+            // does, and is kept only if the window it was asked for holds.
+            let first = query(now - verify.settle.as_delta(), now).await;
+            let learned = client.cloudflare_now();
+            if (learned - now).abs() < TimeDelta::seconds(2) {
+                answer = Some(first);
+            }
+            now = learned;
+        }
         let start = now - verify.settle.as_delta();
         if start <= since {
             return Err(format!(
@@ -488,11 +504,11 @@ pub async fn check_once(
                 verify.settle
             ));
         }
-        let names = [tunnel.name.clone()];
-        let health = match client
-            .tunnel_health(&tunnel.account_id, &names, start, now)
-            .await
-        {
+        let answer = match answer {
+            Some(a) => a,
+            None => query(start, now).await,
+        };
+        let health = match answer {
             Ok(h) => PathHealth::judge(h.get(&tunnel.name)),
             Err(e) => PathHealth::Unknown(e.to_string()),
         };

@@ -438,16 +438,6 @@ pub fn parse_forecast(s: &str) -> Result<Forecast, String> {
     parse_span(s).map(|span| Forecast(Some(span)))
 }
 
-/// The sandbox's `--fail-rate` and `--drop-rate`: a share from 0 to 1.
-pub fn parse_rate(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
-        _ => Err(format!(
-            "`{s}` is not a share; use a number from 0 to 1, like 0.1"
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,22 +1,22 @@
-//! `psk deliver`.
+//! `psk deliver`: arguments and printing; the deliveries are the
+//! executor's (`apply::redeliver`).
 
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context as _};
-use chrono::Utc;
 use clap::Args;
 
 use super::args::{Global, LockWait};
 use super::exit::Status;
 use super::session::{identities, Session};
-use crate::seal;
-use crate::state;
+use crate::apply::redeliver::{self, Delivered};
+use crate::seal::Identities;
 
 /// Run the policy's `deliver` command again for tunnels whose last
 /// delivery failed (or for the NAMEs given), handing each its sealed PSK.
 /// Needs an identity to open them: --identity, PSK_AGE_KEY_FILE or
-/// PSK_AGE_KEY. Makes no API call.
+/// PSK_AGE_KEY. Makes no API call. A path whose router is fine is not
+/// handed its key while another path of its site may be down.
 #[derive(Debug, Args)]
 pub struct DeliverArgs {
     /// Tunnel names; without any, every tunnel whose delivery failed.
@@ -25,6 +25,12 @@ pub struct DeliverArgs {
     /// An age identity file or an unencrypted SSH private key; repeatable.
     #[arg(short = 'i', long = "identity", value_name = "FILE")]
     identities: Vec<PathBuf>,
+
+    /// Record the delivery as done without running the command (you put
+    /// the key on the router another way): lifts the hold a failed
+    /// delivery puts on its site. Needs no identity.
+    #[arg(long)]
+    accept: bool,
 
     #[command(flatten)]
     lock: LockWait,
@@ -40,74 +46,36 @@ pub async fn run(global: &Global, args: DeliverArgs) -> anyhow::Result<Status> {
     let (_, lock, mut state) = session
         .lock("deliver", &args.lock)?
         .existing("run `psk apply` first")?;
-
-    let mut todo = Vec::new();
-    if args.names.is_empty() {
-        for t in &config.tunnels {
-            let failed = state
-                .get(&t.key())
-                .and_then(|r| r.delivery.as_ref())
-                .is_some_and(|d| !d.ok);
-            if failed {
-                todo.push(t.clone());
-            }
-        }
-        if todo.is_empty() {
-            println!("No failed deliveries: every delivered PSK reached its router.");
-            return Ok(Status::Success);
-        }
-    } else {
-        for n in &args.names {
-            let t = config.tunnel_by_name(n).ok_or_else(|| {
-                anyhow!(
-                    "no tunnel named `{n}` in {}{}",
-                    config.path.display(),
-                    config.did_you_mean(n)
-                )
-            })?;
-            todo.push(t.clone());
-        }
+    let todo = redeliver::select(config, &state, &args.names, args.accept)?;
+    if todo.is_empty() {
+        println!("No failed deliveries: every delivered PSK reached its router.");
+        return Ok(Status::Success);
     }
-    for t in &todo {
-        if config.policy_of(t).deliver.is_none() {
-            bail!(
-                "tunnel `{}` has no delivery command: its policy \"{}\" sets no `deliver`",
-                t.name,
-                t.policy
-            );
-        }
-        if state.get(&t.key()).and_then(|r| r.psk.as_ref()).is_none() {
-            bail!(
-                "psk holds no PSK for `{}` yet; run `psk apply` first",
-                t.name
-            );
-        }
-    }
-    let ids = identities(&args.identities)?;
-
-    let mut failed = 0;
+    let ids = match todo.needs_identity() {
+        true => identities(&args.identities)?,
+        false => Identities::default(),
+    };
     let mut out = std::io::stdout().lock();
-    for t in &todo {
-        let rec = state.get(&t.key()).expect("checked above");
-        let sealed = rec.psk.clone().expect("checked above");
-        let psk = seal::open(&sealed, &ids)
-            .with_context(|| format!("cannot open the PSK of `{}`", t.name))?;
-        let how = config.policy_of(t).deliver.clone().expect("checked above");
-        let result = crate::deliver::deliver(&how, t, &psk).await;
-        drop(psk);
-        match &result {
-            Ok(()) => writeln!(out, "{}: delivered to its router", t.name)?,
-            Err(e) => {
-                failed += 1;
-                writeln!(out, "{}: DELIVERY FAILED: {e}", t.name)?;
-            }
+    let mut printed = Ok(());
+    let results = redeliver::deliver(config, &mut state, &lock, &todo, &ids, |t, d| {
+        let line = match d {
+            Delivered::Delivered => format!("{}: delivered to its router", t.name),
+            Delivered::Accepted => format!(
+                "{}: recorded as delivered (--accept; the command was not run)",
+                t.name
+            ),
+            Delivered::Failed(e) => format!("{}: DELIVERY FAILED: {e}", t.name),
+            Delivered::Held(why) => format!("{}: not delivered, {why}", t.name),
+        };
+        if printed.is_ok() {
+            printed = writeln!(out, "{line}");
         }
-        state
-            .entry(&t.key(), &t.name)
-            .record_delivery(result, Utc::now());
-        // Each outcome is durable before the next delivery starts.
-        state::save(&lock, &mut state)?;
-    }
+    })
+    .await?;
+    printed?;
+    let failed = (results.iter())
+        .filter(|(_, d)| matches!(d, Delivered::Failed(_) | Delivered::Held(_)))
+        .count();
     Ok(if failed > 0 {
         Status::Failure
     } else {

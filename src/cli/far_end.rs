@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::args::parse_rate;
 use crate::cloudflare::RateLimit;
 use crate::sandbox::{FarEndKind, HealthOptions};
 
@@ -144,4 +143,14 @@ impl FarEnd {
 pub enum FarEndMode {
     Model,
     Strongswan,
+}
+
+/// The sandbox's `--fail-rate` and `--drop-rate`: a share from 0 to 1.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!(
+            "`{s}` is not a share; use a number from 0 to 1, like 0.1"
+        )),
+    }
 }

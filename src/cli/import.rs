@@ -19,11 +19,20 @@ use crate::tunnel::TunnelKey;
 /// rotated on day one. The PSK is read from stdin (never from an argument,
 /// which other users could see in the process list), sealed to psk.yaml's
 /// recipients, and dated with Cloudflare's `last_generated_on` (one list
-/// call). Takes the state lock.
+/// call). With --terraform FILE instead of NAME: every PSK the cloudflare
+/// provider set, from `terraform show -json`. Takes the state lock.
 #[derive(Debug, Args)]
 pub struct ImportArgs {
     /// The tunnel's name in psk.yaml.
-    name: String,
+    #[arg(required_unless_present = "terraform")]
+    name: Option<String>,
+
+    /// Adopt the PSKs the cloudflare provider set, from this output of
+    /// `terraform show -json` (its `cloudflare_magic_wan_ipsec_tunnel` and
+    /// `cloudflare_ipsec_tunnel` resources, matched to psk.yaml by account
+    /// and tunnel id): all or none, never printed. See docs/terraform.md.
+    #[arg(long, value_name = "FILE", conflicts_with = "name")]
+    terraform: Option<std::path::PathBuf>,
 
     /// Replace a PSK psk already holds for this tunnel, or adopt a PSK
     /// shorter than 16 characters. A PSK Cloudflare would refuse (outside
@@ -100,15 +109,22 @@ fn check_rule(psk: &Psk, force: bool) -> anyhow::Result<()> {
 }
 
 pub async fn run(global: &Global, args: ImportArgs) -> anyhow::Result<Status> {
+    if let Some(file) = &args.terraform {
+        return super::import_terraform::run(global, file, args.force, &args.overrides, &args.lock)
+            .await;
+    }
+    let Some(name) = args.name.as_deref() else {
+        bail!("psk import needs a tunnel NAME (the PSK on stdin) or --terraform FILE");
+    };
     let mut session = Session::open(global)?;
     session.overrides(&args.overrides);
     let config = &session.config;
-    let tunnel = config.tunnel_by_name(&args.name).ok_or_else(|| {
+    let tunnel = config.tunnel_by_name(name).ok_or_else(|| {
         anyhow!(
             "no tunnel named `{}` in {}{}; add it there first",
-            args.name,
+            name,
             config.path.display(),
-            config.did_you_mean(&args.name)
+            config.did_you_mean(name)
         )
     })?;
     let key = tunnel.key();
@@ -124,7 +140,7 @@ pub async fn run(global: &Global, args: ImportArgs) -> anyhow::Result<Status> {
             bail!(
                 "{} already holds a sealed PSK for `{}`{}.\nPass --force to replace it with the one on stdin",
                 state_path.display(),
-                args.name,
+                name,
                 rec.last_rotated
                     .map(|t| format!(" (last rotated {})", format_time(&t)))
                     .unwrap_or_default()
@@ -133,7 +149,7 @@ pub async fn run(global: &Global, args: ImportArgs) -> anyhow::Result<Status> {
     }
 
     let connection = session.connect(state.as_ref()).await?;
-    let last = dated_at_cloudflare(&connection.client, &key, &args.name).await?;
+    let last = dated_at_cloudflare(&connection.client, &key, name).await?;
 
     let sealed = seal::seal(&psk, &config.recipients)?;
     drop(psk);
@@ -148,7 +164,7 @@ pub async fn run(global: &Global, args: ImportArgs) -> anyhow::Result<Status> {
     writeln!(
         out,
         "Imported the PSK of `{}` (Cloudflare dates it {}).\nState saved to {} (serial {}).",
-        args.name,
+        name,
         format_time(&last),
         state_path.display(),
         state.serial

@@ -20,6 +20,7 @@ mod forget;
 mod hint;
 mod identity_perms;
 mod import;
+mod import_terraform;
 mod init;
 mod log;
 mod move_state;

@@ -61,6 +61,11 @@ pub struct PlanArgs {
     #[arg(long, value_name = "DURATION", default_value = "14d", value_parser = parse_forecast)]
     forecast: Forecast,
 
+    /// With --format markdown: draw the rotations of the next DURATION as a
+    /// Mermaid gantt (by site, windows shown); 0 for none.
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_forecast)]
+    calendar: Forecast,
+
     /// Show no progress on stderr while Cloudflare is asked (as with
     /// --format json): only the plan, and errors.
     #[arg(short, long)]
@@ -101,7 +106,18 @@ pub async fn run(global: &Global, args: PlanArgs) -> anyhow::Result<Status> {
     } else {
         String::new()
     };
-    print(&plan, &diff, args.format, global.no_color)?;
+    match (args.format, args.calendar.0) {
+        (Format::Markdown, Some(span)) => {
+            let days = span.as_delta().num_days().max(1);
+            let calendar = crate::calendar::calendar(&session.config, &plan, days);
+            let mut buf = Vec::new();
+            render::markdown::markdown_with_calendar(&plan, &diff, &calendar, &mut buf)?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&buf)?;
+            out.flush()?;
+        }
+        _ => print(&plan, &diff, args.format, global.no_color)?,
+    }
 
     if let Some(out) = &args.out {
         let config = &session.config;

@@ -54,7 +54,7 @@ impl Progress {
                 match &event {
                     Event::Started(a) => bar.set_message(format!("{} {}", a.kind.as_str(), a.name)),
                     Event::Finished(..) => bar.inc(1),
-                    Event::Stopping { .. } | Event::Delivered(..) | Event::Verified(_) => {}
+                    Event::Stopping { .. } | Event::Delivered(..) | Event::Verified(..) => {}
                 }
                 if let Some(line) = line(&event) {
                     bar.println(line);
@@ -155,11 +155,17 @@ fn json_event(event: &Event<'_>) -> serde_json::Value {
         Event::Stopping { in_flight } => {
             json!({"type": "stopping", "in_flight": in_flight})
         }
-        Event::Verified(a) => json!({
-            "type": "verified",
-            "name": a.name,
-            "tunnel_id": a.key.tunnel_id,
-        }),
+        Event::Verified(a, outage) => {
+            let mut v = json!({
+                "type": "verified",
+                "name": a.name,
+                "tunnel_id": a.key.tunnel_id,
+            });
+            if let Some(o) = outage {
+                v["outage_seconds"] = json!(crate::status::outage_seconds(*o));
+            }
+            v
+        }
         Event::Delivered(a, r) => json!({
             "type": "delivered",
             "name": a.name,
@@ -250,7 +256,14 @@ fn line(event: &Event<'_>) -> Option<String> {
         Event::Started(_) => None,
         Event::Delivered(a, Ok(())) => Some(format!("{}: new PSK delivered to its router", a.name)),
         Event::Delivered(_, Err(_)) => None,
-        Event::Verified(a) => Some(format!("{}: back up with its new PSK (verified)", a.name)),
+        Event::Verified(a, outage) => Some(match outage {
+            Some(o) => format!(
+                "{}: back up with its new PSK (verified), down {}",
+                a.name,
+                crate::status::format_outage(*o)
+            ),
+            None => format!("{}: back up with its new PSK (verified)", a.name),
+        }),
         Event::Stopping { in_flight } => Some(format!(
             "Stopping: finishing {in_flight} rotation(s) in flight, starting no new ones."
         )),

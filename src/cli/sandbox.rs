@@ -8,8 +8,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Args;
 
-use super::args::{parse_rate, Global};
+use super::args::Global;
 use super::exit::Status;
+use super::far_end::parse_rate;
 use super::session::Session;
 use crate::sandbox::{self, Sandbox, SandboxOptions};
 
@@ -94,6 +95,19 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "TUNNEL_ID", help_heading = "Misbehaviour")]
     refuse_changes: Vec<String>,
 
+    /// Run the sandbox's clock this many seconds ahead of this machine's
+    /// (negative: behind), in its `Date` headers, key dates and health
+    /// windows, as Cloudflare's is from a runner without NTP.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 0,
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(i64).range(-31_536_000..=31_536_000),
+        help_heading = "Misbehaviour"
+    )]
+    clock_offset: i64,
+
     /// The far ends and their health (shared with `--sandbox`).
     #[command(flatten)]
     far_end: super::far_end::FarEnd,
@@ -114,6 +128,8 @@ pub async fn run(global: &Global, args: SandboxArgs) -> anyhow::Result<Status> {
         other_clients: args.other_clients,
         seed: args.seed,
         refuse_changes: args.refuse_changes.iter().cloned().collect(),
+        // Within a year either way (the parser's range), so always a delta.
+        clock_offset: chrono::TimeDelta::try_seconds(args.clock_offset).unwrap_or_default(),
         health: args.far_end.health(),
         far_end: args.far_end.kind(),
         ..SandboxOptions::default()

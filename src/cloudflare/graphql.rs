@@ -143,6 +143,7 @@ impl Client {
         // Held until the answer (or the end), so the window counts from it.
         let _permit = self.graphql_limiter.acquire().await;
         let shown = error::redact_url(&url);
+        let sent_at = Utc::now();
         let resp = self
             .http
             .post(&url)
@@ -155,6 +156,7 @@ impl Client {
                 message: error::describe_reqwest(&e),
             })?;
         let status = resp.status();
+        self.observe_clock(resp.headers(), sent_at);
         tracing::debug!(path = "/graphql", status = status.as_u16(), "GraphQL query");
         if !status.is_success() {
             return Err(GraphqlError::Status {

@@ -11,6 +11,7 @@
 //! the error's [`Failure`] row whether to try again.
 
 mod announced;
+pub mod clock;
 mod endpoint;
 mod error;
 mod graphql;
@@ -343,6 +344,8 @@ pub struct Client {
     graphql_limiter: Arc<Limiter>,
     parallelism: usize,
     announce_waits: bool,
+    /// Cloudflare's clock, from every answer's `Date` header.
+    clock: Arc<clock::Clock>,
 }
 
 /// Shows no credential: not the headers, and no password in the base URL.
@@ -405,7 +408,40 @@ impl Client {
             )),
             parallelism: options.parallelism.max(1),
             announce_waits: options.announce_waits,
+            clock: Arc::default(),
         })
+    }
+
+    /// Now on Cloudflare's clock, never ahead of it: the runner's, corrected
+    /// by the offset the answers so far show (see [`clock`]). For windows
+    /// asked of Cloudflare and compared with its dates, never for waits.
+    pub fn cloudflare_now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Now on Cloudflare's clock, never behind it: for "healthy now"
+    /// windows, which must reach the latest moment (see [`clock`]).
+    pub fn cloudflare_latest(&self) -> DateTime<Utc> {
+        self.clock.latest()
+    }
+
+    /// Whether an answer has shown Cloudflare's clock yet.
+    pub fn clock_known(&self) -> bool {
+        self.clock.known()
+    }
+
+    /// Cloudflare's clock minus the runner's, as far as known.
+    pub fn clock_offset(&self) -> chrono::TimeDelta {
+        self.clock.offset()
+    }
+
+    /// Learns Cloudflare's clock from an answer's headers; a large offset
+    /// is said on stderr once (where waits are announced too).
+    fn observe_clock(&self, headers: &HeaderMap, sent: DateTime<Utc>) {
+        let warning = self.clock.observe(headers, sent, Utc::now());
+        if let (Some(w), true) = (warning, self.announce_waits) {
+            eprintln!("warning: {w}");
+        }
     }
 
     pub fn base_url(&self) -> &str {
@@ -485,10 +521,12 @@ impl Client {
         if validate_only {
             url.push_str("?validate_only=true");
         }
+        let sent = Utc::now();
         let (result, attempt): (GenResult, u32) = self
             .call_counted(Method::POST, &url, Some(&serde_json::json!({})))
             .await
             .map_err(|e| e.for_tunnel(account_id, tunnel_id))?;
+        let received = Utc::now();
         if validate_only {
             return Ok(None);
         }
@@ -504,6 +542,10 @@ impl Client {
             Some(s) => Some(parse_time(&s, &url)?),
             None => None,
         };
+        // Cloudflare dated the key while answering: its clock, closely.
+        if let Some(at) = last_generated_on {
+            self.clock.observe_event(at, sent, received);
+        }
         Ok(Some(Generated {
             psk: Psk::new(psk),
             last_generated_on,
@@ -632,6 +674,7 @@ impl Client {
                 .body(serde_json::to_vec(b).expect("request body serializes"));
         }
         let elapsed_ms = || started.elapsed().as_millis() as u64;
+        let sent_at = Utc::now();
         let resp = match req.send().await {
             Ok(resp) => resp,
             Err(e) => {
@@ -654,6 +697,7 @@ impl Client {
         };
         let status = resp.status();
         let headers = resp.headers().clone();
+        self.observe_clock(&headers, sent_at);
         permit.answered(&Announcement::from_headers(&headers));
         let body = resp.bytes().await;
         // Method, path, status and timing only: never a header or the body

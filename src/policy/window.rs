@@ -106,6 +106,30 @@ impl Window {
             .min()
     }
 
+    /// Every opening `[open, close)` that overlaps `[from, until)`, in
+    /// order: what a calendar draws.
+    pub fn openings(
+        &self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+        let days = (until - from).num_days().max(0) + 1;
+        let mut out: Vec<_> = self
+            .intervals(from, days)
+            .filter(|(open, close)| *close > from && *open < until)
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// When the opening that holds `t` closes; `None` when shut at `t`.
+    pub fn closes_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.intervals(t, 1)
+            .find(|(open, close)| *open <= t && t < *close)
+            .map(|(_, close)| close)
+    }
+
     /// `t` in the window's zone, for messages: `2026-11-28 02:00 CET`.
     pub fn local(&self, t: DateTime<Utc>) -> String {
         t.with_timezone(&self.tz)

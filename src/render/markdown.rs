@@ -8,6 +8,7 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
+mod calendar;
 mod groups;
 
 use super::text;
@@ -23,7 +24,18 @@ const RESERVE: usize = 1_024;
 /// (bytes are never fewer than characters, so the limit holds either way).
 /// `state_diff` is the unified diff of the state file, if any.
 pub fn markdown(plan: &Plan, state_diff: &str, out: &mut dyn Write) -> io::Result<()> {
-    out.write_all(render(plan, state_diff, GITHUB_COMMENT_LIMIT).as_bytes())
+    out.write_all(render(plan, state_diff, None, GITHUB_COMMENT_LIMIT).as_bytes())
+}
+
+/// [`markdown`] with the rotation calendar drawn under the plan (see
+/// `calendar`: grouped as far as needed, so the comment still fits).
+pub fn markdown_with_calendar(
+    plan: &Plan,
+    state_diff: &str,
+    calendar: &crate::calendar::Calendar,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    out.write_all(render(plan, state_diff, Some(calendar), GITHUB_COMMENT_LIMIT).as_bytes())
 }
 
 /// psk's own sentences, where `text` marks commands and keys: those become
@@ -117,9 +129,14 @@ fn dry_run_cell(d: &DryRun, kind: ActionKind) -> String {
 
 /// The comment: the head and foot always, and of the body (table, details,
 /// state diff) as much as fits in `limit`, saying what was cut.
-fn render(plan: &Plan, state_diff: &str, limit: usize) -> String {
+fn render(
+    plan: &Plan,
+    state_diff: &str,
+    calendar: Option<&crate::calendar::Calendar>,
+    limit: usize,
+) -> String {
     let head = head(plan);
-    let foot = foot(plan);
+    let foot = foot(plan, calendar);
     let mut body = Body {
         text: String::new(),
         budget: limit.saturating_sub(head.len() + foot.len() + RESERVE),
@@ -194,12 +211,16 @@ fn head(plan: &Plan) -> String {
 /// Deferred and upcoming tunnels, each in a collapsed block of groups
 /// (deferred by why: the window and its opening, the site, the health of
 /// a sibling; upcoming by day and policy) with counts, so a 2,000-tunnel
-/// plan reads as well as a 2-tunnel one; then the next tunnel due.
-fn foot(plan: &Plan) -> String {
+/// plan reads as well as a 2-tunnel one; the rotation calendar when there
+/// is one; then the next tunnel due.
+fn foot(plan: &Plan, cal: Option<&crate::calendar::Calendar>) -> String {
     let mut foot = String::new();
     groups::deferred(&mut foot, plan);
     path_health(&mut foot, plan);
     groups::upcoming(&mut foot, plan);
+    if let Some(cal) = cal {
+        foot.push_str(&calendar::block(cal));
+    }
     unmanaged(&mut foot, plan);
     if let Some(line) = text::up_to_date_line(plan, esc) {
         let _ = writeln!(foot, "{line}");
@@ -375,7 +396,7 @@ mod tests {
 
     #[test]
     fn small_plan_is_whole() {
-        let md = render(&plan(3), "--- a\n+++ b\n", GITHUB_COMMENT_LIMIT);
+        let md = render(&plan(3), "--- a\n+++ b\n", None, GITHUB_COMMENT_LIMIT);
         assert!(md.contains("**Plan: 3 to rotate, 0 to generate, 0 to reseal, 0 to forget.**"));
         assert_eq!(md.matches("<details>").count(), 4);
         assert!(!md.contains("Shortened"));
@@ -384,13 +405,13 @@ mod tests {
     #[test]
     fn huge_plan_is_cut_but_keeps_its_summary() {
         let diff = "+x\n".repeat(50_000);
-        let md = render(&plan(2_000), &diff, GITHUB_COMMENT_LIMIT);
+        let md = render(&plan(2_000), &diff, None, GITHUB_COMMENT_LIMIT);
         assert!(md.len() <= GITHUB_COMMENT_LIMIT, "{}", md.len());
         assert!(md.contains("**Plan: 2000 to rotate, 0 to generate, 0 to reseal, 0 to forget.**"));
         assert!(md.contains("Shortened to fit"));
         assert!(md.contains("the state file diff"));
         // A tighter limit still keeps the summary.
-        let tiny = render(&plan(2_000), &diff, 2_000);
+        let tiny = render(&plan(2_000), &diff, None, 2_000);
         assert!(tiny.len() <= 2_000, "{}", tiny.len());
         assert!(tiny.contains("**Plan: 2000 to rotate"));
     }

@@ -42,6 +42,10 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
             sandbox.clone(),
             faults::misbehave,
         ))
+        .layer(axum::middleware::map_response_with_state(
+            sandbox.clone(),
+            stamp_date,
+        ))
         // The sandbox's own controls: outside Cloudflare's paths, and past
         // the misbehaviour (they are not API requests).
         .route("/sandbox/spend", post(spend))
@@ -49,6 +53,17 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
 }
 
 type Shared = State<Arc<Sandbox>>;
+
+/// Every answer carries a `Date` header, as Cloudflare's do (RFC 9110:
+/// an origin server with a clock sends one), on the sandbox's clock, which
+/// may be set off the runner's (`clock_offset`).
+async fn stamp_date(State(s): Shared, mut response: Response) -> Response {
+    let date = s.now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&date) {
+        response.headers_mut().insert(axum::http::header::DATE, v);
+    }
+    response
+}
 
 #[derive(Deserialize)]
 struct Spend {

@@ -296,7 +296,7 @@ fn health_rows(
         &["avg", "dimensions", "count"],
         "group",
     )?;
-    let now = Utc::now();
+    let now = s.now();
     let end = filter.end.min(now);
     let delays = colo_delays(&s.health);
     let mut edge = s.edge.lock().expect("edge lock");

@@ -280,7 +280,7 @@ pub(crate) async fn deliver_far_end(
     s.counters
         .far_end_deliveries
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    t.far.delivered(key, &t.psk, Utc::now());
+    t.far.delivered(key, &t.psk, s.now());
     super::success(serde_json::json!({"delivered": true}))
 }
 

@@ -132,6 +132,10 @@ pub struct SandboxOptions {
     /// The only credentials accepted; any other is refused as Cloudflare
     /// refuses it (see `auth`).
     pub credentials: SandboxCredentials,
+    /// Cloudflare's clock minus the runner's: every date the sandbox gives
+    /// (`Date` headers, `last_generated_on`, health-check windows) is on a
+    /// clock this far off, as Cloudflare's is from a runner without NTP.
+    pub clock_offset: TimeDelta,
     /// What is at the far end of each tunnel: the model of `health`, or
     /// real strongSwan charons.
     pub far_end: FarEndKind,
@@ -158,6 +162,8 @@ pub struct Sandbox {
     graphql_budget: Mutex<health::Budget>,
     graphql_rng: Mutex<rand::rngs::StdRng>,
     credentials: SandboxCredentials,
+    /// See [`SandboxOptions::clock_offset`].
+    clock_offset: TimeDelta,
     pub counters: Counters,
     /// The real far ends, under `FarEndKind::Strongswan`.
     fleet: Option<strongswan::Fleet>,
@@ -172,6 +178,11 @@ impl std::fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
+    /// Now on the sandbox's (Cloudflare's) clock.
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.clock_offset
+    }
+
     /// An edge holding every tunnel of `config`. Where `state` knows a
     /// tunnel, its PSK is dated as the state says, so a sandbox started
     /// next to an existing state shows no drift.
@@ -180,7 +191,7 @@ impl Sandbox {
         state: Option<&PskState>,
         options: &SandboxOptions,
     ) -> std::io::Result<Sandbox> {
-        let now = Utc::now();
+        let now = Utc::now() + options.clock_offset;
         let created = now - TimeDelta::days(365);
         // The live keys are a day old, as on a fleet whose keys were just
         // set up: `psk import` adopts a key that is not yet due, so "nothing
@@ -302,6 +313,7 @@ impl Sandbox {
                 None => rand::make_rng(),
             }),
             credentials: options.credentials.clone(),
+            clock_offset: options.clock_offset,
             counters: Counters::default(),
             fleet,
         })
@@ -310,7 +322,7 @@ impl Sandbox {
     /// A sandbox holding only its own fleet (see [`FLEET_ACCOUNT`]), for
     /// `psk init --sandbox`, which has no psk.yaml to seed from.
     pub fn own_fleet(options: &SandboxOptions) -> std::io::Result<Sandbox> {
-        let now = Utc::now();
+        let now = Utc::now() + options.clock_offset;
         let mut edge = BTreeMap::new();
         seed_fleet(&mut edge, None, options, now);
         Sandbox::with_edge(edge, options, now - TimeDelta::days(365))
@@ -367,7 +379,8 @@ impl Sandbox {
     /// Makes `psk` the valid key of a tunnel and returns its new date.
     fn commit(&self, key: &TunnelKey, t: &mut EdgeTunnel, psk: String) -> DateTime<Utc> {
         // Strictly increasing, even for two changes within one clock tick.
-        let at = Utc::now()
+        let at = self
+            .now()
             .trunc_subsecs(6)
             .max(t.last_generated_on + TimeDelta::microseconds(1));
         t.psk = psk;
@@ -410,7 +423,7 @@ impl Sandbox {
                 };
                 let up = fleet.edge_established(key);
                 if let Some(t) = s.edge.lock().expect("edge lock").get_mut(key) {
-                    t.far.observed(changes, Utc::now(), up);
+                    t.far.observed(changes, s.now(), up);
                 }
             }
             drop(s);

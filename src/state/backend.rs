@@ -7,9 +7,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::ledger::Unsaved;
 use super::location::Location;
 use super::remote::{self, RemoteError, RemoteJournal, RemoteLock};
-use super::store::{self, StateError, Unsaved};
+use super::store::{self, StateError};
 use super::{LockError, NewState, State, StateLock};
 use crate::tunnel::TunnelKey;
 
@@ -91,14 +92,14 @@ pub(super) fn save(lock: &Lock, state: &mut State) -> Result<(), StateError> {
 #[derive(Debug)]
 pub enum Journal {
     File(store::Journal),
-    Remote(RemoteJournal),
+    Remote(Box<RemoteJournal>),
 }
 
 impl Journal {
     /// Starts the journal of one apply on the state `lock` holds.
     pub fn open(lock: &Lock, state: &mut State) -> Result<Journal, StateError> {
         Ok(match &lock.guard {
-            Guard::Bucket(l) => Journal::Remote(RemoteJournal::open(l, state)?),
+            Guard::Bucket(l) => Journal::Remote(Box::new(RemoteJournal::open(l, state)?)),
             Guard::File(l) => Journal::File(store::Journal::open(l.state_path(), state)?),
         })
     }

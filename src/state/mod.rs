@@ -16,6 +16,7 @@
 mod backend;
 mod belongs;
 pub mod durable;
+mod ledger;
 pub mod location;
 mod lock;
 mod missing;
@@ -33,11 +34,12 @@ use crate::tunnel::TunnelKey;
 pub use backend::{Journal, Lock, LockFailed};
 pub use belongs::{check_belongs, Foreign};
 pub use durable::write_atomic;
+pub use ledger::Unsaved;
 pub use location::Location;
 pub use lock::{force_unlock, LockError, LockHolder, StateLock, Unlock};
 pub use missing::{NewState, Traces};
 pub use perms::{warn_if_world_writable, world_writable_warning};
-pub use store::{backup_path, journal_path, parse, reserve_path, StateError, Unsaved};
+pub use store::{backup_path, journal_path, parse, reserve_path, StateError};
 
 /// Reads the state, replaying any journal an interrupted apply left;
 /// `Ok(None)` when there is no state file yet and `new_state` allows one.
@@ -213,6 +215,13 @@ pub struct TunnelState {
     #[serde(default, with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
     pub last_rotated: Option<DateTime<Utc>>,
     pub name: String,
+    /// The outage of the rotation that made the sealed PSK, in
+    /// milliseconds: from Cloudflare's answer that the edge took the key
+    /// to the path shown back up by `verify`, on the runner's monotonic
+    /// clock. Absent when the rotation was not verified (nothing measured
+    /// it) or the state predates it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outage_ms: Option<u64>,
     /// A PSK psk generated itself, sealed and made durable *before* it is
     /// sent to Cloudflare: see [`Pending`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -323,6 +332,7 @@ impl State {
                 intent: None,
                 last_rotated: None,
                 name: name.to_string(),
+                outage_ms: None,
                 pending: None,
                 psk: None,
                 sealed_to: None,
@@ -524,6 +534,7 @@ impl TunnelState {
         self.pending = None;
         self.delivery = None;
         self.verification = None;
+        self.outage_ms = None;
     }
 
     /// `verify` starts waiting for the tunnel, whose new key is on the edge
@@ -551,6 +562,12 @@ impl TunnelState {
                 });
             }
         }
+    }
+
+    /// The rotation of the sealed key was shown back up `outage` after the
+    /// edge took it (see [`TunnelState::outage_ms`]).
+    pub fn record_outage(&mut self, outage: std::time::Duration) {
+        self.outage_ms = Some(u64::try_from(outage.as_millis()).unwrap_or(u64::MAX));
     }
 
     /// Cloudflare confirmed the pending key: [`record_key`](Self::record_key)
@@ -873,6 +890,7 @@ mod tests {
             }),
             last_rotated: Some(at("2025-12-01T00:00:00Z")),
             name: "fra-primary".into(),
+            outage_ms: None,
             pending: Some(Pending {
                 generated: at("2026-01-03T00:00:00Z"),
                 psk: "sealed-pending".into(),
@@ -906,6 +924,7 @@ mod tests {
                 intent: None,
                 last_rotated: Some(at("2026-02-01T00:00:00Z")),
                 name: b.name,
+                outage_ms: None,
                 pending: None,
                 psk: Some("sealed-new".into()),
                 sealed_to: Some(vec!["sha256:new".into()]),
@@ -928,6 +947,7 @@ mod tests {
                 intent: None,
                 last_rotated: Some(at("2026-02-01T00:00:00Z")),
                 name: b.name,
+                outage_ms: None,
                 pending: None,
                 psk: Some("sealed-pending".into()),
                 sealed_to: Some(vec!["sha256:pending".into()]),
@@ -956,6 +976,7 @@ mod tests {
                 }),
                 last_rotated: b.last_rotated,
                 name: b.name,
+                outage_ms: None,
                 pending: b.pending,
                 psk: b.psk,
                 sealed_to: b.sealed_to,
@@ -975,6 +996,7 @@ mod tests {
                 intent: b.intent,
                 last_rotated: b.last_rotated,
                 name: b.name,
+                outage_ms: None,
                 pending: Some(Pending {
                     generated: at("2026-02-01T00:00:00Z"),
                     psk: "sealed-next".into(),
@@ -1001,6 +1023,7 @@ mod tests {
             intent: None,
             last_rotated: b.last_rotated,
             name: b.name,
+            outage_ms: None,
             pending: b.pending,
             psk: b.psk,
             sealed_to: b.sealed_to,
@@ -1055,6 +1078,7 @@ mod tests {
                 intent: b.intent,
                 last_rotated: b.last_rotated,
                 name: b.name,
+                outage_ms: None,
                 pending: b.pending,
                 psk: b.psk,
                 sealed_to: b.sealed_to,
@@ -1087,6 +1111,7 @@ mod tests {
                 intent: b.intent,
                 last_rotated: b.last_rotated,
                 name: b.name,
+                outage_ms: None,
                 pending: Some(Pending {
                     generated: at("2026-01-03T00:00:00Z"),
                     psk: "resealed-pending".into(),

@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::durable::write_new_private;
-use super::store::Unsaved;
+use super::ledger::Unsaved;
 use super::{State, TunnelState};
 use crate::tunnel::TunnelKey;
 

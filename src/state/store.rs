@@ -7,7 +7,7 @@
 //! ([`Journal::finish`]). Loading always replays a journal left by a psk that
 //! died before folding it, so every change that reached the disk counts.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::durable::{create_private, parent_dir, remove_durably, write_atomic, write_failpoint};
+use super::ledger::{Ledger, Unsaved};
 use super::missing::{NewState, Traces};
 use super::{State, StateFile, TunnelState, STATE_VERSION};
 use crate::tunnel::TunnelKey;
@@ -481,29 +482,11 @@ fn remove_stale_temps(path: &Path) {
 pub struct Journal {
     path: PathBuf,
     file: Option<File>,
-    lineage: String,
-    base_serial: u64,
-    /// Keys changed in the state since the last commit.
-    staged: BTreeSet<TunnelKey>,
-    records: u64,
-    commits: u64,
-    bytes_written: u64,
+    /// What is staged and durable, and the counts (shared with the
+    /// bucket's journal).
+    ledger: Ledger,
     /// Space held for the journal, while it is held.
     reserve: Option<PathBuf>,
-    /// Each record as the disk last holds it (state file plus journal), so
-    /// a commit that cannot be written can say what it would have changed
-    /// (see [`Journal::unsaved`]).
-    durable: BTreeMap<TunnelKey, TunnelState>,
-}
-
-/// A change to one tunnel's record that is in memory but not on disk:
-/// the record as the disk holds it (`before`) and as it is now (`after`);
-/// `None` is no record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unsaved {
-    pub key: TunnelKey,
-    pub before: Option<TunnelState>,
-    pub after: Option<TunnelState>,
 }
 
 impl Drop for Journal {
@@ -598,15 +581,9 @@ impl Journal {
         let _ = fs::remove_file(reserve_path(path));
         Ok(Journal {
             reserve: None,
-            durable: state.tunnels.clone(),
             path: path.to_path_buf(),
             file: None,
-            lineage: state.lineage.clone(),
-            base_serial: state.serial,
-            staged: BTreeSet::new(),
-            records: 0,
-            commits: 0,
-            bytes_written,
+            ledger: Ledger::new(state, bytes_written),
         })
     }
 
@@ -614,14 +591,14 @@ impl Journal {
     /// durable until [`Journal::commit`]: call it before acting on the
     /// change.
     pub fn stage(&mut self, key: &TunnelKey) {
-        self.staged.insert(key.clone());
+        self.ledger.stage(key);
     }
 
     /// Makes every staged change durable (the current record of each staged
     /// key in `state`, or its absence) with one append and one fsync,
     /// bumping the serial. Does nothing when nothing is staged.
     pub fn commit(&mut self, state: &mut State) -> Result<(), StateError> {
-        if self.staged.is_empty() {
+        if self.ledger.nothing_staged() {
             return Ok(());
         }
         let jpath = journal_path(&self.path);
@@ -631,14 +608,10 @@ impl Journal {
         };
         state.serial += 1;
         let entry = EntryRef {
-            lineage: &self.lineage,
-            base_serial: self.base_serial,
+            lineage: &self.ledger.lineage,
+            base_serial: self.ledger.base_serial,
             serial: state.serial,
-            changes: self
-                .staged
-                .iter()
-                .map(|k| (k, state.tunnels.get(k)))
-                .collect(),
+            changes: self.ledger.changes(state),
         };
         let mut line = serde_json::to_vec(&entry).expect("journal entry serializes");
         line.push(b'\n');
@@ -666,20 +639,12 @@ impl Journal {
         }
         tracing::debug!(
             serial = state.serial,
-            changes = self.staged.len(),
+            changes = self.ledger.staged_count(),
             bytes = line.len(),
             fsync_ms = started.elapsed().as_millis() as u64,
             "journal commit"
         );
-        self.records += self.staged.len() as u64;
-        self.commits += 1;
-        for k in std::mem::take(&mut self.staged) {
-            match state.tunnels.get(&k) {
-                Some(r) => self.durable.insert(k, r.clone()),
-                None => self.durable.remove(&k),
-            };
-        }
-        self.bytes_written += line.len() as u64;
+        self.ledger.committed(state, line.len() as u64);
         Ok(())
     }
 
@@ -718,43 +683,29 @@ impl Journal {
         self.release();
         // Replaying the journal gives the same keys with per-record lists.
         state.compact_recipients();
-        if self.records > 0 {
-            self.bytes_written += write_whole(&self.path, state)?;
+        if self.ledger.records() > 0 {
+            let written = write_whole(&self.path, state)?;
+            self.ledger.wrote(written);
             tracing::info!(
                 state = %self.path.display(),
                 serial = state.serial,
-                commits = self.commits,
-                changes = self.records,
-                bytes = self.bytes_written,
+                commits = self.ledger.commits(),
+                changes = self.ledger.records(),
+                bytes = self.ledger.bytes_written(),
                 "journal folded into the state"
             );
         }
-        Ok(self.bytes_written)
+        Ok(self.ledger.bytes_written())
     }
 
-    /// The changes staged but not yet durable, each with the record the
-    /// disk still holds: what a rescue must keep when the journal cannot
-    /// be written (a staged record that is back to what the disk holds is
-    /// left out).
+    /// See [`Ledger::unsaved`].
     pub fn unsaved(&self, state: &State) -> Vec<Unsaved> {
-        (self.staged.iter())
-            .map(|k| Unsaved {
-                key: k.clone(),
-                before: self.durable.get(k).cloned(),
-                after: state.tunnels.get(k).cloned(),
-            })
-            .filter(|u| u.before != u.after)
-            .collect()
+        self.ledger.unsaved(state)
     }
 
-    /// Puts the record of `key` back to what the disk holds: for a change
-    /// staged for work that will now never start (its intent, or a pending
-    /// key never sent), so it is neither written nor rescued.
+    /// See [`Ledger::revert`].
     pub fn revert(&self, state: &mut State, key: &TunnelKey) {
-        match self.durable.get(key) {
-            Some(r) => state.tunnels.insert(key.clone(), r.clone()),
-            None => state.tunnels.remove(key),
-        };
+        self.ledger.revert(state, key)
     }
 
     /// The state file this journal extends.
@@ -765,12 +716,12 @@ impl Journal {
     /// Bytes written to disk so far by this journal (state, backup and
     /// journal together), for measuring write amplification.
     pub fn bytes_written(&self) -> u64 {
-        self.bytes_written
+        self.ledger.bytes_written()
     }
 
     /// Commits (fsynced journal lines) so far: what group commit saves.
     pub fn commits(&self) -> u64 {
-        self.commits
+        self.ledger.commits()
     }
 }
 

@@ -37,19 +37,47 @@ pub fn human(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     if report.tunnels.is_empty() {
         return writeln!(out, "\npsk.yaml lists no tunnel.");
     }
-    let rows: Vec<[String; 7]> = report.tunnels.iter().map(|t| row(t, report.now)).collect();
-    let mut widths = HEADERS.map(|h| h.chars().count());
+    // The outage column only once some rotation was measured (`verify`).
+    let outages = report.outages();
+    let mut headers: Vec<String> = HEADERS.iter().map(|h| h.to_string()).collect();
+    if outages.is_some() {
+        headers.insert(HEADERS.len() - 1, "LAST OUTAGE".into());
+    }
+    let rows: Vec<Vec<String>> = (report.tunnels.iter())
+        .map(|t| {
+            let mut r = row(t, report.now).to_vec();
+            if outages.is_some() {
+                let o = t
+                    .last_outage
+                    .map_or_else(|| "-".into(), super::format_outage);
+                r.insert(HEADERS.len() - 1, o);
+            }
+            r
+        })
+        .collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for r in &rows {
         for (w, cell) in widths.iter_mut().zip(r) {
             *w = (*w).max(cell.chars().count());
         }
     }
     writeln!(out)?;
-    write_row(out, &HEADERS.map(String::from), &widths)?;
+    write_row(out, &headers, &widths)?;
     for r in &rows {
         write_row(out, r, &widths)?;
     }
     writeln!(out, "\n{}", summary(report))?;
+    if let Some(o) = outages {
+        writeln!(
+            out,
+            "Rotation outages (the last verified rotation of {} tunnel{}): p50 {}, p95 {}, longest {}.",
+            o.tunnels,
+            if o.tunnels == 1 { "" } else { "s" },
+            super::format_outage(o.p50),
+            super::format_outage(o.p95),
+            super::format_outage(o.max)
+        )?;
+    }
     unmanaged(report, out)
 }
 
@@ -79,7 +107,7 @@ fn unmanaged(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     Ok(())
 }
 
-fn write_row(out: &mut dyn Write, cells: &[String; 7], widths: &[usize; 7]) -> io::Result<()> {
+fn write_row(out: &mut dyn Write, cells: &[String], widths: &[usize]) -> io::Result<()> {
     let mut line = String::new();
     for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
         if i + 1 == cells.len() {

@@ -12,8 +12,9 @@ use crate::state::format_time;
 
 /// The JSON status format's version.
 /// 1.1 added `unverified_since` and `summary.unverified` (`verify`); 1.2
-/// `unmanaged` (with `--refresh`) and `summary.unmanaged`.
-pub const STATUS_FORMAT_VERSION: &str = "1.2";
+/// `unmanaged` (with `--refresh`) and `summary.unmanaged`; 1.3
+/// `last_outage_seconds` and `summary.outages`.
+pub const STATUS_FORMAT_VERSION: &str = "1.3";
 
 /// Writes the status as one pretty JSON document.
 pub fn json(report: &Report, out: &mut dyn Write) -> io::Result<()> {
@@ -73,6 +74,9 @@ struct JsonTunnel<'a> {
     delivery_failed: Option<JsonDelivery<'a>>,
     /// Got a new PSK and was not shown back up (`verify`): down since.
     unverified_since: Option<String>,
+    /// The outage of the rotation that made its PSK, as `verify` measured
+    /// it, in seconds (to the millisecond); `null` when not measured.
+    last_outage_seconds: Option<f64>,
     needs_attention: bool,
     /// The planner's reasons to change its PSK now, as in the JSON plan.
     reasons: Vec<JsonReason>,
@@ -107,6 +111,16 @@ struct JsonSummary {
     /// without `--refresh`.
     unmanaged: Option<usize>,
     ignored: Option<usize>,
+    /// Over the tunnels' last measured outages; `null` when none is.
+    outages: Option<JsonOutages>,
+}
+
+#[derive(Serialize)]
+struct JsonOutages {
+    tunnels: usize,
+    p50_seconds: f64,
+    p95_seconds: f64,
+    max_seconds: f64,
 }
 
 impl<'a> JsonStatus<'a> {
@@ -129,6 +143,12 @@ impl<'a> JsonStatus<'a> {
             unverified: count(|t| t.unverified_since.is_some()),
             unmanaged: report.unmanaged.as_ref().map(|u| u.tunnels.len()),
             ignored: report.unmanaged.as_ref().map(|u| u.ignored),
+            outages: report.outages().map(|o| JsonOutages {
+                tunnels: o.tunnels,
+                p50_seconds: super::outage_seconds(o.p50),
+                p95_seconds: super::outage_seconds(o.p95),
+                max_seconds: super::outage_seconds(o.max),
+            }),
         };
         JsonStatus {
             format_version: STATUS_FORMAT_VERSION,
@@ -178,6 +198,7 @@ impl<'a> JsonTunnel<'a> {
                 error: error.as_deref(),
             }),
             unverified_since: t.unverified.as_ref().map(|(since, _)| format_time(since)),
+            last_outage_seconds: t.last_outage.map(super::outage_seconds),
             needs_attention: t.needs_attention(),
             reasons: t
                 .reasons

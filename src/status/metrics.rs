@@ -75,7 +75,7 @@ type TunnelGauge = (
     fn(&TunnelStatus, &Report) -> Option<i64>,
 );
 
-const TUNNEL_GAUGES: [TunnelGauge; 10] = [
+const TUNNEL_GAUGES: [TunnelGauge; 11] = [
     ("psk_tunnel_last_rotated_timestamp", "When the sealed PSK was made (Cloudflare's date), as a Unix time", true,
         |t, _| t.last_rotated.map(|d| d.timestamp())),
     ("psk_tunnel_next_due_timestamp", "When the PSK falls due by its policy, spread included, as a Unix time", true,
@@ -96,6 +96,8 @@ const TUNNEL_GAUGES: [TunnelGauge; 10] = [
         |t, _| Some(t.delivery_failed.is_some() as i64)),
     ("psk_tunnel_unverified", "1 when the tunnel got a new PSK and was not shown back up (verify): its site's other paths are held", false,
         |t, _| Some(t.unverified.is_some() as i64)),
+    ("psk_tunnel_window", "1 when the tunnel's policy has a change window (the rotation start is then the window's opening)", false,
+        |t, _| Some(t.window as i64)),
 ];
 
 impl Collector for StatusCollector {
@@ -105,6 +107,7 @@ impl Collector for StatusCollector {
             let unit = seconds.then_some(Unit::Seconds);
             gauge_family(&mut encoder, name, help, unit.as_ref(), report, value)?;
         }
+        outages(&mut encoder, report)?;
         if report.refreshed {
             gauge_family(
                 &mut encoder,
@@ -142,6 +145,62 @@ impl Collector for StatusCollector {
         )?;
         m.encode_info(&[("version", env!("CARGO_PKG_VERSION"))].as_slice())
     }
+}
+
+/// The upper bounds of `psk_rotation_outage_seconds`'s buckets: from what
+/// a strongSwan router takes with psk's recipe (well under a second, see
+/// BENCHMARKS.md) to a path left down for minutes.
+const OUTAGE_BUCKETS: [f64; 11] = [
+    0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// The rotations' outages as `verify` measured them: per tunnel its last
+/// one (a gauge, for an alert on a bound), and over the fleet a histogram
+/// of the same figures (for p50/p95 with `histogram_quantile`). Neither
+/// family is written while no outage was measured.
+fn outages(encoder: &mut DescriptorEncoder, report: &Report) -> Result<(), std::fmt::Error> {
+    let measured: Vec<(&TunnelStatus, f64)> = (report.tunnels.iter())
+        .filter_map(|t| Some((t, super::outage_seconds(t.last_outage?))))
+        .collect();
+    if measured.is_empty() {
+        return Ok(());
+    }
+    let mut m = encoder.encode_descriptor(
+        "psk_tunnel_last_rotation_outage_seconds",
+        "The outage of the rotation that made the sealed PSK: from Cloudflare's answer that the edge took it to the path shown back up by verify, measured by psk",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (t, seconds) in &measured {
+        m.encode_family(&TunnelLabels(t))?.encode_gauge(seconds)?;
+    }
+    // Per bucket, not cumulative: the encoder adds them up.
+    let mut lower = f64::NEG_INFINITY;
+    let buckets: Vec<(f64, u64)> = (OUTAGE_BUCKETS.iter().chain([f64::INFINITY].iter()))
+        .map(|le| {
+            let n = measured
+                .iter()
+                .filter(|(_, s)| lower < *s && s <= le)
+                .count();
+            lower = *le;
+            (*le, n as u64)
+        })
+        .collect();
+    let sum: f64 = measured.iter().map(|(_, s)| s).sum();
+    let mut m = encoder.encode_descriptor(
+        "psk_rotation_outage_seconds",
+        "The last measured rotation outage of every tunnel, over the fleet",
+        // The unit is in the name only: OpenMetrics parsers refuse a UNIT
+        // line on a histogram.
+        None,
+        MetricType::Histogram,
+    )?;
+    m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+        sum,
+        measured.len() as u64,
+        &buckets,
+        None,
+    )
 }
 
 /// With `--refresh`: per account of psk.yaml, how many tunnels Cloudflare

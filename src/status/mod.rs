@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod textfile;
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -86,6 +87,57 @@ pub struct TunnelStatus {
     /// `verify`): down since, and when psk gave up waiting (`None`: it was
     /// stopped while waiting). Its site's other paths are held meanwhile.
     pub unverified: Option<(DateTime<Utc>, Option<DateTime<Utc>>)>,
+    /// Its policy has a change window: `starts` is then the window's
+    /// opening, which may fall after `deadline` (the window opens too late).
+    pub window: bool,
+    /// The outage of the rotation that made the sealed PSK, as `verify`
+    /// measured it (see `TunnelState::outage_ms`); `None` when not
+    /// measured.
+    pub last_outage: Option<Duration>,
+}
+
+/// The rotations' outages over the fleet: the last measured one of each
+/// tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outages {
+    /// How many tunnels have one.
+    pub tunnels: usize,
+    pub p50: Duration,
+    pub p95: Duration,
+    pub max: Duration,
+}
+
+impl Report {
+    /// The fleet's outages, `None` when no tunnel has one measured.
+    pub fn outages(&self) -> Option<Outages> {
+        let mut all: Vec<Duration> = self.tunnels.iter().filter_map(|t| t.last_outage).collect();
+        all.sort();
+        Some(Outages {
+            tunnels: all.len(),
+            p50: percentile(&all, 50)?,
+            p95: percentile(&all, 95)?,
+            max: *all.last()?,
+        })
+    }
+}
+
+/// The nearest-rank percentile of sorted `values`.
+pub fn percentile(sorted: &[Duration], p: usize) -> Option<Duration> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (p * sorted.len()).div_ceil(100).max(1);
+    sorted.get(rank - 1).copied()
+}
+
+/// An outage in seconds, to the millisecond (as recorded).
+pub fn outage_seconds(d: Duration) -> f64 {
+    d.as_millis() as f64 / 1000.0
+}
+
+/// An outage for people: `0.42 s`.
+pub fn format_outage(d: Duration) -> String {
+    format!("{:.2} s", outage_seconds(d))
 }
 
 /// Judges every tunnel of `desired` at `now`, from the state and (when
@@ -118,6 +170,10 @@ pub fn report(
             status.delivery_failed = failed.get(&key).cloned();
             status.unverified =
                 (record.and_then(|r| r.verification.as_ref())).map(|v| (v.since, v.failed));
+            status.last_outage = record
+                .filter(|r| r.psk.is_some())
+                .and_then(|r| r.outage_ms)
+                .map(Duration::from_millis);
             status
         })
         .collect();
@@ -164,6 +220,12 @@ fn judge(
             (change.next_due, starts, change.reasons)
         }
     };
+    // A live key psk never rotated (`status --refresh`) runs out by its
+    // policy too, from the date Cloudflare gives it.
+    let live_since = reasons.iter().find_map(|r| match r {
+        Reason::UnknownLiveKey { since } => Some(*since),
+        _ => None,
+    });
     TunnelStatus {
         name: tunnel.name.clone(),
         key: tunnel.key(),
@@ -171,22 +233,30 @@ fn judge(
         policy: policy.name.clone(),
         last_rotated: sealed_on,
         next_due,
-        deadline: sealed_on.map(|l| policy.next_due(l)),
+        deadline: sealed_on.or(live_since).map(|l| policy.next_due(l)),
         starts,
         reasons,
         delivery_failed: None,
         unverified: None,
+        last_outage: None,
+        window: policy.window.is_some(),
     }
 }
 
 impl TunnelStatus {
-    /// How long past its due date the key is, when it is.
+    /// How long past its due date the key is, when it is: a sealed key
+    /// past its due date, or a live key psk never rotated that Cloudflare
+    /// dates older than the policy allows (only with `--refresh`).
     pub fn overdue_by(&self, now: DateTime<Utc>) -> Option<TimeDelta> {
-        self.reasons
-            .iter()
-            .any(|r| matches!(r, Reason::Due { .. }))
-            .then(|| self.next_due.map(|due| now - due))
-            .flatten()
+        let has = |f: fn(&Reason) -> bool| self.reasons.iter().any(f);
+        let due = if has(|r| matches!(r, Reason::Due { .. })) {
+            self.next_due
+        } else if has(|r| matches!(r, Reason::UnknownLiveKey { .. })) {
+            self.deadline.filter(|d| *d <= now)
+        } else {
+            None
+        };
+        due.map(|due| now - due)
     }
 
     /// psk holds no sealed PSK for it.
@@ -260,4 +330,28 @@ fn failed_deliveries(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod outage_tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let ms = |v: &[u64]| {
+            v.iter()
+                .map(|m| Duration::from_millis(*m))
+                .collect::<Vec<_>>()
+        };
+        let twenty = ms(&(1..=20).map(|i| i * 100).collect::<Vec<_>>());
+        assert_eq!(percentile(&twenty, 50), Some(Duration::from_millis(1000)));
+        assert_eq!(percentile(&twenty, 95), Some(Duration::from_millis(1900)));
+        assert_eq!(
+            percentile(&ms(&[700]), 95),
+            Some(Duration::from_millis(700))
+        );
+        assert_eq!(percentile(&[], 50), None);
+        assert_eq!(format_outage(Duration::from_millis(1234)), "1.23 s");
+        assert_eq!(outage_seconds(Duration::from_millis(850)), 0.85);
+    }
 }

@@ -320,3 +320,58 @@ fn an_interrupted_rotation_holds_its_site_even_under_target() {
         .success();
     assert_ne!(env.ledger()[&tunnel_id(1)], before[&tunnel_id(1)]);
 }
+
+/// `psk deliver` is an entry point of the executor, under the site rule:
+/// a path whose router is fine is not handed its key again while another
+/// path of its site may be down (exit 1, with the hold's words); the path
+/// that may be down is; `--accept` records a delivery done another way
+/// without running the command or needing an identity, which lifts the
+/// hold; every outcome is in the state.
+#[test]
+fn psk_deliver_follows_the_site_rule_and_accept_lifts_a_hold() {
+    let mut env = TestEnv::new(0);
+    let (script, log, fail) = script(&env);
+    config_with_delivery_by(&env, 2, &script, "cloudflare");
+    env.start_sandbox();
+    env.run(&["apply", "--auto-approve"]).success();
+    assert_eq!(delivered(&log).len(), 2);
+
+    std::fs::write(&fail, "").unwrap();
+    env.run(&["apply", "--auto-approve", "--replace", "tunnel-00"])
+        .failure();
+    std::fs::remove_file(&fail).unwrap();
+    let id = env.identity.to_str().unwrap().to_string();
+    let held = env
+        .run(&["deliver", "tunnel-01", "--identity", &id])
+        .failure();
+    assert!(
+        held.stdout.contains(
+            "tunnel-01: not delivered, held: the new PSK of tunnel-00 did not reach its router"
+        ),
+        "{held:?}"
+    );
+    assert_eq!(
+        delivered(&log).len(),
+        2,
+        "tunnel-01's router was not touched"
+    );
+
+    // --accept: no identity, no command; the hold lifts.
+    let accepted = env.run(&["deliver", "--accept"]).success();
+    assert!(
+        accepted
+            .stdout
+            .contains("tunnel-00: recorded as delivered (--accept; the command was not run)"),
+        "{accepted:?}"
+    );
+    assert_eq!(delivered(&log).len(), 2);
+    let state = env.state_json();
+    for rec in state["tunnels"].as_object().unwrap().values() {
+        assert_eq!(rec["delivery"]["ok"], true, "{rec}");
+    }
+    env.run(&["deliver", "tunnel-01", "--identity", &id])
+        .success();
+    assert_eq!(delivered(&log).len(), 3);
+    env.run(&["plan", "--detailed-exitcode"]).success();
+    env.assert_no_secrets(&held.all());
+}

@@ -12,6 +12,7 @@ mod apply_exec;
 mod apply_generators;
 mod apply_interrupt;
 mod bad_input;
+mod calendar;
 mod cli;
 mod client_bulk;
 mod client_errors;
@@ -35,6 +36,7 @@ mod file_modes;
 #[cfg(unix)]
 mod first_hour;
 mod health;
+mod import_terraform;
 mod init;
 mod logging;
 mod messages;

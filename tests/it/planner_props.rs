@@ -880,3 +880,162 @@ proptest! {
         prop_assert_eq!(plan(&world(&f)), plan(&world(&flipped)));
     }
 }
+
+/// What happened to one path's new key in a simulated apply.
+#[derive(Debug, Clone, Copy)]
+enum Fate {
+    /// Recorded, delivered and (with `verify`) shown back up.
+    Fine,
+    /// Recorded, but the `deliver` command failed.
+    Undelivered,
+    /// Recorded (and delivered), but it did not come back.
+    Unverified,
+    /// The answer was lost: the intent stays.
+    Lost,
+    /// A local key was sent and never confirmed: it stays pending.
+    Pending,
+}
+
+fn fate() -> impl Strategy<Value = Fate> {
+    prop_oneof![
+        4 => Just(Fate::Fine),
+        1 => Just(Fate::Undelivered),
+        1 => Just(Fate::Unverified),
+        1 => Just(Fate::Lost),
+        1 => Just(Fate::Pending),
+    ]
+}
+
+/// A fleet of sites of two or three paths under one of four policies
+/// (`deliver`, `verify`, both, or neither with `site_parallel`), all due.
+fn down_fleet(sites: usize, paths: usize, policy: usize) -> Config {
+    let policies = [
+        "{rotate_every: 30d, deliver: [\"true\"]}",
+        "{rotate_every: 30d, verify: {command: [\"true\"]}}",
+        "{rotate_every: 30d, deliver: [\"true\"], verify: {}}",
+        "{rotate_every: 30d, site_parallel: true}",
+    ];
+    let mut text = format!(
+        "version: 1\naccount_id: {ACCOUNT}\nrecipients: [age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p]\npolicies:\n  default: {}\ntunnels:\n",
+        policies[policy]
+    );
+    for s in 0..sites {
+        for p in 0..paths {
+            text.push_str(&format!(
+                "  - {{name: s{s}p{p}, id: {:032x}, site: site{s}}}\n",
+                0xd00d_0000_u64 + (s * 8 + p) as u64
+            ));
+        }
+    }
+    Config::parse(Path::new("psk.yaml"), &text).unwrap()
+}
+
+/// Every path of `site` that may be down by the state.
+fn down_in(config: &Config, state: &State, site: &str) -> Vec<String> {
+    (config.tunnels.iter())
+        .filter(|t| t.site.as_deref() == Some(site))
+        .filter(|t| psk::reconcile::may_be_down(config, t, Some(state), None).is_some())
+        .map(|t| t.name.clone())
+        .collect()
+}
+
+/// Applies a plan to the state as the executor would, site by site in
+/// plan order, with each rotated path meeting its `fates` in turn: a path
+/// that ends possibly down stops its site for the rest of the apply (the
+/// executor's site gate). Returns the keys changed, by site, in order.
+fn simulate(
+    config: &Config,
+    plan: &psk::reconcile::Plan,
+    state: &mut State,
+    fates: &mut impl Iterator<Item = Fate>,
+    now: DateTime<Utc>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut stopped: BTreeSet<String> = BTreeSet::new();
+    let mut changed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for a in plan.actions.iter().filter(|a| a.kind.changes_psk()) {
+        let t = config.tunnels.iter().find(|t| t.key() == a.key).unwrap();
+        let site = t.site.clone().unwrap();
+        if stopped.contains(&site) {
+            continue;
+        }
+        changed
+            .entry(site.clone())
+            .or_default()
+            .push(t.name.clone());
+        let policy = config.policy_of(t);
+        let rec = state.entry(&a.key, &a.name);
+        let fate = fates.next().unwrap_or(Fate::Fine);
+        match fate {
+            Fate::Lost => rec.begin_rotation("psk_generate", now),
+            Fate::Pending => rec.stage_pending("sealed-new".into(), None, now),
+            _ => {
+                rec.record_key("sealed-new".into(), None, now);
+                let undelivered = matches!(fate, Fate::Undelivered) && policy.deliver.is_some();
+                if policy.deliver.is_some() {
+                    let r = if undelivered {
+                        Err("exit 3".into())
+                    } else {
+                        Ok(())
+                    };
+                    rec.record_delivery(r, now);
+                }
+                if policy.verify.is_some() && !undelivered {
+                    rec.begin_verification(now);
+                    let back = !matches!(fate, Fate::Unverified);
+                    let r = if back { Ok(()) } else { Err("down".into()) };
+                    rec.end_verification(r, now);
+                }
+            }
+        }
+        if psk::reconcile::may_be_down(config, t, Some(state), None).is_some() {
+            stopped.insert(site);
+        }
+    }
+    changed
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Issue 25: across consecutive applies (the state carried over),
+    /// with deliveries that fail, verifications that fail, answers lost and
+    /// local keys never confirmed, under every kind of policy: no plan ever
+    /// changes a key of a site while another path of that site may be
+    /// down, so no site ever has two paths that may be down.
+    #[test]
+    fn no_site_ever_has_two_paths_that_may_be_down(
+        sites in 1usize..4,
+        paths in 2usize..4,
+        policy in 0usize..4,
+        fates in proptest::collection::vec(fate(), 0..40),
+        applies in 2usize..6,
+    ) {
+        let config = down_fleet(sites, paths, policy);
+        let mut state = State::new(config.recipient_fingerprints());
+        let mut now: DateTime<Utc> = "2026-11-26T00:00:00Z".parse().unwrap();
+        let mut fates = fates.into_iter();
+        for n in 0..applies {
+            let plan = psk::reconcile::reconcile(&config, Some(&state), None, now);
+            for a in plan.actions.iter().filter(|a| a.kind.changes_psk()) {
+                let t = config.tunnels.iter().find(|t| t.key() == a.key).unwrap();
+                let site = t.site.as_deref().unwrap();
+                let others: Vec<String> = down_in(&config, &state, site)
+                    .into_iter()
+                    .filter(|d| *d != t.name)
+                    .collect();
+                prop_assert!(
+                    others.is_empty(),
+                    "apply {}: {} changes while {:?} of its site may be down",
+                    n, t.name, others
+                );
+            }
+            simulate(&config, &plan, &mut state, &mut fates, now);
+            for s in 0..sites {
+                let down = down_in(&config, &state, &format!("site{s}"));
+                prop_assert!(down.len() <= 1, "apply {}: site{} has {:?} down", n, s, down);
+            }
+            // The next apply runs 31 days later: every settled key is due.
+            now += TimeDelta::days(31);
+        }
+    }
+}

@@ -934,3 +934,56 @@ fn slow_puts_412s_and_5xx_from_the_store_lose_nothing_and_replay_nothing_twice()
         check_settled(&env, &sw, &team);
     }
 }
+
+/// The edges of the set-up: no credentials anywhere is said as such (with
+/// where psk looked), and a misspelled bucket is refused by `apply` as by
+/// `plan`, before the lock: a store that makes buckets on first write
+/// (SeaweedFS here, `-s3.autoCreateBucket`) never starts an empty state
+/// that would replace every live key.
+#[test]
+fn no_credentials_and_a_misspelled_bucket_are_named_and_change_nothing() {
+    let sw = Seaweed::start();
+    let mut env = TestEnv::new(2);
+    env.start_sandbox();
+    let team = url("inputs");
+    point_at(env.dir.path(), &team);
+    run(&env, &sw, env.dir.path(), &["apply", "--auto-approve"]).success();
+    let ledger = env.ledger();
+    let state = sw.get(&key(&team)).unwrap();
+
+    let home = tempfile::tempdir().unwrap();
+    for args in [&["plan"][..], &["apply", "--auto-approve"][..]] {
+        let out = env
+            .command(args)
+            .env("HOME", home.path())
+            .env("AWS_ENDPOINT_URL", sw.endpoint())
+            .env("AWS_REGION", "us-east-1")
+            // The instance metadata service this machine would ask has none.
+            .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9")
+            .output()
+            .unwrap();
+        let out = to_run(out).with_args(args).failure();
+        assert!(out.stderr.contains("no credentials found"), "{out:?}");
+        assert!(out.stderr.contains("AWS_ACCESS_KEY_ID"), "{out:?}");
+        let credentials = home.path().join(".aws/credentials");
+        assert!(
+            out.stderr.contains(&credentials.display().to_string()),
+            "{out:?}"
+        );
+    }
+
+    let typo = format!("s3://{BUCKET}x/inputs/psk.state.json");
+    for args in [
+        &["plan", "--state", &typo][..],
+        &["apply", "--auto-approve", "--state", &typo][..],
+    ] {
+        let out = run(&env, &sw, env.dir.path(), args).failure();
+        assert!(
+            out.stderr.contains(&format!("the bucket `{BUCKET}x`")),
+            "{out:?}"
+        );
+        assert!(out.stderr.contains("does not exist"), "{out:?}");
+    }
+    assert_eq!(env.ledger(), ledger, "no key was replaced");
+    assert_eq!(sw.get(&key(&team)).unwrap(), state);
+}

@@ -54,7 +54,7 @@ fn json_status_says_what_each_tunnel_needs() {
     let env = fleet();
     let run = status(&env, &["--format", "json"]).success();
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-    assert_eq!(v["format_version"], "1.2");
+    assert_eq!(v["format_version"], "1.3");
     assert_eq!(v["state"]["serial"], 42);
     let by_name = |n: &str| {
         v["tunnels"]
@@ -309,4 +309,50 @@ fn a_tunnel_named_by_name_needs_the_state_or_refresh() {
     let id = psk::sandbox::id_for_name(ACCOUNT, "edge-by-name");
     assert_eq!(v["tunnels"][1]["tunnel_id"], id.as_str());
     assert_eq!(v["tunnels"][1]["never_rotated"], true);
+}
+
+/// Issue 25: a tunnel psk never rotated, whose live key Cloudflare dates
+/// (`--refresh`) older than its policy allows, is overdue, in every
+/// format, not only "never rotated"; one whose live key is young is not.
+#[test]
+fn a_live_key_older_than_its_policy_is_overdue() {
+    let mut env = TestEnv::new(2);
+    // The sandbox dates the keys it seeds a day back; the policy allows 12h.
+    env.write_config(&config_text(&env.recipient, 2, "12h"));
+    env.start_sandbox();
+    let offline = env.run(&["status", "--format", "json"]).success();
+    let v: serde_json::Value = serde_json::from_str(&offline.stdout).unwrap();
+    assert_eq!(
+        v["tunnels"][0]["overdue"], false,
+        "offline, psk cannot know"
+    );
+
+    let run = env
+        .run(&["status", "--refresh", "--format", "json"])
+        .success();
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    for t in v["tunnels"].as_array().unwrap() {
+        assert_eq!(t["overdue"], true, "{t}");
+        assert!(t["overdue_seconds"].as_i64().unwrap() >= 12 * 3600, "{t}");
+    }
+    let om = env
+        .run(&["status", "--refresh", "--format", "openmetrics"])
+        .success();
+    let doc = openmetrics_parser::openmetrics::parse_openmetrics(&om.stdout).unwrap();
+    assert_eq!(om_value(&doc, "psk_tunnel_overdue", "tunnel-00"), Some(1.0));
+    assert_eq!(
+        om_value(&doc, "psk_tunnel_never_rotated", "tunnel-00"),
+        Some(1.0)
+    );
+    let human = env.run(&["status", "--refresh"]);
+    assert!(human.stdout.contains("overdue by"), "{human:?}");
+
+    // A young live key (rotated outside psk just now) is not overdue.
+    env.rotate_outside_psk(&tunnel_id(0));
+    let run = env
+        .run(&["status", "--refresh", "--format", "json"])
+        .success();
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["tunnels"][0]["overdue"], false, "{}", v["tunnels"][0]);
+    assert_eq!(v["tunnels"][1]["overdue"], true);
 }

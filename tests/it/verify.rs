@@ -716,3 +716,109 @@ fn apply_of_a_saved_plan_checks_the_siblings_again() {
         env.ledger()
     );
 }
+
+/// One tunnel verified by health checks, with Cloudflare's clock (the
+/// sandbox's) `offset` seconds off the runner's.
+fn skewed_env(offset: i64, timeout: &str, health: HealthOptions) -> TestEnv {
+    let mut env = TestEnv::new(0);
+    let text = config_text(&env.recipient, 1, "90d").replace(
+        "    site_parallel: true\n",
+        &format!("    verify: {{settle: 1s, timeout: {timeout}}}\n"),
+    );
+    env.write_config(&text);
+    env.start_sandbox_with(SandboxOptions {
+        health,
+        clock_offset: chrono::TimeDelta::seconds(offset),
+        ..SandboxOptions::default()
+    });
+    env
+}
+
+/// Issue 25: with Cloudflare's clock a minute or twenty off the runner's,
+/// a path that comes back is judged back within its settle time (plus
+/// polling), and one that never comes back is given up after `timeout` of
+/// the runner's time: never at once (the old deadline, `timeout` after
+/// `last_generated_on` read against the local clock, had passed before the
+/// wait began when Cloudflare's clock was behind), never later (it waited
+/// the offset too when Cloudflare's was ahead). The offset is logged at `-v`, and
+/// said aloud when it exceeds a few seconds.
+#[test]
+fn verification_is_safe_from_a_skewed_clock() {
+    use std::time::{Duration, Instant};
+    for offset in [-1200, -60, 60, 1200] {
+        let back = skewed_env(
+            offset,
+            "30s",
+            HealthOptions {
+                far_end_follows: Some(Duration::ZERO),
+                delay: Duration::ZERO,
+                ..HealthOptions::default()
+            },
+        );
+        let started = Instant::now();
+        let run = back.run(&["apply", "--auto-approve", "-v"]);
+        let took = started.elapsed();
+        assert_eq!(run.code, 0, "offset {offset}s: {run:?}");
+        assert!(run.stdout.contains("back up with its new PSK"), "{run:?}");
+        // settle 1s, polls every 250ms; the rest is the process (2 cores
+        // shared with other builds): far below the 30s timeout.
+        assert!(
+            took < Duration::from_secs(12),
+            "offset {offset}s: judged back after {took:?}"
+        );
+        assert!(
+            run.stderr
+                .contains("Cloudflare's clock and this machine's differ by"),
+            "offset {offset}s: {}",
+            run.stderr
+        );
+
+        let never = skewed_env(
+            offset,
+            "4s",
+            HealthOptions {
+                never_up: [tunnel_id(0)].into(),
+                ..HealthOptions::default()
+            },
+        );
+        let rotated = Instant::now();
+        let run = never.run(&["apply", "--auto-approve"]).failure();
+        let took = rotated.elapsed();
+        assert!(run.stdout.contains("DID NOT COME BACK"), "{run:?}");
+        assert!(
+            took >= Duration::from_secs(4),
+            "offset {offset}s: gave up after {took:?}, before its timeout"
+        );
+        assert!(
+            took < Duration::from_secs(14),
+            "offset {offset}s: gave up only after {took:?}"
+        );
+    }
+}
+
+/// `psk verify` judges a path over a window in Cloudflare's time too: a
+/// path that is back is shown back up whatever the runner's clock says.
+#[test]
+fn psk_verify_reads_health_in_cloudflares_time() {
+    for offset in [-1200, 1200] {
+        let env = skewed_env(
+            offset,
+            "2s",
+            HealthOptions {
+                // Down from its new key until the far end is handed it.
+                delay: std::time::Duration::ZERO,
+                ..HealthOptions::default()
+            },
+        );
+        env.run(&["apply", "--auto-approve"]).failure();
+        assert!(env.state_json().to_string().contains("\"verification\""));
+        // The router gets the key by other means; the path comes back.
+        deliver_far_end(&env, 0);
+        // `settle` (1s), and the second a `Date` header leaves uncertain:
+        // psk asks only about moments Cloudflare's clock surely passed.
+        std::thread::sleep(std::time::Duration::from_millis(2500));
+        let run = env.run(&["verify"]);
+        assert_eq!(run.code, 0, "offset {offset}s: {run:?}");
+        assert!(run.stdout.contains("back up"), "{run:?}");
+    }
+}

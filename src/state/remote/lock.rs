@@ -51,6 +51,7 @@ impl RemoteLock {
         operation: &str,
         timeout: Duration,
     ) -> Result<RemoteLock, RemoteError> {
+        remote.check_bucket()?;
         let holder = LockHolder::new(operation);
         let body = holder.to_bytes();
         let key = remote.sibling(".lock");

@@ -52,6 +52,15 @@ pub enum RemoteError {
         url: String,
         message: String,
     },
+    #[error("no credentials found for {url}: psk looked in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, in the profile {profile} of {files}, for a web identity (AWS_WEB_IDENTITY_TOKEN_FILE) and container credentials (AWS_CONTAINER_CREDENTIALS_*), and last asked the EC2 instance metadata service, which gave none ({message}).\nSet AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary keys), or AWS_PROFILE for a profile `aws configure` wrote; nothing was read or written")]
+    NoCredentials {
+        url: String,
+        profile: String,
+        files: String,
+        message: String,
+    },
+    #[error("the bucket `{bucket}` of {url} does not exist (the store answered NoSuchBucket).\nCheck the name in psk.yaml's `state:` (or --state), or create the bucket first; nothing was written (psk checks the bucket before it takes the lock, so a store that makes buckets on first write does not start an empty state)")]
+    NoBucket { url: String, bucket: String },
     #[error("the state {url} was changed by another writer since psk read it (its ETag no longer matches).\nNothing was overwritten. Run psk again: it reads the new version (and any journal on the store)")]
     Conflict { url: String },
     #[error("this psk lost the lock of {url} while it waited on the store (lock ID {id}); it is now held by {now}.\nSomeone ran `psk force-unlock {id}` and the state moved on without this psk. It made no call to Cloudflare after that and changes nothing more: what it had not started stays undone, for the next plan to show. Its last journal object on the store is set aside by the next psk, never replayed")]
@@ -103,7 +112,12 @@ pub struct Remote {
     /// The location as the user wrote it, for messages.
     pub url: String,
     store: Arc<dyn ObjectStore>,
+    bucket: String,
     key: ObjectPath,
+    /// Where psk looked for credentials, when none was given outright
+    /// (the client then asks the EC2 instance metadata service): what a
+    /// failure to get one says.
+    no_credentials: Option<Looked>,
     /// What this process last read or wrote of the state object (its
     /// ETag above all), shared by every clone: each write is conditional
     /// on it.
@@ -144,11 +158,13 @@ impl Remote {
             .filter(|(b, k)| !b.is_empty() && !k.is_empty() && !k.ends_with('/'))
             .ok_or_else(|| bad("expected s3://BUCKET/PATH/psk.state.json, with an object name after the bucket"))?;
         let key = ObjectPath::parse(key).map_err(|e| bad(&format!("bad object name: {e}")))?;
-        let store = build_s3(bucket, vars).map_err(|e| bad(&e))?;
+        let (store, no_credentials) = build_s3(bucket, vars).map_err(|e| bad(&e))?;
         Ok(Remote {
             url: url.to_string(),
             store,
+            bucket: bucket.to_string(),
             key,
+            no_credentials,
             seen: Arc::default(),
             silent: Arc::default(),
         })
@@ -197,12 +213,90 @@ impl Remote {
     }
 
     fn store_err(&self, op: &'static str) -> impl Fn(object_store::Error) -> RemoteError + '_ {
-        move |e| RemoteError::Store {
-            op,
-            url: self.url.clone(),
-            message: describe(&e),
+        move |e| {
+            let message = describe(&e);
+            if message.contains("NoSuchBucket") {
+                return RemoteError::NoBucket {
+                    url: self.url.clone(),
+                    bucket: self.bucket.clone(),
+                };
+            }
+            if let Some((profile, files)) = &self.no_credentials {
+                let lower = message.to_ascii_lowercase();
+                if lower.contains("credential")
+                    || lower.contains("169.254.169.254")
+                    || lower.contains("metadata")
+                    || lower.contains("/latest/api/token")
+                {
+                    return RemoteError::NoCredentials {
+                        url: self.url.clone(),
+                        profile: profile.clone(),
+                        files: files.clone(),
+                        message,
+                    };
+                }
+            }
+            RemoteError::Store {
+                op,
+                url: self.url.clone(),
+                message,
+            }
         }
     }
+
+    /// Checks that the bucket exists, with a read that changes nothing: a
+    /// store that creates buckets on first write (SeaweedFS, MinIO with
+    /// auto-create) would otherwise take a misspelled bucket for an empty
+    /// state at the lock's PUT.
+    pub fn check_bucket(&self) -> Result<(), RemoteError> {
+        // A listing, not a HEAD: a HEAD's 404 has no body to tell a missing
+        // bucket from a missing object.
+        let prefix = self.sibling(".journal");
+        match self.call(self.store.list_with_delimiter(Some(&prefix))) {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.store_err("read the state")(e)),
+        }
+    }
+}
+
+/// Where psk looked for credentials: the profile's name and its files.
+type Looked = (String, String);
+
+/// `None` when the variables give credentials outright (keys, a web
+/// identity, container credentials); else the profile and files psk
+/// looked in, for the message when the instance metadata service has none.
+fn looked_for_credentials(vars: &[(String, String)]) -> Option<Looked> {
+    let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let given = [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ];
+    if given.iter().any(|k| get(k).is_some_and(|v| !v.is_empty())) {
+        return None;
+    }
+    let profile = get("AWS_PROFILE")
+        .or_else(|| get("AWS_DEFAULT_PROFILE"))
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "default".into());
+    let home = get("HOME").map(std::path::PathBuf::from);
+    let file = |var: &str, name: &str| {
+        get(var)
+            .or_else(|| {
+                home.as_ref()
+                    .map(|h| h.join(".aws").join(name).display().to_string())
+            })
+            .unwrap_or_else(|| format!("~/.aws/{name}"))
+    };
+    Some((
+        format!("`{profile}`"),
+        format!(
+            "{} and {}",
+            file("AWS_SHARED_CREDENTIALS_FILE", "credentials"),
+            file("AWS_CONFIG_FILE", "config")
+        ),
+    ))
 }
 
 /// The S3 client for `bucket`, configured from the AWS variables (as
@@ -210,7 +304,7 @@ impl Remote {
 fn build_s3(
     bucket: &str,
     vars: impl IntoIterator<Item = (String, String)>,
-) -> Result<Arc<dyn ObjectStore>, String> {
+) -> Result<(Arc<dyn ObjectStore>, Option<Looked>), String> {
     let mut vars: std::collections::BTreeMap<String, String> = vars
         .into_iter()
         .filter(|(k, _)| k.starts_with("AWS_") || k == "HOME")
@@ -218,6 +312,8 @@ fn build_s3(
     // A named profile fills in what the variables leave out.
     let from_profile = profile::from_profile(&vars)?;
     vars.extend(from_profile);
+    let pairs: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let no_credentials = looked_for_credentials(&pairs);
     vars.remove("HOME");
     // https to the store goes through psk's one TLS stack (rustls, ring).
     crate::tls::ensure_provider();
@@ -251,7 +347,7 @@ fn build_s3(
     };
     builder = builder.with_client_options(client).with_retry(retry);
     let store = builder.build().map_err(|e| describe(&e))?;
-    Ok(Arc::new(store))
+    Ok((Arc::new(store), no_credentials))
 }
 
 fn is_loopback_http(endpoint: &str) -> bool {

@@ -12,14 +12,13 @@
 //! serial and serial. An object PUT is atomic, so there are no torn lines:
 //! an object either is there whole, and counts, or is not.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use futures_util::TryStreamExt as _;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt as _, PutMode, PutOptions, PutPayload, UpdateVersion};
 
 use super::{Remote, RemoteError, RemoteLock, Seen};
-use crate::state::store::{self as file_store, Entry, EntryRef, StateError, Unsaved};
+use crate::state::ledger::{Ledger, Unsaved};
+use crate::state::store::{self as file_store, Entry, EntryRef, StateError};
 use crate::state::{NewState, State};
 use crate::tunnel::TunnelKey;
 
@@ -380,19 +379,13 @@ pub struct RemoteJournal {
     /// Set once a commit found the lock taken: every later commit is
     /// refused at once, with no request (a fenced writer stays fenced).
     fenced: Option<RemoteError>,
-    lineage: String,
-    base_serial: u64,
-    staged: BTreeSet<TunnelKey>,
+    /// What is staged and durable, and the counts (shared with the file's
+    /// journal).
+    ledger: Ledger,
     /// The commit objects this journal wrote, removed by the final write.
     written: Vec<ObjectPath>,
-    /// Each record as the store holds it (state and commits): what a
-    /// rescue keeps when a commit cannot be written.
-    durable: BTreeMap<TunnelKey, crate::state::TunnelState>,
     /// The location, as a path, for the rescue file's message.
     path: std::path::PathBuf,
-    records: u64,
-    commits: u64,
-    bytes_written: u64,
 }
 
 impl RemoteJournal {
@@ -430,20 +423,14 @@ impl RemoteJournal {
             remote: remote.clone(),
             owner: lock.id().to_string(),
             fenced: None,
-            lineage: state.lineage.clone(),
-            base_serial: state.serial,
-            staged: BTreeSet::new(),
+            ledger: Ledger::new(state, bytes_written),
             written: Vec::new(),
-            durable: state.tunnels.clone(),
             path: std::path::PathBuf::from(&remote.url),
-            records: 0,
-            commits: 0,
-            bytes_written,
         })
     }
 
     pub fn stage(&mut self, key: &TunnelKey) {
-        self.staged.insert(key.clone());
+        self.ledger.stage(key);
     }
 
     /// Whether this writer still owns the state: its lock object is still
@@ -488,7 +475,7 @@ impl RemoteJournal {
     /// Makes every staged change durable with one conditional PUT, bumping
     /// the serial; on failure the serial is as before and nothing counts.
     pub fn commit(&mut self, state: &mut State) -> Result<(), StateError> {
-        if self.staged.is_empty() {
+        if self.ledger.nothing_staged() {
             return Ok(());
         }
         if let Some(RemoteError::Fenced { url, id, now }) = &self.fenced {
@@ -501,20 +488,16 @@ impl RemoteJournal {
         }
         state.serial += 1;
         let entry = EntryRef {
-            lineage: &self.lineage,
-            base_serial: self.base_serial,
+            lineage: &self.ledger.lineage,
+            base_serial: self.ledger.base_serial,
             serial: state.serial,
-            changes: self
-                .staged
-                .iter()
-                .map(|k| (k, state.tunnels.get(k)))
-                .collect(),
+            changes: self.ledger.changes(state),
         };
         let body = serde_json::to_vec(&entry).expect("journal entry serializes");
         let len = body.len() as u64;
         let name = self.remote.sibling(&format!(
             ".journal/{}-{:020}-{:020}.json",
-            self.lineage, self.base_serial, state.serial
+            self.ledger.lineage, self.ledger.base_serial, state.serial
         ));
         let started = std::time::Instant::now();
         let put = self.remote.call(self.remote.store.put_opts(
@@ -553,22 +536,13 @@ impl RemoteJournal {
         crate::state::durable::stop_point("stop-after-fence");
         tracing::debug!(
             serial = state.serial,
-            changes = self.staged.len(),
+            changes = self.ledger.staged_count(),
             bytes = len,
             put_ms = started.elapsed().as_millis() as u64,
             "journal commit on the store"
         );
         self.written.push(name);
-        for k in std::mem::take(&mut self.staged) {
-            match state.tunnels.get(&k) {
-                Some(r) => self.durable.insert(k, r.clone()),
-                None => self.durable.remove(&k),
-            };
-            self.records += 1;
-        }
-        self.commits += 1;
-        self.staged.clear();
-        self.bytes_written += len;
+        self.ledger.committed(state, len);
         Ok(())
     }
 
@@ -577,39 +551,30 @@ impl RemoteJournal {
     pub fn finish(&mut self, state: &mut State) -> Result<u64, StateError> {
         self.commit(state)?;
         state.compact_recipients();
-        if self.records > 0 && !self.written.is_empty() {
-            self.bytes_written += write_whole(&self.remote, state, &self.written)?;
+        if self.ledger.records() > 0 && !self.written.is_empty() {
+            let written = write_whole(&self.remote, state, &self.written)?;
+            self.ledger.wrote(written);
             self.written.clear();
             tracing::info!(
                 state = %self.remote.url,
                 serial = state.serial,
-                commits = self.commits,
-                changes = self.records,
-                bytes = self.bytes_written,
+                commits = self.ledger.commits(),
+                changes = self.ledger.records(),
+                bytes = self.ledger.bytes_written(),
                 "journal folded into the state on the store"
             );
         }
-        Ok(self.bytes_written)
+        Ok(self.ledger.bytes_written())
     }
 
-    /// See [`crate::state::store::Journal::unsaved`].
+    /// See [`Ledger::unsaved`].
     pub fn unsaved(&self, state: &State) -> Vec<Unsaved> {
-        (self.staged.iter())
-            .map(|k| Unsaved {
-                key: k.clone(),
-                before: self.durable.get(k).cloned(),
-                after: state.tunnels.get(k).cloned(),
-            })
-            .filter(|u| u.before != u.after)
-            .collect()
+        self.ledger.unsaved(state)
     }
 
-    /// See [`crate::state::store::Journal::revert`].
+    /// See [`Ledger::revert`].
     pub fn revert(&self, state: &mut State, key: &TunnelKey) {
-        match self.durable.get(key) {
-            Some(r) => state.tunnels.insert(key.clone(), r.clone()),
-            None => state.tunnels.remove(key),
-        };
+        self.ledger.revert(state, key)
     }
 
     /// The state this journal extends (its URL, as a path).
@@ -618,11 +583,11 @@ impl RemoteJournal {
     }
 
     pub fn bytes_written(&self) -> u64 {
-        self.bytes_written
+        self.ledger.bytes_written()
     }
 
     pub fn commits(&self) -> u64 {
-        self.commits
+        self.ledger.commits()
     }
 }
 
