@@ -11,7 +11,7 @@
 
 use chrono::{TimeDelta, TimeZone, Utc};
 use psk::seal::{self, Psk, Recipient};
-use psk::state::{Intent, Journal, State};
+use psk::state::{Intent, State};
 use psk::tunnel::TunnelKey;
 
 fn main() {
@@ -41,7 +41,7 @@ fn main() {
         let location = psk::state::Location::File(path.clone());
         let lock =
             psk::state::Lock::acquire(&location, "bench", std::time::Duration::ZERO).expect("lock");
-        let mut journal = Journal::open(&lock, &mut state).expect("open journal");
+        let mut journal = lock.journal(&mut state).expect("open journal");
         let mut whole: u64 = 0;
         let mut previous = state.to_bytes().len() as u64;
         let start = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap();

@@ -253,7 +253,7 @@ pub async fn apply(
     options: &Options,
     mut on_event: impl FnMut(Event<'_>),
 ) -> Result<Report, ApplyError> {
-    let mut journal = Journal::open(lock, state)?;
+    let mut journal = lock.journal(state)?;
     let room = room::needed(config, plan, state);
     if room > 0 {
         journal.reserve(room)?;

@@ -143,7 +143,7 @@ pub async fn deliver(
 ) -> Result<Vec<(String, Delivered)>, DeliverError> {
     let accept = todo.accept;
     let todo = &todo.tunnels;
-    let mut journal = Journal::open(lock, state).map_err(ApplyError::from)?;
+    let mut journal = lock.journal(state).map_err(ApplyError::from)?;
     let mut results = Vec::new();
     let outcome = deliver_each(
         config,

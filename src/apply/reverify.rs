@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use super::ApplyError;
 use crate::cloudflare::Client;
 use crate::config::{Config, Tunnel};
-use crate::state::{Journal, Lock, State};
+use crate::state::{Lock, State};
 
 /// Why `psk verify` refuses before checking anything.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +92,7 @@ pub async fn verify(
     todo: &Selection,
     mut on_result: impl FnMut(&Tunnel, &Checked),
 ) -> Result<Vec<(String, Checked)>, ApplyError> {
-    let mut journal = Journal::open(lock, state)?;
+    let mut journal = lock.journal(state)?;
     let mut results = Vec::new();
     let mut committed = Ok(());
     for (t, since) in &todo.tunnels {

@@ -9,7 +9,7 @@ use clap::Args;
 use super::args::{Global, LockWait};
 use super::exit::Status;
 use super::session::Session;
-use crate::state::{self, remote, Location, Lock, NewState, State};
+use crate::state::{self, Location, Lock, NewState};
 
 /// Copy the state psk.yaml (or --state) names to DESTINATION: a local file
 /// or `s3://BUCKET/PATH/psk.state.json`, so a team can move its state to a
@@ -70,7 +70,7 @@ pub fn run(global: &Global, args: MoveStateArgs) -> anyhow::Result<Status> {
             return Ok(Status::Success);
         }
     }
-    write_copy(&dest_lock, &moved)?;
+    state::write_copy(&dest_lock, &moved)?;
     drop(dest_lock);
     writeln!(
         out,
@@ -85,25 +85,6 @@ pub fn run(global: &Global, args: MoveStateArgs) -> anyhow::Result<Status> {
         source.display()
     )?;
     Ok(Status::Success)
-}
-
-/// Writes `state` as it is (same lineage and serial) to the destination
-/// `lock` holds, whose current version (if any) was just read under it.
-fn write_copy(lock: &Lock, state: &State) -> anyhow::Result<()> {
-    let bytes = state.to_bytes();
-    match lock.location() {
-        Location::Bucket(r) => {
-            remote::store::write_bytes(r, bytes)?;
-        }
-        Location::File(dest) => {
-            if let Ok(previous) = std::fs::read(dest) {
-                state::write_atomic(&state::backup_path(dest), &previous, false)?;
-            }
-            state::write_atomic(dest, &bytes, true)?;
-        }
-    }
-    tracing::info!(to = %lock.location(), serial = state.serial, "state copied");
-    Ok(())
 }
 
 fn same_location(a: &Path, b: &Path) -> bool {

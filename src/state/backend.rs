@@ -2,17 +2,17 @@
 //! ([`super::store`], [`super::lock`]) or an object on a store
 //! ([`super::remote`]). The [`Location`] was parsed once, by the session;
 //! the writer's [`Lock`] carries it (and with it the bucket's client and
-//! the version read), so every write goes to the store that was read.
+//! the version read), and is the one place that picks the [`Store`] a
+//! write goes through, so every write goes to the store that was read.
 
-use std::path::Path;
 use std::time::Duration;
 
-use super::ledger::Unsaved;
+use super::error::StateError;
+use super::journal::{self, Journal, Store};
 use super::location::Location;
-use super::remote::{self, RemoteError, RemoteJournal, RemoteLock};
-use super::store::{self, StateError};
+use super::remote::{self, BucketStore, RemoteError, RemoteLock};
+use super::store::{self, FileStore};
 use super::{LockError, NewState, State, StateLock};
-use crate::tunnel::TunnelKey;
 
 /// The writer's lock, held for as long as this value lives, on the
 /// location it was taken on.
@@ -58,6 +58,20 @@ impl Lock {
     pub fn location(&self) -> &Location {
         &self.location
     }
+
+    /// Starts the journal of one apply on the state this lock holds,
+    /// `state` as it was loaded under it.
+    pub fn journal(&self, state: &mut State) -> Result<Journal, StateError> {
+        Journal::on(self.store(), self.location.path(), state)
+    }
+
+    /// The store the holder of this lock writes through.
+    fn store(&self) -> Box<dyn Store> {
+        match &self.guard {
+            Guard::File(l) => Box::new(FileStore::new(l.state_path())),
+            Guard::Bucket(l) => Box::new(BucketStore::new(l)),
+        }
+    }
 }
 
 /// Reads the state at `location`, file or object, replaying any journal.
@@ -68,108 +82,37 @@ pub(super) fn load(location: &Location, new_state: NewState) -> Result<Option<St
     }
 }
 
-/// [`load`] for the writer holding `lock`: a left journal is folded first.
+/// [`load`] for the writer holding `lock`: what an interrupted writer left
+/// is folded in (and a fenced-off one's set aside) right away, so the
+/// writer starts from one whole state.
 pub(super) fn load_for_write(
     lock: &Lock,
     new_state: NewState,
 ) -> Result<Option<State>, StateError> {
-    match &lock.guard {
-        Guard::Bucket(l) => remote::store::load_for_write(l, new_state),
-        Guard::File(l) => store::load_for_write(l.state_path(), l, new_state),
+    let mut state = match &lock.guard {
+        Guard::Bucket(l) => remote::store::load_guarded(l.remote(), new_state)?,
+        Guard::File(l) => {
+            super::warn_if_world_writable(l.state_path());
+            let new_state = match new_state {
+                NewState::IfNoTraces => NewState::IfNoTracesLockWasReleased(l.found_released()),
+                other => other,
+            };
+            store::load(l.state_path(), new_state)?
+        }
+    };
+    if let Some(s) = state.as_mut() {
+        lock.journal(s)?;
     }
+    Ok(state)
 }
 
 /// Bumps the serial and writes the whole state, under `lock`.
 pub(super) fn save(lock: &Lock, state: &mut State) -> Result<(), StateError> {
-    match &lock.guard {
-        Guard::Bucket(l) => remote::store::save(l.remote(), state),
-        Guard::File(l) => store::save(l.state_path(), state),
-    }
+    journal::save(&mut *lock.store(), state)
 }
 
-/// The journal of one apply, on the state's own store (see
-/// [`store::Journal`] for the contract both keep).
-#[derive(Debug)]
-pub enum Journal {
-    File(store::Journal),
-    Remote(Box<RemoteJournal>),
-}
-
-impl Journal {
-    /// Starts the journal of one apply on the state `lock` holds.
-    pub fn open(lock: &Lock, state: &mut State) -> Result<Journal, StateError> {
-        Ok(match &lock.guard {
-            Guard::Bucket(l) => Journal::Remote(Box::new(RemoteJournal::open(l, state)?)),
-            Guard::File(l) => Journal::File(store::Journal::open(l.state_path(), state)?),
-        })
-    }
-
-    /// Room on the local disk; a remote journal needs none.
-    pub fn reserve(&mut self, bytes: u64) -> Result<(), StateError> {
-        match self {
-            Journal::File(j) => j.reserve(bytes),
-            Journal::Remote(_) => Ok(()),
-        }
-    }
-
-    pub fn stage(&mut self, key: &TunnelKey) {
-        match self {
-            Journal::File(j) => j.stage(key),
-            Journal::Remote(j) => j.stage(key),
-        }
-    }
-
-    pub fn commit(&mut self, state: &mut State) -> Result<(), StateError> {
-        match self {
-            Journal::File(j) => j.commit(state),
-            Journal::Remote(j) => j.commit(state),
-        }
-    }
-
-    pub fn record(&mut self, state: &mut State, key: &TunnelKey) -> Result<(), StateError> {
-        self.stage(key);
-        self.commit(state)
-    }
-
-    pub fn finish(&mut self, state: &mut State) -> Result<u64, StateError> {
-        match self {
-            Journal::File(j) => j.finish(state),
-            Journal::Remote(j) => j.finish(state),
-        }
-    }
-
-    pub fn unsaved(&self, state: &State) -> Vec<Unsaved> {
-        match self {
-            Journal::File(j) => j.unsaved(state),
-            Journal::Remote(j) => j.unsaved(state),
-        }
-    }
-
-    pub fn revert(&self, state: &mut State, key: &TunnelKey) {
-        match self {
-            Journal::File(j) => j.revert(state, key),
-            Journal::Remote(j) => j.revert(state, key),
-        }
-    }
-
-    pub fn state_path(&self) -> &Path {
-        match self {
-            Journal::File(j) => j.state_path(),
-            Journal::Remote(j) => j.state_path(),
-        }
-    }
-
-    pub fn bytes_written(&self) -> u64 {
-        match self {
-            Journal::File(j) => j.bytes_written(),
-            Journal::Remote(j) => j.bytes_written(),
-        }
-    }
-
-    pub fn commits(&self) -> u64 {
-        match self {
-            Journal::File(j) => j.commits(),
-            Journal::Remote(j) => j.commits(),
-        }
-    }
+/// Writes `state` as it is (same lineage and serial: a copy, for
+/// `move-state`) over what `lock` holds, its version read under it.
+pub(super) fn write_copy(lock: &Lock, state: &State) -> Result<u64, StateError> {
+    lock.store().write_whole(state)
 }

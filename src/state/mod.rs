@@ -16,6 +16,8 @@
 mod backend;
 mod belongs;
 pub mod durable;
+mod error;
+mod journal;
 mod ledger;
 pub mod location;
 mod lock;
@@ -31,15 +33,17 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::tunnel::TunnelKey;
-pub use backend::{Journal, Lock, LockFailed};
+pub use backend::{Lock, LockFailed};
 pub use belongs::{check_belongs, Foreign};
 pub use durable::write_atomic;
+pub use error::{LostLock, StateError};
+pub use journal::Journal;
 pub use ledger::Unsaved;
 pub use location::Location;
 pub use lock::{force_unlock, LockError, LockHolder, StateLock, Unlock};
 pub use missing::{NewState, Traces};
 pub use perms::{warn_if_world_writable, world_writable_warning};
-pub use store::{backup_path, journal_path, parse, reserve_path, StateError};
+pub use store::{backup_path, journal_path, parse, reserve_path};
 
 /// Reads the state, replaying any journal an interrupted apply left;
 /// `Ok(None)` when there is no state file yet and `new_state` allows one.
@@ -72,6 +76,14 @@ pub fn save(lock: &Lock, state: &mut State) -> Result<(), StateError> {
         tunnels = state.tunnels.len(),
         "state written"
     );
+    Ok(())
+}
+
+/// Writes `state` as it is, lineage and serial kept, over the state `lock`
+/// holds (read under it): `move-state`'s copy.
+pub fn write_copy(lock: &Lock, state: &State) -> Result<(), StateError> {
+    backend::write_copy(lock, state)?;
+    tracing::info!(to = %lock.location(), serial = state.serial, "state copied");
     Ok(())
 }
 

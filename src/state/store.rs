@@ -1,102 +1,23 @@
-//! Reading and durably writing the state file, and its journal.
+//! The state as a file beside psk.yaml: reading it (with the journal an
+//! interrupted apply left replayed), and the [`FileStore`] a journal
+//! writes through (see [`super::journal`] for why there is a journal).
 //!
-//! A whole-file write after each of N tunnels would cost O(N²) bytes, so an
-//! apply appends one fsynced line per commit (a group of changes) to
-//! `<state>.journal` instead
-//! and folds the journal into the state file once, at the end
-//! ([`Journal::finish`]). Loading always replays a journal left by a psk that
-//! died before folding it, so every change that reached the disk counts.
+//! The file is written like a database page (temp file, fsync, rename,
+//! fsync of the folder, the previous version kept as `<state>.backup`), and
+//! a commit is a line appended to `<state>.journal` with one `fdatasync`.
+//! A disk can fill up, so an apply holds room beside the state before its
+//! first API call (`<state>.reserve`) and gives it back when a write finds
+//! the disk full.
 
-use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use super::durable::{create_private, parent_dir, remove_durably, write_atomic, write_failpoint};
-use super::ledger::{Ledger, Unsaved};
+use super::error::StateError;
+use super::journal::{apply_changes, Commit, Entry, Store};
 use super::missing::{NewState, Traces};
-use super::{State, StateFile, TunnelState, STATE_VERSION};
-use crate::tunnel::TunnelKey;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    #[error("cannot read state file {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
-    #[error("state file {path} is not valid psk state: {message} (line {line}, column {column}).\nIt was not changed. {}", restore_hint(.backup.as_deref()))]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-        /// The backup beside the state, when there is one.
-        backup: Option<PathBuf>,
-    },
-    /// A merge or rebase left both sides of the state in the file.
-    #[error("state file {path} has git conflict markers (`<<<<<<<` at line {line}, column 1): a merge or rebase left two versions of it in one file.\nIt was not changed. Take one side whole, never merge its keys by hand (a hand-merged record can pair a sealed PSK with the wrong tunnel, or lose one): `git checkout --theirs -- {path}` or `--ours`, usually the side with the higher `serial`, then `git add {path}`. `psk plan` then shows any tunnel the other side rotated as changed outside psk, and rotates it again")]
-    Conflict { path: PathBuf, line: usize },
-    #[error("state file {path} has format version {found} (line {line}), but this psk reads up to version {STATE_VERSION}.\nUpgrade psk; the file was not changed.{}", not_the_backup(.backup.as_deref()))]
-    TooNew {
-        path: PathBuf,
-        found: u64,
-        line: usize,
-        /// The backup beside the state, when there is one.
-        backup: Option<PathBuf>,
-    },
-    #[error("state journal {path} is damaged at line {line}: {message}.\nNeither it nor the state was changed. It holds changes an interrupted apply made after the last full write of {state}; keep a copy and ask for help before removing it")]
-    Journal {
-        path: PathBuf,
-        state: PathBuf,
-        line: usize,
-        message: String,
-    },
-    #[error("found the state journal {journal} but no state file {path}.\nThe journal holds changes to that state (maybe sealed PSKs): restore {path} (from git or {backup}) rather than starting over; remove the journal only if you mean to abandon those keys")]
-    OrphanJournal {
-        path: PathBuf,
-        journal: PathBuf,
-        backup: PathBuf,
-    },
-    #[error("cannot write state file {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
-    /// No room beside the state for what an apply will write.
-    #[error("not enough room beside {path} for this apply: its journal and final write need {needed} bytes ({source}).\nNothing was changed on Cloudflare. Free space on that filesystem (or raise the quota) and apply again")]
-    NoRoom {
-        path: PathBuf,
-        needed: u64,
-        source: io::Error,
-    },
-    /// The state is gone but psk's files beside it are not.
-    #[error("{0}")]
-    Missing(super::missing::Traces),
-    /// The state on object storage (see [`super::remote`]).
-    #[error(transparent)]
-    Remote(#[from] super::remote::RemoteError),
-}
-
-/// What to restore a damaged state from: the backup beside it when there
-/// is one, else only git (a state written once has no backup yet).
-fn restore_hint(backup: Option<&Path>) -> String {
-    match backup {
-        Some(b) => format!(
-            "The previous version is kept in {}: compare the two, and restore the backup (or the file from git) only if you know this one is damaged",
-            b.display()
-        ),
-        None => "There is no backup beside it (psk keeps one from its second write on): restore the file from git only if you know this one is damaged".to_string(),
-    }
-}
-
-/// Why the backup of a state a newer psk wrote is no way out, when there
-/// is a backup to be tempted by.
-fn not_the_backup(backup: Option<&Path>) -> String {
-    match backup {
-        Some(b) => format!(
-            " Do not restore {} over it: a newer psk wrote it, and the backup lacks its latest changes",
-            b.display()
-        ),
-        None => String::new(),
-    }
-}
+use super::{State, StateFile, STATE_VERSION};
 
 /// The line of the first git conflict marker in `bytes`, if any. No valid
 /// state has one: psk's JSON never starts a line with `<`.
@@ -115,7 +36,7 @@ pub fn backup_path(path: &Path) -> PathBuf {
 }
 
 /// Space an apply holds for its journal from before its first API call,
-/// released when a write finds the disk full (see [`Journal::reserve`]).
+/// released when a write finds the disk full (see [`FileStore`]).
 pub fn reserve_path(path: &Path) -> PathBuf {
     sibling(path, ".reserve")
 }
@@ -162,26 +83,6 @@ pub fn load(path: &Path, new_state: NewState) -> Result<Option<State>, StateErro
     let mut state = parse(path, &bytes)?;
     replay(path, &mut state)?;
     Ok(Some(state))
-}
-
-/// [`load`] for a writer, which proves it holds the lock: a journal left by
-/// an interrupted apply is folded into the state file right away (and
-/// stale temp files removed), so the writer starts from one whole file.
-pub fn load_for_write(
-    path: &Path,
-    lock: &super::StateLock,
-    new_state: NewState,
-) -> Result<Option<State>, StateError> {
-    super::warn_if_world_writable(path);
-    let new_state = match new_state {
-        NewState::IfNoTraces => NewState::IfNoTracesLockWasReleased(lock.found_released()),
-        other => other,
-    };
-    let mut state = load(path, new_state)?;
-    if let Some(s) = state.as_mut() {
-        Journal::open(path, s)?;
-    }
-    Ok(state)
 }
 
 /// Parses state bytes, naming `path` in any error.
@@ -290,41 +191,6 @@ pub(super) fn describe_json_error(e: &serde_json::Error) -> String {
     }
 }
 
-/// One journal line: one commit, holding the whole record of every tunnel
-/// it changed (or `None` for a tunnel dropped from the state), tied to the
-/// state version it applies on top of.
-///
-/// A commit is one line written with one `fdatasync`, so at most one line
-/// is ever in flight: a crash can only cut the last line short, and any
-/// other damage is real damage.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct Entry {
-    pub(super) lineage: String,
-    /// The serial of the state file this journal extends.
-    pub(super) base_serial: u64,
-    /// The serial the state has once this entry is applied.
-    pub(super) serial: u64,
-    pub(super) changes: BTreeMap<String, Option<TunnelState>>,
-}
-
-/// [`Entry`] as written: borrows the records instead of cloning them.
-#[derive(Serialize)]
-pub(super) struct EntryRef<'a> {
-    pub(super) lineage: &'a str,
-    pub(super) base_serial: u64,
-    pub(super) serial: u64,
-    #[serde(serialize_with = "changes_by_key")]
-    pub(super) changes: Vec<(&'a TunnelKey, Option<&'a TunnelState>)>,
-}
-
-fn changes_by_key<S: serde::Serializer>(
-    changes: &[(&TunnelKey, Option<&TunnelState>)],
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    super::serialize_by_key(changes.iter().map(|(k, v)| (*k, v)), s)
-}
-
 /// Applies the journal beside `path`, if any, to `state`.
 ///
 /// A journal whose base is not this state is one an earlier apply already
@@ -398,33 +264,6 @@ fn replay(path: &Path, state: &mut State) -> Result<usize, StateError> {
     Ok(n)
 }
 
-/// Applies one journal line's changes. psk writes each record under its
-/// own key; anything else is damage, and would act on the wrong tunnel.
-pub(super) fn apply_changes(
-    state: &mut State,
-    changes: BTreeMap<String, Option<TunnelState>>,
-) -> Result<(), &'static str> {
-    for (key, record) in changes {
-        let key = super::parse_key(&key)
-            .filter(|k| record.as_ref().is_none_or(|r| r.key() == *k))
-            .ok_or("a change names a tunnel key that does not match its record")?;
-        match record {
-            Some(r) => state.tunnels.insert(key, r),
-            None => state.tunnels.remove(&key),
-        };
-    }
-    Ok(())
-}
-
-/// Bumps the serial and writes the whole state durably, keeping the
-/// previous file as `<path>.backup`. Any journal is folded in by this write
-/// (the state was loaded through [`load`]) and removed after it.
-pub fn save(path: &Path, state: &mut State) -> Result<(), StateError> {
-    state.compact_recipients();
-    state.serial += 1;
-    write_whole(path, state).map(|_| ())
-}
-
 /// Writes backup, state, then removes the journal; returns bytes written.
 fn write_whole(path: &Path, state: &State) -> Result<u64, StateError> {
     let bytes = state.to_bytes();
@@ -467,42 +306,101 @@ fn remove_stale_temps(path: &Path) {
     }
 }
 
-/// Writes the changes of one apply: staged as they happen, and made durable
-/// together by [`Journal::commit`] (one appended line, one `fdatasync`)
-/// before anything that depends on them, such as the API call an intent
-/// announces; the whole state is written once, in [`Journal::finish`].
+/// The state file as a journal's store: a commit is one line appended to
+/// `<state>.journal` with one `fdatasync` (so at most one line is ever in
+/// flight: a crash can only cut the last line short, and any other damage
+/// is real damage), and the whole state is written atomically beside its
+/// backup.
 ///
-/// Committing a group of changes with one fsync (group commit) is what lets
-/// many rotations in flight share the disk's slowest operation: the
-/// executor stages every intent it is about to act on and every answer that
-/// came back, then commits once.
-///
-/// Only open it while holding the state lock.
+/// Only made for the holder of the state lock.
 #[derive(Debug)]
-pub struct Journal {
+pub(super) struct FileStore {
     path: PathBuf,
+    /// The journal, once the first commit opened it.
     file: Option<File>,
-    /// What is staged and durable, and the counts (shared with the
-    /// bucket's journal).
-    ledger: Ledger,
     /// Space held for the journal, while it is held.
     reserve: Option<PathBuf>,
 }
 
-impl Drop for Journal {
+impl Drop for FileStore {
     /// A reservation never outlives its apply, however it ends.
     fn drop(&mut self) {
-        self.release();
+        self.give_back_room();
     }
 }
 
-impl Journal {
-    /// Holds `bytes` on the state's filesystem before the first call that
-    /// makes a key, so an answered key always has room to be recorded: the
-    /// reservation is a file of that size beside the state, removed the
-    /// moment a journal write finds no room (and at the end). Without the
-    /// room, apply refuses to start: nothing has changed on Cloudflare yet.
-    pub fn reserve(&mut self, bytes: u64) -> Result<(), StateError> {
+impl FileStore {
+    /// The store of the state file at `path`.
+    pub(super) fn new(path: &Path) -> FileStore {
+        FileStore {
+            path: path.to_path_buf(),
+            file: None,
+            reserve: None,
+        }
+    }
+
+    /// Gives the reserved room back to the filesystem; true if there was any.
+    fn give_back_room(&mut self) -> bool {
+        match self.reserve.take() {
+            Some(p) => {
+                let _ = fs::remove_file(&p);
+                tracing::info!(reserve = %p.display(), "reserved room released");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Appends one whole line and makes it durable; on failure the file is
+    /// cut back to where it was, so a half-written line never sits before
+    /// the next one (which replay would refuse as damage).
+    fn append_line(&mut self, line: &[u8]) -> io::Result<()> {
+        write_failpoint("journal")?;
+        let f = self.file.as_mut().expect("opened by append");
+        let before = f.metadata()?.len();
+        let result = f.write_all(line).and_then(|_| f.sync_data());
+        if result.is_err() {
+            let _ = f.set_len(before).and_then(|_| f.sync_data());
+            use std::io::Seek;
+            let _ = f.seek(io::SeekFrom::End(0));
+        }
+        result
+    }
+}
+
+impl Store for FileStore {
+    /// Clears what killed writers left (stale temp files, held room) and
+    /// folds a journal an interrupted apply left into the state file. A
+    /// state that is merely formatted differently (edited by hand) is left
+    /// as it is: a refused apply must not touch the file.
+    fn open(&mut self, state: &State) -> Result<Option<u64>, StateError> {
+        let path = &self.path;
+        remove_stale_temps(path);
+        // Room a killed apply held is free again.
+        let _ = fs::remove_file(reserve_path(path));
+        let werr = |source: io::Error| StateError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        let on_disk = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(werr(e)),
+        };
+        if !journal_path(path).exists() {
+            return Ok(Some(0));
+        }
+        tracing::info!(state = %path.display(), "folding the journal an interrupted apply left");
+        if on_disk != state.to_bytes() {
+            return self.write_whole(state).map(Some);
+        }
+        remove_durably(&journal_path(path)).map_err(werr)?;
+        Ok(Some(0))
+    }
+
+    /// The reservation is a file of that size beside the state, removed the
+    /// moment a journal write finds no room (and at the end).
+    fn reserve(&mut self, bytes: u64) -> Result<(), StateError> {
         let path = reserve_path(&self.path);
         let fill = || -> io::Result<()> {
             let mut f = create_private(&path, true)?;
@@ -532,88 +430,20 @@ impl Journal {
         }
     }
 
-    /// Gives the reserved room back to the filesystem; true if there was any.
-    fn release(&mut self) -> bool {
-        match self.reserve.take() {
-            Some(p) => {
-                let _ = fs::remove_file(&p);
-                tracing::info!(reserve = %p.display(), "reserved room released");
-                true
-            }
-            None => false,
-        }
+    fn release(&mut self) {
+        self.give_back_room();
     }
 
-    /// Starts a journal on top of `state` as loaded (journal replayed).
-    /// A state that does not exist yet, or that a replayed journal changed,
-    /// is first written whole, so the new journal extends a file on disk.
-    pub fn open(path: &Path, state: &mut State) -> Result<Journal, StateError> {
-        remove_stale_temps(path);
-        let werr = |source: io::Error| StateError::Write {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut bytes_written = 0;
-        let on_disk = match fs::read(path) {
-            Ok(b) => Some(b),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(werr(e)),
-        };
-        match on_disk {
-            None => {
-                state.serial += 1;
-                bytes_written += write_whole(path, state)?;
-            }
-            // A journal left by an interrupted apply is folded in now. A
-            // state that is merely formatted differently (edited by hand)
-            // is left as it is: a refused apply must not touch the file.
-            Some(b) if journal_path(path).exists() => {
-                tracing::info!(state = %path.display(), "folding the journal an interrupted apply left");
-                if b != state.to_bytes() {
-                    bytes_written += write_whole(path, state)?;
-                } else {
-                    remove_durably(&journal_path(path)).map_err(werr)?;
-                }
-            }
-            Some(_) => {}
-        }
-        // Room a killed apply held is free again.
-        let _ = fs::remove_file(reserve_path(path));
-        Ok(Journal {
-            reserve: None,
-            path: path.to_path_buf(),
-            file: None,
-            ledger: Ledger::new(state, bytes_written),
-        })
-    }
-
-    /// Notes that the record of `key` changed in the state. Nothing is
-    /// durable until [`Journal::commit`]: call it before acting on the
-    /// change.
-    pub fn stage(&mut self, key: &TunnelKey) {
-        self.ledger.stage(key);
-    }
-
-    /// Makes every staged change durable (the current record of each staged
-    /// key in `state`, or its absence) with one append and one fsync,
-    /// bumping the serial. Does nothing when nothing is staged.
-    pub fn commit(&mut self, state: &mut State) -> Result<(), StateError> {
-        if self.ledger.nothing_staged() {
-            return Ok(());
-        }
+    /// One line, one `fdatasync`. A write that fails (a full disk) gives
+    /// the reserved room back to the filesystem and is made again into it.
+    fn append(&mut self, commit: &Commit<'_>) -> Result<u64, StateError> {
         let jpath = journal_path(&self.path);
         let werr = |source: io::Error| StateError::Write {
             path: jpath.clone(),
             source,
         };
-        state.serial += 1;
-        let entry = EntryRef {
-            lineage: &self.ledger.lineage,
-            base_serial: self.ledger.base_serial,
-            serial: state.serial,
-            changes: self.ledger.changes(state),
-        };
-        let mut line = serde_json::to_vec(&entry).expect("journal entry serializes");
+        let mut line = Vec::with_capacity(commit.json.len() + 1);
+        line.extend_from_slice(&commit.json);
         line.push(b'\n');
         if self.file.is_none() {
             let f = create_private(&jpath, false).map_err(werr)?;
@@ -623,111 +453,36 @@ impl Journal {
                 .map_err(werr)?;
             self.file = Some(f);
         }
-        let started = std::time::Instant::now();
-        if let Err(e) = self.append(&line) {
-            // Full (or failing): the reserved room goes back to the
-            // filesystem, and the line is written again into it.
-            if !self.release() {
-                state.serial -= 1;
+        if let Err(e) = self.append_line(&line) {
+            if !self.give_back_room() {
                 return Err(werr(e));
             }
             tracing::warn!(error = %e, "journal write failed; retrying in the reserved room");
-            if let Err(e) = self.append(&line) {
-                state.serial -= 1;
-                return Err(werr(e));
-            }
+            self.append_line(&line).map_err(werr)?;
         }
-        tracing::debug!(
-            serial = state.serial,
-            changes = self.ledger.staged_count(),
-            bytes = line.len(),
-            fsync_ms = started.elapsed().as_millis() as u64,
-            "journal commit"
-        );
-        self.ledger.committed(state, line.len() as u64);
-        Ok(())
+        Ok(line.len() as u64)
     }
 
-    /// Appends one whole line and makes it durable; on failure the file is
-    /// cut back to where it was, so a half-written line never sits before
-    /// the next one (which replay would refuse as damage).
-    fn append(&mut self, line: &[u8]) -> io::Result<()> {
-        write_failpoint("journal")?;
-        let f = self.file.as_mut().expect("opened by commit");
-        let before = f.metadata()?.len();
-        let result = f.write_all(line).and_then(|_| f.sync_data());
-        if result.is_err() {
-            let _ = f.set_len(before).and_then(|_| f.sync_data());
-            use std::io::Seek;
-            let _ = f.seek(io::SeekFrom::End(0));
-        }
-        result
-    }
-
-    /// Stages and commits one change: for callers that change one tunnel
-    /// at a time.
-    pub fn record(&mut self, state: &mut State, key: &TunnelKey) -> Result<(), StateError> {
-        self.stage(key);
-        self.commit(state)
-    }
-
-    /// Commits anything still staged, then folds the journal into the
-    /// state file (one whole write, previous version kept as the backup)
-    /// and removes it.
-    /// A failed final write may be tried again: the journal stays until
-    /// one succeeds.
-    pub fn finish(&mut self, state: &mut State) -> Result<u64, StateError> {
-        self.commit(state)?;
+    /// Backup, state, then the journal removed.
+    fn write_whole(&mut self, state: &State) -> Result<u64, StateError> {
         self.file = None;
-        // The final write takes the room the journal held.
-        self.release();
-        // Replaying the journal gives the same keys with per-record lists.
-        state.compact_recipients();
-        if self.ledger.records() > 0 {
-            let written = write_whole(&self.path, state)?;
-            self.ledger.wrote(written);
-            tracing::info!(
-                state = %self.path.display(),
-                serial = state.serial,
-                commits = self.ledger.commits(),
-                changes = self.ledger.records(),
-                bytes = self.ledger.bytes_written(),
-                "journal folded into the state"
-            );
-        }
-        Ok(self.ledger.bytes_written())
-    }
-
-    /// See [`Ledger::unsaved`].
-    pub fn unsaved(&self, state: &State) -> Vec<Unsaved> {
-        self.ledger.unsaved(state)
-    }
-
-    /// See [`Ledger::revert`].
-    pub fn revert(&self, state: &mut State, key: &TunnelKey) {
-        self.ledger.revert(state, key)
-    }
-
-    /// The state file this journal extends.
-    pub fn state_path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Bytes written to disk so far by this journal (state, backup and
-    /// journal together), for measuring write amplification.
-    pub fn bytes_written(&self) -> u64 {
-        self.ledger.bytes_written()
-    }
-
-    /// Commits (fsynced journal lines) so far: what group commit saves.
-    pub fn commits(&self) -> u64 {
-        self.ledger.commits()
+        write_whole(&self.path, state)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::journal::{self, Journal};
+    use crate::tunnel::TunnelKey;
+
+    fn open_journal(path: &Path, state: &mut State) -> Result<Journal, StateError> {
+        Journal::on(Box::new(FileStore::new(path)), path, state)
+    }
+
+    fn save(path: &Path, state: &mut State) -> Result<(), StateError> {
+        journal::save(&mut FileStore::new(path), state)
+    }
 
     /// The room held for an apply is a file of that size beside the state,
     /// gone when the journal finishes or is dropped, and left by no one.
@@ -736,18 +491,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("psk.state.json");
         let mut s = State::new(vec![]);
-        let mut j = Journal::open(&path, &mut s).unwrap();
+        let mut j = open_journal(&path, &mut s).unwrap();
         j.reserve(100_000).unwrap();
         assert_eq!(fs::metadata(reserve_path(&path)).unwrap().len(), 100_000);
         j.finish(&mut s).unwrap();
         assert!(!reserve_path(&path).exists());
-        let mut j = Journal::open(&path, &mut s).unwrap();
+        let mut j = open_journal(&path, &mut s).unwrap();
         j.reserve(10).unwrap();
         drop(j);
         assert!(!reserve_path(&path).exists());
         // One a killed apply left is removed by the next.
         fs::write(reserve_path(&path), b"x").unwrap();
-        let _j = Journal::open(&path, &mut s).unwrap();
+        let _j = open_journal(&path, &mut s).unwrap();
         assert!(!reserve_path(&path).exists());
     }
 
@@ -853,7 +608,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("psk.state.json");
         let mut s = State::new(vec![]);
-        let j = Journal::open(&path, &mut s).unwrap();
+        let j = open_journal(&path, &mut s).unwrap();
         (dir, path, s, j)
     }
 
@@ -882,7 +637,7 @@ mod tests {
 
         // The next writer folds the replayed journal in before its own.
         let mut again = load(&path, NewState::IfNoTraces).unwrap().unwrap();
-        let mut j = Journal::open(&path, &mut again).unwrap();
+        let mut j = open_journal(&path, &mut again).unwrap();
         assert!(!journal_path(&path).exists());
         assert_eq!(fs::read(backup_path(&path)).unwrap(), base);
         assert_eq!(parse(&path, &fs::read(&path).unwrap()).unwrap(), s);
@@ -895,7 +650,7 @@ mod tests {
         );
 
         let mut s = load(&path, NewState::IfNoTraces).unwrap().unwrap();
-        let mut j = Journal::open(&path, &mut s).unwrap();
+        let mut j = open_journal(&path, &mut s).unwrap();
         change(&mut s, 7);
         j.record(&mut s, &key(7)).unwrap();
         j.finish(&mut s).unwrap();
@@ -1044,7 +799,7 @@ mod tests {
                 change(&mut s, i);
             }
             save(&path, &mut s).unwrap();
-            let mut j = Journal::open(&path, &mut s).unwrap();
+            let mut j = open_journal(&path, &mut s).unwrap();
             for i in 0..n {
                 change(&mut s, i);
                 j.record(&mut s, &key(i)).unwrap();

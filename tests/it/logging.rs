@@ -94,7 +94,7 @@ fn apply_logs_its_commits_and_the_fold() {
     let commits: Vec<&str> = apply
         .stderr
         .lines()
-        .filter(|l| l.contains("psk::state::store: journal commit"))
+        .filter(|l| l.contains("psk::state::journal: journal commit"))
         .collect();
     // Six intents and six PSKs, fewer lines than changes: the first turn
     // alone commits three intents together.
@@ -103,7 +103,7 @@ fn apply_logs_its_commits_and_the_fold() {
     assert!(
         apply
             .stderr
-            .contains("psk::state::store: journal folded into the state")
+            .contains("psk::state::journal: journal folded into the state")
             && apply.stderr.contains("changes=12"),
         "{apply:?}"
     );

@@ -15,6 +15,7 @@ use crate::common::seaweed::{Seaweed, BUCKET, SECRET_KEY};
 use crate::common::*;
 use psk::sandbox::SandboxOptions;
 use psk::state::remote::{self, Remote};
+use psk::state::{Location, Lock, NewState};
 
 fn url(name: &str) -> String {
     format!("s3://{BUCKET}/{name}/psk.state.json")
@@ -324,11 +325,13 @@ fn a_stale_writer_is_refused_and_overwrites_nothing() {
 
     // This process takes the lock and reads the state (and its ETag); then
     // another psk forces the lock and writes.
-    let stale = open(&sw, &team);
-    let lock = remote::RemoteLock::acquire(&stale, "apply", Duration::ZERO).unwrap();
-    let mut state = remote::store::load(&stale).unwrap().unwrap();
-    let mut journal = remote::RemoteJournal::open(&lock, &mut state).unwrap();
-    let id = lock.id().to_string();
+    let stale = Location::Bucket(open(&sw, &team));
+    let lock = Lock::acquire(&stale, "apply", Duration::ZERO).unwrap();
+    let mut state = psk::state::load_for_write(&lock, NewState::Allowed)
+        .unwrap()
+        .unwrap();
+    let mut journal = lock.journal(&mut state).unwrap();
+    let id = lock_id(&sw, &team);
     run(&env, &sw, env.dir.path(), &["force-unlock", &id, "--force"]).success();
     run(
         &env,
@@ -350,9 +353,7 @@ fn a_stale_writer_is_refused_and_overwrites_nothing() {
     // Fenced once, fenced for good: no second try reaches the store.
     let again = journal.commit(&mut state).unwrap_err().to_string();
     assert!(again.contains("lost the lock"), "{again}");
-    let e = remote::store::save(&stale, &mut state)
-        .unwrap_err()
-        .to_string();
+    let e = psk::state::save(&lock, &mut state).unwrap_err().to_string();
     assert!(e.contains("changed by another writer"), "{e}");
     assert!(e.contains("Nothing was overwritten"), "{e}");
     assert_eq!(sw.get(&key(&team)).unwrap(), written);

@@ -28,7 +28,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, ObjectStore, RetryConfig, UpdateVersion};
 
 pub use lock::RemoteLock;
-pub use store::RemoteJournal;
+pub use store::BucketStore;
 
 /// How long one call to the store (its retries included) may take before
 /// psk takes the store as gone for the rest of the run. With the apply's
@@ -63,12 +63,6 @@ pub enum RemoteError {
     NoBucket { url: String, bucket: String },
     #[error("the state {url} was changed by another writer since psk read it (its ETag no longer matches).\nNothing was overwritten. Run psk again: it reads the new version (and any journal on the store)")]
     Conflict { url: String },
-    #[error("this psk lost the lock of {url} while it waited on the store (lock ID {id}); it is now held by {now}.\nSomeone ran `psk force-unlock {id}` and the state moved on without this psk. It made no call to Cloudflare after that and changes nothing more: what it had not started stays undone, for the next plan to show. Its last journal object on the store is set aside by the next psk, never replayed")]
-    Fenced {
-        url: String,
-        id: String,
-        now: String,
-    },
     #[error("the state {url} is locked by {holder}.\nWait for it to finish, or pass --lock-timeout DURATION to wait for it. If that process is gone (killed, its machine lost), remove its lock with `psk force-unlock {id}`")]
     Held {
         url: String,

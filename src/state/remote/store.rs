@@ -1,26 +1,28 @@
-//! Reading and writing the state object, and its journal on the store.
+//! The state as an object on a bucket: reading it (with its journal
+//! objects replayed, and a fenced-off writer's told apart), and the
+//! [`BucketStore`] a journal writes through (see [`crate::state::journal`]).
 //!
 //! Every write of the state is conditional on the version psk last read
 //! (`If-Match: <etag>`, or `If-None-Match: *` for a state that did not
 //! exist): a second writer gets [`RemoteError::Conflict`] and nothing is
-//! overwritten. The version read travels with the location (a table keyed
-//! by URL, for this process), so the [`State`] type and every command that
-//! loads then saves work unchanged on either store.
+//! overwritten. The version read travels with the [`Remote`] (its `seen`),
+//! so the [`State`] type and every command that loads then saves work
+//! unchanged on either store.
 //!
-//! The journal is one object per group commit, created with
-//! `If-None-Match: *` under `<state>.journal/`, named by lineage, base
-//! serial and serial. An object PUT is atomic, so there are no torn lines:
-//! an object either is there whole, and counts, or is not.
+//! A commit is one object, created with `If-None-Match: *` under
+//! `<state>.journal/`, named by lineage, base serial and serial. An object
+//! PUT is atomic, so there are no torn lines: an object either is there
+//! whole, and counts, or is not.
 
 use futures_util::TryStreamExt as _;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt as _, PutMode, PutOptions, PutPayload, UpdateVersion};
 
 use super::{Remote, RemoteError, RemoteLock, Seen};
-use crate::state::ledger::{Ledger, Unsaved};
-use crate::state::store::{self as file_store, Entry, EntryRef, StateError};
+use crate::state::error::{LostLock, StateError};
+use crate::state::journal::{apply_changes, Commit, Entry, Store};
+use crate::state::store as file_store;
 use crate::state::{NewState, State};
-use crate::tunnel::TunnelKey;
 
 impl Remote {
     /// What this process last read or wrote of the object.
@@ -31,12 +33,6 @@ impl Remote {
     fn remember(&self, seen: Seen) {
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = seen;
     }
-}
-
-/// The version of `remote` this process last read or wrote (`None`: it
-/// had no state object), for `move-state` and tests.
-pub fn version_read(remote: &Remote) -> Option<String> {
-    remote.seen().version.and_then(|v| v.e_tag)
 }
 
 /// Reads the state object and replays its journal; `Ok(None)` when there
@@ -157,7 +153,7 @@ fn read_journal(remote: &Remote) -> Result<Vec<(ObjectPath, Entry)>, StateError>
 /// whose lock was taken went on committing after the state moved on. Those
 /// are never replayed over the newer state (they would undo its changes),
 /// nor dropped (they may hold the record of a key): the next writer moves
-/// them under `<state>.fenced/` (see [`RemoteJournal::open`]).
+/// them under `<state>.fenced/` (see [`BucketStore`]).
 fn replay(
     remote: &Remote,
     state: &mut State,
@@ -196,8 +192,7 @@ fn replay(
             )));
         }
         state.serial = e.serial;
-        file_store::apply_changes(state, e.changes)
-            .map_err(|m| jerr(format!("the object {name}: {m}")))?;
+        apply_changes(state, e.changes).map_err(|m| jerr(format!("the object {name}: {m}")))?;
     }
     if n > 0 {
         tracing::info!(state = %remote.url, commits = n, serial = state.serial, "journal of an interrupted apply replayed from the store");
@@ -220,8 +215,7 @@ fn check_folded(state: &State, objects: Vec<(ObjectPath, Entry)>) -> Result<(), 
                 e.lineage, state.lineage
             ));
         }
-        file_store::apply_changes(&mut again, e.changes)
-            .map_err(|m| format!("the object {name}: {m}"))?;
+        apply_changes(&mut again, e.changes).map_err(|m| format!("the object {name}: {m}"))?;
     }
     let mut held = state.clone();
     held.compact_recipients();
@@ -234,30 +228,6 @@ fn check_folded(state: &State, objects: Vec<(ObjectPath, Entry)>) -> Result<(), 
     }
     tracing::info!(object = %first, "journal objects already folded into the state; ignored");
     Ok(())
-}
-
-/// [`load`] for a writer holding the lock: a journal an interrupted apply
-/// left is folded into the state object right away.
-pub fn load_for_write(lock: &RemoteLock, new_state: NewState) -> Result<Option<State>, StateError> {
-    let mut state = load_guarded(lock.remote(), new_state)?;
-    if let Some(s) = state.as_mut() {
-        RemoteJournal::open(lock, s)?;
-    }
-    Ok(state)
-}
-
-/// Bumps the serial and writes the whole state, conditional on the
-/// version read.
-pub fn save(remote: &Remote, state: &mut State) -> Result<(), StateError> {
-    state.compact_recipients();
-    state.serial += 1;
-    write_whole(remote, state, &[]).map(|_| ())
-}
-
-/// Writes `bytes` as the state object as they are (no serial bump), for
-/// `move-state`: conditional on the version read, like every write.
-pub fn write_bytes(remote: &Remote, bytes: Vec<u8>) -> Result<u64, StateError> {
-    put_state(remote, bytes)
 }
 
 /// Keeps the version read as `<state>.backup`, writes the state on the
@@ -368,76 +338,34 @@ fn set_aside(remote: &Remote, objects: &[ObjectPath]) -> Result<(), StateError> 
     Ok(())
 }
 
-/// The journal of one apply on the store: see [`crate::state::store::Journal`],
-/// whose contract it keeps. A commit is one object, created with
-/// `If-None-Match: *`, and durable when the PUT returns.
+/// The bucket as a journal's store, for the holder of its lock: a commit
+/// is one object created with `If-None-Match: *`, durable when the PUT
+/// returns, and then fenced: the writer proves it still owns the state
+/// before anything acts on the commit.
 #[derive(Debug)]
-pub struct RemoteJournal {
+pub struct BucketStore {
     remote: Remote,
-    /// The lock ID this journal's writer holds: its fencing token.
+    /// The lock ID this writer holds: its fencing token.
     owner: String,
-    /// Set once a commit found the lock taken: every later commit is
-    /// refused at once, with no request (a fenced writer stays fenced).
-    fenced: Option<RemoteError>,
-    /// What is staged and durable, and the counts (shared with the file's
-    /// journal).
-    ledger: Ledger,
     /// The commit objects this journal wrote, removed by the final write.
     written: Vec<ObjectPath>,
-    /// The location, as a path, for the rescue file's message.
-    path: std::path::PathBuf,
 }
 
-impl RemoteJournal {
-    /// Starts a journal on top of `state` as [`load`] read it, for the
-    /// holder of `lock`. Objects a fenced-off writer left are set aside
-    /// first; a state that does not exist yet, or that a replayed journal
-    /// changed, is written whole, so the new journal extends an object on
-    /// the store.
-    pub fn open(lock: &RemoteLock, state: &mut State) -> Result<RemoteJournal, StateError> {
-        let remote = lock.remote();
-        let before = remote.seen();
-        if !before.fenced.is_empty() {
-            set_aside(remote, &before.fenced)?;
-            remote.remember(Seen {
-                fenced: vec![],
-                ..before.clone()
-            });
-        }
-        let before = remote.seen();
-        let mut bytes_written = 0;
-        if before.version.is_none() {
-            state.serial += 1;
-            bytes_written += write_whole(remote, state, &[])?;
-        } else if before.replayed > 0 {
-            tracing::info!(state = %remote.url, "folding the journal an interrupted apply left on the store");
-            bytes_written += write_whole(remote, state, &[])?;
-        } else if !before.journal.is_empty() {
-            remove(remote, &before.journal)?;
-            remote.remember(Seen {
-                journal: vec![],
-                ..before
-            });
-        }
-        Ok(RemoteJournal {
-            remote: remote.clone(),
+impl BucketStore {
+    /// The store of the state object `lock` guards, for its holder.
+    pub(crate) fn new(lock: &RemoteLock) -> BucketStore {
+        BucketStore {
+            remote: lock.remote().clone(),
             owner: lock.id().to_string(),
-            fenced: None,
-            ledger: Ledger::new(state, bytes_written),
             written: Vec::new(),
-            path: std::path::PathBuf::from(&remote.url),
-        })
-    }
-
-    pub fn stage(&mut self, key: &TunnelKey) {
-        self.ledger.stage(key);
+        }
     }
 
     /// Whether this writer still owns the state: its lock object is still
     /// its own (a force-unlock removes it, the next writer's replaces it)
     /// and the state object is still the version it read. Both are read at
     /// once, so the fence costs one round trip.
-    fn prove_owner(&self) -> Result<(), RemoteError> {
+    fn prove_owner(&self) -> Result<(), StateError> {
         let remote = &self.remote;
         let known = remote.seen().version.and_then(|v| v.e_tag);
         let (holder, head) = remote
@@ -450,63 +378,80 @@ impl RemoteJournal {
             .map_err(remote.store_err("read the lock of"))?;
         let holder = holder.map_err(remote.store_err("read the lock of"))?;
         if holder.as_ref().is_none_or(|h| h.id != self.owner) {
-            return Err(RemoteError::Fenced {
+            return Err(LostLock {
                 url: remote.url.clone(),
                 id: self.owner.clone(),
                 now: holder.map_or_else(
                     || "no one: its lock object was removed (`psk force-unlock`)".to_string(),
                     |h| h.to_string(),
                 ),
-            });
+            }
+            .into());
         }
         let now = match head {
             Ok(meta) => meta.e_tag,
             Err(object_store::Error::NotFound { .. }) => None,
-            Err(e) => return Err(remote.store_err("read the state")(e)),
+            Err(e) => return Err(remote.store_err("read the state")(e).into()),
         };
         if now.is_none() || now != known {
             return Err(RemoteError::Conflict {
                 url: remote.url.clone(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Makes every staged change durable with one conditional PUT, bumping
-    /// the serial; on failure the serial is as before and nothing counts.
-    pub fn commit(&mut self, state: &mut State) -> Result<(), StateError> {
-        if self.ledger.nothing_staged() {
-            return Ok(());
-        }
-        if let Some(RemoteError::Fenced { url, id, now }) = &self.fenced {
-            return Err(RemoteError::Fenced {
-                url: url.clone(),
-                id: id.clone(),
-                now: now.clone(),
             }
             .into());
         }
-        state.serial += 1;
-        let entry = EntryRef {
-            lineage: &self.ledger.lineage,
-            base_serial: self.ledger.base_serial,
-            serial: state.serial,
-            changes: self.ledger.changes(state),
-        };
-        let body = serde_json::to_vec(&entry).expect("journal entry serializes");
-        let len = body.len() as u64;
+        Ok(())
+    }
+}
+
+impl Store for BucketStore {
+    /// Sets aside the objects a fenced-off writer left, then folds in
+    /// what an interrupted apply left: a replayed journal is written whole
+    /// into the state object, objects already folded in are removed.
+    fn open(&mut self, state: &State) -> Result<Option<u64>, StateError> {
+        let remote = &self.remote;
+        let before = remote.seen();
+        if !before.fenced.is_empty() {
+            set_aside(remote, &before.fenced)?;
+            remote.remember(Seen {
+                fenced: vec![],
+                ..before.clone()
+            });
+        }
+        let before = remote.seen();
+        if before.version.is_none() {
+            return Ok(None);
+        }
+        if before.replayed > 0 {
+            tracing::info!(state = %remote.url, "folding the journal an interrupted apply left on the store");
+            return self.write_whole(state).map(Some);
+        }
+        if !before.journal.is_empty() {
+            remove(remote, &before.journal)?;
+            remote.remember(Seen {
+                journal: vec![],
+                ..before
+            });
+        }
+        Ok(Some(0))
+    }
+
+    /// One conditional PUT, then the fence: only once the commit is
+    /// durable does psk check that it still owns the state. A writer that
+    /// lost its lock while it waited on the store stops there, before the
+    /// call the commit announces; its object is left for the next writer
+    /// to set aside.
+    fn append(&mut self, commit: &Commit<'_>) -> Result<u64, StateError> {
+        let len = commit.json.len() as u64;
         let name = self.remote.sibling(&format!(
             ".journal/{}-{:020}-{:020}.json",
-            self.ledger.lineage, self.ledger.base_serial, state.serial
+            commit.lineage, commit.base_serial, commit.serial
         ));
-        let started = std::time::Instant::now();
         let put = self.remote.call(self.remote.store.put_opts(
             &name,
-            PutPayload::from(body),
+            PutPayload::from(commit.json.clone()),
             PutOptions::from(PutMode::Create),
         ));
         if let Err(e) = put {
-            state.serial -= 1;
             return Err(match e {
                 object_store::Error::AlreadyExists { .. }
                 | object_store::Error::Precondition { .. } => RemoteError::Conflict {
@@ -516,84 +461,27 @@ impl RemoteJournal {
             }
             .into());
         }
-        // The fence: only now that the commit is durable does psk check
-        // that it still owns the state. A writer that lost its lock while
-        // it waited on the store stops here, before the call the commit
-        // announces; its object is left for the next writer to set aside.
-        if let Err(e) = self.prove_owner() {
-            state.serial -= 1;
-            if let RemoteError::Fenced { url, id, now } = &e {
-                self.fenced = Some(RemoteError::Fenced {
-                    url: url.clone(),
-                    id: id.clone(),
-                    now: now.clone(),
-                });
-            }
-            return Err(e.into());
-        }
+        self.prove_owner()?;
         // Past the fence, before the call: the window docs/remote-state.md
         // describes, where tests stop psk.
         crate::state::durable::stop_point("stop-after-fence");
-        tracing::debug!(
-            serial = state.serial,
-            changes = self.ledger.staged_count(),
-            bytes = len,
-            put_ms = started.elapsed().as_millis() as u64,
-            "journal commit on the store"
-        );
         self.written.push(name);
-        self.ledger.committed(state, len);
-        Ok(())
+        Ok(len)
     }
 
-    /// Commits anything still staged, then folds the journal into the
-    /// state object and removes its commit objects.
-    pub fn finish(&mut self, state: &mut State) -> Result<u64, StateError> {
-        self.commit(state)?;
-        state.compact_recipients();
-        if self.ledger.records() > 0 && !self.written.is_empty() {
-            let written = write_whole(&self.remote, state, &self.written)?;
-            self.ledger.wrote(written);
-            self.written.clear();
-            tracing::info!(
-                state = %self.remote.url,
-                serial = state.serial,
-                commits = self.ledger.commits(),
-                changes = self.ledger.records(),
-                bytes = self.ledger.bytes_written(),
-                "journal folded into the state on the store"
-            );
-        }
-        Ok(self.ledger.bytes_written())
-    }
-
-    /// See [`Ledger::unsaved`].
-    pub fn unsaved(&self, state: &State) -> Vec<Unsaved> {
-        self.ledger.unsaved(state)
-    }
-
-    /// See [`Ledger::revert`].
-    pub fn revert(&self, state: &mut State, key: &TunnelKey) {
-        self.ledger.revert(state, key)
-    }
-
-    /// The state this journal extends (its URL, as a path).
-    pub fn state_path(&self) -> &std::path::Path {
-        &self.path
-    }
-
-    pub fn bytes_written(&self) -> u64 {
-        self.ledger.bytes_written()
-    }
-
-    pub fn commits(&self) -> u64 {
-        self.ledger.commits()
+    /// The state object, conditional on the version read, its backup, and
+    /// the journal objects it folds in (those read and those written).
+    fn write_whole(&mut self, state: &State) -> Result<u64, StateError> {
+        let written = write_whole(&self.remote, state, &self.written)?;
+        self.written.clear();
+        Ok(written)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tunnel::TunnelKey;
 
     fn key(i: usize) -> TunnelKey {
         TunnelKey::new("023e105f4ecef8ad9ca31a8372d0c353", &format!("{i:032x}"))
