@@ -41,10 +41,30 @@ pub fn weed() -> PathBuf {
     }
 }
 
+/// `n` ports for one server, each probed free by binding it, taken below
+/// the kernel's ephemeral range: a port probed free inside that range can be
+/// handed to another process's outgoing connection before `weed` binds it
+/// (seen with several test runs on one machine: "bind: address already in
+/// use", and the server gone).
 fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
+    use std::hash::{BuildHasher as _, RandomState};
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768)
+        .max(20_000);
+    let random = RandomState::new();
+    let mut held: Vec<std::net::TcpListener> = Vec::new();
+    for i in 0u64.. {
+        if held.len() == n {
+            break;
+        }
+        assert!(i < 10_000, "no {n} free ports below {low} on 127.0.0.1");
+        let port = 10_000 + (random.hash_one(i) % u64::from(low - 10_000)) as u16;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
     held.iter()
         .map(|l| l.local_addr().unwrap().port())
         .collect()
@@ -71,6 +91,17 @@ impl Seaweed {
             child: None,
             runtime,
         };
+        // Another process may still take a port between the probe and
+        // weed's bind; then weed exits at once, and new ports are tried.
+        for _ in 0..3 {
+            match s.spawn() {
+                Ok(()) => return s,
+                Err(log) => {
+                    eprintln!("SeaweedFS lost a port to another process; new ports:\n{log}")
+                }
+            }
+            s.ports = free_ports(10);
+        }
         s.restart();
         s
     }
@@ -102,6 +133,14 @@ impl Seaweed {
 
     /// Starts the server (again) on the same data and ports.
     pub fn restart(&mut self) {
+        if let Err(log) = self.spawn() {
+            panic!("SeaweedFS exited at start: a port of its is taken\n{log}");
+        }
+    }
+
+    /// Starts the server and waits until it takes writes; `Err(log)` when
+    /// it exited because one of its ports was taken.
+    fn spawn(&mut self) -> Result<(), String> {
         self.stop();
         let p = &self.ports;
         let d = self.dir.path();
@@ -136,11 +175,11 @@ impl Seaweed {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready()
     }
 
     /// Until a PUT succeeds: the S3 port answers before volumes are ready.
-    fn wait_ready(&self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let start = Instant::now();
         let probe = ObjectPath::from("ready-probe");
         loop {
@@ -152,12 +191,23 @@ impl Seaweed {
                 .await
             });
             if matches!(put, Ok(Ok(_))) {
-                return;
+                return Ok(());
+            }
+            let log =
+                || std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default();
+            let exited = self.child.as_mut().map(|c| c.try_wait());
+            if let Some(Ok(Some(status))) = exited {
+                let log = log();
+                if log.contains("address already in use") {
+                    self.child = None;
+                    return Err(log);
+                }
+                panic!("SeaweedFS exited ({status}) before it took a write:\n{log}");
             }
             assert!(
                 start.elapsed() < Duration::from_secs(90),
                 "SeaweedFS did not come up in 90 s: {put:?}\n{}",
-                std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default()
+                log()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
