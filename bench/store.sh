@@ -68,11 +68,21 @@ fi
 [[ -x $weed ]] || { echo "no SeaweedFS: $weed is not a program (set PSK_TEST_WEED)" >&2; exit 1; }
 
 access=psk-bench-access secret=psk-bench-secret bucket=psk-bench
+# Ten free ports below the kernel's ephemeral range, as the tests pick
+# them (tests/it/common/seaweed.rs): a port inside it can be handed to
+# another process's outgoing connection before weed binds it.
 read -r -a ports < <(python3 -c '
-import socket
-s = [socket.socket() for _ in range(10)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(" ".join(str(x.getsockname()[1]) for x in s))')
+import random, socket
+low = max(20000, int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0]))
+held = []
+while len(held) < 10:
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", random.randrange(10000, low)))
+        held.append(s)
+    except OSError:
+        s.close()
+print(" ".join(str(x.getsockname()[1]) for x in held))')
 weed_dir=$out/weed
 mkdir -p "$weed_dir/data"
 printf '{"identities":[{"name":"psk","credentials":[{"accessKey":"%s","secretKey":"%s"}],"actions":["Admin","Read","Write","List","Tagging"]}]}' \
