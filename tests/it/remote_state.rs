@@ -635,6 +635,8 @@ fn a_writer_paused_while_waiting_on_the_store_changes_nothing_after_its_lock_is_
             "tunnel-01",
         ],
     )
+    // Warnings on: a retry of the fenced commit would show.
+    .env("PSK_LOG", "warn")
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .spawn()
@@ -665,9 +667,22 @@ fn a_writer_paused_while_waiting_on_the_store_changes_nothing_after_its_lock_is_
     proxy.release();
     let a = to_run(a.wait_with_output().unwrap());
     assert_eq!(a.code, 1, "{a:?}");
-    assert!(a.stderr.contains("lost the lock"), "{a:?}");
-    assert!(a.stderr.contains(&format!("lock ID {id}")), "{a:?}");
     env.assert_no_secrets(&a.all());
+    // A says plainly what happened, and is not retried: a fenced writer
+    // stays fenced.
+    for said in [
+        format!("this apply lost the lock of {team} (lock ID {id})"),
+        "no one holds it now".to_string(),
+        format!("Someone ran `psk force-unlock {id}`"),
+        "It made no further call to Cloudflare".to_string(),
+        "It made no key the state lacks: there is nothing to recover".to_string(),
+        "the next `psk plan` reads the state without it".to_string(),
+        format!("sets it aside under {team}.fenced/"),
+    ] {
+        assert!(a.stderr.contains(&said), "no `{said}` in {a:?}");
+    }
+    assert!(!a.stderr.contains("retrying"), "{a:?}");
+    assert!(!a.stderr.contains("psk recover"), "no rescue: {a:?}");
     assert_eq!(env.ledger(), after_b, "A made no call to Cloudflare");
     assert_eq!(
         sw.get(&key(&team)).unwrap(),
@@ -760,6 +775,17 @@ fn a_key_made_in_the_window_after_the_fence_is_found_and_kept() {
     let a = to_run(a.wait_with_output().unwrap());
     assert_eq!(a.code, 1, "{a:?}");
     assert!(a.stderr.contains("lost the lock"), "{a:?}");
+    // The key A made in the window is in its rescue file, and A says so.
+    assert!(
+        a.stderr.contains("1 new tunnel record the state did not take (tunnel-00) is sealed in this apply's rescue file"),
+        "{a:?}"
+    );
+    assert!(
+        a.stderr
+            .contains("Take it back on this machine with:\n  psk recover "),
+        "{a:?}"
+    );
+    assert!(a.stderr.contains(&format!("{team}.fenced/")), "{a:?}");
     env.assert_no_secrets(&a.all());
     let a_key = env.ledger()[&tunnel_id(0)].last().unwrap().clone();
     assert_ne!(a_key, b_key, "A's call in the window replaced B's key");
