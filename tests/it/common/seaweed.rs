@@ -71,8 +71,18 @@ impl Seaweed {
             child: None,
             runtime,
         };
-        s.restart();
-        s
+        // A port found free may be taken by another test before weed binds
+        // it; weed then exits, and a new set of ports is tried.
+        for _ in 0..3 {
+            if s.spawn_and_wait() {
+                return s;
+            }
+            s.ports = free_ports(10);
+        }
+        panic!(
+            "SeaweedFS exited three times before it took writes:\n{}",
+            std::fs::read_to_string(s.dir.path().join("weed.log")).unwrap_or_default()
+        )
     }
 
     pub fn endpoint(&self) -> String {
@@ -102,6 +112,16 @@ impl Seaweed {
 
     /// Starts the server (again) on the same data and ports.
     pub fn restart(&mut self) {
+        assert!(
+            self.spawn_and_wait(),
+            "SeaweedFS exited before it took writes:\n{}",
+            std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default()
+        );
+    }
+
+    /// Starts the server and waits until it takes writes; false if it
+    /// exited first (a port taken).
+    fn spawn_and_wait(&mut self) -> bool {
         self.stop();
         let p = &self.ports;
         let d = self.dir.path();
@@ -136,11 +156,12 @@ impl Seaweed {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready()
     }
 
-    /// Until a PUT succeeds: the S3 port answers before volumes are ready.
-    fn wait_ready(&self) {
+    /// Until a PUT succeeds (the S3 port answers before volumes are
+    /// ready); false if the server exited meanwhile.
+    fn wait_ready(&mut self) -> bool {
         let start = Instant::now();
         let probe = ObjectPath::from("ready-probe");
         loop {
@@ -152,7 +173,13 @@ impl Seaweed {
                 .await
             });
             if matches!(put, Ok(Ok(_))) {
-                return;
+                return true;
+            }
+            let exited =
+                (self.child.as_mut()).is_none_or(|c| c.try_wait().is_ok_and(|e| e.is_some()));
+            if exited {
+                self.child = None;
+                return false;
             }
             assert!(
                 start.elapsed() < Duration::from_secs(90),
