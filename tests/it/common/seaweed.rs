@@ -41,10 +41,30 @@ pub fn weed() -> PathBuf {
     }
 }
 
+/// `n` ports for one server, each probed free by binding it, taken below
+/// the kernel's ephemeral range: a port probed free inside that range can be
+/// handed to another process's outgoing connection before `weed` binds it
+/// (seen with several test runs on one machine: "bind: address already in
+/// use", and the server gone).
 fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
+    use std::hash::{BuildHasher as _, RandomState};
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768)
+        .max(20_000);
+    let random = RandomState::new();
+    let mut held: Vec<std::net::TcpListener> = Vec::new();
+    for i in 0u64.. {
+        if held.len() == n {
+            break;
+        }
+        assert!(i < 10_000, "no {n} free ports below {low} on 127.0.0.1");
+        let port = 10_000 + (random.hash_one(i) % u64::from(low - 10_000)) as u16;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
     held.iter()
         .map(|l| l.local_addr().unwrap().port())
         .collect()
@@ -71,18 +91,19 @@ impl Seaweed {
             child: None,
             runtime,
         };
-        // A port found free may be taken by another test before weed binds
-        // it; weed then exits, and a new set of ports is tried.
+        // Another process may still take a port between the probe and
+        // weed's bind; then weed exits at once, and new ports are tried.
         for _ in 0..3 {
-            if s.spawn_and_wait() {
-                return s;
+            match s.spawn() {
+                Ok(()) => return s,
+                Err(log) => {
+                    eprintln!("SeaweedFS lost a port to another process; new ports:\n{log}")
+                }
             }
             s.ports = free_ports(10);
         }
-        panic!(
-            "SeaweedFS exited three times before it took writes:\n{}",
-            std::fs::read_to_string(s.dir.path().join("weed.log")).unwrap_or_default()
-        )
+        s.restart();
+        s
     }
 
     pub fn endpoint(&self) -> String {
@@ -112,16 +133,14 @@ impl Seaweed {
 
     /// Starts the server (again) on the same data and ports.
     pub fn restart(&mut self) {
-        assert!(
-            self.spawn_and_wait(),
-            "SeaweedFS exited before it took writes:\n{}",
-            std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default()
-        );
+        if let Err(log) = self.spawn() {
+            panic!("SeaweedFS exited at start: a port of its is taken\n{log}");
+        }
     }
 
-    /// Starts the server and waits until it takes writes; false if it
-    /// exited first (a port taken).
-    fn spawn_and_wait(&mut self) -> bool {
+    /// Starts the server and waits until it takes writes; `Err(log)` when
+    /// it exited because one of its ports was taken.
+    fn spawn(&mut self) -> Result<(), String> {
         self.stop();
         let p = &self.ports;
         let d = self.dir.path();
@@ -159,9 +178,8 @@ impl Seaweed {
         self.wait_ready()
     }
 
-    /// Until a PUT succeeds (the S3 port answers before volumes are
-    /// ready); false if the server exited meanwhile.
-    fn wait_ready(&mut self) -> bool {
+    /// Until a PUT succeeds: the S3 port answers before volumes are ready.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let start = Instant::now();
         let probe = ObjectPath::from("ready-probe");
         loop {
@@ -173,18 +191,23 @@ impl Seaweed {
                 .await
             });
             if matches!(put, Ok(Ok(_))) {
-                return true;
+                return Ok(());
             }
-            let exited =
-                (self.child.as_mut()).is_none_or(|c| c.try_wait().is_ok_and(|e| e.is_some()));
-            if exited {
-                self.child = None;
-                return false;
+            let log =
+                || std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default();
+            let exited = self.child.as_mut().map(|c| c.try_wait());
+            if let Some(Ok(Some(status))) = exited {
+                let log = log();
+                if log.contains("address already in use") {
+                    self.child = None;
+                    return Err(log);
+                }
+                panic!("SeaweedFS exited ({status}) before it took a write:\n{log}");
             }
             assert!(
                 start.elapsed() < Duration::from_secs(90),
                 "SeaweedFS did not come up in 90 s: {put:?}\n{}",
-                std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default()
+                log()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
