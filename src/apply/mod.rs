@@ -373,14 +373,19 @@ impl<'a> Run<'a> {
 
     /// Makes everything staged durable, with one fsync. A failed write is
     /// tried again after a pause (the keys wait in memory); the error is
-    /// returned only once those attempts failed too, and then the caller
-    /// stops the apply (see `unwritable`).
+    /// returned only once those attempts failed too (at once when this
+    /// writer lost its lock), and then the caller stops the apply (see
+    /// `unwritable`).
     async fn commit(&mut self) -> Result<(), StateError> {
         let mut delays = unwritable::retry_delays();
         loop {
             let Err(e) = self.journal.commit(self.state) else {
                 return Ok(());
             };
+            // A writer that lost its lock stays fenced: no retry helps.
+            if e.lost_lock().is_some() {
+                return Err(e);
+            }
             let Some(delay) = delays.next() else {
                 return Err(e);
             };

@@ -7,13 +7,17 @@
 //! (their keys exist on the edge now), and every change the disk does not
 //! hold goes, sealed as in the state, to a rescue file elsewhere
 //! (`state::rescue`), with the command that takes it back.
+//!
+//! A writer that lost its lock to another (`psk force-unlock` while it was
+//! paused) is not retried at all: it stays fenced, and says so, with where
+//! its keys are and what becomes of what it left on the store.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::Run;
 use crate::state::rescue::Rescue;
-use crate::state::{Journal, State, StateError};
+use crate::state::{Journal, LostLock, State, StateError};
 
 /// Waits before each new attempt of a failed commit: a disk that was full
 /// for a moment (another writer, a log rotation) gets a little time.
@@ -39,6 +43,14 @@ pub enum Unwritable {
         names: String,
         text: String,
     },
+    /// This writer's lock was taken: it stopped for good.
+    #[error("{}", fenced(.lost, .rescue.as_deref(), .names))]
+    Fenced {
+        lost: LostLock,
+        /// The rescue file holding the records the state did not take.
+        rescue: Option<PathBuf>,
+        names: Vec<String>,
+    },
     #[error("{error}\nEvery change of this apply is in the journal beside the state, which the next psk command folds in: nothing was lost. Once the state can be written again (free or remount the disk, or wait for the bucket), run `psk plan`")]
     Unfolded { error: StateError },
 }
@@ -48,14 +60,47 @@ pub fn retry_delays() -> impl Iterator<Item = Duration> {
     RETRY.from_env().delays()
 }
 
+/// What a fenced-off apply says: whose the lock is now, that nothing more
+/// went to Cloudflare, where its keys are, and what becomes of the journal
+/// object it left.
+fn fenced(lost: &LostLock, rescue: Option<&std::path::Path>, names: &[String]) -> String {
+    let url = &lost.url;
+    let id = &lost.id;
+    let keys = match rescue {
+        Some(rescue) => {
+            let one = names.len() == 1;
+            format!(
+                "{} new tunnel record{} the state did not take ({}) {} sealed in this apply's rescue file, as the state would hold {} (no PSK in plaintext); Cloudflare's edge may hold {}. Take {} back on this machine with:\n  psk recover {}\n(recover asks Cloudflare which key its edge holds, and keeps that one.)",
+                names.len(),
+                if one { "" } else { "s" },
+                names.join(", "),
+                if one { "is" } else { "are" },
+                if one { "it" } else { "them" },
+                if one { "its key" } else { "their keys" },
+                if one { "it" } else { "them" },
+                rescue.display()
+            )
+        }
+        None => "It made no key the state lacks: there is nothing to recover.".to_string(),
+    };
+    format!(
+        "this apply lost the lock of {url} (lock ID {id}) while it waited on the store; {}.\nSomeone ran `psk force-unlock {id}` and the state moved on without this apply. It made no further call to Cloudflare and changes nothing more: what it had not started stays undone, for the next plan to show.\n{keys}\nThe journal object it wrote after losing the lock is never replayed: the next `psk plan` reads the state without it, and the next psk that writes the state (the next `psk apply`, say) sets it aside under {url}.fenced/.",
+        lost.now()
+    )
+}
+
 /// Folds the journal into the state file, trying again as a commit does;
-/// when it cannot, every change is still in the journal.
+/// when it cannot, every change is still in the journal. A writer that
+/// lost its lock is not tried again.
 pub async fn fold(journal: &mut Journal, state: &mut State) -> Result<(), Unwritable> {
     let mut delays = retry_delays();
     loop {
         let Err(source) = journal.finish(state) else {
             return Ok(());
         };
+        if source.lost_lock().is_some() {
+            return Err(rescue_unsaved(journal, state, source));
+        }
         let Some(delay) = delays.next() else {
             return Err(Unwritable::Unfolded { error: source });
         };
@@ -70,24 +115,39 @@ pub fn rescue(run: &mut Run<'_>, source: StateError) -> Unwritable {
     if run.journal.commit(run.state).is_ok() {
         return Unwritable::Stopped { error: source };
     }
-    let unsaved = run.journal.unsaved(run.state);
+    rescue_unsaved(&run.journal, run.state, source)
+}
+
+/// Writes what `journal` could not make durable to a rescue file.
+fn rescue_unsaved(journal: &Journal, state: &State, source: StateError) -> Unwritable {
+    let unsaved = journal.unsaved(state);
+    let lost = source.lost_lock().cloned();
     if unsaved.is_empty() {
-        return Unwritable::Stopped { error: source };
+        return match lost {
+            Some(lost) => Unwritable::Fenced {
+                lost,
+                rescue: None,
+                names: vec![],
+            },
+            None => Unwritable::Stopped { error: source },
+        };
     }
-    let rescue = Rescue::new(
-        run.journal.state_path(),
-        run.state,
-        &unsaved,
-        chrono::Utc::now(),
-    );
+    let rescue = Rescue::new(journal.state_path(), state, &unsaved, chrono::Utc::now());
     let names = rescue.names();
     match rescue.write() {
         Ok(path) => {
             tracing::warn!(rescue = %path.display(), tunnels = names.len(), "unsaved records written to a rescue file");
-            Unwritable::Rescued {
-                error: source,
-                rescue: path,
-                names,
+            match lost {
+                Some(lost) => Unwritable::Fenced {
+                    lost,
+                    rescue: Some(path),
+                    names,
+                },
+                None => Unwritable::Rescued {
+                    error: source,
+                    rescue: path,
+                    names,
+                },
             }
         }
         Err(tried) => Unwritable::Nowhere {
@@ -99,5 +159,46 @@ pub fn rescue(run: &mut Run<'_>, source: StateError) -> Unwritable {
             names: names.join(", "),
             text: String::from_utf8(rescue.to_bytes()).expect("JSON is UTF-8"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lock's new holder, every rescued tunnel and the one command
+    /// that takes them back are named; nothing else would tell the user.
+    #[test]
+    fn a_fenced_apply_names_the_new_holder_its_rescue_and_the_set_aside() {
+        let lost = LostLock {
+            url: "s3://b/psk.state.json".into(),
+            id: "abc".into(),
+            holder: Some(
+                "ops@ci (pid 7), running `psk apply` since 2026-12-07T00:00:00Z (lock ID def)"
+                    .into(),
+            ),
+        };
+        let names = ["t1".to_string(), "t2".to_string()];
+        let text = fenced(&lost, Some(std::path::Path::new("/r/x.json")), &names);
+        for said in [
+            "this apply lost the lock of s3://b/psk.state.json (lock ID abc) while it waited on the store; it is now held by ops@ci (pid 7)",
+            "It made no further call to Cloudflare",
+            "2 new tunnel records the state did not take (t1, t2) are sealed in this apply's rescue file",
+            "Take them back on this machine with:\n  psk recover /r/x.json\n",
+            "sets it aside under s3://b/psk.state.json.fenced/",
+        ] {
+            assert!(text.contains(said), "no `{said}` in {text}");
+        }
+        let none = fenced(
+            &LostLock {
+                holder: None,
+                ..lost
+            },
+            None,
+            &[],
+        );
+        assert!(none.contains("no one holds it now"), "{none}");
+        assert!(none.contains("there is nothing to recover"), "{none}");
+        assert!(!none.contains("psk recover"), "{none}");
     }
 }

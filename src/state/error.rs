@@ -94,14 +94,27 @@ fn not_the_backup(backup: Option<&Path>) -> String {
 /// is refused with the same words and no request (a fenced writer stays
 /// fenced).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("this psk lost the lock of {url} while it waited on the store (lock ID {id}); it is now held by {now}.\nSomeone ran `psk force-unlock {id}` and the state moved on without this psk. It made no call to Cloudflare after that and changes nothing more: what it had not started stays undone, for the next plan to show. Its last journal object on the store is set aside by the next psk, never replayed")]
+#[error("this psk lost the lock of {url} while it waited on the store (lock ID {id}); {}.\nSomeone ran `psk force-unlock {id}` and the state moved on without this psk. It made no call to Cloudflare after that and changes nothing more: what it had not started stays undone, for the next plan to show. Its last journal object on the store is set aside by the next psk, never replayed", self.now())]
 pub struct LostLock {
     /// The state, as the user wrote its location.
     pub url: String,
     /// The lock ID this writer held: its fencing token.
     pub id: String,
-    /// Who holds the lock now, or how it went.
-    pub now: String,
+    /// Who holds the lock now (user@host, pid, operation, since, lock
+    /// ID); `None` when no one does: its lock object was removed.
+    pub holder: Option<String>,
+}
+
+impl LostLock {
+    /// Where the lock went, as a clause.
+    pub fn now(&self) -> String {
+        match &self.holder {
+            Some(h) => format!("it is now held by {h}"),
+            None => {
+                "no one holds it now: its lock object was removed (`psk force-unlock`)".to_string()
+            }
+        }
+    }
 }
 
 impl StateError {

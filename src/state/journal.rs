@@ -296,3 +296,102 @@ impl Journal {
         self.ledger.commits()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// What the in-memory store saw.
+    #[derive(Debug, Default)]
+    struct Seen {
+        /// The serial of each commit it made durable.
+        commits: Vec<u64>,
+        /// Calls to `append`, taken or not.
+        appends: usize,
+        wholes: usize,
+        /// Whether this writer's lock is gone.
+        lock_taken: bool,
+    }
+
+    /// A store in memory whose lock can be taken, to check the journal's
+    /// bookkeeping apart from any real store.
+    #[derive(Debug, Default, Clone)]
+    struct Memory(Arc<Mutex<Seen>>);
+
+    impl Store for Memory {
+        fn open(&mut self, _state: &State) -> Result<Option<u64>, StateError> {
+            Ok(None)
+        }
+
+        fn append(&mut self, commit: &Commit<'_>) -> Result<u64, StateError> {
+            let mut seen = self.0.lock().unwrap();
+            seen.appends += 1;
+            if seen.lock_taken {
+                return Err(LostLock {
+                    url: "mem://state".into(),
+                    id: "mine".into(),
+                    holder: Some("theirs".into()),
+                }
+                .into());
+            }
+            seen.commits.push(commit.serial);
+            Ok(commit.json.len() as u64)
+        }
+
+        fn write_whole(&mut self, _state: &State) -> Result<u64, StateError> {
+            self.0.lock().unwrap().wholes += 1;
+            Ok(1)
+        }
+    }
+
+    fn key(i: usize) -> TunnelKey {
+        TunnelKey::new("023e105f4ecef8ad9ca31a8372d0c353", &format!("{i:032x}"))
+    }
+
+    fn change(state: &mut State, i: usize) {
+        state.entry(&key(i), &format!("t{i}")).psk = Some(format!("sealed-{i}"));
+    }
+
+    /// One serial per commit, given back when a commit fails; a writer
+    /// whose lock was taken is refused from then on without asking its
+    /// store again, keeps its change for the rescue, and folds nothing.
+    #[test]
+    fn a_fenced_writer_stays_fenced_and_its_serial_is_given_back() {
+        let memory = Memory::default();
+        let mut state = State::new(vec![]);
+        let mut journal = Journal::on(
+            Box::new(memory.clone()),
+            Path::new("mem://state"),
+            &mut state,
+        )
+        .unwrap();
+        assert_eq!(state.serial, 1, "a new state is written whole first");
+        assert_eq!(memory.0.lock().unwrap().wholes, 1);
+        change(&mut state, 0);
+        journal.record(&mut state, &key(0)).unwrap();
+        assert_eq!(state.serial, 2);
+
+        memory.0.lock().unwrap().lock_taken = true;
+        change(&mut state, 1);
+        let e = journal.record(&mut state, &key(1)).unwrap_err();
+        assert_eq!(e.lost_lock().unwrap().holder.as_deref(), Some("theirs"));
+        assert_eq!(state.serial, 2, "the failed commit's serial is given back");
+        let again = journal.commit(&mut state).unwrap_err();
+        assert!(again.lost_lock().is_some(), "{again}");
+        assert!(journal
+            .finish(&mut state)
+            .unwrap_err()
+            .lost_lock()
+            .is_some());
+        let seen = memory.0.lock().unwrap();
+        assert_eq!(seen.appends, 2, "fenced once, never asked again");
+        assert_eq!(seen.commits, vec![2]);
+        assert_eq!(seen.wholes, 1, "nothing folded");
+        let unsaved = journal.unsaved(&state);
+        assert_eq!(unsaved.len(), 1);
+        assert_eq!(unsaved[0].key, key(1));
+        assert_eq!((journal.commits(), state.serial), (1, 2));
+    }
+}

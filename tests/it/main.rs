@@ -53,6 +53,7 @@ mod sandbox_cli;
 mod sdk_conformance;
 mod state_store;
 mod status;
+mod store_contract;
 #[cfg(unix)]
 mod strongswan;
 mod transport;

@@ -381,10 +381,7 @@ impl BucketStore {
             return Err(LostLock {
                 url: remote.url.clone(),
                 id: self.owner.clone(),
-                now: holder.map_or_else(
-                    || "no one: its lock object was removed (`psk force-unlock`)".to_string(),
-                    |h| h.to_string(),
-                ),
+                holder: holder.map(|h| h.to_string()),
             }
             .into());
         }
