@@ -840,6 +840,119 @@ fn slow_puts_412s_and_5xx_from_the_store_lose_nothing_and_replay_nothing_twice()
     }
 }
 
+/// The fence comes before the call, and after the commit: with every read
+/// of the lock object held by the proxy, the commit announcing the
+/// rotations is already on the store, yet no `psk_generate` goes out;
+/// released, the apply goes on. A psk that started a call while its fence
+/// was still on the wire (or that read the lock before its commit landed)
+/// fails here.
+#[test]
+fn no_call_starts_before_its_commit_is_durable_and_fenced() {
+    let sw = Seaweed::start();
+    let proxy = FaultProxy::start(&sw.endpoint());
+    let mut env = TestEnv::new(4);
+    env.start_sandbox();
+    let team = url("fence-first");
+    point_at(env.dir.path(), &team);
+    run(&env, &sw, env.dir.path(), &["apply", "--auto-approve"]).success();
+    let before = env.ledger();
+    let journal = format!("{}.journal", key(&team));
+
+    proxy.arm(Some("GET"), Some(".lock"), Action::Hold, None);
+    let mut args = vec!["apply", "--auto-approve"];
+    for t in ["tunnel-00", "tunnel-01", "tunnel-02", "tunnel-03"] {
+        args.extend(["--replace", t]);
+    }
+    let a = via(&env, &proxy, &sw, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(|| proxy.held() == 1, "the fence's read of the lock, held");
+    assert_eq!(
+        sw.list(&journal).len(),
+        1,
+        "the commit of the intents is durable before the fence reads the lock"
+    );
+    // Long enough for four calls to the sandbox, had any started.
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(proxy.held(), 1);
+    assert_eq!(
+        env.ledger(),
+        before,
+        "a psk_generate went out before its intent was fenced"
+    );
+
+    proxy.disarm();
+    proxy.release();
+    let a = to_run(a.wait_with_output().unwrap());
+    assert_eq!(a.code, 0, "{a:?}");
+    env.assert_no_secrets(&a.all());
+    for (id, psks) in env.ledger() {
+        assert_eq!(
+            psks.len(),
+            before[&id].len() + 1,
+            "tunnel {id} rotated once"
+        );
+    }
+    check_settled(&env, &sw, &team);
+    assert!(sw.list(&journal).is_empty(), "{:?}", sw.list(&journal));
+}
+
+/// What an apply on a bucket costs in requests, by kind: a fixed number
+/// at the start and the end, and per group commit one PUT and one fence
+/// (a GET of the lock and a HEAD of the state, read at once), never one
+/// per key. The fold removes every commit object with one request.
+#[test]
+fn an_apply_on_a_bucket_makes_a_fixed_number_of_requests_besides_its_commits() {
+    let sw = Seaweed::start();
+    let proxy = FaultProxy::start(&sw.endpoint());
+    let mut env = TestEnv::new(6);
+    env.start_sandbox();
+    let team = url("requests");
+    point_at(env.dir.path(), &team);
+    run(&env, &sw, env.dir.path(), &["apply", "--auto-approve"]).success();
+
+    let mut args = vec!["-v", "apply", "--auto-approve", "--parallelism", "1"];
+    for t in [
+        "tunnel-00",
+        "tunnel-01",
+        "tunnel-02",
+        "tunnel-03",
+        "tunnel-04",
+        "tunnel-05",
+    ] {
+        args.extend(["--replace", t]);
+    }
+    let out = via(&env, &proxy, &sw, &args).output().unwrap();
+    let out = to_run(out);
+    assert_eq!(out.code, 0, "{out:?}");
+    env.assert_no_secrets(&out.all());
+    let commits: usize = out
+        .stderr
+        .split("commits=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no commit count in the log:\n{}", out.stderr));
+    // One rotation at a time: its intent, then its answer with the next
+    // intent, then the last answer.
+    assert_eq!(commits, 7, "{}", out.stderr);
+    let by_kind = proxy.requests_by_kind();
+    let n = |kind: &str| by_kind.get(kind).copied().unwrap_or(0);
+    // Start: the bucket checked (LIST), the lock (PUT), the state and the
+    // journal listing (GET, LIST). End: the state and its backup (PUT),
+    // the journal's objects and the lock removed (POST: S3's bulk delete),
+    // the lock read before its removal (GET).
+    assert_eq!(n("LIST"), 2, "{by_kind:?}");
+    assert_eq!(n("PUT"), commits + 3, "{by_kind:?}");
+    assert_eq!(n("HEAD"), commits, "{by_kind:?}");
+    assert_eq!(n("GET"), commits + 2, "{by_kind:?}");
+    assert_eq!(n("POST"), 2, "{by_kind:?}");
+    assert_eq!(proxy.requests(), 3 * commits + 9, "{by_kind:?}");
+    check_settled(&env, &sw, &team);
+}
+
 /// The edges of the set-up: no credentials anywhere is said as such (with
 /// where psk looked), and a misspelled bucket is refused by `apply` as by
 /// `plan`, before the lock: a store that makes buckets on first write

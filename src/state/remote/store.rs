@@ -68,19 +68,19 @@ pub fn load_guarded(remote: &Remote, new_state: NewState) -> Result<Option<State
 }
 
 fn load_unguarded(remote: &Remote) -> Result<Option<State>, StateError> {
-    let got = remote
+    // The state object and the journal listing do not depend on each
+    // other: both are read at once, one round trip to the store, not two.
+    let (got, listed) = remote
         .call(async {
-            match remote.store.get(&remote.key).await {
-                Ok(r) => {
-                    let meta = r.meta.clone();
-                    r.bytes().await.map(|b| Some((b.to_vec(), meta)))
-                }
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(e),
-            }
+            Ok(futures_util::join!(
+                read_state_object(remote),
+                read_journal_objects(remote)
+            ))
         })
         .map_err(remote.store_err("read the state"))?;
-    let journal = read_journal(remote)?;
+    let got = got.map_err(remote.store_err("read the state"))?;
+    let listed = listed.map_err(remote.store_err("read the journal of"))?;
+    let journal = parse_journal(remote, listed)?;
     let Some((bytes, meta)) = got else {
         if !journal.is_empty() {
             return Err(RemoteError::OrphanJournal {
@@ -110,21 +110,41 @@ fn load_unguarded(remote: &Remote) -> Result<Option<State>, StateError> {
     Ok(Some(state))
 }
 
-/// Every journal object, in name order (lineage, base serial, serial).
-fn read_journal(remote: &Remote) -> Result<Vec<(ObjectPath, Entry)>, StateError> {
+/// The state object's bytes and metadata; `None` when there is none.
+async fn read_state_object(
+    remote: &Remote,
+) -> Result<Option<(Vec<u8>, object_store::ObjectMeta)>, object_store::Error> {
+    match remote.store.get(&remote.key).await {
+        Ok(r) => {
+            let meta = r.meta.clone();
+            r.bytes().await.map(|b| Some((b.to_vec(), meta)))
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every journal object's name and bytes, in name order (lineage, base
+/// serial, serial).
+async fn read_journal_objects(
+    remote: &Remote,
+) -> Result<Vec<(ObjectPath, Vec<u8>)>, object_store::Error> {
     let prefix = remote.sibling(".journal");
-    let objects = remote
-        .call(async {
-            let mut metas: Vec<_> = remote.store.list(Some(&prefix)).try_collect().await?;
-            metas.sort_by(|a: &object_store::ObjectMeta, b| a.location.cmp(&b.location));
-            let mut out = Vec::with_capacity(metas.len());
-            for m in metas {
-                let bytes = remote.store.get(&m.location).await?.bytes().await?;
-                out.push((m.location, bytes));
-            }
-            Ok::<_, object_store::Error>(out)
-        })
-        .map_err(remote.store_err("read the journal of"))?;
+    let mut metas: Vec<_> = remote.store.list(Some(&prefix)).try_collect().await?;
+    metas.sort_by(|a: &object_store::ObjectMeta, b| a.location.cmp(&b.location));
+    let mut out = Vec::with_capacity(metas.len());
+    for m in metas {
+        let bytes = remote.store.get(&m.location).await?.bytes().await?;
+        out.push((m.location, bytes.to_vec()));
+    }
+    Ok(out)
+}
+
+/// The journal objects read, each parsed as a commit.
+fn parse_journal(
+    remote: &Remote,
+    objects: Vec<(ObjectPath, Vec<u8>)>,
+) -> Result<Vec<(ObjectPath, Entry)>, StateError> {
     objects
         .into_iter()
         .map(|(name, bytes)| {
@@ -230,11 +250,12 @@ fn check_folded(state: &State, objects: Vec<(ObjectPath, Entry)>) -> Result<(), 
     Ok(())
 }
 
-/// Keeps the version read as `<state>.backup`, writes the state on the
-/// condition that it is still that version, then removes the journal
-/// objects it folds in (`extra` and those read). Returns bytes written.
+/// Writes the state on the condition that it is still the version read,
+/// then keeps that version as `<state>.backup` and removes the journal
+/// objects the write folds in (`extra` and those read). Returns bytes
+/// written.
 fn write_whole(remote: &Remote, state: &State, extra: &[ObjectPath]) -> Result<u64, StateError> {
-    let written = put_state(remote, state.to_bytes())?;
+    let (written, previous) = swap_state(remote, state.to_bytes())?;
     let mut gone = std::mem::take(
         &mut remote
             .seen
@@ -243,11 +264,39 @@ fn write_whole(remote: &Remote, state: &State, extra: &[ObjectPath]) -> Result<u
             .journal,
     );
     gone.extend_from_slice(extra);
-    remove(remote, &gone)?;
-    Ok(written)
+    // Once the swap succeeded, the backup and the removal of what it
+    // folded in depend on nothing but it, nor on each other: one round trip
+    // for both, and one request for every folded object (a bulk delete).
+    // Should either fail, the state is already whole on the store: a
+    // leftover object is recognised as folded in and removed by the next
+    // writer, and a missing backup only loses a copy of an older version.
+    let backup = remote.sibling(".backup");
+    let (kept, removed) = remote
+        .call(async {
+            Ok(futures_util::join!(
+                async {
+                    match &previous {
+                        Some(p) => remote
+                            .store
+                            .put(&backup, PutPayload::from(p.clone()))
+                            .await
+                            .map(|_| ()),
+                        None => Ok(()),
+                    }
+                },
+                remove_async(remote, &gone)
+            ))
+        })
+        .map_err(remote.store_err("write the backup of"))?;
+    kept.map_err(remote.store_err("write the backup of"))?;
+    removed.map_err(remote.store_err("remove the folded journal of"))?;
+    Ok(written + previous.map_or(0, |p| p.len() as u64))
 }
 
-fn put_state(remote: &Remote, bytes: Vec<u8>) -> Result<u64, StateError> {
+/// Writes `bytes` as the state object, conditional on the version read
+/// (a refused writer touches nothing, its backup included). Returns the
+/// bytes written and the version replaced, for the backup.
+fn swap_state(remote: &Remote, bytes: Vec<u8>) -> Result<(u64, Option<Vec<u8>>), StateError> {
     let before = remote.seen();
     let mode = match before.version.clone() {
         Some(v) => PutMode::Update(v),
@@ -270,7 +319,7 @@ fn put_state(remote: &Remote, bytes: Vec<u8>) -> Result<u64, StateError> {
         }
         Err(e) => return Err(remote.store_err("write the state")(e).into()),
     };
-    let mut written = bytes.len() as u64;
+    let written = bytes.len() as u64;
     remote.remember(Seen {
         version: Some(UpdateVersion {
             e_tag: result.e_tag,
@@ -279,31 +328,36 @@ fn put_state(remote: &Remote, bytes: Vec<u8>) -> Result<u64, StateError> {
         bytes: Some(bytes),
         ..before.clone()
     });
-    // The version replaced, kept beside it once the swap succeeded (a
-    // refused writer must not touch it either). With bucket versioning
-    // on, every version is kept anyway.
-    if let Some(previous) = before.bytes {
-        written += previous.len() as u64;
-        let backup = remote.sibling(".backup");
-        remote
-            .call(remote.store.put(&backup, PutPayload::from(previous)))
-            .map_err(remote.store_err("write the backup of"))?;
-    }
-    Ok(written)
+    // With bucket versioning on, every version is kept anyway.
+    Ok((written, before.bytes))
 }
 
 fn remove(remote: &Remote, objects: &[ObjectPath]) -> Result<(), StateError> {
     remote
-        .call(async {
-            for o in objects {
-                match remote.store.delete(o).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(())
-        })
+        .call(remove_async(remote, objects))
         .map_err(|e| remote.store_err("remove the folded journal of")(e).into())
+}
+
+/// Removes `objects` with one request for up to a thousand of them (S3's
+/// DeleteObjects, which object_store sends for every delete anyway): a
+/// fold of an apply's N commits costs one round trip, not N. An object
+/// already gone counts as removed.
+async fn remove_async(remote: &Remote, objects: &[ObjectPath]) -> Result<(), object_store::Error> {
+    use futures_util::StreamExt as _;
+    if objects.is_empty() {
+        return Ok(());
+    }
+    let names = objects.to_vec().into_iter().map(Ok);
+    let mut removed = remote
+        .store
+        .delete_stream(futures_util::stream::iter(names).boxed());
+    while let Some(r) = removed.next().await {
+        match r {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Moves the journal objects a fenced-off writer left under
