@@ -231,7 +231,9 @@ print(f"{tunnels} tunnels, Cloudflare's limits, store latency {latency} ms (prox
 base = {"flow": med(flows("local")), "auto": med(walls("local", "apply-auto"))}
 for place in ("local", "direct", "proxy"):
     flow, auto = med(flows(place)), med(walls(place, "apply-auto"))
-    print(f"{place:7} plan --out {med(walls(place, 'plan-out')):.3f} s, apply FILE {med(walls(place, 'apply-file')):.3f} s,"
+    apply_file = med(walls(place, 'apply-file'))
+    print(f"{place:7} plan --out {med(walls(place, 'plan-out')):.3f} s, apply FILE {apply_file:.3f} s"
+          f" (x{apply_file / med(walls('local', 'apply-file')):.2f} local),"
           f" both {flow:.3f} s (x{flow / base['flow']:.2f} local); apply --auto-approve {auto:.3f} s (x{auto / base['auto']:.2f} local)")
     print(f"        API requests {field(place, 'plan-out', 'api_requests')} + {field(place, 'apply-file', 'api_requests')} / {field(place, 'apply-auto', 'api_requests')},"
           f" 429s {sorted(set(field(place, 'plan-out', 'status_429') + field(place, 'apply-file', 'status_429') + field(place, 'apply-auto', 'status_429')))},"
