@@ -4,7 +4,12 @@
 //! matches it first: an answer with a status of the test's choosing (a 412,
 //! a 503), a hold until the test releases it (a writer waiting on the
 //! store), or no answer at all (a store that hangs).
+//!
+//! `examples/store_latency_proxy.rs` runs this same proxy as a process of
+//! its own, for `bench/store.sh` (a store 30 ms away): one implementation
+//! for the tests and the benchmark.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,6 +47,8 @@ struct Shared {
     latency: Mutex<Duration>,
     faults: Mutex<Vec<Fault>>,
     requests: AtomicUsize,
+    /// Requests by kind: the method, or `LIST` for a listing.
+    kinds: Mutex<BTreeMap<String, usize>>,
     held: AtomicUsize,
     faulted: AtomicUsize,
     released: tokio::sync::Notify,
@@ -142,6 +149,12 @@ impl FaultProxy {
     pub fn requests(&self) -> usize {
         self.shared.requests.load(Ordering::SeqCst)
     }
+
+    /// Requests seen so far by kind: `GET`, `PUT`, `HEAD`, `DELETE`, ...,
+    /// and `LIST` for a listing (a GET with `list-type`).
+    pub fn requests_by_kind(&self) -> BTreeMap<String, usize> {
+        self.shared.kinds.lock().unwrap().clone()
+    }
 }
 
 impl Drop for FaultProxy {
@@ -182,6 +195,18 @@ async fn forward(
 ) -> Response {
     shared.requests.fetch_add(1, Ordering::SeqCst);
     let (parts, body) = req.into_parts();
+    let listing = parts.uri.query().is_some_and(|q| q.contains("list-type"));
+    let kind = if listing {
+        "LIST"
+    } else {
+        parts.method.as_str()
+    };
+    *shared
+        .kinds
+        .lock()
+        .unwrap()
+        .entry(kind.to_string())
+        .or_default() += 1;
     let body = axum::body::to_bytes(body, usize::MAX)
         .await
         .unwrap_or_default();
