@@ -152,7 +152,12 @@ impl StateLock {
             lock: path.clone(),
             source,
         };
-        let (mut file, mut created) = open_lock_file(&path).map_err(io_err)?;
+        // The record goes into a lock file this process creates before it
+        // is in place; it is written again, since now, once the lock is
+        // taken (after a wait, maybe).
+        let mut holder = LockHolder::new(operation);
+        let body = holder.to_bytes();
+        let (mut file, mut created) = open_lock_file(&path, &body).map_err(io_err)?;
         let found_released = wait_for_lock(
             timeout,
             Duration::from_millis(50),
@@ -163,7 +168,7 @@ impl StateLock {
                     // excludes no one, so open the file now at the path and
                     // lock again.
                     Ok(()) if !is_at(&file, &path) => {
-                        (file, created) = open_lock_file(&path).map_err(io_err)?;
+                        (file, created) = open_lock_file(&path, &body).map_err(io_err)?;
                     }
                     Ok(()) => {
                         let released = !created && file.metadata().is_ok_and(|m| m.len() == 0);
@@ -180,7 +185,7 @@ impl StateLock {
                 holder,
             },
         )?;
-        let holder = LockHolder::new(operation);
+        holder.since = crate::state::format_time(&Utc::now());
         let body = holder.to_bytes();
         file.set_len(0)
             .and_then(|_| file.rewind())
@@ -217,28 +222,75 @@ impl StateLock {
     }
 }
 
-/// Opens (or creates) the lock file; true when it was created.
-fn open_lock_file(path: &Path) -> io::Result<(File, bool)> {
-    let open = |create_new| {
-        let mut o = OpenOptions::new();
-        o.read(true).write(true);
-        if create_new {
-            o.create_new(true);
-        }
-        o.open(path)
-    };
+/// Opens the lock file, or creates it already locked and holding `record`;
+/// true when it was created.
+///
+/// A new lock file is made under a name of this process's own, locked and
+/// written there, and only then linked into place. Created in place, it
+/// would be there unlocked and empty for a moment, and a second psk taking
+/// it then would read it as the mark of a psk that ended normally (see
+/// [`super::missing`]) and refuse a state that is simply new; a psk killed
+/// in that moment would leave that mark for good.
+fn open_lock_file(path: &Path, record: &[u8]) -> io::Result<(File, bool)> {
     loop {
-        match open(true) {
-            Ok(f) => return Ok((f, true)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
+        if let Some(file) = create_locked(path, record)? {
+            return Ok((file, true));
         }
-        match open(false) {
+        match OpenOptions::new().read(true).write(true).open(path) {
             Ok(f) => return Ok((f, false)),
-            // Removed between the two calls by a holder letting go.
+            // Removed since by a holder letting go: create it after all.
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// The lock file created at `path`, locked, with `record` in it; `None`
+/// when there is one already.
+fn create_locked(path: &Path, record: &[u8]) -> io::Result<Option<File>> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(
+        ".{}-{}.new",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
+    let own = PathBuf::from(name);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&own)?;
+    let linked = match file.try_lock() {
+        Ok(()) => file
+            .write_all(record)
+            .and_then(|()| std::fs::hard_link(&own, path)),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+        Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::other("a new file is locked")),
+    };
+    let _ = std::fs::remove_file(&own);
+    match linked {
+        Ok(()) => Ok(Some(file)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(None),
+        // A filesystem without hard links: create the file in place, with
+        // the short unlocked moment that leaves.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::Unsupported | io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(path)
+            {
+                Ok(f) => Ok(Some(f)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -434,5 +486,39 @@ mod tests {
         assert!(removed);
         assert_eq!(std::fs::read_to_string(&lock).unwrap(), "");
         drop(held);
+    }
+
+    /// Two psk taking the lock of a new state at once: neither may take
+    /// the other's lock file, just created, for the mark of a psk that
+    /// ended normally (which refuses the new state as a missing one).
+    #[test]
+    fn a_lock_file_just_created_is_never_found_released() {
+        for _ in 0..500 {
+            let dir = tempfile::tempdir().unwrap();
+            let state = dir.path().join("psk.state.json");
+            let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+            let takers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (state, start) = (state.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        let lock =
+                            StateLock::acquire(&state, "apply", Duration::from_secs(10)).unwrap();
+                        lock.found_released()
+                    })
+                })
+                .collect();
+            for t in takers {
+                assert!(
+                    !t.join().unwrap(),
+                    "a lock file found empty and unlocked where no psk ever ended"
+                );
+            }
+            let left: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert!(left.is_empty(), "left behind: {left:?}");
+        }
     }
 }
