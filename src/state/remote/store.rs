@@ -347,7 +347,9 @@ async fn remove_async(remote: &Remote, objects: &[ObjectPath]) -> Result<(), obj
     if objects.is_empty() {
         return Ok(());
     }
-    let names = objects.to_vec().into_iter().map(Ok);
+    // Owned, since the stream outlives this borrow of `objects`.
+    let names: Vec<Result<ObjectPath, object_store::Error>> =
+        objects.iter().cloned().map(Ok).collect();
     let mut removed = remote
         .store
         .delete_stream(futures_util::stream::iter(names).boxed());
