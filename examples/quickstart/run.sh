@@ -8,7 +8,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
 # Not --quiet: a first build takes minutes, and cargo shows how far it is.
-echo "Building psk (the first build takes about two minutes on two cores)..." >&2
+echo "Building psk (the first build takes two to three minutes on two cores)..." >&2
 cargo build --locked --manifest-path "$root/Cargo.toml"
 # Where cargo put it: CARGO_TARGET_DIR (relative to where cargo runs, as
 # cargo reads it), a `build.target-dir` in a cargo config, or target/.
