@@ -216,7 +216,6 @@ fn settle(run: &mut Run<'_>, idx: usize, answer: &BulkOutcome) -> Outcome {
         BulkResult::Applied(applied) => {
             run.edge_took(idx);
             let on = (applied.last_generated_on).unwrap_or_else(|| run.client.cloudflare_now());
-            run.arrived.insert(idx, std::time::Instant::now());
             run.state
                 .entry(&action.key, &action.name)
                 .promote_pending(on);

@@ -271,7 +271,6 @@ pub async fn apply(
         sites: site::SiteGate::new(config),
         watcher: verify::Watcher::new(client),
         sealed_to,
-        arrived: HashMap::new(),
         outcomes: vec![None; plan.actions.len()],
         edge_took: HashMap::new(),
         options,
@@ -332,13 +331,12 @@ struct Run<'a> {
     watcher: verify::Watcher,
     /// What a newly sealed key's record says it is sealed to.
     sealed_to: Option<Vec<String>>,
-    /// When the answer that brought each action's new key arrived, on the
-    /// runner's monotonic clock: `verify`'s deadline counts from it.
-    arrived: HashMap<usize, std::time::Instant>,
     /// By action index; `None` is not started (yet).
     outcomes: Vec<Option<Outcome>>,
     /// By action index: when Cloudflare's answer said the edge took the
-    /// new key, on the monotonic clock; a rotation's outage runs from here.
+    /// new key, on the runner's monotonic clock. The rotation's outage runs
+    /// from here, and so does `verify`'s deadline (a clock set back or
+    /// forward on the runner moves neither).
     edge_took: HashMap<usize, std::time::Instant>,
     options: &'a Options,
     on_event: &'a mut dyn FnMut(Event<'_>),
@@ -436,7 +434,7 @@ impl<'a> Run<'a> {
         let action = self.action(idx);
         (self.state.entry(&action.key, &action.name)).begin_verification(since);
         self.stage(idx);
-        let arrived = (self.arrived.remove(&idx)).unwrap_or_else(std::time::Instant::now);
+        let arrived = (self.edge_took.get(&idx).copied()).unwrap_or_else(std::time::Instant::now);
         Some((how, tunnel, since, arrived))
     }
 

@@ -398,7 +398,6 @@ fn record_generated(run: &mut Run<'_>, idx: usize, generated: Generated) -> (Out
         }
     };
     let last_rotated = (generated.last_generated_on).unwrap_or_else(|| run.client.cloudflare_now());
-    run.arrived.insert(idx, std::time::Instant::now());
     run.state.entry(&action.key, &action.name).record_key(
         sealed,
         run.sealed_to.clone(),
